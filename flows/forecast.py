@@ -1,0 +1,52 @@
+"""The forecasting flow: the eight stages wired together. No computation here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.caching import with_store_cache
+from tasks.config import ForecastConfig
+from tasks.evaluate import evaluate
+from tasks.generate import generate
+from tasks.normalize import normalize
+from tasks.plot import plot
+from tasks.predict import predict
+from tasks.split import split
+from tasks.store import Store
+from tasks.train import train
+from tasks.window import window
+
+
+@flow(name="lstm-forecast", log_prints=True)
+def forecast(config: ForecastConfig = ForecastConfig()) -> dict[str, Any]:
+    """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
+    stages: dict[str, dict[str, str]] = {}
+
+    def run(stage_task: Any, **upstream: str) -> str:
+        state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
+        key = state.result()  # raises the stage's error if it failed
+        stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
+        return key
+
+    series = run(generate)
+    bounds = run(split, series=series)
+    scaled = run(normalize, series=series, split=bounds)
+    targets = run(window, series=series, split=bounds)
+    model = run(train, series=series, normalize=scaled, window=targets)
+    predictions = run(predict, series=series, normalize=scaled, window=targets, model=model)
+    metrics = run(evaluate, series=series, window=targets, predictions=predictions)
+    figure = run(plot, series=series, predictions=predictions, model=model)
+
+    store = Store(config.artifacts_dir)
+    return {
+        "stages": stages,
+        "artifacts": {
+            "series": str(store.path("generate", series)),
+            "model": str(store.path("train", model)),
+            "predictions": str(store.path("predict", predictions)),
+            "metrics": str(store.path("evaluate", metrics)),
+            "plot": str(store.path("plot", figure)),
+        },
+    }

@@ -1,0 +1,1 @@
+"""The eight stages of lstm-forecast, its config and its artifact store."""

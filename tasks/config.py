@@ -1,0 +1,153 @@
+"""The one typed config of the pipeline, its presets, and loading from files.
+
+`ForecastConfig` is the flow's only parameter: Prefect draws its form from it
+and rejects bad values before a run starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import InputError
+
+
+class ForecastConfig(BaseModel):
+    """Everything one forecasting run depends on. Frozen: derive changes with `model_copy`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- source -------------------------------------------------------------
+    input: str | None = Field(
+        None, description="CSV or Parquet file to forecast; empty means the built-in synthetic series."
+    )
+    time_column: str = Field("ds", description="Column of the input file holding the time (dates or numbers).")
+    value_column: str = Field("y", description="Column of the input file holding the values.")
+    nan_policy: Literal["interpolate", "drop", "error"] = Field(
+        "interpolate", description="What to do with missing values: fill linearly, drop the rows, or stop."
+    )
+    duplicate_policy: Literal["error", "last", "mean"] = Field(
+        "error", description="What to do with repeated timestamps: stop, keep the last value, or average them."
+    )
+    n_points: int = Field(10_000, ge=2, description="Synthetic series: number of points.")
+    time_step: float = Field(0.1, gt=0, description="Synthetic series: step between points (time units).")
+    frequency: float = Field(1.0, gt=0, description="Synthetic series: angular frequency of sin(frequency * t).")
+    noise_scale: float = Field(0.5, ge=0, description="Synthetic series: standard deviation of the Gaussian noise.")
+    series_seed: int = Field(0, description="Synthetic series: NumPy seed of the noise.")
+    read_retries: int = Field(3, ge=0, le=10, description="Retries of a failed file read.")
+    read_retry_delay_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
+
+    # --- split and scaling --------------------------------------------------
+    train_fraction: float = Field(0.8, gt=0, lt=1, description="Share of points before the test split.")
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Tail share of the training part held out for early stopping (0: none)."
+    )
+    scaler: Literal["minmax"] = Field("minmax", description="Scaler fitted on the training part only.")
+
+    # --- windows ------------------------------------------------------------
+    look_back: int = Field(64, ge=1, description="Past values the model sees for each target.")
+
+    # --- model and training -------------------------------------------------
+    units: int = Field(50, ge=1, description="LSTM units.")
+    epochs: int = Field(40, ge=1, description="Maximum training epochs.")
+    batch_size: int = Field(128, ge=1, description="Windows per optimizer step.")
+    learning_rate: float = Field(0.003, gt=0, description="Adam learning rate.")
+    patience: int = Field(5, ge=0, description="Early-stopping patience in epochs (0: no early stopping).")
+    seed: int = Field(0, description="Seed of weight initialisation and shuffling.")
+
+    # --- store --------------------------------------------------------------
+    artifacts_dir: str = Field("artifacts", description="Root folder of the artifact store.")
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> ForecastConfig:
+        if self.time_column == self.value_column:
+            raise ValueError("time_column and value_column must differ")
+        return self
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The article's hyperparameters exactly, on the leak-free pipeline.
+    "seed": dict(look_back=1, units=50, epochs=5, batch_size=1, learning_rate=0.001,
+                 train_fraction=0.8, validation_fraction=0.0, patience=0),
+    # What a user should get: a window longer than the sine's period (~63 points), big batches.
+    "default": dict(),
+    # Tiny and quick: for tests and a first look.
+    "smoke": dict(n_points=600, look_back=8, units=8, epochs=1, batch_size=32, patience=0),
+}
+
+
+def preset(name: str) -> ForecastConfig:
+    """The config of a named preset; `InputError` naming the known ones otherwise."""
+    if name not in PRESETS:
+        raise InputError(
+            f"unknown preset {name!r}",
+            f"choose one of: {', '.join(PRESETS)}",
+        )
+    return ForecastConfig(**PRESETS[name])
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Field values from a YAML or JSON file (a mapping of field names to values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist", "pass the path of a YAML or JSON file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (ValueError, ImportError) as error:
+        raise InputError(f"config file {path} cannot be parsed: {error}", "fix its YAML/JSON syntax") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} does not hold a mapping", "write it as `field: value` lines")
+    return data
+
+
+def build_config(
+    preset_name: str = "default",
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ForecastConfig:
+    """Preset, then the file's fields (which may name their own `preset`), then explicit overrides."""
+    file_fields = read_config_file(config_file) if config_file else {}
+    preset_name = file_fields.pop("preset", preset_name)
+    fields = {**PRESETS.get(preset_name, {}), **file_fields, **(overrides or {})}
+    preset(preset_name)  # validates the name
+    try:
+        return ForecastConfig(**fields)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
+        )
+        raise InputError(f"invalid configuration: {problems}", "correct these fields") from error
+
+
+# The config fields each stage's output depends on: they, and nothing else, enter its key.
+_SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed")
+_FILE_FIELDS = ("time_column", "value_column", "nan_policy", "duplicate_policy")
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "generate": (),  # depends on the source: see stage_fields()
+    "split": ("train_fraction", "validation_fraction"),
+    "normalize": ("scaler",),
+    "window": ("look_back",),
+    "train": ("units", "epochs", "batch_size", "learning_rate", "patience", "seed"),
+    "predict": (),
+    "evaluate": (),
+    "plot": (),
+}
+
+
+def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
+    """The config values that `stage`'s output depends on (the input file's own bytes excluded)."""
+    names = STAGE_FIELDS[stage]
+    if stage == "generate":
+        names = _FILE_FIELDS if config.input else _SYNTHETIC_FIELDS
+    return {name: getattr(config, name) for name in names}

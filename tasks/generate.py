@@ -1,0 +1,193 @@
+"""Stage 1, generate: the series to forecast, as columns `ds` (time) and `y` (value).
+
+Either the article's synthetic series `sin(frequency * t) + N(0, noise_scale²)` or
+the user's CSV/Parquet file, cleaned by a stated policy:
+- rows are sorted by time;
+- repeated timestamps: `duplicate_policy` (error, keep the last, or average);
+- missing values: `nan_policy` (linear interpolation, drop, or error), counted in the log;
+- gaps in the time axis are kept as they are: consecutive observations are treated as
+  consecutive steps (the log says how many irregular steps there are).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.tasks import exponential_backoff
+
+from tasks.config import ForecastConfig
+from tasks.errors import InputError
+from tasks.store import Store, bytes_digest, stage_key
+
+TIME, VALUE = "ds", "y"
+
+
+def synthetic_series(
+    n_points: int, time_step: float, frequency: float, noise_scale: float, seed: int
+) -> pd.DataFrame:
+    """The article's series: `ds = 0, step, 2·step, …` (numeric) and `y = sin(f·ds) + noise`.
+
+    With the defaults (10,000 points, step 0.1, seed 0) it equals the article's data bit for bit.
+    """
+    rng = np.random.RandomState(seed)  # the legacy generator behind the article's np.random.seed(0)
+    ds = np.arange(n_points) * time_step
+    y = np.sin(frequency * ds) + rng.normal(scale=noise_scale, size=n_points)
+    return pd.DataFrame({TIME: ds, VALUE: y})
+
+
+def parse_table(data: bytes, suffix: str) -> pd.DataFrame:
+    """The raw table of a CSV or Parquet file's bytes."""
+    if suffix == ".parquet":
+        return pd.read_parquet(io.BytesIO(data))
+    return pd.read_csv(io.BytesIO(data))
+
+
+def clean_series(
+    raw: pd.DataFrame,
+    time_column: str,
+    value_column: str,
+    nan_policy: str = "interpolate",
+    duplicate_policy: str = "error",
+) -> tuple[pd.DataFrame, list[str]]:
+    """Columns `ds`, `y` from a raw table, sorted, with duplicates and NaN handled.
+
+    Args:
+        raw: any table holding `time_column` and `value_column`.
+    Returns:
+        (series with `ds` datetime64 or float and `y` float64, notes for the log)
+    """
+    notes: list[str] = []
+    for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
+        if column not in raw.columns:
+            raise InputError(
+                f"column {column!r} is not in the input (columns: {', '.join(map(str, raw.columns))})",
+                f"name the right column with {flag}",
+            )
+    y = pd.to_numeric(raw[value_column], errors="coerce")
+    non_numeric = int((y.isna() & raw[value_column].notna()).sum())
+    if non_numeric:
+        example = raw[value_column][y.isna() & raw[value_column].notna()].iloc[0]
+        raise InputError(
+            f"value column {value_column!r} has {non_numeric} non-numeric value(s), e.g. {example!r}",
+            "clean the file or choose the numeric column with --value-column",
+        )
+    ds = _parse_times(raw[time_column], time_column)
+    series = pd.DataFrame({TIME: ds.to_numpy(), VALUE: y.to_numpy(dtype="float64")})
+
+    if series[TIME].isna().any():
+        raise InputError(
+            f"time column {time_column!r} has {int(series[TIME].isna().sum())} empty value(s)",
+            "fill or remove those rows",
+        )
+    if not series[TIME].is_monotonic_increasing:
+        series = series.sort_values(TIME, kind="stable").reset_index(drop=True)
+        notes.append("rows were not in time order: sorted by time")
+
+    duplicated = series[TIME].duplicated(keep=False)
+    if duplicated.any():
+        count = int(series[TIME].duplicated().sum())
+        if duplicate_policy == "error":
+            raise InputError(
+                f"{count} repeated timestamp(s) in {time_column!r}, first at {series[TIME][duplicated].iloc[0]}",
+                "remove them, or pass duplicate_policy 'last' or 'mean' (--duplicate-policy)",
+            )
+        how = "last" if duplicate_policy == "last" else "mean"
+        series = series.groupby(TIME, as_index=False, sort=True)[VALUE].agg(how)
+        notes.append(f"{count} repeated timestamp(s) merged by taking the {how}")
+
+    missing = int(series[VALUE].isna().sum())
+    if missing:
+        if nan_policy == "error":
+            raise InputError(
+                f"value column {value_column!r} has {missing} missing value(s)",
+                "fill them, or pass nan_policy 'interpolate' or 'drop' (--nan-policy)",
+            )
+        if nan_policy == "drop":
+            series = series.dropna(subset=[VALUE]).reset_index(drop=True)
+            notes.append(f"{missing} missing value(s) dropped")
+        else:
+            series[VALUE] = series[VALUE].interpolate(limit_direction="both")
+            notes.append(f"{missing} missing value(s) filled by linear interpolation")
+    if series[VALUE].isna().all() or len(series) == 0:
+        raise InputError("the input has no values", "pass a file with at least a few hundred rows")
+    if not np.isfinite(series[VALUE]).all():
+        raise InputError(
+            f"value column {value_column!r} holds infinite values", "replace them with numbers or leave them empty"
+        )
+
+    steps = series[TIME].diff().iloc[1:]
+    if len(steps) and (steps != steps.median()).any():
+        irregular = int((steps != steps.median()).sum())
+        notes.append(f"{irregular} step(s) differ from the usual time step: gaps are kept, not filled")
+    return series, notes
+
+
+def _parse_times(column: pd.Series, name: str) -> pd.Series:
+    """Numbers stay numbers; anything else must parse as dates."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    if numeric.notna().sum() == column.notna().sum() and not pd.api.types.is_datetime64_any_dtype(column):
+        return numeric.astype("float64")
+    try:
+        parsed = pd.to_datetime(column, errors="raise", format="mixed")
+    except (ValueError, TypeError) as error:
+        raise InputError(
+            f"time column {name!r} holds values that are neither numbers nor dates ({error})",
+            "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column",
+        ) from error
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed
+
+
+def read_input_file(path: str | Path) -> tuple[bytes, str]:
+    """The bytes and lowercase suffix of a CSV or Parquet file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".txt"):
+        raise InputError(f"input {path} is neither .csv nor .parquet", "convert it to CSV or Parquet")
+    if not path.is_file():
+        raise InputError(f"input file {path} does not exist", "check the path passed with --input")
+    return path.read_bytes(), suffix
+
+
+def _retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
+    """Retry reads that failed for a passing reason, never bad input."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, OSError)
+
+
+@task(
+    name="generate",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=1),
+    retry_condition_fn=_retry_on_transient,
+    result_serializer="json",
+)
+def generate(config: ForecastConfig) -> str:
+    """Read or synthesise the series; returns its store key."""
+    store = Store(config.artifacts_dir)
+    logger = get_run_logger()
+    if config.input:
+        data, suffix = read_input_file(config.input)
+        key = stage_key("generate", config, {}, extra=bytes_digest(data))
+        try:
+            raw = parse_table(data, suffix)
+        except (ValueError, UnicodeDecodeError, OSError) as error:
+            raise InputError(f"input {config.input} cannot be read as {suffix[1:]}: {error}", "check the file") from error
+        series, notes = clean_series(raw, config.time_column, config.value_column, config.nan_policy,
+                                     config.duplicate_policy)
+        for note in notes:
+            logger.warning("input %s: %s", config.input, note)
+        source = {"input": str(config.input)}
+    else:
+        key = stage_key("generate", config, {})
+        series = synthetic_series(config.n_points, config.time_step, config.frequency, config.noise_scale,
+                                  config.series_seed)
+        source = {"synthetic": True}
+    store.write_table("generate", key, series, metadata=source)
+    logger.info("series: %d points, %s to %s", len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
+    return key

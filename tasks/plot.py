@@ -1,0 +1,81 @@
+"""Stage 8, plot: the series with every prediction on its own timestamp, a zoom on
+the test period, and the training loss curve. Saved as PNG and shown in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.config import ForecastConfig
+from tasks.store import Store, stage_key
+
+ZOOM_POINTS = 300
+
+
+def render_plot(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]], dpi: int = 100) -> bytes:
+    """A three-panel PNG.
+
+    Args:
+        series: `ds, y`.
+        predictions: `ds, y, y_hat, split` (from `assemble_predictions`).
+        history: per-epoch `loss` and maybe `val_loss`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 10), layout="constrained")
+    overview, zoom, losses = figure.subplots(3, 1, height_ratios=[2, 2, 1.2])
+    colours = {"train": "tab:orange", "validation": "tab:purple", "test": "tab:green", "forecast": "tab:red"}
+
+    overview.plot(series["ds"], series["y"], color="0.6", linewidth=0.6, label="series")
+    for split_name, part in predictions.groupby("split", sort=False):
+        style = {"marker": "o"} if split_name == "forecast" else {"linewidth": 0.8}
+        overview.plot(part["ds"], part["y_hat"], color=colours.get(split_name), label=f"{split_name} prediction",
+                      **style)
+    test = predictions[predictions["split"].isin(["test", "forecast"])]
+    if len(test):
+        overview.axvline(test["ds"].iloc[0], color="k", linestyle=":", linewidth=1)
+    overview.set_title("Series and predictions, each on its own timestamp")
+    overview.legend(loc="upper left", fontsize="small", ncols=5)
+
+    tail = test.tail(ZOOM_POINTS)
+    zoom.plot(tail["ds"], tail["y"], color="0.4", marker=".", linewidth=0.6, label="actual")
+    zoom.plot(tail["ds"], tail["y_hat"], color=colours["test"], linewidth=1.2, label="prediction")
+    zoom.set_title(f"Test period, last {len(tail)} points")
+    zoom.legend(loc="upper left", fontsize="small")
+
+    for name, values in history.items():
+        if "loss" in name:
+            losses.plot(range(1, len(values) + 1), values, marker=".", label=name)
+    losses.set_yscale("log")
+    losses.set_xlabel("epoch")
+    losses.set_title("Training loss (MSE on the scaled series)")
+    losses.legend(fontsize="small")
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+@task(name="plot", result_serializer="json")
+def plot(config: ForecastConfig, series: str, predictions: str, model: str) -> str:
+    """Draw the run's plot; returns the plot key."""
+    store = Store(config.artifacts_dir)
+    key = stage_key("plot", config, {"series": series, "predictions": predictions, "model": model})
+    frames = store.read_table("generate", series), store.read_table("predict", predictions)
+    history = store.read_model_metadata(model)["history"]
+    path = store.write_png(key, render_plot(*frames, history))
+    thumbnail = base64.b64encode(render_plot(*frames, history, dpi=40)).decode()
+    create_markdown_artifact(
+        key="lstm-forecast-plot",
+        markdown=f"![forecast plot](data:image/png;base64,{thumbnail})\n\nFull size: `{path}`",
+        description="Series, aligned predictions, test zoom and loss curve.",
+    )
+    return key

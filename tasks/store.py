@@ -1,0 +1,201 @@
+"""The artifact store: every path, key and write of the pipeline lives here.
+
+Layout under the root (default `artifacts/`):
+
+    <stage>/<key>.parquet        generate, split, normalize, window, predict, evaluate
+    models/<key>/model.keras     train (plus models/<key>/metadata.json)
+    plots/<key>.png              plot
+    _prefect/records/<key>       Prefect's cache records (small JSON: the key a stage returned)
+    _prefect/locks/              Prefect's lock files while a stage computes
+
+A stage's key hashes its name, its code version, its own config fields and its
+upstream keys, so changing `epochs` changes the train key and everything after
+it, and nothing before. Every write goes to a temporary name in the same folder
+and is renamed into place, so a file under its final name is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.config import ForecastConfig, stage_fields
+
+log = logging.getLogger(__name__)
+
+STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evaluate", "plot")
+
+# Bump a stage's version when its code changes what it writes: its key changes, so
+# old outputs are not reused.
+STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES}
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+_METADATA_KEY = b"lstm_forecast"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (24 hex digits)."""
+    payload = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:24]
+
+
+def bytes_digest(data: bytes) -> str:
+    """SHA-256 of some bytes (hex), the same as `file_digest` of a file holding them."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex), for keys that must change when the file does."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str], extra: str = "") -> str:
+    """Content key of one stage's output.
+
+    Args:
+        stage: one of `STAGES`.
+        config: the run's config; only `stage_fields(stage, config)` enter the key.
+        upstream: name -> key of each input stage.
+        extra: anything else the output depends on (the input file's digest).
+    """
+    fields = stage_fields(stage, config)
+    return fingerprint(stage, STAGE_VERSIONS[stage], fields, dict(sorted(upstream.items())), extra)
+
+
+class Store:
+    """Paths and atomic reads/writes under one root folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    # --- paths --------------------------------------------------------------
+    def path(self, stage: str, key: str) -> Path:
+        """Where `stage`'s output for `key` lives (a folder for `train`)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        if not key.isalnum():
+            raise ValueError(f"invalid store key {key!r}")
+        if stage == "train":
+            return self.root / "models" / key
+        if stage == "plot":
+            return self.root / "plots" / f"{key}.png"
+        return self.root / stage / f"{key}.parquet"
+
+    @property
+    def records_dir(self) -> Path:
+        return self.root / "_prefect" / "records"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "_prefect" / "locks"
+
+    # --- validity -----------------------------------------------------------
+    def is_complete(self, stage: str, key: str) -> bool:
+        """True when the output exists and its structure reads back; damaged files are removed."""
+        path = self.path(stage, key)
+        if not path.exists():
+            return False
+        try:
+            if stage == "train":
+                json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+                with zipfile.ZipFile(path / MODEL_FILE) as archive:
+                    if archive.testzip() is not None:
+                        raise zipfile.BadZipFile("corrupt member")
+            elif stage == "plot":
+                if path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+                    raise ValueError("not a PNG file")
+            else:
+                pq.read_metadata(path)
+        except Exception as error:  # any damage means: rebuild
+            log.warning("store: %s is damaged (%s); it will be rebuilt", path, error)
+            self.discard(stage, key)
+            return False
+        return True
+
+    def discard(self, stage: str, key: str) -> None:
+        """Remove a stage output and its Prefect cache record."""
+        path = self.path(stage, key)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        (self.records_dir / key).unlink(missing_ok=True)
+
+    # --- tables -------------------------------------------------------------
+    def write_table(self, stage: str, key: str, frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> Path:
+        """Write a DataFrame as Parquet, with optional JSON metadata in the file's schema."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if metadata is not None:
+            merged = {**(table.schema.metadata or {}), _METADATA_KEY: json.dumps(metadata).encode()}
+            table = table.replace_schema_metadata(merged)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        return self._write_bytes(self.path(stage, key), buffer.getvalue())
+
+    def read_table(self, stage: str, key: str) -> pd.DataFrame:
+        return pq.read_table(self.path(stage, key)).to_pandas()
+
+    def read_table_metadata(self, stage: str, key: str) -> dict[str, Any]:
+        schema_metadata = pq.read_schema(self.path(stage, key)).metadata or {}
+        return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
+
+    # --- models and plots ---------------------------------------------------
+    def write_model(self, key: str, save_model: Callable[[Path], None], metadata: dict[str, Any]) -> Path:
+        """Save a model folder atomically: `save_model(path)` writes `model.keras` into a temp folder."""
+        final = self.path("train", key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        try:
+            save_model(staging / MODEL_FILE)
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1, default=str), encoding="utf-8")
+            if final.exists():  # a damaged leftover; is_complete() already judged it
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return final
+
+    def model_file(self, key: str) -> Path:
+        return self.path("train", key) / MODEL_FILE
+
+    def read_model_metadata(self, key: str) -> dict[str, Any]:
+        return json.loads((self.path("train", key) / METADATA_FILE).read_text(encoding="utf-8"))
+
+    def write_png(self, key: str, png: bytes) -> Path:
+        return self._write_bytes(self.path("plot", key), png)
+
+    # --- the one primitive --------------------------------------------------
+    @staticmethod
+    def _write_bytes(path: Path, data: bytes) -> Path:
+        """Write to a temp file in the same folder, fsync, then rename over `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path

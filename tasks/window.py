@@ -1,0 +1,70 @@
+"""Stage 4, window: which past values predict which target.
+
+Target row `t` is predicted from rows `[t - look_back, t)`. Every row from
+`look_back` on is a target, in whichever split it falls: the first test targets
+take their context from the end of the training part, so every test point is
+forecast (the article's `range(len - look_back - 1)` drops a window, and its
+windows never cross the split, so it skips the first `look_back` test points).
+
+The output stores the targets (row, `ds`, split), not the windows themselves:
+the windows are views into the scaled series, built when needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from prefect import get_run_logger, task
+
+from tasks.config import ForecastConfig
+from tasks.errors import InputError
+from tasks.store import Store, stage_key
+
+
+def window_targets(ds: pd.Series, bounds: pd.DataFrame, look_back: int) -> pd.DataFrame:
+    """The targets of every split.
+
+    Args:
+        ds: the series' times, one per row.
+        bounds: `split, start, stop` row ranges (from `split_bounds`).
+    Returns:
+        DataFrame with `row` (target position), `ds` and `split`, in row order.
+    """
+    frames = []
+    for split_name, start, stop in bounds[["split", "start", "stop"]].itertuples(index=False):
+        rows = np.arange(max(int(start), look_back), int(stop))
+        frames.append(pd.DataFrame({"row": rows, "ds": ds.to_numpy()[rows], "split": split_name}))
+    targets = pd.concat(frames, ignore_index=True)
+    counts = targets["split"].value_counts()
+    needed = {"train": 1, "test": 1, "validation": int((bounds["stop"] > bounds["start"]).iloc[1])}
+    short = [name for name, least in needed.items() if counts.get(name, 0) < least]
+    if short:
+        raise InputError(
+            f"the series has {len(ds)} points: too few for look_back {look_back} "
+            f"(no {' or '.join(short)} targets left)",
+            "use a smaller --look-back or a longer series",
+        )
+    return targets
+
+
+def window_inputs(values: np.ndarray, rows: np.ndarray, look_back: int) -> np.ndarray:
+    """Model inputs for target rows: `out[i] = values[rows[i] - look_back : rows[i]]`.
+
+    Returns:
+        float32 array of shape (len(rows), look_back, 1).
+    """
+    windows = sliding_window_view(np.asarray(values, dtype="float32"), look_back)
+    return windows[np.asarray(rows) - look_back][..., np.newaxis]
+
+
+@task(name="window", result_serializer="json")
+def window(config: ForecastConfig, series: str, split: str) -> str:
+    """Find every target's window; returns the window key."""
+    store = Store(config.artifacts_dir)
+    key = stage_key("window", config, {"series": series, "split": split})
+    targets = window_targets(store.read_table("generate", series)["ds"], store.read_table("split", split),
+                             config.look_back)
+    store.write_table("window", key, targets)
+    get_run_logger().info("targets per split: %s", targets["split"].value_counts().to_dict())
+    return key
