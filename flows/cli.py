@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -103,9 +104,27 @@ def print_summary(summary: dict[str, Any], seconds: float) -> None:
     print(f"Finished in {seconds:.1f} s")
 
 
+class _HideInputErrorTraceback(logging.Filter):
+    """A bad-input failure is logged as one line: its traceback says nothing the message does not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], InputError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_input_error_tracebacks() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideInputErrorTraceback) for f in logger.filters):
+            logger.addFilter(_HideInputErrorTraceback())
+
+
 def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_prefect_server()
+    _quiet_input_error_tracebacks()
     from flows.forecast import forecast
 
     started = time.perf_counter()
@@ -119,7 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = _parser().parse_args(argv)
     try:
         return run_command(args)

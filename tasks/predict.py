@@ -57,7 +57,7 @@ def assemble_predictions(
 def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str) -> str:
     """Predict every target and the next step; returns the predict key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("predict", config, {"normalize": normalize, "window": window, "model": model})
+    key = stage_key("predict", config, {"series": series, "normalize": normalize, "window": window, "model": model})
     scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
     targets = store.read_table("window", window)
     keras_model = load_model(store.model_file(model))

@@ -96,7 +96,7 @@ def _EpochReporter(report: EpochReport) -> Any:  # noqa: N802 - a class built la
 def train(config: ForecastConfig, series: str, normalize: str, window: str) -> str:
     """Fit the model on the train split; returns the model key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("train", config, {"normalize": normalize, "window": window})
+    key = stage_key("train", config, {"series": series, "normalize": normalize, "window": window})
     logger = get_run_logger()
     scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
     targets = store.read_table("window", window)
