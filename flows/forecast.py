@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from tasks.caching import with_store_cache
 from tasks.config import ForecastConfig
@@ -18,16 +19,24 @@ from tasks.store import Store
 from tasks.train import train
 from tasks.window import window
 
+DEFAULT_CONFIG = ForecastConfig()
+
 
 @flow(name="lstm-forecast", log_prints=True)
-def forecast(config: ForecastConfig = ForecastConfig()) -> dict[str, Any]:
+def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
     stages: dict[str, dict[str, str]] = {}
+    computed: set[str] = set()  # keys built in this run: whatever reads them is rebuilt too
 
     def run(stage_task: Any, **upstream: str) -> str:
-        state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
+        rebuild = any(key in computed for key in upstream.values())
+        cached_task = with_store_cache(stage_task, config, rebuild=rebuild)
+        state = cached_task(config=config, **upstream, return_state=True)
         key = state.result()  # raises the stage's error if it failed
-        stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
+        status = "cached" if state.name == "Cached" else "computed"
+        if status == "computed":
+            computed.add(key)
+        stages[stage_task.name] = {"key": key, "status": status}
         return key
 
     series = run(generate)
@@ -41,6 +50,7 @@ def forecast(config: ForecastConfig = ForecastConfig()) -> dict[str, Any]:
 
     store = Store(config.artifacts_dir)
     return {
+        "flow_run_id": str(flow_run.id),
         "stages": stages,
         "artifacts": {
             "series": str(store.path("generate", series)),

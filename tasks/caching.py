@@ -44,14 +44,19 @@ class StageCache(CachePolicy):
         return key
 
 
-def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task[Any, str]:
-    """The stage's task, cached in the store of `config` and locked per key."""
+def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig, rebuild: bool = False) -> Task[Any, str]:
+    """The stage's task, cached in the store of `config` and locked per key.
+
+    `rebuild=True` (an input was rebuilt in this run) recomputes the stage even if its output exists.
+    """
     store = Store(config.artifacts_dir)
     policy = StageCache(stage=stage_task.name).configure(
         isolation_level=IsolationLevel.SERIALIZABLE,
         lock_manager=FileSystemLockManager(lock_files_directory=store.locks_dir),
     )
-    options: dict[str, Any] = dict(cache_policy=policy, result_storage=store.records_dir, persist_result=True)
+    options: dict[str, Any] = dict(
+        cache_policy=policy, result_storage=store.records_dir, persist_result=True, refresh_cache=rebuild
+    )
     if stage_task.name == "generate":
         options.update(
             retries=config.read_retries,

@@ -177,7 +177,9 @@ def generate(config: ForecastConfig) -> str:
         try:
             raw = parse_table(data, suffix)
         except (ValueError, UnicodeDecodeError, OSError) as error:
-            raise InputError(f"input {config.input} cannot be read as {suffix[1:]}: {error}", "check the file") from error
+            raise InputError(
+                f"input {config.input} cannot be read as {suffix[1:]}: {error}", "check that the file is valid"
+            ) from error
         series, notes = clean_series(raw, config.time_column, config.value_column, config.nan_policy,
                                      config.duplicate_policy)
         for note in notes:

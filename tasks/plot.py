@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import pandas as pd
 from prefect import task
@@ -17,12 +18,12 @@ from tasks.store import Store, stage_key
 ZOOM_POINTS = 300
 
 
-def render_plot(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]], dpi: int = 100) -> bytes:
-    """A three-panel PNG.
+def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]]) -> Any:
+    """A three-panel matplotlib Figure: overview, test zoom, loss curve.
 
     Args:
         series: `ds, y`.
-        predictions: `ds, y, y_hat, split` (from `assemble_predictions`).
+        predictions: `ds, y, y_hat, split` (from `assemble_predictions`); drawn at their own `ds`.
         history: per-epoch `loss` and maybe `val_loss`.
     """
     import matplotlib
@@ -58,7 +59,13 @@ def render_plot(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[s
     losses.set_xlabel("epoch")
     losses.set_title("Training loss (MSE on the scaled series)")
     losses.legend(fontsize="small")
+    return figure
 
+
+def render_plot(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]],
+                dpi: int = 100) -> bytes:
+    """`draw_figure` as PNG bytes."""
+    figure = draw_figure(series, predictions, history)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()

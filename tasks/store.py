@@ -166,9 +166,13 @@ class Store:
         try:
             save_model(staging / MODEL_FILE)
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1, default=str), encoding="utf-8")
-            if final.exists():  # a damaged leftover; is_complete() already judged it
-                shutil.rmtree(final)
-            os.replace(staging, final)
+            if final.exists():  # being rebuilt: move the old folder aside, then swap the new one in
+                retired = Path(tempfile.mkdtemp(prefix=f".{key}.old.", dir=final.parent))
+                os.replace(final, retired / key)
+                os.replace(staging, final)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
