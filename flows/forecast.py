@@ -26,17 +26,11 @@ DEFAULT_CONFIG = ForecastConfig()
 def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
     stages: dict[str, dict[str, str]] = {}
-    computed: set[str] = set()  # keys built in this run: whatever reads them is rebuilt too
 
     def run(stage_task: Any, **upstream: str) -> str:
-        rebuild = any(key in computed for key in upstream.values())
-        cached_task = with_store_cache(stage_task, config, rebuild=rebuild)
-        state = cached_task(config=config, **upstream, return_state=True)
+        state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
         key = state.result()  # raises the stage's error if it failed
-        status = "cached" if state.name == "Cached" else "computed"
-        if status == "computed":
-            computed.add(key)
-        stages[stage_task.name] = {"key": key, "status": status}
+        stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
         return key
 
     series = run(generate)

@@ -1,8 +1,9 @@
 """How Prefect decides a stage is Cached: the store's content key, checked against the store.
 
 A stage's Prefect cache key is its store key. Before Prefect looks up its record,
-the policy checks that the output itself is still complete in the store; if it was
-deleted or damaged, the record is dropped, so the stage runs again and rebuilds it.
+the policy checks that the output itself is still complete in the store and newer
+than its inputs (as `make` does); if it was deleted, damaged, or an input was rebuilt
+since, the record is dropped, so the stage runs again and rebuilds it.
 A file lock per key (SERIALIZABLE isolation) makes concurrent identical runs compute
 each stage once: the second waits, then finds the first one's record.
 """
@@ -39,23 +40,20 @@ class StageCache(CachePolicy):
                 return None  # unreadable now: run the stage, which retries and reports
         key = stage_key(self.stage, config, upstream, extra)
         store = Store(config.artifacts_dir)
-        if not store.is_complete(self.stage, key):
+        if not store.is_complete(self.stage, key) or store.is_older_than_inputs(self.stage, key, upstream):
             (store.records_dir / key).unlink(missing_ok=True)
         return key
 
 
-def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig, rebuild: bool = False) -> Task[Any, str]:
-    """The stage's task, cached in the store of `config` and locked per key.
-
-    `rebuild=True` (an input was rebuilt in this run) recomputes the stage even if its output exists.
-    """
+def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task[Any, str]:
+    """The stage's task, cached in the store of `config` and locked per key."""
     store = Store(config.artifacts_dir)
     policy = StageCache(stage=stage_task.name).configure(
         isolation_level=IsolationLevel.SERIALIZABLE,
         lock_manager=FileSystemLockManager(lock_files_directory=store.locks_dir),
     )
     options: dict[str, Any] = dict(
-        cache_policy=policy, result_storage=store.records_dir, persist_result=True, refresh_cache=rebuild
+        cache_policy=policy, result_storage=store.records_dir, persist_result=True
     )
     if stage_task.name == "generate":
         options.update(

@@ -42,6 +42,10 @@ STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evalu
 # old outputs are not reused.
 STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES}
 
+# Name of each stage's output when another stage takes it as input.
+INPUT_STAGES = {"series": "generate", "split": "split", "normalize": "normalize", "window": "window",
+                "model": "train", "predictions": "predict"}
+
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 _METADATA_KEY = b"lstm_forecast"
@@ -129,6 +133,27 @@ class Store:
             self.discard(stage, key)
             return False
         return True
+
+    def written_at(self, stage: str, key: str) -> int | None:
+        """When an output was written (ns since the epoch), or None if it is absent."""
+        path = self.path(stage, key)
+        if stage == "train":
+            path = path / METADATA_FILE
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def is_older_than_inputs(self, stage: str, key: str, inputs: Mapping[str, str]) -> bool:
+        """True when an input named in `INPUT_STAGES` was written after this output (it was rebuilt)."""
+        written = self.written_at(stage, key)
+        if written is None:
+            return False
+        for name, input_key in inputs.items():
+            input_written = self.written_at(INPUT_STAGES[name], input_key)
+            if input_written is not None and input_written > written:
+                return True
+        return False
 
     def discard(self, stage: str, key: str) -> None:
         """Remove a stage output and its Prefect cache record."""

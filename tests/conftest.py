@@ -1,0 +1,98 @@
+"""Shared fixtures: one real Prefect server for the session, and store helpers.
+
+The server is `prefect server start` on a free loopback port with its own
+PREFECT_HOME; in-process flows reach it through `temporary_settings`, subprocesses
+through PREFECT_API_URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def quiet_env(prefect_home: Path, api_url: str | None) -> dict[str, str]:
+    """Environment for a subprocess: its own PREFECT_HOME, no telemetry, a given server or none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS="false",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server on 127.0.0.1; yields its API URL."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = quiet_env(home, None)
+    env["PREFECT_UI_ENABLED"] = "false"
+    log = open(home / "server.log", "wb")
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+    else:
+        process.kill()
+        raise RuntimeError("prefect server did not become healthy in 90 s")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: str) -> Iterator[str]:
+    """In-process Prefect clients talk to the session's server."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield prefect_server
+
+
+def store_snapshot(root: Path) -> dict[str, str]:
+    """Every file under a store with the SHA-256 of its bytes (lock files excluded: they come and go)."""
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "locks" not in path.parts
+    }

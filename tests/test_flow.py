@@ -1,0 +1,183 @@
+"""The `smoke` flow end to end against the session's Prefect server: tasks, cache, retries, concurrency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows import cli
+from tasks.store import STAGES, Store
+from tests.conftest import BIN, quiet_env, store_snapshot
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    """`lstm-forecast run --json ...` in this process: (exit code, last JSON line or None, stderr)."""
+    code = cli.main(["run", "--json", *args])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    result = json.loads(lines[-1]) if code == 0 and lines else None
+    return code, result, captured.err
+
+
+def task_runs(flow_run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
+    return tmp_path_factory.mktemp("smoke") / "store"
+
+
+def test_first_run_computes_eight_tasks_and_reports_json(
+    smoke_store: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    assert code == 0 and result is not None
+    assert set(result["stages"]) == set(STAGES)
+    assert set(result["stages"].values()) == {"computed"}
+    for split_name in ("train", "test"):
+        for metric in ("rmse", "mae"):
+            assert np.isfinite(result["metrics"][split_name]["lstm"][metric])
+    assert result["metrics"]["test"]["naive"]["rmse"] > 0
+    for name in ("plot", "model", "predictions"):
+        assert Path(result["artifacts"][name]).exists()
+    assert (Path(result["artifacts"]["model"]) / "model.keras").is_file()
+
+    runs = task_runs(result["flow_run_id"])
+    assert sorted(run.name.rsplit("-", 1)[0] for run in runs) == sorted(STAGES)
+    assert all(run.state.is_completed() for run in runs)
+
+    predictions = pd.read_parquet(result["artifacts"]["predictions"])
+    assert list(predictions.columns) == ["ds", "y", "y_hat", "split"]
+    assert (predictions["split"] == "test").sum() == 120  # smoke: 600 points, 20 % test, every one forecast
+
+    # A second identical run: everything Cached, no file written, same numbers.
+    before = store_snapshot(smoke_store)
+    mtimes = {p: p.stat().st_mtime_ns for p in smoke_store.rglob("*") if p.is_file() and "locks" not in p.parts}
+    code, again, out = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    assert code == 0 and again is not None
+    assert set(again["stages"].values()) == {"cached"}
+    assert again["metrics"] == result["metrics"]
+    assert store_snapshot(smoke_store) == before
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    states = {run.name.rsplit("-", 1)[0]: run.state.name for run in task_runs(again["flow_run_id"])}
+    assert states == {stage: "Cached" for stage in STAGES}
+
+
+def test_changing_epochs_reruns_train_and_what_follows_only(
+    smoke_store: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli.main(["run", "--preset", "smoke", "--artifacts-dir", str(smoke_store)])
+    capsys.readouterr()
+    code, result, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store), "--epochs", "2")
+    assert code == 0 and result is not None
+    assert result["stages"] == {
+        "generate": "cached", "normalize": "cached", "split": "cached", "window": "cached",
+        "train": "computed", "predict": "computed", "evaluate": "computed", "plot": "computed",
+    }
+
+
+def test_deleting_one_stage_output_rebuilds_it_and_its_dependants(
+    smoke_store: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    assert code == 0 and result is not None
+    store = Store(smoke_store)
+    store.path("predict", result["keys"]["predict"]).unlink()
+    code, rebuilt, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    assert code == 0 and rebuilt is not None
+    expected = {stage: "cached" for stage in STAGES} | {"predict": "computed", "evaluate": "computed",
+                                                         "plot": "computed"}
+    assert rebuilt["stages"] == expected
+    assert rebuilt["metrics"] == result["metrics"]
+
+
+def test_damaged_cache_file_is_rebuilt_not_trusted(
+    smoke_store: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    assert code == 0 and result is not None
+    window_file = Store(smoke_store).path("window", result["keys"]["window"])
+    window_file.write_bytes(window_file.read_bytes()[:50])  # truncated mid-file
+    code, rebuilt, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    assert code == 0 and rebuilt is not None
+    assert rebuilt["stages"]["window"] == "computed" and rebuilt["stages"]["split"] == "cached"
+    assert rebuilt["stages"]["train"] == "computed"  # it reads the rebuilt file
+    assert pd.read_parquet(window_file)["split"].value_counts()["test"] == 120
+
+
+def test_same_config_gives_same_metrics_in_a_fresh_store(
+    smoke_store: Path, tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, first, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    _, fresh, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(tmp_path / "other"))
+    assert first is not None and fresh is not None
+    assert fresh["stages"]["train"] == "computed"
+    assert fresh["metrics"] == first["metrics"]
+
+
+def test_file_input_with_dates_and_a_transient_read_failure_is_retried(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.generate
+
+    frame = pd.DataFrame({
+        "when": pd.date_range("2024-01-01", periods=400, freq="h").astype(str),
+        "load": np.sin(np.arange(400) / 5.0) + 10,
+    })
+    source = tmp_path / "load.csv"
+    frame.to_csv(source, index=False)
+    real_read = tasks.generate.read_input_file
+    failures = []
+
+    def flaky_read(path: str | Path) -> tuple[bytes, str]:
+        if not failures:
+            failures.append(path)
+            raise OSError("stale file handle (injected)")
+        return real_read(path)
+
+    monkeypatch.setattr(tasks.generate, "read_input_file", flaky_read)
+    settings = tmp_path / "fast-retry.yaml"
+    settings.write_text("preset: smoke\nread_retry_delay_s: 0.1\n")
+    code, result, _ = run_cli(
+        capsys, "--config", str(settings), "--input", str(source), "--time-column", "when",
+        "--value-column", "load", "--artifacts-dir", str(tmp_path / "store"),
+    )
+    assert code == 0 and result is not None and failures
+    predictions = pd.read_parquet(result["artifacts"]["predictions"])
+    assert predictions["ds"].dtype.kind == "M"
+    assert predictions["ds"].iloc[-1] == pd.Timestamp("2024-01-17 16:00")  # one hour after the last row
+
+    from prefect.client.orchestration import get_client
+
+    generate_run = next(r for r in task_runs(result["flow_run_id"]) if r.name.startswith("generate"))
+    with get_client(sync_client=True) as client:
+        history = [state.name for state in client.read_task_run_states(generate_run.id)]
+    assert "AwaitingRetry" in history and history[-1] == "Completed"
+
+
+def test_two_identical_runs_at_once_train_once(tmp_path: Path, prefect_server: str) -> None:
+    store = tmp_path / "store"
+    command = [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
+    processes = [
+        subprocess.Popen(command, env=quiet_env(tmp_path / f"home{i}", prefect_server), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = [process.communicate(timeout=240) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-2000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    for stage in STAGES:
+        assert sorted(r["stages"][stage] for r in results) == ["cached", "computed"], stage
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert len(list((store / "models").iterdir())) == 1

@@ -1,0 +1,190 @@
+"""The stages' pure functions on tiny arrays, without Prefect.
+
+Each test named `test_fix_*` fails on the article's behaviour (described in its docstring).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.errors import InputError
+from tasks.evaluate import error_metrics, evaluate_predictions, naive_predictions
+from tasks.generate import clean_series, synthetic_series
+from tasks.normalize import fit_minmax, scale_series
+from tasks.plot import draw_figure
+from tasks.predict import assemble_predictions, next_time
+from tasks.split import split_bounds
+from tasks.window import window_inputs, window_targets
+
+
+def tiny_series(n: int = 20) -> pd.DataFrame:
+    return pd.DataFrame({"ds": np.arange(n) * 0.5, "y": np.arange(n, dtype="float64") ** 1.5})
+
+
+def tiny_bounds() -> pd.DataFrame:
+    return pd.DataFrame({"split": ["train", "validation", "test"], "start": [0, 12, 16], "stop": [12, 16, 20]})
+
+
+def test_synthetic_series_is_the_articles_data_bit_for_bit() -> None:
+    np.random.seed(0)
+    timesteps = np.arange(0, 1000, 0.1)
+    article = np.sin(timesteps) + np.random.normal(scale=0.5, size=len(timesteps))
+    series = synthetic_series(10_000, 0.1, 1.0, 0.5, 0)
+    assert list(series.columns) == ["ds", "y"]
+    np.testing.assert_array_equal(series["y"].to_numpy(), article)
+    np.testing.assert_allclose(series["ds"].to_numpy(), timesteps, rtol=0, atol=1e-9)
+
+
+def test_split_bounds_of_the_article_series() -> None:
+    bounds = split_bounds(10_000, 0.8, 0.1)
+    assert bounds.to_dict("records") == [
+        {"split": "train", "start": 0, "stop": 7200},
+        {"split": "validation", "start": 7200, "stop": 8000},
+        {"split": "test", "start": 8000, "stop": 10000},
+    ]
+    assert split_bounds(10_000, 0.8, 0.0)["stop"].tolist() == [8000, 8000, 10000]
+
+
+def test_fix_scaler_is_fitted_on_the_training_part_only() -> None:
+    """The article fits MinMaxScaler on the whole series: its max would be the test part's 100."""
+    series = pd.DataFrame({"ds": np.arange(6.0), "y": [0.0, 2.0, 4.0, 1.0, 50.0, 100.0]})
+    scaled, params = scale_series(series, fit_stop=4)
+    assert (params.data_min, params.data_max) == (0.0, 4.0)
+    np.testing.assert_allclose(scaled["y_scaled"], [0.0, 0.5, 1.0, 0.25, 12.5, 25.0])
+    np.testing.assert_allclose(params.unscale(scaled["y_scaled"].to_numpy()), series["y"])
+
+
+def test_constant_training_part_is_refused() -> None:
+    with pytest.raises(InputError, match="constant"):
+        fit_minmax(np.ones(10))
+
+
+def test_fix_no_window_is_dropped_and_every_test_point_is_forecast() -> None:
+    """The article's create_dataset makes len - look_back - 1 windows per split (8 train, 0 test here)."""
+    series = tiny_series()
+    targets = window_targets(series["ds"], tiny_bounds(), look_back=3)
+    counts = targets["split"].value_counts().to_dict()
+    assert counts == {"train": 9, "validation": 4, "test": 4}  # train rows 3..11: 12 - 3 windows
+    assert targets["row"].tolist() == list(range(3, 20))  # every row that has 3 predecessors, once
+    assert targets.loc[targets["split"] == "test", "row"].tolist() == [16, 17, 18, 19]
+    np.testing.assert_array_equal(targets["ds"], series["ds"].to_numpy()[3:])
+
+
+def test_fix_test_windows_use_the_preceding_values_as_context() -> None:
+    """The article's test windows start inside the test chunk; here they reach back into training."""
+    values = np.arange(20, dtype="float64")
+    inputs = window_inputs(values, np.array([16, 19]), look_back=3)
+    assert inputs.shape == (2, 3, 1) and inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs[:, :, 0], [[13, 14, 15], [16, 17, 18]])
+    forecast_input = window_inputs(values, np.array([20]), look_back=3)
+    np.testing.assert_array_equal(forecast_input[0, :, 0], [17, 18, 19])
+
+
+def test_series_too_short_for_look_back_is_refused() -> None:
+    with pytest.raises(InputError, match="too few for look_back 13"):
+        window_targets(tiny_series()["ds"], tiny_bounds(), look_back=13)
+
+
+def perfect_predictions(series: pd.DataFrame, look_back: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    targets = window_targets(series["ds"], tiny_bounds(), look_back)
+    scaled, params = scale_series(series, fit_stop=16)
+    y_hat = scaled["y_scaled"].to_numpy()[targets["row"]]
+    return targets, assemble_predictions(series, targets, y_hat, 0.5, params)
+
+
+def test_fix_every_prediction_sits_on_its_own_timestamp() -> None:
+    """The article pads both prediction lines with zeros(train_size): off by look_back, train drawn on test."""
+    series = tiny_series()
+    targets, predictions = perfect_predictions(series)
+    fitted = predictions[predictions["split"] != "forecast"]
+    np.testing.assert_array_equal(fitted["ds"], series["ds"].to_numpy()[3:])
+    np.testing.assert_allclose(fitted["y_hat"], fitted["y"])  # a perfect model matches row for row
+    assert fitted["split"].tolist() == targets["split"].tolist()
+    last = predictions.iloc[-1]
+    assert last["split"] == "forecast" and last["ds"] == pytest.approx(10.0) and np.isnan(last["y"])
+
+
+def test_fix_plot_draws_predictions_at_their_timestamps() -> None:
+    series = tiny_series()
+    _, predictions = perfect_predictions(series)
+    figure = draw_figure(series, predictions, {"loss": [0.3, 0.2], "val_loss": [0.4, 0.3]})
+    overview = figure.axes[0]
+    lines = {line.get_label(): line for line in overview.get_lines()}
+    for split_name in ("train", "validation", "test"):
+        part = predictions[predictions["split"] == split_name]
+        np.testing.assert_array_equal(lines[f"{split_name} prediction"].get_xdata(), part["ds"])
+        np.testing.assert_allclose(lines[f"{split_name} prediction"].get_ydata(), part["y_hat"])
+    assert len(figure.axes) == 3
+    assert [line.get_label() for line in figure.axes[2].get_lines()] == ["loss", "val_loss"]
+
+
+def test_next_time_for_numbers_and_dates() -> None:
+    assert next_time(pd.Series([0.0, 0.5, 1.0])) == pytest.approx(1.5)
+    dates = pd.Series(pd.date_range("2024-01-01", periods=3, freq="D"))
+    assert next_time(dates) == pd.Timestamp("2024-01-04")
+
+
+def test_error_metrics_exact_values() -> None:
+    metrics = error_metrics(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 1.0]), mase_scale=2.0)
+    assert metrics["rmse"] == pytest.approx(np.sqrt(10 / 3))
+    assert metrics["mae"] == pytest.approx(4 / 3)
+    assert metrics["smape"] == pytest.approx(100 * (2 / 3 + 0 + 6 / 5) / 3)
+    assert metrics["mase"] == pytest.approx(2 / 3)
+
+
+def test_naive_baseline_and_evaluation_share_targets() -> None:
+    series = tiny_series()
+    np.testing.assert_array_equal(naive_predictions(series["y"].to_numpy(), np.array([3, 4])), series["y"][[2, 3]])
+    targets, predictions = perfect_predictions(series)
+    metrics = evaluate_predictions(series, targets, predictions)
+    lstm_test = metrics.query("split == 'test' and model == 'lstm' and metric == 'rmse'")["value"].item()
+    naive_test = metrics.query("split == 'test' and model == 'naive' and metric == 'mae'")["value"].item()
+    assert lstm_test == pytest.approx(0.0, abs=1e-9)
+    y = series["y"].to_numpy()
+    assert naive_test == pytest.approx(np.mean(np.abs(y[16:20] - y[15:19])))
+    assert set(metrics["split"]) == {"train", "validation", "test"}
+
+
+# --- cleaning the user's file -------------------------------------------------
+
+def test_clean_sorts_and_parses_dates() -> None:
+    raw = pd.DataFrame({"when": ["2024-01-03", "2024-01-01", "2024-01-02"], "v": [3, 1, 2]})
+    series, notes = clean_series(raw, "when", "v")
+    assert series["ds"].dtype.kind == "M"
+    assert series["y"].tolist() == [1.0, 2.0, 3.0]
+    assert any("sorted" in note for note in notes)
+
+
+def test_clean_nan_policies() -> None:
+    raw = pd.DataFrame({"ds": [1, 2, 3, 4], "y": [1.0, np.nan, 3.0, 4.0]})
+    filled, notes = clean_series(raw, "ds", "y", nan_policy="interpolate")
+    assert filled["y"].tolist() == [1.0, 2.0, 3.0, 4.0] and "1 missing" in notes[0]
+    dropped, _ = clean_series(raw, "ds", "y", nan_policy="drop")
+    assert dropped["ds"].tolist() == [1.0, 3.0, 4.0]
+    with pytest.raises(InputError, match="1 missing value"):
+        clean_series(raw, "ds", "y", nan_policy="error")
+
+
+def test_clean_duplicate_policies() -> None:
+    raw = pd.DataFrame({"ds": [1, 2, 2, 3], "y": [1.0, 2.0, 4.0, 5.0]})
+    with pytest.raises(InputError, match="1 repeated timestamp"):
+        clean_series(raw, "ds", "y")
+    assert clean_series(raw, "ds", "y", duplicate_policy="mean")[0]["y"].tolist() == [1.0, 3.0, 5.0]
+    assert clean_series(raw, "ds", "y", duplicate_policy="last")[0]["y"].tolist() == [1.0, 4.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (pd.DataFrame({"ds": [1, 2], "value": [1, 2]}), "column 'y' is not in the input"),
+        (pd.DataFrame({"ds": [1, 2], "y": ["1.5", "abc"]}), "non-numeric"),
+        (pd.DataFrame({"ds": ["2024-01-01", "not a date"], "y": [1, 2]}), "neither numbers nor dates"),
+        (pd.DataFrame({"ds": [1, 2], "y": [1.0, np.inf]}), "infinite"),
+    ],
+)
+def test_clean_refuses_bad_columns(raw: pd.DataFrame, message: str) -> None:
+    with pytest.raises(InputError, match=message) as caught:
+        clean_series(raw, "ds", "y")
+    assert caught.value.fix  # every refusal says how to fix it
