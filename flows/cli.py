@@ -78,6 +78,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     for row in metrics.itertuples(index=False):
         nested.setdefault(row.split, {}).setdefault(row.model, {})[row.metric] = float(row.value)
     return {
+        "flow_run_id": result["flow_run_id"],
         "metrics": nested,
         "stages": {stage: result["stages"][stage]["status"] for stage in STAGES},
         "keys": {stage: result["stages"][stage]["key"] for stage in STAGES},

@@ -81,10 +81,16 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def prefect_api(prefect_server: str) -> Iterator[str]:
     """In-process Prefect clients talk to the session's server."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
+    # Prefect's console handler keeps the sys.stderr of the moment it is made: make it now,
+    # outside any test's capsys, whose stream is closed when that test ends.
+    setup_logging()
     with temporary_settings({PREFECT_API_URL: prefect_server, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
         yield prefect_server
+        APILogHandler().flush()  # send the last logs while the server is still up
 
 
 def store_snapshot(root: Path) -> dict[str, str]:
