@@ -45,6 +45,15 @@ class StageCache(CachePolicy):
         return key
 
 
+def _drop_failure_records(store: Store) -> Any:
+    """A state hook: Prefect saves each failed attempt's exception beside the cache records; drop them."""
+
+    def hook(task: Any, task_run: Any, state: Any) -> None:
+        store.drop_failure_records()
+
+    return hook
+
+
 def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task[Any, str]:
     """The stage's task, cached in the store of `config` and locked per key."""
     store = Store(config.artifacts_dir)
@@ -53,12 +62,14 @@ def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task
         lock_manager=FileSystemLockManager(lock_files_directory=store.locks_dir),
     )
     options: dict[str, Any] = dict(
-        cache_policy=policy, result_storage=store.records_dir, persist_result=True
+        cache_policy=policy, result_storage=store.records_dir, persist_result=True,
+        on_failure=[_drop_failure_records(store)],
     )
     if stage_task.name == "generate":
         options.update(
             retries=config.read_retries,
             retry_delay_seconds=[config.read_retry_delay_s * 2**attempt for attempt in range(config.read_retries)]
             or 0,
+            on_completion=[_drop_failure_records(store)],  # after failed attempts that were retried
         )
     return stage_task.with_options(**options)

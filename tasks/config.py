@@ -95,14 +95,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"config file {path} does not exist", "pass the path of a YAML or JSON file")
     text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    import yaml
 
-            data = yaml.safe_load(text)
-    except (ValueError, ImportError) as error:
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
         raise InputError(f"config file {path} cannot be parsed: {error}", "fix its YAML/JSON syntax") from error
     if data is None:
         data = {}

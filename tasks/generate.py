@@ -21,7 +21,10 @@ from prefect.tasks import exponential_backoff
 
 from tasks.config import ForecastConfig
 from tasks.errors import InputError
+from tasks.normalize import fit_minmax
+from tasks.split import split_bounds
 from tasks.store import Store, bytes_digest, stage_key
+from tasks.window import window_targets
 
 TIME, VALUE = "ds", "y"
 
@@ -126,6 +129,13 @@ def clean_series(
     return series, notes
 
 
+def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
+    """Refuse, before anything is written, a series this config cannot split, window or scale."""
+    bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
+    window_targets(series["ds"], bounds, config.look_back)
+    fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
+
+
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
     """Numbers stay numbers; anything else must parse as dates."""
     numeric = pd.to_numeric(column, errors="coerce")
@@ -190,6 +200,7 @@ def generate(config: ForecastConfig) -> str:
         series = synthetic_series(config.n_points, config.time_step, config.frequency, config.noise_scale,
                                   config.series_seed)
         source = {"synthetic": True}
+    check_series_fits(series, config)
     store.write_table("generate", key, series, metadata=source)
     logger.info("series: %d points, %s to %s", len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
     return key

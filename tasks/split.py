@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from tasks.config import ForecastConfig
 from tasks.errors import InputError
 from tasks.store import Store, stage_key
+from tasks.window import window_targets
 
 SPLITS = ("train", "validation", "test")
 
@@ -43,8 +44,9 @@ def split(config: ForecastConfig, series: str) -> str:
     """Split the series `series` (a generate key); returns the split key."""
     store = Store(config.artifacts_dir)
     key = stage_key("split", config, {"series": series})
-    n_points = len(store.read_table("generate", series))
-    bounds = split_bounds(n_points, config.train_fraction, config.validation_fraction)
+    ds = store.read_table("generate", series)["ds"]
+    bounds = split_bounds(len(ds), config.train_fraction, config.validation_fraction)
+    window_targets(ds, bounds, config.look_back)  # refuse a look_back too long before writing anything
     store.write_table("split", key, bounds)
     get_run_logger().info("split rows: %s", bounds.to_dict("records"))
     return key

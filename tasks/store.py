@@ -51,10 +51,13 @@ METADATA_FILE = "metadata.json"
 _METADATA_KEY = b"lstm_forecast"
 
 
+KEY_LENGTH = 24
+
+
 def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (24 hex digits)."""
+    """A short stable hash of JSON-serialisable parts (`KEY_LENGTH` hex digits)."""
     payload = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(payload).hexdigest()[:24]
+    return hashlib.sha256(payload).hexdigest()[:KEY_LENGTH]
 
 
 def bytes_digest(data: bytes) -> str:
@@ -84,6 +87,10 @@ def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str], e
     return fingerprint(stage, STAGE_VERSIONS[stage], fields, dict(sorted(upstream.items())), extra)
 
 
+def _is_stage_key(name: str) -> bool:
+    return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
+
+
 class Store:
     """Paths and atomic reads/writes under one root folder."""
 
@@ -95,7 +102,7 @@ class Store:
         """Where `stage`'s output for `key` lives (a folder for `train`)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}")
-        if not key.isalnum():
+        if not _is_stage_key(key):
             raise ValueError(f"invalid store key {key!r}")
         if stage == "train":
             return self.root / "models" / key
@@ -154,6 +161,14 @@ class Store:
             if input_written is not None and input_written > written:
                 return True
         return False
+
+    def drop_failure_records(self) -> None:
+        """Remove what Prefect saved of failed attempts: records not named by a stage key."""
+        if not self.records_dir.is_dir():
+            return
+        for record in self.records_dir.iterdir():
+            if not _is_stage_key(record.name):
+                record.unlink(missing_ok=True)
 
     def discard(self, stage: str, key: str) -> None:
         """Remove a stage output and its Prefect cache record."""
