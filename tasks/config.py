@@ -53,8 +53,8 @@ class ForecastConfig(BaseModel):
     # --- model and training -------------------------------------------------
     units: int = Field(50, ge=1, description="LSTM units.")
     epochs: int = Field(40, ge=1, description="Maximum training epochs.")
-    batch_size: int = Field(128, ge=1, description="Windows per optimizer step.")
-    learning_rate: float = Field(0.003, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(256, ge=1, description="Windows per optimizer step.")
+    learning_rate: float = Field(0.005, gt=0, description="Adam learning rate.")
     patience: int = Field(5, ge=0, description="Early-stopping patience in epochs (0: no early stopping).")
     seed: int = Field(0, description="Seed of weight initialisation and shuffling.")
 

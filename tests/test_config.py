@@ -1,0 +1,61 @@
+"""The typed config: presets, files, flag overrides, and what enters each stage's key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.cli import _parser, config_from_args
+from tasks.config import PRESETS, ForecastConfig, build_config, preset
+from tasks.errors import InputError
+from tasks.store import stage_key
+
+
+def test_seed_preset_is_the_articles_hyperparameters() -> None:
+    seed = preset("seed")
+    assert (seed.look_back, seed.units, seed.epochs, seed.batch_size) == (1, 50, 5, 1)
+    assert (seed.learning_rate, seed.train_fraction) == (0.001, 0.8)  # Keras Adam's default rate, 80/20
+    assert (seed.n_points, seed.time_step, seed.noise_scale, seed.series_seed) == (10_000, 0.1, 0.5, 0)
+
+
+def test_presets_are_valid_and_unknown_ones_are_named() -> None:
+    assert {"seed", "default", "smoke"} <= set(PRESETS)
+    for name in PRESETS:
+        assert isinstance(preset(name), ForecastConfig)
+    with pytest.raises(InputError, match="choose one of: seed, default, smoke"):
+        preset("nope")
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(Exception, match="frozen"):
+        preset("default").epochs = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_file_then_flags(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"run{suffix}"
+    path.write_text('{"preset": "smoke", "units": 12, "epochs": 3}' if suffix == ".json"
+                    else "preset: smoke\nunits: 12\nepochs: 3\n")
+    args = _parser().parse_args(["run", "--config", str(path), "--epochs", "7", "--learning-rate", "0.01"])
+    config = config_from_args(args)
+    assert (config.n_points, config.units, config.epochs, config.learning_rate) == (600, 12, 7, 0.01)
+
+
+def test_unknown_field_in_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("epoch: 3\n")
+    with pytest.raises(InputError, match="epoch: Extra inputs are not permitted"):
+        build_config(config_file=path)
+
+
+def test_each_stage_key_depends_on_its_own_fields_only() -> None:
+    base = preset("default")
+    changed = base.model_copy(update={"epochs": 99})
+    assert stage_key("generate", base, {}) == stage_key("generate", changed, {})
+    assert stage_key("window", base, {"series": "a"}) == stage_key("window", changed, {"series": "a"})
+    assert stage_key("train", base, {"window": "a"}) != stage_key("train", changed, {"window": "a"})
+    assert stage_key("train", base, {"window": "a"}) != stage_key("train", base, {"window": "b"})
+    from_file = base.model_copy(update={"input": "x.csv"})
+    assert stage_key("generate", from_file, {}, extra="digest1") != stage_key("generate", from_file, {},
+                                                                              extra="digest2")

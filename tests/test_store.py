@@ -1,0 +1,54 @@
+"""The store: atomic writes, damaged files detected, paths confined to the root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.store import Store, fingerprint
+
+
+def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    key = fingerprint("x")
+    store.write_table("split", key, pd.DataFrame({"a": [1, 2]}), metadata={"note": "hi"})
+    assert [p.name for p in (tmp_path / "split").iterdir()] == [f"{key}.parquet"]
+    assert store.read_table("split", key)["a"].tolist() == [1, 2]
+    assert store.read_table_metadata("split", key) == {"note": "hi"}
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    key = fingerprint("y")
+    store.write_table("split", key, pd.DataFrame({"a": [1]}))
+
+    class Unwritable:
+        pass
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises, the old file must survive
+        store.write_table("split", key, pd.DataFrame({"a": [Unwritable()]}))
+    assert store.read_table("split", key)["a"].tolist() == [1]
+    assert len(list((tmp_path / "split").iterdir())) == 1
+
+
+def test_damaged_outputs_are_not_complete_and_are_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    key = fingerprint("z")
+    path = store.write_table("window", key, pd.DataFrame({"row": range(100)}))
+    assert store.is_complete("window", key)
+    path.write_bytes(path.read_bytes()[:-20])
+    assert not store.is_complete("window", key)
+    assert not path.exists()
+    store.write_png(key, b"not a png")
+    assert not store.is_complete("plot", key)
+
+
+def test_keys_cannot_name_paths_outside_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for bad in ("../../etc/passwd", "a/b", "", "x" * 24):
+        with pytest.raises(ValueError, match="invalid store key"):
+            store.path("generate", bad)
+    with pytest.raises(ValueError, match="unknown stage"):
+        store.path("../models", fingerprint("k"))
