@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tasks.config import PRESETS, ForecastConfig, build_config
@@ -33,16 +34,43 @@ _FIELD_FLAGS: dict[str, tuple[str, type]] = {
 }
 
 
+def _add_config_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    command.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
+    for flag, (field, kind) in _FIELD_FLAGS.items():
+        description = ForecastConfig.model_fields[field].description
+        command.add_argument(flag, dest=field, type=kind, default=None, help=description)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-forecast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the forecasting pipeline once")
-    run.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
-    run.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
-    for flag, (field, kind) in _FIELD_FLAGS.items():
-        description = ForecastConfig.model_fields[field].description
-        run.add_argument(flag, dest=field, type=kind, default=None, help=description)
+    _add_config_options(run)
     run.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+
+    retrain = commands.add_parser("retrain", help="run the pipeline, then champion against challenger")
+    _add_config_options(retrain)
+    retrain.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+
+    serve = commands.add_parser("serve", help="serve the ad hoc and the scheduled retraining deployments")
+    _add_config_options(serve)
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="retraining schedule, cron syntax (default: '0 2 * * *', nightly)")
+    when.add_argument("--interval", type=float, help="retraining schedule: every SECONDS")
+
+    models = commands.add_parser("models", help="list the model registry")
+    models.add_argument("--artifacts-dir", default="artifacts", help="root folder of the artifact store")
+    models.add_argument("--json", action="store_true", help="print the registry as JSON records")
+
+    predict = commands.add_parser("predict", help="forecast past the end of the data with a registered model")
+    predict.add_argument("--model", default="champion", help="`champion` or a model key (default: champion)")
+    predict.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    predict.add_argument("--input", help="CSV/Parquet series to continue (default: the model's training data)")
+    predict.add_argument("--time-column", help="time column of --input (default: the model's)")
+    predict.add_argument("--value-column", help="value column of --input (default: the model's)")
+    predict.add_argument("--artifacts-dir", default="artifacts", help="root folder of the artifact store")
+    predict.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
     return parser
 
 
@@ -51,12 +79,18 @@ def config_from_args(args: argparse.Namespace) -> ForecastConfig:
     return build_config(args.preset, args.config, overrides)
 
 
-def check_prefect_server() -> None:
-    """If `PREFECT_API_URL` names a server, it must answer; otherwise a temporary one is started."""
+def check_prefect_server(required: bool = False) -> None:
+    """If `PREFECT_API_URL` names a server, it must answer; otherwise a temporary one is started,
+    unless `required` (schedules never fire on a temporary server)."""
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
     if not url:
+        if required:
+            raise InputError(
+                "serving needs a running Prefect server: the temporary one never fires schedules",
+                "start one with `prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`",
+            )
         return
     from prefect.client.orchestration import get_client
 
@@ -126,15 +160,74 @@ def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_prefect_server()
     _quiet_input_error_tracebacks()
-    from flows.forecast import forecast
+    if args.command == "retrain":
+        from flows.retrain import retrain as flow_function
+    else:
+        from flows.forecast import forecast as flow_function
 
     started = time.perf_counter()
-    result = forecast(config=config)
+    result = flow_function(config=config)
     summary = summarize(result)
     print_summary(summary, time.perf_counter() - started)
+    if "retrain" in result:
+        summary["retrain"] = result["retrain"]
+        decision = result["retrain"]
+        print(f"Retraining: {decision['outcome']}"
+              + (f" ({decision['reason']})" if "reason" in decision else
+                 f" (challenger {decision['challenger_rmse']:.4f} vs champion {decision['champion_rmse']:.4f})")
+              + f"; champion {decision['champion']}")
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    absolute = {"artifacts_dir": str(Path(config.artifacts_dir).resolve())}  # runs start in other processes
+    if config.input:
+        absolute["input"] = str(Path(config.input).resolve())
+    config = config.model_copy(update=absolute)
+    check_prefect_server(required=True)
+    from flows.serve import serve
+
+    schedule = f"every {args.interval:g} s" if args.interval else f"cron '{args.cron or '0 2 * * *'}'"
+    print(f"Serving 'lstm-forecast/ad-hoc' and 'lstm-retrain/retrain' ({schedule}); Ctrl-C stops.", flush=True)
+    serve(config, cron=args.cron, interval=args.interval)
+    return 0
+
+
+def models_command(args: argparse.Namespace) -> int:
+    from tasks.store import Store
+
+    registry = Store(args.artifacts_dir).read_registry()
+    if registry is None or registry.empty:
+        print(f"No models in {Store(args.artifacts_dir).root} yet: train one with `lstm-forecast run`.")
+        return 0
+    if args.json:
+        print(registry.to_json(orient="records"))
+        return 0
+    import pandas as pd
+
+    columns = ["key", "status", "created", "test_rmse", "naive_test_rmse", "input", "decision"]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 70):
+        print(registry[columns].to_string(index=False, float_format="%.4f"))
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from tasks.future import forecast_with_model
+    from tasks.store import Store
+
+    result = forecast_with_model(Store(args.artifacts_dir), args.model, args.horizon, args.input,
+                                 args.time_column, args.value_column)
+    print(f"Model        {result['model']}\nForecast     {result['forecast']}\nPlot         {result['plot']}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {"run": run_command, "retrain": run_command, "serve": serve_command, "models": models_command,
+            "predict": predict_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = _parser().parse_args(argv)
     try:
-        return run_command(args)
+        return COMMANDS[args.command](args)
     except InputError as error:
         print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from tasks.generate import generate
 from tasks.normalize import normalize
 from tasks.plot import plot
 from tasks.predict import predict
+from tasks.report import publish_run
 from tasks.split import split
 from tasks.store import Store
 from tasks.train import train
@@ -39,10 +40,11 @@ def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     targets = run(window, series=series, split=bounds)
     model = run(train, series=series, normalize=scaled, window=targets)
     predictions = run(predict, series=series, normalize=scaled, window=targets, model=model)
-    metrics = run(evaluate, series=series, window=targets, predictions=predictions)
+    metrics = run(evaluate, series=series, window=targets, predictions=predictions, model=model)
     figure = run(plot, series=series, predictions=predictions, model=model)
 
     store = Store(config.artifacts_dir)
+    publish_run(store, metrics, figure, model)
     return {
         "flow_run_id": str(flow_run.id),
         "stages": stages,

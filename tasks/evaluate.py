@@ -7,12 +7,14 @@ Metrics per model and split: RMSE, MAE (series units), sMAPE (percent), MASE
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
 
 from tasks.config import ForecastConfig
+from tasks.registry import model_entry, record_model
 from tasks.store import Store, stage_key
 
 METRICS = ("rmse", "mae", "smape", "mase")
@@ -71,18 +73,17 @@ def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="evaluate", result_serializer="json")
-def evaluate(config: ForecastConfig, series: str, window: str, predictions: str) -> str:
-    """Score the LSTM and the baselines; returns the evaluate key."""
+def evaluate(config: ForecastConfig, series: str, window: str, predictions: str, model: str) -> str:
+    """Score the LSTM and the baselines, and list the model in the registry; returns the evaluate key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("evaluate", config, {"series": series, "window": window, "predictions": predictions})
+    key = stage_key("evaluate", config, {"series": series, "window": window, "predictions": predictions,
+                                         "model": model})
     metrics = evaluate_predictions(store.read_table("generate", series), store.read_table("window", window),
                                    store.read_table("predict", predictions))
     store.write_table("evaluate", key, metrics)
-    table = metrics_table(metrics)
-    create_table_artifact(
-        key="lstm-forecast-metrics",
-        table=table.round(5).to_dict("records"),
-        description="Error metrics per split and model, on the same targets.",
-    )
-    get_run_logger().info("metrics:\n%s", table.to_string(index=False, float_format="%.4f"))
+    logger = get_run_logger()
+    logger.info("metrics:\n%s", metrics_table(metrics).to_string(index=False, float_format="%.4f"))
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    status = record_model(store, model_entry(store, model, metrics, created))
+    logger.info("registry: model %s is %s", model, status)
     return key

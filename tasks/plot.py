@@ -4,13 +4,11 @@ the test period, and the training loss curve. Saved as PNG and shown in the Pref
 
 from __future__ import annotations
 
-import base64
 import io
 from typing import Any
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
 from tasks.config import ForecastConfig
 from tasks.store import Store, stage_key
@@ -78,11 +76,5 @@ def plot(config: ForecastConfig, series: str, predictions: str, model: str) -> s
     key = stage_key("plot", config, {"series": series, "predictions": predictions, "model": model})
     frames = store.read_table("generate", series), store.read_table("predict", predictions)
     history = store.read_model_metadata(model)["history"]
-    path = store.write_png(key, render_plot(*frames, history))
-    thumbnail = base64.b64encode(render_plot(*frames, history, dpi=40)).decode()
-    create_markdown_artifact(
-        key="lstm-forecast-plot",
-        markdown=f"![forecast plot](data:image/png;base64,{thumbnail})\n\nFull size: `{path}`",
-        description="Series, aligned predictions, test zoom and loss curve.",
-    )
+    store.write_png(key, render_plot(*frames, history), thumbnail=render_plot(*frames, history, dpi=40))
     return key

@@ -6,6 +6,8 @@ the step after the end of the data (split `forecast`, `y` empty).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
@@ -19,8 +21,7 @@ from tasks.window import window_inputs
 
 def next_time(ds: pd.Series) -> object:
     """The timestamp one usual step after the last one (median step)."""
-    step = ds.diff().median()
-    return ds.iloc[-1] + step
+    return future_times(ds, 1).iloc[0]
 
 
 def assemble_predictions(
@@ -53,6 +54,30 @@ def assemble_predictions(
     return pd.concat([predictions, forecast], ignore_index=True).astype({"ds": series["ds"].dtype})
 
 
+def predict_rows(model: Any, scaled: np.ndarray, rows: np.ndarray, look_back: int) -> np.ndarray:
+    """Scaled one-step predictions (len(rows),) for target rows of a scaled series (rows <= len(scaled))."""
+    inputs = window_inputs(scaled, rows, look_back)
+    return model.predict(inputs, batch_size=4096, verbose=0).reshape(-1)
+
+
+def recursive_forecast(model: Any, scaled: np.ndarray, look_back: int, steps: int) -> np.ndarray:
+    """Scaled forecasts of the `steps` points after the series, each fed back as the next input."""
+    history = list(np.asarray(scaled, dtype="float32")[-look_back:])
+    outputs = []
+    for _ in range(steps):
+        window = np.asarray(history[-look_back:], dtype="float32").reshape(1, look_back, 1)
+        value = float(model(window, training=False).numpy().reshape(-1)[0])
+        outputs.append(value)
+        history.append(value)
+    return np.asarray(outputs)
+
+
+def future_times(ds: pd.Series, steps: int) -> pd.Series:
+    """The `steps` timestamps after the last one, at the median step."""
+    step = ds.diff().median()
+    return pd.Series([ds.iloc[-1] + step * (i + 1) for i in range(steps)]).astype(ds.dtype)
+
+
 @task(name="predict", result_serializer="json")
 def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str) -> str:
     """Predict every target and the next step; returns the predict key."""
@@ -60,13 +85,8 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     key = stage_key("predict", config, {"series": series, "normalize": normalize, "window": window, "model": model})
     scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
     targets = store.read_table("window", window)
-    keras_model = load_model(store.model_file(model))
-    look_back = config.look_back
-    inputs = np.concatenate(
-        [window_inputs(scaled, targets["row"].to_numpy(), look_back),
-         window_inputs(scaled, np.array([len(scaled)]), look_back)]
-    )
-    outputs = keras_model.predict(inputs, batch_size=4096, verbose=0).reshape(-1)
+    rows = np.append(targets["row"].to_numpy(), len(scaled))  # every target, then the step after the end
+    outputs = predict_rows(load_model(store.model_file(model)), scaled, rows, config.look_back)
     predictions = assemble_predictions(store.read_table("generate", series), targets, outputs[:-1], outputs[-1],
                                        read_scaler(store, normalize))
     store.write_table("predict", key, predictions)

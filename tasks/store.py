@@ -4,7 +4,10 @@ Layout under the root (default `artifacts/`):
 
     <stage>/<key>.parquet        generate, split, normalize, window, predict, evaluate
     models/<key>/model.keras     train (plus models/<key>/metadata.json)
-    plots/<key>.png              plot
+    plots/<key>.png              plot (and <key>.small.png, the copy shown in the Prefect UI)
+    forecasts/<key>.parquet      `lstm-forecast predict` (and <key>.png)
+    registry.parquet             every model, its metrics and status (champion, challenger, retired)
+    decisions.parquet            every retraining decision
     _prefect/records/<key>       Prefect's cache records (small JSON: the key a stage returned)
     _prefect/locks/              Prefect's lock files while a stage computes
 
@@ -16,25 +19,27 @@ and is renamed into place, so a file under its final name is always complete.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from prefect.logging import get_logger
 
 from tasks.config import ForecastConfig, stage_fields
 
-log = logging.getLogger(__name__)
+log = get_logger("lstm_forecast.store")
 
 STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evaluate", "plot")
 
@@ -87,6 +92,16 @@ def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str], e
     return fingerprint(stage, STAGE_VERSIONS[stage], fields, dict(sorted(upstream.items())), extra)
 
 
+def _parquet_bytes(frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata is not None:
+        merged = {**(table.schema.metadata or {}), _METADATA_KEY: json.dumps(metadata).encode()}
+        table = table.replace_schema_metadata(merged)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
 def _is_stage_key(name: str) -> bool:
     return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
 
@@ -109,6 +124,22 @@ class Store:
         if stage == "plot":
             return self.root / "plots" / f"{key}.png"
         return self.root / stage / f"{key}.parquet"
+
+    def thumbnail_path(self, key: str) -> Path:
+        return self.path("plot", key).with_suffix(".small.png")
+
+    def forecast_path(self, key: str, suffix: str) -> Path:
+        if not _is_stage_key(key) or suffix not in (".parquet", ".png"):
+            raise ValueError(f"invalid forecast name {key!r}{suffix!r}")
+        return self.root / "forecasts" / f"{key}{suffix}"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.parquet"
+
+    @property
+    def decisions_path(self) -> Path:
+        return self.root / "decisions.parquet"
 
     @property
     def records_dir(self) -> Path:
@@ -177,18 +208,14 @@ class Store:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+        if stage == "plot":
+            self.thumbnail_path(key).unlink(missing_ok=True)
         (self.records_dir / key).unlink(missing_ok=True)
 
     # --- tables -------------------------------------------------------------
     def write_table(self, stage: str, key: str, frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> Path:
         """Write a DataFrame as Parquet, with optional JSON metadata in the file's schema."""
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if metadata is not None:
-            merged = {**(table.schema.metadata or {}), _METADATA_KEY: json.dumps(metadata).encode()}
-            table = table.replace_schema_metadata(merged)
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        return self._write_bytes(self.path(stage, key), buffer.getvalue())
+        return self._write_bytes(self.path(stage, key), _parquet_bytes(frame, metadata))
 
     def read_table(self, stage: str, key: str) -> pd.DataFrame:
         return pq.read_table(self.path(stage, key)).to_pandas()
@@ -224,8 +251,38 @@ class Store:
     def read_model_metadata(self, key: str) -> dict[str, Any]:
         return json.loads((self.path("train", key) / METADATA_FILE).read_text(encoding="utf-8"))
 
-    def write_png(self, key: str, png: bytes) -> Path:
+    def write_png(self, key: str, png: bytes, thumbnail: bytes | None = None) -> Path:
+        if thumbnail is not None:
+            self._write_bytes(self.thumbnail_path(key), thumbnail)
         return self._write_bytes(self.path("plot", key), png)
+
+    def write_forecast(self, key: str, frame: pd.DataFrame, png: bytes) -> tuple[Path, Path]:
+        table = self._write_bytes(self.forecast_path(key, ".parquet"), _parquet_bytes(frame))
+        return table, self._write_bytes(self.forecast_path(key, ".png"), png)
+
+    # --- registry -----------------------------------------------------------
+    @contextlib.contextmanager
+    def registry_lock(self) -> Iterator[None]:
+        """Hold an exclusive lock for a read-modify-write of the registry (across processes)."""
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.locks_dir / "registry.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read_registry(self) -> pd.DataFrame | None:
+        return pq.read_table(self.registry_path).to_pandas() if self.registry_path.exists() else None
+
+    def write_registry(self, registry: pd.DataFrame) -> Path:
+        return self._write_bytes(self.registry_path, _parquet_bytes(registry))
+
+    def read_decisions(self) -> pd.DataFrame | None:
+        return pq.read_table(self.decisions_path).to_pandas() if self.decisions_path.exists() else None
+
+    def write_decisions(self, decisions: pd.DataFrame) -> Path:
+        return self._write_bytes(self.decisions_path, _parquet_bytes(decisions))
 
     # --- the one primitive --------------------------------------------------
     @staticmethod

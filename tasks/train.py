@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.config import ForecastConfig
 from tasks.normalize import read_scaler
@@ -104,9 +105,12 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
     x_val, y_val = training_arrays(scaled, targets, config.look_back, "validation")
     logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
 
+    progress = create_progress_artifact(0.0, key="lstm-forecast-training", description="Training epochs done")
+
     def report(epoch: int, logs: dict[str, float], seconds: float) -> None:
         losses = "  ".join(f"{name} {value:.5f}" for name, value in logs.items() if "loss" in name)
         logger.info("epoch %d/%d  %s  (%.1f s)", epoch, config.epochs, losses, seconds)
+        update_progress_artifact(progress, 100.0 * epoch / config.epochs)
 
     started = time.perf_counter()
     model, history = fit_model(x_train, y_train, x_val, y_val, config, on_epoch=report)
@@ -121,6 +125,7 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
         "fit_seconds": round(time.perf_counter() - started, 3),
     }
     store.write_model(key, lambda path: model.save(path), metadata)
+    update_progress_artifact(progress, 100.0)  # early stopping may end before the last epoch
     return key
 
 

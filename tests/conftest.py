@@ -50,6 +50,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = quiet_env(home, None)
     env["PREFECT_UI_ENABLED"] = "false"
+    env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"  # schedules turn into runs quickly
     log = open(home / "server.log", "wb")
     process = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],

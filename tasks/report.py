@@ -1,0 +1,49 @@
+"""What a run shows in the Prefect UI: the metrics table, the plot and the model's registry entry.
+
+Published by the flow after its stages, from the store, so a fully cached run shows
+them too. Artifact keys are lowercase letters, digits and dashes.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pandas as pd
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.evaluate import metrics_table
+from tasks.store import Store
+
+
+def registry_markdown(registry: pd.DataFrame | None, model: str) -> str:
+    """A markdown table of one model's registry entry."""
+    if registry is None or not (registry["key"] == model).any():
+        return f"Model `{model}` is not in the registry."
+    row = registry.loc[registry["key"] == model].iloc[0]
+    lines = ["| field | value |", "|---|---|"]
+    for name in ("key", "status", "created", "test_rmse", "test_mae", "naive_test_rmse", "data_fingerprint",
+                 "input", "decision"):
+        value = row[name]
+        lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    return "\n".join(lines)
+
+
+def publish_run(store: Store, evaluate_key: str, plot_key: str, model_key: str) -> None:
+    """Create the run's artifacts in the current flow run."""
+    metrics = store.read_table("evaluate", evaluate_key)
+    create_table_artifact(
+        key="lstm-forecast-metrics",
+        table=metrics_table(metrics).round(5).to_dict("records"),
+        description="Error metrics per split and model, on the same targets.",
+    )
+    thumbnail = base64.b64encode(store.thumbnail_path(plot_key).read_bytes()).decode()
+    create_markdown_artifact(
+        key="lstm-forecast-plot",
+        markdown=f"![forecast plot](data:image/png;base64,{thumbnail})\n\nFull size: `{store.path('plot', plot_key)}`",
+        description="Series, aligned predictions, test zoom and loss curve.",
+    )
+    create_markdown_artifact(
+        key="lstm-forecast-model",
+        markdown=registry_markdown(store.read_registry(), model_key),
+        description="The trained model's registry entry.",
+    )

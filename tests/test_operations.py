@@ -1,0 +1,163 @@
+"""Operations against the session's real Prefect server: retraining, registry, predict, serve, triggers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows import cli
+from tasks.config import build_config
+from tasks.store import Store
+from tests.conftest import BIN, quiet_env
+
+WEAK = {"epochs": 1, "units": 2, "learning_rate": 1e-4}  # barely moves from its initial weights
+STRONG = {"epochs": 12, "units": 16, "learning_rate": 0.01, "batch_size": 16}
+
+
+def write_series(path: Path, n_points: int) -> None:
+    """A clean periodic series (so a trained model clearly beats an untrained one)."""
+    t = np.arange(n_points)
+    noise = np.random.RandomState(1).normal(scale=0.05, size=n_points)
+    pd.DataFrame({"ds": t, "y": np.sin(t / 3.0) + noise}).to_csv(path, index=False)
+
+
+def retrain_once(store: Path, source: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    from flows.retrain import retrain
+
+    config = build_config("smoke", overrides={"input": str(source), "artifacts_dir": str(store), **overrides})
+    return retrain(config=config)
+
+
+def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_dir, source = tmp_path / "store", tmp_path / "series.csv"
+    store = Store(store_dir)
+    write_series(source, 400)
+    first = retrain_once(store_dir, source, WEAK)
+    weak_key = first["stages"]["train"]["key"]
+    assert first["retrain"]["outcome"] == "unchanged" and first["retrain"]["champion"] == weak_key
+
+    write_series(source, 480)  # the data grew: a challenger is trained and wins
+    second = retrain_once(store_dir, source, STRONG)
+    strong_key = second["stages"]["train"]["key"]
+    assert second["stages"]["train"]["status"] == "computed"
+    assert second["retrain"]["outcome"] == "promoted", second["retrain"]
+    assert second["retrain"]["challenger_rmse"] < second["retrain"]["champion_rmse"]
+
+    write_series(source, 560)  # grew again: this challenger is worse and stays out
+    third = retrain_once(store_dir, source, WEAK)
+    assert third["retrain"]["outcome"] == "kept out", third["retrain"]
+    assert third["retrain"]["champion"] == strong_key
+
+    unchanged = retrain_once(store_dir, source, WEAK)  # same data and config: cached, nothing decided
+    assert unchanged["stages"]["train"]["status"] == "cached"
+    assert unchanged["retrain"]["outcome"] == "unchanged"
+
+    registry = store.read_registry().set_index("key")
+    assert registry.loc[weak_key, "status"] == "retired"
+    assert registry.loc[strong_key, "status"] == "champion"
+    assert registry.loc[third["stages"]["train"]["key"], "status"] == "challenger"
+    assert (registry["status"] == "champion").sum() == 1
+    decisions = store.read_decisions()
+    assert decisions["outcome"].tolist() == ["promoted", "kept out"]
+    assert (decisions["holdout_start"] == [384, 448]).all()  # the newest 20 % of the data at the time
+
+    assert cli.main(["models", "--artifacts-dir", str(store_dir), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {row["key"]: row["status"] for row in listed}[strong_key] == "champion"
+
+    assert cli.main(["predict", "--model", "champion", "--horizon", "5", "--artifacts-dir", str(store_dir),
+                     "--input", str(source), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    forecast = pd.read_parquet(result["forecast"])
+    assert result["model"] == strong_key and Path(result["plot"]).is_file()
+    assert forecast["ds"].tolist() == [560.0, 561.0, 562.0, 563.0, 564.0]
+    truth = np.sin(np.arange(560, 565) / 3.0)
+    assert np.sqrt(np.mean((forecast["y_hat"] - truth) ** 2)) < 0.5  # the promoted model forecasts the sine
+
+
+def test_serve_refuses_without_a_running_server(tmp_path: Path) -> None:
+    done = subprocess.run([str(BIN / "lstm-forecast"), "serve", "--preset", "smoke"],
+                          env=quiet_env(tmp_path / "home", None), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "needs a running Prefect server" in done.stderr and "prefect server start" in done.stderr
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_served_schedule_runs_and_ad_hoc_triggers(tmp_path: Path, prefect_server: str, prefect_api: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    store = tmp_path / "store"
+    env = quiet_env(tmp_path / "home", prefect_server) | {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    server = subprocess.Popen(
+        [str(BIN / "lstm-forecast"), "serve", "--preset", "smoke", "--interval", "8", "--artifacts-dir", str(store)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            retrain_deployment = wait_for(lambda: _deployment(client, "lstm-retrain/retrain"), 60, "deployments")
+            ad_hoc = wait_for(lambda: _deployment(client, "lstm-forecast/ad-hoc"), 30, "ad hoc deployment")
+            assert retrain_deployment.schedules and not ad_hoc.schedules
+
+            def completed_retrains() -> list[Any] | None:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain_deployment.id])))
+                completed = [run for run in runs if run.state and run.state.is_completed()]
+                return completed if len(completed) >= 2 else None
+
+            done = wait_for(completed_retrains, 240, "two completed scheduled retraining runs")
+            assert all(run.auto_scheduled for run in done)
+
+            # A bad parameter is refused by the server before any run exists.
+            before = len(client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[ad_hoc.id]))))
+            with pytest.raises(PrefectHTTPStatusError) as refused:
+                client.create_flow_run_from_deployment(ad_hoc.id, parameters={"config": {"epochs": 0}})
+            assert refused.value.response.status_code == 409
+            assert "epochs" in refused.value.response.text
+            assert len(client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[ad_hoc.id])))) == before
+
+        # An ad hoc run from the command line, with other parameters.
+        config = build_config("smoke", overrides={"artifacts_dir": str(store), "epochs": 2, "units": 4})
+        triggered = subprocess.run(
+            [str(BIN / "prefect"), "deployment", "run", "lstm-forecast/ad-hoc", "--params",
+             json.dumps({"config": config.model_dump(mode="json")}), "--watch", "--watch-timeout", "180"],
+            env=quiet_env(tmp_path / "home", prefect_server), capture_output=True, text=True, timeout=240,
+        )
+        assert triggered.returncode == 0, triggered.stdout[-2000:] + triggered.stderr[-2000:]
+        registry = Store(store).read_registry()
+        configs = [json.loads(text) for text in registry["config"]]
+        assert any(c["epochs"] == 2 and c["units"] == 4 for c in configs)
+    finally:
+        server.terminate()
+        try:
+            server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _deployment(client: Any, name: str) -> Any:
+    try:
+        return client.read_deployment_by_name(name)
+    except Exception:  # not registered yet
+        return None
