@@ -29,6 +29,13 @@ _FIELD_FLAGS: dict[str, tuple[str, type]] = {
     "--batch-size": ("batch_size", int),
     "--learning-rate": ("learning_rate", float),
     "--train-fraction": ("train_fraction", float),
+    "--horizon": ("horizon", int),
+    "--transform": ("transform", str),
+    "--cell": ("cell", str),
+    "--layers": ("layers", int),
+    "--dropout": ("dropout", float),
+    "--patch": ("patch", int),
+    "--season-length": ("season_length", int),
     "--seed": ("seed", int),
     "--artifacts-dir": ("artifacts_dir", str),
 }
@@ -104,35 +111,54 @@ def check_prefect_server(required: bool = False) -> None:
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """Add the metrics (nested split -> model -> metric) to the flow's result."""
+    """The flow's result with its metrics: `metrics[split][model][metric]` pools all steps ahead;
+    `metrics_by_step[split][model][metric]` lists one value per step."""
     import pandas as pd
 
-    metrics = pd.read_parquet(result["artifacts"]["metrics"])
-    nested: dict[str, dict[str, dict[str, float]]] = {}
-    for row in metrics.itertuples(index=False):
-        nested.setdefault(row.split, {}).setdefault(row.model, {})[row.metric] = float(row.value)
+    metrics = pd.read_parquet(result["artifacts"]["metrics"]).dropna(subset=["value"])
+    pooled: dict[str, dict[str, dict[str, float]]] = {}
+    by_step: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for row in metrics.sort_values("step", kind="stable").itertuples(index=False):
+        if row.step == 0:
+            pooled.setdefault(row.split, {}).setdefault(row.model, {})[row.metric] = float(row.value)
+        else:
+            by_step.setdefault(row.split, {}).setdefault(row.model, {}).setdefault(row.metric, []).append(
+                float(row.value))
     return {
         "flow_run_id": result["flow_run_id"],
-        "metrics": nested,
+        "metrics": pooled,
+        "metrics_by_step": by_step,
         "stages": {stage: result["stages"][stage]["status"] for stage in STAGES},
         "keys": {stage: result["stages"][stage]["key"] for stage in STAGES},
         "artifacts": result["artifacts"],
     }
 
 
+def verdict(test: dict[str, dict[str, float]]) -> str:
+    """One plain sentence: does the LSTM beat every baseline on the test split (RMSE)?"""
+    baselines = {name: values["rmse"] for name, values in test.items() if name != "lstm"}
+    best = min(baselines, key=baselines.__getitem__)
+    lstm = test["lstm"]["rmse"]
+    if lstm < baselines[best]:
+        return f"The LSTM wins on the test split: RMSE {lstm:.4f}, best baseline {best} {baselines[best]:.4f}."
+    return (f"A baseline beats the LSTM on the test split: {best} RMSE {baselines[best]:.4f} against the "
+            f"LSTM's {lstm:.4f}. Prefer {best} for this series, or tune the LSTM (--look-back, --epochs).")
+
+
 def print_summary(summary: dict[str, Any], seconds: float) -> None:
     print()
-    print("Metrics (same targets for every model):")
-    header = f"  {'split':<11}{'model':<8}{'rmse':>9}{'mae':>9}{'smape%':>9}{'mase':>8}"
-    print(header)
+    print("Metrics (every model forecasts the same targets; all steps ahead pooled):")
+    print(f"  {'split':<11}{'model':<16}{'rmse':>9}{'mae':>9}{'smape%':>9}{'mase':>8}{'coverage':>10}")
     for split_name, models in summary["metrics"].items():
         for model, values in models.items():
-            print(f"  {split_name:<11}{model:<8}{values['rmse']:>9.4f}{values['mae']:>9.4f}"
-                  f"{values['smape']:>9.2f}{values['mase']:>8.3f}")
-    test = summary["metrics"].get("test", {})
-    if "lstm" in test and "naive" in test:
-        verdict = "beats" if test["lstm"]["rmse"] < test["naive"]["rmse"] else "does NOT beat"
-        print(f"  -> on the test split the LSTM {verdict} the naive baseline (RMSE).")
+            coverage = f"{values['coverage']:>10.3f}" if "coverage" in values else ""
+            print(f"  {split_name:<11}{model:<16}{values['rmse']:>9.4f}{values['mae']:>9.4f}"
+                  f"{values['smape']:>9.2f}{values['mase']:>8.3f}{coverage}")
+    if "lstm" in summary["metrics"].get("test", {}):
+        print("  " + verdict(summary["metrics"]["test"]))
+    steps = summary["metrics_by_step"].get("test", {}).get("lstm", {}).get("rmse", [])
+    if len(steps) > 1:
+        print("  LSTM test RMSE per step ahead: " + " ".join(f"{value:.4f}" for value in steps))
     print("Stages: " + ", ".join(f"{stage} {status}" for stage, status in summary["stages"].items()))
     for name in ("plot", "model", "predictions"):
         print(f"{name.capitalize():<12} {summary['artifacts'][name]}")

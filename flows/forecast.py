@@ -37,10 +37,10 @@ def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     series = run(generate)
     bounds = run(split, series=series)
     scaled = run(normalize, series=series, split=bounds)
-    targets = run(window, series=series, split=bounds)
+    targets = run(window, series=series, split=bounds, normalize=scaled)
     model = run(train, series=series, normalize=scaled, window=targets)
     predictions = run(predict, series=series, normalize=scaled, window=targets, model=model)
-    metrics = run(evaluate, series=series, window=targets, predictions=predictions, model=model)
+    metrics = run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
     figure = run(plot, series=series, predictions=predictions, model=model)
 
     store = Store(config.artifacts_dir)

@@ -12,24 +12,18 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from tasks.config import ForecastConfig
-from tasks.normalize import MinMaxParams
 from tasks.predict import predict_rows
 from tasks.registry import record_decision, utc_now
 from tasks.store import Store
-from tasks.train import load_model
+from tasks.train import SavedModel, load_saved
 
 
-def holdout_rmse(model: Any, scaler: MinMaxParams, look_back: int, y: np.ndarray, holdout_start: int) -> float:
-    """RMSE of a model's one-step predictions of `y[holdout_start:]`, in the series' units."""
-    rows = np.arange(max(holdout_start, look_back), len(y))
-    predictions = scaler.unscale(predict_rows(model, scaler.scale(y), rows, look_back))
-    return float(np.sqrt(np.mean((predictions - y[rows]) ** 2)))
-
-
-def _saved_model_rmse(store: Store, key: str, y: np.ndarray, holdout_start: int) -> float:
-    metadata = store.read_model_metadata(key)
-    scaler = MinMaxParams(metadata["scaler"]["data_min"], metadata["scaler"]["data_max"])
-    return holdout_rmse(load_model(store.model_file(key)), scaler, metadata["config"]["look_back"], y, holdout_start)
+def holdout_rmse(saved: SavedModel, y: np.ndarray, holdout_start: int) -> float:
+    """RMSE of a model's one-step forecasts of `y[holdout_start:]`, in the series' units."""
+    rows = np.arange(max(holdout_start, saved.first_origin), len(y))
+    z_hat = predict_rows(saved.model, saved.space.encode(y), rows, saved.look_back, saved.patch)
+    forecasts = saved.space.decode(z_hat, y, rows)[:, 0]
+    return float(np.sqrt(np.mean((forecasts - y[rows]) ** 2)))
 
 
 @task(name="challenge")
@@ -38,8 +32,8 @@ def challenge(config: ForecastConfig, series: str, split: str, challenger: str, 
     store = Store(config.artifacts_dir)
     y = store.read_table("generate", series)["y"].to_numpy()
     holdout_start = int(store.read_table("split", split).set_index("split").loc["test", "start"])
-    challenger_rmse = _saved_model_rmse(store, challenger, y, holdout_start)
-    champion_rmse = _saved_model_rmse(store, champion, y, holdout_start)
+    challenger_rmse = holdout_rmse(load_saved(store, challenger), y, holdout_start)
+    champion_rmse = holdout_rmse(load_saved(store, champion), y, holdout_start)
     decision = {
         "decided": utc_now(),
         "challenger": challenger,

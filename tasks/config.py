@@ -37,6 +37,9 @@ class ForecastConfig(BaseModel):
     frequency: float = Field(1.0, gt=0, description="Synthetic series: angular frequency of sin(frequency * t).")
     noise_scale: float = Field(0.5, ge=0, description="Synthetic series: standard deviation of the Gaussian noise.")
     series_seed: int = Field(0, description="Synthetic series: NumPy seed of the noise.")
+    series_end: int | None = Field(
+        None, ge=2, description="Use only the first N points (backtests cut the series this way); empty: all."
+    )
     read_retries: int = Field(3, ge=0, le=10, description="Retries of a failed file read.")
     read_retry_delay_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
 
@@ -46,17 +49,39 @@ class ForecastConfig(BaseModel):
         0.1, ge=0, lt=1, description="Tail share of the training part held out for early stopping (0: none)."
     )
     scaler: Literal["minmax"] = Field("minmax", description="Scaler fitted on the training part only.")
+    transform: Literal["auto", "none", "diff"] = Field(
+        "auto",
+        description="Model the values ('none') or their differences ('diff', for trends and level shifts); "
+        "'auto' differences when an ADF test on the training part finds a unit root.",
+    )
 
     # --- windows ------------------------------------------------------------
-    look_back: int = Field(64, ge=1, description="Past values the model sees for each target.")
+    look_back: int = Field(256, ge=1, description="Past values the model sees for each target.")
+    horizon: int = Field(1, ge=1, description="Steps ahead the model forecasts at once (direct multi-output).")
 
     # --- model and training -------------------------------------------------
-    units: int = Field(50, ge=1, description="LSTM units.")
-    epochs: int = Field(40, ge=1, description="Maximum training epochs.")
+    cell: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell.")
+    units: int = Field(32, ge=1, description="Units per recurrent layer.")
+    layers: int = Field(1, ge=1, le=4, description="Stacked recurrent layers.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each recurrent layer.")
+    patch: int = Field(
+        8, ge=1, description="Consecutive values fed to the cell per time step (look_back / patch steps)."
+    )
+    epochs: int = Field(60, ge=1, description="Maximum training epochs.")
     batch_size: int = Field(256, ge=1, description="Windows per optimizer step.")
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate.")
     patience: int = Field(5, ge=0, description="Early-stopping patience in epochs (0: no early stopping).")
     seed: int = Field(0, description="Seed of weight initialisation and shuffling.")
+
+    # --- forecasts and baselines -------------------------------------------
+    interval_level: float = Field(0.9, gt=0, lt=1, description="Nominal coverage of the prediction intervals.")
+    season_length: int | None = Field(
+        None, ge=1, description="Season of the seasonal-naive baseline; empty: detected from the training part."
+    )
+    arima_order: tuple[int, int, int] | None = Field(
+        None, description="(p, d, q) of the ARIMA baseline; empty: (2, 0, 2), or (2, 1, 2) when differencing."
+    )
+    arima_fit_points: int = Field(2000, ge=50, description="ARIMA baseline: fit on this many last training points.")
 
     # --- store --------------------------------------------------------------
     artifacts_dir: str = Field("artifacts", description="Root folder of the artifact store.")
@@ -65,17 +90,21 @@ class ForecastConfig(BaseModel):
     def _check_columns(self) -> ForecastConfig:
         if self.time_column == self.value_column:
             raise ValueError("time_column and value_column must differ")
+        if self.look_back % self.patch:
+            raise ValueError(f"look_back ({self.look_back}) must be a multiple of patch ({self.patch})")
         return self
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The article's hyperparameters exactly, on the leak-free pipeline.
-    "seed": dict(look_back=1, units=50, epochs=5, batch_size=1, learning_rate=0.001,
-                 train_fraction=0.8, validation_fraction=0.0, patience=0),
-    # What a user should get: a window longer than the sine's period (~63 points), big batches.
+    "seed": dict(look_back=1, patch=1, units=50, epochs=5, batch_size=1, learning_rate=0.001,
+                 train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none"),
+    # What a user should get: a window of four sine periods (~63 points each), read 8 values per
+    # LSTM step (32 steps instead of 256: the same information, 8x less sequential work), big batches.
     "default": dict(),
     # Tiny and quick: for tests and a first look.
-    "smoke": dict(n_points=600, look_back=8, units=8, epochs=1, batch_size=32, patience=0),
+    "smoke": dict(n_points=600, look_back=8, patch=2, units=8, epochs=1, batch_size=32, patience=0,
+                  arima_fit_points=200),
 }
 
 
@@ -128,16 +157,17 @@ def build_config(
 
 
 # The config fields each stage's output depends on: they, and nothing else, enter its key.
-_SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed")
-_FILE_FIELDS = ("time_column", "value_column", "nan_policy", "duplicate_policy")
+_SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed", "series_end")
+_FILE_FIELDS = ("time_column", "value_column", "nan_policy", "duplicate_policy", "series_end")
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "generate": (),  # depends on the source: see stage_fields()
     "split": ("train_fraction", "validation_fraction"),
-    "normalize": ("scaler",),
-    "window": ("look_back",),
-    "train": ("units", "epochs", "batch_size", "learning_rate", "patience", "seed"),
-    "predict": (),
-    "evaluate": (),
+    "normalize": ("scaler", "transform"),
+    "window": ("look_back", "horizon"),
+    "train": ("cell", "units", "layers", "dropout", "patch", "epochs", "batch_size", "learning_rate", "patience",
+              "seed"),
+    "predict": ("interval_level",),
+    "evaluate": ("season_length", "arima_order", "arima_fit_points"),
     "plot": (),
 }
 

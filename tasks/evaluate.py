@@ -1,28 +1,39 @@
 """Stage 7, evaluate: error metrics of the LSTM and of baselines on exactly the same targets.
 
-Baselines: `naive` predicts each target with the value just before it.
-Metrics per model and split: RMSE, MAE (series units), sMAPE (percent), MASE
-(MAE over the in-sample one-step naive MAE of the training part).
+Baselines, each forecasting every window's `horizon` targets from the same origin:
+- `naive`: the last value before the window's first target;
+- `seasonal_naive`: the value one season earlier (season from config, or detected as the
+  first autocorrelation peak of the training part);
+- `arima`: statsmodels ARIMA fitted on the last `arima_fit_points` training rows, then
+  run over the whole series with those parameters (its Kalman filter sees only the past
+  of each origin); multi-step forecasts come from its predicted states.
+
+Metrics per split, model and step ahead (`step` 0 pools all steps): RMSE, MAE (series
+units), sMAPE (percent), MASE (MAE over the in-sample one-step naive MAE of the training
+part); for the LSTM also `coverage`, the share of targets inside its prediction interval.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import warnings
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.config import ForecastConfig
-from tasks.registry import model_entry, record_model
+from tasks.normalize import read_model_space
+from tasks.registry import model_entry, record_model, utc_now
 from tasks.store import Store, stage_key
 
-METRICS = ("rmse", "mae", "smape", "mase")
+METRICS = ("rmse", "mae", "smape", "mase", "coverage")
+MODELS = ("lstm", "naive", "seasonal_naive", "arima")
 
 
 def error_metrics(y: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> dict[str, float]:
     """RMSE, MAE, sMAPE (%) and MASE of predictions `y_hat` of `y` (same shape)."""
-    error = np.asarray(y_hat, dtype="float64") - np.asarray(y, dtype="float64")
+    y, y_hat = np.asarray(y, dtype="float64"), np.asarray(y_hat, dtype="float64")
+    error = y_hat - y
     denominator = np.abs(y) + np.abs(y_hat)
     smape = np.where(denominator > 0, 2 * np.abs(error) / np.where(denominator > 0, denominator, 1), 0.0)
     mae = float(np.mean(np.abs(error)))
@@ -34,56 +45,130 @@ def error_metrics(y: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> dict[s
     }
 
 
-def naive_predictions(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The last value before each target row: `y[rows - 1]`."""
-    return np.asarray(y)[np.asarray(rows) - 1]
+def naive_predictions(y: np.ndarray, rows: np.ndarray, horizon: int = 1) -> np.ndarray:
+    """The last value before each origin, for every step: (len(rows), horizon)."""
+    return np.repeat(np.asarray(y, dtype="float64")[np.asarray(rows) - 1][:, None], horizon, axis=1)
 
 
-def evaluate_predictions(series: pd.DataFrame, targets: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
-    """Metrics of every model on every split.
+def seasonal_naive_predictions(y: np.ndarray, rows: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """`y` one season before each target, seen from the origin (m, horizon); naive where history is short."""
+    y = np.asarray(y, dtype="float64")
+    steps = np.arange(horizon)
+    source = np.asarray(rows)[:, None] + steps - season * ((steps // season) + 1)
+    fallback = naive_predictions(y, rows, horizon)
+    return np.where(source >= 0, y[np.clip(source, 0, None)], fallback)
+
+
+def detect_season(train_y: np.ndarray, max_lag: int = 1000) -> int:
+    """The first autocorrelation peak after the first zero crossing (1 when there is no clear one)."""
+    from statsmodels.tsa.stattools import acf
+
+    values = np.asarray(train_y, dtype="float64")[-10_000:]
+    nlags = min(len(values) // 3, max_lag)
+    if nlags < 4:
+        return 1
+    correlations = acf(values - values.mean(), nlags=nlags, fft=True)
+    negative = np.flatnonzero(correlations < 0)
+    if not len(negative):
+        return 1
+    lag = int(negative[0] + np.argmax(correlations[negative[0]:]))
+    return lag if correlations[lag] > 0.1 else 1
+
+
+def arima_predictions(
+    y: np.ndarray, rows: np.ndarray, horizon: int, fit_start: int, fit_stop: int, order: tuple[int, int, int]
+) -> np.ndarray:
+    """ARIMA forecasts (len(rows), horizon) from each origin, with parameters fitted on `y[fit_start:fit_stop]`."""
+    from statsmodels.tsa.arima.model import ARIMA
+
+    y = np.asarray(y, dtype="float64")
+    trend = "c" if order[1] == 0 else "n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; the fit is still usable
+        fitted = ARIMA(y[fit_start:fit_stop], order=order, trend=trend).fit()
+        results = fitted.apply(y).filter_results
+    design, transition = results.design[:, :, 0], results.transition[:, :, 0]
+    state = results.predicted_state[:, np.asarray(rows)]  # E[state at origin | y before origin]
+    last = len(y) - 1
+    forecasts = np.empty((len(rows), horizon))
+    for step in range(horizon):
+        at = np.minimum(np.asarray(rows) + step, last)
+        obs_intercept = results.obs_intercept[0, at if results.obs_intercept.shape[1] > 1 else 0]
+        forecasts[:, step] = (design @ state)[0] + obs_intercept
+        state_intercept = results.state_intercept[:, at if results.state_intercept.shape[1] > 1 else [0]]
+        state = transition @ state + state_intercept
+    return forecasts
+
+
+def evaluate_predictions(
+    y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, baselines: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """Metrics of every model on every split and step.
 
     Args:
-        series: `ds, y` of every row.
-        targets: `row, ds, split`, in the same order as the non-forecast rows of `predictions`.
-        predictions: `ds, y, y_hat, split` (from `assemble_predictions`).
+        y: the series' values (n,).
+        targets: `row, split` of the window origins (m rows).
+        predictions: `y_hat, y_lo, y_hi, split, step` (from `assemble_predictions`), m·horizon fitted rows first.
+        baselines: name -> (m, horizon) forecasts of the same targets.
     Returns:
-        Long table `split, model, metric, value`.
+        Long table `split, model, step, metric, value`; step 0 pools all steps.
     """
-    y_all = series["y"].to_numpy()
-    rows = targets["row"].to_numpy()
+    y = np.asarray(y, dtype="float64")
     fitted = predictions[predictions["split"] != "forecast"]
-    candidates = {"lstm": fitted["y_hat"].to_numpy(), "naive": naive_predictions(y_all, rows)}
+    horizon = int(fitted["step"].max())
+    rows = targets["row"].to_numpy()
+    truth = y[rows[:, None] + np.arange(horizon)]
+    candidates = {"lstm": fitted["y_hat"].to_numpy().reshape(len(rows), horizon), **baselines}
+    inside = ((fitted["y_lo"] <= fitted["y"]) & (fitted["y"] <= fitted["y_hi"])).to_numpy().reshape(len(rows), -1)
     train_stop = int(rows[targets["split"].to_numpy() == "train"].max()) + 1
-    mase_scale = float(np.mean(np.abs(np.diff(y_all[:train_stop]))))
+    mase_scale = float(np.mean(np.abs(np.diff(y[:train_stop]))))
     records = []
     for split_name in ("train", "validation", "test"):
         mask = targets["split"].to_numpy() == split_name
         if not mask.any():
             continue
-        for model, y_hat in candidates.items():
-            for metric, value in error_metrics(y_all[rows[mask]], y_hat[mask], mase_scale).items():
-                records.append({"split": split_name, "model": model, "metric": metric, "value": value})
+        for step in range(0, horizon + 1):
+            columns = slice(None) if step == 0 else slice(step - 1, step)
+            for model, y_hat in candidates.items():
+                values = error_metrics(truth[mask][:, columns], y_hat[mask][:, columns], mase_scale)
+                if model == "lstm":
+                    values["coverage"] = float(np.mean(inside[mask][:, columns]))
+                records += [{"split": split_name, "model": model, "step": step, "metric": name, "value": value}
+                            for name, value in values.items()]
     return pd.DataFrame.from_records(records)
 
 
-def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Wide view: one row per split and model, one column per metric."""
-    wide = metrics.pivot_table(index=["split", "model"], columns="metric", values="value", sort=False)
+def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
+    """Wide view of one step (0: all steps pooled): one row per split and model, one column per metric."""
+    chosen = metrics[metrics["step"] == step] if "step" in metrics else metrics
+    wide = chosen.pivot_table(index=["split", "model"], columns="metric", values="value", sort=False)
     return wide.reindex(columns=[m for m in METRICS if m in wide.columns]).reset_index()
 
 
 @task(name="evaluate", result_serializer="json")
-def evaluate(config: ForecastConfig, series: str, window: str, predictions: str, model: str) -> str:
+def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str) -> str:
     """Score the LSTM and the baselines, and list the model in the registry; returns the evaluate key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("evaluate", config, {"series": series, "window": window, "predictions": predictions,
-                                         "model": model})
-    metrics = evaluate_predictions(store.read_table("generate", series), store.read_table("window", window),
-                                   store.read_table("predict", predictions))
-    store.write_table("evaluate", key, metrics)
+    key = stage_key("evaluate", config, {"series": series, "normalize": normalize, "window": window,
+                                         "predictions": predictions, "model": model})
     logger = get_run_logger()
-    logger.info("metrics:\n%s", metrics_table(metrics).to_string(index=False, float_format="%.4f"))
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    status = record_model(store, model_entry(store, model, metrics, created))
+    y = store.read_table("generate", series)["y"].to_numpy()
+    targets = store.read_table("window", window)
+    rows = targets["row"].to_numpy()
+    fit_stop = int(targets.loc[targets["split"] == "test", "row"].min())  # the test split's first row
+    season = config.season_length or detect_season(y[:fit_stop])
+    differenced = read_model_space(store, normalize).kind == "diff"
+    order = config.arima_order or (2, int(differenced), 2)
+    baselines = {
+        "naive": naive_predictions(y, rows, config.horizon),
+        "seasonal_naive": seasonal_naive_predictions(y, rows, config.horizon, season),
+        "arima": arima_predictions(y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop,
+                                   order),
+    }
+    metrics = evaluate_predictions(y, targets, store.read_table("predict", predictions), baselines)
+    store.write_table("evaluate", key, metrics, metadata={"season_length": season, "arima_order": list(order)})
+    logger.info("season length %d, ARIMA%s; metrics (all steps):\n%s", season, order,
+                metrics_table(metrics).to_string(index=False, float_format="%.4f"))
+    status = record_model(store, model_entry(store, model, metrics, utc_now()))
     logger.info("registry: model %s is %s", model, status)
     return key

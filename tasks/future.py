@@ -9,11 +9,10 @@ import pandas as pd
 
 from tasks.errors import InputError
 from tasks.generate import clean_series, parse_table, read_input_file
-from tasks.normalize import MinMaxParams
-from tasks.predict import future_times, recursive_forecast
+from tasks.predict import future_times
 from tasks.registry import champion
 from tasks.store import Store, bytes_digest, fingerprint
-from tasks.train import load_model
+from tasks.train import SavedModel, load_saved
 
 
 def resolve_model(store: Store, reference: str) -> str:
@@ -31,6 +30,19 @@ def resolve_model(store: Store, reference: str) -> str:
         raise InputError(f"model {reference!r} matches {len(matches)} registered models",
                          "pass `champion` or a key listed by `lstm-forecast models`")
     return str(matches[0])
+
+
+def recursive_forecast(saved: SavedModel, z: np.ndarray, steps: int) -> np.ndarray:
+    """Model-space forecasts (steps,) past the end of `z`: `horizon` at a time, each fed back as input."""
+    history = list(np.asarray(z, dtype="float32")[-saved.look_back:])
+    outputs: list[float] = []
+    while len(outputs) < steps:
+        window = np.asarray(history[-saved.look_back:], dtype="float32")
+        chunk = saved.model(window.reshape(1, saved.look_back // saved.patch, saved.patch), training=False)
+        values = [float(v) for v in np.asarray(chunk).reshape(-1)]
+        outputs += values
+        history += values
+    return np.asarray(outputs[:steps])
 
 
 def forecast_frame(history: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
@@ -76,14 +88,14 @@ def forecast_with_model(
     else:
         history = store.read_table("generate", metadata["upstream"]["series"])
         source = metadata["upstream"]["series"]
-    look_back = int(config["look_back"])
-    if len(history) < look_back:
-        raise InputError(f"the series has {len(history)} points; the model needs {look_back}",
+    saved = load_saved(store, key)
+    if len(history) < saved.first_origin:
+        raise InputError(f"the series has {len(history)} points; the model needs {saved.first_origin}",
                          "pass a longer --input")
-    scaler = MinMaxParams(metadata["scaler"]["data_min"], metadata["scaler"]["data_max"])
-    scaled = recursive_forecast(load_model(store.model_file(key)), scaler.scale(history["y"].to_numpy()),
-                                look_back, horizon)
-    frame = forecast_frame(history, scaler.unscale(scaled)).assign(model=key)
+    y = history["y"].to_numpy()
+    z_hat = recursive_forecast(saved, saved.space.encode(y), horizon)
+    values = saved.space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
+    frame = forecast_frame(history, values).assign(model=key)
     name = fingerprint("forecast", key, source, horizon)
     table, plot = store.write_forecast(name, frame, render_forecast(history, frame, f"model {key}"))
     return {"model": key, "forecast": str(table), "plot": str(plot)}

@@ -132,7 +132,7 @@ def clean_series(
 def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     """Refuse, before anything is written, a series this config cannot split, window or scale."""
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
-    window_targets(series["ds"], bounds, config.look_back)
+    window_targets(series["ds"], bounds, config.look_back, config.horizon, int(config.transform != "none"))
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
 
 
@@ -200,6 +200,8 @@ def generate(config: ForecastConfig) -> str:
         series = synthetic_series(config.n_points, config.time_step, config.frequency, config.noise_scale,
                                   config.series_seed)
         source = {"synthetic": True}
+    if config.series_end is not None:
+        series = series.iloc[: config.series_end].reset_index(drop=True)
     check_series_fits(series, config)
     store.write_table("generate", key, series, metadata=source)
     logger.info("series: %d points, %s to %s", len(series), series[TIME].iloc[0], series[TIME].iloc[-1])

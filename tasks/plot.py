@@ -33,22 +33,27 @@ def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[s
     overview, zoom, losses = figure.subplots(3, 1, height_ratios=[2, 2, 1.2])
     colours = {"train": "tab:orange", "validation": "tab:purple", "test": "tab:green", "forecast": "tab:red"}
 
+    one_step = predictions[(predictions["step"] == 1) | (predictions["split"] == "forecast")]
     overview.plot(series["ds"], series["y"], color="0.6", linewidth=0.6, label="series")
-    for split_name, part in predictions.groupby("split", sort=False):
-        style = {"marker": "o"} if split_name == "forecast" else {"linewidth": 0.8}
+    for split_name, part in one_step.groupby("split", sort=False):
+        style = {"marker": "o", "markersize": 3} if split_name == "forecast" else {"linewidth": 0.8}
         overview.plot(part["ds"], part["y_hat"], color=colours.get(split_name), label=f"{split_name} prediction",
                       **style)
-    test = predictions[predictions["split"].isin(["test", "forecast"])]
+    test = one_step[one_step["split"].isin(["test", "forecast"])]
     if len(test):
         overview.axvline(test["ds"].iloc[0], color="k", linestyle=":", linewidth=1)
-    overview.set_title("Series and predictions, each on its own timestamp")
+    overview.set_title("Series and one-step predictions, each on its own timestamp")
     overview.legend(loc="upper left", fontsize="small", ncols=5)
 
     tail = test.tail(ZOOM_POINTS)
+    zoom.fill_between(tail["ds"], tail["y_lo"], tail["y_hi"], color=colours["test"], alpha=0.15,
+                      label="prediction interval")
     zoom.plot(tail["ds"], tail["y"], color="0.4", marker=".", linewidth=0.6, label="actual")
     zoom.plot(tail["ds"], tail["y_hat"], color=colours["test"], linewidth=1.2, label="prediction")
-    zoom.set_title(f"Test period, last {len(tail)} points")
-    zoom.legend(loc="upper left", fontsize="small")
+    future = tail[tail["split"] == "forecast"]
+    zoom.plot(future["ds"], future["y_hat"], color=colours["forecast"], marker="o", markersize=3, label="forecast")
+    zoom.set_title(f"End of the test period and the forecast past the data, last {len(tail)} points")
+    zoom.legend(loc="upper left", fontsize="small", ncols=4)
 
     for name, values in history.items():
         if "loss" in name:

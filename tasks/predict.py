@@ -1,7 +1,16 @@
-"""Stage 6, predict: the model's prediction for every target, in original units.
+"""Stage 6, predict: the model's forecasts for every window, in original units, with intervals.
 
-Each prediction sits on its own target's row and timestamp; one more row forecasts
-the step after the end of the data (split `forecast`, `y` empty).
+Each forecast sits on its own target's row and timestamp, with `step` = how many steps
+ahead of its window it is (1 … horizon). Then `horizon` more rows forecast the steps
+after the end of the data (split `forecast`, `y` empty).
+
+Multi-step forecasts are direct: the model has one output per step ahead and is
+trained on all of them at once, so errors are not fed back into later steps and one
+forward pass gives the whole horizon.
+
+Prediction intervals are split-conformal: for each step, the `interval_level`
+quantile of the absolute errors on the validation split (the training split when
+there is none), added on both sides of the forecast.
 """
 
 from __future__ import annotations
@@ -13,63 +22,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.config import ForecastConfig
-from tasks.normalize import MinMaxParams, read_scaler
+from tasks.normalize import ModelSpace, read_model_space
 from tasks.store import Store, stage_key
 from tasks.train import load_model
 from tasks.window import window_inputs
-
-
-def next_time(ds: pd.Series) -> object:
-    """The timestamp one usual step after the last one (median step)."""
-    return future_times(ds, 1).iloc[0]
-
-
-def assemble_predictions(
-    series: pd.DataFrame, targets: pd.DataFrame, y_hat_scaled: np.ndarray, forecast_scaled: float,
-    scaler: MinMaxParams,
-) -> pd.DataFrame:
-    """Predictions aligned to their targets.
-
-    Args:
-        series: `ds, y` of every row.
-        targets: `row, ds, split` (from `window_targets`).
-        y_hat_scaled: (len(targets),) scaled predictions, in the order of `targets`.
-        forecast_scaled: the scaled prediction for the step after the last row.
-    Returns:
-        DataFrame `ds, y, y_hat, split`: one row per target, then one `forecast` row.
-    """
-    rows = targets["row"].to_numpy()
-    predictions = pd.DataFrame(
-        {
-            "ds": series["ds"].to_numpy()[rows],
-            "y": series["y"].to_numpy()[rows],
-            "y_hat": scaler.unscale(np.asarray(y_hat_scaled).reshape(-1)),
-            "split": targets["split"].to_numpy(),
-        }
-    )
-    forecast = pd.DataFrame(
-        {"ds": [next_time(series["ds"])], "y": [np.nan], "y_hat": scaler.unscale(np.array([forecast_scaled])),
-         "split": ["forecast"]}
-    )
-    return pd.concat([predictions, forecast], ignore_index=True).astype({"ds": series["ds"].dtype})
-
-
-def predict_rows(model: Any, scaled: np.ndarray, rows: np.ndarray, look_back: int) -> np.ndarray:
-    """Scaled one-step predictions (len(rows),) for target rows of a scaled series (rows <= len(scaled))."""
-    inputs = window_inputs(scaled, rows, look_back)
-    return model.predict(inputs, batch_size=4096, verbose=0).reshape(-1)
-
-
-def recursive_forecast(model: Any, scaled: np.ndarray, look_back: int, steps: int) -> np.ndarray:
-    """Scaled forecasts of the `steps` points after the series, each fed back as the next input."""
-    history = list(np.asarray(scaled, dtype="float32")[-look_back:])
-    outputs = []
-    for _ in range(steps):
-        window = np.asarray(history[-look_back:], dtype="float32").reshape(1, look_back, 1)
-        value = float(model(window, training=False).numpy().reshape(-1)[0])
-        outputs.append(value)
-        history.append(value)
-    return np.asarray(outputs)
 
 
 def future_times(ds: pd.Series, steps: int) -> pd.Series:
@@ -78,17 +34,86 @@ def future_times(ds: pd.Series, steps: int) -> pd.Series:
     return pd.Series([ds.iloc[-1] + step * (i + 1) for i in range(steps)]).astype(ds.dtype)
 
 
+def next_time(ds: pd.Series) -> object:
+    """The timestamp one usual step after the last one (median step)."""
+    return future_times(ds, 1).iloc[0]
+
+
+def predict_rows(model: Any, scaled: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
+    """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len)."""
+    outputs = model.predict(window_inputs(scaled, rows, look_back, patch), batch_size=4096, verbose=0)
+    return np.asarray(outputs).reshape(len(rows), -1)
+
+
+def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndarray:
+    """Half-widths (horizon,) covering `level` of the absolute errors (m, horizon), finite-sample corrected."""
+    errors = np.abs(np.asarray(y_true) - np.asarray(y_hat))
+    count = len(errors)
+    quantile = min(1.0, np.ceil((count + 1) * level) / count)
+    return np.quantile(errors, quantile, axis=0, method="higher")
+
+
+def assemble_predictions(
+    series: pd.DataFrame, targets: pd.DataFrame, y_hat: np.ndarray, forecast: np.ndarray, widths: np.ndarray
+) -> pd.DataFrame:
+    """Forecasts aligned to their targets.
+
+    Args:
+        series: `ds, y` of every row.
+        targets: `row, ds, split` of the window origins (from `window_targets`).
+        y_hat: (len(targets), horizon) forecasts in original units, in the order of `targets`.
+        forecast: (horizon,) forecasts of the steps after the last row.
+        widths: (horizon,) interval half-widths per step.
+    Returns:
+        DataFrame `ds, y, y_hat, y_lo, y_hi, split, step`: per origin its steps, then the forecast rows.
+    """
+    horizon = y_hat.shape[1]
+    target_rows = (targets["row"].to_numpy()[:, None] + np.arange(horizon)).reshape(-1)
+    steps = np.tile(np.arange(1, horizon + 1), len(targets))
+    half = np.tile(widths, len(targets))
+    fitted = pd.DataFrame({
+        "ds": series["ds"].to_numpy()[target_rows],
+        "y": series["y"].to_numpy()[target_rows],
+        "y_hat": y_hat.reshape(-1),
+        "y_lo": y_hat.reshape(-1) - half,
+        "y_hi": y_hat.reshape(-1) + half,
+        "split": np.repeat(targets["split"].to_numpy(), horizon),
+        "step": steps,
+    })
+    future = pd.DataFrame({
+        "ds": future_times(series["ds"], horizon), "y": np.nan, "y_hat": forecast, "y_lo": forecast - widths,
+        "y_hi": forecast + widths, "split": "forecast", "step": np.arange(1, horizon + 1),
+    })
+    return pd.concat([fitted, future], ignore_index=True).astype({"ds": series["ds"].dtype, "step": "int64"})
+
+
+def forecast_all(
+    model: Any, space: ModelSpace, y: np.ndarray, targets: pd.DataFrame, look_back: int, patch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forecasts in original units for every origin (m, horizon) and for the steps after the end (horizon,)."""
+    rows = np.append(targets["row"].to_numpy(), len(y))  # every origin, then the row after the end
+    z_hat = predict_rows(model, space.encode(y), rows, look_back, patch)
+    values = space.decode(z_hat, y, rows)
+    return values[:-1], values[-1]
+
+
 @task(name="predict", result_serializer="json")
 def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str) -> str:
-    """Predict every target and the next step; returns the predict key."""
+    """Forecast every window and the steps after the end; returns the predict key."""
     store = Store(config.artifacts_dir)
     key = stage_key("predict", config, {"series": series, "normalize": normalize, "window": window, "model": model})
-    scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
+    frame = store.read_table("generate", series)
     targets = store.read_table("window", window)
-    rows = np.append(targets["row"].to_numpy(), len(scaled))  # every target, then the step after the end
-    outputs = predict_rows(load_model(store.model_file(model)), scaled, rows, config.look_back)
-    predictions = assemble_predictions(store.read_table("generate", series), targets, outputs[:-1], outputs[-1],
-                                       read_scaler(store, normalize))
+    y = frame["y"].to_numpy()
+    y_hat, forecast = forecast_all(load_model(store.model_file(model)), read_model_space(store, normalize), y,
+                                   targets, config.look_back, config.patch)
+    calibration = "validation" if (targets["split"] == "validation").any() else "train"
+    mask = (targets["split"] == calibration).to_numpy()
+    truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]
+    widths = conformal_widths(truth, y_hat[mask], config.interval_level)
+    predictions = assemble_predictions(frame, targets, y_hat, forecast, widths)
     store.write_table("predict", key, predictions)
-    get_run_logger().info("next step %s: %.4f", predictions["ds"].iloc[-1], predictions["y_hat"].iloc[-1])
+    get_run_logger().info("intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
+                          100 * config.interval_level, calibration, np.round(widths, 4).tolist(),
+                          np.round(forecast, 4).tolist())
     return key

@@ -89,7 +89,8 @@ def model_entry(store: Store, model_key: str, metrics: pd.DataFrame, created: st
     metadata = store.read_model_metadata(model_key)
 
     def test(model: str, metric: str) -> float:
-        rows = metrics[(metrics["split"] == "test") & (metrics["model"] == model) & (metrics["metric"] == metric)]
+        rows = metrics[(metrics["split"] == "test") & (metrics["model"] == model) & (metrics["metric"] == metric)
+                       & (metrics["step"] == 0)]
         return float(rows["value"].iloc[0])
 
     return {

@@ -1,4 +1,4 @@
-"""Stage 5, train: a Keras `LSTM(units) + Dense(1)` fitted with MSE and Adam.
+"""Stage 5, train: a Keras `LSTM(units) + Dense(horizon)` fitted with MSE and Adam.
 
 Early stopping watches the validation split (the tail of the training part) and
 keeps the best weights. Seeds and op determinism make CPU runs repeatable.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +18,38 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.config import ForecastConfig
-from tasks.normalize import read_scaler
+from tasks.normalize import ModelSpace, read_model_space
 from tasks.store import Store, stage_key
-from tasks.window import window_inputs
+from tasks.window import window_inputs, window_targets_matrix
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
 
 def training_arrays(
-    scaled: np.ndarray, targets: Any, look_back: int, split_name: str
+    scaled: np.ndarray, targets: Any, config: ForecastConfig, split_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (n, look_back, 1) and targets (n,) of one split, float32, from the scaled series."""
+    """Inputs (n, look_back / patch, patch) and targets (n, horizon) of one split, float32."""
     rows = targets.loc[targets["split"] == split_name, "row"].to_numpy()
-    return window_inputs(scaled, rows, look_back), np.asarray(scaled, dtype="float32")[rows]
+    return (window_inputs(scaled, rows, config.look_back, config.patch),
+            window_targets_matrix(scaled, rows, config.horizon))
 
 
-def build_model(look_back: int, units: int, learning_rate: float) -> Any:
-    """A compiled `LSTM(units) + Dense(1)` for inputs (batch, look_back, 1), outputs (batch, 1)."""
+def build_model(config: ForecastConfig) -> Any:
+    """A compiled stack of `layers` LSTM (or GRU) layers of `units` + Dense(horizon), MSE and Adam.
+
+    Inputs (batch, look_back / patch, patch); outputs (batch, horizon), one per step ahead.
+    """
     import keras
 
-    model = keras.Sequential(
-        [keras.Input(shape=(look_back, 1)), keras.layers.LSTM(units), keras.layers.Dense(1)],
-        name="lstm_forecaster",
-    )
-    model.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
+    cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
+    stack: list[Any] = [keras.Input(shape=(config.look_back // config.patch, config.patch))]
+    for layer in range(config.layers):
+        stack.append(cell(config.units, return_sequences=layer < config.layers - 1))
+        if config.dropout > 0:
+            stack.append(keras.layers.Dropout(config.dropout))
+    stack.append(keras.layers.Dense(config.horizon))
+    model = keras.Sequential(stack, name=f"{config.cell}_forecaster")
+    model.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     return model
 
 
@@ -58,7 +67,7 @@ def fit_model(
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(x_train.shape[1], config.units, config.learning_rate)
+    model = build_model(config)
     callbacks: list[keras.callbacks.Callback] = []
     has_validation = len(x_val) > 0
     if has_validation and config.patience > 0:
@@ -101,8 +110,8 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
     logger = get_run_logger()
     scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
     targets = store.read_table("window", window)
-    x_train, y_train = training_arrays(scaled, targets, config.look_back, "train")
-    x_val, y_val = training_arrays(scaled, targets, config.look_back, "validation")
+    x_train, y_train = training_arrays(scaled, targets, config, "train")
+    x_val, y_val = training_arrays(scaled, targets, config, "validation")
     logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
 
     progress = create_progress_artifact(0.0, key="lstm-forecast-training", description="Training epochs done")
@@ -117,7 +126,7 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
     metadata = {
         "key": key,
         "config": config.model_dump(mode="json"),
-        "scaler": {"kind": "minmax", **read_scaler(store, normalize).to_dict()},
+        "model_space": read_model_space(store, normalize).to_dict(),
         "data_fingerprint": series,
         "upstream": {"series": series, "normalize": normalize, "window": window},
         "history": history,
@@ -134,3 +143,28 @@ def load_model(path: Path) -> Any:
     import keras
 
     return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A trained model with what it needs to be applied to a series."""
+
+    key: str
+    model: Any
+    space: ModelSpace
+    look_back: int
+    patch: int
+    horizon: int
+
+    @property
+    def first_origin(self) -> int:
+        """The first row it can forecast (it needs `look_back` model-space values before it)."""
+        return self.look_back + self.space.offset
+
+
+def load_saved(store: Store, key: str) -> SavedModel:
+    """A model of the store with its model space and window settings (from its metadata)."""
+    metadata = store.read_model_metadata(key)
+    config = metadata["config"]
+    return SavedModel(key, load_model(store.model_file(key)), ModelSpace.from_dict(metadata["model_space"]),
+                      int(config["look_back"]), int(config.get("patch", 1)), int(config.get("horizon", 1)))

@@ -1,12 +1,13 @@
-"""Stage 4, window: which past values predict which target.
+"""Stage 4, window: which past values predict which targets.
 
-Target row `t` is predicted from rows `[t - look_back, t)`. Every row from
-`look_back` on is a target, in whichever split it falls: the first test targets
+A window with origin row `t` sees rows `[t - look_back, t)` and forecasts rows
+`t, …, t + horizon - 1`. Every row from `look_back` on is an origin, in whichever
+split it falls, as long as its targets stay in that split: the first test targets
 take their context from the end of the training part, so every test point is
 forecast (the article's `range(len - look_back - 1)` drops a window, and its
 windows never cross the split, so it skips the first `look_back` test points).
 
-The output stores the targets (row, `ds`, split), not the windows themselves:
+The output stores the origins (row, `ds`, split), not the windows themselves:
 the windows are views into the scaled series, built when needed.
 """
 
@@ -22,18 +23,21 @@ from tasks.errors import InputError
 from tasks.store import Store, stage_key
 
 
-def window_targets(ds: pd.Series, bounds: pd.DataFrame, look_back: int) -> pd.DataFrame:
-    """The targets of every split.
+def window_targets(
+    ds: pd.Series, bounds: pd.DataFrame, look_back: int, horizon: int = 1, offset: int = 0
+) -> pd.DataFrame:
+    """The window origins of every split.
 
     Args:
         ds: the series' times, one per row.
         bounds: `split, start, stop` row ranges (from `split_bounds`).
+        offset: leading rows without a model-space value (1 when differencing).
     Returns:
-        DataFrame with `row` (target position), `ds` and `split`, in row order.
+        DataFrame with `row` (origin: the first target's position), `ds` and `split`, in row order.
     """
     frames = []
     for split_name, start, stop in bounds[["split", "start", "stop"]].itertuples(index=False):
-        rows = np.arange(max(int(start), look_back), int(stop))
+        rows = np.arange(max(int(start), look_back + offset), int(stop) - horizon + 1)
         frames.append(pd.DataFrame({"row": rows, "ds": ds.to_numpy()[rows], "split": split_name}))
     targets = pd.concat(frames, ignore_index=True)
     counts = targets["split"].value_counts()
@@ -41,30 +45,37 @@ def window_targets(ds: pd.Series, bounds: pd.DataFrame, look_back: int) -> pd.Da
     short = [name for name, least in needed.items() if counts.get(name, 0) < least]
     if short:
         raise InputError(
-            f"the series has {len(ds)} points: too few for look_back {look_back} "
+            f"the series has {len(ds)} points: too few for look_back {look_back} and horizon {horizon} "
             f"(no {' or '.join(short)} targets left)",
-            "use a smaller --look-back or a longer series",
+            "use a smaller --look-back or --horizon, or a longer series",
         )
     return targets
 
 
-def window_inputs(values: np.ndarray, rows: np.ndarray, look_back: int) -> np.ndarray:
-    """Model inputs for target rows: `out[i] = values[rows[i] - look_back : rows[i]]`.
+def window_inputs(values: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
+    """Model inputs for origin rows: `out[i].ravel() = values[rows[i] - look_back : rows[i]]`.
 
     Returns:
-        float32 array of shape (len(rows), look_back, 1).
+        float32 array of shape (len(rows), look_back // patch, patch): each step holds `patch` values.
     """
     windows = sliding_window_view(np.asarray(values, dtype="float32"), look_back)
-    return windows[np.asarray(rows) - look_back][..., np.newaxis]
+    return windows[np.asarray(rows) - look_back].reshape(len(rows), look_back // patch, patch)
+
+
+def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
+    """Targets of origin rows: `out[i, h] = values[rows[i] + h]`, float32 (len(rows), horizon)."""
+    return np.asarray(values, dtype="float32")[np.asarray(rows)[:, None] + np.arange(horizon)]
 
 
 @task(name="window", result_serializer="json")
-def window(config: ForecastConfig, series: str, split: str) -> str:
-    """Find every target's window; returns the window key."""
+def window(config: ForecastConfig, series: str, split: str, normalize: str) -> str:
+    """Find every window's origin; returns the window key."""
+    from tasks.normalize import read_model_space
+
     store = Store(config.artifacts_dir)
-    key = stage_key("window", config, {"series": series, "split": split})
+    key = stage_key("window", config, {"series": series, "split": split, "normalize": normalize})
     targets = window_targets(store.read_table("generate", series)["ds"], store.read_table("split", split),
-                             config.look_back)
+                             config.look_back, config.horizon, read_model_space(store, normalize).offset)
     store.write_table("window", key, targets)
     get_run_logger().info("targets per split: %s", targets["split"].value_counts().to_dict())
     return key

@@ -50,10 +50,10 @@ def test_split_bounds_of_the_article_series() -> None:
 def test_fix_scaler_is_fitted_on_the_training_part_only() -> None:
     """The article fits MinMaxScaler on the whole series: its max would be the test part's 100."""
     series = pd.DataFrame({"ds": np.arange(6.0), "y": [0.0, 2.0, 4.0, 1.0, 50.0, 100.0]})
-    scaled, params = scale_series(series, fit_stop=4)
-    assert (params.data_min, params.data_max) == (0.0, 4.0)
+    scaled, space = scale_series(series, fit_stop=4)
+    assert (space.kind, space.scaler.data_min, space.scaler.data_max) == ("none", 0.0, 4.0)
     np.testing.assert_allclose(scaled["y_scaled"], [0.0, 0.5, 1.0, 0.25, 12.5, 25.0])
-    np.testing.assert_allclose(params.unscale(scaled["y_scaled"].to_numpy()), series["y"])
+    np.testing.assert_allclose(space.scaler.unscale(scaled["y_scaled"].to_numpy()), series["y"])
 
 
 def test_constant_training_part_is_refused() -> None:
@@ -89,9 +89,8 @@ def test_series_too_short_for_look_back_is_refused() -> None:
 
 def perfect_predictions(series: pd.DataFrame, look_back: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     targets = window_targets(series["ds"], tiny_bounds(), look_back)
-    scaled, params = scale_series(series, fit_stop=16)
-    y_hat = scaled["y_scaled"].to_numpy()[targets["row"]]
-    return targets, assemble_predictions(series, targets, y_hat, 0.5, params)
+    y_hat = series["y"].to_numpy()[targets["row"]][:, None]
+    return targets, assemble_predictions(series, targets, y_hat, np.array([0.5]), np.array([0.1]))
 
 
 def test_fix_every_prediction_sits_on_its_own_timestamp() -> None:
@@ -136,13 +135,17 @@ def test_error_metrics_exact_values() -> None:
 
 def test_naive_baseline_and_evaluation_share_targets() -> None:
     series = tiny_series()
-    np.testing.assert_array_equal(naive_predictions(series["y"].to_numpy(), np.array([3, 4])), series["y"][[2, 3]])
+    np.testing.assert_array_equal(naive_predictions(series["y"].to_numpy(), np.array([3, 4]))[:, 0],
+                                  series["y"][[2, 3]])
     targets, predictions = perfect_predictions(series)
-    metrics = evaluate_predictions(series, targets, predictions)
+    y = series["y"].to_numpy()
+    baselines = {"naive": naive_predictions(y, targets["row"].to_numpy())}
+    metrics = evaluate_predictions(y, targets, predictions, baselines).query("step == 0")
     lstm_test = metrics.query("split == 'test' and model == 'lstm' and metric == 'rmse'")["value"].item()
     naive_test = metrics.query("split == 'test' and model == 'naive' and metric == 'mae'")["value"].item()
+    coverage = metrics.query("split == 'test' and model == 'lstm' and metric == 'coverage'")["value"].item()
+    assert coverage == 1.0
     assert lstm_test == pytest.approx(0.0, abs=1e-9)
-    y = series["y"].to_numpy()
     assert naive_test == pytest.approx(np.mean(np.abs(y[16:20] - y[15:19])))
     assert set(metrics["split"]) == {"train", "validation", "test"}
 
