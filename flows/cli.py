@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_options(retrain)
     retrain.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
 
+    backtest = commands.add_parser("backtest", help="rolling-origin evaluation over K folds")
+    _add_config_options(backtest)
+    backtest.add_argument("--folds", type=int, default=3, help="folds (default 3)")
+    backtest.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+
     serve = commands.add_parser("serve", help="serve the ad hoc and the scheduled retraining deployments")
     _add_config_options(serve)
     when = serve.add_mutually_exclusive_group()
@@ -207,6 +212,23 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def backtest_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    check_prefect_server()
+    _quiet_input_error_tracebacks()
+    from flows.backtest import backtest
+
+    result = backtest(config=config, folds=args.folds)
+    import pandas as pd
+
+    summary = pd.DataFrame(result["summary"])
+    print(f"\nTest metrics over {args.folds} rolling-origin folds:")
+    print(summary.to_string(index=False, float_format="%.4f"))
+    if args.json:
+        print(json.dumps({"summary": result["summary"]}))
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     absolute = {"artifacts_dir": str(Path(config.artifacts_dir).resolve())}  # runs start in other processes
@@ -252,8 +274,10 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": run_command, "retrain": run_command, "serve": serve_command, "models": models_command,
-            "predict": predict_command}
+COMMANDS = {
+    "run": run_command, "retrain": run_command, "backtest": backtest_command, "serve": serve_command,
+    "models": models_command, "predict": predict_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

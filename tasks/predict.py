@@ -50,7 +50,7 @@ def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.
     errors = np.abs(np.asarray(y_true) - np.asarray(y_hat))
     count = len(errors)
     quantile = min(1.0, np.ceil((count + 1) * level) / count)
-    return np.quantile(errors, quantile, axis=0, method="higher")
+    return np.quantile(errors, quantile, axis=0, method="inverted_cdf")  # the k-th smallest error
 
 
 def assemble_predictions(

@@ -26,5 +26,6 @@ def test_run_on_the_temporary_server_prints_summary_and_json(tmp_path: Path) -> 
     assert result["stages"] == {stage: "computed" for stage in STAGES}
     assert all(Path(result["artifacts"][name]).exists() for name in ("plot", "model", "predictions"))
     text = done.stdout
-    assert "Metrics (same targets for every model):" in text and "Stages: generate computed" in text
+    assert "Metrics (every model forecasts the same targets" in text and "Stages: generate computed" in text
+    assert "on the test split" in text  # the plain verdict: LSTM or the best baseline
     assert "epoch 1/1" in done.stderr  # training progress is shown while it runs

@@ -58,7 +58,7 @@ def test_first_run_computes_eight_tasks_and_reports_json(
     assert all(run.state.is_completed() for run in runs)
 
     predictions = pd.read_parquet(result["artifacts"]["predictions"])
-    assert list(predictions.columns) == ["ds", "y", "y_hat", "split"]
+    assert list(predictions.columns) == ["ds", "y", "y_hat", "y_lo", "y_hi", "split", "step"]
     assert (predictions["split"] == "test").sum() == 120  # smoke: 600 points, 20 % test, every one forecast
 
     # A second identical run: everything Cached, no file written, same numbers.
@@ -181,3 +181,15 @@ def test_two_identical_runs_at_once_train_once(tmp_path: Path, prefect_server: s
         assert sorted(r["stages"][stage] for r in results) == ["cached", "computed"], stage
     assert results[0]["metrics"] == results[1]["metrics"]
     assert len(list((store / "models").iterdir())) == 1
+
+
+def test_backtest_reports_mean_and_spread_over_folds(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["backtest", "--preset", "smoke", "--folds", "2", "--artifacts-dir", str(tmp_path / "store"),
+                     "--json"])
+    assert code == 0
+    summary = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"])
+    lstm_rmse = summary[(summary["model"] == "lstm") & (summary["metric"] == "rmse")].iloc[0]
+    assert lstm_rmse["folds"] == 2 and lstm_rmse["min"] <= lstm_rmse["mean"] <= lstm_rmse["max"]
+    assert set(summary["model"]) == {"lstm", "naive", "seasonal_naive", "arima"}

@@ -1,0 +1,45 @@
+"""Rolling-origin backtests: the pipeline re-run on growing prefixes of the series.
+
+The last `1 - train_fraction` of the series is cut into `folds` consecutive chunks;
+fold k trains on everything before its chunk and tests on the chunk, as a normal
+run of the pipeline on the first `series_end` rows would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from tasks.errors import InputError
+
+
+def backtest_folds(n_points: int, train_fraction: float, folds: int) -> list[tuple[int, float]]:
+    """(series_end, train_fraction) of each fold, oldest first; each fold tests the next chunk."""
+    test_points = n_points - int(n_points * train_fraction)
+    chunk = test_points // folds
+    if folds < 1 or chunk < 1:
+        raise InputError(f"{folds} folds do not fit in {test_points} test points", "use fewer --folds")
+    plans = []
+    for fold in range(folds):
+        end = n_points - test_points + (fold + 1) * chunk
+        plans.append((end, (end - chunk + 0.5) / end))  # + 0.5: int(end * fraction) is exactly end - chunk
+    return plans
+
+
+def summarize_folds(fold_metrics: list[dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """Mean, standard deviation, min and max over folds of each test metric.
+
+    Args:
+        fold_metrics: per fold, `model -> metric -> value` on the test split.
+    Returns:
+        DataFrame `model, metric, mean, std, min, max, folds`.
+    """
+    records: list[dict[str, Any]] = [
+        {"fold": fold, "model": model, "metric": metric, "value": value}
+        for fold, models in enumerate(fold_metrics) for model, values in models.items()
+        for metric, value in values.items()
+    ]
+    frame = pd.DataFrame.from_records(records)
+    summary = frame.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std", "min", "max", "count"])
+    return summary.rename(columns={"count": "folds"}).reset_index()

@@ -1,0 +1,143 @@
+"""Forecast quality pieces without Prefect: baselines, multi-step windows, intervals, differencing, models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.config import build_config
+from tasks.evaluate import arima_predictions, detect_season, seasonal_naive_predictions
+from tasks.normalize import ModelSpace, fit_model_space, scale_series
+from tasks.predict import conformal_widths, forecast_all
+from tasks.split import split_bounds
+from tasks.train import build_model, fit_model, load_model, training_arrays
+from tasks.window import window_targets, window_targets_matrix
+
+
+def test_multi_step_windows_keep_every_target_inside_its_split() -> None:
+    ds = pd.Series(np.arange(20.0))
+    bounds = pd.DataFrame({"split": ["train", "validation", "test"], "start": [0, 12, 16], "stop": [12, 16, 20]})
+    targets = window_targets(ds, bounds, look_back=3, horizon=2)
+    assert targets.loc[targets["split"] == "test", "row"].tolist() == [16, 17, 18]  # 18 forecasts rows 18, 19
+    assert targets.loc[targets["split"] == "train", "row"].tolist() == list(range(3, 11))
+    matrix = window_targets_matrix(np.arange(20.0), np.array([16, 18]), horizon=2)
+    np.testing.assert_array_equal(matrix, [[16, 17], [18, 19]])
+
+
+def test_differenced_model_space_round_trips() -> None:
+    y = np.array([10.0, 12.0, 11.0, 15.0, 14.0, 20.0])
+    space = fit_model_space(y, fit_stop=5, transform="diff")
+    assert space.kind == "diff" and space.offset == 1
+    z = space.encode(y)
+    assert np.isnan(z[0])
+    rows = np.array([2, 4])  # origins; two steps ahead each: rows 2-3 and 4-5
+    z_true = np.stack([z[2:4], z[4:6]])
+    np.testing.assert_allclose(space.decode(z_true, y, rows), [[11.0, 15.0], [14.0, 20.0]])
+
+
+def test_auto_transform_differences_a_random_walk_not_a_sine() -> None:
+    rng = np.random.RandomState(3)
+    walk = np.cumsum(rng.normal(size=3000))
+    sine = np.sin(np.arange(3000) / 10.0) + rng.normal(scale=0.3, size=3000)
+    assert fit_model_space(walk, 2400, "auto").kind == "diff"
+    assert fit_model_space(sine, 2400, "auto").kind == "none"
+
+
+def test_season_is_detected_from_the_training_part() -> None:
+    t = np.arange(0, 800, 0.1)
+    y = np.sin(t) + np.random.RandomState(0).normal(scale=0.5, size=len(t))
+    assert detect_season(y) in (62, 63, 64)  # the period is 2 pi / 0.1 = 62.8 samples
+    assert detect_season(np.random.RandomState(1).normal(size=5000)) == 1
+
+
+def test_seasonal_naive_looks_one_season_back_from_the_origin() -> None:
+    y = np.arange(30.0)
+    forecasts = seasonal_naive_predictions(y, np.array([20]), horizon=5, season=3)
+    np.testing.assert_array_equal(forecasts, [[17, 18, 19, 17, 18]])
+
+
+def test_arima_one_step_equals_statsmodels_in_sample_predictions() -> None:
+    from statsmodels.tsa.arima.model import ARIMA
+
+    y = np.sin(np.arange(600) / 5.0) + np.random.RandomState(2).normal(scale=0.3, size=600)
+    rows = np.arange(500, 600)
+    ours = arima_predictions(y, rows, horizon=3, fit_start=100, fit_stop=500, order=(2, 0, 1))
+    reference = ARIMA(y[100:500], order=(2, 0, 1), trend="c").fit().apply(y)
+    np.testing.assert_allclose(ours[:, 0], reference.fittedvalues[rows], rtol=1e-6, atol=1e-9)
+    # Three steps ahead from origin 550 equal the model's own out-of-sample forecast from there.
+    from_550 = ARIMA(y[100:500], order=(2, 0, 1), trend="c").fit().apply(y[:550]).forecast(3)
+    np.testing.assert_allclose(ours[50], from_550, rtol=1e-6, atol=1e-9)
+
+
+def test_conformal_widths_cover_the_calibration_errors() -> None:
+    errors = np.arange(1, 101, dtype="float64")[:, None]
+    widths = conformal_widths(np.zeros_like(errors), errors, level=0.9)
+    assert widths.tolist() == [91.0]  # ceil(101 * 0.9) / 100 = 0.91 quantile, "higher"
+    assert np.mean(errors[:, 0] <= widths[0]) >= 0.9
+
+
+def train_small(series: pd.DataFrame, tmp_path: Path, **overrides: object) -> dict[str, float]:
+    """Train on a series with a tiny config; test RMSE of the LSTM and the naive forecast."""
+    config = build_config("smoke", overrides={"epochs": 30, "units": 16, "look_back": 16, "patch": 4,
+                                              "learning_rate": 0.01, "batch_size": 32, "patience": 5,
+                                              "artifacts_dir": str(tmp_path), **overrides})
+    bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
+    scaled, space = scale_series(series, int(bounds["start"].iloc[-1]), config.transform)
+    targets = window_targets(series["ds"], bounds, config.look_back, config.horizon, space.offset)
+    z = scaled["y_scaled"].to_numpy()
+    model, _ = fit_model(*training_arrays(z, targets, config, "train"),
+                         *training_arrays(z, targets, config, "validation"), config)
+    y = series["y"].to_numpy()
+    y_hat, _ = forecast_all(model, space, y, targets, config.look_back, config.patch)
+    test = (targets["split"] == "test").to_numpy()
+    rows = targets["row"].to_numpy()[test]
+    return {"lstm": float(np.sqrt(np.mean((y_hat[test, 0] - y[rows]) ** 2))),
+            "naive": float(np.sqrt(np.mean((y[rows - 1] - y[rows]) ** 2)))}
+
+
+def test_trending_series_needs_differencing_and_auto_chooses_it(tmp_path: Path) -> None:
+    t = np.arange(1200)
+    y = 0.05 * t + np.sin(t / 4.0) + np.random.RandomState(4).normal(scale=0.2, size=len(t))
+    series = pd.DataFrame({"ds": t.astype("float64"), "y": y})
+    levels = train_small(series, tmp_path, transform="none")
+    auto = train_small(series, tmp_path, transform="auto")
+    # On levels, MinMax fitted on the training part cannot reach the test period's higher values.
+    assert levels["lstm"] > 2 * levels["naive"]
+    assert auto["lstm"] < levels["lstm"] / 3
+    assert auto["lstm"] < auto["naive"]
+
+
+def test_stacked_gru_with_dropout_and_horizon_saves_and_loads(tmp_path: Path) -> None:
+    config = build_config("smoke", overrides={"cell": "gru", "layers": 2, "dropout": 0.2, "horizon": 3,
+                                              "look_back": 12, "patch": 3})
+    model = build_model(config)
+    assert [type(layer).__name__ for layer in model.layers] == ["GRU", "Dropout", "GRU", "Dropout", "Dense"]
+    inputs = np.random.RandomState(0).random_sample((5, 4, 3)).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.output_shape == (None, 3)
+    np.testing.assert_allclose(loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0), rtol=1e-6)
+
+
+def test_model_space_survives_its_dict() -> None:
+    space = fit_model_space(np.array([1.0, 3.0, 2.0, 6.0]), 4, "diff")
+    assert ModelSpace.from_dict(space.to_dict()) == space
+
+
+def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
+    from tasks.backtest import backtest_folds, summarize_folds
+
+    plans = backtest_folds(1000, 0.8, 4)
+    assert [end for end, _ in plans] == [850, 900, 950, 1000]
+    for end, fraction in plans:
+        bounds = split_bounds(end, fraction, 0.1)
+        assert bounds.loc[2, "start"] == end - 50 and bounds.loc[2, "stop"] == end
+    summary = summarize_folds([{"lstm": {"rmse": 1.0}}, {"lstm": {"rmse": 3.0}}])
+    row = summary.iloc[0]
+    assert (row["model"], row["metric"], row["mean"], row["min"], row["max"], row["folds"]) == (
+        "lstm", "rmse", 2.0, 1.0, 3.0, 2)
+    assert row["std"] == pytest.approx(np.sqrt(2.0))
