@@ -15,14 +15,14 @@ from tasks.store import Store
 
 
 @flow(name="lstm-backtest")
-def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> dict[str, Any]:
+async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> dict[str, Any]:
     """Rolling-origin evaluation over `folds` folds; returns each fold's result and the summary records."""
-    full = forecast(config=config)
+    full = await forecast(config=config)
     n_points = len(pd.read_parquet(full["artifacts"]["series"], columns=["y"]))
     results = []
     for series_end, train_fraction in backtest_folds(n_points, config.train_fraction, folds):
         fold_config = config.model_copy(update={"series_end": series_end, "train_fraction": train_fraction})
-        results.append(forecast(config=fold_config))
+        results.append(await forecast(config=fold_config))
     store = Store(config.artifacts_dir)
     fold_metrics = []
     for result in results:

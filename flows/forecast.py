@@ -23,25 +23,28 @@ from tasks.window import window
 DEFAULT_CONFIG = ForecastConfig()
 
 
+# Async although every stage is sync: an async flow run does not wait up to a second at exit
+# for its heartbeat thread, which is most of a fully cached run's time.
 @flow(name="lstm-forecast", log_prints=True)
-def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
+async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
     stages: dict[str, dict[str, str]] = {}
 
-    def run(stage_task: Any, **upstream: str) -> str:
+    async def run(stage_task: Any, **upstream: str) -> str:
         state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
-        key = state.result()  # raises the stage's error if it failed
+        key = await state.aresult()  # raises the stage's error if it failed
         stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
         return key
 
-    series = run(generate)
-    bounds = run(split, series=series)
-    scaled = run(normalize, series=series, split=bounds)
-    targets = run(window, series=series, split=bounds, normalize=scaled)
-    model = run(train, series=series, normalize=scaled, window=targets)
-    predictions = run(predict, series=series, normalize=scaled, window=targets, model=model)
-    metrics = run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
-    figure = run(plot, series=series, predictions=predictions, model=model)
+    series = await run(generate)
+    bounds = await run(split, series=series)
+    scaled = await run(normalize, series=series, split=bounds)
+    targets = await run(window, series=series, split=bounds, normalize=scaled)
+    model = await run(train, series=series, normalize=scaled, window=targets)
+    predictions = await run(predict, series=series, normalize=scaled, window=targets, model=model)
+    metrics = await run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions,
+                        model=model)
+    figure = await run(plot, series=series, predictions=predictions, model=model)
 
     store = Store(config.artifacts_dir)
     publish_run(store, metrics, figure, model)

@@ -14,10 +14,10 @@ from tasks.store import Store
 
 
 @flow(name="lstm-retrain")
-def retrain(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
+async def retrain(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Unchanged data and config: everything is cached and nothing is decided. New data: a challenger is
     trained and promoted only if it beats the champion on the same most recent holdout."""
-    result = forecast(config=config)
+    result = await forecast(config=config)
     store = Store(config.artifacts_dir)
     model = result["stages"]["train"]["key"]
     current, reason = pending_champion(store.read_registry(), model)

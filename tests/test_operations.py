@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -32,7 +33,7 @@ def retrain_once(store: Path, source: Path, overrides: dict[str, Any]) -> dict[s
     from flows.retrain import retrain
 
     config = build_config("smoke", overrides={"input": str(source), "artifacts_dir": str(store), **overrides})
-    return retrain(config=config)
+    return asyncio.run(retrain(config=config))
 
 
 def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
