@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
 from flows.forecast import DEFAULT_CONFIG, forecast
 from tasks.backtest import backtest_folds, summarize_folds
@@ -31,6 +31,6 @@ async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> d
         fold_metrics.append({model: dict(zip(part["metric"], part["value"], strict=True))
                              for model, part in test.groupby("model", sort=False)})
     summary = summarize_folds(fold_metrics)
-    create_table_artifact(key="lstm-forecast-backtest", table=summary.round(5).to_dict("records"),
+    await acreate_table_artifact(key="lstm-forecast-backtest", table=summary.round(5).to_dict("records"),
                           description=f"Test metrics over {folds} rolling-origin folds.")
     return {"folds": results, "summary": summary.to_dict("records")}

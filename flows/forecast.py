@@ -47,7 +47,7 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     figure = await run(plot, series=series, predictions=predictions, model=model)
 
     store = Store(config.artifacts_dir)
-    publish_run(store, metrics, figure, model)
+    await publish_run(store, metrics, figure, model)
     return {
         "flow_run_id": str(flow_run.id),
         "stages": stages,

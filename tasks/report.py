@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 import pandas as pd
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from tasks.evaluate import metrics_table
 from tasks.store import Store
@@ -28,21 +28,21 @@ def registry_markdown(registry: pd.DataFrame | None, model: str) -> str:
     return "\n".join(lines)
 
 
-def publish_run(store: Store, evaluate_key: str, plot_key: str, model_key: str) -> None:
+async def publish_run(store: Store, evaluate_key: str, plot_key: str, model_key: str) -> None:
     """Create the run's artifacts in the current flow run."""
     metrics = store.read_table("evaluate", evaluate_key)
-    create_table_artifact(
+    await acreate_table_artifact(
         key="lstm-forecast-metrics",
         table=metrics_table(metrics).round(5).to_dict("records"),
         description="Error metrics per split and model, on the same targets.",
     )
     thumbnail = base64.b64encode(store.thumbnail_path(plot_key).read_bytes()).decode()
-    create_markdown_artifact(
+    await acreate_markdown_artifact(
         key="lstm-forecast-plot",
         markdown=f"![forecast plot](data:image/png;base64,{thumbnail})\n\nFull size: `{store.path('plot', plot_key)}`",
         description="Series, aligned predictions, test zoom and loss curve.",
     )
-    create_markdown_artifact(
+    await acreate_markdown_artifact(
         key="lstm-forecast-model",
         markdown=registry_markdown(store.read_registry(), model_key),
         description="The trained model's registry entry.",

@@ -33,6 +33,17 @@ def task_runs(flow_run_id: str) -> list[Any]:
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
 
+def run_artifacts(flow_run_id: str) -> dict[str, Any]:
+    """The artifacts of a flow run and of its task runs, by key (or id when they have no key)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {artifact.key or str(artifact.id): artifact for artifact in artifacts}
+
+
 @pytest.fixture(scope="module")
 def smoke_store(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
     return tmp_path_factory.mktemp("smoke") / "store"
@@ -56,6 +67,12 @@ def test_first_run_computes_eight_tasks_and_reports_json(
     runs = task_runs(result["flow_run_id"])
     assert sorted(run.name.rsplit("-", 1)[0] for run in runs) == sorted(STAGES)
     assert all(run.state.is_completed() for run in runs)
+    artifacts = run_artifacts(result["flow_run_id"])
+    assert {"lstm-forecast-metrics", "lstm-forecast-plot", "lstm-forecast-model"} <= set(artifacts)
+    assert artifacts["lstm-forecast-plot"].data.startswith("![forecast plot](data:image/png;base64,")
+    assert result["keys"]["train"] in artifacts["lstm-forecast-model"].data
+    progress = [a for a in artifacts.values() if a.type == "progress"]
+    assert progress and progress[0].data == 100.0
 
     predictions = pd.read_parquet(result["artifacts"]["predictions"])
     assert list(predictions.columns) == ["ds", "y", "y_hat", "y_lo", "y_hi", "split", "step"]
@@ -72,6 +89,7 @@ def test_first_run_computes_eight_tasks_and_reports_json(
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     states = {run.name.rsplit("-", 1)[0]: run.state.name for run in task_runs(again["flow_run_id"])}
     assert states == {stage: "Cached" for stage in STAGES}
+    assert {"lstm-forecast-metrics", "lstm-forecast-plot"} <= set(run_artifacts(again["flow_run_id"]))
 
 
 def test_changing_epochs_reruns_train_and_what_follows_only(
