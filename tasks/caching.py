@@ -48,10 +48,10 @@ class StageCache(CachePolicy):
 def _drop_failure_records(store: Store) -> Any:
     """A state hook: Prefect saves each failed attempt's exception beside the cache records; drop them."""
 
-    def hook(task: Any, task_run: Any, state: Any) -> None:
+    def drop_failed_attempt_records(task: Any, task_run: Any, state: Any) -> None:
         store.drop_failure_records()
 
-    return hook
+    return drop_failed_attempt_records
 
 
 def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task[Any, str]:
