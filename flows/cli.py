@@ -145,8 +145,10 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         else:
             by_step.setdefault(row.split, {}).setdefault(row.model, {}).setdefault(row.metric, []).append(
                 float(row.value))
+    model_metadata = Path(result["artifacts"]["model"]) / "metadata.json"
     return {
         "flow_run_id": result["flow_run_id"],
+        "trained_on": json.loads(model_metadata.read_text()).get("device", "unknown"),
         "metrics": pooled,
         "metrics_by_step": by_step,
         "stages": {stage: result["stages"][stage]["status"] for stage in STAGES},

@@ -89,6 +89,17 @@ def fit_model(
     return model, {name: [float(v) for v in values] for name, values in history.history.items()}
 
 
+def training_device() -> str:
+    """Where TensorFlow trains: the first GPU's name, or CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"GPU ({details.get('device_name', gpus[0].name)})"
+
+
 def _EpochReporter(report: EpochReport) -> Any:  # noqa: N802 - a class built lazily, keras imported late
     import keras
 
@@ -131,6 +142,7 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
         "upstream": {"series": series, "normalize": normalize, "window": window},
         "history": history,
         "epochs_run": len(history["loss"]),
+        "device": training_device(),
         "fit_seconds": round(time.perf_counter() - started, 3),
     }
     store.write_model(key, lambda path: model.save(path), metadata)
