@@ -41,7 +41,7 @@ def next_time(ds: pd.Series) -> object:
 
 def predict_rows(model: Any, scaled: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
     """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len)."""
-    outputs = model.predict(window_inputs(scaled, rows, look_back, patch), batch_size=4096, verbose=0)
+    outputs = model.predict(window_inputs(scaled, rows, look_back, patch), batch_size=1024, verbose=0)
     return np.asarray(outputs).reshape(len(rows), -1)
 
 

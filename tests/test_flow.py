@@ -184,7 +184,9 @@ def test_file_input_with_dates_and_a_transient_read_failure_is_retried(
     assert "AwaitingRetry" in history and history[-1] == "Completed"
 
 
-def test_two_identical_runs_at_once_train_once(tmp_path: Path, prefect_server: str) -> None:
+def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow(
+    tmp_path: Path, prefect_server: str
+) -> None:
     store = tmp_path / "store"
     command = [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
     processes = [
@@ -199,6 +201,14 @@ def test_two_identical_runs_at_once_train_once(tmp_path: Path, prefect_server: s
         assert sorted(r["stages"][stage] for r in results) == ["cached", "computed"], stage
     assert results[0]["metrics"] == results[1]["metrics"]
     assert len(list((store / "models").iterdir())) == 1
+
+    # A third, fully cached run against the running server never imports TensorFlow.
+    warm = subprocess.run(command, env=quiet_env(tmp_path / "home3", prefect_server), capture_output=True,
+                          text=True, timeout=120)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    summary = json.loads(warm.stdout.strip().splitlines()[-1])
+    assert set(summary["stages"].values()) == {"cached"}
+    assert summary["tensorflow_imported"] is False
 
 
 def test_backtest_reports_mean_and_spread_over_folds(
