@@ -10,6 +10,9 @@ each stage once: the second waits, then finds the first one's record.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,44 @@ from prefect.transactions import IsolationLevel
 
 from tasks.config import ForecastConfig
 from tasks.store import Store, file_digest, stage_key
+
+
+class ProcessFileLockManager(FileSystemLockManager):
+    """Prefect's file locks, plus the holder's process id: a lock left by a process that died
+    (kill -9, power loss) is free again instead of making every later run wait forever."""
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                     hold_timeout: float | None = None) -> bool:
+        acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout)
+        if acquired:
+            path = self._lock_path_for_key(key)
+            info = json.loads(path.read_bytes())
+            path.write_text(json.dumps({**info, "pid": os.getpid(), "host": socket.gethostname()}))
+        return acquired
+
+    def is_locked(self, key: str, use_cache: bool = False) -> bool:
+        if not super().is_locked(key, use_cache=use_cache):
+            return False
+        path = self._lock_path_for_key(key)
+        try:
+            info = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return True  # being written: its owner is alive
+        if info.get("host") == socket.gethostname() and "pid" in info and not _process_alive(info["pid"]):
+            path.unlink(missing_ok=True)
+            self._locks.pop(key, None)
+            return False
+        return True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -59,7 +100,7 @@ def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task
     store = Store(config.artifacts_dir)
     policy = StageCache(stage=stage_task.name).configure(
         isolation_level=IsolationLevel.SERIALIZABLE,
-        lock_manager=FileSystemLockManager(lock_files_directory=store.locks_dir),
+        lock_manager=ProcessFileLockManager(lock_files_directory=store.locks_dir),
     )
     options: dict[str, Any] = dict(
         cache_policy=policy, result_storage=store.records_dir, persist_result=True,

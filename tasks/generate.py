@@ -141,16 +141,14 @@ def _parse_times(column: pd.Series, name: str) -> pd.Series:
     numeric = pd.to_numeric(column, errors="coerce")
     if numeric.notna().sum() == column.notna().sum() and not pd.api.types.is_datetime64_any_dtype(column):
         return numeric.astype("float64")
-    try:
-        parsed = pd.to_datetime(column, errors="raise", format="mixed")
+    try:  # utc=True: times with offsets (even different ones) become UTC; times without stay as they are
+        parsed = pd.to_datetime(column, errors="raise", format="mixed", utc=True)
     except (ValueError, TypeError) as error:
         raise InputError(
             f"time column {name!r} holds values that are neither numbers nor dates ({error})",
             "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column",
         ) from error
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed
+    return parsed.dt.tz_localize(None)
 
 
 def read_input_file(path: str | Path) -> tuple[bytes, str]:
@@ -186,9 +184,13 @@ def generate(config: ForecastConfig) -> str:
         key = stage_key("generate", config, {}, extra=bytes_digest(data))
         try:
             raw = parse_table(data, suffix)
-        except (ValueError, UnicodeDecodeError, OSError) as error:
+        except UnicodeDecodeError as error:
+            raise InputError(f"input {config.input} is not UTF-8 text ({error})",
+                             "save it as UTF-8 CSV, or as Parquet") from error
+        except (ValueError, OSError) as error:  # pandas' EmptyDataError and ParserError are ValueErrors
             raise InputError(
-                f"input {config.input} cannot be read as {suffix[1:]}: {error}", "check that the file is valid"
+                f"input {config.input} cannot be read as {suffix[1:]}: {error}",
+                "check that the file is a complete CSV with a header row, or a Parquet file",
             ) from error
         series, notes = clean_series(raw, config.time_column, config.value_column, config.nan_policy,
                                      config.duplicate_policy)

@@ -26,6 +26,11 @@ def write_csv(path: Path, frame: pd.DataFrame) -> str:
     return str(path)
 
 
+def _write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
 def sine_frame(n: int = 300) -> pd.DataFrame:
     return pd.DataFrame({"ds": np.arange(n), "y": np.sin(np.arange(n) / 4.0)})
 
@@ -51,13 +56,16 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown preset": (["--preset", "fastest"], "unknown preset 'fastest'"),
         "invalid field value": (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
         "missing config file": (["--config", str(tmp / "none.yaml")], "does not exist"),
+        "empty file": (["--input", _write_bytes(tmp / "empty.csv", b"")], "cannot be read as csv"),
+        "header only": (["--input", _write_bytes(tmp / "header.csv", b"ds,y\n")], "the input has no values"),
+        "non-UTF-8 bytes": (["--input", _write_bytes(tmp / "latin.csv", b"ds,y\n1,\xff\xfe\n")], "not UTF-8"),
         "broken config file": (["--config", str(tmp / "broken.yaml")], "cannot be parsed"),
     }
 
 
 CASES = ["missing file", "wrong file type", "missing column", "non-numeric column", "NaN under nan_policy error",
          "duplicate timestamps", "series too short", "constant series", "unknown preset", "invalid field value",
-         "missing config file", "broken config file"]
+         "missing config file", "broken config file", "empty file", "header only", "non-UTF-8 bytes"]
 
 
 def test_every_case_is_listed(tmp_path: Path) -> None:

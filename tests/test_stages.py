@@ -160,6 +160,12 @@ def test_clean_sorts_and_parses_dates() -> None:
     assert any("sorted" in note for note in notes)
 
 
+def test_times_with_different_offsets_become_utc() -> None:
+    raw = pd.DataFrame({"ds": ["2024-01-01T01:00:00+01:00", "2024-01-01T01:00:00+00:00"], "y": [1.0, 2.0]})
+    series, _ = clean_series(raw, "ds", "y")
+    assert series["ds"].tolist() == [pd.Timestamp("2024-01-01 00:00"), pd.Timestamp("2024-01-01 01:00")]
+
+
 def test_clean_nan_policies() -> None:
     raw = pd.DataFrame({"ds": [1, 2, 3, 4], "y": [1.0, np.nan, 3.0, 4.0]})
     filled, notes = clean_series(raw, "ds", "y", nan_policy="interpolate")
