@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.errors import InputError
+from tasks.store import Store
 
 
 def backtest_folds(n_points: int, train_fraction: float, folds: int) -> list[tuple[int, float]]:
@@ -43,3 +44,16 @@ def summarize_folds(fold_metrics: list[dict[str, dict[str, float]]]) -> pd.DataF
     frame = pd.DataFrame.from_records(records)
     summary = frame.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std", "min", "max", "count"])
     return summary.rename(columns={"count": "folds"}).reset_index()
+
+
+def fold_test_metrics(store: Store, evaluate_key: str) -> dict[str, dict[str, float]]:
+    """`model -> metric -> value` on the test split (all steps pooled) of one evaluate output."""
+    metrics = store.read_table("evaluate", evaluate_key)
+    test = metrics[(metrics["split"] == "test") & (metrics["step"] == 0)].dropna(subset=["value"])
+    return {model: dict(zip(part["metric"], part["value"], strict=True))
+            for model, part in test.groupby("model", sort=False)}
+
+
+def series_length(store: Store, series_key: str) -> int:
+    """Rows of a generate output."""
+    return len(store.read_table("generate", series_key))
