@@ -313,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept in the store; rerun to continue", file=sys.stderr)
         return 130
+    except Exception as error:  # a failed stage: say what failed; Prefect's log holds the traceback
+        print(f"error: the run failed: {type(error).__name__}: {error}\n"
+              "  finished stages are kept in the store and reused when you rerun", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

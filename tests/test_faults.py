@@ -49,3 +49,56 @@ def test_kill_during_training_then_rerun_reuses_finished_stages(
     assert [p.name for p in locks.glob("*.lock")] == ["registry.lock"]  # stage locks released; flock file stays
     finished = [p for p in (store / "models").iterdir() if not p.name.startswith(".")]
     assert [p.name for p in finished] == [result["keys"]["train"]]
+
+
+def test_persistent_read_failure_exhausts_retries_and_leaves_the_store_as_it_was(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.generate
+    from tests.conftest import store_snapshot
+
+    source = tmp_path / "series.csv"
+    source.write_text("ds,y\n" + "".join(f"{i},{i % 7}\n" for i in range(300)))
+    attempts = []
+
+    def broken_read(path: str | Path) -> tuple[bytes, str]:
+        attempts.append(path)
+        raise OSError("input/output error (injected)")
+
+    monkeypatch.setattr(tasks.generate, "read_input_file", broken_read)
+    store = tmp_path / "store"
+    settings = tmp_path / "fast.yaml"
+    settings.write_text("preset: smoke\nread_retries: 2\nread_retry_delay_s: 0.05\n")
+    code = cli.main(["run", "--config", str(settings), "--input", str(source), "--artifacts-dir", str(store)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(attempts) == 3  # the first try and two retries
+    assert "error: the run failed: OSError: input/output error (injected)" in err
+    assert store_snapshot(store) == {}
+
+
+def _register_many(root: str, prefix: str, count: int) -> None:
+    from tasks.registry import record_model
+    from tasks.store import Store, fingerprint
+
+    for i in range(count):
+        record_model(Store(root), {"key": fingerprint(prefix, i), "created": "now", "test_rmse": 1.0,
+                                   "test_mae": 1.0, "naive_test_rmse": 1.0, "data_fingerprint": "d",
+                                   "series": "s", "input": "", "config": "{}"})
+
+
+def test_concurrent_registry_writers_lose_no_entry(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from tasks.store import Store
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_register_many, args=(str(tmp_path), name, 15)) for name in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+    registry = Store(tmp_path).read_registry()
+    assert len(registry) == 30 and registry["key"].is_unique
+    assert (registry["status"] == "champion").sum() == 1
