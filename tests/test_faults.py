@@ -102,3 +102,73 @@ def test_concurrent_registry_writers_lose_no_entry(tmp_path: Path) -> None:
     registry = Store(tmp_path).read_registry()
     assert len(registry) == 30 and registry["key"].is_unique
     assert (registry["status"] == "champion").sum() == 1
+
+
+def test_models_load_in_safe_mode(tmp_path: Path) -> None:
+    import keras
+
+    from tasks.train import load_model
+
+    model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Lambda(lambda x: x * 2)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_model(path)  # arbitrary code in a model file is refused
+
+
+def test_predict_refuses_a_model_reference_that_is_not_registered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.registry import record_model
+    from tasks.store import Store
+
+    record_model(Store(tmp_path), {"key": "0" * 24, "created": "now", "test_rmse": 1.0, "test_mae": 1.0,
+                                   "naive_test_rmse": 1.0, "data_fingerprint": "d", "series": "s", "input": "",
+                                   "config": "{}"})
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code = cli.main(["predict", "--model", "../../etc/passwd", "--horizon", "3", "--artifacts-dir", str(tmp_path)])
+    assert code == 2
+    assert "matches 0 registered models" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path: Path) -> None:
+    from tests.conftest import free_port, store_snapshot
+
+    port = free_port()
+    env = quiet_env(tmp_path / "server-home", None) | {"PREFECT_UI_ENABLED": "false"}
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        store = tmp_path / "store"
+        run = subprocess.Popen(
+            [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--epochs", "150", "--artifacts-dir", str(store)],
+            env=quiet_env(tmp_path / "home", url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((store / "window").glob("*.parquet")):
+            time.sleep(0.2)
+        server.kill()  # the server disappears while the run trains
+        server.wait()
+        _, err = run.communicate(timeout=300)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert run.returncode == 1
+    assert "error: the run failed:" in err and "Traceback" not in err.split("error: the run failed:")[-1]
+    # Whatever was written is complete: every file under its final name reads back.
+    import pyarrow.parquet as pq
+
+    for path in store.rglob("*.parquet"):
+        if not path.name.startswith("."):
+            pq.read_metadata(path)
+    assert store_snapshot(store)  # the finished stages are still there

@@ -52,3 +52,23 @@ def test_keys_cannot_name_paths_outside_the_store(tmp_path: Path) -> None:
             store.path("generate", bad)
     with pytest.raises(ValueError, match="unknown stage"):
         store.path("../models", fingerprint("k"))
+
+
+def test_garbled_model_file_is_not_complete(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    store = Store(tmp_path)
+    key = fingerprint("model")
+
+    def save(path: Path) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("config.json", json.dumps({"layers": list(range(1000))}))
+
+    folder = store.write_model(key, save, {"history": {}})
+    assert store.is_complete("train", key)
+    data = bytearray((folder / "model.keras").read_bytes())
+    data[40:60] = b"\x00" * 20  # garbled inside the compressed member
+    (folder / "model.keras").write_bytes(bytes(data))
+    assert not store.is_complete("train", key)
+    assert not folder.exists()
