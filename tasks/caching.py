@@ -13,9 +13,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from prefect import Task
 from prefect.cache_policies import CachePolicy
 from prefect.locking.filesystem import FileSystemLockManager
@@ -26,31 +31,68 @@ from tasks.store import Store, file_digest, stage_key
 
 
 class ProcessFileLockManager(FileSystemLockManager):
-    """Prefect's file locks, plus the holder's process id: a lock left by a process that died
-    (kill -9, power loss) is free again instead of making every later run wait forever."""
+    """Prefect's file locks, made safe across processes.
+
+    Prefect creates a lock file empty and fills it afterwards, so a process reading it in
+    between fails on empty JSON. Here a lock file appears complete in one step (written
+    under a temporary name, then hard-linked into place, which fails if the lock exists),
+    and it names the holder's process: a lock left by a process that died (kill -9, power
+    loss) is free again instead of making every later run wait forever.
+    """
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
-        acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout)
-        if acquired:
-            path = self._lock_path_for_key(key)
-            info = json.loads(path.read_bytes())
-            path.write_text(json.dumps({**info, "pid": os.getpid(), "host": socket.gethostname()}))
-        return acquired
+        self._ensure_lock_files_directory_exists()
+        path = self._lock_path_for_key(key)
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while True:
+            expiration = None if hold_timeout is None else datetime.now(UTC) + timedelta(seconds=hold_timeout)
+            info = {"holder": holder, "expiration": expiration and str(expiration), "pid": os.getpid(),
+                    "host": socket.gethostname()}
+            if _create_complete_file(path, json.dumps(info).encode()):
+                self._locks[key] = {"holder": holder, "expiration": expiration, "path": path}
+                return True
+            if self.is_lock_holder(key, holder):
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if not self.wait_for_lock(key, remaining):
+                return False
+
+    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                            hold_timeout: float | None = None) -> bool:
+        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
+
+    def _get_lock_info(self, key: str, use_cache: bool = True) -> Any:
+        try:
+            return super()._get_lock_info(key, use_cache=use_cache)
+        except ValueError:  # not written by this class: held by someone unknown
+            return {"holder": None, "expiration": None, "path": self._lock_path_for_key(key)}
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         if not super().is_locked(key, use_cache=use_cache):
             return False
-        path = self._lock_path_for_key(key)
-        try:
-            info = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return True  # being written: its owner is alive
+        info = self._get_lock_info(key, use_cache=use_cache) or {}
         if info.get("host") == socket.gethostname() and "pid" in info and not _process_alive(info["pid"]):
-            path.unlink(missing_ok=True)
+            info["path"].unlink(missing_ok=True)
             self._locks.pop(key, None)
             return False
         return True
+
+
+def _create_complete_file(path: Path, content: bytes) -> bool:
+    """Create `path` holding `content` in one step; False if it exists already."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary)
 
 
 def _process_alive(pid: int) -> bool:

@@ -195,7 +195,8 @@ def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow
         for i in range(2)
     ]
     outputs = [process.communicate(timeout=240) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-2000:]
+    codes = [process.returncode for process in processes]
+    assert codes == [0, 0], "\n".join(err[-3000:] for (_, err), code in zip(outputs, codes) if code)
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     for stage in STAGES:
         assert sorted(r["stages"][stage] for r in results) == ["cached", "computed"], stage

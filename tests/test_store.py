@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -72,3 +75,37 @@ def test_garbled_model_file_is_not_complete(tmp_path: Path) -> None:
     (folder / "model.keras").write_bytes(bytes(data))
     assert not store.is_complete("train", key)
     assert not folder.exists()
+
+
+def _hold_lock_repeatedly(lock_dir: str, log_path: str, rounds: int) -> None:
+    from tasks.caching import ProcessFileLockManager
+
+    manager = ProcessFileLockManager(lock_files_directory=Path(lock_dir))
+    holder = f"worker-{os.getpid()}"
+    for _ in range(rounds):
+        assert manager.acquire_lock("stage-key", holder, acquire_timeout=60)
+        with open(log_path, "a") as log:
+            log.write(f"enter {holder}\n")
+            log.flush()
+            time.sleep(0.01)
+            log.write(f"leave {holder}\n")
+        manager.release_lock("stage-key", holder)
+
+
+def test_file_locks_exclude_each_other_across_processes(tmp_path: Path) -> None:
+    # Prefect's own manager creates the lock file empty and fills it later; a process reading it
+    # in between failed with "EOF while parsing". Four processes contend for one key here.
+    context = multiprocessing.get_context("spawn")
+    log_path = tmp_path / "log.txt"
+    workers = [context.Process(target=_hold_lock_repeatedly, args=(str(tmp_path / "locks"), str(log_path), 15))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 4 * 15 * 2
+    for enter, leave in zip(lines[::2], lines[1::2]):  # never two holders at once
+        assert enter.startswith("enter ") and leave == "leave " + enter.removeprefix("enter ")
+    assert list((tmp_path / "locks").iterdir()) == []
