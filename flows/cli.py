@@ -23,6 +23,8 @@ _FIELD_FLAGS: dict[str, tuple[str, type]] = {
     "--input": ("input", str),
     "--time-column": ("time_column", str),
     "--value-column": ("value_column", str),
+    "--id-column": ("id_column", str),
+    "--series-id": ("series_id", str),
     "--nan-policy": ("nan_policy", str),
     "--duplicate-policy": ("duplicate_policy", str),
     "--look-back": ("look_back", int),
@@ -51,12 +53,19 @@ def _add_config_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(flag, dest=field, type=kind, default=None, help=description)
 
 
+def _add_cluster_options(command: argparse.ArgumentParser) -> None:
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="run the tasks on a local Dask cluster of N worker processes")
+    where.add_argument("--dask-address", help="run the tasks on an existing Dask cluster (tcp://HOST:PORT)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-forecast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the forecasting pipeline once")
     _add_config_options(run)
     run.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+    _add_cluster_options(run)
 
     retrain = commands.add_parser("retrain", help="run the pipeline, then champion against challenger")
     _add_config_options(retrain)
@@ -80,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="forecast past the end of the data with a registered model")
     predict.add_argument("--model", default="champion", help="`champion` or a model key (default: champion)")
     predict.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    predict.add_argument("--series-id", default="", help="with `champion`: the champion of this series of a "
+                         "long-format input")
     predict.add_argument("--input", help="CSV/Parquet series to continue (default: the model's training data)")
     predict.add_argument("--time-column", help="time column of --input (default: the model's)")
     predict.add_argument("--value-column", help="value column of --input (default: the model's)")
@@ -107,16 +118,18 @@ def prefetch_tensorflow_while_prefect_starts() -> None:
         threading.Thread(target=_import_tensorflow, name="prefetch-tensorflow", daemon=True).start()
 
 
-def check_prefect_server(required: bool = False) -> None:
+def check_prefect_server(required: bool = False,
+                         why: str = "serving needs a running Prefect server: the temporary one never fires schedules",
+                         ) -> None:
     """If `PREFECT_API_URL` names a server, it must answer; otherwise a temporary one is started,
-    unless `required` (schedules never fire on a temporary server)."""
+    unless `required` (then `why` says why it will not do)."""
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
     if not url:
         if required:
             raise InputError(
-                "serving needs a running Prefect server: the temporary one never fires schedules",
+                why,
                 "start one with `prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`",
             )
         return
@@ -131,12 +144,11 @@ def check_prefect_server(required: bool = False) -> None:
         )
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """The flow's result with its metrics: `metrics[split][model][metric]` pools all steps ahead;
-    `metrics_by_step[split][model][metric]` lists one value per step."""
+def read_metrics(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An evaluate output as `[split][model][metric]` (all steps pooled) and, per step, lists."""
     import pandas as pd
 
-    metrics = pd.read_parquet(result["artifacts"]["metrics"]).dropna(subset=["value"])
+    metrics = pd.read_parquet(path).dropna(subset=["value"])
     pooled: dict[str, dict[str, dict[str, float]]] = {}
     by_step: dict[str, dict[str, dict[str, list[float]]]] = {}
     for row in metrics.sort_values("step", kind="stable").itertuples(index=False):
@@ -145,6 +157,27 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         else:
             by_step.setdefault(row.split, {}).setdefault(row.model, {}).setdefault(row.metric, []).append(
                 float(row.value))
+    return pooled, by_step
+
+
+def share_temporary_server_with_workers() -> None:
+    """Without a running server, start the temporary one now and name it in the environment that
+    Dask worker processes inherit; each would otherwise start a temporary server of its own."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's own client would start
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The flow's result with its metrics: `metrics[split][model][metric]` pools all steps ahead;
+    `metrics_by_step[split][model][metric]` lists one value per step."""
+    pooled, by_step = read_metrics(result["artifacts"]["metrics"])
     model_metadata = Path(result["artifacts"]["model"]) / "metadata.json"
     return {
         "flow_run_id": result["flow_run_id"],
@@ -207,6 +240,11 @@ def _quiet_input_error_tracebacks() -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.command == "run" and config.input and config.series_id is None:
+        from tasks.generate import read_series_ids
+
+        if series_ids := read_series_ids(config):
+            return run_many_command(args, config, series_ids)
     check_prefect_server()
     prefetch_tensorflow_while_prefect_starts()
     _quiet_input_error_tracebacks()
@@ -230,6 +268,58 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_ids: list[str]) -> int:
+    """A long-format input: one pipeline per series, on Dask when asked; exit 1 if any series failed."""
+    from flows.cluster import dask_task_runner
+
+    task_runner = dask_task_runner(args.dask_address, args.workers)
+    check_prefect_server(required=args.dask_address is not None and not _is_loopback(args.dask_address),
+                         why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
+    if task_runner is None:
+        prefetch_tensorflow_while_prefect_starts()
+    else:
+        share_temporary_server_with_workers()
+    _quiet_input_error_tracebacks()
+    from flows.many import forecast_many
+
+    flow_function = forecast_many if task_runner is None else forecast_many.with_options(task_runner=task_runner)
+    where = ("one after another in this process" if task_runner is None else
+             f"on Dask ({args.dask_address or f'{args.workers} local workers'})")
+    print(f"{len(series_ids)} series in {config.input}: one pipeline each, {where}.", flush=True)
+    started = time.perf_counter()
+    result = asyncio.run(flow_function(config=config, series_ids=series_ids))
+    import pandas as pd
+
+    summary = pd.read_parquet(result["summary"])
+    print("\nTest metrics per series (all steps pooled):")
+    shown = summary.drop(columns=["error"]).dropna(axis="columns", how="all")
+    with pd.option_context("display.width", 200):
+        print(shown.to_string(index=False, float_format="%.4f"))
+    failed = summary.loc[summary["status"] == "failed"]
+    for row in failed.itertuples(index=False):
+        print(f"  series {row.unique_id!r} failed: {row.error}")
+    print(f"Summary      {result['summary']}\nFinished in {time.perf_counter() - started:.1f} s")
+    output: dict[str, Any] = {"flow_run_id": result["flow_run_id"], "summary": result["summary"],
+                              "failed": failed["unique_id"].tolist(), "metrics": {}, "series": result["series"]}
+    for series_id, detail in result["series"].items():
+        if detail["status"] == "completed":
+            output["metrics"][series_id] = read_metrics(detail["artifacts"]["metrics"])[0]
+            detail["winner"] = str(summary.loc[summary["unique_id"] == series_id, "winner"].iloc[0])
+            detail["stages"] = {stage: detail["stages"][stage]["status"] for stage in STAGES}
+    output["tensorflow_imported"] = "tensorflow" in sys.modules
+    if args.json:
+        print(json.dumps(output))
+    if len(failed):
+        print(f"error: {len(failed)} of {len(summary)} series failed: {', '.join(failed['unique_id'])}\n"
+              "  fix: see each one's message above; the other series' results are in the store", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _is_loopback(address: str) -> bool:
+    return any(host in address for host in ("127.0.0.1", "localhost", "[::1]"))
 
 
 def backtest_command(args: argparse.Namespace) -> int:
@@ -288,7 +378,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from tasks.store import Store
 
     result = forecast_with_model(Store(args.artifacts_dir), args.model, args.horizon, args.input,
-                                 args.time_column, args.value_column)
+                                 args.time_column, args.value_column, args.series_id)
     print(f"Model        {result['model']}\nForecast     {result['forecast']}\nPlot         {result['plot']}")
     if args.json:
         print(json.dumps(result))

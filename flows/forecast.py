@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -23,15 +24,25 @@ from tasks.window import window
 DEFAULT_CONFIG = ForecastConfig()
 
 
-# Async although every stage is sync: an async flow run does not wait up to a second at exit
-# for its heartbeat thread, which is most of a fully cached run's time.
-@flow(name="lstm-forecast", log_prints=True)
-async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
-    """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
+async def run_pipeline(config: ForecastConfig, submit: bool = False) -> dict[str, dict[str, str]]:
+    """Run the eight stages in order; returns each stage's key and status (computed or cached).
+
+    Args:
+        submit: hand each stage to the flow's task runner (a Dask cluster) instead of running it
+            in this process. Either way only store keys pass between stages.
+    Raises:
+        the first failed stage's error.
+    """
     stages: dict[str, dict[str, str]] = {}
 
     async def run(stage_task: Any, **upstream: str) -> str:
-        state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
+        cached_task = with_store_cache(stage_task, config)
+        if submit:
+            future = cached_task.submit(config=config, **upstream)
+            await anyio.to_thread.run_sync(future.wait)
+            state = future.state
+        else:
+            state = cached_task(config=config, **upstream, return_state=True)
         key = await state.aresult()  # raises the stage's error if it failed
         stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
         return key
@@ -42,20 +53,24 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     targets = await run(window, series=series, split=bounds, normalize=scaled)
     model = await run(train, series=series, normalize=scaled, window=targets)
     predictions = await run(predict, series=series, normalize=scaled, window=targets, model=model)
-    metrics = await run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions,
-                        model=model)
-    figure = await run(plot, series=series, predictions=predictions, model=model)
+    await run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
+    await run(plot, series=series, predictions=predictions, model=model)
+    return stages
 
+
+def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Where a pipeline run's outputs are."""
+    outputs = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate",
+               "plot": "plot"}
+    return {name: str(store.path(stage, stages[stage]["key"])) for name, stage in outputs.items()}
+
+
+# Async although every stage is sync: an async flow run does not wait up to a second at exit
+# for its heartbeat thread, which is most of a fully cached run's time.
+@flow(name="lstm-forecast", log_prints=True)
+async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
+    stages = await run_pipeline(config)
     store = Store(config.artifacts_dir)
-    await publish_run(store, metrics, figure, model)
-    return {
-        "flow_run_id": str(flow_run.id),
-        "stages": stages,
-        "artifacts": {
-            "series": str(store.path("generate", series)),
-            "model": str(store.path("train", model)),
-            "predictions": str(store.path("predict", predictions)),
-            "metrics": str(store.path("evaluate", metrics)),
-            "plot": str(store.path("plot", figure)),
-        },
-    }
+    await publish_run(store, stages["evaluate"]["key"], stages["plot"]["key"], stages["train"]["key"])
+    return {"flow_run_id": str(flow_run.id), "stages": stages, "artifacts": artifact_paths(store, stages)}

@@ -27,5 +27,5 @@ async def retrain(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     else:
         decision = challenge(config, result["stages"]["generate"]["key"], result["stages"]["split"]["key"],
                              model, current)
-    decision["champion"] = champion(store.read_registry())
+    decision["champion"] = champion(store.read_registry(), config.series_id or "")
     return {**result, "retrain": decision}

@@ -26,6 +26,12 @@ class ForecastConfig(BaseModel):
     )
     time_column: str = Field("ds", description="Column of the input file holding the time (dates or numbers).")
     value_column: str = Field("y", description="Column of the input file holding the values.")
+    id_column: str = Field(
+        "unique_id", description="Column naming each series of a long-format input (one pipeline per series)."
+    )
+    series_id: str | None = Field(
+        None, description="The one series of a long-format input to forecast; empty: the input has one series."
+    )
     nan_policy: Literal["interpolate", "drop", "error"] = Field(
         "interpolate", description="What to do with missing values: fill linearly, drop the rows, or stop."
     )
@@ -88,8 +94,8 @@ class ForecastConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_columns(self) -> ForecastConfig:
-        if self.time_column == self.value_column:
-            raise ValueError("time_column and value_column must differ")
+        if len({self.time_column, self.value_column, self.id_column}) < 3:
+            raise ValueError("time_column, value_column and id_column must differ")
         if self.look_back % self.patch:
             raise ValueError(f"look_back ({self.look_back}) must be a multiple of patch ({self.patch})")
         return self
@@ -158,7 +164,8 @@ def build_config(
 
 # The config fields each stage's output depends on: they, and nothing else, enter its key.
 _SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed", "series_end")
-_FILE_FIELDS = ("time_column", "value_column", "nan_policy", "duplicate_policy", "series_end")
+_FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_policy", "duplicate_policy",
+                "series_end")
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "generate": (),  # depends on the source: see stage_fields()
     "split": ("train_fraction", "validation_fraction"),

@@ -8,22 +8,24 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import InputError
-from tasks.generate import clean_series, parse_table, read_input_file
+from tasks.generate import clean_series, parse_table, read_input_file, select_series
 from tasks.predict import future_times
 from tasks.registry import champion
 from tasks.store import Store, bytes_digest, fingerprint
 from tasks.train import SavedModel, load_saved
 
 
-def resolve_model(store: Store, reference: str) -> str:
-    """A registry key from `champion` or a key (or a unique key prefix)."""
+def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
+    """A registry key from `champion` (of `series_id`'s models) or a key (or a unique key prefix)."""
     registry = store.read_registry()
     if registry is None or registry.empty:
         raise InputError(f"the store {store.root} has no registered model", "train one with `lstm-forecast run`")
     if reference == "champion":
-        key = champion(registry)
+        key = champion(registry, series_id)
         if key is None:
-            raise InputError("the registry has no champion", "run `lstm-forecast retrain` or `run` first")
+            which = f" for series {series_id!r}" if series_id else " for a single-series input"
+            raise InputError(f"the registry has no champion{which}",
+                             "run `lstm-forecast retrain` or `run` first, or name the series with --series-id")
         return key
     matches = registry.loc[registry["key"].str.startswith(reference), "key"].tolist()
     if len(matches) != 1:
@@ -71,17 +73,18 @@ def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -
 
 def forecast_with_model(
     store: Store, reference: str, horizon: int, input_path: str | None = None,
-    time_column: str | None = None, value_column: str | None = None,
+    time_column: str | None = None, value_column: str | None = None, series_id: str = "",
 ) -> dict[str, str]:
     """Forecast `horizon` steps past the end of the data with a registered model; returns paths and key."""
     if horizon < 1:
         raise InputError(f"horizon {horizon} is not a positive number of steps", "pass --horizon 1 or more")
-    key = resolve_model(store, reference)
+    key = resolve_model(store, reference, series_id)
     metadata = store.read_model_metadata(key)
     config = metadata["config"]
     if input_path:
         data, suffix = read_input_file(input_path)
-        history, _ = clean_series(parse_table(data, suffix), time_column or config["time_column"],
+        raw = select_series(parse_table(data, suffix), config.get("id_column", "unique_id"), config.get("series_id"))
+        history, _ = clean_series(raw, time_column or config["time_column"],
                                   value_column or config["value_column"], config["nan_policy"],
                                   config["duplicate_policy"])
         source = bytes_digest(data)

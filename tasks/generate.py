@@ -49,6 +49,37 @@ def parse_table(data: bytes, suffix: str) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data))
 
 
+def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> pd.DataFrame:
+    """The rows of one series of a long-format table (`series_id`), or the whole single-series table.
+
+    Args:
+        raw: a table; long format when it has `id_column`.
+        series_id: the id to keep (compared as text); None for a single-series table.
+    """
+    if series_id is None:
+        if id_column in raw.columns and raw[id_column].nunique() > 1:
+            raise InputError(
+                f"the input holds {raw[id_column].nunique()} series (column {id_column!r})",
+                "run it with `lstm-forecast run`, which forecasts each series, or pick one with series_id",
+            )
+        return raw
+    if id_column not in raw.columns:
+        raise InputError(f"series {series_id!r} was asked for, but the input has no column {id_column!r}",
+                         "name the series column with --id-column")
+    rows = raw[raw[id_column].astype(str) == series_id]
+    if rows.empty:
+        raise InputError(f"series {series_id!r} is not in column {id_column!r} of the input",
+                         "list the ids with the file's unique_id column and pass one of them")
+    return rows.reset_index(drop=True)
+
+
+def series_ids(raw: pd.DataFrame, id_column: str) -> list[str]:
+    """The ids of a long-format table in order of first appearance (as text); [] without `id_column`."""
+    if id_column not in raw.columns:
+        return []
+    return [str(value) for value in raw[id_column].dropna().unique()]
+
+
 def clean_series(
     raw: pd.DataFrame,
     time_column: str,
@@ -162,6 +193,18 @@ def read_input_file(path: str | Path) -> tuple[bytes, str]:
     return path.read_bytes(), suffix
 
 
+def read_series_ids(config: ForecastConfig) -> list[str]:
+    """The series ids of `config.input` ([] for a single-series file or the synthetic series)."""
+    if not config.input:
+        return []
+    data, suffix = read_input_file(config.input)
+    try:
+        raw = parse_table(data, suffix)
+    except (ValueError, OSError, UnicodeDecodeError):
+        return []  # the generate stage reports what is wrong with the file
+    return series_ids(raw, config.id_column)
+
+
 def _retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
     """Retry reads that failed for a passing reason, never bad input."""
     error = state.result(raise_on_failure=False)
@@ -192,11 +235,12 @@ def generate(config: ForecastConfig) -> str:
                 f"input {config.input} cannot be read as {suffix[1:]}: {error}",
                 "check that the file is a complete CSV with a header row, or a Parquet file",
             ) from error
+        raw = select_series(raw, config.id_column, config.series_id)
         series, notes = clean_series(raw, config.time_column, config.value_column, config.nan_policy,
                                      config.duplicate_policy)
         for note in notes:
             logger.warning("input %s: %s", config.input, note)
-        source = {"input": str(config.input)}
+        source = {"input": str(config.input), "series_id": config.series_id}
     else:
         key = stage_key("generate", config, {})
         series = synthetic_series(config.n_points, config.time_step, config.frequency, config.noise_scale,
@@ -206,5 +250,6 @@ def generate(config: ForecastConfig) -> str:
         series = series.iloc[: config.series_end].reset_index(drop=True)
     check_series_fits(series, config)
     store.write_table("generate", key, series, metadata=source)
-    logger.info("series: %d points, %s to %s", len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
+    name = f"series {config.series_id!r}" if config.series_id else "series"
+    logger.info("%s: %d points, %s to %s", name, len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
     return key

@@ -1,8 +1,9 @@
 """The model registry: every trained model, its metrics, and which one is the champion.
 
 Pure functions over DataFrames; `Store` reads and writes them under its registry lock.
-Statuses: `champion` (exactly one once any model exists), `challenger` (trained, not
-promoted), `retired` (a former champion).
+Statuses: `champion` (exactly one per series once any model of it exists), `challenger`
+(trained, not promoted), `retired` (a former champion). Models of a long-format input are
+grouped by `series_id` (their `unique_id`); a single-series input has series_id "".
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 
 from tasks.store import Store
 
-COLUMNS = ("key", "created", "status", "test_rmse", "test_mae", "naive_test_rmse", "data_fingerprint",
-           "series", "input", "config", "decision")
+COLUMNS = ("key", "series_id", "created", "status", "test_rmse", "test_mae", "naive_test_rmse",
+           "data_fingerprint", "series", "input", "config", "decision")
 DECISION_COLUMNS = ("decided", "challenger", "champion", "challenger_rmse", "champion_rmse", "holdout_rows",
                     "holdout_start", "outcome")
 
@@ -28,8 +29,10 @@ def utc_now() -> str:
 
 def pending_champion(registry: pd.DataFrame | None, model: str) -> tuple[str | None, str]:
     """The champion `model` must be compared with, or None and why there is nothing to decide."""
-    current = champion(registry)
-    if current is None or registry is None:
+    if registry is None:
+        return None, "no champion yet"
+    current = champion(registry, series_of(registry, model))
+    if current is None:
         return None, "no champion yet"
     if current == model:
         return None, f"model {model} is the champion already"
@@ -39,6 +42,19 @@ def pending_champion(registry: pd.DataFrame | None, model: str) -> tuple[str | N
     return current, f"challenger {model} against champion {current}"
 
 
+def series_of(registry: pd.DataFrame, model: str) -> str:
+    """The series_id a listed model was trained on ("" when unknown or single-series)."""
+    rows = with_series_ids(registry).loc[registry["key"] == model, "series_id"]
+    return str(rows.iloc[0]) if len(rows) else ""
+
+
+def with_series_ids(registry: pd.DataFrame) -> pd.DataFrame:
+    """The registry with a `series_id` column (registries written before it existed lack one)."""
+    if "series_id" not in registry:
+        registry = registry.assign(series_id="")
+    return registry.assign(series_id=registry["series_id"].fillna("").astype(str))
+
+
 def empty_registry() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype="float64" if name.endswith("rmse") or name.endswith("mae")
                                          else "object") for name in COLUMNS})
@@ -46,31 +62,33 @@ def empty_registry() -> pd.DataFrame:
 
 def register(registry: pd.DataFrame | None, entry: dict[str, Any]) -> pd.DataFrame:
     """Add a model (or refresh its metrics if it is listed). The first model becomes the champion."""
-    registry = empty_registry() if registry is None else registry
+    registry = empty_registry() if registry is None else with_series_ids(registry)
     if (registry["key"] == entry["key"]).any():
         index = registry.index[registry["key"] == entry["key"]][0]
         for name in ("test_rmse", "test_mae", "naive_test_rmse"):
             registry.loc[index, name] = entry[name]
         return registry
-    status = "challenger" if (registry["status"] == "champion").any() else "champion"
+    same_series = registry["series_id"] == entry.get("series_id", "")
+    status = "challenger" if (same_series & (registry["status"] == "champion")).any() else "champion"
     row = {name: entry.get(name) for name in COLUMNS} | {"status": status,
                                                          "decision": "" if status == "challenger" else "first model"}
     return pd.concat([registry, pd.DataFrame([row])], ignore_index=True)
 
 
-def champion(registry: pd.DataFrame | None) -> str | None:
-    """The champion's key, or None."""
+def champion(registry: pd.DataFrame | None, series_id: str = "") -> str | None:
+    """The key of the champion of one series (`series_id` "" for a single-series input), or None."""
     if registry is None:
         return None
-    keys = registry.loc[registry["status"] == "champion", "key"]
+    registry = with_series_ids(registry)
+    keys = registry.loc[(registry["status"] == "champion") & (registry["series_id"] == series_id), "key"]
     return str(keys.iloc[0]) if len(keys) else None
 
 
 def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, champion_rmse: float) -> tuple[
         pd.DataFrame, str]:
     """Promote the challenger if its holdout RMSE is lower than the champion's; returns (registry, outcome)."""
-    registry = registry.copy()
-    current = champion(registry)
+    registry = with_series_ids(registry)
+    current = champion(registry, series_of(registry, challenger))
     is_challenger = registry["key"] == challenger
     if challenger_rmse < champion_rmse:
         registry.loc[registry["key"] == current, "status"] = "retired"
@@ -95,6 +113,7 @@ def model_entry(store: Store, model_key: str, metrics: pd.DataFrame, created: st
 
     return {
         "key": model_key,
+        "series_id": metadata["config"].get("series_id") or "",
         "created": created,
         "test_rmse": test("lstm", "rmse"),
         "test_mae": test("lstm", "mae"),

@@ -6,6 +6,8 @@ Layout under the root (default `artifacts/`):
     models/<key>/model.keras     train (plus models/<key>/metadata.json)
     plots/<key>.png              plot (and <key>.small.png, the copy shown in the Prefect UI)
     forecasts/<key>.parquet      `lstm-forecast predict` (and <key>.png)
+    summaries/<key>.parquet      one row per series of a long-format input (many-series runs)
+    tuning/<key>.parquet         the trials of `lstm-forecast tune`; tuning/<key>.yaml its best config
     registry.parquet             every model, its metrics and status (champion, challenger, retired)
     decisions.parquet            every retraining decision
     _prefect/records/<key>       Prefect's cache records (small JSON: the key a stage returned)
@@ -133,6 +135,16 @@ class Store:
             raise ValueError(f"invalid forecast name {key!r}{suffix!r}")
         return self.root / "forecasts" / f"{key}{suffix}"
 
+    def summary_path(self, key: str) -> Path:
+        if not _is_stage_key(key):
+            raise ValueError(f"invalid summary name {key!r}")
+        return self.root / "summaries" / f"{key}.parquet"
+
+    def tuning_path(self, key: str, suffix: str) -> Path:
+        if not _is_stage_key(key) or suffix not in (".parquet", ".yaml"):
+            raise ValueError(f"invalid tuning name {key!r}{suffix!r}")
+        return self.root / "tuning" / f"{key}{suffix}"
+
     @property
     def registry_path(self) -> Path:
         return self.root / "registry.parquet"
@@ -259,6 +271,13 @@ class Store:
     def write_forecast(self, key: str, frame: pd.DataFrame, png: bytes) -> tuple[Path, Path]:
         table = self._write_bytes(self.forecast_path(key, ".parquet"), _parquet_bytes(frame))
         return table, self._write_bytes(self.forecast_path(key, ".png"), png)
+
+    def write_summary(self, key: str, frame: pd.DataFrame) -> Path:
+        return self._write_bytes(self.summary_path(key), _parquet_bytes(frame))
+
+    def write_tuning(self, key: str, trials: pd.DataFrame, best_config_yaml: str) -> tuple[Path, Path]:
+        table = self._write_bytes(self.tuning_path(key, ".parquet"), _parquet_bytes(trials))
+        return table, self._write_bytes(self.tuning_path(key, ".yaml"), best_config_yaml.encode())
 
     # --- registry -----------------------------------------------------------
     @contextlib.contextmanager

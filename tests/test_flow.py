@@ -196,7 +196,7 @@ def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow
     ]
     outputs = [process.communicate(timeout=240) for process in processes]
     codes = [process.returncode for process in processes]
-    assert codes == [0, 0], "\n".join(err[-3000:] for (_, err), code in zip(outputs, codes) if code)
+    assert codes == [0, 0], "\n".join(err[-3000:] for (_, err), code in zip(outputs, codes, strict=True) if code)
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     for stage in STAGES:
         assert sorted(r["stages"][stage] for r in results) == ["cached", "computed"], stage

@@ -106,6 +106,6 @@ def test_file_locks_exclude_each_other_across_processes(tmp_path: Path) -> None:
     assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
     lines = log_path.read_text().splitlines()
     assert len(lines) == 4 * 15 * 2
-    for enter, leave in zip(lines[::2], lines[1::2]):  # never two holders at once
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # never two holders at once
         assert enter.startswith("enter ") and leave == "leave " + enter.removeprefix("enter ")
     assert list((tmp_path / "locks").iterdir()) == []

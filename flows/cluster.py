@@ -1,0 +1,48 @@
+"""Where tasks run: in this process, on a local Dask cluster, or on an existing one."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+from tasks.errors import InputError
+
+# One thread per worker, and TensorFlow told so: two workers on two cores each training with
+# two threads would fight over the cores instead of each using one.
+_ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def local_cluster_options(workers: int) -> dict[str, Any]:
+    """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each."""
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+            "dashboard_address": None, "env": _ONE_THREAD}
+
+
+def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse an address that is not `tcp://HOST:PORT` or where nothing listens."""
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if parsed.scheme != "tcp" or not parsed.hostname or not parsed.port:
+        raise InputError(f"Dask address {address!r} is not of the form tcp://HOST:PORT",
+                         "pass the scheduler's address as `dask scheduler` prints it")
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=timeout_s).close()
+    except OSError as error:
+        raise InputError(f"cannot reach the Dask scheduler at {address} ({error.strerror or error})",
+                         "start one (`dask scheduler`, then `dask worker ADDRESS`), or use --workers N "
+                         "for a local cluster") from error
+
+
+def dask_task_runner(address: str | None, workers: int | None) -> Any:
+    """A `DaskTaskRunner` for an existing scheduler or `workers` local processes; None for neither."""
+    if address is None and workers is None:
+        return None
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers} is not a positive number", "pass --workers 1 or more")
+    if address is not None:
+        check_scheduler_reachable(address)
+    from prefect_dask import DaskTaskRunner
+
+    if address is not None:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers))
