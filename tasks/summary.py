@@ -43,7 +43,8 @@ def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
             values = test.pivot_table(index="model", columns="metric", values="value")
             for model in MODELS:
                 for metric in ("rmse", "mae"):
-                    row[f"{model}_{metric}"] = float(values.loc[model, metric]) if model in values.index else None
+                    present = model in values.index and metric in values.columns
+                    row[f"{model}_{metric}"] = float(values.loc[model, metric]) if present else None
             row["winner"] = str(values["rmse"].idxmin())
         row["error"] = outcome.error
         rows.append(row)

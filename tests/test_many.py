@@ -1,0 +1,130 @@
+"""Many series: long-format input, one pipeline per series, sequential or on a local Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.errors import InputError
+from tasks.generate import select_series, series_ids
+from tasks.registry import champion, register
+from tasks.summary import SeriesOutcome, series_summary
+from tests.conftest import BIN, quiet_env
+from tests.test_flow import run_artifacts, task_runs
+
+
+def long_frame(lengths: dict[str, int]) -> pd.DataFrame:
+    """Noisy sines in long format (`unique_id, ds, y`), one per id, of the given lengths."""
+    parts = []
+    for number, (series_id, length) in enumerate(lengths.items()):
+        t = np.arange(length) * 0.1
+        y = np.sin((1 + 0.2 * number) * t) + np.random.RandomState(number).normal(scale=0.3, size=length)
+        parts.append(pd.DataFrame({"unique_id": series_id, "ds": t, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_select_series_keeps_one_id_and_refuses_what_it_cannot_choose() -> None:
+    raw = long_frame({"a": 3, "b": 2})
+    assert series_ids(raw, "unique_id") == ["a", "b"]
+    assert series_ids(raw.drop(columns="unique_id"), "unique_id") == []
+    assert select_series(raw, "unique_id", "b")["y"].tolist() == raw["y"].iloc[3:].tolist()
+    with pytest.raises(InputError, match="holds 2 series"):
+        select_series(raw, "unique_id", None)
+    with pytest.raises(InputError, match="'c' is not in column"):
+        select_series(raw, "unique_id", "c")
+    single = raw[raw["unique_id"] == "a"]
+    assert select_series(single, "unique_id", None) is single
+
+
+def test_summary_names_each_winner_and_keeps_failures() -> None:
+    def metrics(rmse: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame([{"split": "test", "model": model, "metric": "rmse", "step": 0, "value": value}
+                             for model, value in rmse.items()])
+
+    summary = series_summary([
+        SeriesOutcome("a", metrics({"lstm": 0.5, "naive": 0.7, "arima": 0.6}), "k1"),
+        SeriesOutcome("b", metrics({"lstm": 0.9, "naive": 0.7, "arima": 0.6}), "k2"),
+        SeriesOutcome("c", error="series too short"),
+    ])
+    assert summary["unique_id"].tolist() == ["a", "b", "c"]
+    assert summary["winner"].tolist() == ["lstm", "arima", ""]
+    assert summary["status"].tolist() == ["completed", "completed", "failed"]
+    assert summary.loc[0, "lstm_rmse"] == 0.5 and np.isnan(summary.loc[2, "lstm_rmse"])
+    assert summary.loc[2, "error"] == "series too short"
+
+
+def test_each_series_has_its_own_champion() -> None:
+    def entry(key: str, series_id: str) -> dict[str, object]:
+        return {"key": key, "series_id": series_id, "test_rmse": 1.0, "test_mae": 1.0, "naive_test_rmse": 1.0}
+
+    registry = register(None, entry("k1", "a"))
+    registry = register(registry, entry("k2", "b"))
+    registry = register(registry, entry("k3", "a"))
+    assert registry["status"].tolist() == ["champion", "champion", "challenger"]
+    assert (champion(registry, "a"), champion(registry, "b"), champion(registry)) == ("k1", "k2", None)
+
+
+def test_an_unreachable_dask_scheduler_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    source = tmp_path / "long.csv"
+    long_frame({"a": 300, "b": 300}).to_csv(source, index=False)
+    result = subprocess.run(
+        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(source), "--artifacts-dir",
+         str(tmp_path / "store"), "--dask-address", f"tcp://127.0.0.1:{port}"],
+        env=quiet_env(tmp_path / "home", None), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "cannot reach the Dask scheduler" in result.stderr and "fix:" in result.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_series_fails_alone(
+    tmp_path: Path, prefect_server: str, prefect_api: str
+) -> None:
+    source = tmp_path / "long.csv"
+    frame = long_frame({"s0": 600, "s1": 600, "flat": 600, "s2": 600, "s3": 600})
+    frame.loc[frame["unique_id"] == "flat", "y"] = 1.0  # a constant series: nothing to learn
+    frame.to_csv(source, index=False)
+
+    def run(store: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+        result = subprocess.run(
+            [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(source), "--artifacts-dir",
+             str(tmp_path / store), "--json", *extra],
+            env=quiet_env(tmp_path / f"home-{store}", prefect_server), capture_output=True, text=True, timeout=400,
+        )
+        return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+    sequential, sequential_json = run("sequential")
+    on_dask, dask_json = run("dask", "--workers", "2")
+    for result, output in ((sequential, sequential_json), (on_dask, dask_json)):
+        assert result.returncode == 1, result.stderr[-3000:]  # one series failed, and the exit code says so
+        assert "1 of 5 series failed: flat" in result.stderr
+        assert output["failed"] == ["flat"]
+        assert "is constant" in output["series"]["flat"]["error"] and "fix:" in output["series"]["flat"]["error"]
+        assert sorted(output["metrics"]) == ["s0", "s1", "s2", "s3"]
+    assert dask_json["metrics"] == sequential_json["metrics"]  # the same numbers wherever they ran
+
+    # Each series has its own pipeline: its own keys, model, plot and registry champion.
+    models = {dask_json["series"][s]["artifacts"]["model"] for s in ("s0", "s1", "s2", "s3")}
+    plots = {dask_json["series"][s]["artifacts"]["plot"] for s in ("s0", "s1", "s2", "s3")}
+    assert len(models) == len(plots) == 4 and all(Path(p).is_file() for p in plots)
+    registry = pd.read_parquet(tmp_path / "dask" / "registry.parquet")
+    assert sorted(registry.loc[registry["status"] == "champion", "series_id"]) == ["s0", "s1", "s2", "s3"]
+
+    summary = pd.read_parquet(dask_json["summary"])
+    assert summary["unique_id"].tolist() == ["s0", "s1", "flat", "s2", "s3"]
+    assert summary.set_index("unique_id").loc["flat", "status"] == "failed"
+
+    # The Dask workers reported to the same Prefect server: every task run is in the flow run.
+    runs = task_runs(dask_json["flow_run_id"])
+    assert len(runs) == 4 * 8 + 1  # four whole pipelines, and the bad series' generate
+    assert sum(r.state.is_failed() for r in runs) == 1
+    assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
