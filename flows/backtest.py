@@ -9,7 +9,7 @@ from prefect.artifacts import acreate_table_artifact
 
 from flows.forecast import DEFAULT_CONFIG, forecast
 from tasks.backtest import backtest_folds, fold_test_metrics, series_length, summarize_folds
-from tasks.config import ForecastConfig
+from tasks.config import ForecastConfig, with_fields
 from tasks.store import Store
 
 
@@ -21,7 +21,7 @@ async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> d
     n_points = series_length(store, full["stages"]["generate"]["key"])
     results = []
     for series_end, train_fraction in backtest_folds(n_points, config.train_fraction, folds):
-        fold_config = config.model_copy(update={"series_end": series_end, "train_fraction": train_fraction})
+        fold_config = with_fields(config, series_end=series_end, train_fraction=train_fraction)
         results.append(await forecast(config=fold_config))
     summary = summarize_folds([fold_test_metrics(store, r["stages"]["evaluate"]["key"]) for r in results])
     await acreate_table_artifact(key="lstm-forecast-backtest", table=summary.round(5).to_dict("records"),

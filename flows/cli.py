@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.config import PRESETS, ForecastConfig, build_config
+from tasks.config import PRESETS, ForecastConfig, build_config, with_fields
 from tasks.errors import InputError
 from tasks.store import STAGES
 
@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_options(backtest)
     backtest.add_argument("--folds", type=int, default=3, help="folds (default 3)")
     backtest.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+
+    tune = commands.add_parser("tune", help="search hyperparameters (Optuna TPE) by validation RMSE")
+    _add_config_options(tune)
+    tune.add_argument("--trials", type=int, default=20, help="pipeline runs to try (default 20)")
+    tune.add_argument("--output", help="also copy the best config to this YAML file")
+    tune.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+    _add_cluster_options(tune)
 
     serve = commands.add_parser("serve", help="serve the ad hoc and the scheduled retraining deployments")
     _add_config_options(serve)
@@ -340,12 +347,46 @@ def backtest_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.trials < 1:
+        raise InputError(f"--trials {args.trials} is not a positive number", "pass --trials 1 or more")
+    from flows.cluster import dask_task_runner
+
+    task_runner = dask_task_runner(args.dask_address, args.workers)
+    check_prefect_server(required=args.dask_address is not None and not _is_loopback(args.dask_address),
+                         why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
+    if task_runner is None:
+        prefetch_tensorflow_while_prefect_starts()
+    else:
+        share_temporary_server_with_workers()
+    _quiet_input_error_tracebacks()
+    from flows.tune import tune
+
+    flow_function = tune if task_runner is None else tune.with_options(task_runner=task_runner)
+    result = asyncio.run(flow_function(config=config, trials=args.trials))
+    import pandas as pd
+
+    trials = pd.read_parquet(result["trials"])
+    print(f"\n{args.trials} trials, scored by the LSTM's validation RMSE (the test split is not used):")
+    with pd.option_context("display.width", 200):
+        print(trials.drop(columns=["model"]).to_string(index=False, float_format="%.5g"))
+    if args.output:
+        Path(args.output).write_text(Path(result["config"]).read_text(encoding="utf-8"), encoding="utf-8")
+        result["config_copy"] = str(Path(args.output).resolve())
+    print(f"Best trial   {result['best_trial']}: {result['best']}\nConfig       {result['config']}"
+          f"\nUse it with  lstm-forecast run --config {args.output or result['config']}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     absolute = {"artifacts_dir": str(Path(config.artifacts_dir).resolve())}  # runs start in other processes
     if config.input:
         absolute["input"] = str(Path(config.input).resolve())
-    config = config.model_copy(update=absolute)
+    config = with_fields(config, **absolute)
     check_prefect_server(required=True)
     from flows.serve import serve
 
@@ -386,7 +427,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": run_command, "retrain": run_command, "backtest": backtest_command, "serve": serve_command,
+    "run": run_command, "retrain": run_command, "backtest": backtest_command, "tune": tune_command,
+    "serve": serve_command,
     "models": models_command, "predict": predict_command,
 }
 

@@ -24,12 +24,14 @@ from tasks.window import window
 DEFAULT_CONFIG = ForecastConfig()
 
 
-async def run_pipeline(config: ForecastConfig, submit: bool = False) -> dict[str, dict[str, str]]:
+async def run_pipeline(config: ForecastConfig, submit: bool = False, last_stage: str = "plot") -> dict[
+        str, dict[str, str]]:
     """Run the eight stages in order; returns each stage's key and status (computed or cached).
 
     Args:
         submit: hand each stage to the flow's task runner (a Dask cluster) instead of running it
             in this process. Either way only store keys pass between stages.
+        last_stage: stop after this stage (`evaluate`: no plot, for tuning trials).
     Raises:
         the first failed stage's error.
     """
@@ -54,6 +56,8 @@ async def run_pipeline(config: ForecastConfig, submit: bool = False) -> dict[str
     model = await run(train, series=series, normalize=scaled, window=targets)
     predictions = await run(predict, series=series, normalize=scaled, window=targets, model=model)
     await run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
+    if last_stage == "evaluate":
+        return stages
     await run(plot, series=series, predictions=predictions, model=model)
     return stages
 

@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.forecast import DEFAULT_CONFIG, artifact_paths, run_pipeline
-from tasks.config import ForecastConfig
+from tasks.config import ForecastConfig, with_fields
 from tasks.errors import InputError
 from tasks.generate import read_series_ids
 from tasks.store import Store
@@ -22,6 +22,14 @@ def runs_on_cluster() -> bool:
     """True when the current flow run's task runner is not the in-process default (it is Dask)."""
     context = FlowRunContext.get()
     return context is not None and not isinstance(context.task_runner, ThreadPoolTaskRunner)
+
+
+def cluster_slots() -> int:
+    """How many tasks the flow run's Dask cluster runs at once (its worker threads); 1 off a cluster."""
+    if not runs_on_cluster():
+        return 1
+    client = FlowRunContext.get().task_runner.client
+    return max(1, sum(client.nthreads().values()))
 
 
 @flow(name="lstm-forecast-many", log_prints=True)
@@ -39,7 +47,7 @@ async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: lis
 
     async def one(series_id: str) -> tuple[SeriesOutcome, dict[str, Any]]:
         try:
-            stages = await run_pipeline(config.model_copy(update={"series_id": series_id}), submit=parallel)
+            stages = await run_pipeline(with_fields(config, series_id=series_id), submit=parallel)
         except Exception as error:  # one series failing must not stop the others
             message = f"{error.problem}; fix: {error.fix}" if isinstance(error, InputError) else (
                 f"{type(error).__name__}: {error}")

@@ -16,7 +16,7 @@ from tasks.errors import InputError
 
 
 class ForecastConfig(BaseModel):
-    """Everything one forecasting run depends on. Frozen: derive changes with `model_copy`."""
+    """Everything one forecasting run depends on. Frozen: derive changes with `with_fields`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -99,6 +99,11 @@ class ForecastConfig(BaseModel):
         if self.look_back % self.patch:
             raise ValueError(f"look_back ({self.look_back}) must be a multiple of patch ({self.patch})")
         return self
+
+
+def with_fields(config: ForecastConfig, **fields: Any) -> ForecastConfig:
+    """`config` with some fields changed, validated (pydantic's `model_copy` does not validate)."""
+    return ForecastConfig.model_validate({**config.model_dump(), **fields})
 
 
 PRESETS: dict[str, dict[str, Any]] = {

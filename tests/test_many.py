@@ -128,3 +128,34 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     assert len(runs) == 4 * 8 + 1  # four whole pipelines, and the bad series' generate
     assert sum(r.state.is_failed() for r in runs) == 1
     assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
+
+
+def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_accepts(
+    tmp_path: Path, prefect_server: str, prefect_api: str
+) -> None:
+    store, best_file = tmp_path / "store", tmp_path / "best.yaml"
+    env = quiet_env(tmp_path / "home", prefect_server)
+    tuned = subprocess.run(
+        [str(BIN / "lstm-forecast"), "tune", "--preset", "smoke", "--trials", "4", "--workers", "2",
+         "--artifacts-dir", str(store), "--output", str(best_file), "--json"],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    result = json.loads(tuned.stdout.strip().splitlines()[-1])
+    trials = pd.read_parquet(result["trials"])
+    assert trials["trial"].tolist() == [0, 1, 2, 3] and trials["validation_rmse"].notna().all()
+    assert result["best_validation_rmse"] == trials["validation_rmse"].min()
+    assert "lstm-tune-trials" in run_artifacts(result["flow_run_id"])
+    # The trials ran as task runs of the tuning flow run (on the Dask workers): generate to evaluate.
+    assert len(task_runs(result["flow_run_id"])) == 4 * 7
+
+    rerun = subprocess.run([str(BIN / "lstm-forecast"), "run", "--config", str(best_file), "--json"],
+                           env=env, capture_output=True, text=True, timeout=200)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["stages"]["train"] == "cached"  # the best trial's model, reused
+    assert summary["metrics"]["validation"]["lstm"]["rmse"] == pytest.approx(result["best_validation_rmse"])
+    from tasks.config import build_config
+
+    reread = build_config("smoke", best_file)  # the file's own preset line wins over the command's
+    assert {name: getattr(reread, name) for name in result["best"]} == result["best"]
