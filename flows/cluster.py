@@ -8,15 +8,21 @@ from urllib.parse import urlparse
 
 from tasks.errors import InputError
 
-# One thread per worker, and TensorFlow told so: two workers on two cores each training with
-# two threads would fight over the cores instead of each using one.
-_ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+# One thread per worker process: two workers on two cores each computing with two threads would
+# fight over the cores. (TensorFlow uses one thread per process anyway: see tasks/train.py.)
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+# Dask's worker profiler samples every thread's stack with sys._current_frames() every 10 ms; on
+# Python 3.11 that can deadlock with a thread that is exiting (CPython issue 106883): a worker hung
+# for good that way here, mid-run. It also costs CPU. Off for the clusters this project starts.
+NO_PROFILER = {"distributed.worker.profile.enabled": False}
 
 
 def local_cluster_options(workers: int) -> dict[str, Any]:
     """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each."""
     return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-            "dashboard_address": None, "env": _ONE_THREAD}
+            "dashboard_address": None,
+            "env": _ONE_THREAD | {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}}
 
 
 def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -41,8 +47,10 @@ def dask_task_runner(address: str | None, workers: int | None) -> Any:
         raise InputError(f"--workers {workers} is not a positive number", "pass --workers 1 or more")
     if address is not None:
         check_scheduler_reachable(address)
+    import dask
     from prefect_dask import DaskTaskRunner
 
+    dask.config.set(NO_PROFILER)  # inherited by the workers of a local cluster
     if address is not None:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers))
