@@ -197,12 +197,19 @@ def read_series_ids(config: ForecastConfig) -> list[str]:
     """The series ids of `config.input` ([] for a single-series file or the synthetic series)."""
     if not config.input:
         return []
-    data, suffix = read_input_file(config.input)
-    try:
-        raw = parse_table(data, suffix)
+    path, column = Path(config.input), config.id_column
+    try:  # only the id column; the generate stage reads (with retries) and checks the whole file
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            if column not in pq.read_schema(path).names:
+                return []
+            ids = pq.read_table(path, columns=[column]).to_pandas()
+        else:
+            ids = pd.read_csv(path, usecols=lambda name: name == column)
     except (ValueError, OSError, UnicodeDecodeError):
         return []  # the generate stage reports what is wrong with the file
-    return series_ids(raw, config.id_column)
+    return series_ids(ids, column)
 
 
 def _retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature

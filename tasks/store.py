@@ -47,7 +47,7 @@ STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evalu
 
 # Bump a stage's version when its code changes what it writes: its key changes, so
 # old outputs are not reused.
-STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES}
+STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 2}  # 2: seeded initializers
 
 # Name of each stage's output when another stage takes it as input.
 INPUT_STAGES = {"series": "generate", "split": "split", "normalize": "normalize", "window": "window",

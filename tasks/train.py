@@ -62,13 +62,20 @@ def build_model(config: ForecastConfig) -> Any:
     Inputs (batch, look_back / patch, patch); outputs (batch, horizon), one per step ahead.
     """
     keras = import_keras()
+    init = keras.initializers
+    # Every random initial weight gets its own seed from `config.seed`. Keras would otherwise draw
+    # them from Python's global `random`, which other threads of the process (Prefect's and Dask's)
+    # also draw from: the same config then trained differently on a Dask worker.
+    seeds = iter(range(config.seed * 1000, config.seed * 1000 + 1000))
     cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
     stack: list[Any] = [keras.Input(shape=(config.look_back // config.patch, config.patch))]
     for layer in range(config.layers):
-        stack.append(cell(config.units, return_sequences=layer < config.layers - 1))
+        stack.append(cell(config.units, return_sequences=layer < config.layers - 1,
+                          kernel_initializer=init.GlorotUniform(seed=next(seeds)),
+                          recurrent_initializer=init.Orthogonal(seed=next(seeds))))
         if config.dropout > 0:
-            stack.append(keras.layers.Dropout(config.dropout))
-    stack.append(keras.layers.Dense(config.horizon))
+            stack.append(keras.layers.Dropout(config.dropout, seed=next(seeds)))
+    stack.append(keras.layers.Dense(config.horizon, kernel_initializer=init.GlorotUniform(seed=next(seeds))))
     model = keras.Sequential(stack, name=f"{config.cell}_forecaster")
     model.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     return model
