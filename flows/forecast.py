@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from prefect import flow
+from prefect import flow, task
 from prefect.runtime import flow_run
 
 from tasks.caching import with_store_cache
@@ -24,42 +24,53 @@ from tasks.window import window
 DEFAULT_CONFIG = ForecastConfig()
 
 
-async def run_pipeline(config: ForecastConfig, submit: bool = False, last_stage: str = "plot") -> dict[
-        str, dict[str, str]]:
-    """Run the eight stages in order; returns each stage's key and status (computed or cached).
+def run_stages(config: ForecastConfig, last_stage: str = "plot") -> dict[str, dict[str, str]]:
+    """Run the stages in order, in this process; returns each stage's key and status (computed or cached).
 
     Args:
-        submit: hand each stage to the flow's task runner (a Dask cluster) instead of running it
-            in this process. Either way only store keys pass between stages.
         last_stage: stop after this stage (`evaluate`: no plot, for tuning trials).
     Raises:
         the first failed stage's error.
     """
     stages: dict[str, dict[str, str]] = {}
 
-    async def run(stage_task: Any, **upstream: str) -> str:
-        cached_task = with_store_cache(stage_task, config)
-        if submit:
-            future = cached_task.submit(config=config, **upstream)
-            await anyio.to_thread.run_sync(future.wait)
-            state = future.state
-        else:
-            state = cached_task(config=config, **upstream, return_state=True)
-        key = await state.aresult()  # raises the stage's error if it failed
+    def run(stage_task: Any, **upstream: str) -> str:
+        state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
+        key = state.result(_sync=True)  # raises the stage's error if it failed
         stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
         return key
 
-    series = await run(generate)
-    bounds = await run(split, series=series)
-    scaled = await run(normalize, series=series, split=bounds)
-    targets = await run(window, series=series, split=bounds, normalize=scaled)
-    model = await run(train, series=series, normalize=scaled, window=targets)
-    predictions = await run(predict, series=series, normalize=scaled, window=targets, model=model)
-    await run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
-    if last_stage == "evaluate":
-        return stages
-    await run(plot, series=series, predictions=predictions, model=model)
+    series = run(generate)
+    bounds = run(split, series=series)
+    scaled = run(normalize, series=series, split=bounds)
+    targets = run(window, series=series, split=bounds, normalize=scaled)
+    model = run(train, series=series, normalize=scaled, window=targets)
+    predictions = run(predict, series=series, normalize=scaled, window=targets, model=model)
+    run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
+    if last_stage != "evaluate":
+        run(plot, series=series, predictions=predictions, model=model)
     return stages
+
+
+@task(name="series-pipeline", result_serializer="json")
+def series_pipeline(config: ForecastConfig, last_stage: str = "plot") -> dict[str, dict[str, str]]:
+    """All stages of one series (or one tuning trial) as one task of a Dask cluster: the stages run
+    inside it, on the worker, as task runs of their own. One Dask task per series, not per stage:
+    each Dask task pays for a Prefect context and client of its own (about 0.1 s)."""
+    return run_stages(config, last_stage)
+
+
+async def run_pipeline(config: ForecastConfig, on_cluster: bool = False, last_stage: str = "plot") -> dict[
+        str, dict[str, str]]:
+    """`run_stages` here, or (`on_cluster`) as one `series_pipeline` task on the flow's Dask task runner.
+
+    Either way only the config and store keys travel, never data or models.
+    """
+    if not on_cluster:
+        return run_stages(config, last_stage)
+    future = series_pipeline.submit(config=config, last_stage=last_stage)
+    await anyio.to_thread.run_sync(future.wait)
+    return await future.state.aresult()  # raises the failed stage's error
 
 
 def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -74,7 +85,7 @@ def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str,
 @flow(name="lstm-forecast", log_prints=True)
 async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
-    stages = await run_pipeline(config)
+    stages = run_stages(config)
     store = Store(config.artifacts_dir)
     await publish_run(store, stages["evaluate"]["key"], stages["plot"]["key"], stages["train"]["key"])
     return {"flow_run_id": str(flow_run.id), "stages": stages, "artifacts": artifact_paths(store, stages)}

@@ -47,7 +47,7 @@ async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: lis
 
     async def one(series_id: str) -> tuple[SeriesOutcome, dict[str, Any]]:
         try:
-            stages = await run_pipeline(with_fields(config, series_id=series_id), submit=parallel)
+            stages = await run_pipeline(with_fields(config, series_id=series_id), on_cluster=parallel)
         except Exception as error:  # one series failing must not stop the others
             message = f"{error.problem}; fix: {error.fix}" if isinstance(error, InputError) else (
                 f"{type(error).__name__}: {error}")

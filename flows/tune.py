@@ -44,7 +44,7 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
         trial_config = suggest_config(trial, config)
         row = {"trial": trial.number, **{name: getattr(trial_config, name) for name in TUNED_FIELDS}}
         try:
-            stages = await run_pipeline(trial_config, submit=parallel, last_stage="evaluate")
+            stages = await run_pipeline(trial_config, on_cluster=parallel, last_stage="evaluate")
         except Exception as error:  # a config the series cannot hold: the trial fails, the search goes on
             reason = error.problem if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
             logger.warning("trial %d failed: %s", trial.number, reason)

@@ -123,10 +123,13 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     assert summary["unique_id"].tolist() == ["s0", "s1", "flat", "s2", "s3"]
     assert summary.set_index("unique_id").loc["flat", "status"] == "failed"
 
-    # The Dask workers reported to the same Prefect server: every task run is in the flow run.
+    # The Dask workers reported to the same Prefect server: every task run is in the flow run,
+    # one `series-pipeline` task per series, and inside it its stages.
     runs = task_runs(dask_json["flow_run_id"])
-    assert len(runs) == 4 * 8 + 1  # four whole pipelines, and the bad series' generate
-    assert sum(r.state.is_failed() for r in runs) == 1
+    names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
+    assert names.count("series-pipeline") == 5 and names.count("generate") == 5 and names.count("plot") == 4
+    assert len(runs) == 5 + 4 * 8 + 1  # five series tasks, four whole pipelines, the bad series' generate
+    assert sorted(r.name.rsplit("-", 1)[0] for r in runs if r.state.is_failed()) == ["generate", "series-pipeline"]
     assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
 
 
@@ -147,7 +150,8 @@ def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_acce
     assert result["best_validation_rmse"] == trials["validation_rmse"].min()
     assert "lstm-tune-trials" in run_artifacts(result["flow_run_id"])
     # The trials ran as task runs of the tuning flow run (on the Dask workers): generate to evaluate.
-    assert len(task_runs(result["flow_run_id"])) == 4 * 7
+    names = [r.name.rsplit("-", 1)[0] for r in task_runs(result["flow_run_id"])]
+    assert names.count("series-pipeline") == 4 and names.count("evaluate") == 4 and len(names) == 4 * 8
 
     rerun = subprocess.run([str(BIN / "lstm-forecast"), "run", "--config", str(best_file), "--json"],
                            env=env, capture_output=True, text=True, timeout=200)
