@@ -77,6 +77,11 @@ class ForecastConfig(BaseModel):
     batch_size: int = Field(256, ge=1, description="Windows per optimizer step.")
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate.")
     patience: int = Field(5, ge=0, description="Early-stopping patience in epochs (0: no early stopping).")
+    ema_momentum: float = Field(
+        0.99, ge=0, lt=1,
+        description="Final weights = moving average of the weights with this momentum (about 1/(1-m) steps; "
+        "0: the best epoch's weights). Use 0 for runs of only a few dozen steps.",
+    )
     seed: int = Field(0, description="Seed of weight initialisation and shuffling.")
 
     # --- forecasts and baselines -------------------------------------------
@@ -109,13 +114,13 @@ def with_fields(config: ForecastConfig, **fields: Any) -> ForecastConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The article's hyperparameters exactly, on the leak-free pipeline.
     "seed": dict(look_back=1, patch=1, units=50, epochs=5, batch_size=1, learning_rate=0.001,
-                 train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none"),
+                 train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none", ema_momentum=0.0),
     # What a user should get: a window of four sine periods (~63 points each), read 8 values per
     # LSTM step (32 steps instead of 256: the same information, 8x less sequential work), big batches.
     "default": dict(),
     # Tiny and quick: for tests and a first look.
     "smoke": dict(n_points=600, look_back=8, patch=2, units=8, epochs=1, batch_size=32, patience=0,
-                  arima_fit_points=200),
+                  ema_momentum=0.0, arima_fit_points=200),
 }
 
 
@@ -177,7 +182,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "normalize": ("scaler", "transform"),
     "window": ("look_back", "horizon"),
     "train": ("cell", "units", "layers", "dropout", "patch", "epochs", "batch_size", "learning_rate", "patience",
-              "seed"),
+              "ema_momentum", "seed"),
     "predict": ("interval_level",),
     "evaluate": ("season_length", "arima_order", "arima_fit_points"),
     "plot": (),
