@@ -25,8 +25,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import BIN, start_server, timed  # noqa: E402
 
-# Per series: 3,000 points, a window of 2 periods read 8 values per step, a small LSTM, 8 epochs.
-SETTINGS = ["--look-back", "128", "--patch", "8", "--units", "16", "--epochs", "8", "--batch-size", "128"]
+# Per series: the default preset (what a user gets), on 4,000 points.
+SETTINGS = ["--preset", "default"]
 
 
 def write_series(path: Path, count: int, points: int) -> None:
@@ -42,9 +42,12 @@ def write_series(path: Path, count: int, points: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=16)
-    parser.add_argument("--points", type=int, default=3000)
+    parser.add_argument("--points", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--settings", default=" ".join(SETTINGS),
+                        help=f"run options for every series (default: {' '.join(SETTINGS)})")
     args = parser.parse_args()
+    settings = args.settings.split()
 
     work = Path(tempfile.mkdtemp(prefix="lstm-forecast-scale-"))
     source = work / "series.csv"
@@ -59,7 +62,7 @@ def main() -> None:
         for mode, extra in modes.items():
             print(f"{mode} ...", file=sys.stderr, flush=True)
             command = [str(BIN / "lstm-forecast"), "run", "--input", str(source), "--artifacts-dir",
-                       str(work / f"store-{mode.split(',')[0]}"), "--json", *SETTINGS, *extra]
+                       str(work / f"store-{mode.split(',')[0]}"), "--json", *settings, *extra]
             results[mode] = {"cold": timed(command, env, work), "warm": timed(command, env, work)}
     finally:
         server.terminate()
@@ -68,7 +71,7 @@ def main() -> None:
     sequential, parallel = (results[mode] for mode in modes)
     same = sequential["cold"]["result"]["metrics"] == parallel["cold"]["result"]["metrics"]
     lstm_wins = sum(detail.get("winner") == "lstm" for detail in parallel["cold"]["result"]["series"].values())
-    print(f"\n{args.series} series x {args.points} points, CPU cores: {os.cpu_count()}, settings: {' '.join(SETTINGS)}")
+    print(f"\n{args.series} series x {args.points} points, CPU cores: {os.cpu_count()}, settings: {' '.join(settings)}")
     print(f"{'mode':<22}{'cold s':>8}{'per series s':>14}{'warm s':>8}{'overhead/series s':>19}{'peak RSS GB':>13}")
     for mode, runs in results.items():
         cold, warm = runs["cold"]["wall_s"], runs["warm"]["wall_s"]

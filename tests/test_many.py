@@ -163,3 +163,21 @@ def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_acce
 
     reread = build_config("smoke", best_file)  # the file's own preset line wins over the command's
     assert {name: getattr(reread, name) for name in result["best"]} == result["best"]
+
+
+def test_search_space_stays_around_the_base_config_and_needs_a_validation_split() -> None:
+    from tasks.config import PRESETS, ForecastConfig, with_fields
+    from tasks.tune import check_tunable, search_space, validation_score
+
+    base = ForecastConfig(**PRESETS["smoke"])  # look_back 8, patch 2, units 8, batch 32, lr 0.005
+    space = search_space(base)
+    assert space["look_back"] == [4, 8, 16] and all(v % base.patch == 0 for v in space["look_back"])
+    assert space["units"] == [4, 8, 16] and space["batch_size"] == [16, 32, 64] and space["layers"] == [1, 2]
+    assert space["learning_rate"] == pytest.approx((0.001, 0.025))
+    with pytest.raises(InputError, match="validation split"):
+        check_tunable(with_fields(base, validation_fraction=0.0))
+    metrics = pd.DataFrame([
+        {"split": "validation", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.4},
+        {"split": "test", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.1},
+    ])
+    assert validation_score(metrics) == 0.4  # never the test split
