@@ -279,16 +279,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_ids: list[str]) -> int:
     """A long-format input: one pipeline per series, on Dask when asked; exit 1 if any series failed."""
-    from flows.cluster import dask_task_runner
-
-    task_runner = dask_task_runner(args.dask_address, args.workers)
-    check_prefect_server(required=args.dask_address is not None and not _is_loopback(args.dask_address),
-                         why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
-    if task_runner is None:
-        prefetch_tensorflow_while_prefect_starts()
-    else:
-        share_temporary_server_with_workers()
-    _quiet_input_error_tracebacks()
+    task_runner = prepare_task_runner(args)
     from flows.many import forecast_many
 
     flow_function = forecast_many if task_runner is None else forecast_many.with_options(task_runner=task_runner)
@@ -325,6 +316,22 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     return 0
 
 
+def prepare_task_runner(args: argparse.Namespace) -> Any:
+    """The Dask task runner `--workers`/`--dask-address` ask for (None: in process), with the Prefect
+    server the tasks will report to checked or started."""
+    from flows.cluster import dask_task_runner
+
+    task_runner = dask_task_runner(args.dask_address, args.workers)
+    check_prefect_server(required=args.dask_address is not None and not _is_loopback(args.dask_address),
+                         why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
+    if task_runner is None:
+        prefetch_tensorflow_while_prefect_starts()
+    else:
+        share_temporary_server_with_workers()
+    _quiet_input_error_tracebacks()
+    return task_runner
+
+
 def _is_loopback(address: str) -> bool:
     return any(host in address for host in ("127.0.0.1", "localhost", "[::1]"))
 
@@ -351,16 +358,7 @@ def tune_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.trials < 1:
         raise InputError(f"--trials {args.trials} is not a positive number", "pass --trials 1 or more")
-    from flows.cluster import dask_task_runner
-
-    task_runner = dask_task_runner(args.dask_address, args.workers)
-    check_prefect_server(required=args.dask_address is not None and not _is_loopback(args.dask_address),
-                         why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
-    if task_runner is None:
-        prefetch_tensorflow_while_prefect_starts()
-    else:
-        share_temporary_server_with_workers()
-    _quiet_input_error_tracebacks()
+    task_runner = prepare_task_runner(args)
     from flows.tune import tune
 
     flow_function = tune if task_runner is None else tune.with_options(task_runner=task_runner)
