@@ -25,10 +25,10 @@ from tasks.window import window_inputs, window_targets_matrix
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
-# TensorFlow threads per process. One is faster for these small recurrent nets: measured on
-# 2 cores, the default preset trains 20% faster on one thread than on TensorFlow's default
-# (the per-step matrices are too small to split), and Dask workers then do not fight over cores.
-# LSTM_FORECAST_TF_THREADS=0 lets TensorFlow choose.
+# TensorFlow threads per process. These recurrent nets' per-step matrices are too small to split:
+# on 2 cores a default-preset-sized LSTM fit took 4.2 s on one thread and 5.1 s on TensorFlow's
+# default pools, a whole default run 29.3 s against 28.7 s (noise), and Dask workers on one thread
+# each do not fight over the cores. LSTM_FORECAST_TF_THREADS=0 lets TensorFlow choose.
 TF_THREADS_VARIABLE = "LSTM_FORECAST_TF_THREADS"
 
 
