@@ -319,10 +319,10 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
 def prepare_task_runner(args: argparse.Namespace) -> Any:
     """The Dask task runner `--workers`/`--dask-address` ask for (None: in process), with the Prefect
     server the tasks will report to checked or started."""
-    from flows.cluster import dask_task_runner
+    from flows.cluster import dask_task_runner, is_loopback
 
     task_runner = dask_task_runner(args.dask_address, args.workers)
-    check_prefect_server(required=args.dask_address is not None and not _is_loopback(args.dask_address),
+    check_prefect_server(required=args.dask_address is not None and not is_loopback(args.dask_address),
                          why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
     if task_runner is None:
         prefetch_tensorflow_while_prefect_starts()
@@ -330,10 +330,6 @@ def prepare_task_runner(args: argparse.Namespace) -> Any:
         share_temporary_server_with_workers()
     _quiet_input_error_tracebacks()
     return task_runner
-
-
-def _is_loopback(address: str) -> bool:
-    return any(host in address for host in ("127.0.0.1", "localhost", "[::1]"))
 
 
 def backtest_command(args: argparse.Namespace) -> int:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
 from urllib.parse import urlparse
+
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.errors import InputError
 
@@ -14,20 +18,49 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
 
 # Dask's worker profiler samples every thread's stack with sys._current_frames() every 10 ms; on
 # Python 3.11 that can deadlock with a thread that is exiting (CPython issue 106883): a worker hung
-# for good that way here, mid-run. It also costs CPU. Off for the clusters this project starts.
+# for good that way here, mid-run. It also costs CPU. Off for the clusters this project starts
+# (the workers of a local cluster take their Dask config from the process that starts it).
 NO_PROFILER = {"distributed.worker.profile.enabled": False}
 
 
 def local_cluster_options(workers: int) -> dict[str, Any]:
     """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each."""
     return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-            "dashboard_address": None,
-            "env": _ONE_THREAD | {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}}
+            "dashboard_address": None, "env": _ONE_THREAD}
+
+
+def _parse_address(address: str) -> Any:
+    return urlparse(address if "://" in address else f"tcp://{address}")
+
+
+def is_loopback(address: str) -> bool:
+    """True for a scheduler address on this machine's loopback interface."""
+    host = _parse_address(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def runs_on_cluster() -> bool:
+    """True when the current flow run's task runner is not the in-process default (it is Dask)."""
+    context = FlowRunContext.get()
+    return context is not None and not isinstance(context.task_runner, ThreadPoolTaskRunner)
+
+
+def cluster_slots() -> int:
+    """How many tasks the flow run's Dask cluster runs at once (its worker threads); 1 off a cluster."""
+    if not runs_on_cluster():
+        return 1
+    client = FlowRunContext.get().task_runner.client
+    return max(1, sum(client.nthreads().values()))
 
 
 def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Refuse an address that is not `tcp://HOST:PORT` or where nothing listens."""
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    parsed = _parse_address(address)
     if parsed.scheme != "tcp" or not parsed.hostname or not parsed.port:
         raise InputError(f"Dask address {address!r} is not of the form tcp://HOST:PORT",
                          "pass the scheduler's address as `dask scheduler` prints it")
@@ -50,7 +83,7 @@ def dask_task_runner(address: str | None, workers: int | None) -> Any:
     import dask
     from prefect_dask import DaskTaskRunner
 
-    dask.config.set(NO_PROFILER)  # inherited by the workers of a local cluster
+    dask.config.set(NO_PROFILER)
     if address is not None:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers))

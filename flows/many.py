@@ -6,30 +6,15 @@ import asyncio
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.cluster import runs_on_cluster
 from flows.forecast import DEFAULT_CONFIG, artifact_paths, run_pipeline
 from tasks.config import ForecastConfig, with_fields
 from tasks.errors import InputError
 from tasks.generate import read_series_ids
 from tasks.store import Store
 from tasks.summary import SeriesOutcome, publish_summary
-
-
-def runs_on_cluster() -> bool:
-    """True when the current flow run's task runner is not the in-process default (it is Dask)."""
-    context = FlowRunContext.get()
-    return context is not None and not isinstance(context.task_runner, ThreadPoolTaskRunner)
-
-
-def cluster_slots() -> int:
-    """How many tasks the flow run's Dask cluster runs at once (its worker threads); 1 off a cluster."""
-    if not runs_on_cluster():
-        return 1
-    client = FlowRunContext.get().task_runner.client
-    return max(1, sum(client.nthreads().values()))
 
 
 @flow(name="lstm-forecast-many", log_prints=True)

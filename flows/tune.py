@@ -10,10 +10,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
+from flows.cluster import cluster_slots, runs_on_cluster
 from flows.forecast import DEFAULT_CONFIG, run_pipeline
-from flows.many import cluster_slots, runs_on_cluster
 from tasks.config import ForecastConfig, with_fields
 from tasks.errors import InputError
+from tasks.report import table_records
 from tasks.store import Store, fingerprint
 from tasks.tune import TUNED_FIELDS, check_tunable, config_file_text, suggest_config, validation_score
 
@@ -73,7 +74,7 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
     table_path, config_path = store.write_tuning(key, table, config_file_text(best, comment))
     await acreate_table_artifact(
         key="lstm-tune-trials",
-        table=table.astype(object).where(table.notna(), None).to_dict("records"),
+        table=table_records(table),
         description=f"{trials} trials by validation RMSE; best: trial {int(best_row['trial'])}, config "
                     f"`{config_path}`.",
     )

@@ -44,7 +44,8 @@ def pending_champion(registry: pd.DataFrame | None, model: str) -> tuple[str | N
 
 def series_of(registry: pd.DataFrame, model: str) -> str:
     """The series_id a listed model was trained on ("" when unknown or single-series)."""
-    rows = with_series_ids(registry).loc[registry["key"] == model, "series_id"]
+    registry = with_series_ids(registry)
+    rows = registry.loc[registry["key"] == model, "series_id"]
     return str(rows.iloc[0]) if len(rows) else ""
 
 

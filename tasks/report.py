@@ -15,6 +15,11 @@ from tasks.evaluate import metrics_table
 from tasks.store import Store
 
 
+def table_records(frame: pd.DataFrame) -> list[dict]:
+    """Rows of a table artifact: JSON has no NaN, so missing values become None (an empty cell)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def registry_markdown(registry: pd.DataFrame | None, model: str) -> str:
     """A markdown table of one model's registry entry."""
     if registry is None or not (registry["key"] == model).any():

@@ -12,6 +12,7 @@ import pandas as pd
 from prefect.artifacts import acreate_table_artifact
 
 from tasks.evaluate import MODELS
+from tasks.report import table_records
 from tasks.store import Store, fingerprint
 
 ID = "unique_id"
@@ -64,7 +65,7 @@ async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[
     failed = int((summary["status"] == "failed").sum())
     await acreate_table_artifact(
         key="lstm-forecast-series",
-        table=summary.round(5).astype(object).where(summary.notna(), None).to_dict("records"),
+        table=table_records(summary.round(5)),
         description=f"Test metrics and winning model of each of {len(summary)} series ({failed} failed).",
     )
     return summary, str(path)
