@@ -25,6 +25,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import BIN, start_server, timed  # noqa: E402
 
+STAGES = ("generate", "split", "normalize", "window", "train", "predict", "evaluate", "plot")
+
 # Per series: the default preset (what a user gets), on 4,000 points.
 SETTINGS = ["--preset", "default"]
 
@@ -37,6 +39,23 @@ def write_series(path: Path, count: int, points: int) -> None:
         parts.append(pd.DataFrame({"unique_id": f"series-{number:02d}", "ds": t,
                                    "y": np.sin((0.8 + 0.05 * number) * t) + noise}))
     pd.concat(parts, ignore_index=True).to_csv(path, index=False)
+
+
+def stage_seconds(url: str, flow_run_id: str) -> dict[str, float]:
+    """Total run time (s) per stage over all task runs of one flow run, read from the Prefect server."""
+    os.environ["PREFECT_API_URL"] = url
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    totals = dict.fromkeys(STAGES, 0.0)
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                     limit=200)
+    for run in runs:
+        stage = run.name.rsplit("-", 1)[0]
+        if stage in totals:
+            totals[stage] += run.total_run_time.total_seconds()
+    return totals
 
 
 def main() -> None:
@@ -64,6 +83,7 @@ def main() -> None:
             command = [str(BIN / "lstm-forecast"), "run", "--input", str(source), "--artifacts-dir",
                        str(work / f"store-{mode.split(',')[0]}"), "--json", *settings, *extra]
             results[mode] = {"cold": timed(command, env, work), "warm": timed(command, env, work)}
+            results[mode]["stages"] = stage_seconds(url, results[mode]["cold"]["result"]["flow_run_id"])
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -77,6 +97,9 @@ def main() -> None:
         cold, warm = runs["cold"]["wall_s"], runs["warm"]["wall_s"]
         print(f"{mode:<22}{cold:>8.1f}{cold / args.series:>14.2f}{warm:>8.1f}{warm / args.series:>19.3f}"
               f"{runs['cold']['rss_gb']:>13.2f}")
+    print("\ncold run, task run time per series (s):", " ".join(f"{stage:>9}" for stage in STAGES))
+    for mode, runs in results.items():
+        print(f"{mode:<40}", " ".join(f"{runs['stages'][stage] / args.series:>9.2f}" for stage in STAGES))
     print(f"speedup (cold): {sequential['cold']['wall_s'] / parallel['cold']['wall_s']:.2f}x; "
           f"same metrics in both modes: {same}; LSTM wins on {lstm_wins} of {args.series} series")
     shutil.rmtree(work, ignore_errors=True)
