@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tasks.config import PRESETS, ForecastConfig, build_config, with_fields
 from tasks.errors import InputError
@@ -445,5 +446,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def console_main() -> NoReturn:
+    """The `lstm-forecast` command: `main`, its exit handlers, then the end of the process.
+
+    Exit handlers (Prefect's log and event flushes, logging's) run as usual; the interpreter's
+    teardown of every imported module's objects is skipped: after a cached run against a server
+    it took about 0.5 s of a 2.8 s run, with everything already written and reported.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
