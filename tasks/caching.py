@@ -107,7 +107,8 @@ def _process_alive(pid: int) -> bool:
 
 @dataclass
 class StageCache(CachePolicy):
-    """Cache key = the stage's store key; a missing or damaged output is a miss."""
+    """Cache key = the stage's store key (for an input file: of its digest and settings; `sources/`
+    names the series it gave). A missing or damaged output is a miss."""
 
     stage: str = ""
 
@@ -123,7 +124,12 @@ class StageCache(CachePolicy):
                 return None  # unreadable now: run the stage, which retries and reports
         key = stage_key(self.stage, config, upstream, extra)
         store = Store(config.artifacts_dir)
-        if not store.is_complete(self.stage, key) or store.is_older_than_inputs(self.stage, key, upstream):
+        if extra:  # an input file: its series is stored under the key its values gave
+            series_key = store.read_source(key)
+            valid = series_key is not None and store.is_complete(self.stage, series_key)
+        else:
+            valid = store.is_complete(self.stage, key) and not store.is_older_than_inputs(self.stage, key, upstream)
+        if not valid:
             (store.records_dir / key).unlink(missing_ok=True)
         return key
 

@@ -23,7 +23,7 @@ from tasks.config import ForecastConfig
 from tasks.errors import InputError
 from tasks.normalize import fit_minmax
 from tasks.split import split_bounds
-from tasks.store import Store, bytes_digest, stage_key
+from tasks.store import Store, bytes_digest, frame_digest, stage_key
 from tasks.window import window_targets
 
 TIME, VALUE = "ds", "y"
@@ -229,9 +229,10 @@ def generate(config: ForecastConfig) -> str:
     """Read or synthesise the series; returns its store key."""
     store = Store(config.artifacts_dir)
     logger = get_run_logger()
+    source_key = None
     if config.input:
         data, suffix = read_input_file(config.input)
-        key = stage_key("generate", config, {}, extra=bytes_digest(data))
+        source_key = stage_key("generate", config, {}, extra=bytes_digest(data))
         try:
             raw = parse_table(data, suffix)
         except UnicodeDecodeError as error:
@@ -256,7 +257,14 @@ def generate(config: ForecastConfig) -> str:
     if config.series_end is not None:
         series = series.iloc[: config.series_end].reset_index(drop=True)
     check_series_fits(series, config)
-    store.write_table("generate", key, series, metadata=source)
+    if source_key is not None:
+        # Keyed by the series itself, not the file: a change elsewhere in the file (another series
+        # edited or added) gives this series the same key, and its later stages stay cached.
+        key = stage_key("generate", config, {}, extra=f"series {frame_digest(series)}")
+    if not store.is_complete("generate", key):  # rewriting it would make every later stage look stale
+        store.write_table("generate", key, series, metadata=source)
+    if source_key is not None:
+        store.write_source(source_key, key)
     name = f"series {config.series_id!r}" if config.series_id else "series"
     logger.info("%s: %d points, %s to %s", name, len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
     return key

@@ -94,7 +94,7 @@ def has_unit_root(train_values: np.ndarray) -> bool:
     from statsmodels.tsa.stattools import adfuller
 
     values = np.asarray(train_values, dtype="float64")
-    p_value = adfuller(values[-5000:], maxlag=12, regression="c", autolag=None)[1]
+    p_value = adfuller(values[-5000:], maxlag=12, regression="c", autolag=None, result_object=False)[1]
     return bool(p_value > ADF_P_VALUE)
 
 

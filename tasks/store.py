@@ -3,6 +3,7 @@
 Layout under the root (default `artifacts/`):
 
     <stage>/<key>.parquet        generate, split, normalize, window, predict, evaluate
+    sources/<key>.json           which generate key an input file (its digest and settings) gave
     models/<key>/model.keras     train (plus models/<key>/metadata.json)
     plots/<key>.png              plot (and <key>.small.png, the copy shown in the Prefect UI)
     forecasts/<key>.parquet      `lstm-forecast predict` (and <key>.png)
@@ -15,8 +16,10 @@ Layout under the root (default `artifacts/`):
 
 A stage's key hashes its name, its code version, its own config fields and its
 upstream keys, so changing `epochs` changes the train key and everything after
-it, and nothing before. Every write goes to a temporary name in the same folder
-and is renamed into place, so a file under its final name is always complete.
+it, and nothing before. A series read from a file is keyed by its own cleaned values:
+editing one series of a long-format file (or adding one) leaves the others' keys alone.
+Every write goes to a temporary name in the same folder and is renamed into place,
+so a file under its final name is always complete.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -70,6 +74,16 @@ def fingerprint(*parts: Any) -> str:
 def bytes_digest(data: bytes) -> str:
     """SHA-256 of some bytes (hex), the same as `file_digest` of a file holding them."""
     return hashlib.sha256(data).hexdigest()
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 (hex) of a table's column names, dtypes and values, row order included."""
+    digest = hashlib.sha256()
+    for name, column in frame.items():
+        values = np.ascontiguousarray(column.to_numpy())
+        digest.update(f"{name}:{values.dtype}:{len(values)};".encode())
+        digest.update(values.tobytes() if values.dtype != object else json.dumps(values.tolist(), default=str).encode())
+    return digest.hexdigest()
 
 
 def file_digest(path: str | Path) -> str:
@@ -134,6 +148,12 @@ class Store:
         if not _is_stage_key(key) or suffix not in (".parquet", ".png"):
             raise ValueError(f"invalid forecast name {key!r}{suffix!r}")
         return self.root / "forecasts" / f"{key}{suffix}"
+
+    def source_path(self, key: str) -> Path:
+        """Which series an input file's contents gave (`generate` keys its output by the series itself)."""
+        if not _is_stage_key(key):
+            raise ValueError(f"invalid source key {key!r}")
+        return self.root / "sources" / f"{key}.json"
 
     def summary_path(self, key: str) -> Path:
         if not _is_stage_key(key):
@@ -223,6 +243,21 @@ class Store:
         if stage == "plot":
             self.thumbnail_path(key).unlink(missing_ok=True)
         (self.records_dir / key).unlink(missing_ok=True)
+
+    # --- sources --------------------------------------------------------------
+    def write_source(self, key: str, series_key: str) -> Path:
+        """Record that the input behind `key` (a file digest and its settings) gave series `series_key`."""
+        if not _is_stage_key(series_key):
+            raise ValueError(f"invalid series key {series_key!r}")
+        return self._write_bytes(self.source_path(key), json.dumps({"series": series_key}).encode())
+
+    def read_source(self, key: str) -> str | None:
+        """The series key recorded for input `key`, or None when there is none (or it is unreadable)."""
+        try:
+            series_key = json.loads(self.source_path(key).read_text(encoding="utf-8"))["series"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return series_key if isinstance(series_key, str) and _is_stage_key(series_key) else None
 
     # --- tables -------------------------------------------------------------
     def write_table(self, stage: str, key: str, frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> Path:

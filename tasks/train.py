@@ -140,6 +140,7 @@ def fit_model(
         training_dataset(x_train, y_train, config.batch_size, seed=config.seed),
         validation_data=training_dataset(x_val, y_val, config.batch_size, seed=None) if has_validation else None,
         epochs=config.epochs,
+        shuffle=False,  # the dataset reshuffles itself
         verbose=0,
         callbacks=callbacks,
     )

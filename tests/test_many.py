@@ -132,6 +132,19 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     assert sorted(r.name.rsplit("-", 1)[0] for r in runs if r.state.is_failed()) == ["generate", "series-pipeline"]
     assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
 
+    # Edit one series and add one: only those two are computed again; the others stay cached.
+    frame.loc[frame["unique_id"] == "s3", "y"] += 0.5
+    pd.concat([frame, long_frame({"s4": 600}).assign(y=lambda f: f["y"] * 2)]).to_csv(source, index=False)
+    again, again_json = run("sequential")
+    assert again.returncode == 1 and again_json["failed"] == ["flat"], again.stderr[-3000:]
+    states = [(r.name.rsplit("-", 1)[0], r.state.name) for r in task_runs(again_json["flow_run_id"])]
+    trained = sorted(state for stage, state in states if stage == "train")
+    assert trained == ["Cached", "Cached", "Cached", "Completed", "Completed"]
+    for series_id in ("s0", "s1", "s2"):
+        assert again_json["metrics"][series_id] == sequential_json["metrics"][series_id]
+        assert again_json["series"][series_id]["artifacts"] == sequential_json["series"][series_id]["artifacts"]
+    assert again_json["metrics"]["s3"] != sequential_json["metrics"]["s3"] and "s4" in again_json["metrics"]
+
 
 def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_accepts(
     tmp_path: Path, prefect_server: str, prefect_api: str

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.store import Store, fingerprint
+from tasks.store import KEY_LENGTH, Store, fingerprint, frame_digest
 
 
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -109,3 +109,24 @@ def test_file_locks_exclude_each_other_across_processes(tmp_path: Path) -> None:
     for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # never two holders at once
         assert enter.startswith("enter ") and leave == "leave " + enter.removeprefix("enter ")
     assert list((tmp_path / "locks").iterdir()) == []
+
+
+def test_frame_digest_follows_values_dtypes_and_order() -> None:
+    frame = pd.DataFrame({"ds": [0.0, 0.1, 0.2], "y": [1.0, 2.0, 3.0]})
+    assert frame_digest(frame) == frame_digest(frame.copy())
+    assert frame_digest(frame) != frame_digest(frame.assign(y=[1.0, 2.0, 3.5]))
+    assert frame_digest(frame) != frame_digest(frame.iloc[::-1].reset_index(drop=True))
+    assert frame_digest(frame) != frame_digest(frame.astype({"y": "float32"}))
+    assert frame_digest(frame) != frame_digest(frame.rename(columns={"y": "value"}))
+
+
+def test_a_source_names_a_series_and_a_damaged_one_names_none(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    source, series = "a" * KEY_LENGTH, "b" * KEY_LENGTH
+    assert store.read_source(source) is None
+    store.write_source(source, series)
+    assert store.read_source(source) == series
+    store.source_path(source).write_text("{not json")
+    assert store.read_source(source) is None
+    with pytest.raises(ValueError):
+        store.write_source(source, "../elsewhere")
