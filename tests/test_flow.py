@@ -134,6 +134,27 @@ def test_damaged_cache_file_is_rebuilt_not_trusted(
     assert pd.read_parquet(window_file)["split"].value_counts()["test"] == 120
 
 
+def test_a_file_saved_again_with_the_same_values_or_a_garbled_source_record_retrains_nothing(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = np.arange(500) * 0.1
+    frame = pd.DataFrame({"ds": t, "y": np.sin(t) + np.random.RandomState(0).normal(scale=0.3, size=500)})
+    source, store = tmp_path / "series.csv", tmp_path / "store"
+    frame.to_csv(source, index=False)
+    options = ("--preset", "smoke", "--input", str(source), "--artifacts-dir", str(store))
+    code, first, _ = run_cli(capsys, *options)
+    assert code == 0 and first is not None and first["stages"]["train"] == "computed"
+
+    frame.assign(note="saved again").to_csv(source, index=False, float_format="%.17g")  # other bytes, same series
+    for record in (store / "sources").iterdir():
+        record.write_text("{garbled")
+    code, again, _ = run_cli(capsys, *options)
+    assert code == 0 and again is not None
+    assert again["stages"]["generate"] == "computed"  # the file changed: it is read again
+    assert {stage for stage, how in again["stages"].items() if how == "computed"} == {"generate"}
+    assert again["keys"] == first["keys"] and again["metrics"] == first["metrics"]
+
+
 def test_same_config_gives_same_metrics_in_a_fresh_store(
     smoke_store: Path, tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
