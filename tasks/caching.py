@@ -116,15 +116,16 @@ class StageCache(CachePolicy):
                     **kwargs: Any) -> str | None:
         config: ForecastConfig = inputs["config"]
         upstream = {name: value for name, value in inputs.items() if name != "config"}
+        reads_file = self.stage == "generate" and bool(config.input)
         extra = ""
-        if self.stage == "generate" and config.input:
+        if reads_file:
             try:
                 extra = file_digest(config.input)
             except OSError:
                 return None  # unreadable now: run the stage, which retries and reports
         key = stage_key(self.stage, config, upstream, extra)
         store = Store(config.artifacts_dir)
-        if extra:  # an input file: its series is stored under the key its values gave
+        if reads_file:  # the series is stored under the key its values gave
             series_key = store.read_source(key)
             valid = series_key is not None and store.is_complete(self.stage, series_key)
         else:
