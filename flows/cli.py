@@ -20,7 +20,7 @@ from tasks.errors import InputError
 from tasks.store import STAGES
 
 # flag -> config field, for flags that override one field each
-_FIELD_FLAGS: dict[str, tuple[str, type]] = {
+_FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--input": ("input", str),
     "--time-column": ("time_column", str),
     "--value-column": ("value_column", str),
@@ -41,9 +41,23 @@ _FIELD_FLAGS: dict[str, tuple[str, type]] = {
     "--dropout": ("dropout", float),
     "--patch": ("patch", int),
     "--season-length": ("season_length", int),
+    "--seasons": ("seasons", "seasons"),
+    "--freq": ("freq", str),
+    "--log": ("log", str),
     "--seed": ("seed", int),
     "--artifacts-dir": ("artifacts_dir", str),
 }
+
+
+def parse_seasons(text: str) -> tuple[int, ...]:
+    """`--seasons 24,168` -> (24, 168); `--seasons none` -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of season lengths, e.g. 24,168 "
+                                         "or none") from error
 
 
 def _add_config_options(command: argparse.ArgumentParser) -> None:
@@ -51,7 +65,8 @@ def _add_config_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
     for flag, (field, kind) in _FIELD_FLAGS.items():
         description = ForecastConfig.model_fields[field].description
-        command.add_argument(flag, dest=field, type=kind, default=None, help=description)
+        command.add_argument(flag, dest=field, type=parse_seasons if kind == "seasons" else kind, default=None,
+                             help=description)
 
 
 def _add_cluster_options(command: argparse.ArgumentParser) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from tasks.caching import with_store_cache
 from tasks.config import ForecastConfig
+from tasks.defaults import config_for_series, describe_adapted
 from tasks.evaluate import evaluate
 from tasks.generate import generate
 from tasks.normalize import normalize
@@ -41,6 +42,8 @@ def run_stages(config: ForecastConfig, last_stage: str = "plot") -> dict[str, di
         return key
 
     series = run(generate)
+    config = config_for_series(config, Store(config.artifacts_dir), series)
+    get_run_logger().info(describe_adapted(config))
     bounds = run(split, series=series)
     scaled = run(normalize, series=series, split=bounds)
     targets = run(window, series=series, split=bounds, normalize=scaled)

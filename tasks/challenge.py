@@ -21,7 +21,7 @@ from tasks.train import SavedModel, load_saved
 def holdout_rmse(saved: SavedModel, y: np.ndarray, holdout_start: int) -> float:
     """RMSE of a model's one-step forecasts of `y[holdout_start:]`, in the series' units."""
     rows = np.arange(max(holdout_start, saved.first_origin), len(y))
-    z_hat = predict_rows(saved.model, saved.space.encode(y), rows, saved.look_back, saved.patch)
+    z_hat = predict_rows(saved.model, saved.space, saved.space.encode(y), rows, saved.look_back, saved.patch)
     forecasts = saved.space.decode(z_hat, y, rows)[:, 0]
     return float(np.sqrt(np.mean((forecasts - y[rows]) ** 2)))
 

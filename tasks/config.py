@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import InputError
 
@@ -55,14 +55,30 @@ class ForecastConfig(BaseModel):
         0.1, ge=0, lt=1, description="Tail share of the training part held out for early stopping (0: none)."
     )
     scaler: Literal["minmax"] = Field("minmax", description="Scaler fitted on the training part only.")
-    transform: Literal["auto", "none", "diff"] = Field(
+    transform: Literal["auto", "none", "level", "diff"] = Field(
         "auto",
-        description="Model the values ('none') or their differences ('diff', for trends and level shifts); "
-        "'auto' differences when an ADF test on the training part finds a unit root.",
+        description="Model the values ('none'), each window relative to its own last value ('level', for trends "
+        "and level shifts) or first differences ('diff'); 'auto' chooses 'level' when an ADF test on the training "
+        "part finds a unit root.",
+    )
+    log: Literal["auto", "yes", "no"] = Field(
+        "auto", description="Model log values (multiplicative seasons and growth); 'auto': positive series whose "
+        "training range spans a factor of 3 or more.",
+    )
+    seasons: tuple[Annotated[int, Field(ge=2)], ...] | None = Field(
+        None, description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "
+        "empty: those of the calendar frequency (hourly 24 and 168, daily 7, weekly 52, monthly 12, quarterly 4) "
+        "that the training part's autocorrelation confirms; [] for none.",
+    )
+    freq: str | None = Field(
+        None, description="Calendar frequency of the timestamps as a pandas alias (MS, W-SUN, D, B, h); "
+        "empty: inferred from the timestamps.",
     )
 
     # --- windows ------------------------------------------------------------
-    look_back: int = Field(256, ge=1, description="Past values the model sees for each target.")
+    look_back: int | None = Field(
+        None, ge=1, description="Past values the model sees for each target; empty: sized from the data "
+        "(four seasons, or two once seasons are removed, within half the training part).")
     horizon: int = Field(1, ge=1, description="Steps ahead the model forecasts at once (direct multi-output).")
 
     # --- model and training -------------------------------------------------
@@ -70,11 +86,15 @@ class ForecastConfig(BaseModel):
     units: int = Field(32, ge=1, description="Units per recurrent layer.")
     layers: int = Field(1, ge=1, le=4, description="Stacked recurrent layers.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each recurrent layer.")
-    patch: int = Field(
-        8, ge=1, description="Consecutive values fed to the cell per time step (look_back / patch steps)."
+    patch: int | None = Field(
+        None, ge=1, description="Consecutive values fed to the cell per time step (look_back / patch steps); "
+        "empty: 8 for look-backs of 128 or more, 4 from 64, else 1.",
     )
-    epochs: int = Field(60, ge=1, description="Maximum training epochs.")
-    batch_size: int = Field(256, ge=1, description="Windows per optimizer step.")
+    epochs: int | None = Field(
+        None, ge=1, description="Maximum training epochs; empty: at least 60, more for small data (about 1,500 "
+        "optimizer steps).")
+    batch_size: int | None = Field(
+        None, ge=1, description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256.")
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate.")
     patience: int = Field(5, ge=0, description="Early-stopping patience in epochs (0: no early stopping).")
     ema_momentum: float = Field(
@@ -97,11 +117,23 @@ class ForecastConfig(BaseModel):
     # --- store --------------------------------------------------------------
     artifacts_dir: str = Field("artifacts", description="Root folder of the artifact store.")
 
+    @field_validator("freq")
+    @classmethod
+    def _known_frequency(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from tasks.calendar import normalize_freq
+
+        try:
+            return normalize_freq(value)
+        except InputError as error:
+            raise ValueError(f"{error.problem}; {error.fix}") from error
+
     @model_validator(mode="after")
     def _check_columns(self) -> ForecastConfig:
         if len({self.time_column, self.value_column, self.id_column}) < 3:
             raise ValueError("time_column, value_column and id_column must differ")
-        if self.look_back % self.patch:
+        if self.look_back is not None and self.patch is not None and self.look_back % self.patch:
             raise ValueError(f"look_back ({self.look_back}) must be a multiple of patch ({self.patch})")
         return self
 
@@ -115,8 +147,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The article's hyperparameters exactly, on the leak-free pipeline.
     "seed": dict(look_back=1, patch=1, units=50, epochs=5, batch_size=1, learning_rate=0.001,
                  train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none", ema_momentum=0.0),
-    # What a user should get: a window of four sine periods (~63 points each), read 8 values per
-    # LSTM step (32 steps instead of 256: the same information, 8x less sequential work), big batches.
+    # What a user should get: a rule, not numbers. Seasons, look_back, patch, batch size and epochs
+    # are sized from the series (tasks/defaults.py); on the built-in series that is a window of four
+    # sine periods (~63 points each, 256 values), 8 values per LSTM step, batches of 256, 60 epochs.
     "default": dict(),
     # Tiny and quick: for tests and a first look.
     "smoke": dict(n_points=600, look_back=8, patch=2, units=8, epochs=1, batch_size=32, patience=0,
@@ -179,11 +212,11 @@ _FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_po
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "generate": (),  # depends on the source: see stage_fields()
     "split": ("train_fraction", "validation_fraction"),
-    "normalize": ("scaler", "transform"),
+    "normalize": ("scaler", "transform", "log", "seasons"),
     "window": ("look_back", "horizon"),
     "train": ("cell", "units", "layers", "dropout", "patch", "epochs", "batch_size", "learning_rate", "patience",
               "ema_momentum", "seed"),
-    "predict": ("interval_level",),
+    "predict": ("interval_level", "freq"),
     "evaluate": ("season_length", "arima_order", "arima_fit_points"),
     "plot": (),
 }

@@ -22,6 +22,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.config import ForecastConfig
+from tasks.defaults import detect_season
 from tasks.normalize import read_model_space
 from tasks.registry import model_entry, record_model, utc_now
 from tasks.store import Store, stage_key
@@ -57,22 +58,6 @@ def seasonal_naive_predictions(y: np.ndarray, rows: np.ndarray, horizon: int, se
     source = np.asarray(rows)[:, None] + steps - season * ((steps // season) + 1)
     fallback = naive_predictions(y, rows, horizon)
     return np.where(source >= 0, y[np.clip(source, 0, None)], fallback)
-
-
-def detect_season(train_y: np.ndarray, max_lag: int = 1000) -> int:
-    """The first autocorrelation peak after the first zero crossing (1 when there is no clear one)."""
-    from statsmodels.tsa.stattools import acf
-
-    values = np.asarray(train_y, dtype="float64")[-10_000:]
-    nlags = min(len(values) // 3, max_lag)
-    if nlags < 4:
-        return 1
-    correlations = acf(values - values.mean(), nlags=nlags, fft=True)
-    negative = np.flatnonzero(correlations < 0)
-    if not len(negative):
-        return 1
-    lag = int(negative[0] + np.argmax(correlations[negative[0]:]))
-    return lag if correlations[lag] > 0.1 else 1
 
 
 def arima_predictions(

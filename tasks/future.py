@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pandas as pd
 
+from tasks.calendar import future_times
 from tasks.errors import InputError
 from tasks.generate import clean_series, parse_table, read_input_file, select_series
-from tasks.predict import future_times
 from tasks.registry import champion
 from tasks.store import Store, bytes_digest, fingerprint
 from tasks.train import SavedModel, load_saved
@@ -35,21 +35,21 @@ def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
 
 
 def recursive_forecast(saved: SavedModel, z: np.ndarray, steps: int) -> np.ndarray:
-    """Model-space forecasts (steps,) past the end of `z`: `horizon` at a time, each fed back as input."""
-    history = list(np.asarray(z, dtype="float32")[-saved.look_back:])
-    outputs: list[float] = []
-    while len(outputs) < steps:
-        window = np.asarray(history[-saved.look_back:], dtype="float32")
-        chunk = saved.model(window.reshape(1, saved.look_back // saved.patch, saved.patch), training=False)
-        values = [float(v) for v in np.asarray(chunk).reshape(-1)]
-        outputs += values
-        history += values
-    return np.asarray(outputs[:steps])
+    """Model-space forecasts (steps,) past the end of encoded `z`, as `ModelSpace.decode` takes them from the
+    origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next."""
+    history = np.asarray(z, dtype="float64")[-saved.look_back:]
+    level = saved.space.kind == "level"
+    while len(history) < saved.look_back + steps:
+        window = saved.space.inputs(history, np.array([len(history)]), saved.look_back, saved.patch)
+        chunk = np.asarray(saved.model(window, training=False), dtype="float64").reshape(-1)
+        history = np.append(history, chunk + history[-1] if level else chunk)  # back to absolute model space
+    outputs = history[saved.look_back:saved.look_back + steps]
+    return outputs - history[saved.look_back - 1] if level else outputs
 
 
-def forecast_frame(history: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
-    """`ds, y_hat` of the steps after `history` (`ds, y`)."""
-    return pd.DataFrame({"ds": future_times(history["ds"], len(predictions)), "y_hat": predictions})
+def forecast_frame(history: pd.DataFrame, predictions: np.ndarray, freq: str | None = None) -> pd.DataFrame:
+    """`ds, y_hat` of the steps after `history` (`ds, y`), at the calendar's next timestamps."""
+    return pd.DataFrame({"ds": future_times(history["ds"], len(predictions), freq), "y_hat": predictions})
 
 
 def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -> bytes:
@@ -91,14 +91,14 @@ def forecast_with_model(
     else:
         history = store.read_table("generate", metadata["upstream"]["series"])
         source = metadata["upstream"]["series"]
-    saved = load_saved(store, key)
+    saved = load_saved(store, key, forecaster=True)
     if len(history) < saved.first_origin:
         raise InputError(f"the series has {len(history)} points; the model needs {saved.first_origin}",
                          "pass a longer --input")
     y = history["y"].to_numpy()
     z_hat = recursive_forecast(saved, saved.space.encode(y), horizon)
     values = saved.space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
-    frame = forecast_frame(history, values).assign(model=key)
+    frame = forecast_frame(history, values, config.get("freq")).assign(model=key)
     name = fingerprint("forecast", key, source, horizon)
     table, plot = store.write_forecast(name, frame, render_forecast(history, frame, f"model {key}"))
     return {"model": key, "forecast": str(table), "plot": str(plot)}

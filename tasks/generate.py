@@ -162,8 +162,11 @@ def clean_series(
 
 def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     """Refuse, before anything is written, a series this config cannot split, window or scale."""
+    from tasks.defaults import adapt_config
+
+    config = adapt_config(config, series["ds"], series["y"].to_numpy())
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
-    window_targets(series["ds"], bounds, config.look_back, config.horizon, int(config.transform != "none"))
+    window_targets(series["ds"], bounds, config.look_back, config.horizon, int(config.transform == "diff"))
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
 
 

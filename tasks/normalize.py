@@ -1,16 +1,26 @@
 """Stage 3, normalize: the series in the model's space, fitted on the training part only.
 
-MinMax to [0, 1] as the article does, but fitted on the rows before the test split only
-(the article fits on the whole series, so the test period's range leaks into training).
-For series whose level leaves the training range (trends, growth, level shifts) the
-model works on differences instead: `transform` 'diff', or 'auto', which differences
-when an augmented Dickey-Fuller test on the training part cannot reject a unit root.
+Everything is fitted on the rows before the test split only (the article fits its scaler on
+the whole series, so the test period's range leaks into training). In order:
+
+1. `log`: strictly positive series whose range spans a factor of `LOG_RATIO` or more are
+   modelled on the log scale (multiplicative seasonality and growth become additive).
+2. Seasons (`seasons`, from the calendar): each season's profile is estimated with
+   statsmodels' MSTL on the training part and subtracted, as the M4-winning ES-RNN
+   deseasonalises before its LSTM; forecasts get the profile of their own phase back.
+   A profile is the last training cycle of its MSTL component, repeated.
+3. `kind`: 'none' models the values (MinMax to [0, 1] like the article); 'level' scales each
+   window by its own level (its last value): inputs and targets are differences to that level,
+   so the network never extrapolates beyond the training range, and a step-h forecast is
+   the level plus one output (errors do not add up across steps); 'diff' models first
+   differences whose forecasts are summed back up. 'auto' picks 'level' when an augmented
+   Dickey-Fuller test on the (deseasonalised) training part cannot reject a unit root.
 The parameters travel with the scaled series and, later, with the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +32,8 @@ from tasks.errors import InputError
 from tasks.store import Store, stage_key
 
 ADF_P_VALUE = 0.05
+LOG_RATIO = 3.0  # log scale when max / min of the (positive) training values is at least this
+SEASONAL_FIT_CYCLES = 12  # MSTL sees at most this many cycles of the longest season (its cost grows with length)
 
 
 @dataclass(frozen=True)
@@ -40,40 +52,89 @@ class MinMaxParams:
 
 @dataclass(frozen=True)
 class ModelSpace:
-    """How values map to what the model sees: optional first differences, then MinMax.
+    """How values map to what the model sees, and back.
 
-    `offset` is the number of leading rows without a model-space value (1 when differencing).
+    `v = log(y) (if log) - seasonal component of the row`; then per `kind` the model sees
+    `scale(v)` ('none'), `scale(diff v)` ('diff') or `scale(v) - scale(v[last row of the window])`
+    ('level'). `offset` is the number of leading rows without a model-space value.
     """
 
-    kind: str  # "none" or "diff"
+    kind: str  # "none", "diff" or "level"
     scaler: MinMaxParams
+    log: bool = False
+    seasonal: tuple[tuple[float, ...], ...] = field(default=())  # per season: its value at phase `row % length`
 
     @property
     def offset(self) -> int:
         return 1 if self.kind == "diff" else 0
 
-    def encode(self, y: np.ndarray) -> np.ndarray:
-        """Model-space values (n,), NaN where undefined."""
+    @property
+    def seasons(self) -> tuple[int, ...]:
+        return tuple(len(profile) for profile in self.seasonal)
+
+    def season_at(self, rows: np.ndarray) -> np.ndarray:
+        """The summed seasonal components at `rows` (any shape, any row, past the end too)."""
+        rows = np.asarray(rows)
+        total = np.zeros(rows.shape)
+        for profile in self.seasonal:
+            total += np.asarray(profile)[rows % len(profile)]
+        return total
+
+    def adjusted(self, y: np.ndarray) -> np.ndarray:
+        """`v`: log (if chosen) minus the seasonal components, (n,)."""
         y = np.asarray(y, dtype="float64")
-        base = np.concatenate([[np.nan], np.diff(y)]) if self.kind == "diff" else y
-        return self.scaler.scale(base)
+        base = np.log(np.maximum(y, 1e-12)) if self.log else y
+        return base - self.season_at(np.arange(len(y))) if self.seasonal else base
+
+    def encode(self, y: np.ndarray) -> np.ndarray:
+        """Model-space values (n,), NaN where undefined; 'level' windows subtract their last value later."""
+        v = self.adjusted(y)
+        return self.scaler.scale(np.concatenate([[np.nan], np.diff(v)]) if self.kind == "diff" else v)
+
+    def inputs(self, z: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
+        """Model inputs (len(rows), look_back / patch, patch) float32 for origin rows of encoded `z`."""
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        rows = np.asarray(rows)
+        windows = sliding_window_view(np.asarray(z, dtype="float64"), look_back)[rows - look_back]
+        if self.kind == "level":
+            windows = windows - windows[:, -1:]
+        return windows.astype("float32").reshape(len(rows), look_back // patch, patch)
+
+    def targets(self, z: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
+        """Training targets (len(rows), horizon) float32: `z[row + h]`, minus `z[row - 1]` for 'level'."""
+        z = np.asarray(z, dtype="float64")
+        rows = np.asarray(rows)
+        values = z[rows[:, None] + np.arange(horizon)]
+        return (values - z[rows - 1][:, None] if self.kind == "level" else values).astype("float32")
 
     def decode(self, z_hat: np.ndarray, y: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """Values (m, H) from model-space forecasts `z_hat` (m, H) made at origin rows (m,).
 
-        Row `origins[i]` is the first forecast target of row i; `y[origins - 1]` is known when forecasting.
+        Row `origins[i]` is the first forecast target of row i; `y[: origins[i]]` is known when forecasting.
         """
-        steps = self.scaler.unscale(np.asarray(z_hat).reshape(len(origins), -1))
+        origins = np.asarray(origins)
+        z_hat = np.asarray(z_hat, dtype="float64").reshape(len(origins), -1)
+        v = self.adjusted(y)
+        last = v[origins - 1][:, None]
         if self.kind == "diff":
-            return np.asarray(y, dtype="float64")[np.asarray(origins) - 1][:, None] + np.cumsum(steps, axis=1)
-        return steps
+            adjusted = last + np.cumsum(self.scaler.unscale(z_hat), axis=1)
+        elif self.kind == "level":
+            adjusted = last + (self.scaler.unscale(z_hat) - self.scaler.unscale(0.0))
+        else:
+            adjusted = self.scaler.unscale(z_hat)
+        if self.seasonal:
+            adjusted = adjusted + self.season_at(origins[:, None] + np.arange(z_hat.shape[1]))
+        return np.exp(adjusted) if self.log else adjusted
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self.scaler)}
+        return {"kind": self.kind, "data_min": self.scaler.data_min, "data_max": self.scaler.data_max,
+                "log": self.log, "seasonal": [list(profile) for profile in self.seasonal]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpace:
-        return cls(data.get("kind", "none"), MinMaxParams(data["data_min"], data["data_max"]))
+        return cls(data.get("kind", "none"), MinMaxParams(data["data_min"], data["data_max"]),
+                   bool(data.get("log", False)), tuple(tuple(p) for p in data.get("seasonal", ())))
 
 
 def fit_minmax(train_values: np.ndarray) -> MinMaxParams:
@@ -93,23 +154,71 @@ def has_unit_root(train_values: np.ndarray) -> bool:
     """ADF test (constant, up to 12 lags) on the training values: True if a unit root is not rejected."""
     from statsmodels.tsa.stattools import adfuller
 
-    values = np.asarray(train_values, dtype="float64")
-    p_value = adfuller(values[-5000:], maxlag=12, regression="c", autolag=None, result_object=False)[1]
+    values = np.asarray(train_values, dtype="float64")[-5000:]
+    lags = int(min(12, max(0, len(values) // 4 - 2)))
+    p_value = adfuller(values, maxlag=lags, regression="c", autolag=None)[1]
     return bool(p_value > ADF_P_VALUE)
 
 
-def fit_model_space(y: np.ndarray, fit_stop: int, transform: str) -> ModelSpace:
-    """Choose the transform (for 'auto') and fit the scaler on rows `[0, fit_stop)` only."""
+def use_log(train_values: np.ndarray, choice: str) -> bool:
+    """'yes'/'no', or for 'auto': positive values spanning a factor of `LOG_RATIO` or more."""
+    if choice != "auto":
+        return choice == "yes"
+    values = np.asarray(train_values, dtype="float64")
+    return bool(values.min() > 0 and values.max() / values.min() >= LOG_RATIO)
+
+
+def seasonal_profiles(values: np.ndarray, seasons: tuple[int, ...]) -> tuple[tuple[float, ...], ...]:
+    """One profile per season (length = the season) from MSTL on `values` (n,); phase = row % length.
+
+    Seasons with fewer than two cycles in `values` are left out. The profile is the last cycle of
+    the season's MSTL component (STL lets seasonality drift slowly; the last cycle is the current one).
+    """
+    seasons = tuple(sorted(s for s in set(seasons) if s >= 2 and len(values) >= 2 * s))
+    if not seasons:
+        return ()
+    from statsmodels.tsa.seasonal import MSTL
+
+    n = len(values)
+    start = max(0, n - SEASONAL_FIT_CYCLES * max(seasons))
+    fitted = MSTL(np.asarray(values[start:], dtype="float64"), periods=seasons).fit()
+    components = np.asarray(fitted.seasonal).reshape(n - start, -1)
+    profiles = []
+    for column, season in enumerate(seasons):
+        rows = np.arange(n - season, n)
+        profile = np.empty(season)
+        profile[rows % season] = components[rows - start, column]
+        profiles.append(tuple(float(v) for v in profile))
+    return tuple(profiles)
+
+
+def fit_model_space(
+    y: np.ndarray, fit_stop: int, transform: str, seasons: tuple[int, ...] = (), log: str = "no"
+) -> ModelSpace:
+    """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only."""
     train = np.asarray(y, dtype="float64")[:fit_stop]
     fit_minmax(train)  # refuses a constant training part, whatever the transform
-    kind = transform if transform != "auto" else ("diff" if has_unit_root(train) else "none")
-    base = np.diff(train) if kind == "diff" else train
-    return ModelSpace(kind, fit_minmax(base))
+    logged = use_log(train, log)
+    base = np.log(train) if logged else train
+    profiles = seasonal_profiles(base, tuple(seasons))
+    space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles)
+    adjusted = space.adjusted(train)
+    kind = transform if transform != "auto" else ("level" if has_unit_root(adjusted) else "none")
+    if kind == "level":
+        # Window-relative values: a unit of model space is a few typical one-step moves.
+        steps = np.diff(adjusted)
+        spread = float(np.std(steps)) or float(np.ptp(adjusted))
+        scaler = MinMaxParams(0.0, 4.0 * spread)
+    else:
+        scaler = fit_minmax(np.diff(adjusted) if kind == "diff" else adjusted)
+    return ModelSpace(kind, scaler, logged, profiles)
 
 
-def scale_series(series: pd.DataFrame, fit_stop: int, transform: str = "none") -> tuple[pd.DataFrame, ModelSpace]:
+def scale_series(
+    series: pd.DataFrame, fit_stop: int, transform: str = "none", seasons: tuple[int, ...] = (), log: str = "no"
+) -> tuple[pd.DataFrame, ModelSpace]:
     """Add `y_scaled` (model space) to a `ds, y` series, fitting on rows `[0, fit_stop)` only."""
-    space = fit_model_space(series["y"].to_numpy(), fit_stop, transform)
+    space = fit_model_space(series["y"].to_numpy(), fit_stop, transform, seasons, log)
     return series.assign(y_scaled=space.encode(series["y"].to_numpy())), space
 
 
@@ -120,9 +229,11 @@ def normalize(config: ForecastConfig, series: str, split: str) -> str:
     key = stage_key("normalize", config, {"series": series, "split": split})
     bounds = store.read_table("split", split).set_index("split")
     fit_stop = int(bounds.loc["test", "start"])
-    scaled, space = scale_series(store.read_table("generate", series), fit_stop, config.transform)
+    scaled, space = scale_series(store.read_table("generate", series), fit_stop, config.transform,
+                                 tuple(config.seasons or ()), config.log)
     store.write_table("normalize", key, scaled, metadata=space.to_dict())
-    get_run_logger().info("model space fitted on the first %d rows: %s", fit_stop, space)
+    get_run_logger().info("model space fitted on the first %d rows: %s, log %s, seasons %s, scale %s",
+                          fit_stop, space.kind, space.log, space.seasons, space.scaler)
     return key
 
 

@@ -1,8 +1,10 @@
 """Stage 6, predict: the model's forecasts for every window, in original units, with intervals.
 
 Each forecast sits on its own target's row and timestamp, with `step` = how many steps
-ahead of its window it is (1 … horizon). Then `horizon` more rows forecast the steps
-after the end of the data (split `forecast`, `y` empty).
+ahead of its window it is (1 … horizon); these come from the model trained on the train
+split only. Then `horizon` more rows forecast the steps after the end of the data (split
+`forecast`, `y` empty), from the forecaster trained on every row, at the calendar's next
+timestamps (month starts stay month starts, business days skip weekends).
 
 Multi-step forecasts are direct: the model has one output per step ahead and is
 trained on all of them at once, so errors are not fed back into later steps and one
@@ -21,27 +23,18 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
+from tasks.calendar import future_times
 from tasks.config import ForecastConfig
 from tasks.normalize import ModelSpace, read_model_space
 from tasks.store import Store, stage_key
-from tasks.train import load_model
-from tasks.window import window_inputs
+from tasks.train import load_saved
 
 
-def future_times(ds: pd.Series, steps: int) -> pd.Series:
-    """The `steps` timestamps after the last one, at the median step."""
-    step = ds.diff().median()
-    return pd.Series([ds.iloc[-1] + step * (i + 1) for i in range(steps)]).astype(ds.dtype)
-
-
-def next_time(ds: pd.Series) -> object:
-    """The timestamp one usual step after the last one (median step)."""
-    return future_times(ds, 1).iloc[0]
-
-
-def predict_rows(model: Any, scaled: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
+def predict_rows(
+    model: Any, space: ModelSpace, scaled: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1
+) -> np.ndarray:
     """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len)."""
-    outputs = model.predict(window_inputs(scaled, rows, look_back, patch), batch_size=1024, verbose=0)
+    outputs = model.predict(space.inputs(scaled, rows, look_back, patch), batch_size=1024, verbose=0)
     return np.asarray(outputs).reshape(len(rows), -1)
 
 
@@ -54,7 +47,8 @@ def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.
 
 
 def assemble_predictions(
-    series: pd.DataFrame, targets: pd.DataFrame, y_hat: np.ndarray, forecast: np.ndarray, widths: np.ndarray
+    series: pd.DataFrame, targets: pd.DataFrame, y_hat: np.ndarray, forecast: np.ndarray, widths: np.ndarray,
+    freq: str | None = None,
 ) -> pd.DataFrame:
     """Forecasts aligned to their targets.
 
@@ -64,6 +58,7 @@ def assemble_predictions(
         y_hat: (len(targets), horizon) forecasts in original units, in the order of `targets`.
         forecast: (horizon,) forecasts of the steps after the last row.
         widths: (horizon,) interval half-widths per step.
+        freq: the calendar frequency of `ds` (None: inferred, or the median step for numeric time).
     Returns:
         DataFrame `ds, y, y_hat, y_lo, y_hi, split, step`: per origin its steps, then the forecast rows.
     """
@@ -81,7 +76,7 @@ def assemble_predictions(
         "step": steps,
     })
     future = pd.DataFrame({
-        "ds": future_times(series["ds"], horizon), "y": np.nan, "y_hat": forecast, "y_lo": forecast - widths,
+        "ds": future_times(series["ds"], horizon, freq), "y": np.nan, "y_hat": forecast, "y_lo": forecast - widths,
         "y_hi": forecast + widths, "split": "forecast", "step": np.arange(1, horizon + 1),
     })
     return pd.concat([fitted, future], ignore_index=True).astype({"ds": series["ds"].dtype, "step": "int64"})
@@ -92,9 +87,15 @@ def forecast_all(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Forecasts in original units for every origin (m, horizon) and for the steps after the end (horizon,)."""
     rows = np.append(targets["row"].to_numpy(), len(y))  # every origin, then the row after the end
-    z_hat = predict_rows(model, space.encode(y), rows, look_back, patch)
+    z_hat = predict_rows(model, space, space.encode(y), rows, look_back, patch)
     values = space.decode(z_hat, y, rows)
     return values[:-1], values[-1]
+
+
+def forecast_next(model: Any, space: ModelSpace, y: np.ndarray, look_back: int, patch: int) -> np.ndarray:
+    """Forecasts (horizon,) of the steps after the end of `y`, in original units."""
+    rows = np.array([len(y)])
+    return space.decode(predict_rows(model, space, space.encode(y), rows, look_back, patch), y, rows)[0]
 
 
 @task(name="predict", result_serializer="json")
@@ -105,13 +106,15 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     frame = store.read_table("generate", series)
     targets = store.read_table("window", window)
     y = frame["y"].to_numpy()
-    y_hat, forecast = forecast_all(load_model(store.model_file(model)), read_model_space(store, normalize), y,
+    y_hat, forecast = forecast_all(load_saved(store, model).model, read_model_space(store, normalize), y,
                                    targets, config.look_back, config.patch)
+    forecaster = load_saved(store, model, forecaster=True)
+    forecast = forecast_next(forecaster.model, forecaster.space, y, config.look_back, config.patch)
     calibration = "validation" if (targets["split"] == "validation").any() else "train"
     mask = (targets["split"] == calibration).to_numpy()
     truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]
     widths = conformal_widths(truth, y_hat[mask], config.interval_level)
-    predictions = assemble_predictions(frame, targets, y_hat, forecast, widths)
+    predictions = assemble_predictions(frame, targets, y_hat, forecast, widths, config.freq)
     store.write_table("predict", key, predictions)
     get_run_logger().info("intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
                           100 * config.interval_level, calibration, np.round(widths, 4).tolist(),

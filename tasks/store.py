@@ -50,14 +50,17 @@ log = get_logger("lstm_forecast.store")
 STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evaluate", "plot")
 
 # Bump a stage's version when its code changes what it writes: its key changes, so
-# old outputs are not reused. train 2: seeded initializers; 3: own tf.data pipeline, averaged weights validated.
-STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 3}
+# old outputs are not reused. train 2: seeded initializers; 3: own tf.data pipeline, averaged weights validated;
+# 4 (and normalize 2 …): seasons, log and window-level model spaces, the forecaster refitted on every row.
+STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 4, "normalize": 2, "window": 2,
+                                                                   "predict": 2, "evaluate": 2}
 
 # Name of each stage's output when another stage takes it as input.
 INPUT_STAGES = {"series": "generate", "split": "split", "normalize": "normalize", "window": "window",
                 "model": "train", "predictions": "predict"}
 
 MODEL_FILE = "model.keras"
+FORECASTER_FILE = "forecaster.keras"  # the same network trained further on every row
 METADATA_FILE = "metadata.json"
 _METADATA_KEY = b"lstm_forecast"
 
@@ -190,9 +193,12 @@ class Store:
         try:
             if stage == "train":
                 json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-                with zipfile.ZipFile(path / MODEL_FILE) as archive:
-                    if archive.testzip() is not None:
-                        raise zipfile.BadZipFile("corrupt member")
+                for name in (MODEL_FILE, FORECASTER_FILE):
+                    if name == FORECASTER_FILE and not (path / name).exists():
+                        continue  # a model folder written before forecasters existed
+                    with zipfile.ZipFile(path / name) as archive:
+                        if archive.testzip() is not None:
+                            raise zipfile.BadZipFile("corrupt member")
             elif stage == "plot":
                 if path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
                     raise ValueError("not a PNG file")
@@ -272,13 +278,14 @@ class Store:
         return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
 
     # --- models and plots ---------------------------------------------------
-    def write_model(self, key: str, save_model: Callable[[Path], None], metadata: dict[str, Any]) -> Path:
-        """Save a model folder atomically: `save_model(path)` writes `model.keras` into a temp folder."""
+    def write_model(self, key: str, save_models: Callable[[Path], None], metadata: dict[str, Any]) -> Path:
+        """Save a model folder atomically: `save_models(folder)` writes `model.keras` (and maybe
+        `forecaster.keras`) into a temp folder."""
         final = self.path("train", key)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
-            save_model(staging / MODEL_FILE)
+            save_models(staging)
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1, default=str), encoding="utf-8")
             if final.exists():  # being rebuilt: move the old folder aside, then swap the new one in
                 retired = Path(tempfile.mkdtemp(prefix=f".{key}.old.", dir=final.parent))
@@ -294,6 +301,9 @@ class Store:
 
     def model_file(self, key: str) -> Path:
         return self.path("train", key) / MODEL_FILE
+
+    def forecaster_file(self, key: str) -> Path:
+        return self.path("train", key) / FORECASTER_FILE
 
     def read_model_metadata(self, key: str) -> dict[str, Any]:
         return json.loads((self.path("train", key) / METADATA_FILE).read_text(encoding="utf-8"))

@@ -4,6 +4,14 @@ Windows are reshuffled every epoch; the optimizer keeps a moving average of the 
 is what validation losses judge and what training keeps. Early stopping watches the validation
 split (the tail of the training part). Seeds and op determinism make CPU runs repeatable.
 TensorFlow is imported only inside the functions that need it.
+
+Two models come out of the stage, in one model folder:
+- `model.keras`, trained on the train split only: the one that predicts every split and is
+  scored on the test split (the metrics are its metrics);
+- `forecaster.keras`, the forecaster for the future: that model trained further on every row
+  (test split included) for a fifth of the epochs early stopping chose, warm-started, in a
+  model space refitted on every row (seasonal profiles up to the last cycle). It makes the
+  `forecast` rows and `lstm-forecast predict`'s forecasts.
 """
 
 from __future__ import annotations
@@ -20,9 +28,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.config import ForecastConfig
-from tasks.normalize import ModelSpace, read_model_space
-from tasks.store import Store, stage_key
-from tasks.window import window_inputs, window_targets_matrix
+from tasks.normalize import ModelSpace, fit_model_space, read_model_space
+from tasks.store import FORECASTER_FILE, MODEL_FILE, Store, stage_key
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
@@ -49,12 +56,12 @@ def import_keras() -> Any:
 
 
 def training_arrays(
-    scaled: np.ndarray, targets: Any, config: ForecastConfig, split_name: str
+    scaled: np.ndarray, targets: Any, config: ForecastConfig, split_name: str | None, space: ModelSpace
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (n, look_back / patch, patch) and targets (n, horizon) of one split, float32."""
-    rows = targets.loc[targets["split"] == split_name, "row"].to_numpy()
-    return (window_inputs(scaled, rows, config.look_back, config.patch),
-            window_targets_matrix(scaled, rows, config.horizon))
+    """Inputs (n, look_back / patch, patch) and targets (n, horizon) of one split (None: all), float32."""
+    rows = targets["row"].to_numpy() if split_name is None else targets.loc[targets["split"] == split_name,
+                                                                                "row"].to_numpy()
+    return space.inputs(scaled, rows, config.look_back, config.patch), space.targets(scaled, rows, config.horizon)
 
 
 def build_model(config: ForecastConfig) -> Any:
@@ -147,6 +154,25 @@ def fit_model(
     return model, {name: [float(v) for v in values] for name, values in history.history.items()}
 
 
+def refit_epochs(epochs_run: int, patience: int) -> int:
+    """Epochs of the warm-started refit on every row: a fifth of the epochs that early stopping kept."""
+    return max(2, round((epochs_run - patience) / 5))
+
+
+def refit_model(model: Any, x_all: np.ndarray, y_all: np.ndarray, config: ForecastConfig, epochs: int) -> Any:
+    """A copy of `model` trained further on every window (test split included) for `epochs`; `model` is kept."""
+    keras = import_keras()
+    keras.utils.set_random_seed(config.seed + 1)
+    forecaster = keras.models.clone_model(model)
+    forecaster.set_weights(model.get_weights())
+    averaging = config.ema_momentum > 0
+    forecaster.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(
+        learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99))
+    forecaster.fit(training_dataset(x_all, y_all, config.batch_size, seed=config.seed + 1), epochs=epochs,
+                   shuffle=False, verbose=0)
+    return forecaster
+
+
 def training_device() -> str:
     """Where TensorFlow trains: the first GPU's name, or CPU."""
     import tensorflow as tf
@@ -179,8 +205,9 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
     logger = get_run_logger()
     scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
     targets = store.read_table("window", window)
-    x_train, y_train = training_arrays(scaled, targets, config, "train")
-    x_val, y_val = training_arrays(scaled, targets, config, "validation")
+    space = read_model_space(store, normalize)
+    x_train, y_train = training_arrays(scaled, targets, config, "train", space)
+    x_val, y_val = training_arrays(scaled, targets, config, "validation", space)
     logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
 
     progress = create_progress_artifact(0.0, key="lstm-forecast-training", description="Training epochs done")
@@ -192,18 +219,34 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
 
     started = time.perf_counter()
     model, history = fit_model(x_train, y_train, x_val, y_val, config, on_epoch=report)
+    fit_seconds = time.perf_counter() - started
+    # The forecaster: the same network trained further on every row, in a space refitted on every row.
+    y = store.read_table("generate", series)["y"].to_numpy()
+    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
+    epochs_run = len(history["loss"])
+    extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0)
+    x_all, y_all = training_arrays(full_space.encode(y), targets, config, None, full_space)
+    forecaster = refit_model(model, x_all, y_all, config, extra_epochs)
+    logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(x_all))
     metadata = {
         "key": key,
         "config": config.model_dump(mode="json"),
-        "model_space": read_model_space(store, normalize).to_dict(),
+        "model_space": space.to_dict(),
+        "forecaster": {"model_space": full_space.to_dict(), "epochs": extra_epochs, "windows": len(x_all),
+                       "fit_seconds": round(time.perf_counter() - started - fit_seconds, 3)},
         "data_fingerprint": series,
         "upstream": {"series": series, "normalize": normalize, "window": window},
         "history": history,
-        "epochs_run": len(history["loss"]),
+        "epochs_run": epochs_run,
         "device": training_device(),
-        "fit_seconds": round(time.perf_counter() - started, 3),
+        "fit_seconds": round(fit_seconds, 3),
     }
-    store.write_model(key, lambda path: model.save(path), metadata)
+
+    def save_both(folder: Path) -> None:
+        model.save(folder / MODEL_FILE)
+        forecaster.save(folder / FORECASTER_FILE)
+
+    store.write_model(key, save_both, metadata)
     update_progress_artifact(progress, 100.0)  # early stopping may end before the last epoch
     return key
 
@@ -230,9 +273,16 @@ class SavedModel:
         return self.look_back + self.space.offset
 
 
-def load_saved(store: Store, key: str) -> SavedModel:
-    """A model of the store with its model space and window settings (from its metadata)."""
+def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
+    """A model of the store with its model space and window settings (from its metadata).
+
+    `forecaster`: the model trained on every row (for forecasts past the end of the data) when the
+    folder has one; otherwise the model trained on the train split (for scoring on held-out rows).
+    """
     metadata = store.read_model_metadata(key)
     config = metadata["config"]
-    return SavedModel(key, load_model(store.model_file(key)), ModelSpace.from_dict(metadata["model_space"]),
+    use_forecaster = forecaster and "forecaster" in metadata and store.forecaster_file(key).exists()
+    space = metadata["forecaster"]["model_space"] if use_forecaster else metadata["model_space"]
+    path = store.forecaster_file(key) if use_forecaster else store.model_file(key)
+    return SavedModel(key, load_model(path), ModelSpace.from_dict(space),
                       int(config["look_back"]), int(config.get("patch", 1)), int(config.get("horizon", 1)))

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from tasks.config import build_config
-from tasks.evaluate import arima_predictions, detect_season, seasonal_naive_predictions
+from tasks.defaults import detect_season
+from tasks.evaluate import arima_predictions, seasonal_naive_predictions
 from tasks.normalize import ModelSpace, fit_model_space, scale_series
 from tasks.predict import conformal_widths, forecast_all
 from tasks.split import split_bounds
@@ -85,11 +86,12 @@ def train_small(series: pd.DataFrame, tmp_path: Path, **overrides: object) -> di
                                               "learning_rate": 0.01, "batch_size": 32, "patience": 5,
                                               "artifacts_dir": str(tmp_path), **overrides})
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
-    scaled, space = scale_series(series, int(bounds["start"].iloc[-1]), config.transform)
+    scaled, space = scale_series(series, int(bounds["start"].iloc[-1]), config.transform,
+                                 tuple(config.seasons or ()), config.log)
     targets = window_targets(series["ds"], bounds, config.look_back, config.horizon, space.offset)
     z = scaled["y_scaled"].to_numpy()
-    model, _ = fit_model(*training_arrays(z, targets, config, "train"),
-                         *training_arrays(z, targets, config, "validation"), config)
+    model, _ = fit_model(*training_arrays(z, targets, config, "train", space),
+                         *training_arrays(z, targets, config, "validation", space), config)
     y = series["y"].to_numpy()
     y_hat, _ = forecast_all(model, space, y, targets, config.look_back, config.patch)
     test = (targets["split"] == "test").to_numpy()

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.calendar import future_times
 from tasks.errors import InputError
 from tasks.evaluate import error_metrics, evaluate_predictions, naive_predictions
 from tasks.generate import clean_series, synthetic_series
 from tasks.normalize import fit_minmax, scale_series
 from tasks.plot import draw_figure
-from tasks.predict import assemble_predictions, next_time
+from tasks.predict import assemble_predictions
 from tasks.split import split_bounds
 from tasks.window import window_inputs, window_targets
 
@@ -120,9 +121,9 @@ def test_fix_plot_draws_predictions_at_their_timestamps() -> None:
 
 
 def test_next_time_for_numbers_and_dates() -> None:
-    assert next_time(pd.Series([0.0, 0.5, 1.0])) == pytest.approx(1.5)
+    assert future_times(pd.Series([0.0, 0.5, 1.0]), 1).iloc[0] == pytest.approx(1.5)
     dates = pd.Series(pd.date_range("2024-01-01", periods=3, freq="D"))
-    assert next_time(dates) == pd.Timestamp("2024-01-04")
+    assert future_times(dates, 1).iloc[0] == pd.Timestamp("2024-01-04")
 
 
 def test_error_metrics_exact_values() -> None:

@@ -64,8 +64,8 @@ def test_garbled_model_file_is_not_complete(tmp_path: Path) -> None:
     store = Store(tmp_path)
     key = fingerprint("model")
 
-    def save(path: Path) -> None:
-        with zipfile.ZipFile(path, "w") as archive:
+    def save(folder: Path) -> None:
+        with zipfile.ZipFile(folder / "model.keras", "w") as archive:
             archive.writestr("config.json", json.dumps({"layers": list(range(1000))}))
 
     folder = store.write_model(key, save, {"history": {}})

@@ -1,0 +1,150 @@
+"""Defaults sized from the data: the `default` preset is a rule, not fixed numbers.
+
+Config fields left empty (`None`) are filled from the series before any stage after
+`generate` runs; fields a user set stay as they are. The filled config is what enters the
+stages' keys and the model's metadata.
+
+- `freq`: the calendar frequency pandas infers from the timestamps (None for numeric time).
+- `seasons`: the calendar's seasons (hourly 24 and 168, monthly 12, …) with at least two cycles
+  in the training part that its autocorrelation confirms; they are removed before the LSTM.
+- `season_length` (seasonal-naive baseline): the shortest of those, else the first
+  autocorrelation peak of the training part (the built-in sine: 63).
+- `look_back`: two seasons once seasons are removed (at least 16), four autocorrelation seasons
+  otherwise (at least 32), never more than half the rows before the validation split.
+- `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
+- `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256.
+- `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400).
+- `validation_fraction`: raised when the validation tail would hold fewer than `horizon` + 2 rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.calendar import calendar_seasons, infer_frequency
+from tasks.config import ForecastConfig, with_fields
+from tasks.errors import InputError
+
+SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
+OPTIMIZER_STEPS = 1500
+
+
+def autocorrelation(values: np.ndarray, lag: int) -> float:
+    """Sample autocorrelation of `values` (n,) at `lag` (0 for a constant or too short series)."""
+    x = np.asarray(values, dtype="float64")
+    x = x[np.isfinite(x)]
+    if lag >= len(x) - 1:
+        return 0.0
+    x = x - x.mean()
+    denominator = float(np.dot(x, x))
+    return float(np.dot(x[lag:], x[:-lag]) / denominator) if denominator > 0 else 0.0
+
+
+def season_evidence(values: np.ndarray, season: int) -> float:
+    """Autocorrelation at lag `season` after removing a centred moving average of one season (the trend)."""
+    series = pd.Series(np.asarray(values, dtype="float64"))
+    trend = series.rolling(season + (season + 1) % 2, center=True).mean()
+    return autocorrelation((series - trend).dropna().to_numpy(), season)
+
+
+def confirmed_seasons(train_y: np.ndarray, candidates: tuple[int, ...]) -> tuple[int, ...]:
+    """The candidate seasons with two or more cycles in `train_y` (n,) and autocorrelation evidence."""
+    values = np.asarray(train_y, dtype="float64")
+    if values.min() > 0 and values.max() / values.min() >= 3:  # judge multiplicative seasons on the log scale
+        values = np.log(values)
+    return tuple(s for s in candidates
+                 if s >= 2 and len(values) >= 2 * s and season_evidence(values, s) >= SEASON_EVIDENCE)
+
+
+def detect_season(train_y: np.ndarray, max_lag: int = 1000) -> int:
+    """The first autocorrelation peak after the first zero crossing (1 when there is no clear one)."""
+    values = np.asarray(train_y, dtype="float64")[-10_000:]
+    nlags = min(len(values) // 3, max_lag)
+    if nlags < 4:
+        return 1
+    x = values - values.mean()
+    spectrum = np.fft.rfft(x, n=2 * len(x))
+    correlations = np.fft.irfft(spectrum * np.conj(spectrum))[: nlags + 1]
+    correlations = correlations / correlations[0] if correlations[0] > 0 else correlations
+    negative = np.flatnonzero(correlations < 0)
+    if not len(negative):
+        return 1
+    lag = int(negative[0] + np.argmax(correlations[negative[0]:]))
+    return lag if correlations[lag] > 0.1 else 1
+
+
+def auto_patch(look_back: int) -> int:
+    return 8 if look_back >= 128 else 4 if look_back >= 64 else 1
+
+
+def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> ForecastConfig:
+    """`config` with every empty data-dependent field filled from the series `ds` (n,), `y` (n,)."""
+    y = np.asarray(y, dtype="float64")
+    n = len(y)
+    test_start = int(n * config.train_fraction)
+    if test_start < 4 or n - test_start < config.horizon:
+        raise _too_short(n, config)
+    train_y = y[:test_start]
+    fields: dict[str, Any] = {}
+    freq = config.freq or infer_frequency(ds)
+    fields["freq"] = freq
+    seasons = config.seasons
+    if seasons is None:
+        seasons = confirmed_seasons(train_y, calendar_seasons(freq))
+    fields["seasons"] = tuple(seasons)
+    season_length = config.season_length or (min(seasons) if seasons else detect_season(train_y))
+    fields["season_length"] = season_length
+
+    validation_fraction = config.validation_fraction
+    if validation_fraction > 0 and test_start * validation_fraction < config.horizon + 2:
+        validation_fraction = min(0.5, (config.horizon + 2) / test_start)
+    fields["validation_fraction"] = validation_fraction
+    validation_start = test_start - int(test_start * validation_fraction)
+
+    look_back = config.look_back
+    if look_back is None:
+        if seasons:
+            look_back = max(2 * min(seasons), 16)
+        else:
+            look_back = max(4 * season_length, 32) if season_length > 1 else 32
+        look_back = max(1, min(look_back, validation_start // 2))
+    patch = config.patch or auto_patch(look_back)
+    if config.look_back is None:  # a whole number of patches, within half the rows before validation
+        look_back = min(math.ceil(look_back / patch) * patch, max(patch, validation_start // 2 // patch * patch))
+    elif config.patch is None:
+        while look_back % patch:  # a user's look_back with an automatic patch
+            patch //= 2
+    fields.update(look_back=look_back, patch=patch)
+
+    windows = max(1, validation_start - look_back)
+    batch_size = config.batch_size or int(np.clip(2 ** round(math.log2(max(windows / 30, 1))), 16, 256))
+    steps = math.ceil(windows / batch_size)
+    epochs = config.epochs or int(np.clip(math.ceil(OPTIMIZER_STEPS / steps), 60, 400))
+    fields.update(batch_size=batch_size, epochs=epochs)
+    return with_fields(config, **fields)
+
+
+def _too_short(n: int, config: ForecastConfig) -> InputError:
+    least = math.ceil((config.horizon + 8) / (1 - config.train_fraction)) if config.train_fraction < 1 else 0
+    return InputError(
+        f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
+        f"{config.horizon} (at least {least} points are needed)",
+        "pass a longer series, a smaller --horizon, or a larger --train-fraction",
+    )
+
+
+def config_for_series(config: ForecastConfig, store: Any, series_key: str) -> ForecastConfig:
+    """`adapt_config` for the series a generate stage stored under `series_key` (in `store`, a `Store`)."""
+    series = store.read_table("generate", series_key)
+    return adapt_config(config, series["ds"], series["y"].to_numpy())
+
+
+def describe_adapted(config: ForecastConfig) -> str:
+    """One log line of the data-sized settings."""
+    return (f"settings sized from the data: freq {config.freq}, seasons {list(config.seasons or ())}, "
+            f"seasonal-naive season {config.season_length}, look_back {config.look_back}, patch {config.patch}, "
+            f"batch_size {config.batch_size}, epochs {config.epochs}")
