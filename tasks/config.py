@@ -96,7 +96,9 @@ class ForecastConfig(BaseModel):
     batch_size: int | None = Field(
         None, ge=1, description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256.")
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate.")
-    patience: int = Field(5, ge=0, description="Early-stopping patience in epochs (0: no early stopping).")
+    patience: int | None = Field(
+        None, ge=0, description="Early-stopping patience in epochs (0: no early stopping); empty: 5, or about 100 "
+        "optimizer steps when epochs are short.")
     ema_momentum: float = Field(
         0.99, ge=0, lt=1,
         description="Final weights = moving average of the weights with this momentum (about 1/(1-m) steps; "

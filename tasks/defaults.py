@@ -14,6 +14,7 @@ stages' keys and the model's metadata.
 - `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
 - `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256.
 - `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400).
+- `patience`: 5 epochs, or about 100 optimizer steps when epochs are short.
 - `validation_fraction`: raised when the validation tail would hold fewer than `horizon` + 2 rows.
 """
 
@@ -31,6 +32,7 @@ from tasks.errors import InputError
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 OPTIMIZER_STEPS = 1500
+PATIENCE_STEPS = 100  # about the span of the weight average (momentum 0.99): judge it once it has moved
 
 
 def autocorrelation(values: np.ndarray, lag: int) -> float:
@@ -124,7 +126,8 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     batch_size = config.batch_size or int(np.clip(2 ** round(math.log2(max(windows / 30, 1))), 16, 256))
     steps = math.ceil(windows / batch_size)
     epochs = config.epochs or int(np.clip(math.ceil(OPTIMIZER_STEPS / steps), 60, 400))
-    fields.update(batch_size=batch_size, epochs=epochs)
+    patience = config.patience if config.patience is not None else max(5, math.ceil(PATIENCE_STEPS / steps))
+    fields.update(batch_size=batch_size, epochs=epochs, patience=patience)
     return with_fields(config, **fields)
 
 
