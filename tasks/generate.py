@@ -19,6 +19,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
+from tasks.calendar import infer_frequency, time_gaps
 from tasks.config import ForecastConfig
 from tasks.errors import InputError
 from tasks.normalize import fit_minmax
@@ -153,10 +154,11 @@ def clean_series(
             f"value column {value_column!r} holds infinite values", "replace them with numbers or leave them empty"
         )
 
-    steps = series[TIME].diff().iloc[1:]
-    if len(steps) and (steps != steps.median()).any():
-        irregular = int((steps != steps.median()).sum())
-        notes.append(f"{irregular} step(s) differ from the usual time step: gaps are kept, not filled")
+    freq = infer_frequency(series[TIME])
+    irregular = time_gaps(series[TIME], freq)
+    if irregular:
+        every = f"one {freq} step" if freq else "the usual time step"
+        notes.append(f"{irregular} step(s) differ from {every}: gaps are kept, not filled")
     return series, notes
 
 

@@ -1,0 +1,259 @@
+"""M4 Weekly, scored the M4 way: lstm-forecast's 13-week forecasts against the published table.
+
+    .venv/bin/python benchmarks/m4.py --baselines-only              # Naive2 / seasonal naive on all 359 series
+    .venv/bin/python benchmarks/m4.py --limit 3                     # the LSTM on the first 3 series
+    .venv/bin/python benchmarks/m4.py --sample 30 --seed 0 [--extra "--epochs 20"] [--json-out FILE]
+    .venv/bin/python benchmarks/m4.py --ids W1 W246                 # named series
+    .venv/bin/python benchmarks/m4.py [--data-dir DIR]              # all 359 series (hours on 2 cores)
+
+The data (`unique_id, ds, y`; `train.parquet`, `test.parquet`; see its README.md) is read from
+`--data-dir` (default: ../shared/data/m4-weekly from the repository root). The train part of the
+chosen series is written as one long-format Parquet file and run as
+
+    lstm-forecast run --input train.parquet --horizon 13 --json --artifacts-dir STORE [EXTRA]
+
+which trains one model per series and forecasts the 13 steps after its end (the `forecast` rows of
+the predictions Parquet that `series.<id>.artifacts.predictions` in the JSON names). Those are scored
+against test.parquet: sMAPE, MASE (m = 1: scale = mean |x_t - x_(t-1)| over the series' whole train
+part), both averaged over the series, and OWA = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2 with
+this script's own Naive2 (for weekly data the plain naive forecast) on the same series. A series the
+pipeline fails on is listed and left out of the LSTM's row; a second row fills it with Naive2.
+
+Also printed: wall time and peak RSS of the run (getrusage of the child processes), and whether the
+script's Naive2 reproduces the published sMAPE 9.161 / MASE 2.777 (only meaningful on all 359 series).
+The Prefect server is handled as in real.py (PREFECT_API_URL if set, else one started for the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.real import cli_env, json_safe, prefect_server, run_cli  # noqa: E402
+
+HORIZON = 13
+SEASON = 52  # for the extra seasonal-naive row; M4 itself uses m = 1 for weekly data
+PUBLISHED = [  # M4 "Evaluation and Ranks.xlsx", weekly, all 359 series (the data's README.md)
+    ("best entry (Darin, statistical)", 6.582, 2.107, 0.739),
+    ("Petropoulos & Svetunkov (combination)", 6.726, 2.133, 0.751),
+    ("Smyl (ES-RNN, M4 winner overall)", 7.817, 2.356, 0.851),
+    ("Damped exponential smoothing", 8.866, 2.404, 0.917),
+    ("Theta", 9.093, 2.637, 0.971),
+    ("Naive2 = sNaive (m = 1)", 9.161, 2.777, 1.000),
+    ("RNN benchmark of the organisers", 15.220, 5.132, 1.755),
+    ("MLP benchmark of the organisers", 21.349, 13.568, 3.608),
+]
+NAIVE2_PUBLISHED = (9.161, 2.777)
+FULL_SET = 359
+
+
+def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
+    """M4's sMAPE (percent), mean over the horizon; a step where both are 0 counts as 0."""
+    denominator = np.abs(actual) + np.abs(forecast)
+    terms = np.divide(200 * np.abs(actual - forecast), denominator, out=np.zeros_like(denominator),
+                      where=denominator > 0)
+    return float(np.mean(terms))
+
+
+def mase(actual: np.ndarray, forecast: np.ndarray, insample: np.ndarray, m: int = 1) -> float:
+    """M4's MASE: mean absolute error over the mean absolute m-step difference of the whole train part."""
+    scale = np.mean(np.abs(insample[m:] - insample[:-m]))
+    return float(np.mean(np.abs(actual - forecast)) / scale)
+
+
+def naive2(insample: np.ndarray) -> np.ndarray:
+    """Naive2 for weekly data: M4's seasonality test runs at lag m = 1, so it is the plain naive forecast."""
+    return np.repeat(insample[-1], HORIZON)
+
+
+def seasonal_naive(insample: np.ndarray, m: int = SEASON) -> np.ndarray:
+    """The last `m` values repeated (the plain naive forecast when the series is shorter than m)."""
+    if len(insample) < m:
+        return naive2(insample)
+    return np.resize(insample[-m:], HORIZON)
+
+
+@dataclass
+class Score:
+    name: str
+    smape: float
+    mase: float
+    series: int
+
+    def owa(self, reference: Score) -> float:
+        return 0.5 * (self.smape / reference.smape + self.mase / reference.mase)
+
+
+def score(name: str, forecasts: dict[str, np.ndarray], train: dict[str, np.ndarray],
+          test: dict[str, np.ndarray]) -> Score:
+    ids = list(forecasts)
+    return Score(name, float(np.mean([smape(test[i], forecasts[i]) for i in ids])),
+                 float(np.mean([mase(test[i], forecasts[i], train[i]) for i in ids])), len(ids))
+
+
+def choose_ids(all_ids: list[str], limit: int | None, sample: int | None, seed: int) -> list[str]:
+    if sample is not None:
+        rng = np.random.default_rng(seed)
+        picked = set(rng.choice(len(all_ids), size=min(sample, len(all_ids)), replace=False).tolist())
+        return [series_id for index, series_id in enumerate(all_ids) if index in picked]
+    return all_ids[:limit] if limit is not None else all_ids
+
+
+def read_forecast(path: str, expected_ds: np.ndarray) -> tuple[np.ndarray, str]:
+    """The 13 `forecast` rows of a predictions Parquet, by step; and a note if their `ds` differ from the test's."""
+    predictions = pd.read_parquet(path)
+    future = predictions.loc[predictions["split"] == "forecast"].sort_values("step")
+    values = future["y_hat"].to_numpy(dtype="float64")
+    if len(values) != HORIZON:
+        raise ValueError(f"{len(values)} forecast rows, not {HORIZON}")
+    note = ""
+    with np.errstate(invalid="ignore"):
+        ds = pd.to_numeric(future["ds"], errors="coerce").to_numpy(dtype="float64")
+    if not np.allclose(ds, expected_ds.astype("float64")):
+        note = f"forecast ds {ds[:2].tolist()}... differ from the test ds {expected_ds[:2].tolist()}..."
+    return values, note
+
+
+def print_table(rows: list[tuple[str, Score | None, Score]], subset: int) -> None:
+    """Published rows, then ours; each of ours with its OWA against Naive2 on the same series."""
+    width = max(len(row[0]) for row in rows + [(p[0], None, None) for p in PUBLISHED]) + 2
+    print(f"{'method':<{width}}{'sMAPE':>9}{'MASE':>9}{'OWA':>8}{'series':>8}")
+    print(f"published, all {FULL_SET} series:")
+    for name, s, m, o in PUBLISHED:
+        print(f"  {name:<{width - 2}}{s:>9.3f}{m:>9.3f}{o:>8.3f}{FULL_SET:>8}")
+    print(f"this script, {subset} series{'' if subset == FULL_SET else ' (a subset: not comparable to the above)'}:")
+    for name, result, reference in rows:
+        if result is None:
+            print(f"  {name:<{width - 2}}{'-':>9}{'-':>9}{'-':>8}{0:>8}")
+        else:
+            print(f"  {name:<{width - 2}}{result.smape:>9.3f}{result.mase:>9.3f}{result.owa(reference):>8.3f}"
+                  f"{result.series:>8}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "m4-weekly",
+                        help="folder of train.parquet and test.parquet (default: ../shared/data/m4-weekly)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=int, help="only the first N series (file order: W1, W2, ...)")
+    group.add_argument("--sample", type=int, help="N series drawn at random (with --seed)")
+    group.add_argument("--ids", nargs="+", metavar="ID", help="these series, e.g. --ids W1 W246")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    parser.add_argument("--extra", default="", help='extra flags for the run, e.g. --extra "--epochs 20"')
+    parser.add_argument("--baselines-only", action="store_true", help="skip the LSTM: score Naive2 and seasonal naive")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds the LSTM run may take (default: none)")
+    parser.add_argument("--temporary-server", action="store_true",
+                        help="let the run start Prefect's temporary server instead of one started here")
+    parser.add_argument("--json-out", metavar="FILE", help="write the scores (and per-series LSTM errors) as JSON")
+    args = parser.parse_args()
+
+    train_frame = pd.read_parquet(args.data_dir / "train.parquet")
+    test_frame = pd.read_parquet(args.data_dir / "test.parquet")
+    all_ids = list(dict.fromkeys(train_frame["unique_id"]))  # file order
+    unknown = sorted(set(args.ids or []) - set(all_ids))
+    if unknown:
+        parser.error(f"unknown series: {', '.join(unknown)}")
+    ids = [i for i in all_ids if i in set(args.ids)] if args.ids else choose_ids(all_ids, args.limit, args.sample,
+                                                                                args.seed)
+    train = {key: group.sort_values("ds")["y"].to_numpy(dtype="float64")
+             for key, group in train_frame[train_frame["unique_id"].isin(ids)].groupby("unique_id")}
+    test_groups = {key: group.sort_values("ds")
+                   for key, group in test_frame[test_frame["unique_id"].isin(ids)].groupby("unique_id")}
+    test = {key: group["y"].to_numpy(dtype="float64") for key, group in test_groups.items()}
+    lengths = [len(train[i]) for i in ids]
+    print(f"M4 Weekly: {len(ids)} of {len(all_ids)} series, train lengths {min(lengths)}-{max(lengths)} "
+          f"(median {int(np.median(lengths))}), horizon {HORIZON}", flush=True)
+
+    naive2_forecasts = {i: naive2(train[i]) for i in ids}
+    reference = score("Naive2 (naive, m = 1)", naive2_forecasts, train, test)
+    snaive = score(f"seasonal naive (m = {SEASON})", {i: seasonal_naive(train[i]) for i in ids}, train, test)
+    rows: list[tuple[str, Score | None, Score]] = [(reference.name, reference, reference),
+                                                   (snaive.name, snaive, reference)]
+    report: dict[str, object] = {"series": ids, "extra": shlex.split(args.extra)}
+    failed: dict[str, str] = {}
+    wall = peak_mib = None
+    if not args.baselines_only:
+        extra = shlex.split(args.extra)
+        with tempfile.TemporaryDirectory(prefix="lstm-forecast-m4-") as tmp:
+            folder = Path(tmp)
+            path = folder / "m4-weekly-train.parquet"
+            train_frame[train_frame["unique_id"].isin(ids)].to_parquet(path, index=False)
+            with prefect_server(args.temporary_server, folder / "prefect-home") as api_url:
+                env = cli_env(api_url, folder / "prefect-home")
+                print(f"running lstm-forecast on {len(ids)} series (Prefect server: "
+                      f"{api_url or 'a temporary one'}) ...", flush=True)
+                run = run_cli(["run", "--input", str(path), "--horizon", str(HORIZON), "--json", "--artifacts-dir",
+                               str(folder / "store"), *extra], env, args.timeout)
+                peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+            wall = run.wall_s
+            details = (run.result or {}).get("series", {})
+            lstm_forecasts: dict[str, np.ndarray] = {}
+            for i in ids:
+                detail = details.get(i, {})
+                if detail.get("status") != "completed":
+                    failed[i] = detail.get("error") or run.error or f"exit {run.exit}, no result"
+                    continue
+                try:
+                    lstm_forecasts[i], note = read_forecast(detail["artifacts"]["predictions"],
+                                                            test_groups[i]["ds"].to_numpy())
+                except (KeyError, OSError, ValueError) as error:
+                    failed[i] = f"forecast unreadable: {error}"
+                    continue
+                if note:
+                    print(f"  warning: {i}: {note}")
+        if lstm_forecasts:
+            lstm = score("lstm-forecast", lstm_forecasts, train, test)
+            if failed:  # OWA of the series that finished against Naive2 on exactly those series
+                same = score("Naive2", {i: naive2_forecasts[i] for i in lstm_forecasts}, train, test)
+                rows.append((f"lstm-forecast ({len(lstm_forecasts)} series that finished)", lstm, same))
+                filled = {i: lstm_forecasts.get(i, naive2_forecasts[i]) for i in ids}
+                rows.append(("lstm-forecast, failed series -> Naive2", score("filled", filled, train, test),
+                             reference))
+            else:
+                rows.append(("lstm-forecast", lstm, reference))
+            report["lstm_per_series"] = {i: {"smape": smape(test[i], f), "mase": mase(test[i], f, train[i]),
+                                             "naive2_smape": smape(test[i], naive2_forecasts[i]),
+                                             "naive2_mase": mase(test[i], naive2_forecasts[i], train[i])}
+                                         for i, f in lstm_forecasts.items()}
+        else:
+            rows.append(("lstm-forecast (no series finished)", None, reference))
+        report.update(exit=run.exit, wall_s=wall, peak_rss_mib=peak_mib, failed=failed)
+
+    print()
+    print_table(rows, len(ids))
+    if wall is not None:
+        print(f"lstm-forecast run: exit {report['exit']}, wall {wall:.0f} s ({wall / len(ids):.1f} s per series), "
+              f"peak RSS {peak_mib:.0f} MiB (largest child process)")
+    for i, error in failed.items():
+        print(f"  series {i} failed: {error[:300]}")
+
+    smape_n2, mase_n2 = round(reference.smape, 3), round(reference.mase, 3)
+    reproduces = (smape_n2, mase_n2) == NAIVE2_PUBLISHED
+    if len(ids) == FULL_SET:
+        print(f"Naive2 check on all {FULL_SET} series: sMAPE {reference.smape:.3f}, MASE {reference.mase:.3f} vs "
+              f"published {NAIVE2_PUBLISHED[0]:.3f} / {NAIVE2_PUBLISHED[1]:.3f}: "
+              + ("reproduces" if reproduces else "DOES NOT reproduce"))
+    else:
+        print(f"Naive2 check: needs all {FULL_SET} series (this run has {len(ids)}); run --baselines-only")
+    report["scores"] = {name: (vars(result) | {"owa": result.owa(against)}) if result else None
+                        for name, result, against in rows}
+    report["naive2_reproduces_published"] = reproduces if len(ids) == FULL_SET else None
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(json_safe(report), indent=1) + "\n")
+    if not args.baselines_only and len(failed) == len(ids):
+        sys.exit(1)  # no LSTM forecast to score
+
+
+if __name__ == "__main__":
+    main()
