@@ -14,6 +14,7 @@ stages' keys and the model's metadata.
 - `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
 - `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256.
 - `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400).
+- `ensemble`: 5 networks averaged when there are fewer than 2,000 training windows, else 1.
 - `patience`: 5 epochs, or about 100 optimizer steps when epochs are short.
 - `validation_fraction`: raised when the validation tail would hold fewer than `horizon` + 2 rows.
 """
@@ -32,6 +33,7 @@ from tasks.errors import InputError
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 OPTIMIZER_STEPS = 1500
+SMALL_DATA_WINDOWS, SMALL_DATA_ENSEMBLE = 2000, 5  # small data: average 5 networks (cheap there, less variance)
 PATIENCE_STEPS = 100  # about the span of the weight average (momentum 0.99): judge it once it has moved
 
 
@@ -127,7 +129,8 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     steps = math.ceil(windows / batch_size)
     epochs = config.epochs or int(np.clip(math.ceil(OPTIMIZER_STEPS / steps), 60, 400))
     patience = config.patience if config.patience is not None else max(5, math.ceil(PATIENCE_STEPS / steps))
-    fields.update(batch_size=batch_size, epochs=epochs, patience=patience)
+    ensemble = config.ensemble or (SMALL_DATA_ENSEMBLE if windows < SMALL_DATA_WINDOWS else 1)
+    fields.update(batch_size=batch_size, epochs=epochs, patience=patience, ensemble=ensemble)
     return with_fields(config, **fields)
 
 
@@ -150,4 +153,5 @@ def describe_adapted(config: ForecastConfig) -> str:
     """One log line of the data-sized settings."""
     return (f"settings sized from the data: freq {config.freq}, seasons {list(config.seasons or ())}, "
             f"seasonal-naive season {config.season_length}, look_back {config.look_back}, patch {config.patch}, "
-            f"batch_size {config.batch_size}, epochs {config.epochs}")
+            f"batch_size {config.batch_size}, epochs {config.epochs}, patience {config.patience}, "
+            f"ensemble {config.ensemble}")

@@ -7,6 +7,10 @@ Baselines, each forecasting every window's `horizon` targets from the same origi
 - `arima`: statsmodels ARIMA fitted on the last `arima_fit_points` training rows, then
   run over the whole series with those parameters (its Kalman filter sees only the past
   of each origin); multi-step forecasts come from its predicted states.
+- `auto_ets`, `auto_arima`: statsforecast's AutoETS and AutoARIMA with the series' seasons
+  (MSTL-deseasonalised for long or several seasons), fitted on the training part and
+  filtered over the rest the same way (`tasks/baselines.py`); for horizons above 1 they
+  forecast the test origins only.
 
 Metrics per split, model and step ahead (`step` 0 pools all steps): RMSE, MAE (series
 units), sMAPE (percent), MASE (MAE over the in-sample one-step naive MAE of the training
@@ -21,6 +25,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
+from tasks.baselines import statistical_forecasts
 from tasks.config import ForecastConfig
 from tasks.defaults import detect_season
 from tasks.normalize import read_model_space
@@ -28,7 +33,7 @@ from tasks.registry import model_entry, record_model, utc_now
 from tasks.store import Store, stage_key
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
-MODELS = ("lstm", "naive", "seasonal_naive", "arima")
+MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")
 
 
 def error_metrics(y: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> dict[str, float]:
@@ -142,7 +147,7 @@ def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, p
     rows = targets["row"].to_numpy()
     fit_stop = int(targets.loc[targets["split"] == "test", "row"].min())  # the test split's first row
     season = config.season_length or detect_season(y[:fit_stop])
-    differenced = read_model_space(store, normalize).kind == "diff"
+    differenced = read_model_space(store, normalize).kind in ("diff", "level")  # a unit root was found
     order = config.arima_order or (2, int(differenced), 2)
     baselines = {
         "naive": naive_predictions(y, rows, config.horizon),
@@ -150,9 +155,14 @@ def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, p
         "arima": arima_predictions(y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop,
                                    order),
     }
+    seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
+    statistical, described = statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop)
+    baselines.update(statistical)
     metrics = evaluate_predictions(y, targets, store.read_table("predict", predictions), baselines)
-    store.write_table("evaluate", key, metrics, metadata={"season_length": season, "arima_order": list(order)})
-    logger.info("season length %d, ARIMA%s; metrics (all steps):\n%s", season, order,
+    store.write_table("evaluate", key, metrics, metadata={"season_length": season, "arima_order": list(order),
+                                                          "statistical_baselines": described})
+    logger.info("season length %d, ARIMA%s; %s; metrics (all steps):\n%s", season, order,
+                "; ".join(f"{name}: {text}" for name, text in described.items()),
                 metrics_table(metrics).to_string(index=False, float_format="%.4f"))
     status = record_model(store, model_entry(store, model, metrics, utc_now()))
     logger.info("registry: model %s is %s", model, status)
