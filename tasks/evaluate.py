@@ -37,8 +37,16 @@ MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")
 
 
 def error_metrics(y: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> dict[str, float]:
-    """RMSE, MAE, sMAPE (%) and MASE of predictions `y_hat` of `y` (same shape)."""
+    """RMSE, MAE, sMAPE (%) and MASE of predictions `y_hat` of `y` (same shape).
+
+    Targets without a forecast (NaN: a baseline's first rows, or multi-step origins before the test
+    split) are left out; all NaN when none is left.
+    """
     y, y_hat = np.asarray(y, dtype="float64"), np.asarray(y_hat, dtype="float64")
+    forecast = np.isfinite(y_hat)
+    if not forecast.any():
+        return {"rmse": float("nan"), "mae": float("nan"), "smape": float("nan"), "mase": float("nan")}
+    y, y_hat = y[forecast], y_hat[forecast]
     error = y_hat - y
     denominator = np.abs(y) + np.abs(y_hat)
     smape = np.where(denominator > 0, 2 * np.abs(error) / np.where(denominator > 0, denominator, 1), 0.0)
