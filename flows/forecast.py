@@ -63,6 +63,12 @@ def series_pipeline(config: ForecastConfig, last_stage: str = "plot") -> dict[st
     return run_stages(config, last_stage)
 
 
+def sized_config(config: ForecastConfig) -> ForecastConfig:
+    """`config` with its data-sized fields filled from its series (the generate stage, cached as usual)."""
+    series = with_store_cache(generate, config)(config=config, return_state=True).result(_sync=True)
+    return config_for_series(config, Store(config.artifacts_dir), series)
+
+
 async def run_pipeline(config: ForecastConfig, on_cluster: bool = False, last_stage: str = "plot") -> dict[
         str, dict[str, str]]:
     """`run_stages` here, or (`on_cluster`) as one `series_pipeline` task on the flow's Dask task runner.

@@ -11,7 +11,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
 from flows.cluster import cluster_slots, runs_on_cluster
-from flows.forecast import DEFAULT_CONFIG, run_pipeline
+from flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_config
 from tasks.config import ForecastConfig, with_fields
 from tasks.errors import InputError
 from tasks.report import table_records
@@ -30,6 +30,7 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
     import optuna
 
     check_tunable(config)
+    config = sized_config(config)  # the search space is around the data-sized settings
     logger = get_run_logger()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # constant_liar: trials asked while others still run are steered away from those.

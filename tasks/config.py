@@ -68,7 +68,7 @@ class ForecastConfig(BaseModel):
     seasons: tuple[Annotated[int, Field(ge=2)], ...] | None = Field(
         None, description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "
         "empty: those of the calendar frequency (hourly 24 and 168, daily 7, weekly 52, monthly 12, quarterly 4) "
-        "that the training part's autocorrelation confirms; [] for none.",
+        "that the training part's autocorrelation confirms; [] (on the command line: none) for none.",
     )
     freq: str | None = Field(
         None, description="Calendar frequency of the timestamps as a pandas alias (MS, W-SUN, D, B, h); "
@@ -115,7 +115,7 @@ class ForecastConfig(BaseModel):
         None, ge=1, description="Season of the seasonal-naive baseline; empty: detected from the training part."
     )
     arima_order: tuple[int, int, int] | None = Field(
-        None, description="(p, d, q) of the ARIMA baseline; empty: (2, 0, 2), or (2, 1, 2) when differencing."
+        None, description="(p, d, q) of the ARIMA baseline; empty: (2, 0, 2), or (2, 1, 2) when a unit root was found."
     )
     arima_fit_points: int = Field(2000, ge=50, description="ARIMA baseline: fit on this many last training points.")
 
@@ -151,6 +151,7 @@ def with_fields(config: ForecastConfig, **fields: Any) -> ForecastConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The article's hyperparameters exactly, on the leak-free pipeline.
     "seed": dict(look_back=1, patch=1, units=50, epochs=5, batch_size=1, learning_rate=0.001, ensemble=1,
+                 seasons=(), log="no",
                  train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none", ema_momentum=0.0),
     # What a user should get: a rule, not numbers. Seasons, look_back, patch, batch size and epochs
     # are sized from the series (tasks/defaults.py); on the built-in series that is a window of four
