@@ -59,11 +59,11 @@ class ForecastConfig(BaseModel):
         "auto",
         description="Model the values ('none'), each window relative to its own last value ('level', for trends "
         "and level shifts) or first differences ('diff'); 'auto' chooses 'level' when an ADF test on the training "
-        "part finds a unit root.",
+        "part does not reject a unit root at 1 %.",
     )
     log: Literal["auto", "yes", "no"] = Field(
         "auto", description="Model log values (multiplicative seasons and growth); 'auto': positive series whose "
-        "training range spans a factor of 3 or more.",
+        "training range spans a factor of 2 or more.",
     )
     seasons: tuple[Annotated[int, Field(ge=2)], ...] | None = Field(
         None, description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "

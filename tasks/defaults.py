@@ -7,8 +7,9 @@ stages' keys and the model's metadata.
 - `freq`: the calendar frequency pandas infers from the timestamps (None for numeric time).
 - `seasons`: the calendar's seasons (hourly 24 and 168, monthly 12, …) with at least two cycles
   in the training part that its autocorrelation confirms; they are removed before the LSTM.
-- `season_length` (seasonal-naive baseline): the shortest of those, else the first
-  autocorrelation peak of the training part (the built-in sine: 63).
+- `season_length` (seasonal-naive baseline): the shortest of those (or of the confirmed calendar
+  seasons when `seasons` is set), else the first autocorrelation peak of the training part
+  (the built-in sine: 63).
 - `look_back`: two seasons once seasons are removed (at least 16), four autocorrelation seasons
   otherwise (at least 32), never more than half the rows before the validation split.
 - `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
@@ -30,9 +31,11 @@ import pandas as pd
 from tasks.calendar import calendar_seasons, infer_frequency
 from tasks.config import ForecastConfig, with_fields
 from tasks.errors import InputError
+from tasks.normalize import LOG_RATIO
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 OPTIMIZER_STEPS = 1500
+MIN_TRAIN_ROWS = 8  # rows before the test split beyond one horizon: a few windows and a validation tail
 SMALL_DATA_WINDOWS, SMALL_DATA_ENSEMBLE = 2000, 5  # small data: average 5 networks (cheap there, less variance)
 PATIENCE_STEPS = 100  # about the span of the weight average (momentum 0.99): judge it once it has moved
 
@@ -58,7 +61,7 @@ def season_evidence(values: np.ndarray, season: int) -> float:
 def confirmed_seasons(train_y: np.ndarray, candidates: tuple[int, ...]) -> tuple[int, ...]:
     """The candidate seasons with two or more cycles in `train_y` (n,) and autocorrelation evidence."""
     values = np.asarray(train_y, dtype="float64")
-    if values.min() > 0 and values.max() / values.min() >= 3:  # judge multiplicative seasons on the log scale
+    if values.min() > 0 and values.max() / values.min() >= LOG_RATIO:  # judge multiplicative seasons on the log scale
         values = np.log(values)
     return tuple(s for s in candidates
                  if s >= 2 and len(values) >= 2 * s and season_evidence(values, s) >= SEASON_EVIDENCE)
@@ -90,17 +93,16 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     y = np.asarray(y, dtype="float64")
     n = len(y)
     test_start = int(n * config.train_fraction)
-    if test_start < 4 or n - test_start < config.horizon:
+    if test_start < config.horizon + MIN_TRAIN_ROWS or n - test_start < config.horizon:
         raise _too_short(n, config)
     train_y = y[:test_start]
     fields: dict[str, Any] = {}
     freq = config.freq or infer_frequency(ds)
     fields["freq"] = freq
-    seasons = config.seasons
-    if seasons is None:
-        seasons = confirmed_seasons(train_y, calendar_seasons(freq))
+    calendar = confirmed_seasons(train_y, calendar_seasons(freq))
+    seasons = calendar if config.seasons is None else config.seasons
     fields["seasons"] = tuple(seasons)
-    season_length = config.season_length or (min(seasons) if seasons else detect_season(train_y))
+    season_length = config.season_length or min(seasons or calendar or (detect_season(train_y),))
     fields["season_length"] = season_length
 
     validation_fraction = config.validation_fraction
@@ -135,7 +137,9 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
 
 
 def _too_short(n: int, config: ForecastConfig) -> InputError:
-    least = math.ceil((config.horizon + 8) / (1 - config.train_fraction)) if config.train_fraction < 1 else 0
+    least = next(length for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS))
+                 if int(length * config.train_fraction) >= config.horizon + MIN_TRAIN_ROWS
+                 and length - int(length * config.train_fraction) >= config.horizon)
     return InputError(
         f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
         f"{config.horizon} (at least {least} points are needed)",
