@@ -174,3 +174,20 @@ def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
     assert (row["model"], row["metric"], row["mean"], row["min"], row["max"], row["folds"]) == (
         "lstm", "rmse", 2.0, 1.0, 3.0, 2)
     assert row["std"] == pytest.approx(np.sqrt(2.0))
+
+
+def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
+    from tasks.future import recursive_forecast
+    from tasks.train import SavedModel
+
+    y = 50 + np.cumsum(np.random.RandomState(5).normal(size=200))
+    space = fit_model_space(y, 160, "level", log="no")
+
+    def one_step_up(window: np.ndarray, training: bool = False) -> np.ndarray:
+        return np.full((len(window), 1), space.scaler.scale(1.0))  # "one unit above the window's level"
+
+    saved = SavedModel("k" * 24, one_step_up, space, look_back=8, patch=1, horizon=1)
+    z_hat = recursive_forecast(saved, space.encode(y), steps=4)
+    forecast = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
+    # Each step is one unit above the previous forecast: the level moves with what was fed back.
+    np.testing.assert_allclose(forecast, y[-1] + np.arange(1, 5), rtol=1e-6)
