@@ -5,7 +5,7 @@
 Rows (test split, the last 20 %, every model forecasting the same 2,000 targets):
 - oracle: the noise-free sine itself, the floor no forecaster can beat on average;
 - lstm-forecast presets (`lstm-forecast run --preset P --json`), with the naive,
-  seasonal-naive and ARIMA baselines their evaluate stage scored;
+  seasonal-naive, ARIMA, AutoARIMA and AutoETS baselines their evaluate stage scored;
 - ridge regression on 63 lags (scikit-learn), fitted on the rows before the test split.
 """
 
@@ -66,7 +66,7 @@ def main() -> None:
             table.append((f"lstm-forecast --preset {preset}", test["lstm"]["rmse"],
                           f"{wall:.0f} s wall, interval coverage {coverage:.3f} (nominal 0.9)"))
             if preset == args.presets[0]:
-                for baseline in ("arima", "seasonal_naive", "naive"):
+                for baseline in ("arima", "auto_arima", "auto_ets", "seasonal_naive", "naive"):
                     table.append((f"{baseline} (scored by the {preset} run)", test[baseline]["rmse"], ""))
 
     floor = table[0][1]
