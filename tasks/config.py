@@ -88,9 +88,6 @@ class ForecastConfig(BaseModel):
     ensemble: int | None = Field(
         None, ge=1, le=20, description="Networks trained side by side from different initial weights, forecasts "
         "averaged; empty: 5 when there are fewer than 2,000 training windows, else 1.")
-    skip: bool | None = Field(
-        None, description="Add a linear map of the window straight to the outputs (an autoregressive highway); "
-        "empty: on when there are fewer than 2,000 training windows.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each recurrent layer.")
     patch: int | None = Field(
         None, ge=1, description="Consecutive values fed to the cell per time step (look_back / patch steps); "
@@ -154,7 +151,7 @@ def with_fields(config: ForecastConfig, **fields: Any) -> ForecastConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The article's hyperparameters exactly, on the leak-free pipeline.
     "seed": dict(look_back=1, patch=1, units=50, epochs=5, batch_size=1, learning_rate=0.001, ensemble=1,
-                 skip=False, seasons=(), log="no",
+                 seasons=(), log="no",
                  train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none", ema_momentum=0.0),
     # What a user should get: a rule, not numbers. Seasons, look_back, patch, batch size and epochs
     # are sized from the series (tasks/defaults.py); on the built-in series that is a window of four
@@ -162,7 +159,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(),
     # Tiny and quick: for tests and a first look.
     "smoke": dict(n_points=600, look_back=8, patch=2, units=8, epochs=1, batch_size=32, patience=0, ensemble=1,
-                  skip=False,
                   ema_momentum=0.0, arima_fit_points=200),
 }
 
@@ -224,8 +220,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "split": ("train_fraction", "validation_fraction"),
     "normalize": ("scaler", "transform", "log", "seasons"),
     "window": ("look_back", "horizon"),
-    "train": ("cell", "units", "layers", "ensemble", "skip", "dropout", "patch", "epochs", "batch_size",
-              "learning_rate", "patience", "ema_momentum", "seed"),
+    "train": ("cell", "units", "layers", "ensemble", "dropout", "patch", "epochs", "batch_size", "learning_rate",
+              "patience", "ema_momentum", "seed"),
     "predict": ("interval_level", "freq"),
     "evaluate": ("season_length", "arima_order", "arima_fit_points"),
     "plot": (),

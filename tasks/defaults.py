@@ -16,7 +16,6 @@ stages' keys and the model's metadata.
 - `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256.
 - `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400).
 - `ensemble`: 5 networks averaged when there are fewer than 2,000 training windows, else 1.
-- `skip` (a linear autoregressive highway beside the LSTM): on below 2,000 training windows.
 - `patience`: 5 epochs, or about 100 optimizer steps when epochs are short.
 - `validation_fraction`: raised when the validation tail would hold fewer than `horizon` + 2 rows.
 """
@@ -133,8 +132,7 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     epochs = config.epochs or int(np.clip(math.ceil(OPTIMIZER_STEPS / steps), 60, 400))
     patience = config.patience if config.patience is not None else max(5, math.ceil(PATIENCE_STEPS / steps))
     ensemble = config.ensemble or (SMALL_DATA_ENSEMBLE if windows < SMALL_DATA_WINDOWS else 1)
-    skip = config.skip if config.skip is not None else windows < SMALL_DATA_WINDOWS
-    fields.update(batch_size=batch_size, epochs=epochs, patience=patience, ensemble=ensemble, skip=skip)
+    fields.update(batch_size=batch_size, epochs=epochs, patience=patience, ensemble=ensemble)
     return with_fields(config, **fields)
 
 
@@ -160,4 +158,4 @@ def describe_adapted(config: ForecastConfig) -> str:
     return (f"settings sized from the data: freq {config.freq}, seasons {list(config.seasons or ())}, "
             f"seasonal-naive season {config.season_length}, look_back {config.look_back}, patch {config.patch}, "
             f"batch_size {config.batch_size}, epochs {config.epochs}, patience {config.patience}, "
-            f"ensemble {config.ensemble}, skip {config.skip}")
+            f"ensemble {config.ensemble}")
