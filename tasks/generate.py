@@ -47,7 +47,9 @@ def parse_table(data: bytes, suffix: str) -> pd.DataFrame:
     """The raw table of a CSV or Parquet file's bytes."""
     if suffix == ".parquet":
         return pd.read_parquet(io.BytesIO(data))
-    return pd.read_csv(io.BytesIO(data))
+    # round_trip: a value written with 17 significant digits reads back as the same float (pandas' fast
+    # parser can be one unit in the last place off), so a file saved again keeps its series' key.
+    return pd.read_csv(io.BytesIO(data), float_precision="round_trip")
 
 
 def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> pd.DataFrame:
