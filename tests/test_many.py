@@ -162,9 +162,11 @@ def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_acce
     assert trials["trial"].tolist() == [0, 1, 2, 3] and trials["validation_rmse"].notna().all()
     assert result["best_validation_rmse"] == trials["validation_rmse"].min()
     assert "lstm-tune-trials" in run_artifacts(result["flow_run_id"])
-    # The trials ran as task runs of the tuning flow run (on the Dask workers): generate to evaluate.
+    # The trials ran as task runs of the tuning flow run (on the Dask workers): generate to evaluate,
+    # after one generate that sized the search space from the series.
     names = [r.name.rsplit("-", 1)[0] for r in task_runs(result["flow_run_id"])]
-    assert names.count("series-pipeline") == 4 and names.count("evaluate") == 4 and len(names) == 4 * 8
+    assert names.count("series-pipeline") == 4 and names.count("evaluate") == 4 and len(names) == 4 * 8 + 1
+    assert names.count("generate") == 5
 
     rerun = subprocess.run([str(BIN / "lstm-forecast"), "run", "--config", str(best_file), "--json"],
                            env=env, capture_output=True, text=True, timeout=200)
