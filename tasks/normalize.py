@@ -99,20 +99,15 @@ class ModelSpace:
 
     def inputs(self, z: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
         """Model inputs (len(rows), look_back / patch, patch) float32 for origin rows of encoded `z`."""
-        from numpy.lib.stride_tricks import sliding_window_view
+        from tasks.window import window_inputs
 
-        rows = np.asarray(rows)
-        windows = sliding_window_view(np.asarray(z, dtype="float64"), look_back)[rows - look_back]
-        if self.kind == "level":
-            windows = windows - windows[:, -1:]
-        return windows.astype("float32").reshape(len(rows), look_back // patch, patch)
+        return window_inputs(z, rows, look_back, patch, relative=self.kind == "level")
 
     def targets(self, z: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
         """Training targets (len(rows), horizon) float32: `z[row + h]`, minus `z[row - 1]` for 'level'."""
-        z = np.asarray(z, dtype="float64")
-        rows = np.asarray(rows)
-        values = z[rows[:, None] + np.arange(horizon)]
-        return (values - z[rows - 1][:, None] if self.kind == "level" else values).astype("float32")
+        from tasks.window import window_targets_matrix
+
+        return window_targets_matrix(z, rows, horizon, relative=self.kind == "level")
 
     def decode(self, z_hat: np.ndarray, y: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """Values (m, H) from model-space forecasts `z_hat` (m, H) made at origin rows (m,).

@@ -52,19 +52,27 @@ def window_targets(
     return targets
 
 
-def window_inputs(values: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
-    """Model inputs for origin rows: `out[i].ravel() = values[rows[i] - look_back : rows[i]]`.
+def window_inputs(
+    values: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1, relative: bool = False
+) -> np.ndarray:
+    """Model inputs for origin rows: `out[i].ravel() = values[rows[i] - look_back : rows[i]]`, minus its
+    last value when `relative` (each window scaled by its own level).
 
     Returns:
         float32 array of shape (len(rows), look_back // patch, patch): each step holds `patch` values.
     """
-    windows = sliding_window_view(np.asarray(values, dtype="float32"), look_back)
-    return windows[np.asarray(rows) - look_back].reshape(len(rows), look_back // patch, patch)
+    windows = sliding_window_view(np.asarray(values, dtype="float64"), look_back)[np.asarray(rows) - look_back]
+    if relative:  # in float64: large levels keep their small differences
+        windows = windows - windows[:, -1:]
+    return windows.astype("float32").reshape(len(rows), look_back // patch, patch)
 
 
-def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
-    """Targets of origin rows: `out[i, h] = values[rows[i] + h]`, float32 (len(rows), horizon)."""
-    return np.asarray(values, dtype="float32")[np.asarray(rows)[:, None] + np.arange(horizon)]
+def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int, relative: bool = False) -> np.ndarray:
+    """Targets of origin rows: `out[i, h] = values[rows[i] + h]`, minus `values[rows[i] - 1]` when
+    `relative`; float32 (len(rows), horizon)."""
+    values, rows = np.asarray(values, dtype="float64"), np.asarray(rows)
+    targets = values[rows[:, None] + np.arange(horizon)]
+    return (targets - values[rows - 1][:, None] if relative else targets).astype("float32")
 
 
 @task(name="window", result_serializer="json")
