@@ -26,6 +26,7 @@ _FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--value-column": ("value_column", str),
     "--id-column": ("id_column", str),
     "--series-id": ("series_id", str),
+    "--scope": ("scope", str),
     "--nan-policy": ("nan_policy", str),
     "--duplicate-policy": ("duplicate_policy", str),
     "--look-back": ("look_back", int),
@@ -112,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="forecast past the end of the data with a registered model")
     predict.add_argument("--model", default="champion", help="`champion` or a model key (default: champion)")
     predict.add_argument("--horizon", type=int, required=True, help="steps to forecast")
-    predict.add_argument("--series-id", default="", help="with `champion`: the champion of this series of a "
-                         "long-format input")
+    predict.add_argument("--series-id", default="", help="the series of a long-format input to forecast: with "
+                         "`champion`, its own champion, else the global model's; needed for a global model")
     predict.add_argument("--input", help="CSV/Parquet series to continue (default: the model's training data)")
     predict.add_argument("--time-column", help="time column of --input (default: the model's)")
     predict.add_argument("--value-column", help="value column of --input (default: the model's)")
@@ -301,7 +302,11 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     flow_function = forecast_many if task_runner is None else forecast_many.with_options(task_runner=task_runner)
     where = ("one after another in this process" if task_runner is None else
              f"on Dask ({args.dask_address or f'{args.workers} local workers'})")
-    print(f"{len(series_ids)} series in {config.input}: one pipeline each, {where}.", flush=True)
+    from flows.many import chosen_scope
+
+    shape = ("one network across them" if chosen_scope(config, len(series_ids)) == "global" else
+             "one network each")
+    print(f"{len(series_ids)} series in {config.input}: {shape}, per-series stages {where}.", flush=True)
     started = time.perf_counter()
     result = asyncio.run(flow_function(config=config, series_ids=series_ids))
     import pandas as pd

@@ -16,6 +16,7 @@ from tasks.generate import generate
 from tasks.normalize import normalize
 from tasks.plot import plot
 from tasks.predict import predict
+from tasks.registry import register_models
 from tasks.report import publish_run
 from tasks.split import split
 from tasks.store import Store
@@ -25,7 +26,40 @@ from tasks.window import window
 DEFAULT_CONFIG = ForecastConfig()
 
 
-def run_stages(config: ForecastConfig, last_stage: str = "plot") -> dict[str, dict[str, str]]:
+Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
+
+
+def run_stage(stage_task: Any, config: ForecastConfig, stages: Stages, **upstream: Any) -> str:
+    """Run one stage (cached in the store) in this process, note it in `stages`; returns its key.
+
+    Raises:
+        the stage's error if it failed.
+    """
+    state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
+    key = state.result(_sync=True)
+    stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
+    return key
+
+
+def prepare_stages(config: ForecastConfig, series: str, stages: Stages) -> None:
+    """split, normalize and window of a generated series (config sized for it)."""
+    bounds = run_stage(split, config, stages, series=series)
+    scaled = run_stage(normalize, config, stages, series=series, split=bounds)
+    run_stage(window, config, stages, series=series, split=bounds, normalize=scaled)
+
+
+def finish_stages(config: ForecastConfig, stages: Stages, model: str, last_stage: str = "plot") -> None:
+    """predict, evaluate (and plot) of a prepared series with a trained model."""
+    keys = {name: stages[name]["key"] for name in ("generate", "normalize", "window")}
+    series, scaled, targets = keys["generate"], keys["normalize"], keys["window"]
+    predictions = run_stage(predict, config, stages, series=series, normalize=scaled, window=targets, model=model)
+    run_stage(evaluate, config, stages, series=series, normalize=scaled, window=targets, predictions=predictions,
+              model=model)
+    if last_stage != "evaluate":
+        run_stage(plot, config, stages, series=series, predictions=predictions, model=model)
+
+
+def run_stages(config: ForecastConfig, last_stage: str = "plot") -> Stages:
     """Run the stages in order, in this process; returns each stage's key and status (computed or cached).
 
     Args:
@@ -33,25 +67,14 @@ def run_stages(config: ForecastConfig, last_stage: str = "plot") -> dict[str, di
     Raises:
         the first failed stage's error.
     """
-    stages: dict[str, dict[str, str]] = {}
-
-    def run(stage_task: Any, **upstream: str) -> str:
-        state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
-        key = state.result(_sync=True)  # raises the stage's error if it failed
-        stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
-        return key
-
-    series = run(generate)
+    stages: Stages = {}
+    series = run_stage(generate, config, stages)
     config = config_for_series(config, Store(config.artifacts_dir), series)
     get_run_logger().info(describe_adapted(config))
-    bounds = run(split, series=series)
-    scaled = run(normalize, series=series, split=bounds)
-    targets = run(window, series=series, split=bounds, normalize=scaled)
-    model = run(train, series=series, normalize=scaled, window=targets)
-    predictions = run(predict, series=series, normalize=scaled, window=targets, model=model)
-    run(evaluate, series=series, normalize=scaled, window=targets, predictions=predictions, model=model)
-    if last_stage != "evaluate":
-        run(plot, series=series, predictions=predictions, model=model)
+    prepare_stages(config, series, stages)
+    model = run_stage(train, config, stages, series=series, normalize=stages["normalize"]["key"],
+                      window=stages["window"]["key"])
+    finish_stages(config, stages, model, last_stage)
     return stages
 
 
@@ -96,5 +119,6 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
     stages = run_stages(config)
     store = Store(config.artifacts_dir)
+    register_models(config, {stages["train"]["key"]: [stages["evaluate"]["key"]]})
     await publish_run(store, stages["evaluate"]["key"], stages["plot"]["key"], stages["train"]["key"])
     return {"flow_run_id": str(flow_run.id), "stages": stages, "artifacts": artifact_paths(store, stages)}

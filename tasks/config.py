@@ -32,6 +32,10 @@ class ForecastConfig(BaseModel):
     series_id: str | None = Field(
         None, description="The one series of a long-format input to forecast; empty: the input has one series."
     )
+    scope: Literal["auto", "global", "local"] = Field(
+        "auto", description="A long-format input: one network trained across all its series ('global'; 'auto' "
+        "chooses it for more than one series) or one network per series ('local').",
+    )
     nan_policy: Literal["interpolate", "drop", "error"] = Field(
         "interpolate", description="What to do with missing values: fill linearly, drop the rows, or stop."
     )
@@ -219,7 +223,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "generate": (),  # depends on the source: see stage_fields()
     "split": ("train_fraction", "validation_fraction"),
     "normalize": ("scaler", "transform", "log", "seasons"),
-    "window": ("look_back", "horizon"),
+    "window": ("look_back", "horizon", "scope"),
     "train": ("cell", "units", "layers", "ensemble", "dropout", "patch", "epochs", "batch_size", "learning_rate",
               "patience", "ema_momentum", "seed"),
     "predict": ("interval_level", "freq"),
@@ -233,4 +237,7 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     names = STAGE_FIELDS[stage]
     if stage == "generate":
         names = _FILE_FIELDS if config.input else _SYNTHETIC_FIELDS
-    return {name: getattr(config, name) for name in names}
+    fields = {name: getattr(config, name) for name in names}
+    if stage == "window":  # only a global model's windows differ (padded short contexts)
+        fields["scope"] = "global" if config.scope == "global" else "local"
+    return fields

@@ -32,12 +32,22 @@ from tasks.calendar import calendar_seasons, infer_frequency
 from tasks.config import ForecastConfig, with_fields
 from tasks.errors import InputError
 from tasks.normalize import LOG_RATIO
+from tasks.window import GLOBAL_MIN_CONTEXT
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 OPTIMIZER_STEPS = 1500
 MIN_TRAIN_ROWS = 8  # rows before the test split beyond one horizon: a few windows and a validation tail
 SMALL_DATA_WINDOWS, SMALL_DATA_ENSEMBLE = 2000, 5  # small data: average 5 networks (cheap there, less variance)
 PATIENCE_STEPS = 100  # about the span of the weight average (momentum 0.99): judge it once it has moved
+# A global model trains on at most this many windows per epoch: each series' most recent ones, the same
+# number from every series that has that many (M4 Weekly's 359 series: about 300 each). It bounds the
+# time per epoch and the memory whatever the number of series.
+GLOBAL_WINDOW_BUDGET = 100_000
+# A global model sees at least this many horizons of past (N-BEATS looks back 2 to 7 horizons): a series'
+# own look-back is sized for one step ahead.
+GLOBAL_HORIZONS_SEEN = 4
+GLOBAL_LSTM_STEPS = 12
+GLOBAL_ENSEMBLE = 3  # networks of a global model, of look-backs base, 2 x base and base / 2, combined by median
 
 
 def autocorrelation(values: np.ndarray, lag: int) -> float:
@@ -126,14 +136,68 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
             patch //= 2
     fields.update(look_back=look_back, patch=patch)
 
-    windows = max(1, validation_start - look_back)
+    fields.update(training_settings(config, max(1, validation_start - look_back)))
+    return with_fields(config, **fields)
+
+
+def training_settings(config: ForecastConfig, windows: int) -> dict[str, int]:
+    """`batch_size`, `epochs`, `patience` and `ensemble` for `windows` training windows (those not set)."""
     batch_size = config.batch_size or int(np.clip(2 ** round(math.log2(max(windows / 30, 1))), 16, 256))
     steps = math.ceil(windows / batch_size)
     epochs = config.epochs or int(np.clip(math.ceil(OPTIMIZER_STEPS / steps), 60, 400))
     patience = config.patience if config.patience is not None else max(5, math.ceil(PATIENCE_STEPS / steps))
     ensemble = config.ensemble or (SMALL_DATA_ENSEMBLE if windows < SMALL_DATA_WINDOWS else 1)
-    fields.update(batch_size=batch_size, epochs=epochs, patience=patience, ensemble=ensemble)
-    return with_fields(config, **fields)
+    return {"batch_size": batch_size, "epochs": epochs, "patience": patience, "ensemble": ensemble}
+
+
+def window_cap(counts: list[int], budget: int = GLOBAL_WINDOW_BUDGET) -> int:
+    """The largest per-series window count c with sum(min(count, c)) <= budget (at least 1)."""
+    counts_array = np.asarray(counts, dtype="int64")
+    if len(counts_array) == 0 or counts_array.sum() <= budget:
+        return int(counts_array.max(initial=1))
+    low, high = 1, int(counts_array.max())
+    while low < high:
+        middle = (low + high + 1) // 2
+        if np.minimum(counts_array, middle).sum() <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths: list[int]) -> dict[str, Any]:
+    """The fields one network shares across series (those `config` leaves empty), from each series' own
+    sized config and length.
+
+    - `transform`: 'level' for 'auto' (every window relative to its own last value and scaled by its
+      series' typical step: series of any magnitude share the network);
+    - `look_back`: the median of the series' own look-backs (a whole number of patches);
+    - `batch_size`, `epochs`, `patience`, `ensemble`: the single-series rule on the windows the network
+      trains on (each series' most recent, at most `window_cap` from each).
+    Seasons, `season_length`, `freq` and `validation_fraction` stay each series' own.
+    """
+    fields: dict[str, Any] = {"transform": "level" if config.transform == "auto" else config.transform}
+    context = GLOBAL_MIN_CONTEXT
+    windows = [max(1, int(n * c.train_fraction) - int(int(n * c.train_fraction) * c.validation_fraction) - context
+                   - c.horizon + 1) for c, n in zip(sized, lengths, strict=True)]
+    cap = window_cap(windows)
+    training = training_settings(config, int(np.minimum(windows, cap).sum()))
+    ensemble = config.ensemble or GLOBAL_ENSEMBLE
+    look_back = config.look_back
+    if look_back is None:
+        base = max(int(np.median([c.look_back for c in sized])), GLOBAL_HORIZONS_SEEN * config.horizon)
+        look_back = 2 * base if ensemble > 1 else base  # members read the base, twice it and half of it
+    base = look_back // 2 if ensemble > 1 else look_back
+    # As many values per LSTM step as keep a dozen steps or more: a global model trains on many windows,
+    # and an LSTM's steps run one after another (M4 Weekly, look-back 52: patch 4 trained 4 x faster than
+    # patch 1, and forecast no worse).
+    patch = config.patch or next(p for p in (8, 4, 2, 1) if base // p >= GLOBAL_LSTM_STEPS or p == 1)
+    if config.look_back is None:
+        look_back = max(patch, round(look_back / patch) * patch)
+    while look_back % patch:
+        patch //= 2
+    fields.update(training, look_back=look_back, patch=patch, ensemble=ensemble)
+    return fields
 
 
 def _too_short(n: int, config: ForecastConfig) -> InputError:

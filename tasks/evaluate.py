@@ -29,7 +29,6 @@ from tasks.baselines import statistical_forecasts
 from tasks.config import ForecastConfig
 from tasks.defaults import detect_season
 from tasks.normalize import read_model_space
-from tasks.registry import model_entry, record_model, utc_now
 from tasks.store import Store, stage_key
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
@@ -145,7 +144,7 @@ def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
 
 @task(name="evaluate", result_serializer="json")
 def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str) -> str:
-    """Score the LSTM and the baselines, and list the model in the registry; returns the evaluate key."""
+    """Score the LSTM and the baselines; returns the evaluate key."""
     store = Store(config.artifacts_dir)
     key = stage_key("evaluate", config, {"series": series, "normalize": normalize, "window": window,
                                          "predictions": predictions, "model": model})
@@ -172,6 +171,4 @@ def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, p
     logger.info("season length %d, ARIMA%s; %s; metrics (all steps):\n%s", season, order,
                 "; ".join(f"{name}: {text}" for name, text in described.items()),
                 metrics_table(metrics).to_string(index=False, float_format="%.4f"))
-    status = record_model(store, model_entry(store, model, metrics, utc_now()))
-    logger.info("registry: model %s is %s", model, status)
     return key

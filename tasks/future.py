@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,8 @@ import pandas as pd
 from tasks.calendar import future_times
 from tasks.errors import InputError
 from tasks.generate import clean_series, parse_table, read_input_file, select_series
-from tasks.registry import champion
+from tasks.normalize import ModelSpace, fit_model_space
+from tasks.registry import GLOBAL_SERIES, champion
 from tasks.store import Store, bytes_digest, fingerprint
 from tasks.train import SavedModel, load_saved
 
@@ -22,6 +24,8 @@ def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
         raise InputError(f"the store {store.root} has no registered model", "train one with `lstm-forecast run`")
     if reference == "champion":
         key = champion(registry, series_id)
+        if key is None and series_id:  # a global model forecasts every series it was trained on
+            key = champion(registry, GLOBAL_SERIES)
         if key is None:
             which = f" for series {series_id!r}" if series_id else " for a single-series input"
             raise InputError(f"the registry has no champion{which}",
@@ -34,17 +38,29 @@ def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
     return str(matches[0])
 
 
-def recursive_forecast(saved: SavedModel, z: np.ndarray, steps: int) -> np.ndarray:
-    """Model-space forecasts (steps,) past the end of encoded `z`, as `ModelSpace.decode` takes them from the
-    origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next."""
+def recursive_forecast(saved: SavedModel, space: ModelSpace, z: np.ndarray, steps: int) -> np.ndarray:
+    """Model-space forecasts (steps,) past the end of encoded `z` (in `space`), as `ModelSpace.decode` takes
+    them from the origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next."""
     history = np.asarray(z, dtype="float64")[-saved.look_back:]
-    level = saved.space.kind == "level"
-    while len(history) < saved.look_back + steps:
-        window = saved.space.inputs(history, np.array([len(history)]), saved.look_back, saved.patch)
+    level = space.kind == "level"
+    start = len(history)
+    while len(history) < start + steps:
+        window = space.inputs(history, np.array([len(history)]), saved.look_back, saved.patch)
         chunk = np.asarray(saved.model(window, training=False), dtype="float64").reshape(-1)
         history = np.append(history, chunk + history[-1] if level else chunk)  # back to absolute model space
-    outputs = history[saved.look_back:saved.look_back + steps]
-    return outputs - history[saved.look_back - 1] if level else outputs
+    outputs = history[start:start + steps]
+    return outputs - history[start - 1] if level else outputs
+
+
+def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
+    """A global model's space for one series (`ds, y`): its seasons and log choice, fitted on every row,
+    as the global model's training fitted them for its forecaster."""
+    from tasks.config import ForecastConfig
+    from tasks.defaults import adapt_config
+
+    sized = adapt_config(ForecastConfig.model_validate(config), history["ds"], history["y"].to_numpy())
+    y = history["y"].to_numpy()
+    return fit_model_space(y, len(y), sized.transform, tuple(sized.seasons or ()), sized.log)
 
 
 def forecast_frame(history: pd.DataFrame, predictions: np.ndarray, freq: str | None = None) -> pd.DataFrame:
@@ -81,23 +97,31 @@ def forecast_with_model(
     key = resolve_model(store, reference, series_id)
     metadata = store.read_model_metadata(key)
     config = metadata["config"]
+    is_global = metadata.get("scope") == "global"
+    if is_global and series_id not in metadata.get("series_ids", []):
+        raise InputError(f"model {key} is a global model of {metadata.get('series_count', 0)} series: "
+                         f"{'no series was named' if not series_id else f'{series_id!r} is not one of them'}",
+                         "name one of its series with --series-id (`lstm-forecast models` lists the inputs)")
+    wanted = series_id if is_global else config.get("series_id")
     if input_path:
         data, suffix = read_input_file(input_path)
-        raw = select_series(parse_table(data, suffix), config.get("id_column", "unique_id"), config.get("series_id"))
+        raw = select_series(parse_table(data, suffix), config.get("id_column", "unique_id"), wanted)
         history, _ = clean_series(raw, time_column or config["time_column"],
                                   value_column or config["value_column"], config["nan_policy"],
                                   config["duplicate_policy"])
         source = bytes_digest(data)
     else:
-        history = store.read_table("generate", metadata["upstream"]["series"])
-        source = metadata["upstream"]["series"]
+        upstream = metadata["upstream"]["series"]
+        source = upstream[metadata["series_ids"].index(series_id)] if is_global else upstream
+        history = store.read_table("generate", source)
     saved = load_saved(store, key, forecaster=True)
     if len(history) < saved.first_origin:
         raise InputError(f"the series has {len(history)} points; the model needs {saved.first_origin}",
                          "pass a longer --input")
     y = history["y"].to_numpy()
-    z_hat = recursive_forecast(saved, saved.space.encode(y), horizon)
-    values = saved.space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
+    space = saved.space or series_space(config, history)
+    z_hat = recursive_forecast(saved, space, space.encode(y), horizon)
+    values = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
     frame = forecast_frame(history, values, config.get("freq")).assign(model=key)
     name = fingerprint("forecast", key, source, horizon)
     table, plot = store.write_forecast(name, frame, render_forecast(history, frame, f"model {key}"))

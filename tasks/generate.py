@@ -170,7 +170,8 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
 
     config = adapt_config(config, series["ds"], series["y"].to_numpy())
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
-    window_targets(series["ds"], bounds, config.look_back, config.horizon, int(config.transform == "diff"))
+    window_targets(series["ds"], bounds, config.look_back, config.horizon, int(config.transform == "diff"),
+                   padded=config.scope == "global")
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
 
 

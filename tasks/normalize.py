@@ -232,14 +232,19 @@ def normalize(config: ForecastConfig, series: str, split: str) -> str:
     key = stage_key("normalize", config, {"series": series, "split": split})
     bounds = store.read_table("split", split).set_index("split")
     fit_stop = int(bounds.loc["test", "start"])
-    scaled, space = scale_series(store.read_table("generate", series), fit_stop, config.transform,
-                                 tuple(config.seasons or ()), config.log)
-    store.write_table("normalize", key, scaled, metadata=space.to_dict())
+    frame = store.read_table("generate", series)
+    scaled, space = scale_series(frame, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
+    # The forecaster's space: the same choices refitted on every row (seasonal profiles up to the last cycle).
+    y = frame["y"].to_numpy()
+    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
+    store.write_table("normalize", key, scaled, metadata=space.to_dict() | {"forecaster": full_space.to_dict()})
     get_run_logger().info("model space fitted on the first %d rows: %s, log %s, seasons %s, scale %s",
                           fit_stop, space.kind, space.log, space.seasons, space.scaler)
     return key
 
 
-def read_model_space(store: Store, normalize_key: str) -> ModelSpace:
-    """The transform and scaler stored with a normalize output."""
-    return ModelSpace.from_dict(store.read_table_metadata("normalize", normalize_key))
+def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:
+    """The transform and scaler stored with a normalize output, fitted before the test split; or
+    (`forecaster`) the same choices refitted on every row."""
+    metadata = store.read_table_metadata("normalize", normalize_key)
+    return ModelSpace.from_dict(metadata["forecaster"] if forecaster else metadata)

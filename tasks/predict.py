@@ -108,8 +108,9 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     y = frame["y"].to_numpy()
     y_hat, forecast = forecast_all(load_saved(store, model).model, read_model_space(store, normalize), y,
                                    targets, config.look_back, config.patch)
-    forecaster = load_saved(store, model, forecaster=True)
-    forecast = forecast_next(forecaster.model, forecaster.space, y, config.look_back, config.patch)
+    forecaster = load_saved(store, model, forecaster=True).model
+    forecast = forecast_next(forecaster, read_model_space(store, normalize, forecaster=True), y, config.look_back,
+                             config.patch)
     calibration = "validation" if (targets["split"] == "validation").any() else "train"
     mask = (targets["split"] == calibration).to_numpy()
     truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]

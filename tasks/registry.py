@@ -12,14 +12,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from prefect import get_run_logger, task
 
+from tasks.config import ForecastConfig
 from tasks.store import Store
 
-COLUMNS = ("key", "series_id", "created", "status", "test_rmse", "test_mae", "naive_test_rmse",
-           "data_fingerprint", "series", "input", "config", "decision")
-DECISION_COLUMNS = ("decided", "challenger", "champion", "challenger_rmse", "champion_rmse", "holdout_rows",
-                    "holdout_start", "outcome")
+COLUMNS = ("key", "series_id", "created", "status", "test_rmse", "test_mae", "naive_test_rmse", "test_mase",
+           "naive_test_mase", "data_fingerprint", "series", "input", "config", "decision")
+GLOBAL_SERIES = "*"  # the series_id of a global model: every series of its input
 
 
 def utc_now() -> str:
@@ -57,7 +59,7 @@ def with_series_ids(registry: pd.DataFrame) -> pd.DataFrame:
 
 
 def empty_registry() -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype="float64" if name.endswith("rmse") or name.endswith("mae")
+    return pd.DataFrame({name: pd.Series(dtype="float64" if name.split("_")[-1] in ("rmse", "mae", "mase")
                                          else "object") for name in COLUMNS})
 
 
@@ -66,7 +68,7 @@ def register(registry: pd.DataFrame | None, entry: dict[str, Any]) -> pd.DataFra
     registry = empty_registry() if registry is None else with_series_ids(registry)
     if (registry["key"] == entry["key"]).any():
         index = registry.index[registry["key"] == entry["key"]][0]
-        for name in ("test_rmse", "test_mae", "naive_test_rmse"):
+        for name in ("test_rmse", "test_mae", "naive_test_rmse", "test_mase", "naive_test_mase"):
             registry.loc[index, name] = entry[name]
         return registry
     same_series = registry["series_id"] == entry.get("series_id", "")
@@ -103,24 +105,36 @@ def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, cham
     return registry, outcome
 
 
-def model_entry(store: Store, model_key: str, metrics: pd.DataFrame, created: str) -> dict[str, Any]:
-    """The registry entry of a trained model, from its metadata and its evaluation."""
-    metadata = store.read_model_metadata(model_key)
+def test_value(metrics: pd.DataFrame, model: str, metric: str) -> float:
+    """One model's test metric, all steps pooled, from an evaluate table."""
+    rows = metrics[(metrics["split"] == "test") & (metrics["model"] == model) & (metrics["metric"] == metric)
+                   & (metrics["step"] == 0)]
+    return float(rows["value"].iloc[0]) if len(rows) else float("nan")
 
-    def test(model: str, metric: str) -> float:
-        rows = metrics[(metrics["split"] == "test") & (metrics["model"] == model) & (metrics["metric"] == metric)
-                       & (metrics["step"] == 0)]
-        return float(rows["value"].iloc[0])
+
+def model_entry(store: Store, model_key: str, metrics: list[pd.DataFrame], created: str) -> dict[str, Any]:
+    """The registry entry of a trained model, from its metadata and its evaluation (one table per series).
+
+    A global model is listed once, under series_id `GLOBAL_SERIES`, with its MASE averaged over its
+    series (RMSE and MAE are in each series' units: they are left empty).
+    """
+    metadata = store.read_model_metadata(model_key)
+    is_global = metadata.get("scope") == "global"
+
+    def pooled(model: str, metric: str) -> float:
+        return float(np.mean([test_value(table, model, metric) for table in metrics]))
 
     return {
         "key": model_key,
-        "series_id": metadata["config"].get("series_id") or "",
+        "series_id": GLOBAL_SERIES if is_global else metadata["config"].get("series_id") or "",
         "created": created,
-        "test_rmse": test("lstm", "rmse"),
-        "test_mae": test("lstm", "mae"),
-        "naive_test_rmse": test("naive", "rmse"),
+        "test_rmse": float("nan") if is_global else pooled("lstm", "rmse"),
+        "test_mae": float("nan") if is_global else pooled("lstm", "mae"),
+        "naive_test_rmse": float("nan") if is_global else pooled("naive", "rmse"),
+        "test_mase": pooled("lstm", "mase"),
+        "naive_test_mase": pooled("naive", "mase"),
         "data_fingerprint": metadata["data_fingerprint"],
-        "series": metadata["upstream"]["series"],
+        "series": metadata["data_fingerprint"] if is_global else metadata["upstream"]["series"],
         "input": metadata["config"].get("input") or "",
         "config": json.dumps(metadata["config"], sort_keys=True),
     }
@@ -128,10 +142,33 @@ def model_entry(store: Store, model_key: str, metrics: pd.DataFrame, created: st
 
 def record_model(store: Store, entry: dict[str, Any]) -> str:
     """Add a model to the store's registry (atomic, locked); returns its status."""
+    return record_models(store, [entry])[entry["key"]]
+
+
+def record_models(store: Store, entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Add models to the store's registry in one locked write; returns each one's status."""
     with store.registry_lock():
-        registry = register(store.read_registry(), entry)
+        registry = store.read_registry()
+        for entry in entries:
+            registry = register(registry, entry)
         store.write_registry(registry)
-    return str(registry.loc[registry["key"] == entry["key"], "status"].iloc[0])
+    return {entry["key"]: str(registry.loc[registry["key"] == entry["key"], "status"].iloc[0]) for entry in entries}
+
+
+@task(name="register", result_serializer="json")
+def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -> dict[str, str]:
+    """List models in the registry (or refresh their metrics): model key -> the evaluate keys of its
+    series. Returns each model's status. Run by the flows that mean it (a run, a retraining), never by
+    tuning trials or backtest folds."""
+    store = Store(config.artifacts_dir)
+    created = utc_now()
+    entries = [model_entry(store, model, [store.read_table("evaluate", key) for key in keys], created)
+               for model, keys in evaluations.items()]
+    statuses = record_models(store, entries)
+    logger = get_run_logger()
+    for model, status in statuses.items():
+        logger.info("registry: model %s is %s", model, status)
+    return statuses
 
 
 def record_decision(store: Store, decision: dict[str, Any], challenger_rmse: float, champion_rmse: float) -> str:

@@ -51,8 +51,9 @@ STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evalu
 
 # Bump a stage's version when its code changes what it writes: its key changes, so
 # old outputs are not reused. train 2: seeded initializers; 3: own tf.data pipeline, averaged weights validated;
-# 4 (and normalize 2 …): seasons, log and window-level model spaces, the forecaster refitted on every row.
-STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 6, "normalize": 3, "window": 2,
+# 4 (and normalize 2 …): seasons, log and window-level model spaces, the forecaster refitted on every row;
+# 7 (normalize 4, window 3): global models across series, the forecaster's space stored by normalize.
+STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 7, "normalize": 4, "window": 3,
                                                                    "predict": 2, "evaluate": 4}
 
 # Name of each stage's output when another stage takes it as input.
@@ -98,7 +99,7 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str], extra: str = "") -> str:
+def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str | list[str]], extra: str = "") -> str:
     """Content key of one stage's output.
 
     Args:
@@ -220,15 +221,18 @@ class Store:
         except OSError:
             return None
 
-    def is_older_than_inputs(self, stage: str, key: str, inputs: Mapping[str, str]) -> bool:
+    def is_older_than_inputs(self, stage: str, key: str, inputs: Mapping[str, str | list[str]]) -> bool:
         """True when an input named in `INPUT_STAGES` was written after this output (it was rebuilt)."""
         written = self.written_at(stage, key)
         if written is None:
             return False
-        for name, input_key in inputs.items():
-            input_written = self.written_at(INPUT_STAGES[name], input_key)
-            if input_written is not None and input_written > written:
-                return True
+        for name, input_keys in inputs.items():  # a global model's inputs are lists of keys, one per series
+            if name not in INPUT_STAGES:
+                continue  # not another stage's output (a global model's series ids)
+            for input_key in [input_keys] if isinstance(input_keys, str) else input_keys:
+                input_written = self.written_at(INPUT_STAGES[name], input_key)
+                if input_written is not None and input_written > written:
+                    return True
         return False
 
     def drop_failure_records(self) -> None:

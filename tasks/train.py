@@ -16,6 +16,7 @@ Two models come out of the stage, in one model folder:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -28,8 +29,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.config import ForecastConfig
-from tasks.normalize import ModelSpace, fit_model_space, read_model_space
-from tasks.store import FORECASTER_FILE, MODEL_FILE, Store, stage_key
+from tasks.defaults import window_cap
+from tasks.normalize import ModelSpace, read_model_space
+from tasks.store import FORECASTER_FILE, MODEL_FILE, Store, fingerprint, stage_key
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
@@ -91,13 +93,16 @@ def build_model(config: ForecastConfig) -> Any:
         stack.append(keras.layers.Dense(config.horizon, kernel_initializer=init.GlorotUniform(seed=next(seeds))))
         return stack
 
-    inputs = keras.Input(shape=(config.look_back // config.patch, config.patch))
+    steps = config.look_back // config.patch
+    inputs = keras.Input(shape=(steps, config.patch))
     if (config.ensemble or 1) == 1:
         model = keras.Sequential([inputs, *member()], name=f"{config.cell}_forecaster")
     else:
         outputs = []
-        for _ in range(config.ensemble):
+        for look_back in member_look_backs(config):
             tensor = inputs
+            if look_back < config.look_back:  # this member reads only the window's most recent values
+                tensor = keras.layers.Cropping1D((steps - look_back // config.patch, 0))(tensor)
             for layer in member():
                 tensor = layer(tensor)
             outputs.append(tensor)
@@ -112,14 +117,55 @@ def build_model(config: ForecastConfig) -> Any:
     return model
 
 
-def inference_model(model: Any) -> Any:
-    """The model that forecasts: `model` itself, or for an ensemble the average of its members' outputs
-    (batch, horizon), sharing their weights."""
+# The members of a global model's ensemble read windows of different lengths: the input window divided by
+# these, in turn (with an input of twice the base look-back: the base, twice it, half of it, the base…),
+# as N-BEATS ensembles look-backs of several lengths; their forecasts are combined by the median.
+MEMBER_LOOK_BACK_DIVISORS = (2, 1, 4)
+
+
+def member_look_backs(config: ForecastConfig) -> list[int]:
+    """The look-back of each ensemble member (whole patches): all `look_back` for a local model."""
+    count = config.ensemble or 1
+    if config.scope != "global" or count == 1:
+        return [config.look_back] * count
+    return [max(config.patch, round(config.look_back / MEMBER_LOOK_BACK_DIVISORS[i % 3] / config.patch)
+                * config.patch) for i in range(count)]
+
+
+@functools.cache
+def member_median_layer() -> Any:
+    """A Keras layer class: the median over ensemble members of (batch, members * horizon) outputs, as
+    (batch, horizon). Registered, so saved models that use it load in safe mode."""
+    keras = import_keras()
+
+    @keras.saving.register_keras_serializable(package="lstm_forecast")
+    class MemberMedian(keras.layers.Layer):
+        def __init__(self, members: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.members = members
+
+        def call(self, outputs: Any) -> Any:
+            per_member = keras.ops.reshape(outputs, (-1, self.members, outputs.shape[-1] // self.members))
+            return keras.ops.median(per_member, axis=1)
+
+        def get_config(self) -> dict[str, Any]:
+            return super().get_config() | {"members": self.members}
+
+    return MemberMedian
+
+
+def inference_model(model: Any, combine: str = "mean") -> Any:
+    """The model that forecasts: `model` itself, or for an ensemble the `combine` ('mean' or 'median')
+    of its members' outputs (batch, horizon), sharing their weights."""
     if model.layers[-1].name != "members":
         return model
     keras = import_keras()
     members = model.layers[-1].input
-    return keras.Model(model.inputs, keras.layers.Average(name="ensemble_mean")(members), name=model.name)
+    if combine == "median":
+        combined = member_median_layer()(len(members), name="ensemble_median")(model.layers[-1].output)
+    else:
+        combined = keras.layers.Average(name="ensemble_mean")(members)
+    return keras.Model(model.inputs, combined, name=model.name)
 
 
 def ensemble_targets(y: np.ndarray, config: ForecastConfig) -> np.ndarray:
@@ -233,19 +279,10 @@ def _EpochReporter(report: EpochReport) -> Any:  # noqa: N802 - a class built la
     return EpochReporter()
 
 
-@task(name="train", result_serializer="json")
-def train(config: ForecastConfig, series: str, normalize: str, window: str) -> str:
-    """Fit the model on the train split; returns the model key."""
-    store = Store(config.artifacts_dir)
-    key = stage_key("train", config, {"series": series, "normalize": normalize, "window": window})
+def training_progress(config: ForecastConfig) -> tuple[EpochReport, Callable[[], None]]:
+    """An epoch report that logs the losses and moves the Prefect UI's progress artifact along, and
+    the call that marks training done (early stopping may end before the last epoch)."""
     logger = get_run_logger()
-    scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
-    targets = store.read_table("window", window)
-    space = read_model_space(store, normalize)
-    x_train, y_train = training_arrays(scaled, targets, config, "train", space)
-    x_val, y_val = training_arrays(scaled, targets, config, "validation", space)
-    logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
-
     progress = create_progress_artifact(0.0, key="lstm-forecast-training", description="Training epochs done")
 
     def report(epoch: int, logs: dict[str, float], seconds: float) -> None:
@@ -253,42 +290,122 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
         logger.info("epoch %d/%d  %s  (%.1f s)", epoch, config.epochs, losses, seconds)
         update_progress_artifact(progress, 100.0 * epoch / config.epochs)
 
+    return report, lambda: update_progress_artifact(progress, 100.0)
+
+
+def fit_with_forecaster(
+    train_set: tuple[np.ndarray, np.ndarray], validation_set: tuple[np.ndarray, np.ndarray],
+    every_window: tuple[np.ndarray, np.ndarray], config: ForecastConfig,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Fit a model on the train split (early stopping on validation), then its forecaster on every window.
+
+    Returns the model, the forecaster and what metadata records of the fit (history, epochs, times).
+    """
+    logger = get_run_logger()
+    (x_train, y_train), (x_val, y_val) = train_set, validation_set
+    logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
+    report, done = training_progress(config)
     started = time.perf_counter()
     model, history = fit_model(x_train, y_train, x_val, y_val, config, on_epoch=report)
     fit_seconds = time.perf_counter() - started
-    # The forecaster: the same network trained further on every row, in a space refitted on every row.
-    y = store.read_table("generate", series)["y"].to_numpy()
-    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
     epochs_run = len(history["loss"])
     extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0)
-    x_all, y_all = training_arrays(full_space.encode(y), targets, config, None, full_space)
-    forecaster = refit_model(model, x_all, y_all, config, extra_epochs)
-    logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(x_all))
-    metadata = {
-        "key": key,
-        "config": config.model_dump(mode="json"),
-        "model_space": space.to_dict(),
-        "forecaster": {"model_space": full_space.to_dict(), "epochs": extra_epochs, "windows": len(x_all),
+    forecaster = refit_model(model, *every_window, config, extra_epochs)
+    logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(every_window[0]))
+    done()
+    return model, forecaster, {
+        "history": history, "epochs_run": epochs_run, "device": training_device(), "fit_seconds": round(fit_seconds, 3),
+        "forecaster": {"epochs": extra_epochs, "windows": len(every_window[0]),
                        "fit_seconds": round(time.perf_counter() - started - fit_seconds, 3)},
-        "data_fingerprint": series,
-        "upstream": {"series": series, "normalize": normalize, "window": window},
-        "history": history,
-        "epochs_run": epochs_run,
-        "device": training_device(),
-        "fit_seconds": round(fit_seconds, 3),
     }
 
-    def save_both(folder: Path) -> None:
-        inference_model(model).save(folder / MODEL_FILE)
-        inference_model(forecaster).save(folder / FORECASTER_FILE)
 
-    store.write_model(key, save_both, metadata)
-    update_progress_artifact(progress, 100.0)  # early stopping may end before the last epoch
+def save_models(model: Any, forecaster: Any, combine: str = "mean") -> Callable[[Path], None]:
+    """What `Store.write_model` calls to write both networks (ensembles combined by `combine`)."""
+
+    def save_both(folder: Path) -> None:
+        inference_model(model, combine).save(folder / MODEL_FILE)
+        inference_model(forecaster, combine).save(folder / FORECASTER_FILE)
+
+    return save_both
+
+
+@task(name="train", result_serializer="json")
+def train(config: ForecastConfig, series: str, normalize: str, window: str) -> str:
+    """Fit the model on the train split and its forecaster on every row; returns the model key."""
+    store = Store(config.artifacts_dir)
+    upstream = {"series": series, "normalize": normalize, "window": window}
+    key = stage_key("train", config, upstream)
+    scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
+    targets = store.read_table("window", window)
+    space, full_space = read_model_space(store, normalize), read_model_space(store, normalize, forecaster=True)
+    y = store.read_table("generate", series)["y"].to_numpy()
+    model, forecaster, fit = fit_with_forecaster(
+        training_arrays(scaled, targets, config, "train", space),
+        training_arrays(scaled, targets, config, "validation", space),
+        training_arrays(full_space.encode(y), targets, config, None, full_space), config)
+    fit["forecaster"]["model_space"] = full_space.to_dict()
+    metadata = {"key": key, "scope": "local", "config": config.model_dump(mode="json"),
+                "model_space": space.to_dict(), "data_fingerprint": series, "upstream": upstream, **fit}
+    store.write_model(key, save_models(model, forecaster), metadata)
+    return key
+
+
+@dataclass(frozen=True)
+class MemberSeries:
+    """One series of a global model: its values, window origins and model spaces."""
+
+    y: np.ndarray
+    targets: Any  # DataFrame `row, ds, split` (from `window_targets`)
+    space: ModelSpace
+    full_space: ModelSpace
+
+    def arrays(self, config: ForecastConfig, split_name: str | None, cap: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets of the last `cap` windows of one split (None: every window, forecaster space)."""
+        space = self.full_space if split_name is None else self.space
+        z = space.encode(self.y)
+        rows = self.targets["row"].to_numpy() if split_name is None else self.targets.loc[
+            self.targets["split"] == split_name, "row"].to_numpy()
+        rows = rows[-cap:]
+        return space.inputs(z, rows, config.look_back, config.patch), space.targets(z, rows, config.horizon)
+
+
+def stacked_arrays(members: list[MemberSeries], config: ForecastConfig, split_name: str | None,
+                   cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every member's `arrays`, one after another."""
+    parts = [member.arrays(config, split_name, cap) for member in members]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+@task(name="train", result_serializer="json")
+def train_global(config: ForecastConfig, series: list[str], normalize: list[str], window: list[str],
+                 series_ids: list[str]) -> str:
+    """One model across every series (each window in its own series' model space); returns the model key.
+
+    The lists hold each series' keys and id, in the same order. Early stopping watches every series'
+    validation windows together.
+    """
+    store = Store(config.artifacts_dir)
+    upstream = {"series": series, "normalize": normalize, "window": window}
+    key = stage_key("train", config, upstream | {"series_ids": series_ids})
+    members = [MemberSeries(store.read_table("generate", s)["y"].to_numpy(), store.read_table("window", w),
+                            read_model_space(store, n), read_model_space(store, n, forecaster=True))
+               for s, n, w in zip(series, normalize, window, strict=True)]
+    cap = window_cap([int((m.targets["split"] == "train").sum()) for m in members])
+    get_run_logger().info("one model across %d series, at most %d training windows from each", len(members), cap)
+    model, forecaster, fit = fit_with_forecaster(
+        stacked_arrays(members, config, "train", cap), stacked_arrays(members, config, "validation", cap),
+        stacked_arrays(members, config, None, cap), config)
+    metadata = {"key": key, "scope": "global", "config": config.model_dump(mode="json"), "series_count": len(series),
+                "series_ids": series_ids, "window_cap": cap, "data_fingerprint": fingerprint("global", series),
+                "upstream": upstream, "member_look_backs": member_look_backs(config), **fit}
+    store.write_model(key, save_models(model, forecaster, combine="median"), metadata)
     return key
 
 
 def load_model(path: Path) -> Any:
     """A saved model, loaded in Keras safe mode (no arbitrary code from the file)."""
+    member_median_layer()  # registered before a global ensemble's file names it
     return import_keras().saving.load_model(path, compile=False, safe_mode=True)
 
 
@@ -298,14 +415,22 @@ class SavedModel:
 
     key: str
     model: Any
-    space: ModelSpace
+    space: ModelSpace | None  # None for a global model: each series brings its own
     look_back: int
     patch: int
     horizon: int
 
     @property
+    def is_global(self) -> bool:
+        return self.space is None
+
+    @property
     def first_origin(self) -> int:
-        """The first row it can forecast (it needs `look_back` model-space values before it)."""
+        """The first row it can forecast (a local model needs `look_back` model-space values before it)."""
+        if self.space is None:
+            from tasks.window import GLOBAL_MIN_CONTEXT
+
+            return min(self.look_back, GLOBAL_MIN_CONTEXT)
         return self.look_back + self.space.offset
 
 
@@ -318,7 +443,7 @@ def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
     metadata = store.read_model_metadata(key)
     config = metadata["config"]
     use_forecaster = forecaster and "forecaster" in metadata and store.forecaster_file(key).exists()
-    space = metadata["forecaster"]["model_space"] if use_forecaster else metadata["model_space"]
+    space = metadata["forecaster"].get("model_space") if use_forecaster else metadata.get("model_space")
     path = store.forecaster_file(key) if use_forecaster else store.model_file(key)
-    return SavedModel(key, load_model(path), ModelSpace.from_dict(space),
+    return SavedModel(key, load_model(path), ModelSpace.from_dict(space) if space else None,
                       int(config["look_back"]), int(config.get("patch", 1)), int(config.get("horizon", 1)))

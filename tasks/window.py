@@ -22,9 +22,14 @@ from tasks.config import ForecastConfig
 from tasks.errors import InputError
 from tasks.store import Store, stage_key
 
+# A global model (one network across many series) also trains on, and forecasts from, windows with
+# as few as this many real values (fewer than `look_back`): the rest of the window is padded with the
+# series' first value, so series shorter than a window still take part and get forecasts.
+GLOBAL_MIN_CONTEXT = 8
+
 
 def window_targets(
-    ds: pd.Series, bounds: pd.DataFrame, look_back: int, horizon: int = 1, offset: int = 0
+    ds: pd.Series, bounds: pd.DataFrame, look_back: int, horizon: int = 1, offset: int = 0, padded: bool = False
 ) -> pd.DataFrame:
     """The window origins of every split.
 
@@ -32,12 +37,14 @@ def window_targets(
         ds: the series' times, one per row.
         bounds: `split, start, stop` row ranges (from `split_bounds`).
         offset: leading rows without a model-space value (1 when differencing).
+        padded: origins from `GLOBAL_MIN_CONTEXT` rows on (their windows padded), not from `look_back`.
     Returns:
         DataFrame with `row` (origin: the first target's position), `ds` and `split`, in row order.
     """
     frames = []
     for split_name, start, stop in bounds[["split", "start", "stop"]].itertuples(index=False):
-        rows = np.arange(max(int(start), look_back + offset), int(stop) - horizon + 1)
+        context = min(look_back, GLOBAL_MIN_CONTEXT) if padded else look_back
+        rows = np.arange(max(int(start), context + offset), int(stop) - horizon + 1)
         frames.append(pd.DataFrame({"row": rows, "ds": ds.to_numpy()[rows], "split": split_name}))
     targets = pd.concat(frames, ignore_index=True)
     counts = targets["split"].value_counts()
@@ -56,12 +63,18 @@ def window_inputs(
     values: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1, relative: bool = False
 ) -> np.ndarray:
     """Model inputs for origin rows: `out[i].ravel() = values[rows[i] - look_back : rows[i]]`, minus its
-    last value when `relative` (each window scaled by its own level).
+    last value when `relative` (each window scaled by its own level). Rows before `look_back` get windows
+    padded on the left with the first finite value.
 
     Returns:
         float32 array of shape (len(rows), look_back // patch, patch): each step holds `patch` values.
     """
-    windows = sliding_window_view(np.asarray(values, dtype="float64"), look_back)[np.asarray(rows) - look_back]
+    values, rows = np.asarray(values, dtype="float64"), np.asarray(rows)
+    pad = max(0, look_back - int(rows.min())) if len(rows) else 0
+    if pad:
+        values = np.concatenate([np.full(pad, values[np.isfinite(values)][0]), values])
+        rows = rows + pad
+    windows = sliding_window_view(values, look_back)[rows - look_back]
     if relative:  # in float64: large levels keep their small differences
         windows = windows - windows[:, -1:]
     return windows.astype("float32").reshape(len(rows), look_back // patch, patch)
@@ -83,7 +96,8 @@ def window(config: ForecastConfig, series: str, split: str, normalize: str) -> s
     store = Store(config.artifacts_dir)
     key = stage_key("window", config, {"series": series, "split": split, "normalize": normalize})
     targets = window_targets(store.read_table("generate", series)["ds"], store.read_table("split", split),
-                             config.look_back, config.horizon, read_model_space(store, normalize).offset)
+                             config.look_back, config.horizon, read_model_space(store, normalize).offset,
+                             padded=config.scope == "global")
     store.write_table("window", key, targets)
     get_run_logger().info("targets per split: %s", targets["split"].value_counts().to_dict())
     return key

@@ -1,4 +1,4 @@
-"""Many series: long-format input, one pipeline per series, sequential or on a local Dask cluster."""
+"""Many series: long-format input, one global model or one model per series, sequential or on Dask."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,21 +87,93 @@ def test_an_unreachable_dask_scheduler_is_refused_before_anything_runs(tmp_path:
     assert not (tmp_path / "store").exists()
 
 
-def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_series_fails_alone(
-    tmp_path: Path, prefect_server: str, prefect_api: str
-) -> None:
-    source = tmp_path / "long.csv"
-    frame = long_frame({"s0": 600, "s1": 600, "flat": 600, "s2": 600, "s3": 600})
-    frame.loc[frame["unique_id"] == "flat", "y"] = 1.0  # a constant series: nothing to learn
-    frame.to_csv(source, index=False)
+def long_run(tmp_path: Path, source: Path, prefect_server: str, scope: str) -> Any:
+    """A function running `lstm-forecast run` on `source` with the smoke preset and `--scope scope`, into
+    a store of its own; it returns the process and its JSON output."""
 
     def run(store: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
         result = subprocess.run(
             [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(source), "--artifacts-dir",
-             str(tmp_path / store), "--json", *extra],
+             str(tmp_path / store), "--json", "--scope", scope, *extra],
             env=quiet_env(tmp_path / f"home-{store}", prefect_server), capture_output=True, text=True, timeout=400,
         )
         return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+def five_series_one_flat(source: Path) -> pd.DataFrame:
+    """Writes (and returns) a long-format CSV of four noisy sines and one constant series, `flat`."""
+    frame = long_frame({"s0": 600, "s1": 600, "flat": 600, "s2": 600, "s3": 600})
+    frame.loc[frame["unique_id"] == "flat", "y"] = 1.0  # a constant series: nothing to learn
+    frame.to_csv(source, index=False)
+    return frame
+
+
+def test_one_global_model_across_series_on_dask_equals_the_sequential_run_and_retrains_on_an_edit(
+    tmp_path: Path, prefect_server: str, prefect_api: str
+) -> None:
+    source = tmp_path / "long.csv"
+    frame = five_series_one_flat(source)
+    run = long_run(tmp_path, source, prefect_server, "global")
+    sequential, sequential_json = run("sequential")
+    on_dask, dask_json = run("dask", "--workers", "2")
+    for result, output in ((sequential, sequential_json), (on_dask, dask_json)):
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "one network across them" in result.stdout and output["failed"] == ["flat"]
+        assert "is constant" in output["series"]["flat"]["error"]
+        assert sorted(output["metrics"]) == ["s0", "s1", "s2", "s3"]
+    assert dask_json["metrics"] == sequential_json["metrics"]  # the same numbers wherever they ran
+
+    # One model for the four series, each with its own forecasts and plot; one registry entry.
+    models = {dask_json["series"][s]["artifacts"]["model"] for s in ("s0", "s1", "s2", "s3")}
+    plots = {dask_json["series"][s]["artifacts"]["plot"] for s in ("s0", "s1", "s2", "s3")}
+    assert len(models) == 1 and len(plots) == 4 and all(Path(p).is_file() for p in plots)
+    metadata = json.loads((Path(models.pop()) / "metadata.json").read_text())
+    assert metadata["scope"] == "global" and metadata["series_ids"] == ["s0", "s1", "s2", "s3"]
+    registry = pd.read_parquet(tmp_path / "dask" / "registry.parquet")
+    assert registry[["series_id", "status"]].values.tolist() == [["*", "champion"]]
+    assert registry["test_mase"].iloc[0] > 0 and np.isnan(registry["test_rmse"].iloc[0])
+
+    # The graph: each series generated and prepared on its own, one train, each series finished on its own.
+    runs = task_runs(dask_json["flow_run_id"])
+    names = [r.name.rsplit("-", 1)[0] for r in runs]
+    assert [names.count(n) for n in ("series-generate", "series-prepare", "train", "series-finish", "register")] == [
+        5, 4, 1, 4, 1]
+    assert names.count("generate") == 5 and names.count("predict") == 4 and names.count("plot") == 4
+    assert sorted(r.name.rsplit("-", 1)[0] for r in runs if r.state.is_failed()) == ["generate", "series-generate"]
+
+    # Edit one series: the others' per-series stages stay cached; the network is trained again.
+    frame.loc[frame["unique_id"] == "s3", "y"] += 0.5
+    frame.to_csv(source, index=False)
+    again, again_json = run("sequential")
+    assert again.returncode == 1, again.stderr[-3000:]
+    states = [(r.name.rsplit("-", 1)[0], r.state.name) for r in task_runs(again_json["flow_run_id"])]
+    assert sorted(state for stage, state in states if stage == "normalize") == ["Cached"] * 3 + ["Completed"]
+    assert [state for stage, state in states if stage == "train"] == ["Completed"]
+    assert again_json["series"]["s0"]["artifacts"]["model"] != sequential_json["series"]["s0"]["artifacts"]["model"]
+
+    # Forecasts of one named series with the global champion; a series must be named.
+    env = quiet_env(tmp_path / "home-sequential", prefect_server)
+    predicted = subprocess.run(
+        [str(BIN / "lstm-forecast"), "predict", "--model", "champion", "--series-id", "s1", "--horizon", "5",
+         "--artifacts-dir", str(tmp_path / "sequential"), "--json"], env=env, capture_output=True, text=True,
+        timeout=200)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    forecast = pd.read_parquet(json.loads(predicted.stdout.strip().splitlines()[-1])["forecast"])
+    assert len(forecast) == 5 and forecast["y_hat"].notna().all()
+    unnamed = subprocess.run(
+        [str(BIN / "lstm-forecast"), "predict", "--model", registry["key"].iloc[0][:12], "--artifacts-dir",
+         str(tmp_path / "sequential")], env=env, capture_output=True, text=True, timeout=200)
+    assert unnamed.returncode == 2 and "--series-id" in unnamed.stderr
+
+
+def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_series_fails_alone(
+    tmp_path: Path, prefect_server: str, prefect_api: str
+) -> None:
+    source = tmp_path / "long.csv"
+    frame = five_series_one_flat(source)
+    run = long_run(tmp_path, source, prefect_server, "local")
 
     sequential, sequential_json = run("sequential")
     on_dask, dask_json = run("dask", "--workers", "2")
@@ -128,7 +201,7 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     runs = task_runs(dask_json["flow_run_id"])
     names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
     assert names.count("series-pipeline") == 5 and names.count("generate") == 5 and names.count("plot") == 4
-    assert len(runs) == 5 + 4 * 8 + 1  # five series tasks, four whole pipelines, the bad series' generate
+    assert len(runs) == 5 + 4 * 8 + 1 + 1  # series tasks, four whole pipelines, the bad generate, one register
     assert sorted(r.name.rsplit("-", 1)[0] for r in runs if r.state.is_failed()) == ["generate", "series-pipeline"]
     assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
 

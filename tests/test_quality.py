@@ -187,7 +187,7 @@ def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
         return np.full((len(window), 1), space.scaler.scale(1.0))  # "one unit above the window's level"
 
     saved = SavedModel("k" * 24, one_step_up, space, look_back=8, patch=1, horizon=1)
-    z_hat = recursive_forecast(saved, space.encode(y), steps=4)
+    z_hat = recursive_forecast(saved, space, space.encode(y), steps=4)
     forecast = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
     # Each step is one unit above the previous forecast: the level moves with what was fed back.
     np.testing.assert_allclose(forecast, y[-1] + np.arange(1, 5), rtol=1e-6)
