@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain = commands.add_parser("retrain", help="run the pipeline, then champion against challenger")
     _add_config_options(retrain)
     retrain.add_argument("--json", action="store_true", help="end stdout with one JSON line of results")
+    _add_cluster_options(retrain)
 
     backtest = commands.add_parser("backtest", help="rolling-origin evaluation over K folds")
     _add_config_options(backtest)
@@ -264,7 +265,7 @@ def _quiet_input_error_tracebacks() -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.command == "run" and config.input and config.series_id is None:
+    if config.input and config.series_id is None:
         from tasks.generate import read_series_ids
 
         if series_ids := read_series_ids(config):
@@ -284,31 +285,37 @@ def run_command(args: argparse.Namespace) -> int:
     summary["tensorflow_imported"] = "tensorflow" in sys.modules  # a fully cached run never needs it
     if "retrain" in result:
         summary["retrain"] = result["retrain"]
-        decision = result["retrain"]
-        print(f"Retraining: {decision['outcome']}"
-              + (f" ({decision['reason']})" if "reason" in decision else
-                 f" (challenger {decision['challenger_rmse']:.4f} vs champion {decision['champion_rmse']:.4f})")
-              + f"; champion {decision['champion']}")
+        print(f"Retraining: {describe_decision(result['retrain'])}")
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
+def describe_decision(decision: dict[str, Any]) -> str:
+    """One line of a retraining decision: its outcome, why or the two scores, and the champion."""
+    scores = (f" ({decision['reason']})" if "reason" in decision else
+              f" (challenger {decision['challenger_rmse']:.4f} vs champion {decision['champion_rmse']:.4f} "
+              f"{decision.get('metric', 'RMSE')})")
+    return f"{decision['outcome']}{scores}; champion {decision['champion']}"
+
+
 def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_ids: list[str]) -> int:
     """A long-format input: one pipeline per series, on Dask when asked; exit 1 if any series failed."""
     task_runner = prepare_task_runner(args)
-    from flows.many import forecast_many
+    from flows.many import chosen_scope, forecast_many
+    from flows.retrain import retrain
 
-    flow_function = forecast_many if task_runner is None else forecast_many.with_options(task_runner=task_runner)
+    flow_function = retrain if args.command == "retrain" else forecast_many
+    if task_runner is not None:
+        flow_function = flow_function.with_options(task_runner=task_runner)
     where = ("one after another in this process" if task_runner is None else
              f"on Dask ({args.dask_address or f'{args.workers} local workers'})")
-    from flows.many import chosen_scope
-
     shape = ("one network across them" if chosen_scope(config, len(series_ids)) == "global" else
              "one network each")
     print(f"{len(series_ids)} series in {config.input}: {shape}, per-series stages {where}.", flush=True)
     started = time.perf_counter()
-    result = asyncio.run(flow_function(config=config, series_ids=series_ids))
+    result = asyncio.run(flow_function(config=config) if args.command == "retrain" else
+                         flow_function(config=config, series_ids=series_ids))
     import pandas as pd
 
     summary = pd.read_parquet(result["summary"])
@@ -328,6 +335,12 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
             detail["winner"] = str(summary.loc[summary["unique_id"] == series_id, "winner"].iloc[0])
             detail["stages"] = {stage: detail["stages"][stage]["status"] for stage in STAGES}
     output["tensorflow_imported"] = "tensorflow" in sys.modules
+    output["scope"], output["model"] = result.get("scope"), result.get("model")
+    if "retrain" in result:
+        output["retrain"] = result["retrain"]
+        decisions = result["retrain"] if result.get("scope") == "local" else {"all series": result["retrain"]}
+        for series_id, decision in decisions.items():
+            print(f"Retraining ({series_id}): {describe_decision(decision)}")
     if args.json:
         print(json.dumps(output))
     if len(failed):

@@ -12,7 +12,7 @@ from tasks.caching import with_store_cache
 from tasks.config import ForecastConfig
 from tasks.defaults import config_for_series, describe_adapted
 from tasks.evaluate import evaluate
-from tasks.generate import generate
+from tasks.generate import generate, long_format_ids
 from tasks.normalize import normalize
 from tasks.plot import plot
 from tasks.predict import predict
@@ -116,7 +116,13 @@ def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str,
 # for its heartbeat thread, which is most of a fully cached run's time.
 @flow(name="lstm-forecast", log_prints=True)
 async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
-    """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status."""
+    """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status.
+
+    A long-format input runs as `lstm-forecast-many` (a subflow), which returns its own shape."""
+    if ids := long_format_ids(config):
+        from flows.many import forecast_many
+
+        return await forecast_many(config=config, series_ids=ids)
     stages = run_stages(config)
     store = Store(config.artifacts_dir)
     register_models(config, {stages["train"]["key"]: [stages["evaluate"]["key"]]})

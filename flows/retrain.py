@@ -1,4 +1,9 @@
-"""The retraining flow: run the pipeline on the current data, then champion against challenger."""
+"""The retraining flow: run the pipeline on the current data, then champion against challenger.
+
+A long-format input is retrained as `run` trains it: one global model (decided against the global
+champion on every series' holdout, by mean MASE) or one model per series (each decided against its
+own series' champion, by holdout RMSE).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,52 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.forecast import DEFAULT_CONFIG, forecast
-from tasks.challenge import challenge
-from tasks.config import ForecastConfig
-from tasks.registry import champion, pending_champion
+from flows.many import forecast_many
+from tasks.challenge import challenge, challenge_global
+from tasks.config import ForecastConfig, with_fields
+from tasks.generate import long_format_ids
+from tasks.registry import GLOBAL_SERIES, champion, pending_champion
 from tasks.store import Store
+
+
+def decide_one(config: ForecastConfig, stages: dict[str, dict[str, str]], series_id: str = "") -> dict[str, Any]:
+    """Champion against challenger for one series' new model (nothing to decide: why)."""
+    store = Store(config.artifacts_dir)
+    model = stages["train"]["key"]
+    current, reason = pending_champion(store.read_registry(), model)
+    if current is None:
+        get_run_logger().info("nothing to decide: %s", reason)
+        decision: dict[str, Any] = {"outcome": "unchanged", "reason": reason}
+    else:
+        decision = challenge(config, stages["generate"]["key"], stages["split"]["key"], model, current)
+    return decision | {"champion": champion(store.read_registry(), series_id)}
+
+
+async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]:
+    """A long-format input: `forecast_many`, then the decision(s)."""
+    result = await forecast_many(config=config, series_ids=ids)
+    store = Store(config.artifacts_dir)
+    done = {i: d["stages"] for i, d in result["series"].items() if d["status"] == "completed"}
+    if result["scope"] == "local":
+        decisions = {i: decide_one(with_fields(config, series_id=i), stages, i) for i, stages in done.items()}
+        return {**result, "retrain": decisions}
+    model = result["model"]
+    current, reason = pending_champion(store.read_registry(), model) if model else (None, "no series completed")
+    if current is None:
+        get_run_logger().info("nothing to decide: %s", reason)
+        decision: dict[str, Any] = {"outcome": "unchanged", "reason": reason}
+    else:
+        keys = {name: [stages[name]["key"] for stages in done.values()] for name in ("generate", "split", "normalize")}
+        decision = challenge_global(config, list(done), keys["generate"], keys["split"], keys["normalize"], model,
+                                    current)
+    return {**result, "retrain": decision | {"champion": champion(store.read_registry(), GLOBAL_SERIES)}}
 
 
 @flow(name="lstm-retrain")
 async def retrain(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Unchanged data and config: everything is cached and nothing is decided. New data: a challenger is
     trained and promoted only if it beats the champion on the same most recent holdout."""
+    if ids := long_format_ids(config):
+        return await retrain_many(config, ids)
     result = await forecast(config=config)
-    store = Store(config.artifacts_dir)
-    model = result["stages"]["train"]["key"]
-    current, reason = pending_champion(store.read_registry(), model)
-    if current is None:
-        get_run_logger().info("nothing to decide: %s", reason)
-        decision: dict[str, Any] = {"outcome": "unchanged", "reason": reason}
-    else:
-        decision = challenge(config, result["stages"]["generate"]["key"], result["stages"]["split"]["key"],
-                             model, current)
-    decision["champion"] = champion(store.read_registry(), config.series_id or "")
-    return {**result, "retrain": decision}
+    return {**result, "retrain": decide_one(config, result["stages"], config.series_id or "")}

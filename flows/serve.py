@@ -26,7 +26,8 @@ def deployments(config: ForecastConfig, cron: str | None = None, interval: float
                                description="Run the forecasting pipeline once, with the parameters of the form."),
         retrain.to_deployment(name=RETRAIN, parameters=parameters, tags=["lstm-forecast"],
                               description="Retrain on the current data; promote the challenger only if better.",
-                              **schedule),
+                              # a scheduled run and a manual one never decide on the same challenger at once
+                              concurrency_limit=1, **schedule),
     ]
 
 

@@ -6,24 +6,39 @@ trained on, and, since data only grows, rows the champion never saw either.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
 
 from tasks.config import ForecastConfig
+from tasks.normalize import ModelSpace, read_model_space
 from tasks.predict import predict_rows
 from tasks.registry import record_decision, utc_now
 from tasks.store import Store
 from tasks.train import SavedModel, load_saved
 
 
+def holdout_errors(saved: SavedModel, y: np.ndarray, holdout_start: int, space: ModelSpace | None = None) -> np.ndarray:
+    """Errors of a model's one-step forecasts of `y[holdout_start:]`, in the series' units (a global model
+    in the series' `space`)."""
+    space = space or saved.space
+    rows = np.arange(max(holdout_start, saved.first_origin), len(y))
+    z_hat = predict_rows(saved.model, space, space.encode(y), rows, saved.look_back, saved.patch)
+    return space.decode(z_hat, y, rows)[:, 0] - y[rows]
+
+
 def holdout_rmse(saved: SavedModel, y: np.ndarray, holdout_start: int) -> float:
     """RMSE of a model's one-step forecasts of `y[holdout_start:]`, in the series' units."""
-    rows = np.arange(max(holdout_start, saved.first_origin), len(y))
-    z_hat = predict_rows(saved.model, saved.space, saved.space.encode(y), rows, saved.look_back, saved.patch)
-    forecasts = saved.space.decode(z_hat, y, rows)[:, 0]
-    return float(np.sqrt(np.mean((forecasts - y[rows]) ** 2)))
+    return float(np.sqrt(np.mean(holdout_errors(saved, y, holdout_start) ** 2)))
+
+
+def holdout_mase(saved: SavedModel, space: ModelSpace, y: np.ndarray, holdout_start: int) -> float:
+    """MASE of a global model's one-step forecasts of `y[holdout_start:]`: their mean absolute error over
+    the mean absolute one-step change before the holdout (scale-free, so series can be pooled)."""
+    scale = float(np.mean(np.abs(np.diff(y[:holdout_start])))) or 1.0
+    return float(np.mean(np.abs(holdout_errors(saved, y, holdout_start, space)))) / scale
 
 
 @task(name="challenge")
@@ -47,3 +62,29 @@ def challenge(config: ForecastConfig, series: str, split: str, challenger: str, 
         challenger, challenger_rmse, champion, champion_rmse, len(y) - holdout_start, outcome,
     )
     return {**decision, "challenger_rmse": challenger_rmse, "champion_rmse": champion_rmse, "outcome": outcome}
+
+
+@task(name="challenge")
+def challenge_global(config: ForecastConfig, series_ids: list[str], series: list[str], split: list[str],
+                     normalize: list[str], challenger: str, champion: str) -> dict[str, Any]:
+    """Two global models on the same holdouts (each series' test split, in its model space fitted before
+    it): the challenger is promoted if its MASE averaged over the series is lower. Returns the decision,
+    with each series' MASE of both."""
+    store = Store(config.artifacts_dir)
+    models = {"challenger": load_saved(store, challenger), "champion": load_saved(store, champion)}
+    per_series: dict[str, dict[str, float]] = {}
+    holdout_rows = 0
+    for series_id, series_key, split_key, normalize_key in zip(series_ids, series, split, normalize, strict=True):
+        y = store.read_table("generate", series_key)["y"].to_numpy()
+        holdout_start = int(store.read_table("split", split_key).set_index("split").loc["test", "start"])
+        space = read_model_space(store, normalize_key)
+        per_series[series_id] = {name: holdout_mase(saved, space, y, holdout_start) for name, saved in models.items()}
+        holdout_rows += len(y) - holdout_start
+    scores = {name: float(np.mean([values[name] for values in per_series.values()])) for name in models}
+    decision = {"decided": utc_now(), "challenger": challenger, "champion": champion, "holdout_rows": holdout_rows,
+                "holdout_start": -1, "metric": "mean MASE", "per_series": json.dumps(per_series)}
+    outcome = record_decision(store, decision, scores["challenger"], scores["champion"])
+    get_run_logger().info("challenger %s mean MASE %.4f vs champion %s %.4f on the holdouts of %d series: %s",
+                          challenger, scores["challenger"], champion, scores["champion"], len(series_ids), outcome)
+    return {**decision, "challenger_rmse": scores["challenger"], "champion_rmse": scores["champion"],
+            "outcome": outcome}

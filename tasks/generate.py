@@ -201,6 +201,11 @@ def read_input_file(path: str | Path) -> tuple[bytes, str]:
     return path.read_bytes(), suffix
 
 
+def long_format_ids(config: ForecastConfig) -> list[str]:
+    """The series of a long-format input when no one series is chosen (`series_id`); else []."""
+    return [] if config.series_id else read_series_ids(config)
+
+
 def read_series_ids(config: ForecastConfig) -> list[str]:
     """The series ids of `config.input` ([] for a single-series file or the synthetic series)."""
     if not config.input:

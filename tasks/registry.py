@@ -87,9 +87,10 @@ def champion(registry: pd.DataFrame | None, series_id: str = "") -> str | None:
     return str(keys.iloc[0]) if len(keys) else None
 
 
-def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, champion_rmse: float) -> tuple[
-        pd.DataFrame, str]:
-    """Promote the challenger if its holdout RMSE is lower than the champion's; returns (registry, outcome)."""
+def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, champion_rmse: float,
+           metric: str = "RMSE") -> tuple[pd.DataFrame, str]:
+    """Promote the challenger if its holdout error (`metric`, lower is better) is lower than the champion's;
+    returns (registry, outcome)."""
     registry = with_series_ids(registry)
     current = champion(registry, series_of(registry, challenger))
     is_challenger = registry["key"] == challenger
@@ -100,7 +101,7 @@ def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, cham
     else:
         outcome = "kept out"
     registry.loc[is_challenger, "decision"] = (
-        f"{outcome}: holdout RMSE {challenger_rmse:.4f} vs champion {current} {champion_rmse:.4f}"
+        f"{outcome}: holdout {metric} {challenger_rmse:.4f} vs champion {current} {champion_rmse:.4f}"
     )
     return registry, outcome
 
@@ -174,7 +175,8 @@ def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -
 def record_decision(store: Store, decision: dict[str, Any], challenger_rmse: float, champion_rmse: float) -> str:
     """Apply and log a champion/challenger decision (atomic, locked); returns the outcome."""
     with store.registry_lock():
-        registry, outcome = decide(store.read_registry(), decision["challenger"], challenger_rmse, champion_rmse)
+        registry, outcome = decide(store.read_registry(), decision["challenger"], challenger_rmse, champion_rmse,
+                                   decision.get("metric", "RMSE"))
         decisions = store.read_decisions()
         row = pd.DataFrame([{**decision, "challenger_rmse": challenger_rmse, "champion_rmse": champion_rmse,
                              "outcome": outcome}])

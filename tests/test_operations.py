@@ -36,6 +36,40 @@ def retrain_once(store: Path, source: Path, overrides: dict[str, Any]) -> dict[s
     return asyncio.run(retrain(config=config))
 
 
+def write_long_series(path: Path, n_points: int) -> None:
+    """Three clean periodic series of different scales in long format, `n_points` each."""
+    t = np.arange(n_points)
+    parts = [pd.DataFrame({"unique_id": name, "ds": t, "y": scale * (2 + np.sin(t / period)) + np.random.RandomState(
+        number).normal(scale=0.05 * scale, size=n_points)})
+        for number, (name, scale, period) in enumerate([("a", 1.0, 3.0), ("b", 50.0, 4.0), ("c", 0.2, 5.0)])]
+    pd.concat(parts).to_csv(path, index=False)
+
+
+def test_retraining_a_long_format_input_decides_its_global_model_on_every_series_holdout(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    store_dir, source = tmp_path / "store", tmp_path / "long.csv"
+    store = Store(store_dir)
+    write_long_series(source, 300)
+    first = retrain_once(store_dir, source, WEAK)
+    assert first["scope"] == "global" and first["retrain"]["outcome"] == "unchanged"
+    assert first["retrain"]["champion"] == first["model"]
+
+    write_long_series(source, 360)  # every series grew: a global challenger is trained and wins
+    second = retrain_once(store_dir, source, STRONG)
+    assert second["retrain"]["outcome"] == "promoted", second["retrain"]
+    assert second["retrain"]["metric"] == "mean MASE" and second["retrain"]["champion"] == second["model"]
+    per_series = json.loads(second["retrain"]["per_series"])
+    assert sorted(per_series) == ["a", "b", "c"]
+    assert second["retrain"]["challenger_rmse"] == pytest.approx(np.mean([v["challenger"] for v in
+                                                                          per_series.values()]))
+    registry = store.read_registry().set_index("key")
+    assert registry.loc[first["model"], "status"] == "retired" and registry.loc[second["model"], "status"] == "champion"
+    assert set(registry["series_id"]) == {"*"}
+    decisions = store.read_decisions()
+    assert decisions["outcome"].tolist() == ["promoted"] and decisions["metric"].tolist() == ["mean MASE"]
+
+
 def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
