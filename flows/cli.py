@@ -42,6 +42,8 @@ _FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--dropout": ("dropout", float),
     "--patch": ("patch", int),
     "--season-length": ("season_length", int),
+    "--baselines": ("baselines", str),
+    "--ensemble": ("ensemble", int),
     "--seasons": ("seasons", "seasons"),
     "--freq": ("freq", str),
     "--log": ("log", str),

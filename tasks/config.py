@@ -122,6 +122,10 @@ class ForecastConfig(BaseModel):
         None, description="(p, d, q) of the ARIMA baseline; empty: (2, 0, 2), or (2, 1, 2) when a unit root was found."
     )
     arima_fit_points: int = Field(2000, ge=50, description="ARIMA baseline: fit on this many last training points.")
+    baselines: Literal["all", "naive"] = Field(
+        "all", description="Baselines scored next to the LSTM: 'all' (naive, seasonal naive, ARIMA, AutoETS, "
+        "AutoARIMA) or 'naive' (the two naive forecasts only: seconds less per series, for many series).",
+    )
 
     # --- store --------------------------------------------------------------
     artifacts_dir: str = Field("artifacts", description="Root folder of the artifact store.")
@@ -227,7 +231,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "train": ("cell", "units", "layers", "ensemble", "dropout", "patch", "epochs", "batch_size", "learning_rate",
               "patience", "ema_momentum", "seed"),
     "predict": ("interval_level", "freq"),
-    "evaluate": ("season_length", "arima_order", "arima_fit_points"),
+    "evaluate": ("season_length", "arima_order", "arima_fit_points", "baselines"),
     "plot": (),
 }
 

@@ -159,12 +159,15 @@ def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, p
     baselines = {
         "naive": naive_predictions(y, rows, config.horizon),
         "seasonal_naive": seasonal_naive_predictions(y, rows, config.horizon, season),
-        "arima": arima_predictions(y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop,
-                                   order),
     }
-    seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
-    statistical, described = statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop)
-    baselines.update(statistical)
+    described: dict[str, str] = {}
+    if config.baselines == "all":
+        baselines["arima"] = arima_predictions(y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points),
+                                               fit_stop, order)
+        seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
+        statistical, described = statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons,
+                                                       eval_from=fit_stop)
+        baselines.update(statistical)
     metrics = evaluate_predictions(y, targets, store.read_table("predict", predictions), baselines)
     store.write_table("evaluate", key, metrics, metadata={"season_length": season, "arima_order": list(order),
                                                           "statistical_baselines": described})

@@ -66,12 +66,19 @@ def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[s
 
 
 def render_plot(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]],
-                dpi: int = 100) -> bytes:
-    """`draw_figure` as PNG bytes."""
+                dpis: tuple[int, ...] = (100,)) -> list[bytes]:
+    """`draw_figure` as PNG bytes, once per resolution in `dpis`.
+
+    The figure is drawn once; the layout of the first rendering is kept for the others (laying it out
+    again took about as long as rendering)."""
     figure = draw_figure(series, predictions, history)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+    images = []
+    for dpi in dpis:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi)
+        images.append(buffer.getvalue())
+        figure.set_layout_engine("none")
+    return images
 
 
 @task(name="plot", result_serializer="json")
@@ -81,5 +88,6 @@ def plot(config: ForecastConfig, series: str, predictions: str, model: str) -> s
     key = stage_key("plot", config, {"series": series, "predictions": predictions, "model": model})
     frames = store.read_table("generate", series), store.read_table("predict", predictions)
     history = store.read_model_metadata(model)["history"]
-    store.write_png(key, render_plot(*frames, history), thumbnail=render_plot(*frames, history, dpi=40))
+    full, thumbnail = render_plot(*frames, history, dpis=(100, 40))
+    store.write_png(key, full, thumbnail=thumbnail)
     return key

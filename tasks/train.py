@@ -404,7 +404,14 @@ def train_global(config: ForecastConfig, series: list[str], normalize: list[str]
 
 
 def load_model(path: Path) -> Any:
-    """A saved model, loaded in Keras safe mode (no arbitrary code from the file)."""
+    """A saved model, loaded in Keras safe mode (no arbitrary code from the file). Kept per process while
+    the file is unchanged: a global model predicts every series, and each load and first prediction costs
+    most of a second."""
+    return _load_model(Path(path), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(path: Path, modified_ns: int) -> Any:
     member_median_layer()  # registered before a global ensemble's file names it
     return import_keras().saving.load_model(path, compile=False, safe_mode=True)
 
