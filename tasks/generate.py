@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from tasks.calendar import infer_frequency, time_gaps
 from tasks.config import ForecastConfig
@@ -50,6 +50,27 @@ def parse_table(data: bytes, suffix: str) -> pd.DataFrame:
     # round_trip: a value written with 17 significant digits reads back as the same float (pandas' fast
     # parser can be one unit in the last place off), so a file saved again keeps its series' key.
     return pd.read_csv(io.BytesIO(data), float_precision="round_trip")
+
+
+_LONG_TABLES: dict[tuple[str, str, str], tuple[pd.DataFrame, dict[str, Any]]] = {}
+
+
+def long_series(data: bytes, suffix: str, digest: str, id_column: str, series_id: str) -> pd.DataFrame:
+    """`select_series` of one series of a long-format file's bytes (`digest`: their SHA-256).
+
+    The parsed file and its rows per id are kept per process for the last file read: each of its
+    series is generated from the same file, parsed once per process rather than once per series.
+    """
+    key = (digest, suffix, id_column)
+    if key not in _LONG_TABLES:
+        _LONG_TABLES.clear()
+        table = parse_table(data, suffix)
+        rows = table.groupby(table[id_column].astype(str), sort=False).indices if id_column in table else {}
+        _LONG_TABLES[key] = table, rows
+    table, rows = _LONG_TABLES[key]
+    if series_id not in rows:
+        return select_series(table, id_column, series_id)  # its error names what is missing
+    return table.iloc[rows[series_id]].reset_index(drop=True)
 
 
 def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> pd.DataFrame:
@@ -231,13 +252,9 @@ def _retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefec
     return isinstance(error, OSError)
 
 
-@task(
-    name="generate",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_condition_fn=_retry_on_transient,
-    result_serializer="json",
-)
+# Its retries (`read_retries`, doubling delays from `read_retry_delay_s`) come from the config, set where the
+# stage is run (`tasks/caching.py: with_store_cache`); only transient read errors are retried.
+@task(name="generate", retry_condition_fn=_retry_on_transient, result_serializer="json")
 def generate(config: ForecastConfig) -> str:
     """Read or synthesise the series; returns its store key."""
     store = Store(config.artifacts_dir)
@@ -245,9 +262,11 @@ def generate(config: ForecastConfig) -> str:
     source_key = None
     if config.input:
         data, suffix = read_input_file(config.input)
-        source_key = stage_key("generate", config, {}, extra=bytes_digest(data))
+        digest = bytes_digest(data)
+        source_key = stage_key("generate", config, {}, extra=digest)
         try:
-            raw = parse_table(data, suffix)
+            raw = (parse_table(data, suffix) if config.series_id is None else
+                   long_series(data, suffix, digest, config.id_column, config.series_id))
         except UnicodeDecodeError as error:
             raise InputError(f"input {config.input} is not UTF-8 text ({error})",
                              "save it as UTF-8 CSV, or as Parquet") from error
@@ -256,7 +275,8 @@ def generate(config: ForecastConfig) -> str:
                 f"input {config.input} cannot be read as {suffix[1:]}: {error}",
                 "check that the file is a complete CSV with a header row, or a Parquet file",
             ) from error
-        raw = select_series(raw, config.id_column, config.series_id)
+        if config.series_id is None:
+            raw = select_series(raw, config.id_column, None)
         series, notes = clean_series(raw, config.time_column, config.value_column, config.nan_policy,
                                      config.duplicate_policy)
         for note in notes:
