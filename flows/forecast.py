@@ -19,7 +19,7 @@ from tasks.predict import predict
 from tasks.registry import register_models
 from tasks.report import publish_run
 from tasks.split import split
-from tasks.store import Store
+from tasks.store import Store, upstream_keys
 from tasks.train import train
 from tasks.window import window
 
@@ -29,34 +29,33 @@ DEFAULT_CONFIG = ForecastConfig()
 Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
 
 
-def run_stage(stage_task: Any, config: ForecastConfig, stages: Stages, **upstream: Any) -> str:
+def run_stage(stage_task: Any, config: ForecastConfig, stages: Stages, upstream: dict[str, Any] | None = None) -> str:
     """Run one stage (cached in the store) in this process, note it in `stages`; returns its key.
 
+    Its inputs are the keys in `stages` of the stages `STAGE_INPUTS` names, unless `upstream` gives them.
     Raises:
         the stage's error if it failed.
     """
+    if upstream is None:
+        upstream = upstream_keys(stage_task.name, {name: stage["key"] for name, stage in stages.items()})
     state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
     key = state.result(_sync=True)
     stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
     return key
 
 
-def prepare_stages(config: ForecastConfig, series: str, stages: Stages) -> None:
+def prepare_stages(config: ForecastConfig, stages: Stages) -> None:
     """split, normalize and window of a generated series (config sized for it)."""
-    bounds = run_stage(split, config, stages, series=series)
-    scaled = run_stage(normalize, config, stages, series=series, split=bounds)
-    run_stage(window, config, stages, series=series, split=bounds, normalize=scaled)
+    for stage_task in (split, normalize, window):
+        run_stage(stage_task, config, stages)
 
 
-def finish_stages(config: ForecastConfig, stages: Stages, model: str, last_stage: str = "plot") -> None:
-    """predict, evaluate (and plot) of a prepared series with a trained model."""
-    keys = {name: stages[name]["key"] for name in ("generate", "normalize", "window")}
-    series, scaled, targets = keys["generate"], keys["normalize"], keys["window"]
-    predictions = run_stage(predict, config, stages, series=series, normalize=scaled, window=targets, model=model)
-    run_stage(evaluate, config, stages, series=series, normalize=scaled, window=targets, predictions=predictions,
-              model=model)
-    if last_stage != "evaluate":
-        run_stage(plot, config, stages, series=series, predictions=predictions, model=model)
+def finish_stages(config: ForecastConfig, stages: Stages, last_stage: str = "plot") -> None:
+    """predict, evaluate (and plot) of a prepared series with a trained model (`stages["train"]`)."""
+    for stage_task in (predict, evaluate, plot):
+        run_stage(stage_task, config, stages)
+        if stage_task.name == last_stage:
+            break
 
 
 def run_stages(config: ForecastConfig, last_stage: str = "plot") -> Stages:
@@ -71,10 +70,9 @@ def run_stages(config: ForecastConfig, last_stage: str = "plot") -> Stages:
     series = run_stage(generate, config, stages)
     config = config_for_series(config, Store(config.artifacts_dir), series)
     get_run_logger().info(describe_adapted(config))
-    prepare_stages(config, series, stages)
-    model = run_stage(train, config, stages, series=series, normalize=stages["normalize"]["key"],
-                      window=stages["window"]["key"])
-    finish_stages(config, stages, model, last_stage)
+    prepare_stages(config, stages)
+    run_stage(train, config, stages)
+    finish_stages(config, stages, last_stage)
     return stages
 
 

@@ -47,7 +47,20 @@ from tasks.config import ForecastConfig, stage_fields
 
 log = get_logger("lstm_forecast.store")
 
-STAGES = ("generate", "normalize", "split", "window", "train", "predict", "evaluate", "plot")
+# Each stage's inputs, in run order: argument name -> the stage whose output it is. The flows pass each
+# stage its inputs' keys from this table, and the keys of a run can be planned from it without running it.
+STAGE_INPUTS: dict[str, dict[str, str]] = {
+    "generate": {},
+    "split": {"series": "generate"},
+    "normalize": {"series": "generate", "split": "split"},
+    "window": {"series": "generate", "split": "split", "normalize": "normalize"},
+    "train": {"series": "generate", "normalize": "normalize", "window": "window"},
+    "predict": {"series": "generate", "normalize": "normalize", "window": "window", "model": "train"},
+    "evaluate": {"series": "generate", "normalize": "normalize", "window": "window", "predictions": "predict",
+                 "model": "train"},
+    "plot": {"series": "generate", "predictions": "predict", "model": "train"},
+}
+STAGES = tuple(STAGE_INPUTS)
 
 # Bump a stage's version when its code changes what it writes: its key changes, so
 # old outputs are not reused. train 2: seeded initializers; 3: own tf.data pipeline, averaged weights validated;
@@ -57,8 +70,7 @@ STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 7, "
                                                                    "predict": 2, "evaluate": 4}
 
 # Name of each stage's output when another stage takes it as input.
-INPUT_STAGES = {"series": "generate", "split": "split", "normalize": "normalize", "window": "window",
-                "model": "train", "predictions": "predict"}
+INPUT_STAGES = {name: stage for inputs in STAGE_INPUTS.values() for name, stage in inputs.items()}
 
 MODEL_FILE = "model.keras"
 FORECASTER_FILE = "forecaster.keras"  # the same network trained further on every row
@@ -110,6 +122,16 @@ def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str | l
     """
     fields = stage_fields(stage, config)
     return fingerprint(stage, STAGE_VERSIONS[stage], fields, dict(sorted(upstream.items())), extra)
+
+
+def upstream_keys(stage: str, keys: Mapping[str, str]) -> dict[str, str]:
+    """`stage`'s inputs (argument name -> key) from the keys of the stages run so far (stage -> key)."""
+    return {name: keys[source] for name, source in STAGE_INPUTS[stage].items()}
+
+
+def planned_key(stage: str, config: ForecastConfig, keys: Mapping[str, str]) -> str:
+    """The key `stage` will have, given the keys of the stages before it (stage -> key)."""
+    return stage_key(stage, config, upstream_keys(stage, keys))
 
 
 def _parquet_bytes(frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> bytes:

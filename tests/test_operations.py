@@ -69,6 +69,17 @@ def test_retraining_a_long_format_input_decides_its_global_model_on_every_series
     decisions = store.read_decisions()
     assert decisions["outcome"].tolist() == ["promoted"] and decisions["metric"].tolist() == ["mean MASE"]
 
+    # Nothing changed: every output is found in the store, no stage runs, nothing is decided.
+    unchanged = retrain_once(store_dir, source, STRONG)
+    assert unchanged["retrain"]["outcome"] == "unchanged" and unchanged["model"] == second["model"]
+    assert {stage["status"] for detail in unchanged["series"].values() for stage in detail["stages"].values()} == {
+        "cached"}
+
+    def keys(result: dict[str, Any]) -> dict[str, dict[str, str]]:
+        return {i: {name: stage["key"] for name, stage in d["stages"].items()} for i, d in result["series"].items()}
+
+    assert keys(unchanged) == keys(second)  # the keys found are those the stages gave
+
 
 def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
