@@ -438,9 +438,11 @@ def models_command(args: argparse.Namespace) -> int:
         return 0
     import pandas as pd
 
-    columns = ["key", "status", "created", "test_rmse", "naive_test_rmse", "input", "decision"]
-    with pd.option_context("display.width", 200, "display.max_colwidth", 70):
-        print(registry[columns].to_string(index=False, float_format="%.4f"))
+    columns = ["key", "series_id", "status", "created", "test_rmse", "naive_test_rmse", "test_mase", "input",
+               "decision"]
+    shown = registry.reindex(columns=columns)  # registries written before a column existed lack it
+    with pd.option_context("display.width", 220, "display.max_colwidth", 70):
+        print(shown.to_string(index=False, float_format="%.4f"))
     return 0
 
 
