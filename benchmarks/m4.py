@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/m4.py --limit 3                     # the LSTM on the first 3 series
     .venv/bin/python benchmarks/m4.py --sample 30 --seed 0 [--extra "--epochs 20"] [--json-out FILE]
     .venv/bin/python benchmarks/m4.py --ids W1 W246                 # named series
-    .venv/bin/python benchmarks/m4.py [--data-dir DIR]              # all 359 series (hours on 2 cores)
+    .venv/bin/python benchmarks/m4.py [--data-dir DIR] [--store DIR] [--extra "--workers 2"]   # all 359 series
 
 The data (`unique_id, ds, y`; `train.parquet`, `test.parquet`; see its README.md) is read from
 `--data-dir` (default: ../shared/data/m4-weekly from the repository root). The train part of the
@@ -12,7 +12,8 @@ chosen series is written as one long-format Parquet file and run as
 
     lstm-forecast run --input train.parquet --horizon 13 --json --artifacts-dir STORE [EXTRA]
 
-which trains one model per series and forecasts the 13 steps after its end (the `forecast` rows of
+which trains one global model across the series (`--extra "--scope local"`: one model per series)
+and forecasts the 13 steps after each series' end (the `forecast` rows of
 the predictions Parquet that `series.<id>.artifacts.predictions` in the JSON names). Those are scored
 against test.parquet: sMAPE, MASE (m = 1: scale = mean |x_t - x_(t-1)| over the series' whole train
 part), both averaged over the series, and OWA = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2 with
@@ -155,6 +156,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="seconds the LSTM run may take (default: none)")
     parser.add_argument("--temporary-server", action="store_true",
                         help="let the run start Prefect's temporary server instead of one started here")
+    parser.add_argument("--store", type=Path, help="the run's artifact store (default: a temporary one, removed "
+                        "after); run twice with the same store to time a warm rerun")
     parser.add_argument("--json-out", metavar="FILE", help="write the scores (and per-series LSTM errors) as JSON")
     args = parser.parse_args()
 
@@ -194,7 +197,7 @@ def main() -> None:
                 print(f"running lstm-forecast on {len(ids)} series (Prefect server: "
                       f"{api_url or 'a temporary one'}) ...", flush=True)
                 run = run_cli(["run", "--input", str(path), "--horizon", str(HORIZON), "--json", "--artifacts-dir",
-                               str(folder / "store"), *extra], env, args.timeout)
+                               str(args.store or folder / "store"), *extra], env, args.timeout)
                 peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
             wall = run.wall_s
             details = (run.result or {}).get("series", {})
