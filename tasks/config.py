@@ -42,16 +42,17 @@ class ForecastConfig(BaseModel):
     duplicate_policy: Literal["error", "last", "mean"] = Field(
         "error", description="What to do with repeated timestamps: stop, keep the last value, or average them."
     )
-    n_points: int = Field(10_000, ge=2, description="Synthetic series: number of points.")
+    n_points: int = Field(10_000, ge=2, le=10_000_000, description="Synthetic series: number of points.")
     time_step: float = Field(0.1, gt=0, description="Synthetic series: step between points (time units).")
     frequency: float = Field(1.0, gt=0, description="Synthetic series: angular frequency of sin(frequency * t).")
     noise_scale: float = Field(0.5, ge=0, description="Synthetic series: standard deviation of the Gaussian noise.")
     series_seed: int = Field(0, description="Synthetic series: NumPy seed of the noise.")
     series_end: int | None = Field(
-        None, ge=2, description="Use only the first N points (backtests cut the series this way); empty: all."
+        None, ge=2, le=10_000_000,
+        description="Use only the first N points (backtests cut the series this way); empty: all."
     )
     read_retries: int = Field(3, ge=0, le=10, description="Retries of a failed file read.")
-    read_retry_delay_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
+    read_retry_delay_s: float = Field(1.0, ge=0, le=60, description="First retry delay; doubles on each retry.")
 
     # --- split and scaling --------------------------------------------------
     train_fraction: float = Field(0.8, gt=0, lt=1, description="Share of points before the test split.")
@@ -69,7 +70,7 @@ class ForecastConfig(BaseModel):
         "auto", description="Model log values (multiplicative seasons and growth); 'auto': positive series whose "
         "training range spans a factor of 2 or more.",
     )
-    seasons: tuple[Annotated[int, Field(ge=2)], ...] | None = Field(
+    seasons: tuple[Annotated[int, Field(ge=2, le=100_000)], ...] | None = Field(
         None, description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "
         "empty: those of the calendar frequency (hourly 24 and 168, daily 7, weekly 52, monthly 12, quarterly 4) "
         "that the training part's autocorrelation confirms; [] (on the command line: none) for none.",
@@ -81,30 +82,33 @@ class ForecastConfig(BaseModel):
 
     # --- windows ------------------------------------------------------------
     look_back: int | None = Field(
-        None, ge=1, description="Past values the model sees for each target; empty: sized from the data "
+        None, ge=1, le=100_000, description="Past values the model sees for each target; empty: sized from the data "
         "(four seasons, or two once seasons are removed, within half the training part).")
-    horizon: int = Field(1, ge=1, description="Steps ahead the model forecasts at once (direct multi-output).")
+    horizon: int = Field(1, ge=1, le=1000, description="Steps ahead the model forecasts at once (direct multi-output).")
 
     # --- model and training -------------------------------------------------
     cell: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell.")
-    units: int = Field(32, ge=1, description="Units per recurrent layer.")
+    units: int = Field(32, ge=1, le=1024, description="Units per recurrent layer.")
     layers: int = Field(1, ge=1, le=4, description="Stacked recurrent layers.")
     ensemble: int | None = Field(
         None, ge=1, le=20, description="Networks trained side by side from different initial weights, forecasts "
         "averaged; empty: 5 when there are fewer than 2,000 training windows, else 1.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each recurrent layer.")
     patch: int | None = Field(
-        None, ge=1, description="Consecutive values fed to the cell per time step (look_back / patch steps); "
+        None, ge=1, le=1024, description="Consecutive values fed to the cell per time step (look_back / patch steps); "
         "empty: 8 for look-backs of 128 or more, 4 from 64, else 1.",
     )
     epochs: int | None = Field(
-        None, ge=1, description="Maximum training epochs; empty: at least 60, more for small data (about 1,500 "
+        None, ge=1, le=10_000,
+        description="Maximum training epochs; empty: at least 60, more for small data (about 1,500 "
         "optimizer steps).")
     batch_size: int | None = Field(
-        None, ge=1, description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256.")
-    learning_rate: float = Field(0.005, gt=0, description="Adam learning rate.")
+        None, ge=1, le=65_536,
+        description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256.")
+    learning_rate: float = Field(0.005, gt=0, le=1, description="Adam learning rate.")
     patience: int | None = Field(
-        None, ge=0, description="Early-stopping patience in epochs (0: no early stopping); empty: 5, or about 100 "
+        None, ge=0, le=1000,
+        description="Early-stopping patience in epochs (0: no early stopping); empty: 5, or about 100 "
         "optimizer steps when epochs are short.")
     ema_momentum: float = Field(
         0.99, ge=0, lt=1,
@@ -116,12 +120,14 @@ class ForecastConfig(BaseModel):
     # --- forecasts and baselines -------------------------------------------
     interval_level: float = Field(0.9, gt=0, lt=1, description="Nominal coverage of the prediction intervals.")
     season_length: int | None = Field(
-        None, ge=1, description="Season of the seasonal-naive baseline; empty: detected from the training part."
+        None, ge=1, le=100_000,
+        description="Season of the seasonal-naive baseline; empty: detected from the training part."
     )
     arima_order: tuple[int, int, int] | None = Field(
         None, description="(p, d, q) of the ARIMA baseline; empty: (2, 0, 2), or (2, 1, 2) when a unit root was found."
     )
-    arima_fit_points: int = Field(2000, ge=50, description="ARIMA baseline: fit on this many last training points.")
+    arima_fit_points: int = Field(2000, ge=50, le=100_000,
+                                  description="ARIMA baseline: fit on this many last training points.")
     baselines: Literal["all", "naive"] = Field(
         "all", description="Baselines scored next to the LSTM: 'all' (naive, seasonal naive, ARIMA, AutoETS, "
         "AutoARIMA) or 'naive' (the two naive forecasts only: seconds less per series, for many series).",
@@ -129,6 +135,13 @@ class ForecastConfig(BaseModel):
 
     # --- store --------------------------------------------------------------
     artifacts_dir: str = Field("artifacts", description="Root folder of the artifact store.")
+
+    @field_validator("arima_order")
+    @classmethod
+    def _arima_order_in_range(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and not (0 <= value[0] <= 10 and 0 <= value[1] <= 2 and 0 <= value[2] <= 10):
+            raise ValueError("arima_order (p, d, q) needs p and q from 0 to 10 and d from 0 to 2")
+        return value
 
     @field_validator("freq")
     @classmethod

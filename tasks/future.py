@@ -105,7 +105,8 @@ def forecast_with_model(
     wanted = series_id if is_global else config.get("series_id")
     if input_path:
         data, suffix = read_input_file(input_path)
-        raw = select_series(parse_table(data, suffix), config.get("id_column", "unique_id"), wanted)
+        id_column = config.get("id_column", "unique_id")
+        raw = select_series(parse_table(data, suffix, id_column), id_column, wanted)
         history, _ = clean_series(raw, time_column or config["time_column"],
                                   value_column or config["value_column"], config["nan_policy"],
                                   config["duplicate_policy"])

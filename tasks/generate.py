@@ -43,13 +43,14 @@ def synthetic_series(
     return pd.DataFrame({TIME: ds, VALUE: y})
 
 
-def parse_table(data: bytes, suffix: str) -> pd.DataFrame:
-    """The raw table of a CSV or Parquet file's bytes."""
+def parse_table(data: bytes, suffix: str, id_column: str | None = None) -> pd.DataFrame:
+    """The raw table of a CSV or Parquet file's bytes; a CSV's `id_column` read as text (ids `01` and `1`
+    stay two series)."""
     if suffix == ".parquet":
         return pd.read_parquet(io.BytesIO(data))
     # round_trip: a value written with 17 significant digits reads back as the same float (pandas' fast
     # parser can be one unit in the last place off), so a file saved again keeps its series' key.
-    return pd.read_csv(io.BytesIO(data), float_precision="round_trip")
+    return pd.read_csv(io.BytesIO(data), float_precision="round_trip", dtype={id_column: str} if id_column else None)
 
 
 _LONG_TABLES: dict[tuple[str, str, str], tuple[pd.DataFrame, dict[str, Any]]] = {}
@@ -64,7 +65,7 @@ def long_series(data: bytes, suffix: str, digest: str, id_column: str, series_id
     key = (digest, suffix, id_column)
     if key not in _LONG_TABLES:
         _LONG_TABLES.clear()
-        table = parse_table(data, suffix)
+        table = parse_table(data, suffix, id_column)
         rows = table.groupby(table[id_column].astype(str), sort=False).indices if id_column in table else {}
         _LONG_TABLES[key] = table, rows
     table, rows = _LONG_TABLES[key]
@@ -98,10 +99,21 @@ def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> p
 
 
 def series_ids(raw: pd.DataFrame, id_column: str) -> list[str]:
-    """The ids of a long-format table in order of first appearance (as text); [] without `id_column`."""
+    """The ids of a long-format table in order of first appearance (as text); [] without `id_column`.
+
+    Raises:
+        InputError naming the rows (file lines) whose id is missing.
+    """
     if id_column not in raw.columns:
         return []
-    return [str(value) for value in raw[id_column].dropna().unique()]
+    ids = raw[id_column]
+    missing = ids.isna() | (ids.astype(str).str.strip() == "")
+    if missing.any():
+        lines = (missing[missing].index[:5] + 2).tolist()  # + header line, 1-based
+        raise InputError(f"{int(missing.sum())} row(s) have no {id_column!r} (file lines {lines}"
+                         f"{', …' if missing.sum() > 5 else ''})",
+                         f"give every row its series id in column {id_column!r}, or remove those rows")
+    return [str(value) for value in ids.unique()]
 
 
 def clean_series(
@@ -240,7 +252,8 @@ def read_series_ids(config: ForecastConfig) -> list[str]:
                 return []
             ids = pq.read_table(path, columns=[column]).to_pandas()
         else:
-            ids = pd.read_csv(path, usecols=lambda name: name == column)
+            ids = pd.read_csv(path, usecols=lambda name: name == column, dtype=str, keep_default_na=False,
+                              na_values=[""])
     except (ValueError, OSError, UnicodeDecodeError):
         return []  # the generate stage reports what is wrong with the file
     return series_ids(ids, column)
@@ -265,7 +278,7 @@ def generate(config: ForecastConfig) -> str:
         digest = bytes_digest(data)
         source_key = stage_key("generate", config, {}, extra=digest)
         try:
-            raw = (parse_table(data, suffix) if config.series_id is None else
+            raw = (parse_table(data, suffix, config.id_column) if config.series_id is None else
                    long_series(data, suffix, digest, config.id_column, config.series_id))
         except UnicodeDecodeError as error:
             raise InputError(f"input {config.input} is not UTF-8 text ({error})",

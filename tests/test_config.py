@@ -59,3 +59,15 @@ def test_each_stage_key_depends_on_its_own_fields_only() -> None:
     from_file = base.model_copy(update={"input": "x.csv"})
     assert stage_key("generate", from_file, {}, extra="digest1") != stage_key("generate", from_file, {},
                                                                               extra="digest2")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("horizon", 5000, "less than or equal to 1000"),
+    ("epochs", 10**6, "less than or equal to 10000"),
+    ("arima_order", [-1, 0, 0], "p and q from 0 to 10"),
+    ("arima_order", [1, 3, 1], "d from 0 to 2"),
+])
+def test_numeric_fields_have_bounds_named_in_the_message(field: str, value: object, message: str) -> None:
+    with pytest.raises(InputError, match=message) as refused:
+        build_config("smoke", None, {field: value})
+    assert field in refused.value.problem

@@ -269,3 +269,14 @@ def test_search_space_stays_around_the_base_config_and_needs_a_validation_split(
         {"split": "test", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.1},
     ])
     assert validation_score(metrics) == 0.4  # never the test split
+
+
+def test_ids_are_text_and_a_row_without_one_is_refused_with_its_line() -> None:
+    from tasks.generate import parse_table
+
+    raw = parse_table(b"unique_id,ds,y\n01,0,1.0\n1,0,2.0\n01,1,3.0\n", ".csv", "unique_id")
+    assert series_ids(raw, "unique_id") == ["01", "1"]  # not both read as the number 1
+    assert select_series(raw, "unique_id", "01")["y"].tolist() == [1.0, 3.0]
+    missing = parse_table(b"unique_id,ds,y\na,0,1.0\n,1,2.0\na,2,3.0\n", ".csv", "unique_id")
+    with pytest.raises(InputError, match=r"1 row\(s\) have no 'unique_id' \(file lines \[3\]\)"):
+        series_ids(missing, "unique_id")
