@@ -17,75 +17,132 @@ import anyio.to_thread
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.cluster import runs_on_cluster
+from flows.cluster import cluster_slots, runs_on_cluster
 from flows.forecast import (
     DEFAULT_CONFIG,
     Stages,
     artifact_paths,
-    finish_stages,
-    prepare_stages,
     run_pipeline,
     run_stage,
 )
+from tasks.caching import stored_output
 from tasks.config import ForecastConfig, with_fields
 from tasks.defaults import adapt_config, config_for_series, global_settings
 from tasks.errors import InputError
+from tasks.evaluate import evaluate
 from tasks.generate import generate, read_series_ids
+from tasks.normalize import normalize
+from tasks.plot import plot
+from tasks.predict import predict
 from tasks.registry import register_models
+from tasks.split import split
 from tasks.store import Store, file_digest, planned_key, stage_key, upstream_keys
 from tasks.summary import SeriesOutcome, publish_summary
 from tasks.train import train_global
+from tasks.window import window
+
+
+class SeriesFailedError(Exception):
+    """A series that failed inside a task covering several series; its message says why."""
 
 
 def failure_message(error: Exception) -> str:
-    return f"{error.problem}; fix: {error.fix}" if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, InputError):
+        return f"{error.problem}; fix: {error.fix}"
+    return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
 
 
-@task(name="series-generate", result_serializer="json")
-def generate_series(config: ForecastConfig) -> dict[str, Any]:
-    """Generate one series and size its own settings: its generate stage and sized config (as JSON)."""
-    stages: Stages = {}
-    series = run_stage(generate, config, stages)
-    sized = config_for_series(config, Store(config.artifacts_dir), series)
-    return {"stages": stages, "sized": sized.model_dump(mode="json")}
+def run_stage_inline(stage_task: Any, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
+    """One stage of one series inside the current task run, without a task run of its own: its output is
+    reused when it is complete and up to date in the store (the check of `tasks/caching.py`), else its
+    function computes it. Returns its key and notes it in `stages`."""
+    upstream = upstream_keys(stage_task.name, {name: stage["key"] for name, stage in stages.items()})
+    _, output = stored_output(stage_task.name, config, upstream, digest)
+    status = "cached" if output is not None else "computed"
+    key = output if output is not None else stage_task.fn(config=config, **upstream)
+    stages[stage_task.name] = {"key": key, "status": status}
+    return key
 
 
-@task(name="series-prepare", result_serializer="json")
-def prepare_series(config: ForecastConfig, stages: Stages) -> Stages:
-    """split, normalize and window of one generated series; returns its stages so far."""
-    stages = dict(stages)
-    prepare_stages(config, stages)
-    return stages
+SeriesResult = dict[str, Any]  # {"stages": ..., maybe "sized": config as JSON} or {"error": message}
 
 
-@task(name="series-finish", result_serializer="json")
-def finish_series(config: ForecastConfig, stages: Stages) -> Stages:
-    """predict, evaluate and plot of one prepared series with the global model (`stages["train"]`); returns
-    all its stages."""
-    stages = dict(stages)
-    finish_stages(config, stages)
-    return stages
-
-
-async def each_series(ids: list[str], work: Callable[[str], Any], parallel: bool) -> dict[str, Any]:
-    """`work(series_id)` for every id, on the cluster at once or in turn here; an exception is kept as the
-    series' result (one series failing must not stop the others)."""
-
-    async def one(series_id: str) -> Any:
+def each_in_chunk(ids: list[str], work: Callable[[str], SeriesResult]) -> dict[str, SeriesResult]:
+    """`work(series_id)` for each id in turn; a series that fails keeps its error message (it fails alone)."""
+    results: dict[str, SeriesResult] = {}
+    for series_id in ids:
         try:
-            if parallel:
-                future = work(series_id)
-                await anyio.to_thread.run_sync(future.wait)
-                return await future.state.aresult()
-            return work(series_id)
-        except Exception as error:
-            return error
+            results[series_id] = work(series_id)
+        except Exception as error:  # one series failing must not stop the others
+            results[series_id] = {"error": failure_message(error)}
+    return results
 
-    if parallel:
-        results = await asyncio.gather(*(one(series_id) for series_id in ids))
-    else:
-        results = [await one(series_id) for series_id in ids]
-    return dict(zip(ids, results, strict=True))
+
+@task(name="generate-series", result_serializer="json")
+def generate_chunk(config: ForecastConfig, ids: list[str]) -> dict[str, SeriesResult]:
+    """generate each series of `ids` and size its own settings (its sized config, as JSON)."""
+    store = Store(config.artifacts_dir)
+    digest = file_digest(config.input) if config.input else None
+
+    def one(series_id: str) -> SeriesResult:
+        stages: Stages = {}
+        own = with_fields(config, series_id=series_id)
+        series = run_stage_inline(generate, own, stages, digest)
+        return {"stages": stages, "sized": config_for_series(own, store, series).model_dump(mode="json")}
+
+    return each_in_chunk(ids, one)
+
+
+@task(name="prepare-series", result_serializer="json")
+def prepare_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
+    """split, normalize and window of each generated series (its own config); their stages so far."""
+
+    def one(series_id: str) -> SeriesResult:
+        own = dict(stages[series_id])
+        for stage_task in (split, normalize, window):
+            run_stage_inline(stage_task, configs[series_id], own)
+        return {"stages": own}
+
+    return each_in_chunk(list(configs), one)
+
+
+@task(name="finish-series", result_serializer="json")
+def finish_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
+    """predict, evaluate and plot of each prepared series with the global model (`stages[id]["train"]`)."""
+
+    def one(series_id: str) -> SeriesResult:
+        own = dict(stages[series_id])
+        for stage_task in (predict, evaluate, plot):
+            run_stage_inline(stage_task, configs[series_id], own)
+        return {"stages": own}
+
+    return each_in_chunk(list(configs), one)
+
+
+def chunks(ids: list[str], count: int) -> list[list[str]]:
+    """`ids` in `count` (or fewer) consecutive chunks of nearly equal size."""
+    count = max(1, min(count, len(ids)))
+    size = -(-len(ids) // count)
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
+async def each_chunk(ids: list[str], work: Callable[[list[str]], Any], parallel: bool) -> dict[str, SeriesResult]:
+    """`work(chunk)` for chunks of `ids`: on the cluster, four chunks per worker thread at once (so a slow
+    chunk does not hold the others up); here, chunks of `SERIES_PER_TASK` in turn."""
+    if not parallel:
+        results: dict[str, SeriesResult] = {}
+        for chunk in chunks(ids, -(-len(ids) // SERIES_PER_TASK)):
+            results |= work(chunk)
+        return results
+    futures = [work(chunk) for chunk in chunks(ids, 4 * cluster_slots())]
+    merged: dict[str, SeriesResult] = {}
+    for future in futures:
+        await anyio.to_thread.run_sync(future.wait)
+        merged |= await future.state.aresult()
+    return merged
+
+
+SERIES_PER_TASK = 100  # in process, a phase's task runs cover this many series each (progress in the UI)
 
 
 def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str, Stages], str] | None:
@@ -133,7 +190,12 @@ def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str,
 
 async def forecast_global(config: ForecastConfig, ids: list[str], parallel: bool) -> tuple[
         dict[str, Stages | Exception], str | None]:
-    """One network across the series `ids`; returns each series' stages (or its error) and the model key."""
+    """One network across the series `ids`; returns each series' stages (or its error) and the model key.
+
+    The per-series stages run in a task per phase and chunk of series (`generate-series`,
+    `prepare-series`, `finish-series`), each stage inside it without a task run of its own: a task
+    run costs more than most of these stages (about 0.1 s here, several times that on a busy cluster).
+    """
     logger = get_run_logger()
     config = with_fields(config, scope="global")
     stored = await anyio.to_thread.run_sync(stored_global_run, config, ids)
@@ -143,34 +205,43 @@ async def forecast_global(config: ForecastConfig, ids: list[str], parallel: bool
         return dict(stages), model
 
     def call(task_function: Any, **arguments: Any) -> Any:
-        return task_function.submit(**arguments) if parallel else task_function.fn(**arguments)
+        return task_function.submit(**arguments) if parallel else task_function(**arguments)
 
-    generated: dict[str, Any] = await each_series(
-        ids, lambda i: call(generate_series, config=with_fields(config, series_id=i)), parallel)
-    ready = {i: r for i, r in generated.items() if not isinstance(r, Exception)}
-    outcomes: dict[str, Stages | Exception] = {i: r for i, r in generated.items() if isinstance(r, Exception)}
-    if not ready:
+    outcomes: dict[str, Stages | Exception] = {}
+
+    def keep_failures(results: dict[str, SeriesResult]) -> dict[str, SeriesResult]:
+        for series_id, result in results.items():
+            if "error" in result:
+                outcomes[series_id] = SeriesFailedError(result["error"])
+        return {i: r for i, r in results.items() if "error" not in r}
+
+    generated = keep_failures(await each_chunk(ids, lambda chunk: call(generate_chunk, config=config, ids=chunk),
+                                               parallel))
+    if not generated:
         return outcomes, None
     store = Store(config.artifacts_dir)
-    sized = {i: ForecastConfig.model_validate(r["sized"]) for i, r in ready.items()}
-    lengths = [len(store.read_table("generate", ready[i]["stages"]["generate"]["key"])) for i in ready]
+    sized = {i: ForecastConfig.model_validate(r["sized"]) for i, r in generated.items()}
+    lengths = [len(store.read_table("generate", generated[i]["stages"]["generate"]["key"])) for i in generated]
     shared = global_settings(config, list(sized.values()), lengths)
-    logger.info("one network across %d series: %s", len(ready), ", ".join(f"{k} {v}" for k, v in shared.items()))
+    logger.info("one network across %d series: %s", len(generated),
+                ", ".join(f"{k} {v}" for k, v in shared.items()))
     configs = {i: config_for_series(with_fields(config, series_id=i, **shared), store,
-                                    ready[i]["stages"]["generate"]["key"]) for i in ready}
-    prepared = await each_series(
-        list(ready), lambda i: call(prepare_series, config=configs[i], stages=ready[i]["stages"]), parallel)
-    outcomes |= {i: r for i, r in prepared.items() if isinstance(r, Exception)}
-    members = [i for i, r in prepared.items() if not isinstance(r, Exception)]
+                                    generated[i]["stages"]["generate"]["key"]) for i in generated}
+    prepared = keep_failures(await each_chunk(list(generated), lambda chunk: call(
+        prepare_chunk, configs={i: configs[i] for i in chunk}, stages={i: generated[i]["stages"] for i in chunk}),
+        parallel))
+    members = [i for i in ids if i in prepared]
     if not members:
         return outcomes, None
-    keys = {name: [prepared[i][name]["key"] for i in members] for name in ("generate", "normalize", "window")}
+    keys = {name: [prepared[i]["stages"][name]["key"] for i in members]
+            for name in ("generate", "normalize", "window")}
     model_stages: Stages = {}
     model = run_stage(train_global, with_fields(config, **shared), model_stages, upstream={
         "series": keys["generate"], "normalize": keys["normalize"], "window": keys["window"], "series_ids": members})
-    finished = await each_series(
-        members, lambda i: call(finish_series, config=configs[i], stages=prepared[i] | model_stages), parallel)
-    return outcomes | finished, model
+    finished = keep_failures(await each_chunk(members, lambda chunk: call(
+        finish_chunk, configs={i: configs[i] for i in chunk},
+        stages={i: prepared[i]["stages"] | model_stages for i in chunk}), parallel))
+    return outcomes | {i: finished[i]["stages"] for i in members if i in finished}, model
 
 
 async def forecast_local(config: ForecastConfig, ids: list[str], parallel: bool) -> dict[str, Stages | Exception]:

@@ -116,23 +116,32 @@ class StageCache(CachePolicy):
                     **kwargs: Any) -> str | None:
         config: ForecastConfig = inputs["config"]
         upstream = {name: value for name, value in inputs.items() if name != "config"}
-        reads_file = self.stage == "generate" and bool(config.input)
-        extra = ""
-        if reads_file:
-            try:
-                extra = file_digest(config.input)
-            except OSError:
-                return None  # unreadable now: run the stage, which retries and reports
-        key = stage_key(self.stage, config, upstream, extra)
-        store = Store(config.artifacts_dir)
-        if reads_file:  # the series is stored under the key its values gave
-            series_key = store.read_source(key)
-            valid = series_key is not None and store.is_complete(self.stage, series_key)
-        else:
-            valid = store.is_complete(self.stage, key) and not store.is_older_than_inputs(self.stage, key, upstream)
-        if not valid:
-            (store.records_dir / key).unlink(missing_ok=True)
+        key, output = stored_output(self.stage, config, upstream)
+        if key is not None and output is None:
+            (Store(config.artifacts_dir).records_dir / key).unlink(missing_ok=True)
         return key
+
+
+def stored_output(stage: str, config: ForecastConfig, upstream: dict[str, Any],
+                  digest: str | None = None) -> tuple[str | None, str | None]:
+    """A stage's cache key, and its output's key when that output is complete in the store and newer
+    than its inputs (None: it must run). For an input file the cache key is of the file's digest and
+    settings, the output's key of the series it gave (`sources/`); `digest`: the file's, if known.
+    The cache key is None when the file cannot be read now (the stage runs, retries and reports)."""
+    reads_file = stage == "generate" and bool(config.input)
+    extra = ""
+    if reads_file:
+        try:
+            extra = digest or file_digest(config.input or "")
+        except OSError:
+            return None, None
+    key = stage_key(stage, config, upstream, extra)
+    store = Store(config.artifacts_dir)
+    if reads_file:  # the series is stored under the key its values gave
+        series_key = store.read_source(key)
+        return key, series_key if series_key is not None and store.is_complete(stage, series_key) else None
+    valid = store.is_complete(stage, key) and not store.is_older_than_inputs(stage, key, upstream)
+    return key, key if valid else None
 
 
 def _drop_failure_records(store: Store) -> Any:

@@ -135,22 +135,24 @@ def test_one_global_model_across_series_on_dask_equals_the_sequential_run_and_re
     assert registry[["series_id", "status"]].values.tolist() == [["*", "champion"]]
     assert registry["test_mase"].iloc[0] > 0 and np.isnan(registry["test_rmse"].iloc[0])
 
-    # The graph: each series generated and prepared on its own, one train, each series finished on its own.
+    # The graph: the series generated, prepared and finished in a task per phase and chunk of series (on two
+    # workers: one series each here), one train between them, one register; the bad series fails inside.
     runs = task_runs(dask_json["flow_run_id"])
     names = [r.name.rsplit("-", 1)[0] for r in runs]
-    assert [names.count(n) for n in ("series-generate", "series-prepare", "train", "series-finish", "register")] == [
+    assert [names.count(n) for n in ("generate-series", "prepare-series", "train", "finish-series", "register")] == [
         5, 4, 1, 4, 1]
-    assert names.count("generate") == 5 and names.count("predict") == 4 and names.count("plot") == 4
-    assert sorted(r.name.rsplit("-", 1)[0] for r in runs if r.state.is_failed()) == ["generate", "series-generate"]
+    assert len(runs) == 15 and not [r for r in runs if r.state.is_failed()]
+    in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(sequential_json["flow_run_id"])]
+    assert sorted(in_process) == ["finish-series", "generate-series", "prepare-series", "register", "train"]
 
     # Edit one series: the others' per-series stages stay cached; the network is trained again.
     frame.loc[frame["unique_id"] == "s3", "y"] += 0.5
     frame.to_csv(source, index=False)
     again, again_json = run("sequential")
     assert again.returncode == 1, again.stderr[-3000:]
-    states = [(r.name.rsplit("-", 1)[0], r.state.name) for r in task_runs(again_json["flow_run_id"])]
-    assert sorted(state for stage, state in states if stage == "normalize") == ["Cached"] * 3 + ["Completed"]
-    assert [state for stage, state in states if stage == "train"] == ["Completed"]
+    statuses = {i: again_json["series"][i]["stages"] for i in ("s0", "s1", "s2", "s3")}
+    assert [statuses[i]["normalize"] for i in ("s0", "s1", "s2", "s3")] == ["cached"] * 3 + ["computed"]
+    assert {statuses[i]["train"] for i in statuses} == {"computed"}
     assert again_json["series"]["s0"]["artifacts"]["model"] != sequential_json["series"]["s0"]["artifacts"]["model"]
 
     # Forecasts of one named series with the global champion; a series must be named.
