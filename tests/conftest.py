@@ -8,10 +8,7 @@ through PREFECT_API_URL.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,28 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def quiet_env(prefect_home: Path, api_url: str | None) -> dict[str, str]:
-    """Environment for a subprocess: its own PREFECT_HOME, no telemetry, a given server or none."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS="false",
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return env
+from tests.helpers import BIN, free_port, quiet_env
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows import cli
-from tests.conftest import BIN, free_port, quiet_env, store_snapshot
+from tests.helpers import BIN, free_port, quiet_env, store_snapshot
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tasks.store import STAGES
-from tests.conftest import BIN, quiet_env
+from tests.helpers import BIN, quiet_env
 
 
 def test_run_on_the_temporary_server_prints_summary_and_json(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flows import cli
-from tests.conftest import BIN, quiet_env
+from tests.helpers import BIN, quiet_env
 
 
 def test_kill_during_training_then_rerun_reuses_finished_stages(
@@ -55,7 +55,7 @@ def test_persistent_read_failure_exhausts_retries_and_leaves_the_store_as_it_was
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tasks.generate
-    from tests.conftest import store_snapshot
+    from tests.helpers import store_snapshot
 
     source = tmp_path / "series.csv"
     source.write_text("ds,y\n" + "".join(f"{i},{i % 7}\n" for i in range(300)))
@@ -133,7 +133,7 @@ def test_predict_refuses_a_model_reference_that_is_not_registered(
 
 
 def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path: Path) -> None:
-    from tests.conftest import free_port, store_snapshot
+    from tests.helpers import free_port, store_snapshot
 
     port = free_port()
     env = quiet_env(tmp_path / "server-home", None) | {"PREFECT_UI_ENABLED": "false"}

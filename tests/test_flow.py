@@ -13,7 +13,7 @@ import pytest
 
 from flows import cli
 from tasks.store import STAGES, Store
-from tests.conftest import BIN, quiet_env, store_snapshot
+from tests.helpers import BIN, quiet_env, run_artifacts, store_snapshot, task_runs
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any] | None, str]:
@@ -23,25 +23,6 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[s
     lines = captured.out.strip().splitlines()
     result = json.loads(lines[-1]) if code == 0 and lines else None
     return code, result, captured.err
-
-
-def task_runs(flow_run_id: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-
-def run_artifacts(flow_run_id: str) -> dict[str, Any]:
-    """The artifacts of a flow run and of its task runs, by key (or id when they have no key)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return {artifact.key or str(artifact.id): artifact for artifact in artifacts}
 
 
 @pytest.fixture(scope="module")

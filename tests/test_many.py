@@ -16,8 +16,7 @@ from tasks.errors import InputError
 from tasks.generate import select_series, series_ids
 from tasks.registry import champion, register
 from tasks.summary import SeriesOutcome, series_summary
-from tests.conftest import BIN, quiet_env
-from tests.test_flow import run_artifacts, task_runs
+from tests.helpers import BIN, quiet_env, run_artifacts, task_runs
 
 
 def long_frame(lengths: dict[str, int]) -> pd.DataFrame:

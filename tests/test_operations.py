@@ -16,7 +16,7 @@ import pytest
 from flows import cli
 from tasks.config import build_config
 from tasks.store import Store
-from tests.conftest import BIN, quiet_env
+from tests.helpers import BIN, quiet_env
 
 WEAK = {"epochs": 1, "units": 2, "learning_rate": 1e-4}  # barely moves from its initial weights
 STRONG = {"epochs": 12, "units": 16, "learning_rate": 0.01, "batch_size": 16}
