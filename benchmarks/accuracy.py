@@ -58,13 +58,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lstm-forecast-accuracy-") as store:
         for preset in args.presets:
             started = time.perf_counter()
-            done = subprocess.run([str(BIN / "lstm-forecast"), "run", "--preset", preset, "--artifacts-dir", store,
-                                   "--json"], env=env, capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [str(BIN / "lstm-forecast"), "run", "--preset", preset, "--artifacts-dir", store, "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             wall = time.perf_counter() - started
             test = json.loads(done.stdout.strip().splitlines()[-1])["metrics"]["test"]
             coverage = test["lstm"].get("coverage", float("nan"))
-            table.append((f"lstm-forecast --preset {preset}", test["lstm"]["rmse"],
-                          f"{wall:.0f} s wall, interval coverage {coverage:.3f} (nominal 0.9)"))
+            table.append(
+                (
+                    f"lstm-forecast --preset {preset}",
+                    test["lstm"]["rmse"],
+                    f"{wall:.0f} s wall, interval coverage {coverage:.3f} (nominal 0.9)",
+                )
+            )
             if preset == args.presets[0]:
                 for baseline in ("arima", "auto_arima", "auto_ets", "seasonal_naive", "naive"):
                     table.append((f"{baseline} (scored by the {preset} run)", test[baseline]["rmse"], ""))

@@ -37,8 +37,7 @@ class Dataset:
 
     def load(self) -> pd.DataFrame:
         frame = self.loader()
-        return pd.DataFrame({"ds": pd.to_datetime(frame["ds"]).to_numpy(),
-                             "y": frame["y"].to_numpy(dtype="float64")})
+        return pd.DataFrame({"ds": pd.to_datetime(frame["ds"]).to_numpy(), "y": frame["y"].to_numpy(dtype="float64")})
 
 
 def _frame(ds: pd.DatetimeIndex | pd.Series | np.ndarray, y: pd.Series | np.ndarray) -> pd.DataFrame:
@@ -68,8 +67,9 @@ def _macro(column: str) -> Callable[[], pd.DataFrame]:
         from statsmodels.datasets import macrodata
 
         data = macrodata.load_pandas().data
-        quarters = pd.PeriodIndex.from_fields(year=data["year"].astype(int), quarter=data["quarter"].astype(int),
-                                              freq="Q")
+        quarters = pd.PeriodIndex.from_fields(
+            year=data["year"].astype(int), quarter=data["quarter"].astype(int), freq="Q"
+        )
         return _frame(quarters.to_timestamp(how="start"), data[column])
 
     return load
@@ -117,38 +117,132 @@ def _csv(name: str) -> Callable[[], pd.DataFrame]:
 
 
 _ALL = [
-    Dataset("nile", "yearly", "YS-JAN", (), "statsmodels.datasets.nile",
-            "Annual flow volume of the Nile at Aswan, 1871-1970 (level shift in 1898)", _nile),
-    Dataset("sunspots", "yearly", "YS-JAN", (11,), "statsmodels.datasets.sunspots",
-            "Yearly mean sunspot activity, 1700-2008 (~11-year cycle)", _sunspots),
-    Dataset("lynx", "yearly", "YS-JAN", (10,), "pmdarima 2.1.1 (R datasets::lynx), benchmarks/data/lynx.csv",
-            "Canadian lynx trappings, 1821-1934 (~10-year cycle)", _csv("lynx")),
-    Dataset("realgdp", "quarterly", "QS-OCT", (), "statsmodels.datasets.macrodata",
-            "US real GDP (billions of chained 2005 dollars), 1959Q1-2009Q3", _macro("realgdp")),
-    Dataset("cpi", "quarterly", "QS-OCT", (), "statsmodels.datasets.macrodata",
-            "US consumer price index, 1959Q1-2009Q3", _macro("cpi")),
-    Dataset("interest_rate", "quarterly", "QS-OCT", (), "statsmodels.datasets.interest_inflation",
-            "West German long-term interest rate R, 1972Q2-1998Q4", _interest_rate),
-    Dataset("woolyrnq", "quarterly", "QS-OCT", (4,), "pmdarima 2.1.1 (R forecast::woolyrnq), "
-            "benchmarks/data/woolyrnq.csv", "Australian woollen yarn production (tonnes), 1965Q1-1994Q3",
-            _csv("woolyrnq")),
-    Dataset("airpassengers", "monthly", "MS", (12,), "pmdarima 2.1.1 (Box & Jenkins series G), "
-            "benchmarks/data/airpassengers.csv", "International airline passengers (thousands), 1949-1960",
-            _csv("airpassengers")),
-    Dataset("wineind", "monthly", "MS", (12,), "pmdarima 2.1.1 (R forecast::wineind), benchmarks/data/wineind.csv",
-            "Australian wine sales by winemakers (litres), Jan 1980-Aug 1994", _csv("wineind")),
-    Dataset("elec_equip", "monthly", "MS", (12,), "statsmodels.datasets.elec_equip",
-            "Euro-area manufacture of electrical equipment, turnover index, Jan 1995-May 2016", _elec_equip),
-    Dataset("elnino", "monthly", "MS", (12,), "statsmodels.datasets.elnino",
-            "Nino 1+2 sea surface temperature (deg C), 1950-2010, reshaped from year x month", _elnino),
-    Dataset("co2", "weekly", "W-SAT", (52,), "statsmodels.datasets.co2",
-            "Mauna Loa atmospheric CO2 (ppm), Mar 1958-Dec 2001, 59 weeks missing (NaN)", _co2),
-    Dataset("seattle_temp_max", "daily", "D", (365,), "vega_datasets 0.9.0 (NOAA), "
-            "benchmarks/data/seattle_temp_max.csv", "Daily maximum temperature in Seattle (deg C), 2012-2015",
-            _csv("seattle_temp_max")),
-    Dataset("taylor", "half-hourly", "30min", (48, 336), "pmdarima 2.1.1 (R forecast::taylor), "
-            "benchmarks/data/taylor.csv", "Electricity demand in England and Wales (MW), 5 Jun-27 Aug 2000 "
-            "(daily and weekly seasons)", _csv("taylor")),
+    Dataset(
+        "nile",
+        "yearly",
+        "YS-JAN",
+        (),
+        "statsmodels.datasets.nile",
+        "Annual flow volume of the Nile at Aswan, 1871-1970 (level shift in 1898)",
+        _nile,
+    ),
+    Dataset(
+        "sunspots",
+        "yearly",
+        "YS-JAN",
+        (11,),
+        "statsmodels.datasets.sunspots",
+        "Yearly mean sunspot activity, 1700-2008 (~11-year cycle)",
+        _sunspots,
+    ),
+    Dataset(
+        "lynx",
+        "yearly",
+        "YS-JAN",
+        (10,),
+        "pmdarima 2.1.1 (R datasets::lynx), benchmarks/data/lynx.csv",
+        "Canadian lynx trappings, 1821-1934 (~10-year cycle)",
+        _csv("lynx"),
+    ),
+    Dataset(
+        "realgdp",
+        "quarterly",
+        "QS-OCT",
+        (),
+        "statsmodels.datasets.macrodata",
+        "US real GDP (billions of chained 2005 dollars), 1959Q1-2009Q3",
+        _macro("realgdp"),
+    ),
+    Dataset(
+        "cpi",
+        "quarterly",
+        "QS-OCT",
+        (),
+        "statsmodels.datasets.macrodata",
+        "US consumer price index, 1959Q1-2009Q3",
+        _macro("cpi"),
+    ),
+    Dataset(
+        "interest_rate",
+        "quarterly",
+        "QS-OCT",
+        (),
+        "statsmodels.datasets.interest_inflation",
+        "West German long-term interest rate R, 1972Q2-1998Q4",
+        _interest_rate,
+    ),
+    Dataset(
+        "woolyrnq",
+        "quarterly",
+        "QS-OCT",
+        (4,),
+        "pmdarima 2.1.1 (R forecast::woolyrnq), benchmarks/data/woolyrnq.csv",
+        "Australian woollen yarn production (tonnes), 1965Q1-1994Q3",
+        _csv("woolyrnq"),
+    ),
+    Dataset(
+        "airpassengers",
+        "monthly",
+        "MS",
+        (12,),
+        "pmdarima 2.1.1 (Box & Jenkins series G), benchmarks/data/airpassengers.csv",
+        "International airline passengers (thousands), 1949-1960",
+        _csv("airpassengers"),
+    ),
+    Dataset(
+        "wineind",
+        "monthly",
+        "MS",
+        (12,),
+        "pmdarima 2.1.1 (R forecast::wineind), benchmarks/data/wineind.csv",
+        "Australian wine sales by winemakers (litres), Jan 1980-Aug 1994",
+        _csv("wineind"),
+    ),
+    Dataset(
+        "elec_equip",
+        "monthly",
+        "MS",
+        (12,),
+        "statsmodels.datasets.elec_equip",
+        "Euro-area manufacture of electrical equipment, turnover index, Jan 1995-May 2016",
+        _elec_equip,
+    ),
+    Dataset(
+        "elnino",
+        "monthly",
+        "MS",
+        (12,),
+        "statsmodels.datasets.elnino",
+        "Nino 1+2 sea surface temperature (deg C), 1950-2010, reshaped from year x month",
+        _elnino,
+    ),
+    Dataset(
+        "co2",
+        "weekly",
+        "W-SAT",
+        (52,),
+        "statsmodels.datasets.co2",
+        "Mauna Loa atmospheric CO2 (ppm), Mar 1958-Dec 2001, 59 weeks missing (NaN)",
+        _co2,
+    ),
+    Dataset(
+        "seattle_temp_max",
+        "daily",
+        "D",
+        (365,),
+        "vega_datasets 0.9.0 (NOAA), benchmarks/data/seattle_temp_max.csv",
+        "Daily maximum temperature in Seattle (deg C), 2012-2015",
+        _csv("seattle_temp_max"),
+    ),
+    Dataset(
+        "taylor",
+        "half-hourly",
+        "30min",
+        (48, 336),
+        "pmdarima 2.1.1 (R forecast::taylor), benchmarks/data/taylor.csv",
+        "Electricity demand in England and Wales (MW), 5 Jun-27 Aug 2000 (daily and weekly seasons)",
+        _csv("taylor"),
+    ),
 ]
 DATASETS: dict[str, Dataset] = {dataset.name: dataset for dataset in _ALL}
 
@@ -167,8 +261,10 @@ def main() -> None:
         frame = dataset.load()
         inferred = pd.infer_freq(pd.DatetimeIndex(frame["ds"])) or "?"
         first, last = (f"{value:%Y-%m-%d %H:%M}" for value in frame["ds"].iloc[[0, -1]])
-        print(f"{dataset.name:<18}{dataset.frequency:<13}{inferred:<10}{len(frame):>7}{int(frame['y'].isna().sum()):>5}"
-              f"  {first:<17}{last:<17}{dataset.source}")
+        print(
+            f"{dataset.name:<18}{dataset.frequency:<13}{inferred:<10}{len(frame):>7}{int(frame['y'].isna().sum()):>5}"
+            f"  {first:<17}{last:<17}{dataset.source}"
+        )
         if args.write:
             Path(args.write).mkdir(parents=True, exist_ok=True)
             frame.to_csv(Path(args.write) / f"{dataset.name}.csv", index=False)

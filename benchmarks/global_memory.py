@@ -39,8 +39,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    config = with_fields(ForecastConfig(), scope="global", horizon=13, look_back=104, patch=4, ensemble=3,
-                         batch_size=256, epochs=args.epochs, patience=0, transform="level", log="auto", seasons=())
+    config = with_fields(
+        ForecastConfig(),
+        scope="global",
+        horizon=13,
+        look_back=104,
+        patch=4,
+        ensemble=3,
+        batch_size=256,
+        epochs=args.epochs,
+        patience=0,
+        transform="level",
+        log="auto",
+        seasons=(),
+    )
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     members = []
@@ -63,13 +75,18 @@ def main() -> None:
     every = stacked_arrays(members, config, None, cap)
     stacked = time.perf_counter()
     megabytes = sum(a.nbytes for pair in (train, validation, every) for a in pair) / 2**20
-    print(f"{args.series} series: at most {cap} training windows each; windows train {len(train[0])}, validation "
-          f"{len(validation[0])}, every {len(every[0])}; arrays {megabytes:.0f} MiB; peak RSS so far "
-          f"{peak_mib():.0f} MiB", flush=True)
+    print(
+        f"{args.series} series: at most {cap} training windows each; windows train {len(train[0])}, validation "
+        f"{len(validation[0])}, every {len(every[0])}; arrays {megabytes:.0f} MiB; peak RSS so far "
+        f"{peak_mib():.0f} MiB",
+        flush=True,
+    )
     fit_model(*train, *validation, config)
     fitted = time.perf_counter()
-    print(f"prepare {prepared - started:.0f} s, stack {stacked - prepared:.0f} s, train {args.epochs} epoch(s) "
-          f"{fitted - stacked:.0f} s; peak RSS {peak_mib():.0f} MiB")
+    print(
+        f"prepare {prepared - started:.0f} s, stack {stacked - prepared:.0f} s, train {args.epochs} epoch(s) "
+        f"{fitted - stacked:.0f} s; peak RSS {peak_mib():.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ FULL_SET = 359
 def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
     """M4's sMAPE (percent), mean over the horizon; a step where both are 0 counts as 0."""
     denominator = np.abs(actual) + np.abs(forecast)
-    terms = np.divide(200 * np.abs(actual - forecast), denominator, out=np.zeros_like(denominator),
-                      where=denominator > 0)
+    terms = np.divide(
+        200 * np.abs(actual - forecast), denominator, out=np.zeros_like(denominator), where=denominator > 0
+    )
     return float(np.mean(terms))
 
 
@@ -96,11 +97,16 @@ class Score:
         return 0.5 * (self.smape / reference.smape + self.mase / reference.mase)
 
 
-def score(name: str, forecasts: dict[str, np.ndarray], train: dict[str, np.ndarray],
-          test: dict[str, np.ndarray]) -> Score:
+def score(
+    name: str, forecasts: dict[str, np.ndarray], train: dict[str, np.ndarray], test: dict[str, np.ndarray]
+) -> Score:
     ids = list(forecasts)
-    return Score(name, float(np.mean([smape(test[i], forecasts[i]) for i in ids])),
-                 float(np.mean([mase(test[i], forecasts[i], train[i]) for i in ids])), len(ids))
+    return Score(
+        name,
+        float(np.mean([smape(test[i], forecasts[i]) for i in ids])),
+        float(np.mean([mase(test[i], forecasts[i], train[i]) for i in ids])),
+        len(ids),
+    )
 
 
 def choose_ids(all_ids: list[str], limit: int | None, sample: int | None, seed: int) -> list[str]:
@@ -138,14 +144,20 @@ def print_table(rows: list[tuple[str, Score | None, Score]], subset: int) -> Non
         if result is None:
             print(f"  {name:<{width - 2}}{'-':>9}{'-':>9}{'-':>8}{0:>8}")
         else:
-            print(f"  {name:<{width - 2}}{result.smape:>9.3f}{result.mase:>9.3f}{result.owa(reference):>8.3f}"
-                  f"{result.series:>8}")
+            print(
+                f"  {name:<{width - 2}}{result.smape:>9.3f}{result.mase:>9.3f}{result.owa(reference):>8.3f}"
+                f"{result.series:>8}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "m4-weekly",
-                        help="folder of train.parquet and test.parquet (default: ../shared/data/m4-weekly)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "m4-weekly",
+        help="folder of train.parquet and test.parquet (default: ../shared/data/m4-weekly)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--limit", type=int, help="only the first N series (file order: W1, W2, ...)")
     group.add_argument("--sample", type=int, help="N series drawn at random (with --seed)")
@@ -154,10 +166,17 @@ def main() -> None:
     parser.add_argument("--extra", default="", help='extra flags for the run, e.g. --extra "--epochs 20"')
     parser.add_argument("--baselines-only", action="store_true", help="skip the LSTM: score Naive2 and seasonal naive")
     parser.add_argument("--timeout", type=float, default=None, help="seconds the LSTM run may take (default: none)")
-    parser.add_argument("--temporary-server", action="store_true",
-                        help="let the run start Prefect's temporary server instead of one started here")
-    parser.add_argument("--store", type=Path, help="the run's artifact store (default: a temporary one, removed "
-                        "after); run twice with the same store to time a warm rerun")
+    parser.add_argument(
+        "--temporary-server",
+        action="store_true",
+        help="let the run start Prefect's temporary server instead of one started here",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="the run's artifact store (default: a temporary one, removed "
+        "after); run twice with the same store to time a warm rerun",
+    )
     parser.add_argument("--json-out", metavar="FILE", help="write the scores (and per-series LSTM errors) as JSON")
     args = parser.parse_args()
 
@@ -167,22 +186,34 @@ def main() -> None:
     unknown = sorted(set(args.ids or []) - set(all_ids))
     if unknown:
         parser.error(f"unknown series: {', '.join(unknown)}")
-    ids = [i for i in all_ids if i in set(args.ids)] if args.ids else choose_ids(all_ids, args.limit, args.sample,
-                                                                                args.seed)
-    train = {key: group.sort_values("ds")["y"].to_numpy(dtype="float64")
-             for key, group in train_frame[train_frame["unique_id"].isin(ids)].groupby("unique_id")}
-    test_groups = {key: group.sort_values("ds")
-                   for key, group in test_frame[test_frame["unique_id"].isin(ids)].groupby("unique_id")}
+    ids = (
+        [i for i in all_ids if i in set(args.ids)]
+        if args.ids
+        else choose_ids(all_ids, args.limit, args.sample, args.seed)
+    )
+    train = {
+        key: group.sort_values("ds")["y"].to_numpy(dtype="float64")
+        for key, group in train_frame[train_frame["unique_id"].isin(ids)].groupby("unique_id")
+    }
+    test_groups = {
+        key: group.sort_values("ds")
+        for key, group in test_frame[test_frame["unique_id"].isin(ids)].groupby("unique_id")
+    }
     test = {key: group["y"].to_numpy(dtype="float64") for key, group in test_groups.items()}
     lengths = [len(train[i]) for i in ids]
-    print(f"M4 Weekly: {len(ids)} of {len(all_ids)} series, train lengths {min(lengths)}-{max(lengths)} "
-          f"(median {int(np.median(lengths))}), horizon {HORIZON}", flush=True)
+    print(
+        f"M4 Weekly: {len(ids)} of {len(all_ids)} series, train lengths {min(lengths)}-{max(lengths)} "
+        f"(median {int(np.median(lengths))}), horizon {HORIZON}",
+        flush=True,
+    )
 
     naive2_forecasts = {i: naive2(train[i]) for i in ids}
     reference = score("Naive2 (naive, m = 1)", naive2_forecasts, train, test)
     snaive = score(f"seasonal naive (m = {SEASON})", {i: seasonal_naive(train[i]) for i in ids}, train, test)
-    rows: list[tuple[str, Score | None, Score]] = [(reference.name, reference, reference),
-                                                   (snaive.name, snaive, reference)]
+    rows: list[tuple[str, Score | None, Score]] = [
+        (reference.name, reference, reference),
+        (snaive.name, snaive, reference),
+    ]
     report: dict[str, object] = {"series": ids, "extra": shlex.split(args.extra)}
     failed: dict[str, str] = {}
     wall = peak_mib = None
@@ -194,10 +225,25 @@ def main() -> None:
             train_frame[train_frame["unique_id"].isin(ids)].to_parquet(path, index=False)
             with prefect_server(args.temporary_server, folder / "prefect-home") as api_url:
                 env = cli_env(api_url, folder / "prefect-home")
-                print(f"running lstm-forecast on {len(ids)} series (Prefect server: "
-                      f"{api_url or 'a temporary one'}) ...", flush=True)
-                run = run_cli(["run", "--input", str(path), "--horizon", str(HORIZON), "--json", "--artifacts-dir",
-                               str(args.store or folder / "store"), *extra], env, args.timeout)
+                print(
+                    f"running lstm-forecast on {len(ids)} series (Prefect server: {api_url or 'a temporary one'}) ...",
+                    flush=True,
+                )
+                run = run_cli(
+                    [
+                        "run",
+                        "--input",
+                        str(path),
+                        "--horizon",
+                        str(HORIZON),
+                        "--json",
+                        "--artifacts-dir",
+                        str(args.store or folder / "store"),
+                        *extra,
+                    ],
+                    env,
+                    args.timeout,
+                )
                 peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
             wall = run.wall_s
             details = (run.result or {}).get("series", {})
@@ -208,8 +254,9 @@ def main() -> None:
                     failed[i] = detail.get("error") or run.error or f"exit {run.exit}, no result"
                     continue
                 try:
-                    lstm_forecasts[i], note = read_forecast(detail["artifacts"]["predictions"],
-                                                            test_groups[i]["ds"].to_numpy())
+                    lstm_forecasts[i], note = read_forecast(
+                        detail["artifacts"]["predictions"], test_groups[i]["ds"].to_numpy()
+                    )
                 except (KeyError, OSError, ValueError) as error:
                     failed[i] = f"forecast unreadable: {error}"
                     continue
@@ -221,14 +268,18 @@ def main() -> None:
                 same = score("Naive2", {i: naive2_forecasts[i] for i in lstm_forecasts}, train, test)
                 rows.append((f"lstm-forecast ({len(lstm_forecasts)} series that finished)", lstm, same))
                 filled = {i: lstm_forecasts.get(i, naive2_forecasts[i]) for i in ids}
-                rows.append(("lstm-forecast, failed series -> Naive2", score("filled", filled, train, test),
-                             reference))
+                rows.append(("lstm-forecast, failed series -> Naive2", score("filled", filled, train, test), reference))
             else:
                 rows.append(("lstm-forecast", lstm, reference))
-            report["lstm_per_series"] = {i: {"smape": smape(test[i], f), "mase": mase(test[i], f, train[i]),
-                                             "naive2_smape": smape(test[i], naive2_forecasts[i]),
-                                             "naive2_mase": mase(test[i], naive2_forecasts[i], train[i])}
-                                         for i, f in lstm_forecasts.items()}
+            report["lstm_per_series"] = {
+                i: {
+                    "smape": smape(test[i], f),
+                    "mase": mase(test[i], f, train[i]),
+                    "naive2_smape": smape(test[i], naive2_forecasts[i]),
+                    "naive2_mase": mase(test[i], naive2_forecasts[i], train[i]),
+                }
+                for i, f in lstm_forecasts.items()
+            }
         else:
             rows.append(("lstm-forecast (no series finished)", None, reference))
         report.update(exit=run.exit, wall_s=wall, peak_rss_mib=peak_mib, failed=failed)
@@ -236,21 +287,26 @@ def main() -> None:
     print()
     print_table(rows, len(ids))
     if wall is not None:
-        print(f"lstm-forecast run: exit {report['exit']}, wall {wall:.0f} s ({wall / len(ids):.1f} s per series), "
-              f"peak RSS {peak_mib:.0f} MiB (largest child process)")
+        print(
+            f"lstm-forecast run: exit {report['exit']}, wall {wall:.0f} s ({wall / len(ids):.1f} s per series), "
+            f"peak RSS {peak_mib:.0f} MiB (largest child process)"
+        )
     for i, error in failed.items():
         print(f"  series {i} failed: {error[:300]}")
 
     smape_n2, mase_n2 = round(reference.smape, 3), round(reference.mase, 3)
     reproduces = (smape_n2, mase_n2) == NAIVE2_PUBLISHED
     if len(ids) == FULL_SET:
-        print(f"Naive2 check on all {FULL_SET} series: sMAPE {reference.smape:.3f}, MASE {reference.mase:.3f} vs "
-              f"published {NAIVE2_PUBLISHED[0]:.3f} / {NAIVE2_PUBLISHED[1]:.3f}: "
-              + ("reproduces" if reproduces else "DOES NOT reproduce"))
+        print(
+            f"Naive2 check on all {FULL_SET} series: sMAPE {reference.smape:.3f}, MASE {reference.mase:.3f} vs "
+            f"published {NAIVE2_PUBLISHED[0]:.3f} / {NAIVE2_PUBLISHED[1]:.3f}: "
+            + ("reproduces" if reproduces else "DOES NOT reproduce")
+        )
     else:
         print(f"Naive2 check: needs all {FULL_SET} series (this run has {len(ids)}); run --baselines-only")
-    report["scores"] = {name: (vars(result) | {"owa": result.owa(against)}) if result else None
-                        for name, result, against in rows}
+    report["scores"] = {
+        name: (vars(result) | {"owa": result.owa(against)}) if result else None for name, result, against in rows
+    }
     report["naive2_reproduces_published"] = reproduces if len(ids) == FULL_SET else None
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(json_safe(report), indent=1) + "\n")

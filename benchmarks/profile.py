@@ -32,8 +32,7 @@ async def run_times(api_url: str, flow_run_id: str) -> tuple[object, list[tuple[
     with temporary_settings({PREFECT_API_URL: api_url}):
         async with get_client() as client:
             flow_run = await client.read_flow_run(flow_run_id)
-            tasks = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     rows = [(t.name.rsplit("-", 1)[0], t.start_time.timestamp(), t.end_time.timestamp()) for t in tasks]
     return flow_run, sorted(rows, key=lambda row: row[1])
 
@@ -54,8 +53,21 @@ def main() -> None:
         env |= {"PREFECT_HOME": str(work / "home-temporary")}
     try:
         started = time.time()
-        done = subprocess.run([str(BIN / "lstm-forecast"), "run", "--preset", args.preset, "--artifacts-dir",
-                               str(work / "store"), "--json"], env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                str(BIN / "lstm-forecast"),
+                "run",
+                "--preset",
+                args.preset,
+                "--artifacts-dir",
+                str(work / "store"),
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         ended = time.time()
         result = json.loads(done.stdout.strip().splitlines()[-1])
         if args.mode == "temporary":  # the temporary server is gone: read the run from a fresh one on the same DB

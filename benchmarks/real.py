@@ -60,8 +60,11 @@ def _free_port() -> int:
 def cli_env(api_url: str | None, prefect_home: Path | None = None) -> dict[str, str]:
     """The environment of an `lstm-forecast` run: quiet, reporting to `api_url` (None: a temporary server)."""
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS="false",
-               TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS="false",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     if prefect_home is not None:
         env["PREFECT_HOME"] = str(prefect_home)
     if api_url:
@@ -86,8 +89,12 @@ def prefect_server(temporary: bool, home: Path) -> Iterator[str | None]:
     env = cli_env(None, home) | {"PREFECT_UI_ENABLED": "false"}
     url = f"http://127.0.0.1:{port}/api"
     with open(home / "server.log", "wb") as log:
-        process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 180
             while True:
@@ -131,12 +138,17 @@ def run_cli(args: Sequence[str], env: dict[str, str], timeout: float | None = No
     """`lstm-forecast ARGS` (which must include --json); its exit code, wall time and JSON result."""
     started = time.perf_counter()
     try:
-        done = subprocess.run([str(BIN / "lstm-forecast"), *args], env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            [str(BIN / "lstm-forecast"), *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as expired:
         stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
-        return CliRun(124, time.perf_counter() - started, None,
-                      f"timed out after {timeout:g} s; {last_error_line(stderr or '')}".rstrip("; "))
+        return CliRun(
+            124,
+            time.perf_counter() - started,
+            None,
+            f"timed out after {timeout:g} s; {last_error_line(stderr or '')}".rstrip("; "),
+        )
     wall = time.perf_counter() - started
     result = None
     lines = done.stdout.strip().splitlines()
@@ -228,17 +240,21 @@ def print_table(rows: list[Row]) -> None:
         baselines += [name for name in row.rmse if name != "lstm" and name not in baselines]
     baselines.sort(key=lambda name: (name != "seasonal_naive", name))
     width = max([6, *(len(row.series) for row in rows)]) + 2
-    head = (f"{'series':<{width}}{'freq':<12}{'points':>7}{'exit':>5}{'lstm':>11}"
-            + "".join(f"{name:>{max(len(name), 9) + 2}}" for name in baselines)
-            + f"{'best baseline':>16}{'lstm/best':>10}{'lstm/snaive':>12}{'wall s':>8}")
+    head = (
+        f"{'series':<{width}}{'freq':<12}{'points':>7}{'exit':>5}{'lstm':>11}"
+        + "".join(f"{name:>{max(len(name), 9) + 2}}" for name in baselines)
+        + f"{'best baseline':>16}{'lstm/best':>10}{'lstm/snaive':>12}{'wall s':>8}"
+    )
     print(head)
     print("-" * len(head))
     for row in rows:
-        print(f"{row.series:<{width}}{row.frequency:<12}{_fmt(row.points, 'd') if row.points else '-':>7}"
-              f"{row.exit:>5}{_fmt(row.rmse.get('lstm'), '.4g'):>11}"
-              + "".join(f"{_fmt(row.rmse.get(name), '.4g'):>{max(len(name), 9) + 2}}" for name in baselines)
-              + f"{row.best_baseline or '-':>16}{_fmt(row.ratio(row.best_baseline), '.3f'):>10}"
-              f"{_fmt(row.ratio('seasonal_naive'), '.3f'):>12}{row.wall_s:>8.0f}")
+        print(
+            f"{row.series:<{width}}{row.frequency:<12}{_fmt(row.points, 'd') if row.points else '-':>7}"
+            f"{row.exit:>5}{_fmt(row.rmse.get('lstm'), '.4g'):>11}"
+            + "".join(f"{_fmt(row.rmse.get(name), '.4g'):>{max(len(name), 9) + 2}}" for name in baselines)
+            + f"{row.best_baseline or '-':>16}{_fmt(row.ratio(row.best_baseline), '.3f'):>10}"
+            f"{_fmt(row.ratio('seasonal_naive'), '.3f'):>12}{row.wall_s:>8.0f}"
+        )
     print("-" * len(head))
     real = [row for row in rows if row.series != SINE]
     ratios = [row.ratio(row.best_baseline) for row in real]
@@ -248,12 +264,16 @@ def print_table(rows: list[Row]) -> None:
     failed = [row for row in rows if row.exit != 0 or "lstm" not in row.rmse]
     if ratios:
         geomean = math.exp(sum(math.log(value) for value in ratios) / len(ratios))
-        print(f"Geometric mean of LSTM / best baseline over {len(ratios)} real series (sine excluded): {geomean:.3f}"
-              f"  ({'the LSTM loses on average' if geomean > 1 else 'the LSTM wins on average'})")
+        print(
+            f"Geometric mean of LSTM / best baseline over {len(ratios)} real series (sine excluded): {geomean:.3f}"
+            f"  ({'the LSTM loses on average' if geomean > 1 else 'the LSTM wins on average'})"
+        )
     else:
         print("Geometric mean of LSTM / best baseline: no real series finished")
-    print(f"LSTM worse than seasonal naive (test RMSE) on {len(worse)} of {len(scored)} real series"
-          + (f": {', '.join(worse)}" if worse else ""))
+    print(
+        f"LSTM worse than seasonal naive (test RMSE) on {len(worse)} of {len(scored)} real series"
+        + (f": {', '.join(worse)}" if worse else "")
+    )
     if failed:
         print(f"{len(failed)} run(s) failed:")
         for row in failed:
@@ -263,14 +283,18 @@ def print_table(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [SINE, *DATASETS]
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=names,
-                        help=f"run only these series (of: {', '.join(names)})")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", choices=names, help=f"run only these series (of: {', '.join(names)})"
+    )
     parser.add_argument("--extra", default="", help='extra flags for every run, e.g. --extra "--horizon 1"')
     parser.add_argument("--jobs", type=int, default=1, help="series run at once (default 1)")
     parser.add_argument("--json-out", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one run may take (default 3600)")
-    parser.add_argument("--temporary-server", action="store_true",
-                        help="let each run start Prefect's temporary server instead of sharing one")
+    parser.add_argument(
+        "--temporary-server",
+        action="store_true",
+        help="let each run start Prefect's temporary server instead of sharing one",
+    )
     args = parser.parse_args()
     selected = args.only or names
     extra = shlex.split(args.extra)
@@ -281,22 +305,37 @@ def main() -> None:
         folder = Path(tmp)
         with prefect_server(args.temporary_server, folder / "prefect-home") as api_url:
             env = cli_env(api_url, None if os.environ.get("PREFECT_API_URL") else folder / "prefect-home")
-            print(f"{len(selected)} series, {max(1, args.jobs)} at a time, extra flags: {extra or 'none'}; "
-                  f"Prefect server: {api_url or 'a temporary one per run'}", file=sys.stderr, flush=True)
+            print(
+                f"{len(selected)} series, {max(1, args.jobs)} at a time, extra flags: {extra or 'none'}; "
+                f"Prefect server: {api_url or 'a temporary one per run'}",
+                file=sys.stderr,
+                flush=True,
+            )
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
                 futures = {pool.submit(run_series, name, folder, extra, env, args.timeout): name for name in selected}
                 for future in as_completed(futures):
                     row = future.result()
                     with lock:
                         rows[row.series] = row
-                        print(f"  {row.series}: exit {row.exit}, {row.wall_s:.0f} s"
-                              + (f", lstm test RMSE {row.rmse['lstm']:.4g}" if "lstm" in row.rmse else "")
-                              + (f" ({row.error[:160]})" if row.error else ""), file=sys.stderr, flush=True)
+                        print(
+                            f"  {row.series}: exit {row.exit}, {row.wall_s:.0f} s"
+                            + (f", lstm test RMSE {row.rmse['lstm']:.4g}" if "lstm" in row.rmse else "")
+                            + (f" ({row.error[:160]})" if row.error else ""),
+                            file=sys.stderr,
+                            flush=True,
+                        )
     ordered = [rows[name] for name in selected]
     print_table(ordered)
     if args.json_out:
-        payload = [asdict(row) | {"best_baseline": row.best_baseline, "lstm_over_best": row.ratio(row.best_baseline),
-                                  "lstm_over_seasonal_naive": row.ratio("seasonal_naive")} for row in ordered]
+        payload = [
+            asdict(row)
+            | {
+                "best_baseline": row.best_baseline,
+                "lstm_over_best": row.ratio(row.best_baseline),
+                "lstm_over_seasonal_naive": row.ratio("seasonal_naive"),
+            }
+            for row in ordered
+        ]
         Path(args.json_out).write_text(json.dumps(json_safe({"extra": extra, "rows": payload}), indent=1) + "\n")
 
 

@@ -36,8 +36,9 @@ def write_series(path: Path, count: int, points: int) -> None:
     for number in range(count):
         t = np.arange(points) * 0.1
         noise = np.random.RandomState(number).normal(scale=0.4, size=points)
-        parts.append(pd.DataFrame({"unique_id": f"series-{number:02d}", "ds": t,
-                                   "y": np.sin((0.8 + 0.05 * number) * t) + noise}))
+        parts.append(
+            pd.DataFrame({"unique_id": f"series-{number:02d}", "ds": t, "y": np.sin((0.8 + 0.05 * number) * t) + noise})
+        )
     pd.concat(parts, ignore_index=True).to_csv(path, index=False)
 
 
@@ -49,8 +50,7 @@ def stage_seconds(url: str, flow_run_id: str) -> dict[str, float]:
 
     totals = dict.fromkeys(STAGES, 0.0)
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                                     limit=200)
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
     for run in runs:
         stage = run.name.rsplit("-", 1)[0]
         if stage in totals:
@@ -63,8 +63,9 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=16)
     parser.add_argument("--points", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--settings", default=" ".join(SETTINGS),
-                        help=f"run options for every series (default: {' '.join(SETTINGS)})")
+    parser.add_argument(
+        "--settings", default=" ".join(SETTINGS), help=f"run options for every series (default: {' '.join(SETTINGS)})"
+    )
     args = parser.parse_args()
     settings = args.settings.split()
 
@@ -80,8 +81,17 @@ def main() -> None:
     try:
         for mode, extra in modes.items():
             print(f"{mode} ...", file=sys.stderr, flush=True)
-            command = [str(BIN / "lstm-forecast"), "run", "--input", str(source), "--artifacts-dir",
-                       str(work / f"store-{mode.split(',')[0]}"), "--json", *settings, *extra]
+            command = [
+                str(BIN / "lstm-forecast"),
+                "run",
+                "--input",
+                str(source),
+                "--artifacts-dir",
+                str(work / f"store-{mode.split(',')[0]}"),
+                "--json",
+                *settings,
+                *extra,
+            ]
             results[mode] = {"cold": timed(command, env, work), "warm": timed(command, env, work)}
             results[mode]["stages"] = stage_seconds(url, results[mode]["cold"]["result"]["flow_run_id"])
     finally:
@@ -95,13 +105,17 @@ def main() -> None:
     print(f"{'mode':<22}{'cold s':>8}{'per series s':>14}{'warm s':>8}{'overhead/series s':>19}{'peak RSS GB':>13}")
     for mode, runs in results.items():
         cold, warm = runs["cold"]["wall_s"], runs["warm"]["wall_s"]
-        print(f"{mode:<22}{cold:>8.1f}{cold / args.series:>14.2f}{warm:>8.1f}{warm / args.series:>19.3f}"
-              f"{runs['cold']['rss_gb']:>13.2f}")
+        print(
+            f"{mode:<22}{cold:>8.1f}{cold / args.series:>14.2f}{warm:>8.1f}{warm / args.series:>19.3f}"
+            f"{runs['cold']['rss_gb']:>13.2f}"
+        )
     print("\ncold run, task run time per series (s):", " ".join(f"{stage:>9}" for stage in STAGES))
     for mode, runs in results.items():
         print(f"{mode:<40}", " ".join(f"{runs['stages'][stage] / args.series:>9.2f}" for stage in STAGES))
-    print(f"speedup (cold): {sequential['cold']['wall_s'] / parallel['cold']['wall_s']:.2f}x; "
-          f"same metrics in both modes: {same}; LSTM wins on {lstm_wins} of {args.series} series")
+    print(
+        f"speedup (cold): {sequential['cold']['wall_s'] / parallel['cold']['wall_s']:.2f}x; "
+        f"same metrics in both modes: {same}; LSTM wins on {lstm_wins} of {args.series} series"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -32,8 +32,7 @@ BIN = Path(sys.executable).parent
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict:
     """Run a command: wall seconds, peak RSS (GB) of its largest process, and its last stdout line as JSON."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     stdout = process.stdout.read() if process.stdout else ""
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
@@ -47,8 +46,12 @@ def start_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server_env = {**env, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
-    process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/api"
     for _ in range(120):
         try:
@@ -81,15 +84,26 @@ def main() -> None:
     try:
         for round_number in range(args.rounds):
             print(f"round {round_number + 1}/{args.rounds}", file=sys.stderr, flush=True)
-            samples.setdefault("reference script", []).append(timed(
-                [sys.executable, str(Path(args.reference).resolve()), "--plot", str(work / "ref.png")],
-                base_env, work))
+            samples.setdefault("reference script", []).append(
+                timed(
+                    [sys.executable, str(Path(args.reference).resolve()), "--plot", str(work / "ref.png")],
+                    base_env,
+                    work,
+                )
+            )
             for mode, env in envs.items():
                 for preset in args.presets:
                     store = work / f"store-{mode}-{preset}"
                     shutil.rmtree(store, ignore_errors=True)
-                    command = [str(BIN / "lstm-forecast"), "run", "--preset", preset, "--artifacts-dir", str(store),
-                               "--json"]
+                    command = [
+                        str(BIN / "lstm-forecast"),
+                        "run",
+                        "--preset",
+                        preset,
+                        "--artifacts-dir",
+                        str(store),
+                        "--json",
+                    ]
                     samples.setdefault(f"{preset} cold, {mode}", []).append(timed(command, env, work))
                     warm = timed(command, env, work)
                     assert set(warm["result"]["stages"].values()) == {"cached"}, warm["result"]["stages"]
@@ -100,21 +114,28 @@ def main() -> None:
             server.wait(timeout=30)
 
     reference = statistics.median(s["wall_s"] for s in samples["reference script"])
-    print(f"\n{args.rounds} rounds, alternating; CPU cores: {os.cpu_count()}; "
-          f"trained on: {samples[next(k for k in samples if 'cold' in k)][0]['result'].get('trained_on')}")
-    print(f"{'run':<26}{'median s':>9}{'min-max s':>13}{'x ref':>7}{'x cold':>8}{'peak RSS GB':>12}"
-          f"{'test RMSE':>10}{'TF imported':>12}")
+    print(
+        f"\n{args.rounds} rounds, alternating; CPU cores: {os.cpu_count()}; "
+        f"trained on: {samples[next(k for k in samples if 'cold' in k)][0]['result'].get('trained_on')}"
+    )
+    print(
+        f"{'run':<26}{'median s':>9}{'min-max s':>13}{'x ref':>7}{'x cold':>8}{'peak RSS GB':>12}"
+        f"{'test RMSE':>10}{'TF imported':>12}"
+    )
     for name, runs in samples.items():
         walls = [s["wall_s"] for s in runs]
         median = statistics.median(walls)
         results = [s["result"] for s in runs]
-        rmse = statistics.median(r["test_rmse"] if "test_rmse" in r else r["metrics"]["test"]["lstm"]["rmse"]
-                                 for r in results)
+        rmse = statistics.median(
+            r["test_rmse"] if "test_rmse" in r else r["metrics"]["test"]["lstm"]["rmse"] for r in results
+        )
         cold = samples.get(name.replace("warm", "cold")) if "warm" in name else None
         versus_cold = f"{median / statistics.median(s['wall_s'] for s in cold):>8.3f}" if cold else f"{'':>8}"
         imported = ", ".join(sorted({str(r.get("tensorflow_imported", "yes")) for r in results}))
-        print(f"{name:<26}{median:>9.1f}{min(walls):>6.1f}-{max(walls):<6.1f}{median / reference:>7.2f}"
-              f"{versus_cold}{max(s['rss_gb'] for s in runs):>12.2f}{rmse:>10.4f}{imported:>12}")
+        print(
+            f"{name:<26}{median:>9.1f}{min(walls):>6.1f}-{max(walls):<6.1f}{median / reference:>7.2f}"
+            f"{versus_cold}{max(s['rss_gb'] for s in runs):>12.2f}{rmse:>10.4f}{imported:>12}"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -24,6 +24,9 @@ async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> d
         fold_config = with_fields(config, series_end=series_end, train_fraction=train_fraction)
         results.append(await forecast(config=fold_config))
     summary = summarize_folds([fold_test_metrics(store, r["stages"]["evaluate"]["key"]) for r in results])
-    await acreate_table_artifact(key="lstm-forecast-backtest", table=summary.round(5).to_dict("records"),
-                                 description=f"Test metrics over {folds} rolling-origin folds.")
+    await acreate_table_artifact(
+        key="lstm-forecast-backtest",
+        table=summary.round(5).to_dict("records"),
+        description=f"Test metrics over {folds} rolling-origin folds.",
+    )
     return {"folds": results, "summary": summary.to_dict("records")}

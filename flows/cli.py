@@ -59,8 +59,9 @@ def parse_seasons(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of season lengths, e.g. 24,168 "
-                                         "or none") from error
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of season lengths, e.g. 24,168 or none"
+        ) from error
 
 
 def _add_config_options(command: argparse.ArgumentParser) -> None:
@@ -68,8 +69,9 @@ def _add_config_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
     for flag, (field, kind) in _FIELD_FLAGS.items():
         description = ForecastConfig.model_fields[field].description
-        command.add_argument(flag, dest=field, type=parse_seasons if kind == "seasons" else kind, default=None,
-                             help=description)
+        command.add_argument(
+            flag, dest=field, type=parse_seasons if kind == "seasons" else kind, default=None, help=description
+        )
 
 
 def _add_cluster_options(command: argparse.ArgumentParser) -> None:
@@ -116,8 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="forecast past the end of the data with a registered model")
     predict.add_argument("--model", default="champion", help="`champion` or a model key (default: champion)")
     predict.add_argument("--horizon", type=int, required=True, help="steps to forecast")
-    predict.add_argument("--series-id", default="", help="the series of a long-format input to forecast: with "
-                         "`champion`, its own champion, else the global model's; needed for a global model")
+    predict.add_argument(
+        "--series-id",
+        default="",
+        help="the series of a long-format input to forecast: with "
+        "`champion`, its own champion, else the global model's; needed for a global model",
+    )
     predict.add_argument("--input", help="CSV/Parquet series to continue (default: the model's training data)")
     predict.add_argument("--time-column", help="time column of --input (default: the model's)")
     predict.add_argument("--value-column", help="value column of --input (default: the model's)")
@@ -145,9 +151,10 @@ def prefetch_tensorflow_while_prefect_starts() -> None:
         threading.Thread(target=_import_tensorflow, name="prefetch-tensorflow", daemon=True).start()
 
 
-def check_prefect_server(required: bool = False,
-                         why: str = "serving needs a running Prefect server: the temporary one never fires schedules",
-                         ) -> None:
+def check_prefect_server(
+    required: bool = False,
+    why: str = "serving needs a running Prefect server: the temporary one never fires schedules",
+) -> None:
     """If `PREFECT_API_URL` names a server, it must answer; otherwise a temporary one is started,
     unless `required` (then `why` says why it will not do)."""
     from prefect.settings import PREFECT_API_URL
@@ -183,7 +190,8 @@ def read_metrics(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
             pooled.setdefault(row.split, {}).setdefault(row.model, {})[row.metric] = float(row.value)
         else:
             by_step.setdefault(row.split, {}).setdefault(row.model, {}).setdefault(row.metric, []).append(
-                float(row.value))
+                float(row.value)
+            )
     return pooled, by_step
 
 
@@ -224,8 +232,10 @@ def verdict(test: dict[str, dict[str, float]]) -> str:
     lstm = test["lstm"]["rmse"]
     if lstm < baselines[best]:
         return f"The LSTM wins on the test split: RMSE {lstm:.4f}, best baseline {best} {baselines[best]:.4f}."
-    return (f"A baseline beats the LSTM on the test split: {best} RMSE {baselines[best]:.4f} against the "
-            f"LSTM's {lstm:.4f}. Prefer {best} for this series, or tune the LSTM (--look-back, --epochs).")
+    return (
+        f"A baseline beats the LSTM on the test split: {best} RMSE {baselines[best]:.4f} against the "
+        f"LSTM's {lstm:.4f}. Prefer {best} for this series, or tune the LSTM (--look-back, --epochs)."
+    )
 
 
 def print_summary(summary: dict[str, Any], seconds: float) -> None:
@@ -235,8 +245,10 @@ def print_summary(summary: dict[str, Any], seconds: float) -> None:
     for split_name, models in summary["metrics"].items():
         for model, values in models.items():
             coverage = f"{values['coverage']:>10.3f}" if "coverage" in values else ""
-            print(f"  {split_name:<11}{model:<16}{values['rmse']:>9.4f}{values['mae']:>9.4f}"
-                  f"{values['smape']:>9.2f}{values['mase']:>8.3f}{coverage}")
+            print(
+                f"  {split_name:<11}{model:<16}{values['rmse']:>9.4f}{values['mae']:>9.4f}"
+                f"{values['smape']:>9.2f}{values['mase']:>8.3f}{coverage}"
+            )
     if "lstm" in summary["metrics"].get("test", {}):
         print("  " + verdict(summary["metrics"]["test"]))
     steps = summary["metrics_by_step"].get("test", {}).get("lstm", {}).get("rmse", [])
@@ -295,9 +307,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def describe_decision(decision: dict[str, Any]) -> str:
     """One line of a retraining decision: its outcome, why or the two scores, and the champion."""
-    scores = (f" ({decision['reason']})" if "reason" in decision else
-              f" (challenger {decision['challenger_rmse']:.4f} vs champion {decision['champion_rmse']:.4f} "
-              f"{decision.get('metric', 'RMSE')})")
+    scores = (
+        f" ({decision['reason']})"
+        if "reason" in decision
+        else f" (challenger {decision['challenger_rmse']:.4f} vs champion {decision['champion_rmse']:.4f} "
+        f"{decision.get('metric', 'RMSE')})"
+    )
     return f"{decision['outcome']}{scores}; champion {decision['champion']}"
 
 
@@ -310,14 +325,19 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     flow_function = retrain if args.command == "retrain" else forecast_many
     if task_runner is not None:
         flow_function = flow_function.with_options(task_runner=task_runner)
-    where = ("one after another in this process" if task_runner is None else
-             f"on Dask ({args.dask_address or f'{args.workers} local workers'})")
-    shape = ("one network across them" if chosen_scope(config, len(series_ids)) == "global" else
-             "one network each")
+    where = (
+        "one after another in this process"
+        if task_runner is None
+        else f"on Dask ({args.dask_address or f'{args.workers} local workers'})"
+    )
+    shape = "one network across them" if chosen_scope(config, len(series_ids)) == "global" else "one network each"
     print(f"{len(series_ids)} series in {config.input}: {shape}, per-series stages {where}.", flush=True)
     started = time.perf_counter()
-    result = asyncio.run(flow_function(config=config) if args.command == "retrain" else
-                         flow_function(config=config, series_ids=series_ids))
+    result = asyncio.run(
+        flow_function(config=config)
+        if args.command == "retrain"
+        else flow_function(config=config, series_ids=series_ids)
+    )
     import pandas as pd
 
     summary = pd.read_parquet(result["summary"])
@@ -329,8 +349,13 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     for row in failed.itertuples(index=False):
         print(f"  series {row.unique_id!r} failed: {row.error}")
     print(f"Summary      {result['summary']}\nFinished in {time.perf_counter() - started:.1f} s")
-    output: dict[str, Any] = {"flow_run_id": result["flow_run_id"], "summary": result["summary"],
-                              "failed": failed["unique_id"].tolist(), "metrics": {}, "series": result["series"]}
+    output: dict[str, Any] = {
+        "flow_run_id": result["flow_run_id"],
+        "summary": result["summary"],
+        "failed": failed["unique_id"].tolist(),
+        "metrics": {},
+        "series": result["series"],
+    }
     for series_id, detail in result["series"].items():
         if detail["status"] == "completed":
             output["metrics"][series_id] = read_metrics(detail["artifacts"]["metrics"])[0]
@@ -346,8 +371,11 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     if args.json:
         print(json.dumps(output))
     if len(failed):
-        print(f"error: {len(failed)} of {len(summary)} series failed: {', '.join(failed['unique_id'])}\n"
-              "  fix: see each one's message above; the other series' results are in the store", file=sys.stderr)
+        print(
+            f"error: {len(failed)} of {len(summary)} series failed: {', '.join(failed['unique_id'])}\n"
+            "  fix: see each one's message above; the other series' results are in the store",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -358,8 +386,10 @@ def prepare_task_runner(args: argparse.Namespace) -> Any:
     from flows.cluster import dask_task_runner, is_loopback
 
     task_runner = dask_task_runner(args.dask_address, args.workers)
-    check_prefect_server(required=args.dask_address is not None and not is_loopback(args.dask_address),
-                         why="Dask workers on other machines cannot reach this machine's temporary Prefect server")
+    check_prefect_server(
+        required=args.dask_address is not None and not is_loopback(args.dask_address),
+        why="Dask workers on other machines cannot reach this machine's temporary Prefect server",
+    )
     if task_runner is None:
         prefetch_tensorflow_while_prefect_starts()
     else:
@@ -404,8 +434,10 @@ def tune_command(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(Path(result["config"]).read_text(encoding="utf-8"), encoding="utf-8")
         result["config_copy"] = str(Path(args.output).resolve())
-    print(f"Best trial   {result['best_trial']}: {result['best']}\nConfig       {result['config']}"
-          f"\nUse it with  lstm-forecast run --config {args.output or result['config']}")
+    print(
+        f"Best trial   {result['best_trial']}: {result['best']}\nConfig       {result['config']}"
+        f"\nUse it with  lstm-forecast run --config {args.output or result['config']}"
+    )
     if args.json:
         print(json.dumps(result))
     return 0
@@ -438,8 +470,17 @@ def models_command(args: argparse.Namespace) -> int:
         return 0
     import pandas as pd
 
-    columns = ["key", "series_id", "status", "created", "test_rmse", "naive_test_rmse", "test_mase", "input",
-               "decision"]
+    columns = [
+        "key",
+        "series_id",
+        "status",
+        "created",
+        "test_rmse",
+        "naive_test_rmse",
+        "test_mase",
+        "input",
+        "decision",
+    ]
     shown = registry.reindex(columns=columns)  # registries written before a column existed lack it
     with pd.option_context("display.width", 220, "display.max_colwidth", 70):
         print(shown.to_string(index=False, float_format="%.4f"))
@@ -450,8 +491,15 @@ def predict_command(args: argparse.Namespace) -> int:
     from tasks.future import forecast_with_model
     from tasks.store import Store
 
-    result = forecast_with_model(Store(args.artifacts_dir), args.model, args.horizon, args.input,
-                                 args.time_column, args.value_column, args.series_id)
+    result = forecast_with_model(
+        Store(args.artifacts_dir),
+        args.model,
+        args.horizon,
+        args.input,
+        args.time_column,
+        args.value_column,
+        args.series_id,
+    )
     print(f"Model        {result['model']}\nForecast     {result['forecast']}\nPlot         {result['plot']}")
     if args.json:
         print(json.dumps(result))
@@ -459,9 +507,13 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": run_command, "retrain": run_command, "backtest": backtest_command, "tune": tune_command,
+    "run": run_command,
+    "retrain": run_command,
+    "backtest": backtest_command,
+    "tune": tune_command,
     "serve": serve_command,
-    "models": models_command, "predict": predict_command,
+    "models": models_command,
+    "predict": predict_command,
 }
 
 
@@ -478,8 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished stages are kept in the store; rerun to continue", file=sys.stderr)
         return 130
     except Exception as error:  # a failed stage: say what failed; Prefect's log holds the traceback
-        print(f"error: the run failed: {type(error).__name__}: {error}\n"
-              "  finished stages are kept in the store and reused when you rerun", file=sys.stderr)
+        print(
+            f"error: the run failed: {type(error).__name__}: {error}\n"
+            "  finished stages are kept in the store and reused when you rerun",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -25,8 +25,14 @@ NO_PROFILER = {"distributed.worker.profile.enabled": False}
 
 def local_cluster_options(workers: int) -> dict[str, Any]:
     """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each."""
-    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-            "dashboard_address": None, "env": _ONE_THREAD}
+    return {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        "env": _ONE_THREAD,
+    }
 
 
 def _parse_address(address: str) -> Any:
@@ -62,14 +68,17 @@ def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Refuse an address that is not `tcp://HOST:PORT` or where nothing listens."""
     parsed = _parse_address(address)
     if parsed.scheme != "tcp" or not parsed.hostname or not parsed.port:
-        raise InputError(f"Dask address {address!r} is not of the form tcp://HOST:PORT",
-                         "pass the scheduler's address as `dask scheduler` prints it")
+        raise InputError(
+            f"Dask address {address!r} is not of the form tcp://HOST:PORT",
+            "pass the scheduler's address as `dask scheduler` prints it",
+        )
     try:
         socket.create_connection((parsed.hostname, parsed.port), timeout=timeout_s).close()
     except OSError as error:
-        raise InputError(f"cannot reach the Dask scheduler at {address} ({error.strerror or error})",
-                         "start one (`dask scheduler`, then `dask worker ADDRESS`), or use --workers N "
-                         "for a local cluster") from error
+        raise InputError(
+            f"cannot reach the Dask scheduler at {address} ({error.strerror or error})",
+            "start one (`dask scheduler`, then `dask worker ADDRESS`), or use --workers N for a local cluster",
+        ) from error
 
 
 def dask_task_runner(address: str | None, workers: int | None) -> Any:

@@ -90,8 +90,9 @@ def sized_config(config: ForecastConfig) -> ForecastConfig:
     return config_for_series(config, Store(config.artifacts_dir), series)
 
 
-async def run_pipeline(config: ForecastConfig, on_cluster: bool = False, last_stage: str = "plot") -> dict[
-        str, dict[str, str]]:
+async def run_pipeline(
+    config: ForecastConfig, on_cluster: bool = False, last_stage: str = "plot"
+) -> dict[str, dict[str, str]]:
     """`run_stages` here, or (`on_cluster`) as one `series_pipeline` task on the flow's Dask task runner.
 
     Either way only the config and store keys travel, never data or models.
@@ -105,8 +106,7 @@ async def run_pipeline(config: ForecastConfig, on_cluster: bool = False, last_st
 
 def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str, str]:
     """Where a pipeline run's outputs are."""
-    outputs = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate",
-               "plot": "plot"}
+    outputs = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate", "plot": "plot"}
     return {name: str(store.path(stage, stages[stage]["key"])) for name, stage in outputs.items()}
 
 

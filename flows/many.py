@@ -123,7 +123,7 @@ def chunks(ids: list[str], count: int) -> list[list[str]]:
     """`ids` in `count` (or fewer) consecutive chunks of nearly equal size."""
     count = max(1, min(count, len(ids)))
     size = -(-len(ids) // count)
-    return [ids[start:start + size] for start in range(0, len(ids), size)]
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
 async def each_chunk(ids: list[str], work: Callable[[list[str]], Any], parallel: bool) -> dict[str, SeriesResult]:
@@ -166,30 +166,45 @@ def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str,
     frames = {i: store.read_table("generate", keys[i]["generate"]) for i in ids}
     sized = [adapt_config(with_fields(config, series_id=i), frames[i]["ds"], frames[i]["y"].to_numpy()) for i in ids]
     shared = global_settings(config, sized, [len(frames[i]) for i in ids])
-    configs = {i: adapt_config(with_fields(config, series_id=i, **shared), frames[i]["ds"], frames[i]["y"].to_numpy())
-               for i in ids}
+    configs = {
+        i: adapt_config(with_fields(config, series_id=i, **shared), frames[i]["ds"], frames[i]["y"].to_numpy())
+        for i in ids
+    }
     for series_id in ids:
         for stage in ("split", "normalize", "window"):
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
-    model = stage_key("train", with_fields(config, **shared), {
-        "series": [keys[i]["generate"] for i in ids], "normalize": [keys[i]["normalize"] for i in ids],
-        "window": [keys[i]["window"] for i in ids], "series_ids": ids})
+    model = stage_key(
+        "train",
+        with_fields(config, **shared),
+        {
+            "series": [keys[i]["generate"] for i in ids],
+            "normalize": [keys[i]["normalize"] for i in ids],
+            "window": [keys[i]["window"] for i in ids],
+            "series_ids": ids,
+        },
+    )
     for series_id in ids:
         keys[series_id]["train"] = model
         for stage in ("predict", "evaluate", "plot"):
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
     for series_keys in keys.values():
         for stage, key in series_keys.items():
-            inputs = ({name: [k[name if name != "series" else "generate"] for k in keys.values()]
-                       for name in ("series", "normalize", "window")} if stage == "train" else
-                      upstream_keys(stage, series_keys))
+            inputs = (
+                {
+                    name: [k[name if name != "series" else "generate"] for k in keys.values()]
+                    for name in ("series", "normalize", "window")
+                }
+                if stage == "train"
+                else upstream_keys(stage, series_keys)
+            )
             if not store.is_complete(stage, key) or store.is_older_than_inputs(stage, key, inputs):
                 return None
     return {i: {stage: {"key": key, "status": "cached"} for stage, key in keys[i].items()} for i in ids}, model
 
 
-async def forecast_global(config: ForecastConfig, ids: list[str], parallel: bool) -> tuple[
-        dict[str, Stages | Exception], str | None]:
+async def forecast_global(
+    config: ForecastConfig, ids: list[str], parallel: bool
+) -> tuple[dict[str, Stages | Exception], str | None]:
     """One network across the series `ids`; returns each series' stages (or its error) and the model key.
 
     The per-series stages run in a task per phase and chunk of series (`generate-series`,
@@ -215,32 +230,58 @@ async def forecast_global(config: ForecastConfig, ids: list[str], parallel: bool
                 outcomes[series_id] = SeriesFailedError(result["error"])
         return {i: r for i, r in results.items() if "error" not in r}
 
-    generated = keep_failures(await each_chunk(ids, lambda chunk: call(generate_chunk, config=config, ids=chunk),
-                                               parallel))
+    generated = keep_failures(
+        await each_chunk(ids, lambda chunk: call(generate_chunk, config=config, ids=chunk), parallel)
+    )
     if not generated:
         return outcomes, None
     store = Store(config.artifacts_dir)
     sized = {i: ForecastConfig.model_validate(r["sized"]) for i, r in generated.items()}
     lengths = [len(store.read_table("generate", generated[i]["stages"]["generate"]["key"])) for i in generated]
     shared = global_settings(config, list(sized.values()), lengths)
-    logger.info("one network across %d series: %s", len(generated),
-                ", ".join(f"{k} {v}" for k, v in shared.items()))
-    configs = {i: config_for_series(with_fields(config, series_id=i, **shared), store,
-                                    generated[i]["stages"]["generate"]["key"]) for i in generated}
-    prepared = keep_failures(await each_chunk(list(generated), lambda chunk: call(
-        prepare_chunk, configs={i: configs[i] for i in chunk}, stages={i: generated[i]["stages"] for i in chunk}),
-        parallel))
+    logger.info("one network across %d series: %s", len(generated), ", ".join(f"{k} {v}" for k, v in shared.items()))
+    configs = {
+        i: config_for_series(
+            with_fields(config, series_id=i, **shared), store, generated[i]["stages"]["generate"]["key"]
+        )
+        for i in generated
+    }
+    prepared = keep_failures(
+        await each_chunk(
+            list(generated),
+            lambda chunk: call(
+                prepare_chunk, configs={i: configs[i] for i in chunk}, stages={i: generated[i]["stages"] for i in chunk}
+            ),
+            parallel,
+        )
+    )
     members = [i for i in ids if i in prepared]
     if not members:
         return outcomes, None
-    keys = {name: [prepared[i]["stages"][name]["key"] for i in members]
-            for name in ("generate", "normalize", "window")}
+    keys = {name: [prepared[i]["stages"][name]["key"] for i in members] for name in ("generate", "normalize", "window")}
     model_stages: Stages = {}
-    model = run_stage(train_global, with_fields(config, **shared), model_stages, upstream={
-        "series": keys["generate"], "normalize": keys["normalize"], "window": keys["window"], "series_ids": members})
-    finished = keep_failures(await each_chunk(members, lambda chunk: call(
-        finish_chunk, configs={i: configs[i] for i in chunk},
-        stages={i: prepared[i]["stages"] | model_stages for i in chunk}), parallel))
+    model = run_stage(
+        train_global,
+        with_fields(config, **shared),
+        model_stages,
+        upstream={
+            "series": keys["generate"],
+            "normalize": keys["normalize"],
+            "window": keys["window"],
+            "series_ids": members,
+        },
+    )
+    finished = keep_failures(
+        await each_chunk(
+            members,
+            lambda chunk: call(
+                finish_chunk,
+                configs={i: configs[i] for i in chunk},
+                stages={i: prepared[i]["stages"] | model_stages for i in chunk},
+            ),
+            parallel,
+        )
+    )
     return outcomes | {i: finished[i]["stages"] for i in members if i in finished}, model
 
 
@@ -264,14 +305,15 @@ def chosen_scope(config: ForecastConfig, count: int) -> str:
 
 
 @flow(name="lstm-forecast-many", log_prints=True)
-async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: list[str] | None = None) -> dict[
-        str, Any]:
+async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: list[str] | None = None) -> dict[str, Any]:
     """Each series of `config.input` (long format): one global model across them, or one model each
     (`scope`). A failed series fails alone."""
     ids = series_ids or read_series_ids(config)
     if not ids:
-        raise InputError(f"the input has no column {config.id_column!r} naming its series",
-                         "name the series column with --id-column, or run a single-series file as it is")
+        raise InputError(
+            f"the input has no column {config.id_column!r} naming its series",
+            "name the series column with --id-column, or run a single-series file as it is",
+        )
     store = Store(config.artifacts_dir)
     logger = get_run_logger()
     parallel = runs_on_cluster()
@@ -296,11 +338,12 @@ async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: lis
         details[series_id] = {"status": "completed", "stages": result, "artifacts": artifact_paths(store, result)}
     completed = {i: d["stages"] for i, d in details.items() if d["status"] == "completed"}
     if completed:
-        evaluations = ({model: [s["evaluate"]["key"] for s in completed.values()]} if scope == "global" and model
-                       else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()})
+        evaluations = (
+            {model: [s["evaluate"]["key"] for s in completed.values()]}
+            if scope == "global" and model
+            else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()}
+        )
         register_models(config, evaluations)
     summary, path = await publish_summary(store, outcomes)
     logger.info("%d series, %d failed; summary %s", len(ids), int((summary["status"] == "failed").sum()), path)
     return {"flow_run_id": str(flow_run.id), "scope": scope, "model": model, "series": details, "summary": path}
-
-

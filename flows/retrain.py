@@ -48,8 +48,9 @@ async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]
         decision: dict[str, Any] = {"outcome": "unchanged", "reason": reason}
     else:
         keys = {name: [stages[name]["key"] for stages in done.values()] for name in ("generate", "split", "normalize")}
-        decision = challenge_global(config, list(done), keys["generate"], keys["split"], keys["normalize"], model,
-                                    current)
+        decision = challenge_global(
+            config, list(done), keys["generate"], keys["split"], keys["normalize"], model, current
+        )
     return {**result, "retrain": decision | {"champion": champion(store.read_registry(), GLOBAL_SERIES)}}
 
 

@@ -18,16 +18,23 @@ def deployments(config: ForecastConfig, cron: str | None = None, interval: float
     from flows.retrain import retrain
 
     parameters = {"config": config.model_dump(mode="json")}
-    schedule: dict[str, Any] = (
-        {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or NIGHTLY}
-    )
+    schedule: dict[str, Any] = {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or NIGHTLY}
     return [
-        forecast.to_deployment(name=AD_HOC, parameters=parameters, tags=["lstm-forecast"],
-                               description="Run the forecasting pipeline once, with the parameters of the form."),
-        retrain.to_deployment(name=RETRAIN, parameters=parameters, tags=["lstm-forecast"],
-                              description="Retrain on the current data; promote the challenger only if better.",
-                              # a scheduled run and a manual one never decide on the same challenger at once
-                              concurrency_limit=1, **schedule),
+        forecast.to_deployment(
+            name=AD_HOC,
+            parameters=parameters,
+            tags=["lstm-forecast"],
+            description="Run the forecasting pipeline once, with the parameters of the form.",
+        ),
+        retrain.to_deployment(
+            name=RETRAIN,
+            parameters=parameters,
+            tags=["lstm-forecast"],
+            description="Retrain on the current data; promote the challenger only if better.",
+            # a scheduled run and a manual one never decide on the same challenger at once
+            concurrency_limit=1,
+            **schedule,
+        ),
     ]
 
 

@@ -34,8 +34,9 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
     logger = get_run_logger()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # constant_liar: trials asked while others still run are steered away from those.
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=min(10, max(2, trials // 3)),
-                                         constant_liar=True)
+    sampler = optuna.samplers.TPESampler(
+        seed=config.seed, n_startup_trials=min(10, max(2, trials // 3)), constant_liar=True
+    )
     study = optuna.create_study(direction="minimize", sampler=sampler)
     parallel = runs_on_cluster()
     batch = cluster_slots()
@@ -56,8 +57,15 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
         value = validation_score(store.read_table("evaluate", stages["evaluate"]["key"]))
         study.tell(trial, value)
         logger.info("trial %d: validation RMSE %.5f  %s", trial.number, value, row)
-        rows.append({**row, "validation_rmse": value, "train": stages["train"]["status"],
-                     "model": stages["train"]["key"], "note": ""})
+        rows.append(
+            {
+                **row,
+                "validation_rmse": value,
+                "train": stages["train"]["status"],
+                "model": stages["train"]["key"],
+                "note": "",
+            }
+        )
 
     while len(rows) < trials:
         asked = [study.ask() for _ in range(min(batch, trials - len(rows)))]
@@ -70,17 +78,25 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
     best_row = completed.loc[completed["validation_rmse"].idxmin()]
     best = with_fields(config, **{name: best_row[name].item() for name in TUNED_FIELDS})  # numpy → Python
     key = fingerprint("tune", config.model_dump(mode="json"), trials, table.to_dict("records"))
-    comment = (f"best of {trials} trials by validation RMSE {best_row['validation_rmse']:.5f} "
-               f"(lstm-forecast tune, flow run {flow_run.id})")
+    comment = (
+        f"best of {trials} trials by validation RMSE {best_row['validation_rmse']:.5f} "
+        f"(lstm-forecast tune, flow run {flow_run.id})"
+    )
     table_path, config_path = store.write_tuning(key, table, config_file_text(best, comment))
     await acreate_table_artifact(
         key="lstm-tune-trials",
         table=table_records(table),
         description=f"{trials} trials by validation RMSE; best: trial {int(best_row['trial'])}, config "
-                    f"`{config_path}`.",
+        f"`{config_path}`.",
     )
-    logger.info("best trial %d: validation RMSE %.5f; config %s", best_row["trial"], best_row["validation_rmse"],
-                config_path)
-    return {"flow_run_id": str(flow_run.id), "best": {name: getattr(best, name) for name in TUNED_FIELDS},
-            "best_validation_rmse": float(best_row["validation_rmse"]), "best_trial": int(best_row["trial"]),
-            "config": str(config_path), "trials": str(table_path)}
+    logger.info(
+        "best trial %d: validation RMSE %.5f; config %s", best_row["trial"], best_row["validation_rmse"], config_path
+    )
+    return {
+        "flow_run_id": str(flow_run.id),
+        "best": {name: getattr(best, name) for name in TUNED_FIELDS},
+        "best_validation_rmse": float(best_row["validation_rmse"]),
+        "best_trial": int(best_row["trial"]),
+        "config": str(config_path),
+        "trials": str(table_path),
+    }

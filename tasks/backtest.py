@@ -38,7 +38,8 @@ def summarize_folds(fold_metrics: list[dict[str, dict[str, float]]]) -> pd.DataF
     """
     records: list[dict[str, Any]] = [
         {"fold": fold, "model": model, "metric": metric, "value": value}
-        for fold, models in enumerate(fold_metrics) for model, values in models.items()
+        for fold, models in enumerate(fold_metrics)
+        for model, values in models.items()
         for metric, value in values.items()
     ]
     frame = pd.DataFrame.from_records(records)
@@ -50,8 +51,10 @@ def fold_test_metrics(store: Store, evaluate_key: str) -> dict[str, dict[str, fl
     """`model -> metric -> value` on the test split (all steps pooled) of one evaluate output."""
     metrics = store.read_table("evaluate", evaluate_key)
     test = metrics[(metrics["split"] == "test") & (metrics["step"] == 0)].dropna(subset=["value"])
-    return {model: dict(zip(part["metric"], part["value"], strict=True))
-            for model, part in test.groupby("model", sort=False)}
+    return {
+        model: dict(zip(part["metric"], part["value"], strict=True))
+        for model, part in test.groupby("model", sort=False)
+    }
 
 
 def series_length(store: Store, series_key: str) -> int:

@@ -96,8 +96,10 @@ def statistical_forecasts(
     rows = np.asarray(rows, dtype="int64")
     n = len(y)
     if y.ndim != 1 or horizon < 1 or not 0 <= fit_start < fit_stop <= n:
-        raise ValueError(f"need 1-d y, horizon >= 1 and 0 <= fit_start < fit_stop <= len(y); got {y.shape}, "
-                         f"{horizon}, {fit_start}, {fit_stop}")
+        raise ValueError(
+            f"need 1-d y, horizon >= 1 and 0 <= fit_start < fit_stop <= len(y); got {y.shape}, "
+            f"{horizon}, {fit_start}, {fit_stop}"
+        )
     if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() > n)):
         raise ValueError(f"rows must be 1-d origins in [0, {n}]")
     if any(int(s) < 1 for s in seasons):
@@ -109,8 +111,10 @@ def statistical_forecasts(
     if not np.isfinite(y).all():
         return {}, {name: "omitted: y has missing or infinite values" for name in NAMES}
     if not wanted.any():  # e.g. eval_from after every origin: nothing to fit for
-        return ({name: np.full((len(rows), horizon), np.nan) for name in NAMES},
-                {name: "not fitted: no origin to forecast" for name in NAMES})
+        return (
+            {name: np.full((len(rows), horizon), np.nan) for name in NAMES},
+            {name: "not fitted: no origin to forecast" for name in NAMES},
+        )
     with _quiet():
         decompositions: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
         for name in NAMES:
@@ -127,8 +131,7 @@ def statistical_forecasts(
                     continue
                 forecasts[name] = values
                 fallback = f" [fallback; {'; '.join(failures)}]" if failures else ""
-                descriptions[name] = (f"{plan.label(name)}: {fitted.summary}, fit on y[{start}:{fit_stop}]"
-                                      f"{fallback}")
+                descriptions[name] = f"{plan.label(name)}: {fitted.summary}, fit on y[{start}:{fit_stop}]{fallback}"
                 break
             else:
                 descriptions[name] = "omitted: " + "; ".join(failures)

@@ -40,15 +40,20 @@ class ProcessFileLockManager(FileSystemLockManager):
     loss) is free again instead of making every later run wait forever.
     """
 
-    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                     hold_timeout: float | None = None) -> bool:
+    def acquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
         self._ensure_lock_files_directory_exists()
         path = self._lock_path_for_key(key)
         deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
         while True:
             expiration = None if hold_timeout is None else datetime.now(UTC) + timedelta(seconds=hold_timeout)
-            info = {"holder": holder, "expiration": expiration and str(expiration), "pid": os.getpid(),
-                    "host": socket.gethostname()}
+            info = {
+                "holder": holder,
+                "expiration": expiration and str(expiration),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            }
             if _create_complete_file(path, json.dumps(info).encode()):
                 self._locks[key] = {"holder": holder, "expiration": expiration, "path": path}
                 return True
@@ -60,8 +65,9 @@ class ProcessFileLockManager(FileSystemLockManager):
             if not self.wait_for_lock(key, remaining):
                 return False
 
-    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                            hold_timeout: float | None = None) -> bool:
+    async def aacquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
         return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
 
     def _get_lock_info(self, key: str, use_cache: bool = True) -> Any:
@@ -112,8 +118,9 @@ class StageCache(CachePolicy):
 
     stage: str = ""
 
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         config: ForecastConfig = inputs["config"]
         upstream = {name: value for name, value in inputs.items() if name != "config"}
         key, output = stored_output(self.stage, config, upstream)
@@ -122,8 +129,9 @@ class StageCache(CachePolicy):
         return key
 
 
-def stored_output(stage: str, config: ForecastConfig, upstream: dict[str, Any],
-                  digest: str | None = None) -> tuple[str | None, str | None]:
+def stored_output(
+    stage: str, config: ForecastConfig, upstream: dict[str, Any], digest: str | None = None
+) -> tuple[str | None, str | None]:
     """A stage's cache key, and its output's key when that output is complete in the store and newer
     than its inputs (None: it must run). For an input file the cache key is of the file's digest and
     settings, the output's key of the series it gave (`sources/`); `digest`: the file's, if known.
@@ -161,14 +169,15 @@ def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task
         lock_manager=ProcessFileLockManager(lock_files_directory=store.locks_dir),
     )
     options: dict[str, Any] = dict(
-        cache_policy=policy, result_storage=store.records_dir, persist_result=True,
+        cache_policy=policy,
+        result_storage=store.records_dir,
+        persist_result=True,
         on_failure=[_drop_failure_records(store)],
     )
     if stage_task.name == "generate":
         options.update(
             retries=config.read_retries,
-            retry_delay_seconds=[config.read_retry_delay_s * 2**attempt for attempt in range(config.read_retries)]
-            or 0,
+            retry_delay_seconds=[config.read_retry_delay_s * 2**attempt for attempt in range(config.read_retries)] or 0,
             on_completion=[_drop_failure_records(store)],  # after failed attempts that were retried
         )
     return stage_task.with_options(**options)

@@ -59,14 +59,26 @@ def challenge(config: ForecastConfig, series: str, split: str, challenger: str, 
     outcome = record_decision(store, decision, challenger_rmse, champion_rmse)
     get_run_logger().info(
         "challenger %s RMSE %.4f vs champion %s RMSE %.4f on the last %d rows: %s",
-        challenger, challenger_rmse, champion, champion_rmse, len(y) - holdout_start, outcome,
+        challenger,
+        challenger_rmse,
+        champion,
+        champion_rmse,
+        len(y) - holdout_start,
+        outcome,
     )
     return {**decision, "challenger_rmse": challenger_rmse, "champion_rmse": champion_rmse, "outcome": outcome}
 
 
 @task(name="challenge")
-def challenge_global(config: ForecastConfig, series_ids: list[str], series: list[str], split: list[str],
-                     normalize: list[str], challenger: str, champion: str) -> dict[str, Any]:
+def challenge_global(
+    config: ForecastConfig,
+    series_ids: list[str],
+    series: list[str],
+    split: list[str],
+    normalize: list[str],
+    challenger: str,
+    champion: str,
+) -> dict[str, Any]:
     """Two global models on the same holdouts (each series' test split, in its model space fitted before
     it): the challenger is promoted if its MASE averaged over the series is lower. Returns the decision,
     with each series' MASE of both."""
@@ -81,10 +93,28 @@ def challenge_global(config: ForecastConfig, series_ids: list[str], series: list
         per_series[series_id] = {name: holdout_mase(saved, space, y, holdout_start) for name, saved in models.items()}
         holdout_rows += len(y) - holdout_start
     scores = {name: float(np.mean([values[name] for values in per_series.values()])) for name in models}
-    decision = {"decided": utc_now(), "challenger": challenger, "champion": champion, "holdout_rows": holdout_rows,
-                "holdout_start": -1, "metric": "mean MASE", "per_series": json.dumps(per_series)}
+    decision = {
+        "decided": utc_now(),
+        "challenger": challenger,
+        "champion": champion,
+        "holdout_rows": holdout_rows,
+        "holdout_start": -1,
+        "metric": "mean MASE",
+        "per_series": json.dumps(per_series),
+    }
     outcome = record_decision(store, decision, scores["challenger"], scores["champion"])
-    get_run_logger().info("challenger %s mean MASE %.4f vs champion %s %.4f on the holdouts of %d series: %s",
-                          challenger, scores["challenger"], champion, scores["champion"], len(series_ids), outcome)
-    return {**decision, "challenger_rmse": scores["challenger"], "champion_rmse": scores["champion"],
-            "outcome": outcome}
+    get_run_logger().info(
+        "challenger %s mean MASE %.4f vs champion %s %.4f on the holdouts of %d series: %s",
+        challenger,
+        scores["challenger"],
+        champion,
+        scores["champion"],
+        len(series_ids),
+        outcome,
+    )
+    return {
+        **decision,
+        "challenger_rmse": scores["challenger"],
+        "champion_rmse": scores["champion"],
+        "outcome": outcome,
+    }

@@ -33,7 +33,8 @@ class ForecastConfig(BaseModel):
         None, description="The one series of a long-format input to forecast; empty: the input has one series."
     )
     scope: Literal["auto", "global", "local"] = Field(
-        "auto", description="A long-format input: one network trained across all its series ('global'; 'auto' "
+        "auto",
+        description="A long-format input: one network trained across all its series ('global'; 'auto' "
         "chooses it for more than one series) or one network per series ('local').",
     )
     nan_policy: Literal["interpolate", "drop", "error"] = Field(
@@ -48,8 +49,10 @@ class ForecastConfig(BaseModel):
     noise_scale: float = Field(0.5, ge=0, description="Synthetic series: standard deviation of the Gaussian noise.")
     series_seed: int = Field(0, description="Synthetic series: NumPy seed of the noise.")
     series_end: int | None = Field(
-        None, ge=2, le=10_000_000,
-        description="Use only the first N points (backtests cut the series this way); empty: all."
+        None,
+        ge=2,
+        le=10_000_000,
+        description="Use only the first N points (backtests cut the series this way); empty: all.",
     )
     read_retries: int = Field(3, ge=0, le=10, description="Retries of a failed file read.")
     read_retry_delay_s: float = Field(1.0, ge=0, le=60, description="First retry delay; doubles on each retry.")
@@ -67,23 +70,30 @@ class ForecastConfig(BaseModel):
         "part does not reject a unit root at 1 %.",
     )
     log: Literal["auto", "yes", "no"] = Field(
-        "auto", description="Model log values (multiplicative seasons and growth); 'auto': positive series whose "
+        "auto",
+        description="Model log values (multiplicative seasons and growth); 'auto': positive series whose "
         "training range spans a factor of 2 or more.",
     )
     seasons: tuple[Annotated[int, Field(ge=2, le=100_000)], ...] | None = Field(
-        None, description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "
+        None,
+        description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "
         "empty: those of the calendar frequency (hourly 24 and 168, daily 7, weekly 52, monthly 12, quarterly 4) "
         "that the training part's autocorrelation confirms; [] (on the command line: none) for none.",
     )
     freq: str | None = Field(
-        None, description="Calendar frequency of the timestamps as a pandas alias (MS, W-SUN, D, B, h); "
+        None,
+        description="Calendar frequency of the timestamps as a pandas alias (MS, W-SUN, D, B, h); "
         "empty: inferred from the timestamps.",
     )
 
     # --- windows ------------------------------------------------------------
     look_back: int | None = Field(
-        None, ge=1, le=100_000, description="Past values the model sees for each target; empty: sized from the data "
-        "(four seasons, or two once seasons are removed, within half the training part).")
+        None,
+        ge=1,
+        le=100_000,
+        description="Past values the model sees for each target; empty: sized from the data "
+        "(four seasons, or two once seasons are removed, within half the training part).",
+    )
     horizon: int = Field(1, ge=1, le=1000, description="Steps ahead the model forecasts at once (direct multi-output).")
 
     # --- model and training -------------------------------------------------
@@ -91,27 +101,44 @@ class ForecastConfig(BaseModel):
     units: int = Field(32, ge=1, le=1024, description="Units per recurrent layer.")
     layers: int = Field(1, ge=1, le=4, description="Stacked recurrent layers.")
     ensemble: int | None = Field(
-        None, ge=1, le=20, description="Networks trained side by side from different initial weights, forecasts "
-        "averaged; empty: 5 when there are fewer than 2,000 training windows, else 1.")
+        None,
+        ge=1,
+        le=20,
+        description="Networks trained side by side from different initial weights, forecasts "
+        "averaged; empty: 5 when there are fewer than 2,000 training windows, else 1.",
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each recurrent layer.")
     patch: int | None = Field(
-        None, ge=1, le=1024, description="Consecutive values fed to the cell per time step (look_back / patch steps); "
+        None,
+        ge=1,
+        le=1024,
+        description="Consecutive values fed to the cell per time step (look_back / patch steps); "
         "empty: 8 for look-backs of 128 or more, 4 from 64, else 1.",
     )
     epochs: int | None = Field(
-        None, ge=1, le=10_000,
-        description="Maximum training epochs; empty: at least 60, more for small data (about 1,500 "
-        "optimizer steps).")
+        None,
+        ge=1,
+        le=10_000,
+        description="Maximum training epochs; empty: at least 60, more for small data (about 1,500 optimizer steps).",
+    )
     batch_size: int | None = Field(
-        None, ge=1, le=65_536,
-        description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256.")
+        None,
+        ge=1,
+        le=65_536,
+        description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256.",
+    )
     learning_rate: float = Field(0.005, gt=0, le=1, description="Adam learning rate.")
     patience: int | None = Field(
-        None, ge=0, le=1000,
+        None,
+        ge=0,
+        le=1000,
         description="Early-stopping patience in epochs (0: no early stopping); empty: 5, or about 100 "
-        "optimizer steps when epochs are short.")
+        "optimizer steps when epochs are short.",
+    )
     ema_momentum: float = Field(
-        0.99, ge=0, lt=1,
+        0.99,
+        ge=0,
+        lt=1,
         description="Final weights = moving average of the weights with this momentum (about 1/(1-m) steps; "
         "0: the best epoch's weights). Use 0 for runs of only a few dozen steps.",
     )
@@ -120,16 +147,20 @@ class ForecastConfig(BaseModel):
     # --- forecasts and baselines -------------------------------------------
     interval_level: float = Field(0.9, gt=0, lt=1, description="Nominal coverage of the prediction intervals.")
     season_length: int | None = Field(
-        None, ge=1, le=100_000,
-        description="Season of the seasonal-naive baseline; empty: detected from the training part."
+        None,
+        ge=1,
+        le=100_000,
+        description="Season of the seasonal-naive baseline; empty: detected from the training part.",
     )
     arima_order: tuple[int, int, int] | None = Field(
         None, description="(p, d, q) of the ARIMA baseline; empty: (2, 0, 2), or (2, 1, 2) when a unit root was found."
     )
-    arima_fit_points: int = Field(2000, ge=50, le=100_000,
-                                  description="ARIMA baseline: fit on this many last training points.")
+    arima_fit_points: int = Field(
+        2000, ge=50, le=100_000, description="ARIMA baseline: fit on this many last training points."
+    )
     baselines: Literal["all", "naive"] = Field(
-        "all", description="Baselines scored next to the LSTM: 'all' (naive, seasonal naive, ARIMA, AutoETS, "
+        "all",
+        description="Baselines scored next to the LSTM: 'all' (naive, seasonal naive, ARIMA, AutoETS, "
         "AutoARIMA) or 'naive' (the two naive forecasts only: seconds less per series, for many series).",
     )
 
@@ -171,16 +202,39 @@ def with_fields(config: ForecastConfig, **fields: Any) -> ForecastConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The article's hyperparameters exactly, on the leak-free pipeline.
-    "seed": dict(look_back=1, patch=1, units=50, epochs=5, batch_size=1, learning_rate=0.001, ensemble=1,
-                 seasons=(), log="no",
-                 train_fraction=0.8, validation_fraction=0.0, patience=0, transform="none", ema_momentum=0.0),
+    "seed": dict(
+        look_back=1,
+        patch=1,
+        units=50,
+        epochs=5,
+        batch_size=1,
+        learning_rate=0.001,
+        ensemble=1,
+        seasons=(),
+        log="no",
+        train_fraction=0.8,
+        validation_fraction=0.0,
+        patience=0,
+        transform="none",
+        ema_momentum=0.0,
+    ),
     # What a user should get: a rule, not numbers. Seasons, look_back, patch, batch size and epochs
     # are sized from the series (tasks/defaults.py); on the built-in series that is a window of four
     # sine periods (~63 points each, 256 values), 8 values per LSTM step, batches of 256, 60 epochs.
     "default": dict(),
     # Tiny and quick: for tests and a first look.
-    "smoke": dict(n_points=600, look_back=8, patch=2, units=8, epochs=1, batch_size=32, patience=0, ensemble=1,
-                  ema_momentum=0.0, arima_fit_points=200),
+    "smoke": dict(
+        n_points=600,
+        look_back=8,
+        patch=2,
+        units=8,
+        epochs=1,
+        batch_size=32,
+        patience=0,
+        ensemble=1,
+        ema_momentum=0.0,
+        arima_fit_points=200,
+    ),
 }
 
 
@@ -226,23 +280,32 @@ def build_config(
     try:
         return ForecastConfig(**fields)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors())
         raise InputError(f"invalid configuration: {problems}", "correct these fields") from error
 
 
 # The config fields each stage's output depends on: they, and nothing else, enter its key.
 _SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed", "series_end")
-_FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_policy", "duplicate_policy",
-                "series_end")
+_FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_policy", "duplicate_policy", "series_end")
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "generate": (),  # depends on the source: see stage_fields()
     "split": ("train_fraction", "validation_fraction"),
     "normalize": ("scaler", "transform", "log", "seasons"),
     "window": ("look_back", "horizon", "scope"),
-    "train": ("cell", "units", "layers", "ensemble", "dropout", "patch", "epochs", "batch_size", "learning_rate",
-              "patience", "ema_momentum", "seed"),
+    "train": (
+        "cell",
+        "units",
+        "layers",
+        "ensemble",
+        "dropout",
+        "patch",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "patience",
+        "ema_momentum",
+        "seed",
+    ),
     "predict": ("interval_level", "freq"),
     "evaluate": ("season_length", "arima_order", "arima_fit_points", "baselines"),
     "plot": (),

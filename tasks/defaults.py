@@ -73,8 +73,9 @@ def confirmed_seasons(train_y: np.ndarray, candidates: tuple[int, ...]) -> tuple
     values = np.asarray(train_y, dtype="float64")
     if values.min() > 0 and values.max() / values.min() >= LOG_RATIO:  # judge multiplicative seasons on the log scale
         values = np.log(values)
-    return tuple(s for s in candidates
-                 if s >= 2 and len(values) >= 2 * s and season_evidence(values, s) >= SEASON_EVIDENCE)
+    return tuple(
+        s for s in candidates if s >= 2 and len(values) >= 2 * s and season_evidence(values, s) >= SEASON_EVIDENCE
+    )
 
 
 def detect_season(train_y: np.ndarray, max_lag: int = 1000) -> int:
@@ -90,7 +91,7 @@ def detect_season(train_y: np.ndarray, max_lag: int = 1000) -> int:
     negative = np.flatnonzero(correlations < 0)
     if not len(negative):
         return 1
-    lag = int(negative[0] + np.argmax(correlations[negative[0]:]))
+    lag = int(negative[0] + np.argmax(correlations[negative[0] :]))
     return lag if correlations[lag] > 0.1 else 1
 
 
@@ -178,8 +179,17 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     """
     fields: dict[str, Any] = {"transform": "level" if config.transform == "auto" else config.transform}
     context = GLOBAL_MIN_CONTEXT
-    windows = [max(1, int(n * c.train_fraction) - int(int(n * c.train_fraction) * c.validation_fraction) - context
-                   - c.horizon + 1) for c, n in zip(sized, lengths, strict=True)]
+    windows = [
+        max(
+            1,
+            int(n * c.train_fraction)
+            - int(int(n * c.train_fraction) * c.validation_fraction)
+            - context
+            - c.horizon
+            + 1,
+        )
+        for c, n in zip(sized, lengths, strict=True)
+    ]
     cap = window_cap(windows)
     training = training_settings(config, int(np.minimum(windows, cap).sum()))
     ensemble = config.ensemble or GLOBAL_ENSEMBLE
@@ -201,9 +211,12 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
 
 
 def _too_short(n: int, config: ForecastConfig) -> InputError:
-    least = next(length for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS))
-                 if int(length * config.train_fraction) >= config.horizon + MIN_TRAIN_ROWS
-                 and length - int(length * config.train_fraction) >= config.horizon)
+    least = next(
+        length
+        for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS))
+        if int(length * config.train_fraction) >= config.horizon + MIN_TRAIN_ROWS
+        and length - int(length * config.train_fraction) >= config.horizon
+    )
     return InputError(
         f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
         f"{config.horizon} (at least {least} points are needed)",
@@ -219,7 +232,9 @@ def config_for_series(config: ForecastConfig, store: Any, series_key: str) -> Fo
 
 def describe_adapted(config: ForecastConfig) -> str:
     """One log line of the data-sized settings."""
-    return (f"settings sized from the data: freq {config.freq}, seasons {list(config.seasons or ())}, "
-            f"seasonal-naive season {config.season_length}, look_back {config.look_back}, patch {config.patch}, "
-            f"batch_size {config.batch_size}, epochs {config.epochs}, patience {config.patience}, "
-            f"ensemble {config.ensemble}")
+    return (
+        f"settings sized from the data: freq {config.freq}, seasons {list(config.seasons or ())}, "
+        f"seasonal-naive season {config.season_length}, look_back {config.look_back}, patch {config.patch}, "
+        f"batch_size {config.batch_size}, epochs {config.epochs}, patience {config.patience}, "
+        f"ensemble {config.ensemble}"
+    )

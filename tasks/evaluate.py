@@ -130,8 +130,10 @@ def evaluate_predictions(
                 values = error_metrics(truth[mask][:, columns], y_hat[mask][:, columns], mase_scale)
                 if model == "lstm":
                     values["coverage"] = float(np.mean(inside[mask][:, columns]))
-                records += [{"split": split_name, "model": model, "step": step, "metric": name, "value": value}
-                            for name, value in values.items()]
+                records += [
+                    {"split": split_name, "model": model, "step": step, "metric": name, "value": value}
+                    for name, value in values.items()
+                ]
     return pd.DataFrame.from_records(records)
 
 
@@ -146,8 +148,11 @@ def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
 def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str) -> str:
     """Score the LSTM and the baselines; returns the evaluate key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("evaluate", config, {"series": series, "normalize": normalize, "window": window,
-                                         "predictions": predictions, "model": model})
+    key = stage_key(
+        "evaluate",
+        config,
+        {"series": series, "normalize": normalize, "window": window, "predictions": predictions, "model": model},
+    )
     logger = get_run_logger()
     y = store.read_table("generate", series)["y"].to_numpy()
     targets = store.read_table("window", window)
@@ -162,16 +167,26 @@ def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, p
     }
     described: dict[str, str] = {}
     if config.baselines == "all":
-        baselines["arima"] = arima_predictions(y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points),
-                                               fit_stop, order)
+        baselines["arima"] = arima_predictions(
+            y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop, order
+        )
         seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
-        statistical, described = statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons,
-                                                       eval_from=fit_stop)
+        statistical, described = statistical_forecasts(
+            y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop
+        )
         baselines.update(statistical)
     metrics = evaluate_predictions(y, targets, store.read_table("predict", predictions), baselines)
-    store.write_table("evaluate", key, metrics, metadata={"season_length": season, "arima_order": list(order),
-                                                          "statistical_baselines": described})
-    logger.info("season length %d, ARIMA%s; %s; metrics (all steps):\n%s", season, order,
-                "; ".join(f"{name}: {text}" for name, text in described.items()),
-                metrics_table(metrics).to_string(index=False, float_format="%.4f"))
+    store.write_table(
+        "evaluate",
+        key,
+        metrics,
+        metadata={"season_length": season, "arima_order": list(order), "statistical_baselines": described},
+    )
+    logger.info(
+        "season length %d, ARIMA%s; %s; metrics (all steps):\n%s",
+        season,
+        order,
+        "; ".join(f"{name}: {text}" for name, text in described.items()),
+        metrics_table(metrics).to_string(index=False, float_format="%.4f"),
+    )
     return key

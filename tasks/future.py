@@ -28,27 +28,31 @@ def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
             key = champion(registry, GLOBAL_SERIES)
         if key is None:
             which = f" for series {series_id!r}" if series_id else " for a single-series input"
-            raise InputError(f"the registry has no champion{which}",
-                             "run `lstm-forecast retrain` or `run` first, or name the series with --series-id")
+            raise InputError(
+                f"the registry has no champion{which}",
+                "run `lstm-forecast retrain` or `run` first, or name the series with --series-id",
+            )
         return key
     matches = registry.loc[registry["key"].str.startswith(reference), "key"].tolist()
     if len(matches) != 1:
-        raise InputError(f"model {reference!r} matches {len(matches)} registered models",
-                         "pass `champion` or a key listed by `lstm-forecast models`")
+        raise InputError(
+            f"model {reference!r} matches {len(matches)} registered models",
+            "pass `champion` or a key listed by `lstm-forecast models`",
+        )
     return str(matches[0])
 
 
 def recursive_forecast(saved: SavedModel, space: ModelSpace, z: np.ndarray, steps: int) -> np.ndarray:
     """Model-space forecasts (steps,) past the end of encoded `z` (in `space`), as `ModelSpace.decode` takes
     them from the origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next."""
-    history = np.asarray(z, dtype="float64")[-saved.look_back:]
+    history = np.asarray(z, dtype="float64")[-saved.look_back :]
     level = space.kind == "level"
     start = len(history)
     while len(history) < start + steps:
         window = space.inputs(history, np.array([len(history)]), saved.look_back, saved.patch)
         chunk = np.asarray(saved.model(window, training=False), dtype="float64").reshape(-1)
         history = np.append(history, chunk + history[-1] if level else chunk)  # back to absolute model space
-    outputs = history[start:start + steps]
+    outputs = history[start : start + steps]
     return outputs - history[start - 1] if level else outputs
 
 
@@ -88,8 +92,13 @@ def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -
 
 
 def forecast_with_model(
-    store: Store, reference: str, horizon: int, input_path: str | None = None,
-    time_column: str | None = None, value_column: str | None = None, series_id: str = "",
+    store: Store,
+    reference: str,
+    horizon: int,
+    input_path: str | None = None,
+    time_column: str | None = None,
+    value_column: str | None = None,
+    series_id: str = "",
 ) -> dict[str, str]:
     """Forecast `horizon` steps past the end of the data with a registered model; returns paths and key."""
     if horizon < 1:
@@ -99,17 +108,23 @@ def forecast_with_model(
     config = metadata["config"]
     is_global = metadata.get("scope") == "global"
     if is_global and series_id not in metadata.get("series_ids", []):
-        raise InputError(f"model {key} is a global model of {metadata.get('series_count', 0)} series: "
-                         f"{'no series was named' if not series_id else f'{series_id!r} is not one of them'}",
-                         "name one of its series with --series-id (`lstm-forecast models` lists the inputs)")
+        raise InputError(
+            f"model {key} is a global model of {metadata.get('series_count', 0)} series: "
+            f"{'no series was named' if not series_id else f'{series_id!r} is not one of them'}",
+            "name one of its series with --series-id (`lstm-forecast models` lists the inputs)",
+        )
     wanted = series_id if is_global else config.get("series_id")
     if input_path:
         data, suffix = read_input_file(input_path)
         id_column = config.get("id_column", "unique_id")
         raw = select_series(parse_table(data, suffix, id_column), id_column, wanted)
-        history, _ = clean_series(raw, time_column or config["time_column"],
-                                  value_column or config["value_column"], config["nan_policy"],
-                                  config["duplicate_policy"])
+        history, _ = clean_series(
+            raw,
+            time_column or config["time_column"],
+            value_column or config["value_column"],
+            config["nan_policy"],
+            config["duplicate_policy"],
+        )
         source = bytes_digest(data)
     else:
         upstream = metadata["upstream"]["series"]
@@ -117,8 +132,9 @@ def forecast_with_model(
         history = store.read_table("generate", source)
     saved = load_saved(store, key, forecaster=True)
     if len(history) < saved.first_origin:
-        raise InputError(f"the series has {len(history)} points; the model needs {saved.first_origin}",
-                         "pass a longer --input")
+        raise InputError(
+            f"the series has {len(history)} points; the model needs {saved.first_origin}", "pass a longer --input"
+        )
     y = history["y"].to_numpy()
     space = saved.space or series_space(config, history)
     z_hat = recursive_forecast(saved, space, space.encode(y), horizon)
@@ -127,5 +143,3 @@ def forecast_with_model(
     name = fingerprint("forecast", key, source, horizon)
     table, plot = store.write_forecast(name, frame, render_forecast(history, frame, f"model {key}"))
     return {"model": key, "forecast": str(table), "plot": str(plot)}
-
-

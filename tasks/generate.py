@@ -30,9 +30,7 @@ from tasks.window import window_targets
 TIME, VALUE = "ds", "y"
 
 
-def synthetic_series(
-    n_points: int, time_step: float, frequency: float, noise_scale: float, seed: int
-) -> pd.DataFrame:
+def synthetic_series(n_points: int, time_step: float, frequency: float, noise_scale: float, seed: int) -> pd.DataFrame:
     """The article's series: `ds = 0, step, 2·step, …` (numeric) and `y = sin(f·ds) + noise`.
 
     With the defaults (10,000 points, step 0.1, seed 0) it equals the article's data bit for bit.
@@ -89,12 +87,16 @@ def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> p
             )
         return raw
     if id_column not in raw.columns:
-        raise InputError(f"series {series_id!r} was asked for, but the input has no column {id_column!r}",
-                         "name the series column with --id-column")
+        raise InputError(
+            f"series {series_id!r} was asked for, but the input has no column {id_column!r}",
+            "name the series column with --id-column",
+        )
     rows = raw[raw[id_column].astype(str) == series_id]
     if rows.empty:
-        raise InputError(f"series {series_id!r} is not in column {id_column!r} of the input",
-                         "list the ids with the file's unique_id column and pass one of them")
+        raise InputError(
+            f"series {series_id!r} is not in column {id_column!r} of the input",
+            "list the ids with the file's unique_id column and pass one of them",
+        )
     return rows.reset_index(drop=True)
 
 
@@ -110,9 +112,11 @@ def series_ids(raw: pd.DataFrame, id_column: str) -> list[str]:
     missing = ids.isna() | (ids.astype(str).str.strip() == "")
     if missing.any():
         lines = (missing[missing].index[:5] + 2).tolist()  # + header line, 1-based
-        raise InputError(f"{int(missing.sum())} row(s) have no {id_column!r} (file lines {lines}"
-                         f"{', …' if missing.sum() > 5 else ''})",
-                         f"give every row its series id in column {id_column!r}, or remove those rows")
+        raise InputError(
+            f"{int(missing.sum())} row(s) have no {id_column!r} (file lines {lines}"
+            f"{', …' if missing.sum() > 5 else ''})",
+            f"give every row its series id in column {id_column!r}, or remove those rows",
+        )
     return [str(value) for value in ids.unique()]
 
 
@@ -203,8 +207,14 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
 
     config = adapt_config(config, series["ds"], series["y"].to_numpy())
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
-    window_targets(series["ds"], bounds, config.look_back, config.horizon, int(config.transform == "diff"),
-                   padded=config.scope == "global")
+    window_targets(
+        series["ds"],
+        bounds,
+        config.look_back,
+        config.horizon,
+        int(config.transform == "diff"),
+        padded=config.scope == "global",
+    )
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
 
 
@@ -252,8 +262,9 @@ def read_series_ids(config: ForecastConfig) -> list[str]:
                 return []
             ids = pq.read_table(path, columns=[column]).to_pandas()
         else:
-            ids = pd.read_csv(path, usecols=lambda name: name == column, dtype=str, keep_default_na=False,
-                              na_values=[""])
+            ids = pd.read_csv(
+                path, usecols=lambda name: name == column, dtype=str, keep_default_na=False, na_values=[""]
+            )
     except (ValueError, OSError, UnicodeDecodeError):
         return []  # the generate stage reports what is wrong with the file
     return series_ids(ids, column)
@@ -278,11 +289,15 @@ def generate(config: ForecastConfig) -> str:
         digest = bytes_digest(data)
         source_key = stage_key("generate", config, {}, extra=digest)
         try:
-            raw = (parse_table(data, suffix, config.id_column) if config.series_id is None else
-                   long_series(data, suffix, digest, config.id_column, config.series_id))
+            raw = (
+                parse_table(data, suffix, config.id_column)
+                if config.series_id is None
+                else long_series(data, suffix, digest, config.id_column, config.series_id)
+            )
         except UnicodeDecodeError as error:
-            raise InputError(f"input {config.input} is not UTF-8 text ({error})",
-                             "save it as UTF-8 CSV, or as Parquet") from error
+            raise InputError(
+                f"input {config.input} is not UTF-8 text ({error})", "save it as UTF-8 CSV, or as Parquet"
+            ) from error
         except (ValueError, OSError) as error:  # pandas' EmptyDataError and ParserError are ValueErrors
             raise InputError(
                 f"input {config.input} cannot be read as {suffix[1:]}: {error}",
@@ -290,15 +305,17 @@ def generate(config: ForecastConfig) -> str:
             ) from error
         if config.series_id is None:
             raw = select_series(raw, config.id_column, None)
-        series, notes = clean_series(raw, config.time_column, config.value_column, config.nan_policy,
-                                     config.duplicate_policy)
+        series, notes = clean_series(
+            raw, config.time_column, config.value_column, config.nan_policy, config.duplicate_policy
+        )
         for note in notes:
             logger.warning("input %s: %s", config.input, note)
         source = {"input": str(config.input), "series_id": config.series_id}
     else:
         key = stage_key("generate", config, {})
-        series = synthetic_series(config.n_points, config.time_step, config.frequency, config.noise_scale,
-                                  config.series_seed)
+        series = synthetic_series(
+            config.n_points, config.time_step, config.frequency, config.noise_scale, config.series_seed
+        )
         source = {"synthetic": True}
     if config.series_end is not None:
         series = series.iloc[: config.series_end].reset_index(drop=True)

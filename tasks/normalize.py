@@ -129,13 +129,22 @@ class ModelSpace:
         return np.exp(adjusted) if self.log else adjusted
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "data_min": self.scaler.data_min, "data_max": self.scaler.data_max,
-                "log": self.log, "seasonal": [list(profile) for profile in self.seasonal]}
+        return {
+            "kind": self.kind,
+            "data_min": self.scaler.data_min,
+            "data_max": self.scaler.data_max,
+            "log": self.log,
+            "seasonal": [list(profile) for profile in self.seasonal],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpace:
-        return cls(data.get("kind", "none"), MinMaxParams(data["data_min"], data["data_max"]),
-                   bool(data.get("log", False)), tuple(tuple(p) for p in data.get("seasonal", ())))
+        return cls(
+            data.get("kind", "none"),
+            MinMaxParams(data["data_min"], data["data_max"]),
+            bool(data.get("log", False)),
+            tuple(tuple(p) for p in data.get("seasonal", ())),
+        )
 
 
 def fit_minmax(train_values: np.ndarray) -> MinMaxParams:
@@ -238,8 +247,14 @@ def normalize(config: ForecastConfig, series: str, split: str) -> str:
     y = frame["y"].to_numpy()
     full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
     store.write_table("normalize", key, scaled, metadata=space.to_dict() | {"forecaster": full_space.to_dict()})
-    get_run_logger().info("model space fitted on the first %d rows: %s, log %s, seasons %s, scale %s",
-                          fit_stop, space.kind, space.log, space.seasons, space.scaler)
+    get_run_logger().info(
+        "model space fitted on the first %d rows: %s, log %s, seasons %s, scale %s",
+        fit_stop,
+        space.kind,
+        space.log,
+        space.seasons,
+        space.scaler,
+    )
     return key
 
 

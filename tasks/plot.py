@@ -37,8 +37,9 @@ def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[s
     overview.plot(series["ds"], series["y"], color="0.6", linewidth=0.6, label="series")
     for split_name, part in one_step.groupby("split", sort=False):
         style = {"marker": "o", "markersize": 3} if split_name == "forecast" else {"linewidth": 0.8}
-        overview.plot(part["ds"], part["y_hat"], color=colours.get(split_name), label=f"{split_name} prediction",
-                      **style)
+        overview.plot(
+            part["ds"], part["y_hat"], color=colours.get(split_name), label=f"{split_name} prediction", **style
+        )
     test = one_step[one_step["split"].isin(["test", "forecast"])]
     if len(test):
         overview.axvline(test["ds"].iloc[0], color="k", linestyle=":", linewidth=1)
@@ -46,8 +47,9 @@ def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[s
     overview.legend(loc="upper left", fontsize="small", ncols=5)
 
     tail = test.tail(ZOOM_POINTS)
-    zoom.fill_between(tail["ds"], tail["y_lo"], tail["y_hi"], color=colours["test"], alpha=0.15,
-                      label="prediction interval")
+    zoom.fill_between(
+        tail["ds"], tail["y_lo"], tail["y_hi"], color=colours["test"], alpha=0.15, label="prediction interval"
+    )
     zoom.plot(tail["ds"], tail["y"], color="0.4", marker=".", linewidth=0.6, label="actual")
     zoom.plot(tail["ds"], tail["y_hat"], color=colours["test"], linewidth=1.2, label="prediction")
     future = tail[tail["split"] == "forecast"]
@@ -65,8 +67,9 @@ def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[s
     return figure
 
 
-def render_plot(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]],
-                dpis: tuple[int, ...] = (100,)) -> list[bytes]:
+def render_plot(
+    series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]], dpis: tuple[int, ...] = (100,)
+) -> list[bytes]:
     """`draw_figure` as PNG bytes, once per resolution in `dpis`.
 
     The figure is drawn once; the layout of the first rendering is kept for the others (laying it out

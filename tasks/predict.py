@@ -47,7 +47,11 @@ def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.
 
 
 def assemble_predictions(
-    series: pd.DataFrame, targets: pd.DataFrame, y_hat: np.ndarray, forecast: np.ndarray, widths: np.ndarray,
+    series: pd.DataFrame,
+    targets: pd.DataFrame,
+    y_hat: np.ndarray,
+    forecast: np.ndarray,
+    widths: np.ndarray,
     freq: str | None = None,
 ) -> pd.DataFrame:
     """Forecasts aligned to their targets.
@@ -66,19 +70,28 @@ def assemble_predictions(
     target_rows = (targets["row"].to_numpy()[:, None] + np.arange(horizon)).reshape(-1)
     steps = np.tile(np.arange(1, horizon + 1), len(targets))
     half = np.tile(widths, len(targets))
-    fitted = pd.DataFrame({
-        "ds": series["ds"].to_numpy()[target_rows],
-        "y": series["y"].to_numpy()[target_rows],
-        "y_hat": y_hat.reshape(-1),
-        "y_lo": y_hat.reshape(-1) - half,
-        "y_hi": y_hat.reshape(-1) + half,
-        "split": np.repeat(targets["split"].to_numpy(), horizon),
-        "step": steps,
-    })
-    future = pd.DataFrame({
-        "ds": future_times(series["ds"], horizon, freq), "y": np.nan, "y_hat": forecast, "y_lo": forecast - widths,
-        "y_hi": forecast + widths, "split": "forecast", "step": np.arange(1, horizon + 1),
-    })
+    fitted = pd.DataFrame(
+        {
+            "ds": series["ds"].to_numpy()[target_rows],
+            "y": series["y"].to_numpy()[target_rows],
+            "y_hat": y_hat.reshape(-1),
+            "y_lo": y_hat.reshape(-1) - half,
+            "y_hi": y_hat.reshape(-1) + half,
+            "split": np.repeat(targets["split"].to_numpy(), horizon),
+            "step": steps,
+        }
+    )
+    future = pd.DataFrame(
+        {
+            "ds": future_times(series["ds"], horizon, freq),
+            "y": np.nan,
+            "y_hat": forecast,
+            "y_lo": forecast - widths,
+            "y_hi": forecast + widths,
+            "split": "forecast",
+            "step": np.arange(1, horizon + 1),
+        }
+    )
     return pd.concat([fitted, future], ignore_index=True).astype({"ds": series["ds"].dtype, "step": "int64"})
 
 
@@ -106,18 +119,24 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     frame = store.read_table("generate", series)
     targets = store.read_table("window", window)
     y = frame["y"].to_numpy()
-    y_hat, forecast = forecast_all(load_saved(store, model).model, read_model_space(store, normalize), y,
-                                   targets, config.look_back, config.patch)
+    y_hat, forecast = forecast_all(
+        load_saved(store, model).model, read_model_space(store, normalize), y, targets, config.look_back, config.patch
+    )
     forecaster = load_saved(store, model, forecaster=True).model
-    forecast = forecast_next(forecaster, read_model_space(store, normalize, forecaster=True), y, config.look_back,
-                             config.patch)
+    forecast = forecast_next(
+        forecaster, read_model_space(store, normalize, forecaster=True), y, config.look_back, config.patch
+    )
     calibration = "validation" if (targets["split"] == "validation").any() else "train"
     mask = (targets["split"] == calibration).to_numpy()
     truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]
     widths = conformal_widths(truth, y_hat[mask], config.interval_level)
     predictions = assemble_predictions(frame, targets, y_hat, forecast, widths, config.freq)
     store.write_table("predict", key, predictions)
-    get_run_logger().info("intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
-                          100 * config.interval_level, calibration, np.round(widths, 4).tolist(),
-                          np.round(forecast, 4).tolist())
+    get_run_logger().info(
+        "intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
+        100 * config.interval_level,
+        calibration,
+        np.round(widths, 4).tolist(),
+        np.round(forecast, 4).tolist(),
+    )
     return key

@@ -19,8 +19,22 @@ from prefect import get_run_logger, task
 from tasks.config import ForecastConfig
 from tasks.store import Store
 
-COLUMNS = ("key", "series_id", "created", "status", "test_rmse", "test_mae", "naive_test_rmse", "test_mase",
-           "naive_test_mase", "data_fingerprint", "series", "input", "config", "decision")
+COLUMNS = (
+    "key",
+    "series_id",
+    "created",
+    "status",
+    "test_rmse",
+    "test_mae",
+    "naive_test_rmse",
+    "test_mase",
+    "naive_test_mase",
+    "data_fingerprint",
+    "series",
+    "input",
+    "config",
+    "decision",
+)
 GLOBAL_SERIES = "*"  # the series_id of a global model: every series of its input
 
 
@@ -59,8 +73,12 @@ def with_series_ids(registry: pd.DataFrame) -> pd.DataFrame:
 
 
 def empty_registry() -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype="float64" if name.split("_")[-1] in ("rmse", "mae", "mase")
-                                         else "object") for name in COLUMNS})
+    return pd.DataFrame(
+        {
+            name: pd.Series(dtype="float64" if name.split("_")[-1] in ("rmse", "mae", "mase") else "object")
+            for name in COLUMNS
+        }
+    )
 
 
 def register(registry: pd.DataFrame | None, entry: dict[str, Any]) -> pd.DataFrame:
@@ -73,8 +91,10 @@ def register(registry: pd.DataFrame | None, entry: dict[str, Any]) -> pd.DataFra
         return registry
     same_series = registry["series_id"] == entry.get("series_id", "")
     status = "challenger" if (same_series & (registry["status"] == "champion")).any() else "champion"
-    row = {name: entry.get(name) for name in COLUMNS} | {"status": status,
-                                                         "decision": "" if status == "challenger" else "first model"}
+    row = {name: entry.get(name) for name in COLUMNS} | {
+        "status": status,
+        "decision": "" if status == "challenger" else "first model",
+    }
     return pd.concat([registry, pd.DataFrame([row])], ignore_index=True)
 
 
@@ -87,8 +107,9 @@ def champion(registry: pd.DataFrame | None, series_id: str = "") -> str | None:
     return str(keys.iloc[0]) if len(keys) else None
 
 
-def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, champion_rmse: float,
-           metric: str = "RMSE") -> tuple[pd.DataFrame, str]:
+def decide(
+    registry: pd.DataFrame, challenger: str, challenger_rmse: float, champion_rmse: float, metric: str = "RMSE"
+) -> tuple[pd.DataFrame, str]:
     """Promote the challenger if its holdout error (`metric`, lower is better) is lower than the champion's;
     returns (registry, outcome)."""
     registry = with_series_ids(registry)
@@ -108,8 +129,12 @@ def decide(registry: pd.DataFrame, challenger: str, challenger_rmse: float, cham
 
 def test_value(metrics: pd.DataFrame, model: str, metric: str) -> float:
     """One model's test metric, all steps pooled, from an evaluate table."""
-    rows = metrics[(metrics["split"] == "test") & (metrics["model"] == model) & (metrics["metric"] == metric)
-                   & (metrics["step"] == 0)]
+    rows = metrics[
+        (metrics["split"] == "test")
+        & (metrics["model"] == model)
+        & (metrics["metric"] == metric)
+        & (metrics["step"] == 0)
+    ]
     return float(rows["value"].iloc[0]) if len(rows) else float("nan")
 
 
@@ -163,8 +188,10 @@ def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -
     tuning trials or backtest folds."""
     store = Store(config.artifacts_dir)
     created = utc_now()
-    entries = [model_entry(store, model, [store.read_table("evaluate", key) for key in keys], created)
-               for model, keys in evaluations.items()]
+    entries = [
+        model_entry(store, model, [store.read_table("evaluate", key) for key in keys], created)
+        for model, keys in evaluations.items()
+    ]
     statuses = record_models(store, entries)
     logger = get_run_logger()
     for model, status in statuses.items():
@@ -175,11 +202,17 @@ def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -
 def record_decision(store: Store, decision: dict[str, Any], challenger_rmse: float, champion_rmse: float) -> str:
     """Apply and log a champion/challenger decision (atomic, locked); returns the outcome."""
     with store.registry_lock():
-        registry, outcome = decide(store.read_registry(), decision["challenger"], challenger_rmse, champion_rmse,
-                                   decision.get("metric", "RMSE"))
+        registry, outcome = decide(
+            store.read_registry(),
+            decision["challenger"],
+            challenger_rmse,
+            champion_rmse,
+            decision.get("metric", "RMSE"),
+        )
         decisions = store.read_decisions()
-        row = pd.DataFrame([{**decision, "challenger_rmse": challenger_rmse, "champion_rmse": champion_rmse,
-                             "outcome": outcome}])
+        row = pd.DataFrame(
+            [{**decision, "challenger_rmse": challenger_rmse, "champion_rmse": champion_rmse, "outcome": outcome}]
+        )
         store.write_decisions(row if decisions is None else pd.concat([decisions, row], ignore_index=True))
         store.write_registry(registry)
     return outcome

@@ -26,8 +26,17 @@ def registry_markdown(registry: pd.DataFrame | None, model: str) -> str:
         return f"Model `{model}` is not in the registry."
     row = registry.loc[registry["key"] == model].iloc[0]
     lines = ["| field | value |", "|---|---|"]
-    for name in ("key", "status", "created", "test_rmse", "test_mae", "naive_test_rmse", "data_fingerprint",
-                 "input", "decision"):
+    for name in (
+        "key",
+        "status",
+        "created",
+        "test_rmse",
+        "test_mae",
+        "naive_test_rmse",
+        "data_fingerprint",
+        "input",
+        "decision",
+    ):
         value = row[name]
         lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
     return "\n".join(lines)

@@ -47,8 +47,9 @@ def split(config: ForecastConfig, series: str) -> str:
     ds = store.read_table("generate", series)["ds"]
     bounds = split_bounds(len(ds), config.train_fraction, config.validation_fraction)
     # refuse a look_back or horizon too long before writing anything
-    window_targets(ds, bounds, config.look_back, config.horizon, int(config.transform == "diff"),
-                   padded=config.scope == "global")
+    window_targets(
+        ds, bounds, config.look_back, config.horizon, int(config.transform == "diff"), padded=config.scope == "global"
+    )
     store.write_table("split", key, bounds)
     get_run_logger().info("split rows: %s", bounds.to_dict("records"))
     return key

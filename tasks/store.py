@@ -56,8 +56,13 @@ STAGE_INPUTS: dict[str, dict[str, str]] = {
     "window": {"series": "generate", "split": "split", "normalize": "normalize"},
     "train": {"series": "generate", "normalize": "normalize", "window": "window"},
     "predict": {"series": "generate", "normalize": "normalize", "window": "window", "model": "train"},
-    "evaluate": {"series": "generate", "normalize": "normalize", "window": "window", "predictions": "predict",
-                 "model": "train"},
+    "evaluate": {
+        "series": "generate",
+        "normalize": "normalize",
+        "window": "window",
+        "predictions": "predict",
+        "model": "train",
+    },
     "plot": {"series": "generate", "predictions": "predict", "model": "train"},
 }
 STAGES = tuple(STAGE_INPUTS)
@@ -66,8 +71,13 @@ STAGES = tuple(STAGE_INPUTS)
 # old outputs are not reused. train 2: seeded initializers; 3: own tf.data pipeline, averaged weights validated;
 # 4 (and normalize 2 …): seasons, log and window-level model spaces, the forecaster refitted on every row;
 # 7 (normalize 4, window 3): global models across series, the forecaster's space stored by normalize.
-STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {"train": 7, "normalize": 4, "window": 3,
-                                                                   "predict": 2, "evaluate": 4}
+STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {
+    "train": 7,
+    "normalize": 4,
+    "window": 3,
+    "predict": 2,
+    "evaluate": 4,
+}
 
 # Name of each stage's output when another stage takes it as input.
 INPUT_STAGES = {name: stage for inputs in STAGE_INPUTS.values() for name, stage in inputs.items()}

@@ -37,8 +37,11 @@ def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
     """
     rows = []
     for outcome in outcomes:
-        row: dict[str, object] = {ID: outcome.series_id, "status": "failed" if outcome.error else "completed",
-                                  "winner": ""}
+        row: dict[str, object] = {
+            ID: outcome.series_id,
+            "status": "failed" if outcome.error else "completed",
+            "winner": "",
+        }
         if outcome.metrics is not None:
             test = outcome.metrics[(outcome.metrics["split"] == "test") & (outcome.metrics["step"] == 0)]
             values = test.pivot_table(index="model", columns="metric", values="value")

@@ -61,8 +61,11 @@ def training_arrays(
     scaled: np.ndarray, targets: Any, config: ForecastConfig, split_name: str | None, space: ModelSpace
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (n, look_back / patch, patch) and targets (n, horizon) of one split (None: all), float32."""
-    rows = targets["row"].to_numpy() if split_name is None else targets.loc[targets["split"] == split_name,
-                                                                                "row"].to_numpy()
+    rows = (
+        targets["row"].to_numpy()
+        if split_name is None
+        else targets.loc[targets["split"] == split_name, "row"].to_numpy()
+    )
     return space.inputs(scaled, rows, config.look_back, config.patch), space.targets(scaled, rows, config.horizon)
 
 
@@ -85,9 +88,14 @@ def build_model(config: ForecastConfig) -> Any:
     def member() -> list[Any]:
         stack: list[Any] = []
         for layer in range(config.layers):
-            stack.append(cell(config.units, return_sequences=layer < config.layers - 1,
-                              kernel_initializer=init.GlorotUniform(seed=next(seeds)),
-                              recurrent_initializer=init.Orthogonal(seed=next(seeds))))
+            stack.append(
+                cell(
+                    config.units,
+                    return_sequences=layer < config.layers - 1,
+                    kernel_initializer=init.GlorotUniform(seed=next(seeds)),
+                    recurrent_initializer=init.Orthogonal(seed=next(seeds)),
+                )
+            )
             if config.dropout > 0:
                 stack.append(keras.layers.Dropout(config.dropout, seed=next(seeds)))
         stack.append(keras.layers.Dense(config.horizon, kernel_initializer=init.GlorotUniform(seed=next(seeds))))
@@ -106,14 +114,21 @@ def build_model(config: ForecastConfig) -> Any:
             for layer in member():
                 tensor = layer(tensor)
             outputs.append(tensor)
-        model = keras.Model(inputs, keras.layers.Concatenate(name="members")(outputs),
-                            name=f"{config.cell}_ensemble_of_{config.ensemble}")
+        model = keras.Model(
+            inputs,
+            keras.layers.Concatenate(name="members")(outputs),
+            name=f"{config.cell}_ensemble_of_{config.ensemble}",
+        )
     # Weight averaging (an exponential moving average of the weights, kept by the optimizer and
     # swapped in when training ends): the last steps' SGD noise averages out of the final weights.
     # On the built-in series: test RMSE 0.496-0.497 over seeds 0-2, below ARIMA's 0.499.
     averaging = config.ema_momentum > 0
-    model.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(
-        learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99))
+    model.compile(
+        loss="mean_squared_error",
+        optimizer=keras.optimizers.Adam(
+            learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99
+        ),
+    )
     return model
 
 
@@ -128,8 +143,10 @@ def member_look_backs(config: ForecastConfig) -> list[int]:
     count = config.ensemble or 1
     if config.scope != "global" or count == 1:
         return [config.look_back] * count
-    return [max(config.patch, round(config.look_back / MEMBER_LOOK_BACK_DIVISORS[i % 3] / config.patch)
-                * config.patch) for i in range(count)]
+    return [
+        max(config.patch, round(config.look_back / MEMBER_LOOK_BACK_DIVISORS[i % 3] / config.patch) * config.patch)
+        for i in range(count)
+    ]
 
 
 @functools.cache
@@ -218,8 +235,9 @@ def fit_model(
         callbacks.append(keras.callbacks.SwapEMAWeights())
     if has_validation and config.patience > 0:
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                          restore_best_weights=config.ema_momentum == 0)  # else: the average
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=config.ema_momentum == 0
+            )  # else: the average
         )
     if on_epoch is not None:
         callbacks.append(_EpochReporter(on_epoch))
@@ -248,10 +266,18 @@ def refit_model(model: Any, x_all: np.ndarray, y_all: np.ndarray, config: Foreca
     forecaster = keras.models.clone_model(model)
     forecaster.set_weights(model.get_weights())
     averaging = config.ema_momentum > 0
-    forecaster.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(
-        learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99))
-    forecaster.fit(training_dataset(x_all, ensemble_targets(y_all, config), config.batch_size, seed=config.seed + 1),
-                   epochs=epochs, shuffle=False, verbose=0)
+    forecaster.compile(
+        loss="mean_squared_error",
+        optimizer=keras.optimizers.Adam(
+            learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99
+        ),
+    )
+    forecaster.fit(
+        training_dataset(x_all, ensemble_targets(y_all, config), config.batch_size, seed=config.seed + 1),
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+    )
     return forecaster
 
 
@@ -294,8 +320,10 @@ def training_progress(config: ForecastConfig) -> tuple[EpochReport, Callable[[],
 
 
 def fit_with_forecaster(
-    train_set: tuple[np.ndarray, np.ndarray], validation_set: tuple[np.ndarray, np.ndarray],
-    every_window: tuple[np.ndarray, np.ndarray], config: ForecastConfig,
+    train_set: tuple[np.ndarray, np.ndarray],
+    validation_set: tuple[np.ndarray, np.ndarray],
+    every_window: tuple[np.ndarray, np.ndarray],
+    config: ForecastConfig,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Fit a model on the train split (early stopping on validation), then its forecaster on every window.
 
@@ -313,11 +341,21 @@ def fit_with_forecaster(
     forecaster = refit_model(model, *every_window, config, extra_epochs)
     logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(every_window[0]))
     done()
-    return model, forecaster, {
-        "history": history, "epochs_run": epochs_run, "device": training_device(), "fit_seconds": round(fit_seconds, 3),
-        "forecaster": {"epochs": extra_epochs, "windows": len(every_window[0]),
-                       "fit_seconds": round(time.perf_counter() - started - fit_seconds, 3)},
-    }
+    return (
+        model,
+        forecaster,
+        {
+            "history": history,
+            "epochs_run": epochs_run,
+            "device": training_device(),
+            "fit_seconds": round(fit_seconds, 3),
+            "forecaster": {
+                "epochs": extra_epochs,
+                "windows": len(every_window[0]),
+                "fit_seconds": round(time.perf_counter() - started - fit_seconds, 3),
+            },
+        },
+    )
 
 
 def save_models(model: Any, forecaster: Any, combine: str = "mean") -> Callable[[Path], None]:
@@ -343,10 +381,19 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str) -> s
     model, forecaster, fit = fit_with_forecaster(
         training_arrays(scaled, targets, config, "train", space),
         training_arrays(scaled, targets, config, "validation", space),
-        training_arrays(full_space.encode(y), targets, config, None, full_space), config)
+        training_arrays(full_space.encode(y), targets, config, None, full_space),
+        config,
+    )
     fit["forecaster"]["model_space"] = full_space.to_dict()
-    metadata = {"key": key, "scope": "local", "config": config.model_dump(mode="json"),
-                "model_space": space.to_dict(), "data_fingerprint": series, "upstream": upstream, **fit}
+    metadata = {
+        "key": key,
+        "scope": "local",
+        "config": config.model_dump(mode="json"),
+        "model_space": space.to_dict(),
+        "data_fingerprint": series,
+        "upstream": upstream,
+        **fit,
+    }
     store.write_model(key, save_models(model, forecaster), metadata)
     return key
 
@@ -364,22 +411,27 @@ class MemberSeries:
         """Inputs and targets of the last `cap` windows of one split (None: every window, forecaster space)."""
         space = self.full_space if split_name is None else self.space
         z = space.encode(self.y)
-        rows = self.targets["row"].to_numpy() if split_name is None else self.targets.loc[
-            self.targets["split"] == split_name, "row"].to_numpy()
+        rows = (
+            self.targets["row"].to_numpy()
+            if split_name is None
+            else self.targets.loc[self.targets["split"] == split_name, "row"].to_numpy()
+        )
         rows = rows[-cap:]
         return space.inputs(z, rows, config.look_back, config.patch), space.targets(z, rows, config.horizon)
 
 
-def stacked_arrays(members: list[MemberSeries], config: ForecastConfig, split_name: str | None,
-                   cap: int) -> tuple[np.ndarray, np.ndarray]:
+def stacked_arrays(
+    members: list[MemberSeries], config: ForecastConfig, split_name: str | None, cap: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Every member's `arrays`, one after another."""
     parts = [member.arrays(config, split_name, cap) for member in members]
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 @task(name="train", result_serializer="json")
-def train_global(config: ForecastConfig, series: list[str], normalize: list[str], window: list[str],
-                 series_ids: list[str]) -> str:
+def train_global(
+    config: ForecastConfig, series: list[str], normalize: list[str], window: list[str], series_ids: list[str]
+) -> str:
     """One model across every series (each window in its own series' model space); returns the model key.
 
     The lists hold each series' keys and id, in the same order. Early stopping watches every series'
@@ -388,17 +440,35 @@ def train_global(config: ForecastConfig, series: list[str], normalize: list[str]
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
     key = stage_key("train", config, upstream | {"series_ids": series_ids})
-    members = [MemberSeries(store.read_table("generate", s)["y"].to_numpy(), store.read_table("window", w),
-                            read_model_space(store, n), read_model_space(store, n, forecaster=True))
-               for s, n, w in zip(series, normalize, window, strict=True)]
+    members = [
+        MemberSeries(
+            store.read_table("generate", s)["y"].to_numpy(),
+            store.read_table("window", w),
+            read_model_space(store, n),
+            read_model_space(store, n, forecaster=True),
+        )
+        for s, n, w in zip(series, normalize, window, strict=True)
+    ]
     cap = window_cap([int((m.targets["split"] == "train").sum()) for m in members])
     get_run_logger().info("one model across %d series, at most %d training windows from each", len(members), cap)
     model, forecaster, fit = fit_with_forecaster(
-        stacked_arrays(members, config, "train", cap), stacked_arrays(members, config, "validation", cap),
-        stacked_arrays(members, config, None, cap), config)
-    metadata = {"key": key, "scope": "global", "config": config.model_dump(mode="json"), "series_count": len(series),
-                "series_ids": series_ids, "window_cap": cap, "data_fingerprint": fingerprint("global", series),
-                "upstream": upstream, "member_look_backs": member_look_backs(config), **fit}
+        stacked_arrays(members, config, "train", cap),
+        stacked_arrays(members, config, "validation", cap),
+        stacked_arrays(members, config, None, cap),
+        config,
+    )
+    metadata = {
+        "key": key,
+        "scope": "global",
+        "config": config.model_dump(mode="json"),
+        "series_count": len(series),
+        "series_ids": series_ids,
+        "window_cap": cap,
+        "data_fingerprint": fingerprint("global", series),
+        "upstream": upstream,
+        "member_look_backs": member_look_backs(config),
+        **fit,
+    }
     store.write_model(key, save_models(model, forecaster, combine="median"), metadata)
     return key
 
@@ -452,5 +522,11 @@ def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
     use_forecaster = forecaster and "forecaster" in metadata and store.forecaster_file(key).exists()
     space = metadata["forecaster"].get("model_space") if use_forecaster else metadata.get("model_space")
     path = store.forecaster_file(key) if use_forecaster else store.model_file(key)
-    return SavedModel(key, load_model(path), ModelSpace.from_dict(space) if space else None,
-                      int(config["look_back"]), int(config.get("patch", 1)), int(config.get("horizon", 1)))
+    return SavedModel(
+        key,
+        load_model(path),
+        ModelSpace.from_dict(space) if space else None,
+        int(config["look_back"]),
+        int(config.get("patch", 1)),
+        int(config.get("horizon", 1)),
+    )

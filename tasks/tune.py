@@ -21,6 +21,7 @@ TUNED_FIELDS = ("look_back", "units", "layers", "learning_rate", "batch_size")
 def search_space(base: ForecastConfig) -> dict[str, Any]:
     """The choices around `base`: half, same or double its window, units and batch; 1–2 layers;
     a learning rate from a fifth to five times its own (log scale)."""
+
     def around(value: int, multiple: int = 1) -> list[int]:
         return sorted({max(multiple, int(value * factor) // multiple * multiple) for factor in (0.5, 1, 2)})
 
@@ -37,26 +38,35 @@ def suggest_config(trial: Any, base: ForecastConfig) -> ForecastConfig:
     """The config an Optuna trial proposes: `base` with the tuned fields drawn from `search_space`."""
     space = search_space(base)
     low, high = space["learning_rate"]
-    return with_fields(base, **{
-        "look_back": trial.suggest_categorical("look_back", space["look_back"]),
-        "units": trial.suggest_categorical("units", space["units"]),
-        "layers": trial.suggest_categorical("layers", space["layers"]),
-        "learning_rate": trial.suggest_float("learning_rate", low, high, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", space["batch_size"]),
-    })
+    return with_fields(
+        base,
+        **{
+            "look_back": trial.suggest_categorical("look_back", space["look_back"]),
+            "units": trial.suggest_categorical("units", space["units"]),
+            "layers": trial.suggest_categorical("layers", space["layers"]),
+            "learning_rate": trial.suggest_float("learning_rate", low, high, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", space["batch_size"]),
+        },
+    )
 
 
 def check_tunable(base: ForecastConfig) -> None:
     """Tuning needs a validation split to score on."""
     if base.validation_fraction <= 0:
-        raise InputError("tuning scores trials on the validation split, and validation_fraction is 0",
-                         "set validation_fraction above 0 (e.g. 0.1) in the config")
+        raise InputError(
+            "tuning scores trials on the validation split, and validation_fraction is 0",
+            "set validation_fraction above 0 (e.g. 0.1) in the config",
+        )
 
 
 def validation_score(metrics: pd.DataFrame) -> float:
     """The LSTM's validation RMSE, all steps pooled, from an evaluate output (long format)."""
-    rows = metrics[(metrics["split"] == "validation") & (metrics["model"] == "lstm")
-                   & (metrics["metric"] == "rmse") & (metrics["step"] == 0)]
+    rows = metrics[
+        (metrics["split"] == "validation")
+        & (metrics["model"] == "lstm")
+        & (metrics["metric"] == "rmse")
+        & (metrics["step"] == 0)
+    ]
     return float(rows["value"].iloc[0])
 
 

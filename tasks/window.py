@@ -95,9 +95,14 @@ def window(config: ForecastConfig, series: str, split: str, normalize: str) -> s
 
     store = Store(config.artifacts_dir)
     key = stage_key("window", config, {"series": series, "split": split, "normalize": normalize})
-    targets = window_targets(store.read_table("generate", series)["ds"], store.read_table("split", split),
-                             config.look_back, config.horizon, read_model_space(store, normalize).offset,
-                             padded=config.scope == "global")
+    targets = window_targets(
+        store.read_table("generate", series)["ds"],
+        store.read_table("split", split),
+        config.look_back,
+        config.horizon,
+        read_model_space(store, normalize).offset,
+        padded=config.scope == "global",
+    )
     store.write_table("window", key, targets)
     get_run_logger().info("targets per split: %s", targets["split"].value_counts().to_dict())
     return key

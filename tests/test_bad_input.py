@@ -44,13 +44,19 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     return {
         "missing file": (["--input", str(tmp / "nope.csv")], "does not exist"),
         "wrong file type": (["--input", write_csv(tmp / "data.xlsx", frame)], "neither .csv nor .parquet"),
-        "missing column": (["--input", write_csv(tmp / "a.csv", frame.rename(columns={"y": "v"}))],
-                           "column 'y' is not in the input"),
+        "missing column": (
+            ["--input", write_csv(tmp / "a.csv", frame.rename(columns={"y": "v"}))],
+            "column 'y' is not in the input",
+        ),
         "non-numeric column": (["--input", write_csv(tmp / "b.csv", frame.assign(y="high"))], "non-numeric"),
-        "NaN under nan_policy error": (["--config", str(tmp / "nan-error.yaml"), "--input",
-                                        write_csv(tmp / "c.csv", nan_frame)], "1 missing value"),
-        "duplicate timestamps": (["--input", write_csv(tmp / "d.csv", pd.concat([frame, frame.iloc[[5]]]))],
-                                 "repeated timestamp"),
+        "NaN under nan_policy error": (
+            ["--config", str(tmp / "nan-error.yaml"), "--input", write_csv(tmp / "c.csv", nan_frame)],
+            "1 missing value",
+        ),
+        "duplicate timestamps": (
+            ["--input", write_csv(tmp / "d.csv", pd.concat([frame, frame.iloc[[5]]]))],
+            "repeated timestamp",
+        ),
         "series too short": (["--input", write_csv(tmp / "e.csv", sine_frame(9))], "too few"),
         "constant series": (["--input", write_csv(tmp / "f.csv", frame.assign(y=3.0))], "constant"),
         "unknown preset": (["--preset", "fastest"], "unknown preset 'fastest'"),
@@ -63,9 +69,23 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-CASES = ["missing file", "wrong file type", "missing column", "non-numeric column", "NaN under nan_policy error",
-         "duplicate timestamps", "series too short", "constant series", "unknown preset", "invalid field value",
-         "missing config file", "broken config file", "empty file", "header only", "non-UTF-8 bytes"]
+CASES = [
+    "missing file",
+    "wrong file type",
+    "missing column",
+    "non-numeric column",
+    "NaN under nan_policy error",
+    "duplicate timestamps",
+    "series too short",
+    "constant series",
+    "unknown preset",
+    "invalid field value",
+    "missing config file",
+    "broken config file",
+    "empty file",
+    "header only",
+    "non-UTF-8 bytes",
+]
 
 
 def test_every_case_is_listed(tmp_path: Path) -> None:
@@ -90,9 +110,7 @@ def test_bad_input_gives_one_clear_message_and_keeps_the_store(
     assert store_snapshot(used_store) == before
 
 
-def test_unreachable_prefect_server_is_named_with_the_fix(
-    used_store: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_unreachable_prefect_server_is_named_with_the_fix(used_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = f"http://127.0.0.1:{free_port()}/api"
@@ -105,8 +123,9 @@ def test_unreachable_prefect_server_is_named_with_the_fix(
     assert store_snapshot(used_store) == before
 
 
-def test_unsorted_times_are_sorted_and_logged(tmp_path: Path, prefect_api: str,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_unsorted_times_are_sorted_and_logged(
+    tmp_path: Path, prefect_api: str, caplog: pytest.LogCaptureFixture
+) -> None:
     shuffled = sine_frame().sample(frac=1.0, random_state=1)
     source = write_csv(tmp_path / "shuffled.csv", shuffled)
     code = cli.main(["run", "--preset", "smoke", "--input", source, "--artifacts-dir", str(tmp_path / "store")])
@@ -116,9 +135,20 @@ def test_unsorted_times_are_sorted_and_logged(tmp_path: Path, prefect_api: str,
 
 def test_the_command_exits_non_zero_with_the_message_on_stderr(tmp_path: Path, prefect_server: str) -> None:
     done = subprocess.run(
-        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(tmp_path / "missing.csv"),
-         "--artifacts-dir", str(tmp_path / "store")],
-        env=quiet_env(tmp_path / "home", prefect_server), capture_output=True, text=True, timeout=120,
+        [
+            str(BIN / "lstm-forecast"),
+            "run",
+            "--preset",
+            "smoke",
+            "--input",
+            str(tmp_path / "missing.csv"),
+            "--artifacts-dir",
+            str(tmp_path / "store"),
+        ],
+        env=quiet_env(tmp_path / "home", prefect_server),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "error: input file" in done.stderr and "does not exist" in done.stderr

@@ -12,9 +12,12 @@ from tests.helpers import BIN, quiet_env
 
 def test_run_on_the_temporary_server_prints_summary_and_json(tmp_path: Path) -> None:
     done = subprocess.run(
-        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(tmp_path / "store"),
-         "--json"],
-        env=quiet_env(tmp_path / "home", None), capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(tmp_path / "store"), "--json"],
+        env=quiet_env(tmp_path / "home", None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()

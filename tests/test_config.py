@@ -35,8 +35,11 @@ def test_config_is_frozen() -> None:
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_file_then_flags(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"run{suffix}"
-    path.write_text('{"preset": "smoke", "units": 12, "epochs": 3}' if suffix == ".json"
-                    else "preset: smoke\nunits: 12\nepochs: 3\n")
+    path.write_text(
+        '{"preset": "smoke", "units": 12, "epochs": 3}'
+        if suffix == ".json"
+        else "preset: smoke\nunits: 12\nepochs: 3\n"
+    )
     args = _parser().parse_args(["run", "--config", str(path), "--epochs", "7", "--learning-rate", "0.01"])
     config = config_from_args(args)
     assert (config.n_points, config.units, config.epochs, config.learning_rate) == (600, 12, 7, 0.01)
@@ -57,16 +60,20 @@ def test_each_stage_key_depends_on_its_own_fields_only() -> None:
     assert stage_key("train", base, {"window": "a"}) != stage_key("train", changed, {"window": "a"})
     assert stage_key("train", base, {"window": "a"}) != stage_key("train", base, {"window": "b"})
     from_file = base.model_copy(update={"input": "x.csv"})
-    assert stage_key("generate", from_file, {}, extra="digest1") != stage_key("generate", from_file, {},
-                                                                              extra="digest2")
+    assert stage_key("generate", from_file, {}, extra="digest1") != stage_key(
+        "generate", from_file, {}, extra="digest2"
+    )
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("horizon", 5000, "less than or equal to 1000"),
-    ("epochs", 10**6, "less than or equal to 10000"),
-    ("arima_order", [-1, 0, 0], "p and q from 0 to 10"),
-    ("arima_order", [1, 3, 1], "d from 0 to 2"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("horizon", 5000, "less than or equal to 1000"),
+        ("epochs", 10**6, "less than or equal to 10000"),
+        ("arima_order", [-1, 0, 0], "p and q from 0 to 10"),
+        ("arima_order", [1, 3, 1], "d from 0 to 2"),
+    ],
+)
 def test_numeric_fields_have_bounds_named_in_the_message(field: str, value: object, message: str) -> None:
     with pytest.raises(InputError, match=message) as refused:
         build_config("smoke", None, {field: value})

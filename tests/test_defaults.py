@@ -39,8 +39,11 @@ def test_a_short_monthly_series_gets_its_calendar_season_and_a_window_that_fits(
 
 def test_fields_a_user_sets_are_kept() -> None:
     series = monthly(144)
-    config = adapt_config(build_config("default", overrides={"look_back": 12, "seasons": (), "epochs": 7}),
-                          series["ds"], series["y"].to_numpy())
+    config = adapt_config(
+        build_config("default", overrides={"look_back": 12, "seasons": (), "epochs": 7}),
+        series["ds"],
+        series["y"].to_numpy(),
+    )
     assert (config.look_back, config.seasons, config.epochs) == (12, (), 7)
     assert config.patch == 1 and config.season_length == 12  # the seasonal naive still uses the calendar's
 

@@ -20,8 +20,12 @@ def test_kill_during_training_then_rerun_reuses_finished_stages(
 ) -> None:
     store = tmp_path / "store"
     args = ["run", "--preset", "smoke", "--epochs", "150", "--artifacts-dir", str(store), "--json"]
-    victim = subprocess.Popen([str(BIN / "lstm-forecast"), *args], env=quiet_env(tmp_path / "home", prefect_server),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [str(BIN / "lstm-forecast"), *args],
+        env=quiet_env(tmp_path / "home", prefect_server),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     locks = store / "_prefect" / "locks"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # the train stage holds its lock while it trains
@@ -43,8 +47,14 @@ def test_kill_during_training_then_rerun_reuses_finished_stages(
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert time.monotonic() - started < 200  # no waiting on the dead run's lock
     assert result["stages"] == {
-        "generate": "cached", "normalize": "cached", "split": "cached", "window": "cached",
-        "train": "computed", "predict": "computed", "evaluate": "computed", "plot": "computed",
+        "generate": "cached",
+        "normalize": "cached",
+        "split": "cached",
+        "window": "cached",
+        "train": "computed",
+        "predict": "computed",
+        "evaluate": "computed",
+        "plot": "computed",
     }
     assert [p.name for p in locks.glob("*.lock")] == ["registry.lock"]  # stage locks released; flock file stays
     finished = [p for p in (store / "models").iterdir() if not p.name.startswith(".")]
@@ -82,9 +92,20 @@ def _register_many(root: str, prefix: str, count: int) -> None:
     from tasks.store import Store, fingerprint
 
     for i in range(count):
-        record_model(Store(root), {"key": fingerprint(prefix, i), "created": "now", "test_rmse": 1.0,
-                                   "test_mae": 1.0, "naive_test_rmse": 1.0, "data_fingerprint": "d",
-                                   "series": "s", "input": "", "config": "{}"})
+        record_model(
+            Store(root),
+            {
+                "key": fingerprint(prefix, i),
+                "created": "now",
+                "test_rmse": 1.0,
+                "test_mae": 1.0,
+                "naive_test_rmse": 1.0,
+                "data_fingerprint": "d",
+                "series": "s",
+                "input": "",
+                "config": "{}",
+            },
+        )
 
 
 def test_concurrent_registry_writers_lose_no_entry(tmp_path: Path) -> None:
@@ -122,9 +143,20 @@ def test_predict_refuses_a_model_reference_that_is_not_registered(
     from tasks.registry import record_model
     from tasks.store import Store
 
-    record_model(Store(tmp_path), {"key": "0" * 24, "created": "now", "test_rmse": 1.0, "test_mae": 1.0,
-                                   "naive_test_rmse": 1.0, "data_fingerprint": "d", "series": "s", "input": "",
-                                   "config": "{}"})
+    record_model(
+        Store(tmp_path),
+        {
+            "key": "0" * 24,
+            "created": "now",
+            "test_rmse": 1.0,
+            "test_mae": 1.0,
+            "naive_test_rmse": 1.0,
+            "data_fingerprint": "d",
+            "series": "s",
+            "input": "",
+            "config": "{}",
+        },
+    )
     before = sorted(p.name for p in tmp_path.rglob("*"))
     code = cli.main(["predict", "--model", "../../etc/passwd", "--horizon", "3", "--artifacts-dir", str(tmp_path)])
     assert code == 2
@@ -137,8 +169,12 @@ def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path:
 
     port = free_port()
     env = quiet_env(tmp_path / "server-home", None) | {"PREFECT_UI_ENABLED": "false"}
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         import urllib.request
@@ -153,7 +189,11 @@ def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path:
         store = tmp_path / "store"
         run = subprocess.Popen(
             [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--epochs", "150", "--artifacts-dir", str(store)],
-            env=quiet_env(tmp_path / "home", url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=quiet_env(tmp_path / "home", url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list((store / "window").glob("*.parquet")):
             time.sleep(0.2)

@@ -81,8 +81,14 @@ def test_changing_epochs_reruns_train_and_what_follows_only(
     code, result, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store), "--epochs", "2")
     assert code == 0 and result is not None
     assert result["stages"] == {
-        "generate": "cached", "normalize": "cached", "split": "cached", "window": "cached",
-        "train": "computed", "predict": "computed", "evaluate": "computed", "plot": "computed",
+        "generate": "cached",
+        "normalize": "cached",
+        "split": "cached",
+        "window": "cached",
+        "train": "computed",
+        "predict": "computed",
+        "evaluate": "computed",
+        "plot": "computed",
     }
 
 
@@ -95,8 +101,11 @@ def test_deleting_one_stage_output_rebuilds_it_and_its_dependants(
     store.path("predict", result["keys"]["predict"]).unlink()
     code, rebuilt, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
     assert code == 0 and rebuilt is not None
-    expected = {stage: "cached" for stage in STAGES} | {"predict": "computed", "evaluate": "computed",
-                                                         "plot": "computed"}
+    expected = {stage: "cached" for stage in STAGES} | {
+        "predict": "computed",
+        "evaluate": "computed",
+        "plot": "computed",
+    }
     assert rebuilt["stages"] == expected
     assert rebuilt["metrics"] == result["metrics"]
 
@@ -151,10 +160,12 @@ def test_file_input_with_dates_and_a_transient_read_failure_is_retried(
 ) -> None:
     import tasks.generate
 
-    frame = pd.DataFrame({
-        "when": pd.date_range("2024-01-01", periods=400, freq="h").astype(str),
-        "load": np.sin(np.arange(400) / 5.0) + 10,
-    })
+    frame = pd.DataFrame(
+        {
+            "when": pd.date_range("2024-01-01", periods=400, freq="h").astype(str),
+            "load": np.sin(np.arange(400) / 5.0) + 10,
+        }
+    )
     source = tmp_path / "load.csv"
     frame.to_csv(source, index=False)
     real_read = tasks.generate.read_input_file
@@ -170,8 +181,17 @@ def test_file_input_with_dates_and_a_transient_read_failure_is_retried(
     settings = tmp_path / "fast-retry.yaml"
     settings.write_text("preset: smoke\nread_retry_delay_s: 0.1\n")
     code, result, _ = run_cli(
-        capsys, "--config", str(settings), "--input", str(source), "--time-column", "when",
-        "--value-column", "load", "--artifacts-dir", str(tmp_path / "store"),
+        capsys,
+        "--config",
+        str(settings),
+        "--input",
+        str(source),
+        "--time-column",
+        "when",
+        "--value-column",
+        "load",
+        "--artifacts-dir",
+        str(tmp_path / "store"),
     )
     assert code == 0 and result is not None and failures
     predictions = pd.read_parquet(result["artifacts"]["predictions"])
@@ -192,8 +212,13 @@ def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow
     store = tmp_path / "store"
     command = [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
     processes = [
-        subprocess.Popen(command, env=quiet_env(tmp_path / f"home{i}", prefect_server), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command,
+            env=quiet_env(tmp_path / f"home{i}", prefect_server),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     outputs = [process.communicate(timeout=240) for process in processes]
@@ -206,8 +231,9 @@ def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow
     assert len(list((store / "models").iterdir())) == 1
 
     # A third, fully cached run against the running server never imports TensorFlow.
-    warm = subprocess.run(command, env=quiet_env(tmp_path / "home3", prefect_server), capture_output=True,
-                          text=True, timeout=120)
+    warm = subprocess.run(
+        command, env=quiet_env(tmp_path / "home3", prefect_server), capture_output=True, text=True, timeout=120
+    )
     assert warm.returncode == 0, warm.stderr[-2000:]
     summary = json.loads(warm.stdout.strip().splitlines()[-1])
     assert set(summary["stages"].values()) == {"cached"}
@@ -217,8 +243,9 @@ def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow
 def test_backtest_reports_mean_and_spread_over_folds(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main(["backtest", "--preset", "smoke", "--folds", "2", "--artifacts-dir", str(tmp_path / "store"),
-                     "--json"])
+    code = cli.main(
+        ["backtest", "--preset", "smoke", "--folds", "2", "--artifacts-dir", str(tmp_path / "store"), "--json"]
+    )
     assert code == 0
     summary = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"])
     lstm_rmse = summary[(summary["model"] == "lstm") & (summary["metric"] == "rmse")].iloc[0]

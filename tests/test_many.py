@@ -44,14 +44,20 @@ def test_select_series_keeps_one_id_and_refuses_what_it_cannot_choose() -> None:
 
 def test_summary_names_each_winner_and_keeps_failures() -> None:
     def metrics(rmse: dict[str, float]) -> pd.DataFrame:
-        return pd.DataFrame([{"split": "test", "model": model, "metric": "rmse", "step": 0, "value": value}
-                             for model, value in rmse.items()])
+        return pd.DataFrame(
+            [
+                {"split": "test", "model": model, "metric": "rmse", "step": 0, "value": value}
+                for model, value in rmse.items()
+            ]
+        )
 
-    summary = series_summary([
-        SeriesOutcome("a", metrics({"lstm": 0.5, "naive": 0.7, "arima": 0.6}), "k1"),
-        SeriesOutcome("b", metrics({"lstm": 0.9, "naive": 0.7, "arima": 0.6}), "k2"),
-        SeriesOutcome("c", error="series too short"),
-    ])
+    summary = series_summary(
+        [
+            SeriesOutcome("a", metrics({"lstm": 0.5, "naive": 0.7, "arima": 0.6}), "k1"),
+            SeriesOutcome("b", metrics({"lstm": 0.9, "naive": 0.7, "arima": 0.6}), "k2"),
+            SeriesOutcome("c", error="series too short"),
+        ]
+    )
     assert summary["unique_id"].tolist() == ["a", "b", "c"]
     assert summary["winner"].tolist() == ["lstm", "arima", ""]
     assert summary["status"].tolist() == ["completed", "completed", "failed"]
@@ -77,9 +83,22 @@ def test_an_unreachable_dask_scheduler_is_refused_before_anything_runs(tmp_path:
     source = tmp_path / "long.csv"
     long_frame({"a": 300, "b": 300}).to_csv(source, index=False)
     result = subprocess.run(
-        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(source), "--artifacts-dir",
-         str(tmp_path / "store"), "--dask-address", f"tcp://127.0.0.1:{port}"],
-        env=quiet_env(tmp_path / "home", None), capture_output=True, text=True, timeout=120,
+        [
+            str(BIN / "lstm-forecast"),
+            "run",
+            "--preset",
+            "smoke",
+            "--input",
+            str(source),
+            "--artifacts-dir",
+            str(tmp_path / "store"),
+            "--dask-address",
+            f"tcp://127.0.0.1:{port}",
+        ],
+        env=quiet_env(tmp_path / "home", None),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "cannot reach the Dask scheduler" in result.stderr and "fix:" in result.stderr
@@ -92,9 +111,24 @@ def long_run(tmp_path: Path, source: Path, prefect_server: str, scope: str) -> A
 
     def run(store: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
         result = subprocess.run(
-            [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(source), "--artifacts-dir",
-             str(tmp_path / store), "--json", "--scope", scope, *extra],
-            env=quiet_env(tmp_path / f"home-{store}", prefect_server), capture_output=True, text=True, timeout=400,
+            [
+                str(BIN / "lstm-forecast"),
+                "run",
+                "--preset",
+                "smoke",
+                "--input",
+                str(source),
+                "--artifacts-dir",
+                str(tmp_path / store),
+                "--json",
+                "--scope",
+                scope,
+                *extra,
+            ],
+            env=quiet_env(tmp_path / f"home-{store}", prefect_server),
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         return result, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -139,7 +173,12 @@ def test_one_global_model_across_series_on_dask_equals_the_sequential_run_and_re
     runs = task_runs(dask_json["flow_run_id"])
     names = [r.name.rsplit("-", 1)[0] for r in runs]
     assert [names.count(n) for n in ("generate-series", "prepare-series", "train", "finish-series", "register")] == [
-        5, 4, 1, 4, 1]
+        5,
+        4,
+        1,
+        4,
+        1,
+    ]
     assert len(runs) == 15 and not [r for r in runs if r.state.is_failed()]
     in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(sequential_json["flow_run_id"])]
     assert sorted(in_process) == ["finish-series", "generate-series", "prepare-series", "register", "train"]
@@ -157,15 +196,41 @@ def test_one_global_model_across_series_on_dask_equals_the_sequential_run_and_re
     # Forecasts of one named series with the global champion; a series must be named.
     env = quiet_env(tmp_path / "home-sequential", prefect_server)
     predicted = subprocess.run(
-        [str(BIN / "lstm-forecast"), "predict", "--model", "champion", "--series-id", "s1", "--horizon", "5",
-         "--artifacts-dir", str(tmp_path / "sequential"), "--json"], env=env, capture_output=True, text=True,
-        timeout=200)
+        [
+            str(BIN / "lstm-forecast"),
+            "predict",
+            "--model",
+            "champion",
+            "--series-id",
+            "s1",
+            "--horizon",
+            "5",
+            "--artifacts-dir",
+            str(tmp_path / "sequential"),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     forecast = pd.read_parquet(json.loads(predicted.stdout.strip().splitlines()[-1])["forecast"])
     assert len(forecast) == 5 and forecast["y_hat"].notna().all()
     unnamed = subprocess.run(
-        [str(BIN / "lstm-forecast"), "predict", "--model", registry["key"].iloc[0][:12], "--artifacts-dir",
-         str(tmp_path / "sequential")], env=env, capture_output=True, text=True, timeout=200)
+        [
+            str(BIN / "lstm-forecast"),
+            "predict",
+            "--model",
+            registry["key"].iloc[0][:12],
+            "--artifacts-dir",
+            str(tmp_path / "sequential"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert unnamed.returncode == 2 and "--series-id" in unnamed.stderr
 
 
@@ -226,9 +291,25 @@ def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_acce
     store, best_file = tmp_path / "store", tmp_path / "best.yaml"
     env = quiet_env(tmp_path / "home", prefect_server)
     tuned = subprocess.run(
-        [str(BIN / "lstm-forecast"), "tune", "--preset", "smoke", "--trials", "4", "--workers", "2",
-         "--artifacts-dir", str(store), "--output", str(best_file), "--json"],
-        env=env, capture_output=True, text=True, timeout=400,
+        [
+            str(BIN / "lstm-forecast"),
+            "tune",
+            "--preset",
+            "smoke",
+            "--trials",
+            "4",
+            "--workers",
+            "2",
+            "--artifacts-dir",
+            str(store),
+            "--output",
+            str(best_file),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     result = json.loads(tuned.stdout.strip().splitlines()[-1])
@@ -242,8 +323,13 @@ def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_acce
     assert names.count("series-pipeline") == 4 and names.count("evaluate") == 4 and len(names) == 4 * 8 + 1
     assert names.count("generate") == 5
 
-    rerun = subprocess.run([str(BIN / "lstm-forecast"), "run", "--config", str(best_file), "--json"],
-                           env=env, capture_output=True, text=True, timeout=200)
+    rerun = subprocess.run(
+        [str(BIN / "lstm-forecast"), "run", "--config", str(best_file), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["stages"]["train"] == "cached"  # the best trial's model, reused
@@ -265,10 +351,12 @@ def test_search_space_stays_around_the_base_config_and_needs_a_validation_split(
     assert space["learning_rate"] == pytest.approx((0.001, 0.025))
     with pytest.raises(InputError, match="validation split"):
         check_tunable(with_fields(base, validation_fraction=0.0))
-    metrics = pd.DataFrame([
-        {"split": "validation", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.4},
-        {"split": "test", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.1},
-    ])
+    metrics = pd.DataFrame(
+        [
+            {"split": "validation", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.4},
+            {"split": "test", "model": "lstm", "metric": "rmse", "step": 0, "value": 0.1},
+        ]
+    )
     assert validation_score(metrics) == 0.4  # never the test split
 
 

@@ -39,9 +39,17 @@ def retrain_once(store: Path, source: Path, overrides: dict[str, Any]) -> dict[s
 def write_long_series(path: Path, n_points: int) -> None:
     """Three clean periodic series of different scales in long format, `n_points` each."""
     t = np.arange(n_points)
-    parts = [pd.DataFrame({"unique_id": name, "ds": t, "y": scale * (2 + np.sin(t / period)) + np.random.RandomState(
-        number).normal(scale=0.05 * scale, size=n_points)})
-        for number, (name, scale, period) in enumerate([("a", 1.0, 3.0), ("b", 50.0, 4.0), ("c", 0.2, 5.0)])]
+    parts = [
+        pd.DataFrame(
+            {
+                "unique_id": name,
+                "ds": t,
+                "y": scale * (2 + np.sin(t / period))
+                + np.random.RandomState(number).normal(scale=0.05 * scale, size=n_points),
+            }
+        )
+        for number, (name, scale, period) in enumerate([("a", 1.0, 3.0), ("b", 50.0, 4.0), ("c", 0.2, 5.0)])
+    ]
     pd.concat(parts).to_csv(path, index=False)
 
 
@@ -61,8 +69,9 @@ def test_retraining_a_long_format_input_decides_its_global_model_on_every_series
     assert second["retrain"]["metric"] == "mean MASE" and second["retrain"]["champion"] == second["model"]
     per_series = json.loads(second["retrain"]["per_series"])
     assert sorted(per_series) == ["a", "b", "c"]
-    assert second["retrain"]["challenger_rmse"] == pytest.approx(np.mean([v["challenger"] for v in
-                                                                          per_series.values()]))
+    assert second["retrain"]["challenger_rmse"] == pytest.approx(
+        np.mean([v["challenger"] for v in per_series.values()])
+    )
     registry = store.read_registry().set_index("key")
     assert registry.loc[first["model"], "status"] == "retired" and registry.loc[second["model"], "status"] == "champion"
     assert set(registry["series_id"]) == {"*"}
@@ -73,7 +82,8 @@ def test_retraining_a_long_format_input_decides_its_global_model_on_every_series
     unchanged = retrain_once(store_dir, source, STRONG)
     assert unchanged["retrain"]["outcome"] == "unchanged" and unchanged["model"] == second["model"]
     assert {stage["status"] for detail in unchanged["series"].values() for stage in detail["stages"].values()} == {
-        "cached"}
+        "cached"
+    }
 
     def keys(result: dict[str, Any]) -> dict[str, dict[str, str]]:
         return {i: {name: stage["key"] for name, stage in d["stages"].items()} for i, d in result["series"].items()}
@@ -120,8 +130,23 @@ def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
     listed = json.loads(capsys.readouterr().out)
     assert {row["key"]: row["status"] for row in listed}[strong_key] == "champion"
 
-    assert cli.main(["predict", "--model", "champion", "--horizon", "5", "--artifacts-dir", str(store_dir),
-                     "--input", str(source), "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--model",
+                "champion",
+                "--horizon",
+                "5",
+                "--artifacts-dir",
+                str(store_dir),
+                "--input",
+                str(source),
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     forecast = pd.read_parquet(result["forecast"])
     assert result["model"] == strong_key and Path(result["plot"]).is_file()
@@ -131,8 +156,13 @@ def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
 
 
 def test_serve_refuses_without_a_running_server(tmp_path: Path) -> None:
-    done = subprocess.run([str(BIN / "lstm-forecast"), "serve", "--preset", "smoke"],
-                          env=quiet_env(tmp_path / "home", None), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "lstm-forecast"), "serve", "--preset", "smoke"],
+        env=quiet_env(tmp_path / "home", None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "needs a running Prefect server" in done.stderr and "prefect server start" in done.stderr
 
@@ -156,7 +186,11 @@ def test_served_schedule_runs_and_ad_hoc_triggers(tmp_path: Path, prefect_server
     env = quiet_env(tmp_path / "home", prefect_server) | {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     server = subprocess.Popen(
         [str(BIN / "lstm-forecast"), "serve", "--preset", "smoke", "--interval", "8", "--artifacts-dir", str(store)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
     )
     try:
         with get_client(sync_client=True) as client:
@@ -166,7 +200,8 @@ def test_served_schedule_runs_and_ad_hoc_triggers(tmp_path: Path, prefect_server
 
             def completed_retrains() -> list[Any] | None:
                 runs = client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain_deployment.id])))
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain_deployment.id]))
+                )
                 completed = [run for run in runs if run.state and run.state.is_completed()]
                 return completed if len(completed) >= 2 else None
 
@@ -174,21 +209,36 @@ def test_served_schedule_runs_and_ad_hoc_triggers(tmp_path: Path, prefect_server
             assert all(run.auto_scheduled for run in done)
 
             # A bad parameter is refused by the server before any run exists.
-            before = len(client.read_flow_runs(deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[ad_hoc.id]))))
+            before = len(
+                client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ad_hoc.id])))
+            )
             with pytest.raises(PrefectHTTPStatusError) as refused:
                 client.create_flow_run_from_deployment(ad_hoc.id, parameters={"config": {"epochs": 0}})
             assert refused.value.response.status_code == 409
             assert "epochs" in refused.value.response.text
-            assert len(client.read_flow_runs(deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[ad_hoc.id])))) == before
+            assert (
+                len(client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ad_hoc.id]))))
+                == before
+            )
 
         # An ad hoc run from the command line, with other parameters.
         config = build_config("smoke", overrides={"artifacts_dir": str(store), "epochs": 2, "units": 4})
         triggered = subprocess.run(
-            [str(BIN / "prefect"), "deployment", "run", "lstm-forecast/ad-hoc", "--params",
-             json.dumps({"config": config.model_dump(mode="json")}), "--watch", "--watch-timeout", "180"],
-            env=quiet_env(tmp_path / "home", prefect_server), capture_output=True, text=True, timeout=240,
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "lstm-forecast/ad-hoc",
+                "--params",
+                json.dumps({"config": config.model_dump(mode="json")}),
+                "--watch",
+                "--watch-timeout",
+                "180",
+            ],
+            env=quiet_env(tmp_path / "home", prefect_server),
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         assert triggered.returncode == 0, triggered.stdout[-2000:] + triggered.stderr[-2000:]
         registry = Store(store).read_registry()

@@ -113,22 +113,39 @@ def test_conformal_widths_cover_the_calibration_errors() -> None:
 
 def train_small(series: pd.DataFrame, tmp_path: Path, **overrides: object) -> dict[str, float]:
     """Train on a series with a tiny config; test RMSE of the LSTM and the naive forecast."""
-    config = build_config("smoke", overrides={"epochs": 30, "units": 16, "look_back": 16, "patch": 4,
-                                              "learning_rate": 0.01, "batch_size": 32, "patience": 5,
-                                              "artifacts_dir": str(tmp_path), **overrides})
+    config = build_config(
+        "smoke",
+        overrides={
+            "epochs": 30,
+            "units": 16,
+            "look_back": 16,
+            "patch": 4,
+            "learning_rate": 0.01,
+            "batch_size": 32,
+            "patience": 5,
+            "artifacts_dir": str(tmp_path),
+            **overrides,
+        },
+    )
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
-    scaled, space = scale_series(series, int(bounds["start"].iloc[-1]), config.transform,
-                                 tuple(config.seasons or ()), config.log)
+    scaled, space = scale_series(
+        series, int(bounds["start"].iloc[-1]), config.transform, tuple(config.seasons or ()), config.log
+    )
     targets = window_targets(series["ds"], bounds, config.look_back, config.horizon, space.offset)
     z = scaled["y_scaled"].to_numpy()
-    model, _ = fit_model(*training_arrays(z, targets, config, "train", space),
-                         *training_arrays(z, targets, config, "validation", space), config)
+    model, _ = fit_model(
+        *training_arrays(z, targets, config, "train", space),
+        *training_arrays(z, targets, config, "validation", space),
+        config,
+    )
     y = series["y"].to_numpy()
     y_hat, _ = forecast_all(model, space, y, targets, config.look_back, config.patch)
     test = (targets["split"] == "test").to_numpy()
     rows = targets["row"].to_numpy()[test]
-    return {"lstm": float(np.sqrt(np.mean((y_hat[test, 0] - y[rows]) ** 2))),
-            "naive": float(np.sqrt(np.mean((y[rows - 1] - y[rows]) ** 2)))}
+    return {
+        "lstm": float(np.sqrt(np.mean((y_hat[test, 0] - y[rows]) ** 2))),
+        "naive": float(np.sqrt(np.mean((y[rows - 1] - y[rows]) ** 2))),
+    }
 
 
 def test_trending_series_needs_differencing_and_auto_chooses_it(tmp_path: Path) -> None:
@@ -144,8 +161,9 @@ def test_trending_series_needs_differencing_and_auto_chooses_it(tmp_path: Path) 
 
 
 def test_stacked_gru_with_dropout_and_horizon_saves_and_loads(tmp_path: Path) -> None:
-    config = build_config("smoke", overrides={"cell": "gru", "layers": 2, "dropout": 0.2, "horizon": 3,
-                                              "look_back": 12, "patch": 3})
+    config = build_config(
+        "smoke", overrides={"cell": "gru", "layers": 2, "dropout": 0.2, "horizon": 3, "look_back": 12, "patch": 3}
+    )
     model = build_model(config)
     assert [type(layer).__name__ for layer in model.layers] == ["GRU", "Dropout", "GRU", "Dropout", "Dense"]
     inputs = np.random.RandomState(0).random_sample((5, 4, 3)).astype("float32")
@@ -172,7 +190,13 @@ def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
     summary = summarize_folds([{"lstm": {"rmse": 1.0}}, {"lstm": {"rmse": 3.0}}])
     row = summary.iloc[0]
     assert (row["model"], row["metric"], row["mean"], row["min"], row["max"], row["folds"]) == (
-        "lstm", "rmse", 2.0, 1.0, 3.0, 2)
+        "lstm",
+        "rmse",
+        2.0,
+        1.0,
+        3.0,
+        2,
+    )
     assert row["std"] == pytest.approx(np.sqrt(2.0))
 
 

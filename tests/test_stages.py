@@ -136,8 +136,9 @@ def test_error_metrics_exact_values() -> None:
 
 def test_naive_baseline_and_evaluation_share_targets() -> None:
     series = tiny_series()
-    np.testing.assert_array_equal(naive_predictions(series["y"].to_numpy(), np.array([3, 4]))[:, 0],
-                                  series["y"][[2, 3]])
+    np.testing.assert_array_equal(
+        naive_predictions(series["y"].to_numpy(), np.array([3, 4]))[:, 0], series["y"][[2, 3]]
+    )
     targets, predictions = perfect_predictions(series)
     y = series["y"].to_numpy()
     baselines = {"naive": naive_predictions(y, targets["row"].to_numpy())}
@@ -152,6 +153,7 @@ def test_naive_baseline_and_evaluation_share_targets() -> None:
 
 
 # --- cleaning the user's file -------------------------------------------------
+
 
 def test_clean_sorts_and_parses_dates() -> None:
     raw = pd.DataFrame({"when": ["2024-01-03", "2024-01-01", "2024-01-02"], "v": [3, 1, 2]})

@@ -97,8 +97,10 @@ def test_file_locks_exclude_each_other_across_processes(tmp_path: Path) -> None:
     # in between failed with "EOF while parsing". Four processes contend for one key here.
     context = multiprocessing.get_context("spawn")
     log_path = tmp_path / "log.txt"
-    workers = [context.Process(target=_hold_lock_repeatedly, args=(str(tmp_path / "locks"), str(log_path), 15))
-               for _ in range(4)]
+    workers = [
+        context.Process(target=_hold_lock_repeatedly, args=(str(tmp_path / "locks"), str(log_path), 15))
+        for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
