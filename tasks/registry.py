@@ -172,12 +172,15 @@ def record_model(store: Store, entry: dict[str, Any]) -> str:
 
 
 def record_models(store: Store, entries: list[dict[str, Any]]) -> dict[str, str]:
-    """Add models to the store's registry in one locked write; returns each one's status."""
+    """Add models to the store's registry in one locked write (none when nothing changed: a cached run
+    writes nothing); returns each one's status."""
     with store.registry_lock():
-        registry = store.read_registry()
+        before = store.read_registry()
+        registry = before
         for entry in entries:
             registry = register(registry, entry)
-        store.write_registry(registry)
+        if before is None or not registry.equals(with_series_ids(before)):
+            store.write_registry(registry)
     return {entry["key"]: str(registry.loc[registry["key"] == entry["key"], "status"].iloc[0]) for entry in entries}
 
 
