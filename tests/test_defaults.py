@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import build_config
+from tasks.config import ForecastConfig, build_config, with_fields
 from tasks.defaults import adapt_config, confirmed_seasons
 from tasks.errors import InputError
 from tasks.generate import synthetic_series
@@ -65,3 +65,23 @@ def test_validation_grows_to_hold_a_horizon_and_a_too_short_series_names_the_min
         adapt_config(six_ahead, tiny["ds"], tiny["y"].to_numpy())
     least = monthly(26)
     assert adapt_config(six_ahead, least["ds"], least["y"].to_numpy()).look_back >= 1
+
+
+def test_window_cap_takes_the_same_number_from_every_long_series_within_the_budget() -> None:
+    from tasks.defaults import window_cap
+
+    assert window_cap([10, 20, 30], budget=100) == 30  # all fit
+    cap = window_cap([10, 500, 1000], budget=300)
+    assert cap == 145 and 10 + 2 * cap <= 300 < 10 + 2 * (cap + 1)
+
+
+def test_global_settings_see_four_horizons_in_a_dozen_lstm_steps_and_share_one_network() -> None:
+    from tasks.defaults import global_settings
+
+    base = with_fields(ForecastConfig(), horizon=13)
+    sized = [with_fields(base, look_back=32, season_length=1, seasons=())] * 3
+    shared = global_settings(base, sized, [400, 800, 1200])
+    assert shared["transform"] == "level" and shared["ensemble"] == 1
+    assert shared["look_back"] == 52 and shared["patch"] == 4  # max(32, 4 x 13), 13 steps of 4
+    three = global_settings(with_fields(base, ensemble=3), sized, [400, 800, 1200])
+    assert three["look_back"] == 104 and three["patch"] == 4  # members read 52, 104 and 24
