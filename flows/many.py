@@ -93,30 +93,30 @@ def generate_chunk(config: ForecastConfig, ids: list[str]) -> dict[str, SeriesRe
     return each_in_chunk(ids, one)
 
 
-@task(name="prepare-series", result_serializer="json")
-def prepare_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
-    """split, normalize and window of each generated series (its own config); their stages so far."""
+def run_each(
+    configs: dict[str, ForecastConfig], stages: dict[str, Stages], stage_tasks: tuple[Any, ...]
+) -> dict[str, SeriesResult]:
+    """`stage_tasks` in order for each series (its own config, after its `stages` so far); their stages."""
 
     def one(series_id: str) -> SeriesResult:
         own = dict(stages[series_id])
-        for stage_task in (split, normalize, window):
+        for stage_task in stage_tasks:
             run_stage_inline(stage_task, configs[series_id], own)
         return {"stages": own}
 
     return each_in_chunk(list(configs), one)
+
+
+@task(name="prepare-series", result_serializer="json")
+def prepare_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
+    """split, normalize and window of each generated series (its own config); their stages so far."""
+    return run_each(configs, stages, (split, normalize, window))
 
 
 @task(name="finish-series", result_serializer="json")
 def finish_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
     """predict, evaluate and plot of each prepared series with the global model (`stages[id]["train"]`)."""
-
-    def one(series_id: str) -> SeriesResult:
-        own = dict(stages[series_id])
-        for stage_task in (predict, evaluate, plot):
-            run_stage_inline(stage_task, configs[series_id], own)
-        return {"stages": own}
-
-    return each_in_chunk(list(configs), one)
+    return run_each(configs, stages, (predict, evaluate, plot))
 
 
 def chunks(ids: list[str], count: int) -> list[list[str]]:

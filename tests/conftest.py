@@ -7,12 +7,10 @@ through PREFECT_API_URL.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -70,14 +68,3 @@ def prefect_api(prefect_server: str) -> Iterator[str]:
     with temporary_settings({PREFECT_API_URL: prefect_server, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
         yield prefect_server
         APILogHandler().flush()  # send the last logs while the server is still up
-
-
-def store_snapshot(root: Path) -> dict[str, str]:
-    """Every file under a store with the SHA-256 of its bytes (lock files excluded: they come and go)."""
-    if not root.exists():
-        return {}
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and "locks" not in path.parts
-    }
