@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks.generate import synthetic_series  # noqa: E402
+from lstm_forecast.tasks.stages.generate import synthetic_series  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LAGS = 63

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstm_forecast.tasks.core.graph import STAGES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import BIN, start_server, timed  # noqa: E402
-
-STAGES = ("generate", "split", "normalize", "window", "train", "predict", "evaluate", "plot")
 
 # Per series: the default preset (what a user gets), on 4,000 points.
 SETTINGS = ["--preset", "default"]

@@ -1,1 +1,1 @@
-"""Prefect flows, the command line and deployments of lstm-forecast."""
+"""Prefect flows, the command line and deployments of lstm-forecast (installed as `lstm_forecast.flows`)."""

@@ -10,10 +10,10 @@ from urllib.parse import urlparse
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError
 
 # One thread per worker process: two workers on two cores each computing with two threads would
-# fight over the cores. (TensorFlow uses one thread per process anyway: see tasks/train.py.)
+# fight over the cores. (TensorFlow uses one thread per process anyway: see tasks/stages/train.py.)
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # Dask's worker profiler samples every thread's stack with sys._current_frames() every 10 ms; on
@@ -54,6 +54,17 @@ def runs_on_cluster() -> bool:
     """True when the current flow run's task runner is not the in-process default (it is Dask)."""
     context = FlowRunContext.get()
     return context is not None and not isinstance(context.task_runner, ThreadPoolTaskRunner)
+
+
+def on_same_cluster(flow_function: Any) -> Any:
+    """`flow_function` to call as a subflow on the current flow run's Dask cluster: a subflow otherwise
+    starts a task runner of its own and would run its tasks in this process."""
+    if not runs_on_cluster():
+        return flow_function
+    from prefect_dask import DaskTaskRunner
+
+    address = FlowRunContext.get().task_runner.client.scheduler.address
+    return flow_function.with_options(task_runner=DaskTaskRunner(address=address))
 
 
 def cluster_slots() -> int:

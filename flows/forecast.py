@@ -8,20 +8,15 @@ import anyio.to_thread
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
-from tasks.caching import with_store_cache
-from tasks.config import ForecastConfig
-from tasks.defaults import config_for_series, describe_adapted
-from tasks.evaluate import evaluate
-from tasks.generate import generate, long_format_ids
-from tasks.normalize import normalize
-from tasks.plot import plot
-from tasks.predict import predict
-from tasks.registry import register_models
-from tasks.report import publish_run
-from tasks.split import split
-from tasks.store import Store, upstream_keys
-from tasks.train import train
-from tasks.window import window
+from lstm_forecast.flows.serve import check_served_paths
+from lstm_forecast.tasks.core.caching import with_store_cache
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.defaults import config_for_series, describe_adapted
+from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, stage_task, stages_until
+from lstm_forecast.tasks.core.store import Store, stage_key, upstream_keys
+from lstm_forecast.tasks.operations.registry import register_models
+from lstm_forecast.tasks.operations.report import publish_run
+from lstm_forecast.tasks.stages.generate import long_format_ids
 
 DEFAULT_CONFIG = ForecastConfig()
 
@@ -29,33 +24,36 @@ DEFAULT_CONFIG = ForecastConfig()
 Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
 
 
-def run_stage(stage_task: Any, config: ForecastConfig, stages: Stages, upstream: dict[str, Any] | None = None) -> str:
-    """Run one stage (cached in the store) in this process, note it in `stages`; returns its key.
+def run_stage(stage: str | Any, config: ForecastConfig, stages: Stages, upstream: dict[str, Any] | None = None) -> str:
+    """Run one stage (by name, or a task of its own such as `train_global`), cached in the store, in
+    this process; note it in `stages` and return its key.
 
-    Its inputs are the keys in `stages` of the stages `STAGE_INPUTS` names, unless `upstream` gives them.
+    Its inputs are the keys in `stages` of the stages its `STAGE_TABLE` entry names, unless `upstream` gives them.
     Raises:
         the stage's error if it failed.
     """
+    task_ = stage_task(stage) if isinstance(stage, str) else stage
     if upstream is None:
-        upstream = upstream_keys(stage_task.name, {name: stage["key"] for name, stage in stages.items()})
-    state = with_store_cache(stage_task, config)(config=config, **upstream, return_state=True)
+        upstream = upstream_keys(task_.name, {name: done["key"] for name, done in stages.items()})
+    arguments = dict(upstream)
+    if task_.name != "generate":  # generate keys its output by the series it reads
+        arguments["key"] = stage_key(task_.name, config, upstream)  # computed once: the cache policy reuses it
+    state = with_store_cache(task_, config)(config=config, **arguments, return_state=True)
     key = state.result(_sync=True)
-    stages[stage_task.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
+    stages[task_.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
     return key
 
 
 def prepare_stages(config: ForecastConfig, stages: Stages) -> None:
-    """split, normalize and window of a generated series (config sized for it)."""
-    for stage_task in (split, normalize, window):
-        run_stage(stage_task, config, stages)
+    """The stages between generate and train (split, normalize, window) of a generated series."""
+    for stage in PREPARE_STAGES:
+        run_stage(stage, config, stages)
 
 
 def finish_stages(config: ForecastConfig, stages: Stages, last_stage: str = "plot") -> None:
-    """predict, evaluate (and plot) of a prepared series with a trained model (`stages["train"]`)."""
-    for stage_task in (predict, evaluate, plot):
-        run_stage(stage_task, config, stages)
-        if stage_task.name == last_stage:
-            break
+    """The stages after train (predict, evaluate, plot) of a prepared series with a trained model."""
+    for stage in stages_until(FINISH_STAGES, last_stage):
+        run_stage(stage, config, stages)
 
 
 def run_stages(config: ForecastConfig, last_stage: str = "plot") -> Stages:
@@ -67,11 +65,11 @@ def run_stages(config: ForecastConfig, last_stage: str = "plot") -> Stages:
         the first failed stage's error.
     """
     stages: Stages = {}
-    series = run_stage(generate, config, stages)
+    series = run_stage("generate", config, stages)
     config = config_for_series(config, Store(config.artifacts_dir), series)
     get_run_logger().info(describe_adapted(config))
     prepare_stages(config, stages)
-    run_stage(train, config, stages)
+    run_stage("train", config, stages)
     finish_stages(config, stages, last_stage)
     return stages
 
@@ -80,13 +78,13 @@ def run_stages(config: ForecastConfig, last_stage: str = "plot") -> Stages:
 def series_pipeline(config: ForecastConfig, last_stage: str = "plot") -> dict[str, dict[str, str]]:
     """All stages of one series (or one tuning trial) as one task of a Dask cluster: the stages run
     inside it, on the worker, as task runs of their own. One Dask task per series, not per stage:
-    each Dask task pays for a Prefect context and client of its own (about 0.1 s)."""
+    each Dask task pays for a Prefect context and client of its own."""
     return run_stages(config, last_stage)
 
 
 def sized_config(config: ForecastConfig) -> ForecastConfig:
     """`config` with its data-sized fields filled from its series (the generate stage, cached as usual)."""
-    series = with_store_cache(generate, config)(config=config, return_state=True).result(_sync=True)
+    series = with_store_cache(stage_task("generate"), config)(config=config, return_state=True).result(_sync=True)
     return config_for_series(config, Store(config.artifacts_dir), series)
 
 
@@ -107,7 +105,7 @@ async def run_pipeline(
 def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str, str]:
     """Where a pipeline run's outputs are."""
     outputs = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate", "plot": "plot"}
-    return {name: str(store.path(stage, stages[stage]["key"])) for name, stage in outputs.items()}
+    return {name: str(store.path(stage, stages[stage]["key"])) for name, stage in outputs.items() if stage in stages}
 
 
 # Async although every stage is sync: an async flow run does not wait up to a second at exit
@@ -117,8 +115,9 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status.
 
     A long-format input runs as `lstm-forecast-many` (a subflow), which returns its own shape."""
+    check_served_paths(config)
     if ids := long_format_ids(config):
-        from flows.many import forecast_many
+        from lstm_forecast.flows.many import forecast_many
 
         return await forecast_many(config=config, series_ids=ids)
     stages = run_stages(config)

@@ -17,29 +17,24 @@ import anyio.to_thread
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.cluster import cluster_slots, runs_on_cluster
-from flows.forecast import (
+from lstm_forecast.flows.cluster import cluster_slots, runs_on_cluster
+from lstm_forecast.flows.forecast import (
     DEFAULT_CONFIG,
     Stages,
     artifact_paths,
     run_pipeline,
     run_stage,
 )
-from tasks.caching import stored_output
-from tasks.config import ForecastConfig, with_fields
-from tasks.defaults import adapt_config, config_for_series, global_settings
-from tasks.errors import InputError
-from tasks.evaluate import evaluate
-from tasks.generate import generate, read_series_ids
-from tasks.normalize import normalize
-from tasks.plot import plot
-from tasks.predict import predict
-from tasks.registry import register_models
-from tasks.split import split
-from tasks.store import Store, file_digest, planned_key, stage_key, upstream_keys
-from tasks.summary import SeriesOutcome, publish_summary
-from tasks.train import train_global
-from tasks.window import window
+from lstm_forecast.tasks.core.caching import stored_output
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.defaults import adapt_config, config_for_series, global_settings
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, stage_task, stages_until
+from lstm_forecast.tasks.core.store import Store, file_digest, planned_key, stage_key, upstream_keys
+from lstm_forecast.tasks.operations.registry import register_models
+from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary
+from lstm_forecast.tasks.stages.generate import read_series_ids
+from lstm_forecast.tasks.stages.train import train_global
 
 
 class SeriesFailedError(Exception):
@@ -52,15 +47,20 @@ def failure_message(error: Exception) -> str:
     return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
 
 
-def run_stage_inline(stage_task: Any, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
+def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
     """One stage of one series inside the current task run, without a task run of its own: its output is
-    reused when it is complete and up to date in the store (the check of `tasks/caching.py`), else its
+    reused when it is complete and up to date in the store (the check of `tasks/core/caching.py`), else its
     function computes it. Returns its key and notes it in `stages`."""
-    upstream = upstream_keys(stage_task.name, {name: stage["key"] for name, stage in stages.items()})
-    _, output = stored_output(stage_task.name, config, upstream, digest)
+    upstream = upstream_keys(stage, {name: done["key"] for name, done in stages.items()})
+    planned, output = stored_output(stage, config, upstream, digest)
     status = "cached" if output is not None else "computed"
-    key = output if output is not None else stage_task.fn(config=config, **upstream)
-    stages[stage_task.name] = {"key": key, "status": status}
+    if output is not None:
+        key = output
+    elif stage == "generate":  # generate keys its output by the series it reads
+        key = stage_task(stage).fn(config=config, **upstream)
+    else:
+        key = stage_task(stage).fn(config=config, **upstream, key=planned)
+    stages[stage] = {"key": key, "status": status}
     return key
 
 
@@ -87,21 +87,21 @@ def generate_chunk(config: ForecastConfig, ids: list[str]) -> dict[str, SeriesRe
     def one(series_id: str) -> SeriesResult:
         stages: Stages = {}
         own = with_fields(config, series_id=series_id)
-        series = run_stage_inline(generate, own, stages, digest)
+        series = run_stage_inline("generate", own, stages, digest)
         return {"stages": stages, "sized": config_for_series(own, store, series).model_dump(mode="json")}
 
     return each_in_chunk(ids, one)
 
 
 def run_each(
-    configs: dict[str, ForecastConfig], stages: dict[str, Stages], stage_tasks: tuple[Any, ...]
+    configs: dict[str, ForecastConfig], stages: dict[str, Stages], stage_names: tuple[str, ...]
 ) -> dict[str, SeriesResult]:
-    """`stage_tasks` in order for each series (its own config, after its `stages` so far); their stages."""
+    """`stage_names` in order for each series (its own config, after its `stages` so far); their stages."""
 
     def one(series_id: str) -> SeriesResult:
         own = dict(stages[series_id])
-        for stage_task in stage_tasks:
-            run_stage_inline(stage_task, configs[series_id], own)
+        for stage in stage_names:
+            run_stage_inline(stage, configs[series_id], own)
         return {"stages": own}
 
     return each_in_chunk(list(configs), one)
@@ -110,13 +110,15 @@ def run_each(
 @task(name="prepare-series", result_serializer="json")
 def prepare_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
     """split, normalize and window of each generated series (its own config); their stages so far."""
-    return run_each(configs, stages, (split, normalize, window))
+    return run_each(configs, stages, PREPARE_STAGES)
 
 
 @task(name="finish-series", result_serializer="json")
-def finish_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
-    """predict, evaluate and plot of each prepared series with the global model (`stages[id]["train"]`)."""
-    return run_each(configs, stages, (predict, evaluate, plot))
+def finish_chunk(
+    configs: dict[str, ForecastConfig], stages: dict[str, Stages], last_stage: str = "plot"
+) -> dict[str, SeriesResult]:
+    """predict, evaluate (and plot) of each prepared series with the global model (`stages[id]["train"]`)."""
+    return run_each(configs, stages, stages_until(FINISH_STAGES, last_stage))
 
 
 def chunks(ids: list[str], count: int) -> list[list[str]]:
@@ -145,12 +147,14 @@ async def each_chunk(ids: list[str], work: Callable[[list[str]], Any], parallel:
 SERIES_PER_TASK = 100  # in process, a phase's task runs cover this many series each (progress in the UI)
 
 
-def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str, Stages], str] | None:
+def stored_global_run(
+    config: ForecastConfig, ids: list[str], last_stage: str = "plot"
+) -> tuple[dict[str, Stages], str] | None:
     """Each series' stages and the model key of a global run whose every output is already in the store
-    and up to date, keyed as the stages would key them (`STAGE_INPUTS`); None if anything is missing.
+    and up to date, keyed as the stages would key them (`STAGE_TABLE`); None if anything is missing.
 
     A rerun on unchanged data then costs a store check per output instead of a Prefect task run per
-    stage and series (about 0.05 s each).
+    stage and series.
     """
     store = Store(config.artifacts_dir)
     try:
@@ -171,7 +175,7 @@ def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str,
         for i in ids
     }
     for series_id in ids:
-        for stage in ("split", "normalize", "window"):
+        for stage in PREPARE_STAGES:
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
     model = stage_key(
         "train",
@@ -185,7 +189,7 @@ def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str,
     )
     for series_id in ids:
         keys[series_id]["train"] = model
-        for stage in ("predict", "evaluate", "plot"):
+        for stage in stages_until(FINISH_STAGES, last_stage):
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
     for series_keys in keys.values():
         for stage, key in series_keys.items():
@@ -202,27 +206,16 @@ def stored_global_run(config: ForecastConfig, ids: list[str]) -> tuple[dict[str,
     return {i: {stage: {"key": key, "status": "cached"} for stage, key in keys[i].items()} for i in ids}, model
 
 
-async def forecast_global(
-    config: ForecastConfig, ids: list[str], parallel: bool
-) -> tuple[dict[str, Stages | Exception], str | None]:
-    """One network across the series `ids`; returns each series' stages (or its error) and the model key.
+def call(task_function: Any, parallel: bool, **arguments: Any) -> Any:
+    """A chunk task: submitted to the flow's Dask task runner when `parallel`, else run here."""
+    return task_function.submit(**arguments) if parallel else task_function(**arguments)
 
-    The per-series stages run in a task per phase and chunk of series (`generate-series`,
-    `prepare-series`, `finish-series`), each stage inside it without a task run of its own: a task
-    run costs more than most of these stages (about 0.1 s here, several times that on a busy cluster).
-    """
-    logger = get_run_logger()
-    config = with_fields(config, scope="global")
-    stored = await anyio.to_thread.run_sync(stored_global_run, config, ids)
-    if stored is not None:
-        logger.info("all %d series and their global model are in the store, up to date: nothing to run", len(ids))
-        stages, model = stored
-        return dict(stages), model
 
-    def call(task_function: Any, **arguments: Any) -> Any:
-        return task_function.submit(**arguments) if parallel else task_function(**arguments)
+ChunkFilter = Callable[[dict[str, SeriesResult]], dict[str, SeriesResult]]
 
-    outcomes: dict[str, Stages | Exception] = {}
+
+def failures_into(outcomes: dict[str, Stages | Exception]) -> ChunkFilter:
+    """A filter of chunk results that notes each failed series' error in `outcomes` and keeps the rest."""
 
     def keep_failures(results: dict[str, SeriesResult]) -> dict[str, SeriesResult]:
         for series_id, result in results.items():
@@ -230,16 +223,64 @@ async def forecast_global(
                 outcomes[series_id] = SeriesFailedError(result["error"])
         return {i: r for i, r in results.items() if "error" not in r}
 
+    return keep_failures
+
+
+async def generate_and_share(
+    config: ForecastConfig,
+    ids: list[str],
+    parallel: bool,
+    keep_failures: ChunkFilter,
+) -> tuple[dict[str, SeriesResult], dict[str, Any]]:
+    """Generate each series (its own sized config) and draw the settings one network shares across them
+    (`global_settings`); returns the generated series' results and those settings."""
     generated = keep_failures(
-        await each_chunk(ids, lambda chunk: call(generate_chunk, config=config, ids=chunk), parallel)
+        await each_chunk(ids, lambda chunk: call(generate_chunk, parallel, config=config, ids=chunk), parallel)
     )
     if not generated:
-        return outcomes, None
+        return generated, {}
     store = Store(config.artifacts_dir)
-    sized = {i: ForecastConfig.model_validate(r["sized"]) for i, r in generated.items()}
+    sized = [ForecastConfig.model_validate(r["sized"]) for r in generated.values()]
     lengths = [len(store.read_table("generate", generated[i]["stages"]["generate"]["key"])) for i in generated]
-    shared = global_settings(config, list(sized.values()), lengths)
+    return generated, global_settings(config, sized, lengths)
+
+
+async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfig:
+    """`config` with the settings one network shares across the series `ids` filled in (a tuning
+    search's base); the series are generated as in a run (cached)."""
+    failures: dict[str, Stages | Exception] = {}
+    config = with_fields(config, scope="global")
+    generated, shared = await generate_and_share(config, ids, runs_on_cluster(), failures_into(failures))
+    if not generated:
+        reasons = "; ".join(f"{i}: {failure_message(e)}" for i, e in failures.items() if isinstance(e, Exception))
+        raise InputError(f"no series of {config.input} could be read ({reasons[:500]})", "fix the input file")
+    return with_fields(config, **shared)
+
+
+async def forecast_global(
+    config: ForecastConfig, ids: list[str], parallel: bool, last_stage: str = "plot"
+) -> tuple[dict[str, Stages | Exception], str | None]:
+    """One network across the series `ids`; returns each series' stages (or its error) and the model key.
+
+    The per-series stages run in a task per phase and chunk of series (`generate-series`,
+    `prepare-series`, `finish-series`), each stage inside it without a task run of its own: a task
+    run costs more than most of these stages (benchmarks/README.md has the measurements).
+    """
+    logger = get_run_logger()
+    config = with_fields(config, scope="global")
+    stored = await anyio.to_thread.run_sync(stored_global_run, config, ids, last_stage)
+    if stored is not None:
+        logger.info("all %d series and their global model are in the store, up to date: nothing to run", len(ids))
+        stages, model = stored
+        return dict(stages), model
+
+    outcomes: dict[str, Stages | Exception] = {}
+    keep_failures = failures_into(outcomes)
+    generated, shared = await generate_and_share(config, ids, parallel, keep_failures)
+    if not generated:
+        return outcomes, None
     logger.info("one network across %d series: %s", len(generated), ", ".join(f"{k} {v}" for k, v in shared.items()))
+    store = Store(config.artifacts_dir)
     configs = {
         i: config_for_series(
             with_fields(config, series_id=i, **shared), store, generated[i]["stages"]["generate"]["key"]
@@ -250,7 +291,10 @@ async def forecast_global(
         await each_chunk(
             list(generated),
             lambda chunk: call(
-                prepare_chunk, configs={i: configs[i] for i in chunk}, stages={i: generated[i]["stages"] for i in chunk}
+                prepare_chunk,
+                parallel,
+                configs={i: configs[i] for i in chunk},
+                stages={i: generated[i]["stages"] for i in chunk},
             ),
             parallel,
         )
@@ -276,8 +320,10 @@ async def forecast_global(
             members,
             lambda chunk: call(
                 finish_chunk,
+                parallel,
                 configs={i: configs[i] for i in chunk},
                 stages={i: prepared[i]["stages"] | model_stages for i in chunk},
+                last_stage=last_stage,
             ),
             parallel,
         )
@@ -285,12 +331,14 @@ async def forecast_global(
     return outcomes | {i: finished[i]["stages"] for i in members if i in finished}, model
 
 
-async def forecast_local(config: ForecastConfig, ids: list[str], parallel: bool) -> dict[str, Stages | Exception]:
+async def forecast_local(
+    config: ForecastConfig, ids: list[str], parallel: bool, last_stage: str = "plot"
+) -> dict[str, Stages | Exception]:
     """One whole pipeline per series."""
 
     async def one(series_id: str) -> Stages | Exception:
         try:
-            return await run_pipeline(with_fields(config, series_id=series_id), on_cluster=parallel)
+            return await run_pipeline(with_fields(config, series_id=series_id), parallel, last_stage)
         except Exception as error:
             return error
 
@@ -305,9 +353,15 @@ def chosen_scope(config: ForecastConfig, count: int) -> str:
 
 
 @flow(name="lstm-forecast-many", log_prints=True)
-async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: list[str] | None = None) -> dict[str, Any]:
+async def forecast_many(
+    config: ForecastConfig = DEFAULT_CONFIG,
+    series_ids: list[str] | None = None,
+    last_stage: str = "plot",
+    register: bool = True,
+) -> dict[str, Any]:
     """Each series of `config.input` (long format): one global model across them, or one model each
-    (`scope`). A failed series fails alone."""
+    (`scope`). A failed series fails alone. Tuning trials stop after `evaluate` and, as backtest folds,
+    do not `register` their models."""
     ids = series_ids or read_series_ids(config)
     if not ids:
         raise InputError(
@@ -320,9 +374,9 @@ async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: lis
     scope = chosen_scope(config, len(ids))
     model = None
     if scope == "global":
-        results, model = await forecast_global(config, ids, parallel)
+        results, model = await forecast_global(config, ids, parallel, last_stage)
     else:
-        results = await forecast_local(with_fields(config, scope="local"), ids, parallel)
+        results = await forecast_local(with_fields(config, scope="local"), ids, parallel, last_stage)
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
     for series_id in ids:
@@ -334,10 +388,11 @@ async def forecast_many(config: ForecastConfig = DEFAULT_CONFIG, series_ids: lis
             details[series_id] = {"status": "failed", "error": message}
             continue
         metrics_key = result["evaluate"]["key"]
-        outcomes.append(SeriesOutcome(series_id, store.read_table("evaluate", metrics_key), metrics_key))
+        plot_key = result["plot"]["key"] if "plot" in result else ""
+        outcomes.append(SeriesOutcome(series_id, store.read_table("evaluate", metrics_key), metrics_key, "", plot_key))
         details[series_id] = {"status": "completed", "stages": result, "artifacts": artifact_paths(store, result)}
     completed = {i: d["stages"] for i, d in details.items() if d["status"] == "completed"}
-    if completed:
+    if completed and register:
         evaluations = (
             {model: [s["evaluate"]["key"] for s in completed.values()]}
             if scope == "global" and model

@@ -11,13 +11,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.forecast import DEFAULT_CONFIG, forecast
-from flows.many import forecast_many
-from tasks.challenge import challenge, challenge_global
-from tasks.config import ForecastConfig, with_fields
-from tasks.generate import long_format_ids
-from tasks.registry import GLOBAL_SERIES, champion, pending_champion
-from tasks.store import Store
+from lstm_forecast.flows.cluster import on_same_cluster
+from lstm_forecast.flows.forecast import DEFAULT_CONFIG, forecast
+from lstm_forecast.flows.many import forecast_many
+from lstm_forecast.flows.serve import check_served_paths
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.operations.challenge import challenge, challenge_global
+from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion, pending_champion
+from lstm_forecast.tasks.stages.generate import long_format_ids
 
 
 def decide_one(config: ForecastConfig, stages: dict[str, dict[str, str]], series_id: str = "") -> dict[str, Any]:
@@ -35,7 +37,7 @@ def decide_one(config: ForecastConfig, stages: dict[str, dict[str, str]], series
 
 async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]:
     """A long-format input: `forecast_many`, then the decision(s)."""
-    result = await forecast_many(config=config, series_ids=ids)
+    result = await on_same_cluster(forecast_many)(config=config, series_ids=ids)
     store = Store(config.artifacts_dir)
     done = {i: d["stages"] for i, d in result["series"].items() if d["status"] == "completed"}
     if result["scope"] == "local":
@@ -58,6 +60,7 @@ async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]
 async def retrain(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Unchanged data and config: everything is cached and nothing is decided. New data: a challenger is
     trained and promoted only if it beats the champion on the same most recent holdout."""
+    check_served_paths(config)
     if ids := long_format_ids(config):
         return await retrain_many(config, ids)
     result = await forecast(config=config)

@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from tasks.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.errors import InputError
 
 AD_HOC = "ad-hoc"
 RETRAIN = "retrain"
 NIGHTLY = "0 2 * * *"
+# The folders a served run may read and write, fixed when `serve` starts; its runs inherit the variable.
+SERVED_ROOTS = "LSTM_FORECAST_SERVED_ROOTS"
+
+
+def served_roots(config: ForecastConfig) -> list[str]:
+    """The served config's store, and the folder of its input file."""
+    roots = [str(Path(config.artifacts_dir).resolve())]
+    if config.input:
+        roots.append(str(Path(config.input).resolve().parent))
+    return roots
+
+
+def check_served_paths(config: ForecastConfig) -> None:
+    """In a run started by `serve`, the store and the input file must lie under the roots fixed when
+    serving began: a form or an API call cannot point a run at any other folder of the machine."""
+    fixed = os.environ.get(SERVED_ROOTS)
+    if not fixed:
+        return
+    roots = [Path(root) for root in json.loads(fixed)]
+    for field, value in (("artifacts_dir", config.artifacts_dir), ("input", config.input)):
+        if value and not any(Path(value).resolve().is_relative_to(root) for root in roots):
+            raise InputError(
+                f"this served deployment takes {field} only under {', '.join(map(str, roots))}, not {value}",
+                "choose a path under those folders, or restart `lstm-forecast serve` with --artifacts-dir "
+                "and --input there",
+            )
 
 
 def deployments(config: ForecastConfig, cron: str | None = None, interval: float | None = None) -> list[Any]:
     """The two deployments, both defaulting to `config`; retraining on `cron` or every `interval` seconds."""
-    from flows.forecast import forecast
-    from flows.retrain import retrain
+    from lstm_forecast.flows.forecast import forecast
+    from lstm_forecast.flows.retrain import retrain
 
     parameters = {"config": config.model_dump(mode="json")}
     schedule: dict[str, Any] = {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or NIGHTLY}
@@ -42,4 +72,5 @@ def serve(config: ForecastConfig, cron: str | None = None, interval: float | Non
     """Register both deployments with the running server and execute their runs until interrupted."""
     from prefect import serve as prefect_serve
 
+    os.environ[SERVED_ROOTS] = json.dumps(served_roots(config))
     prefect_serve(*deployments(config, cron, interval))

@@ -10,13 +10,33 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
-from flows.cluster import cluster_slots, runs_on_cluster
-from flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_config
-from tasks.config import ForecastConfig, with_fields
-from tasks.errors import InputError
-from tasks.report import table_records
-from tasks.store import Store, fingerprint
-from tasks.tune import TUNED_FIELDS, check_tunable, config_file_text, suggest_config, validation_score
+from lstm_forecast.flows.cluster import cluster_slots, on_same_cluster, runs_on_cluster
+from lstm_forecast.flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_config
+from lstm_forecast.flows.many import forecast_many, shared_config
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store, fingerprint
+from lstm_forecast.tasks.operations.report import table_records
+from lstm_forecast.tasks.operations.tuning import (
+    TUNED_FIELDS,
+    check_tunable,
+    config_file_text,
+    mean_validation_mase,
+    suggest_config,
+    validation_score,
+)
+from lstm_forecast.tasks.stages.generate import long_format_ids
+
+
+async def global_trial(config: ForecastConfig, ids: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """One tuning trial on many series: one global model across them, up to `evaluate`, not registered.
+    Returns the completed series' stages and a note on any that failed."""
+    result = await on_same_cluster(forecast_many)(config=config, series_ids=ids, last_stage="evaluate", register=False)
+    completed = [d["stages"] for d in result["series"].values() if d["status"] == "completed"]
+    if not completed:
+        raise InputError("no series completed with this trial's settings", "see each series' error in the log")
+    failed = len(ids) - len(completed)
+    return completed, f"{failed} of {len(ids)} series failed" if failed else ""
 
 
 @flow(name="lstm-tune")
@@ -30,7 +50,12 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
     import optuna
 
     check_tunable(config)
-    config = sized_config(config)  # the search space is around the data-sized settings
+    # Many series: each trial is one global model across them, scored by the mean of the series'
+    # validation MASE (RMSE would weigh series by their scale). The space is around the shared settings.
+    ids = long_format_ids(config)
+    config = await shared_config(config, ids) if ids else sized_config(config)
+    score_column = "validation_mase" if ids else "validation_rmse"
+    score_name = score_column.replace("_", " ").replace("rmse", "RMSE").replace("mase", "MASE")
     logger = get_run_logger()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # constant_liar: trials asked while others still run are steered away from those.
@@ -39,7 +64,7 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
     )
     study = optuna.create_study(direction="minimize", sampler=sampler)
     parallel = runs_on_cluster()
-    batch = cluster_slots()
+    batch = 1 if ids else cluster_slots()  # a global trial spreads its own series over the cluster
     rows: list[dict[str, Any]] = []
     store = Store(config.artifacts_dir)
 
@@ -47,23 +72,28 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
         trial_config = suggest_config(trial, config)
         row = {"trial": trial.number, **{name: getattr(trial_config, name) for name in TUNED_FIELDS}}
         try:
-            stages = await run_pipeline(trial_config, on_cluster=parallel, last_stage="evaluate")
+            if ids:
+                stages, note = await global_trial(trial_config, ids)
+                value = mean_validation_mase([store.read_table("evaluate", s["evaluate"]["key"]) for s in stages])
+                stages = stages[0]
+            else:
+                stages, note = await run_pipeline(trial_config, on_cluster=parallel, last_stage="evaluate"), ""
+                value = validation_score(store.read_table("evaluate", stages["evaluate"]["key"]))
         except Exception as error:  # a config the series cannot hold: the trial fails, the search goes on
             reason = error.problem if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
             logger.warning("trial %d failed: %s", trial.number, reason)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            rows.append({**row, "validation_rmse": None, "train": "failed", "model": "", "note": reason})
+            rows.append({**row, score_column: None, "train": "failed", "model": "", "note": reason})
             return
-        value = validation_score(store.read_table("evaluate", stages["evaluate"]["key"]))
         study.tell(trial, value)
-        logger.info("trial %d: validation RMSE %.5f  %s", trial.number, value, row)
+        logger.info("trial %d: %s %.5f  %s", trial.number, score_name, value, row)
         rows.append(
             {
                 **row,
-                "validation_rmse": value,
+                score_column: value,
                 "train": stages["train"]["status"],
                 "model": stages["train"]["key"],
-                "note": "",
+                "note": note,
             }
         )
 
@@ -72,30 +102,28 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dic
         await asyncio.gather(*(score(trial) for trial in asked))
 
     table = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
-    completed = table.dropna(subset=["validation_rmse"])
+    completed = table.dropna(subset=[score_column])
     if completed.empty:
         raise InputError("every trial failed (see the log for why)", "check that the series fits the search space")
-    best_row = completed.loc[completed["validation_rmse"].idxmin()]
+    best_row = completed.loc[completed[score_column].idxmin()]
     best = with_fields(config, **{name: best_row[name].item() for name in TUNED_FIELDS})  # numpy → Python
     key = fingerprint("tune", config.model_dump(mode="json"), trials, table.to_dict("records"))
     comment = (
-        f"best of {trials} trials by validation RMSE {best_row['validation_rmse']:.5f} "
+        f"best of {trials} trials by {score_name} {best_row[score_column]:.5f} "
         f"(lstm-forecast tune, flow run {flow_run.id})"
     )
     table_path, config_path = store.write_tuning(key, table, config_file_text(best, comment))
     await acreate_table_artifact(
         key="lstm-tune-trials",
         table=table_records(table),
-        description=f"{trials} trials by validation RMSE; best: trial {int(best_row['trial'])}, config "
-        f"`{config_path}`.",
+        description=f"{trials} trials by {score_name}; best: trial {int(best_row['trial'])}, config `{config_path}`.",
     )
-    logger.info(
-        "best trial %d: validation RMSE %.5f; config %s", best_row["trial"], best_row["validation_rmse"], config_path
-    )
+    logger.info("best trial %d: %s %.5f; config %s", best_row["trial"], score_name, best_row[score_column], config_path)
     return {
         "flow_run_id": str(flow_run.id),
         "best": {name: getattr(best, name) for name in TUNED_FIELDS},
-        "best_validation_rmse": float(best_row["validation_rmse"]),
+        f"best_{score_column}": float(best_row[score_column]),
+        "score": score_column,
         "best_trial": int(best_row["trial"]),
         "config": str(config_path),
         "trials": str(table_path),

@@ -1,1 +1,1 @@
-"""The eight stages of lstm-forecast, its config and its artifact store."""
+"""Stages, core (store, config) and operations on models of lstm-forecast; installed as `lstm_forecast.tasks`."""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import cli
+from lstm_forecast.flows import cli
 from tests.helpers import BIN, free_port, quiet_env, store_snapshot
 
 

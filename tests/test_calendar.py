@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.calendar import calendar_seasons, future_times, infer_frequency, normalize_freq, time_gaps
-from tasks.errors import InputError
+from lstm_forecast.tasks.core.calendar import calendar_seasons, future_times, infer_frequency, normalize_freq, time_gaps
+from lstm_forecast.tasks.core.errors import InputError
 
 
 def dates(start: str, periods: int, freq: str) -> pd.Series:

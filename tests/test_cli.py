@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tasks.store import STAGES
+from lstm_forecast.tasks.core.store import STAGES
 from tests.helpers import BIN, quiet_env
 
 
@@ -23,9 +23,9 @@ def test_run_on_the_temporary_server_prints_summary_and_json(tmp_path: Path) -> 
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
     for split_name in ("train", "test"):
-        for metric in ("rmse", "mae"):
-            assert result["metrics"][split_name]["lstm"][metric] > 0
-            assert result["metrics"][split_name]["naive"][metric] > 0
+        for model in ("lstm", "naive"):
+            values = result["metrics"][split_name][model]
+            assert 0 < values["mae"] <= values["rmse"] < 10  # RMSE never below MAE; the series' scale is about 1
     assert result["stages"] == {stage: "computed" for stage in STAGES}
     assert all(Path(result["artifacts"][name]).exists() for name in ("plot", "model", "predictions"))
     text = done.stdout

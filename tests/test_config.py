@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import _parser, config_from_args
-from tasks.config import PRESETS, ForecastConfig, build_config, preset
-from tasks.errors import InputError
-from tasks.store import stage_key
+from lstm_forecast.flows.arguments import build_parser, config_from_args
+from lstm_forecast.tasks.core.config import PRESETS, ForecastConfig, build_config, preset
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import stage_key
 
 
 def test_seed_preset_is_the_articles_hyperparameters() -> None:
@@ -40,7 +40,7 @@ def test_file_then_flags(tmp_path: Path, suffix: str) -> None:
         if suffix == ".json"
         else "preset: smoke\nunits: 12\nepochs: 3\n"
     )
-    args = _parser().parse_args(["run", "--config", str(path), "--epochs", "7", "--learning-rate", "0.01"])
+    args = build_parser().parse_args(["run", "--config", str(path), "--epochs", "7", "--learning-rate", "0.01"])
     config = config_from_args(args)
     assert (config.n_points, config.units, config.epochs, config.learning_rate) == (600, 12, 7, 0.01)
 

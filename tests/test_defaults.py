@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import ForecastConfig, build_config, with_fields
-from tasks.defaults import adapt_config, confirmed_seasons
-from tasks.errors import InputError
-from tasks.generate import synthetic_series
+from lstm_forecast.tasks.core.config import ForecastConfig, build_config, with_fields
+from lstm_forecast.tasks.core.defaults import adapt_config, confirmed_seasons
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.stages.generate import synthetic_series
 
 
 def monthly(n: int, seed: int = 0) -> pd.DataFrame:
@@ -68,7 +68,7 @@ def test_validation_grows_to_hold_a_horizon_and_a_too_short_series_names_the_min
 
 
 def test_window_cap_takes_the_same_number_from_every_long_series_within_the_budget() -> None:
-    from tasks.defaults import window_cap
+    from lstm_forecast.tasks.core.defaults import window_cap
 
     assert window_cap([10, 20, 30], budget=100) == 30  # all fit
     cap = window_cap([10, 500, 1000], budget=300)
@@ -76,7 +76,7 @@ def test_window_cap_takes_the_same_number_from_every_long_series_within_the_budg
 
 
 def test_global_settings_see_four_horizons_in_a_dozen_lstm_steps_and_share_one_network() -> None:
-    from tasks.defaults import global_settings
+    from lstm_forecast.tasks.core.defaults import global_settings
 
     base = with_fields(ForecastConfig(), horizon=13)
     sized = [with_fields(base, look_back=32, season_length=1, seasons=())] * 3

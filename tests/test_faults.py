@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import cli
+from lstm_forecast.flows import cli
 from tests.helpers import BIN, quiet_env
 
 
@@ -56,7 +57,9 @@ def test_kill_during_training_then_rerun_reuses_finished_stages(
         "evaluate": "computed",
         "plot": "computed",
     }
-    assert [p.name for p in locks.glob("*.lock")] == ["registry.lock"]  # stage locks released; flock file stays
+    for lock in locks.glob("*.lock"):  # the files stay (never deleted under a waiter); none is held
+        with open(lock, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finished = [p for p in (store / "models").iterdir() if not p.name.startswith(".")]
     assert [p.name for p in finished] == [result["keys"]["train"]]
 
@@ -64,7 +67,7 @@ def test_kill_during_training_then_rerun_reuses_finished_stages(
 def test_persistent_read_failure_exhausts_retries_and_leaves_the_store_as_it_was(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.generate
+    from lstm_forecast.tasks.stages import generate as generate_stage
     from tests.helpers import store_snapshot
 
     source = tmp_path / "series.csv"
@@ -75,7 +78,7 @@ def test_persistent_read_failure_exhausts_retries_and_leaves_the_store_as_it_was
         attempts.append(path)
         raise OSError("input/output error (injected)")
 
-    monkeypatch.setattr(tasks.generate, "read_input_file", broken_read)
+    monkeypatch.setattr(generate_stage, "read_input_file", broken_read)
     store = tmp_path / "store"
     settings = tmp_path / "fast.yaml"
     settings.write_text("preset: smoke\nread_retries: 2\nread_retry_delay_s: 0.05\n")
@@ -88,8 +91,8 @@ def test_persistent_read_failure_exhausts_retries_and_leaves_the_store_as_it_was
 
 
 def _register_many(root: str, prefix: str, count: int) -> None:
-    from tasks.registry import record_model
-    from tasks.store import Store, fingerprint
+    from lstm_forecast.tasks.core.store import Store, fingerprint
+    from lstm_forecast.tasks.operations.registry import record_model
 
     for i in range(count):
         record_model(
@@ -111,7 +114,7 @@ def _register_many(root: str, prefix: str, count: int) -> None:
 def test_concurrent_registry_writers_lose_no_entry(tmp_path: Path) -> None:
     import multiprocessing
 
-    from tasks.store import Store
+    from lstm_forecast.tasks.core.store import Store
 
     context = multiprocessing.get_context("spawn")
     writers = [context.Process(target=_register_many, args=(str(tmp_path), name, 15)) for name in ("a", "b")]
@@ -128,7 +131,7 @@ def test_concurrent_registry_writers_lose_no_entry(tmp_path: Path) -> None:
 def test_models_load_in_safe_mode(tmp_path: Path) -> None:
     import keras
 
-    from tasks.train import load_model
+    from lstm_forecast.tasks.stages.train import load_model
 
     model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Lambda(lambda x: x * 2)])
     path = tmp_path / "lambda.keras"
@@ -140,8 +143,8 @@ def test_models_load_in_safe_mode(tmp_path: Path) -> None:
 def test_predict_refuses_a_model_reference_that_is_not_registered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasks.registry import record_model
-    from tasks.store import Store
+    from lstm_forecast.tasks.core.store import Store
+    from lstm_forecast.tasks.operations.registry import record_model
 
     record_model(
         Store(tmp_path),

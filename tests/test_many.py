@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import InputError
-from tasks.generate import select_series, series_ids
-from tasks.registry import champion, register
-from tasks.summary import SeriesOutcome, series_summary
+from lstm_forecast.flows import cli
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.operations.registry import champion, register
+from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_summary, series_to_show
+from lstm_forecast.tasks.stages.generate import select_series, series_ids
 from tests.helpers import BIN, quiet_env, run_artifacts, task_runs
 
 
@@ -63,6 +66,23 @@ def test_summary_names_each_winner_and_keeps_failures() -> None:
     assert summary["status"].tolist() == ["completed", "completed", "failed"]
     assert summary.loc[0, "lstm_rmse"] == 0.5 and np.isnan(summary.loc[2, "lstm_rmse"])
     assert summary.loc[2, "error"] == "series too short"
+
+
+def test_the_ui_shows_the_lstm_s_best_and_worst_series_by_test_mase() -> None:
+    def outcome(series_id: str, mase: float) -> SeriesOutcome:
+        metrics = pd.DataFrame([{"split": "test", "model": "lstm", "metric": "mase", "step": 0, "value": mase}])
+        return SeriesOutcome(series_id, metrics, "k", plot_key="p")
+
+    outcomes = [outcome(f"s{i}", mase) for i, mase in enumerate([0.9, 0.2, 1.7, 0.5, 2.4, 1.1])]
+    outcomes.append(SeriesOutcome("failed", error="too short"))
+    shown = series_to_show(outcomes, count=4)
+    assert [(o.series_id, label.split(":")[0]) for o, label in shown] == [
+        ("s1", "among the best"),
+        ("s3", "among the best"),
+        ("s2", "among the worst"),
+        ("s4", "among the worst"),
+    ]
+    assert [o.series_id for o, _ in series_to_show(outcomes[:3], count=4)] == ["s1", "s0", "s2"]
 
 
 def test_each_series_has_its_own_champion() -> None:
@@ -143,95 +163,106 @@ def five_series_one_flat(source: Path) -> pd.DataFrame:
     return frame
 
 
-def test_one_global_model_across_series_on_dask_equals_the_sequential_run_and_retrains_on_an_edit(
-    tmp_path: Path, prefect_server: str, prefect_api: str
-) -> None:
-    source = tmp_path / "long.csv"
+@dataclass
+class GlobalRuns:
+    """One long-format file of five series (one constant), run with one global model in process and
+    on two Dask workers, each into a store of its own."""
+
+    folder: Path
+    source: Path
+    frame: pd.DataFrame
+    run: Any
+    sequential: subprocess.CompletedProcess[str]
+    sequential_json: dict[str, Any]
+    on_dask: subprocess.CompletedProcess[str]
+    dask_json: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def global_runs(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, prefect_api: str) -> GlobalRuns:
+    folder = tmp_path_factory.mktemp("global")
+    source = folder / "long.csv"
     frame = five_series_one_flat(source)
-    run = long_run(tmp_path, source, prefect_server, "global")
+    run = long_run(folder, source, prefect_server, "global")
     sequential, sequential_json = run("sequential")
     on_dask, dask_json = run("dask", "--workers", "2")
-    for result, output in ((sequential, sequential_json), (on_dask, dask_json)):
+    return GlobalRuns(folder, source, frame, run, sequential, sequential_json, on_dask, dask_json)
+
+
+GOOD = ("s0", "s1", "s2", "s3")
+
+
+def test_a_global_model_on_dask_gives_the_sequential_run_s_numbers_and_a_bad_series_fails_alone(
+    global_runs: GlobalRuns,
+) -> None:
+    runs = global_runs
+    for result, output in ((runs.sequential, runs.sequential_json), (runs.on_dask, runs.dask_json)):
         assert result.returncode == 1, result.stderr[-3000:]
         assert "one network across them" in result.stdout and output["failed"] == ["flat"]
         assert "is constant" in output["series"]["flat"]["error"]
-        assert sorted(output["metrics"]) == ["s0", "s1", "s2", "s3"]
-    assert dask_json["metrics"] == sequential_json["metrics"]  # the same numbers wherever they ran
+        assert sorted(output["metrics"]) == list(GOOD)
+    assert runs.dask_json["metrics"] == runs.sequential_json["metrics"]  # the same numbers wherever they ran
 
-    # One model for the four series, each with its own forecasts and plot; one registry entry.
-    models = {dask_json["series"][s]["artifacts"]["model"] for s in ("s0", "s1", "s2", "s3")}
-    plots = {dask_json["series"][s]["artifacts"]["plot"] for s in ("s0", "s1", "s2", "s3")}
+
+def test_a_global_model_is_one_model_with_a_plot_per_series_and_one_registry_entry(global_runs: GlobalRuns) -> None:
+    series = global_runs.dask_json["series"]
+    models = {series[s]["artifacts"]["model"] for s in GOOD}
+    plots = {series[s]["artifacts"]["plot"] for s in GOOD}
     assert len(models) == 1 and len(plots) == 4 and all(Path(p).is_file() for p in plots)
     metadata = json.loads((Path(models.pop()) / "metadata.json").read_text())
-    assert metadata["scope"] == "global" and metadata["series_ids"] == ["s0", "s1", "s2", "s3"]
-    registry = pd.read_parquet(tmp_path / "dask" / "registry.parquet")
+    assert metadata["scope"] == "global" and metadata["series_ids"] == list(GOOD)
+    registry = pd.read_parquet(global_runs.folder / "dask" / "registry.parquet")
     assert registry[["series_id", "status"]].values.tolist() == [["*", "champion"]]
-    assert registry["test_mase"].iloc[0] > 0 and np.isnan(registry["test_rmse"].iloc[0])
+    assert 0 < registry["test_mase"].iloc[0] < 10 and np.isnan(registry["test_rmse"].iloc[0])
+    # the UI shows the plots of a handful of series (here all four) and says where the rest are
+    plots = run_artifacts(global_runs.dask_json["flow_run_id"])["lstm-forecast-series-plots"].data
+    assert plots.count("data:image/png;base64,") == 4 and "4 of 4 plotted series shown" in plots
 
-    # The graph: the series generated, prepared and finished in a task per phase and chunk of series (on two
-    # workers: one series each here), one train between them, one register; the bad series fails inside.
-    runs = task_runs(dask_json["flow_run_id"])
+
+def test_a_global_run_is_a_task_per_phase_and_chunk_of_series_around_one_train(global_runs: GlobalRuns) -> None:
+    # On two workers: a chunk per series here; the bad series fails inside its chunk, not as a task.
+    runs = task_runs(global_runs.dask_json["flow_run_id"])
     names = [r.name.rsplit("-", 1)[0] for r in runs]
-    assert [names.count(n) for n in ("generate-series", "prepare-series", "train", "finish-series", "register")] == [
-        5,
-        4,
-        1,
-        4,
-        1,
-    ]
+    phases = ("generate-series", "prepare-series", "train", "finish-series", "register")
+    assert [names.count(n) for n in phases] == [5, 4, 1, 4, 1]
     assert len(runs) == 15 and not [r for r in runs if r.state.is_failed()]
-    in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(sequential_json["flow_run_id"])]
+    in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(global_runs.sequential_json["flow_run_id"])]
     assert sorted(in_process) == ["finish-series", "generate-series", "prepare-series", "register", "train"]
 
-    # Edit one series: the others' per-series stages stay cached; the network is trained again.
-    frame.loc[frame["unique_id"] == "s3", "y"] += 0.5
-    frame.to_csv(source, index=False)
-    again, again_json = run("sequential")
-    assert again.returncode == 1, again.stderr[-3000:]
-    statuses = {i: again_json["series"][i]["stages"] for i in ("s0", "s1", "s2", "s3")}
-    assert [statuses[i]["normalize"] for i in ("s0", "s1", "s2", "s3")] == ["cached"] * 3 + ["computed"]
-    assert {statuses[i]["train"] for i in statuses} == {"computed"}
-    assert again_json["series"]["s0"]["artifacts"]["model"] != sequential_json["series"]["s0"]["artifacts"]["model"]
 
-    # Forecasts of one named series with the global champion; a series must be named.
-    env = quiet_env(tmp_path / "home-sequential", prefect_server)
-    predicted = subprocess.run(
-        [
-            str(BIN / "lstm-forecast"),
-            "predict",
-            "--model",
-            "champion",
-            "--series-id",
-            "s1",
-            "--horizon",
-            "5",
-            "--artifacts-dir",
-            str(tmp_path / "sequential"),
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+def test_predict_with_a_global_champion_forecasts_the_named_series_and_needs_a_name(
+    global_runs: GlobalRuns, prefect_server: str
+) -> None:
+    store = global_runs.folder / "dask"
+    env = quiet_env(global_runs.folder / "home-predict", prefect_server)
+    command = [str(BIN / "lstm-forecast"), "predict", "--artifacts-dir", str(store)]
+    named = command + ["--model", "champion", "--series-id", "s1", "--horizon", "5", "--json"]
+    predicted = subprocess.run(named, env=env, capture_output=True, text=True, timeout=200)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     forecast = pd.read_parquet(json.loads(predicted.stdout.strip().splitlines()[-1])["forecast"])
     assert len(forecast) == 5 and forecast["y_hat"].notna().all()
-    unnamed = subprocess.run(
-        [
-            str(BIN / "lstm-forecast"),
-            "predict",
-            "--model",
-            registry["key"].iloc[0][:12],
-            "--artifacts-dir",
-            str(tmp_path / "sequential"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-    assert unnamed.returncode == 2 and "--series-id" in unnamed.stderr
+    model_key = pd.read_parquet(store / "registry.parquet")["key"].iloc[0]
+    unnamed = command + ["--model", model_key[:12], "--horizon", "5"]
+    refused = subprocess.run(unnamed, env=env, capture_output=True, text=True, timeout=200)
+    assert refused.returncode == 2 and "--series-id" in refused.stderr
+
+
+def test_editing_one_series_recomputes_its_stages_and_the_network_and_reuses_the_others(
+    global_runs: GlobalRuns, prefect_server: str
+) -> None:
+    edited = global_runs.frame.copy()
+    edited.loc[edited["unique_id"] == "s3", "y"] += 0.5
+    source = global_runs.folder / "edited.csv"
+    edited.to_csv(source, index=False)
+    shutil.copytree(global_runs.folder / "sequential", global_runs.folder / "edited", copy_function=shutil.copy2)
+    run = long_run(global_runs.folder, source, prefect_server, "global")
+    again, again_json = run("edited")
+    assert again.returncode == 1, again.stderr[-3000:]
+    statuses = {i: again_json["series"][i]["stages"] for i in GOOD}
+    assert [statuses[i]["normalize"] for i in GOOD] == ["cached"] * 3 + ["computed"]
+    assert {statuses[i]["train"] for i in GOOD} == {"computed"}
+    before = global_runs.sequential_json["series"]["s0"]["artifacts"]["model"]
+    assert Path(again_json["series"]["s0"]["artifacts"]["model"]).name != Path(before).name
 
 
 def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_series_fails_alone(
@@ -334,15 +365,15 @@ def test_tune_searches_on_dask_scores_on_validation_and_writes_a_config_run_acce
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["stages"]["train"] == "cached"  # the best trial's model, reused
     assert summary["metrics"]["validation"]["lstm"]["rmse"] == pytest.approx(result["best_validation_rmse"])
-    from tasks.config import build_config
+    from lstm_forecast.tasks.core.config import build_config
 
     reread = build_config("smoke", best_file)  # the file's own preset line wins over the command's
     assert {name: getattr(reread, name) for name in result["best"]} == result["best"]
 
 
 def test_search_space_stays_around_the_base_config_and_needs_a_validation_split() -> None:
-    from tasks.config import PRESETS, ForecastConfig, with_fields
-    from tasks.tune import check_tunable, search_space, validation_score
+    from lstm_forecast.tasks.core.config import PRESETS, ForecastConfig, with_fields
+    from lstm_forecast.tasks.operations.tuning import check_tunable, search_space, validation_score
 
     base = ForecastConfig(**PRESETS["smoke"])  # look_back 8, patch 2, units 8, batch 32, lr 0.005
     space = search_space(base)
@@ -361,7 +392,7 @@ def test_search_space_stays_around_the_base_config_and_needs_a_validation_split(
 
 
 def test_ids_are_text_and_a_row_without_one_is_refused_with_its_line() -> None:
-    from tasks.generate import parse_table
+    from lstm_forecast.tasks.stages.generate import parse_table
 
     raw = parse_table(b"unique_id,ds,y\n01,0,1.0\n1,0,2.0\n01,1,3.0\n", ".csv", "unique_id")
     assert series_ids(raw, "unique_id") == ["01", "1"]  # not both read as the number 1
@@ -369,3 +400,37 @@ def test_ids_are_text_and_a_row_without_one_is_refused_with_its_line() -> None:
     missing = parse_table(b"unique_id,ds,y\na,0,1.0\n,1,2.0\na,2,3.0\n", ".csv", "unique_id")
     with pytest.raises(InputError, match=r"1 row\(s\) have no 'unique_id' \(file lines \[3\]\)"):
         series_ids(missing, "unique_id")
+
+
+def test_a_backtest_of_many_series_averages_each_fold_over_the_series_and_registers_only_the_full_run(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "long.csv"
+    long_frame({"a": 400, "b": 300, "c": 350}).to_csv(source, index=False)
+    store = tmp_path / "store"
+    arguments = ["backtest", "--preset", "smoke", "--input", str(source), "--folds", "2", "--artifacts-dir", str(store)]
+    assert cli.main([*arguments, "--json"]) == 0
+    summary = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"])
+    mase = summary[(summary["model"] == "lstm") & (summary["metric"] == "mase")].iloc[0]
+    assert mase["folds"] == 2 and 0 < mase["min"] <= mase["mean"] <= mase["max"] < 10
+    registry = pd.read_parquet(store / "registry.parquet")
+    assert registry[["series_id", "status"]].values.tolist() == [["*", "champion"]]  # folds never register
+
+
+def test_tune_on_many_series_scores_global_trials_by_their_mean_validation_mase(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "long.csv"
+    long_frame({"a": 400, "b": 300, "c": 350}).to_csv(source, index=False)
+    store = tmp_path / "store"
+    arguments = ["tune", "--preset", "smoke", "--input", str(source), "--trials", "2", "--artifacts-dir", str(store)]
+    assert cli.main([*arguments, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["score"] == "validation_mase" and 0 < result["best_validation_mase"] < 10
+    trials = pd.read_parquet(result["trials"])
+    assert len(trials) == 2 and trials["validation_mase"].notna().all()
+    assert trials["validation_mase"].min() == result["best_validation_mase"]
+    metadata = json.loads((store / "models" / trials["model"].iloc[0] / "metadata.json").read_text())
+    assert metadata["scope"] == "global" and metadata["series_ids"] == ["a", "b", "c"]
+    assert "scope: global" in Path(result["config"]).read_text()
+    assert not (store / "registry.parquet").exists()  # trials are never registered

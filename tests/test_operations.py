@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import cli
-from tasks.config import build_config
-from tasks.store import Store
+from lstm_forecast.flows import cli
+from lstm_forecast.tasks.core.config import build_config
+from lstm_forecast.tasks.core.store import Store
 from tests.helpers import BIN, quiet_env
 
 WEAK = {"epochs": 1, "units": 2, "learning_rate": 1e-4}  # barely moves from its initial weights
@@ -30,7 +30,7 @@ def write_series(path: Path, n_points: int) -> None:
 
 
 def retrain_once(store: Path, source: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    from flows.retrain import retrain
+    from lstm_forecast.flows.retrain import retrain
 
     config = build_config("smoke", overrides={"input": str(source), "artifacts_dir": str(store), **overrides})
     return asyncio.run(retrain(config=config))

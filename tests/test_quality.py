@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import build_config
-from tasks.defaults import detect_season
-from tasks.evaluate import arima_predictions, seasonal_naive_predictions
-from tasks.normalize import ModelSpace, fit_model_space, scale_series
-from tasks.predict import conformal_widths, forecast_all
-from tasks.split import split_bounds
-from tasks.train import build_model, fit_model, load_model, training_arrays
-from tasks.window import window_targets, window_targets_matrix
+from lstm_forecast.tasks.core.config import build_config
+from lstm_forecast.tasks.core.defaults import detect_season
+from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
+from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space, scale_series
+from lstm_forecast.tasks.stages.predict import conformal_widths, forecast_all
+from lstm_forecast.tasks.stages.split import split_bounds
+from lstm_forecast.tasks.stages.train import build_model, fit_model, load_model, training_arrays
+from lstm_forecast.tasks.stages.window import window_targets, window_targets_matrix
 
 
 def test_multi_step_windows_keep_every_target_inside_its_split() -> None:
@@ -180,7 +180,7 @@ def test_model_space_survives_its_dict() -> None:
 
 
 def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
-    from tasks.backtest import backtest_folds, summarize_folds
+    from lstm_forecast.tasks.operations.backtesting import backtest_folds, summarize_folds
 
     plans = backtest_folds(1000, 0.8, 4)
     assert [end for end, _ in plans] == [850, 900, 950, 1000]
@@ -201,8 +201,8 @@ def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
 
 
 def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
-    from tasks.future import recursive_forecast
-    from tasks.train import SavedModel
+    from lstm_forecast.tasks.operations.ahead import recursive_forecast
+    from lstm_forecast.tasks.stages.train import SavedModel
 
     y = 50 + np.cumsum(np.random.RandomState(5).normal(size=200))
     space = fit_model_space(y, 160, "level", log="no")

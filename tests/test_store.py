@@ -8,16 +8,31 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from tasks.store import KEY_LENGTH, Store, fingerprint, frame_digest
+import lstm_forecast.tasks.core.store as store_module
+from lstm_forecast.tasks.core.store import KEY_LENGTH, Store, fingerprint, frame_digest
 
 
-def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+def test_a_table_appears_under_its_final_name_only_when_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = Store(tmp_path)
     key = fingerprint("x")
+    final = store.path("split", key)
+    renames: list[tuple[bool, int]] = []
+    real_replace = os.replace
+
+    def watched_replace(source: str, target: str | Path) -> None:
+        # at the moment of the rename: is the final name still free, and is the file complete?
+        renames.append((Path(target).exists(), pq.read_table(source).num_rows))
+        real_replace(source, target)
+
+    monkeypatch.setattr(store_module.os, "replace", watched_replace)
     store.write_table("split", key, pd.DataFrame({"a": [1, 2]}), metadata={"note": "hi"})
-    assert [p.name for p in (tmp_path / "split").iterdir()] == [f"{key}.parquet"]
+    assert renames == [(False, 2)]  # written elsewhere, complete, then renamed into place
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # no temporary file left
     assert store.read_table("split", key)["a"].tolist() == [1, 2]
     assert store.read_table_metadata("split", key) == {"note": "hi"}
 
@@ -77,13 +92,13 @@ def test_garbled_model_file_is_not_complete(tmp_path: Path) -> None:
     assert not folder.exists()
 
 
-def _hold_lock_repeatedly(lock_dir: str, log_path: str, rounds: int) -> None:
-    from tasks.caching import ProcessFileLockManager
+def _hold_lock_repeatedly(store_root: str, log_path: str, rounds: int) -> None:
+    from lstm_forecast.tasks.core.caching import StoreLockManager
 
-    manager = ProcessFileLockManager(lock_files_directory=Path(lock_dir))
+    manager = StoreLockManager(Store(store_root), timeout=60)
     holder = f"worker-{os.getpid()}"
     for _ in range(rounds):
-        assert manager.acquire_lock("stage-key", holder, acquire_timeout=60)
+        assert manager.acquire_lock("stage-key", holder)
         with open(log_path, "a") as log:
             log.write(f"enter {holder}\n")
             log.flush()
@@ -93,12 +108,10 @@ def _hold_lock_repeatedly(lock_dir: str, log_path: str, rounds: int) -> None:
 
 
 def test_file_locks_exclude_each_other_across_processes(tmp_path: Path) -> None:
-    # Prefect's own manager creates the lock file empty and fills it later; a process reading it
-    # in between failed with "EOF while parsing". Four processes contend for one key here.
     context = multiprocessing.get_context("spawn")
     log_path = tmp_path / "log.txt"
     workers = [
-        context.Process(target=_hold_lock_repeatedly, args=(str(tmp_path / "locks"), str(log_path), 15))
+        context.Process(target=_hold_lock_repeatedly, args=(str(tmp_path / "store"), str(log_path), 15))
         for _ in range(4)
     ]
     for worker in workers:
@@ -110,7 +123,6 @@ def test_file_locks_exclude_each_other_across_processes(tmp_path: Path) -> None:
     assert len(lines) == 4 * 15 * 2
     for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # never two holders at once
         assert enter.startswith("enter ") and leave == "leave " + enter.removeprefix("enter ")
-    assert list((tmp_path / "locks").iterdir()) == []
 
 
 def test_frame_digest_follows_values_dtypes_and_order() -> None:
@@ -132,3 +144,18 @@ def test_a_source_names_a_series_and_a_damaged_one_names_none(tmp_path: Path) ->
     assert store.read_source(source) is None
     with pytest.raises(ValueError):
         store.write_source(source, "../elsewhere")
+
+
+def test_each_stage_task_takes_what_its_graph_entry_declares() -> None:
+    import inspect
+
+    from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, STAGES, stage_task
+
+    assert STAGES == ("generate", "split", "normalize", "window", "train", "predict", "evaluate", "plot")
+    assert (PREPARE_STAGES, FINISH_STAGES) == (("split", "normalize", "window"), ("predict", "evaluate", "plot"))
+    for name in STAGES:
+        task = stage_task(name)
+        own_key = [] if name == "generate" else ["key"]  # generate keys its output by the series it reads
+        assert task.name == name
+        assert list(inspect.signature(task.fn).parameters) == ["config", *STAGE[name].inputs, *own_key]
+        assert all(source in STAGES[: STAGES.index(name)] for source in STAGE[name].inputs.values())

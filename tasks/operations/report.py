@@ -11,8 +11,8 @@ import base64
 import pandas as pd
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from tasks.evaluate import metrics_table
-from tasks.store import Store
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.stages.evaluate import metrics_table
 
 
 def table_records(frame: pd.DataFrame) -> list[dict]:

@@ -14,7 +14,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
-from tasks.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError
 
 # Fallback inference (pd.infer_freq fails on a series with missing rows): the share of steps that must be
 # exactly one step of the candidate frequency.

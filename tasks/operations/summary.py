@@ -6,16 +6,19 @@ writes it to the store and shows it in the Prefect UI.
 
 from __future__ import annotations
 
+import base64
+import math
 from dataclasses import dataclass
 
 import pandas as pd
-from prefect.artifacts import acreate_table_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from tasks.evaluate import MODELS
-from tasks.report import table_records
-from tasks.store import Store, fingerprint
+from lstm_forecast.tasks.core.store import Store, fingerprint
+from lstm_forecast.tasks.operations.report import table_records
+from lstm_forecast.tasks.stages.evaluate import MODELS, metric_value, select_metrics
 
 ID = "unique_id"
+SHOWN_PLOTS = 4  # series whose plots a many-series run shows in the UI
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class SeriesOutcome:
     metrics: pd.DataFrame | None = None
     metrics_key: str = ""
     error: str = ""
+    plot_key: str = ""
 
 
 def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
@@ -43,7 +47,7 @@ def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
             "winner": "",
         }
         if outcome.metrics is not None:
-            test = outcome.metrics[(outcome.metrics["split"] == "test") & (outcome.metrics["step"] == 0)]
+            test = select_metrics(outcome.metrics, split="test")
             values = test.pivot_table(index="model", columns="metric", values="value")
             for model in MODELS:
                 for metric in ("rmse", "mae"):
@@ -61,6 +65,38 @@ def summary_key(outcomes: list[SeriesOutcome]) -> str:
     return fingerprint("summary", [(o.series_id, o.metrics_key, o.error) for o in outcomes])
 
 
+def series_to_show(outcomes: list[SeriesOutcome], count: int = SHOWN_PLOTS) -> list[tuple[SeriesOutcome, str]]:
+    """A handful of completed series to plot in the UI, each with a label: the LSTM's best and worst by
+    test MASE (half each), or every one when there are no more than `count`."""
+    scored = [
+        (metric_value(outcome.metrics, "test", "lstm", "mase"), outcome)
+        for outcome in outcomes
+        if outcome.metrics is not None and outcome.plot_key
+    ]
+    scored = sorted(((mase, o) for mase, o in scored if math.isfinite(mase)), key=lambda pair: pair[0])
+    if len(scored) <= count:
+        return [(outcome, f"LSTM test MASE {mase:.3f}") for mase, outcome in scored]
+    best, worst = scored[: count // 2], scored[len(scored) - (count - count // 2) :]
+    return [(o, f"among the best: LSTM test MASE {m:.3f}") for m, o in best] + [
+        (o, f"among the worst: LSTM test MASE {m:.3f}") for m, o in worst
+    ]
+
+
+def plots_markdown(store: Store, outcomes: list[SeriesOutcome]) -> str:
+    """Markdown of the chosen series' plots (thumbnails inline) and where every series' plot is."""
+    shown = series_to_show(outcomes)
+    parts = []
+    for outcome, label in shown:
+        thumbnail = base64.b64encode(store.thumbnail_path(outcome.plot_key).read_bytes()).decode()
+        parts.append(f"### {outcome.series_id}: {label}\n\n![{outcome.series_id}](data:image/png;base64,{thumbnail})")
+    plotted = sum(1 for outcome in outcomes if outcome.plot_key)
+    parts.append(
+        f"{len(shown)} of {plotted} plotted series shown. Every series' plot is under "
+        f"`{store.plots_dir}` (its path is in the run's JSON: `series.<id>.artifacts.plot`)."
+    )
+    return "\n\n".join(parts)
+
+
 async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[pd.DataFrame, str]:
     """Write the summary table to the store and as a Prefect table artifact; returns it and its path."""
     summary = series_summary(outcomes)
@@ -71,4 +107,10 @@ async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[
         table=table_records(summary.round(5)),
         description=f"Test metrics and winning model of each of {len(summary)} series ({failed} failed).",
     )
+    if any(outcome.plot_key for outcome in outcomes):
+        await acreate_markdown_artifact(
+            key="lstm-forecast-series-plots",
+            markdown=plots_markdown(store, outcomes),
+            description="Plots of a handful of series (the LSTM's best and worst by test MASE); where the rest are.",
+        )
     return summary, str(path)

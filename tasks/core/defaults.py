@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.calendar import calendar_seasons, infer_frequency
-from tasks.config import ForecastConfig, with_fields
-from tasks.errors import InputError
-from tasks.normalize import LOG_RATIO
-from tasks.window import GLOBAL_MIN_CONTEXT
+from lstm_forecast.tasks.core.calendar import calendar_seasons, infer_frequency
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.stages.normalize import LOG_RATIO
+from lstm_forecast.tasks.stages.window import GLOBAL_MIN_CONTEXT
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 OPTIMIZER_STEPS = 1500
@@ -201,8 +201,8 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
         look_back = 2 * base if ensemble > 1 else base  # members read the base, twice it and half of it
     base = look_back // 2 if ensemble > 1 else look_back
     # As many values per LSTM step as keep a dozen steps or more: a global model trains on many windows,
-    # and an LSTM's steps run one after another (M4 Weekly, look-back 52: patch 4 trained 4 x faster than
-    # patch 1, and forecast no worse).
+    # and an LSTM's steps run one after another (on M4 Weekly a patch of 4 trained several times faster
+    # than 1 and forecast no worse: benchmarks/README.md).
     patch = config.patch or next(p for p in (8, 4, 2, 1) if base // p >= GLOBAL_LSTM_STEPS or p == 1)
     if config.look_back is None:
         look_back = max(patch, round(look_back / patch) * patch)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.errors import InputError
-from tasks.store import Store
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.stages.evaluate import select_metrics
 
 
 def backtest_folds(n_points: int, train_fraction: float, folds: int) -> list[tuple[int, float]]:
@@ -26,6 +27,31 @@ def backtest_folds(n_points: int, train_fraction: float, folds: int) -> list[tup
         end = n_points - test_points + (fold + 1) * chunk
         plans.append((end, (end - chunk + 0.5) / end))  # + 0.5: int(end * fraction) is exactly end - chunk
     return plans
+
+
+def fraction_folds(train_fraction: float, folds: int) -> list[tuple[float, float]]:
+    """(series_keep, train_fraction) of each fold of many series at once, oldest first: fold k keeps
+    the first part of every series up to the end of its k-th test chunk (a `folds`-th of its test part)
+    and tests on that chunk, whatever each series' length."""
+    chunk = (1 - train_fraction) / folds
+    if folds < 1 or chunk <= 0:
+        raise InputError(f"{folds} folds do not fit in the test part", "use fewer --folds")
+    plans = []
+    for fold in range(folds):
+        keep = min(1.0, round(train_fraction + (fold + 1) * chunk, 9))
+        plans.append((keep, round((keep - chunk) / keep, 9)))
+    return plans
+
+
+def mean_over_series(per_series: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """`model -> metric -> value` averaged over series (for many series compare the scale-free MASE and
+    sMAPE: RMSE and MAE mix the series' units)."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    for models in per_series:
+        for model, values in models.items():
+            for metric, value in values.items():
+                sums.setdefault(model, {}).setdefault(metric, []).append(value)
+    return {model: {m: sum(v) / len(v) for m, v in metrics.items()} for model, metrics in sums.items()}
 
 
 def summarize_folds(fold_metrics: list[dict[str, dict[str, float]]]) -> pd.DataFrame:
@@ -50,7 +76,7 @@ def summarize_folds(fold_metrics: list[dict[str, dict[str, float]]]) -> pd.DataF
 def fold_test_metrics(store: Store, evaluate_key: str) -> dict[str, dict[str, float]]:
     """`model -> metric -> value` on the test split (all steps pooled) of one evaluate output."""
     metrics = store.read_table("evaluate", evaluate_key)
-    test = metrics[(metrics["split"] == "test") & (metrics["step"] == 0)].dropna(subset=["value"])
+    test = select_metrics(metrics, split="test")
     return {
         model: dict(zip(part["metric"], part["value"], strict=True))
         for model, part in test.groupby("model", sort=False)

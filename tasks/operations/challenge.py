@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from tasks.config import ForecastConfig
-from tasks.normalize import ModelSpace, read_model_space
-from tasks.predict import predict_rows
-from tasks.registry import record_decision, utc_now
-from tasks.store import Store
-from tasks.train import SavedModel, load_saved
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.operations.registry import record_decision, utc_now
+from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
+from lstm_forecast.tasks.stages.predict import predict_rows
+from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
 
 def holdout_errors(saved: SavedModel, y: np.ndarray, holdout_start: int, space: ModelSpace | None = None) -> np.ndarray:

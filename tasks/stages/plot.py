@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 from prefect import task
 
-from tasks.config import ForecastConfig
-from tasks.store import Store, stage_key
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.store import Store
 
 ZOOM_POINTS = 300
 
@@ -85,10 +85,9 @@ def render_plot(
 
 
 @task(name="plot", result_serializer="json")
-def plot(config: ForecastConfig, series: str, predictions: str, model: str) -> str:
+def plot(config: ForecastConfig, series: str, predictions: str, model: str, key: str) -> str:
     """Draw the run's plot; returns the plot key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("plot", config, {"series": series, "predictions": predictions, "model": model})
     frames = store.read_table("generate", series), store.read_table("predict", predictions)
     history = store.read_model_metadata(model)["history"]
     full, thumbnail = render_plot(*frames, history, dpis=(100, 40))

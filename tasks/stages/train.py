@@ -28,17 +28,17 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from tasks.config import ForecastConfig
-from tasks.defaults import window_cap
-from tasks.normalize import ModelSpace, read_model_space
-from tasks.store import FORECASTER_FILE, MODEL_FILE, Store, fingerprint, stage_key
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.defaults import window_cap
+from lstm_forecast.tasks.core.store import FORECASTER_FILE, MODEL_FILE, Store, fingerprint
+from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
 # TensorFlow threads per process. These recurrent nets' per-step matrices are too small to split:
-# on 2 cores a default-preset-sized LSTM fit took 4.2 s on one thread and 5.1 s on TensorFlow's
-# default pools, a whole default run 29.3 s against 28.7 s (noise), and Dask workers on one thread
-# each do not fight over the cores. LSTM_FORECAST_TF_THREADS=0 lets TensorFlow choose.
+# one thread fitted a default-sized LSTM no slower than TensorFlow's default pools (measured on 2 cores),
+# and Dask workers on one thread each do not fight over the cores. LSTM_FORECAST_TF_THREADS=0 lets
+# TensorFlow choose.
 TF_THREADS_VARIABLE = "LSTM_FORECAST_TF_THREADS"
 
 
@@ -194,8 +194,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
     """A `tf.data` pipeline of (inputs, targets) batches, reshuffled each epoch when `seed` is given.
 
     It runs on one private thread with autotuning off and no prefetching: Keras' own pipeline for
-    arrays prefetches on TensorFlow's shared pools, which on 2 cores made two trainings side by side
-    (two Dask workers) each take 40-50 % longer than one alone; with this one about 5 %.
+    arrays prefetches on TensorFlow's shared pools, which made two trainings side by side (two Dask
+    workers on 2 cores) each much slower than one alone; with this one they barely slow each other.
     """
     import tensorflow as tf
 
@@ -255,7 +255,7 @@ def fit_model(
 
 def refit_epochs(epochs_run: int, patience: int) -> int:
     """Epochs of the warm-started refit on every row: a tenth of the epochs that early stopping kept, at
-    least 2 (the refit only has to take in the newest rows; on the built-in series 4 epochs, about 5 s)."""
+    least 2 (the refit only has to take in the newest rows)."""
     return max(2, round((epochs_run - patience) / 10))
 
 
@@ -369,11 +369,10 @@ def save_models(model: Any, forecaster: Any, combine: str = "mean") -> Callable[
 
 
 @task(name="train", result_serializer="json")
-def train(config: ForecastConfig, series: str, normalize: str, window: str) -> str:
+def train(config: ForecastConfig, series: str, normalize: str, window: str, key: str) -> str:
     """Fit the model on the train split and its forecaster on every row; returns the model key."""
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
-    key = stage_key("train", config, upstream)
     scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
     targets = store.read_table("window", window)
     space, full_space = read_model_space(store, normalize), read_model_space(store, normalize, forecaster=True)
@@ -430,7 +429,12 @@ def stacked_arrays(
 
 @task(name="train", result_serializer="json")
 def train_global(
-    config: ForecastConfig, series: list[str], normalize: list[str], window: list[str], series_ids: list[str]
+    config: ForecastConfig,
+    series: list[str],
+    normalize: list[str],
+    window: list[str],
+    series_ids: list[str],
+    key: str,
 ) -> str:
     """One model across every series (each window in its own series' model space); returns the model key.
 
@@ -439,7 +443,6 @@ def train_global(
     """
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
-    key = stage_key("train", config, upstream | {"series_ids": series_ids})
     members = [
         MemberSeries(
             store.read_table("generate", s)["y"].to_numpy(),
@@ -505,7 +508,7 @@ class SavedModel:
     def first_origin(self) -> int:
         """The first row it can forecast (a local model needs `look_back` model-space values before it)."""
         if self.space is None:
-            from tasks.window import GLOBAL_MIN_CONTEXT
+            from lstm_forecast.tasks.stages.window import GLOBAL_MIN_CONTEXT
 
             return min(self.look_back, GLOBAL_MIN_CONTEXT)
         return self.look_back + self.space.offset

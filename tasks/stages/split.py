@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.config import ForecastConfig
-from tasks.errors import InputError
-from tasks.store import Store, stage_key
-from tasks.window import window_targets
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.stages.window import window_targets
 
 SPLITS = ("train", "validation", "test")
 
@@ -40,10 +40,9 @@ def split_bounds(n_points: int, train_fraction: float, validation_fraction: floa
 
 
 @task(name="split", result_serializer="json")
-def split(config: ForecastConfig, series: str) -> str:
+def split(config: ForecastConfig, series: str, key: str) -> str:
     """Split the series `series` (a generate key); returns the split key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("split", config, {"series": series})
     ds = store.read_table("generate", series)["ds"]
     bounds = split_bounds(len(ds), config.train_fraction, config.validation_fraction)
     # refuse a look_back or horizon too long before writing anything

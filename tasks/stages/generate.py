@@ -12,6 +12,7 @@ the user's CSV/Parquet file, cleaned by a stated policy:
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,13 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.calendar import infer_frequency, time_gaps
-from tasks.config import ForecastConfig
-from tasks.errors import InputError
-from tasks.normalize import fit_minmax
-from tasks.split import split_bounds
-from tasks.store import Store, bytes_digest, frame_digest, stage_key
-from tasks.window import window_targets
+from lstm_forecast.tasks.core.calendar import infer_frequency, time_gaps
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
+from lstm_forecast.tasks.stages.normalize import fit_minmax
+from lstm_forecast.tasks.stages.split import split_bounds
+from lstm_forecast.tasks.stages.window import window_targets
 
 TIME, VALUE = "ds", "y"
 
@@ -138,15 +139,15 @@ def clean_series(
     for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
         if column not in raw.columns:
             raise InputError(
-                f"column {column!r} is not in the input (columns: {', '.join(map(str, raw.columns))})",
-                f"name the right column with {flag}",
+                f"column {column!r} is not in the input's header ({len(raw.columns)} columns)",
+                f"name the right column with {flag} (the header is the file's first line)",
             )
     y = pd.to_numeric(raw[value_column], errors="coerce")
     non_numeric = int((y.isna() & raw[value_column].notna()).sum())
     if non_numeric:
-        example = raw[value_column][y.isna() & raw[value_column].notna()].iloc[0]
+        first = int(np.flatnonzero((y.isna() & raw[value_column].notna()).to_numpy())[0]) + 1
         raise InputError(
-            f"value column {value_column!r} has {non_numeric} non-numeric value(s), e.g. {example!r}",
+            f"value column {value_column!r} has {non_numeric} non-numeric value(s), the first in data row {first}",
             "clean the file or choose the numeric column with --value-column",
         )
     ds = _parse_times(raw[time_column], time_column)
@@ -203,7 +204,7 @@ def clean_series(
 
 def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     """Refuse, before anything is written, a series this config cannot split, window or scale."""
-    from tasks.defaults import adapt_config
+    from lstm_forecast.tasks.core.defaults import adapt_config
 
     config = adapt_config(config, series["ds"], series["y"].to_numpy())
     bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
@@ -226,18 +227,35 @@ def _parse_times(column: pd.Series, name: str) -> pd.Series:
     try:  # utc=True: times with offsets (even different ones) become UTC; times without stay as they are
         parsed = pd.to_datetime(column, errors="raise", format="mixed", utc=True)
     except (ValueError, TypeError) as error:
+        # the message names the row, never the value: an error must not echo a file's contents
+        bad = [row for row, value in enumerate(column.tolist(), 1) if not _parses_as_time(value)]
+        where = f", the first in data row {bad[0]}" if bad else ""
         raise InputError(
-            f"time column {name!r} holds values that are neither numbers nor dates ({error})",
+            f"time column {name!r} holds values that are neither numbers nor dates{where}",
             "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column",
         ) from error
     return parsed.dt.tz_localize(None)
+
+
+def _parses_as_time(value: object) -> bool:
+    try:
+        pd.to_datetime(pd.Series([value]), errors="raise", format="mixed", utc=True)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def file_line(error: Exception) -> str:
+    """`, line N` when a parser's message names the line it failed on; the message itself may quote the file."""
+    found = re.search(r"\bline (\d+)", str(error))
+    return f", line {found.group(1)}" if found else ""
 
 
 def read_input_file(path: str | Path) -> tuple[bytes, str]:
     """The bytes and lowercase suffix of a CSV or Parquet file."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".txt"):
+    if suffix not in (".csv", ".parquet"):
         raise InputError(f"input {path} is neither .csv nor .parquet", "convert it to CSV or Parquet")
     if not path.is_file():
         raise InputError(f"input file {path} does not exist", "check the path passed with --input")
@@ -300,7 +318,7 @@ def generate(config: ForecastConfig) -> str:
             ) from error
         except (ValueError, OSError) as error:  # pandas' EmptyDataError and ParserError are ValueErrors
             raise InputError(
-                f"input {config.input} cannot be read as {suffix[1:]}: {error}",
+                f"input {config.input} cannot be read as {suffix[1:]} ({type(error).__name__}{file_line(error)})",
                 "check that the file is a complete CSV with a header row, or a Parquet file",
             ) from error
         if config.series_id is None:
@@ -319,6 +337,8 @@ def generate(config: ForecastConfig) -> str:
         source = {"synthetic": True}
     if config.series_end is not None:
         series = series.iloc[: config.series_end].reset_index(drop=True)
+    if config.series_keep < 1:
+        series = series.iloc[: max(2, int(len(series) * config.series_keep))].reset_index(drop=True)
     check_series_fits(series, config)
     if source_key is not None:
         # Keyed by the series itself, not the file: a change elsewhere in the file (another series

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 NAMES = ("auto_ets", "auto_arima")
-MAX_FIT_POINTS = 2_000  # fit part cap: both models on (24, 168)-seasonal hourly data fit in ~3 s (2 cores)
+MAX_FIT_POINTS = 2_000  # fit part cap: keeps both fits on long (24, 168)-seasonal hourly data to seconds
 ETS_MAX_SEASON = 24  # statsforecast's AutoETS refuses longer seasons
-ARIMA_MAX_SEASON = 12  # seasonal AutoARIMA: season 24 takes 10-14 s even with approximation (60 s without)
+ARIMA_MAX_SEASON = 12  # seasonal AutoARIMA's search grows steeply with the season: longer ones use MSTL
 MIN_SEASONS = 2  # full seasons the fit part needs before a season is modelled (STL needs 2)
-ARIMA_APPROXIMATE_ABOVE = 150  # points; like R's auto.arima, CSS approximation in the order search (5-8 x faster)
+ARIMA_APPROXIMATE_ABOVE = 150  # points; like R's auto.arima, CSS approximation in the order search (much faster)
 ARIMA_MAX_HEAD = 512  # rows at the start of an ARIMA filter pass that may need an exact one-step forecast
 CHECKED_ROWS = 3  # fast multi-step forecasts are checked against `forward` at first, middle and last origin
 

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.config import ForecastConfig
-from tasks.errors import InputError
-from tasks.store import Store, stage_key
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store
 
 # 'none' cannot forecast outside the training range, so it is chosen only on strong evidence of a
 # stationary series: an ADF p-value under 1 % (at 5 %, a short falling interest-rate series passed and
@@ -99,13 +99,13 @@ class ModelSpace:
 
     def inputs(self, z: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
         """Model inputs (len(rows), look_back / patch, patch) float32 for origin rows of encoded `z`."""
-        from tasks.window import window_inputs
+        from lstm_forecast.tasks.stages.window import window_inputs
 
         return window_inputs(z, rows, look_back, patch, relative=self.kind == "level")
 
     def targets(self, z: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
         """Training targets (len(rows), horizon) float32: `z[row + h]`, minus `z[row - 1]` for 'level'."""
-        from tasks.window import window_targets_matrix
+        from lstm_forecast.tasks.stages.window import window_targets_matrix
 
         return window_targets_matrix(z, rows, horizon, relative=self.kind == "level")
 
@@ -235,10 +235,9 @@ def scale_series(
 
 
 @task(name="normalize", result_serializer="json")
-def normalize(config: ForecastConfig, series: str, split: str) -> str:
+def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     """Scale the series; returns the normalize key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("normalize", config, {"series": series, "split": split})
     bounds = store.read_table("split", split).set_index("split")
     fit_stop = int(bounds.loc["test", "start"])
     frame = store.read_table("generate", series)

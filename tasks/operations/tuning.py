@@ -7,13 +7,15 @@ test split, so the test metrics of the chosen config stay an honest estimate.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from tasks.config import ForecastConfig, with_fields
-from tasks.errors import InputError
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.stages.evaluate import metric_value, select_metrics
 
 TUNED_FIELDS = ("look_back", "units", "layers", "learning_rate", "batch_size")
 
@@ -61,13 +63,17 @@ def check_tunable(base: ForecastConfig) -> None:
 
 def validation_score(metrics: pd.DataFrame) -> float:
     """The LSTM's validation RMSE, all steps pooled, from an evaluate output (long format)."""
-    rows = metrics[
-        (metrics["split"] == "validation")
-        & (metrics["model"] == "lstm")
-        & (metrics["metric"] == "rmse")
-        & (metrics["step"] == 0)
-    ]
-    return float(rows["value"].iloc[0])
+    return float(select_metrics(metrics, "validation", "lstm", "rmse")["value"].iloc[0])
+
+
+def mean_validation_mase(metrics: list[pd.DataFrame]) -> float:
+    """A global trial's score: the mean over its series of the LSTM's validation MASE (scale-free, so
+    every series counts alike), from their evaluate outputs; series without one are left out."""
+    values = [metric_value(frame, "validation", "lstm", "mase") for frame in metrics]
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        raise InputError("no series has a validation MASE to score the trial on", "raise validation_fraction")
+    return float(sum(finite) / len(finite))
 
 
 def config_file_text(config: ForecastConfig, comment: str) -> str:

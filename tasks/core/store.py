@@ -25,13 +25,16 @@ so a file under its final name is always complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -43,44 +46,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect.logging import get_logger
 
-from tasks.config import ForecastConfig, stage_fields
+from lstm_forecast.tasks.core.config import ForecastConfig, stage_fields
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.graph import INPUT_STAGES, STAGE, STAGES
 
 log = get_logger("lstm_forecast.store")
-
-# Each stage's inputs, in run order: argument name -> the stage whose output it is. The flows pass each
-# stage its inputs' keys from this table, and the keys of a run can be planned from it without running it.
-STAGE_INPUTS: dict[str, dict[str, str]] = {
-    "generate": {},
-    "split": {"series": "generate"},
-    "normalize": {"series": "generate", "split": "split"},
-    "window": {"series": "generate", "split": "split", "normalize": "normalize"},
-    "train": {"series": "generate", "normalize": "normalize", "window": "window"},
-    "predict": {"series": "generate", "normalize": "normalize", "window": "window", "model": "train"},
-    "evaluate": {
-        "series": "generate",
-        "normalize": "normalize",
-        "window": "window",
-        "predictions": "predict",
-        "model": "train",
-    },
-    "plot": {"series": "generate", "predictions": "predict", "model": "train"},
-}
-STAGES = tuple(STAGE_INPUTS)
-
-# Bump a stage's version when its code changes what it writes: its key changes, so
-# old outputs are not reused. train 2: seeded initializers; 3: own tf.data pipeline, averaged weights validated;
-# 4 (and normalize 2 …): seasons, log and window-level model spaces, the forecaster refitted on every row;
-# 7 (normalize 4, window 3): global models across series, the forecaster's space stored by normalize.
-STAGE_VERSIONS: dict[str, int] = {stage: 1 for stage in STAGES} | {
-    "train": 7,
-    "normalize": 4,
-    "window": 3,
-    "predict": 2,
-    "evaluate": 4,
-}
-
-# Name of each stage's output when another stage takes it as input.
-INPUT_STAGES = {name: stage for inputs in STAGE_INPUTS.values() for name, stage in inputs.items()}
 
 MODEL_FILE = "model.keras"
 FORECASTER_FILE = "forecaster.keras"  # the same network trained further on every row
@@ -89,6 +59,43 @@ _METADATA_KEY = b"lstm_forecast"
 
 
 KEY_LENGTH = 24
+
+# The only cache record the store accepts: a stage key as JSON, written with Prefect's JSON serializer.
+# Prefect reads a record back with whatever serializer it names (pickle too): anything else is refused.
+RECORD_SERIALIZER = {
+    "type": "json",
+    "jsonlib": "json",
+    "object_encoder": "prefect.serializers.prefect_json_object_encoder",
+    "object_decoder": "prefect.serializers.prefect_json_object_decoder",
+    "dumps_kwargs": {},
+    "loads_kwargs": {},
+}
+
+REGISTRY_LOCK_TIMEOUT_S = 600.0  # the registry lock is held for one read-modify-write
+_LOCK_POLL_S = 0.1
+_LOCK_FIRST_NOTICE_S = 5.0  # a wait longer than this is logged, naming the holder
+_LOCK_NOTICE_EVERY_S = 60.0
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def _folder_mode() -> int:
+    return 0o777 & ~_umask()
 
 
 def fingerprint(*parts: Any) -> str:
@@ -131,12 +138,12 @@ def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str | l
         extra: anything else the output depends on (the input file's digest).
     """
     fields = stage_fields(stage, config)
-    return fingerprint(stage, STAGE_VERSIONS[stage], fields, dict(sorted(upstream.items())), extra)
+    return fingerprint(stage, STAGE[stage].version, fields, dict(sorted(upstream.items())), extra)
 
 
 def upstream_keys(stage: str, keys: Mapping[str, str]) -> dict[str, str]:
     """`stage`'s inputs (argument name -> key) from the keys of the stages run so far (stage -> key)."""
-    return {name: keys[source] for name, source in STAGE_INPUTS[stage].items()}
+    return {name: keys[source] for name, source in STAGE[stage].inputs.items()}
 
 
 def planned_key(stage: str, config: ForecastConfig, keys: Mapping[str, str]) -> str:
@@ -171,10 +178,11 @@ class Store:
             raise ValueError(f"unknown stage {stage!r}")
         if not _is_stage_key(key):
             raise ValueError(f"invalid store key {key!r}")
-        if stage == "train":
+        output = STAGE[stage].output
+        if output == "model":
             return self.root / "models" / key
-        if stage == "plot":
-            return self.root / "plots" / f"{key}.png"
+        if output == "image":
+            return self.plots_dir / f"{key}.png"
         return self.root / stage / f"{key}.parquet"
 
     def thumbnail_path(self, key: str) -> Path:
@@ -202,6 +210,10 @@ class Store:
         return self.root / "tuning" / f"{key}{suffix}"
 
     @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    @property
     def registry_path(self) -> Path:
         return self.root / "registry.parquet"
 
@@ -223,8 +235,9 @@ class Store:
         path = self.path(stage, key)
         if not path.exists():
             return False
+        output = STAGE[stage].output
         try:
-            if stage == "train":
+            if output == "model":
                 json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
                 for name in (MODEL_FILE, FORECASTER_FILE):
                     if name == FORECASTER_FILE and not (path / name).exists():
@@ -232,7 +245,7 @@ class Store:
                     with zipfile.ZipFile(path / name) as archive:
                         if archive.testzip() is not None:
                             raise zipfile.BadZipFile("corrupt member")
-            elif stage == "plot":
+            elif output == "image":
                 if path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
                     raise ValueError("not a PNG file")
             else:
@@ -246,7 +259,7 @@ class Store:
     def written_at(self, stage: str, key: str) -> int | None:
         """When an output was written (ns since the epoch), or None if it is absent."""
         path = self.path(stage, key)
-        if stage == "train":
+        if STAGE[stage].output == "model":
             path = path / METADATA_FILE
         try:
             return path.stat().st_mtime_ns
@@ -282,7 +295,7 @@ class Store:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-        if stage == "plot":
+        if STAGE[stage].output == "image":
             self.thumbnail_path(key).unlink(missing_ok=True)
         (self.records_dir / key).unlink(missing_ok=True)
 
@@ -318,9 +331,12 @@ class Store:
         """Save a model folder atomically: `save_models(folder)` writes `model.keras` (and maybe
         `forecaster.keras`) into a temp folder."""
         final = self.path("train", key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(final.parent)
+        if final.is_symlink():
+            final.unlink()
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
+            os.chmod(staging, _folder_mode())
             save_models(staging)
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1, default=str), encoding="utf-8")
             if final.exists():  # being rebuilt: move the old folder aside, then swap the new one in
@@ -364,33 +380,161 @@ class Store:
     @contextlib.contextmanager
     def registry_lock(self) -> Iterator[None]:
         """Hold an exclusive lock for a read-modify-write of the registry (across processes)."""
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.locks_dir / "registry.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        handle = self.open_lock("registry.lock")
+        try:
+            if not self.hold_lock(handle, "registry.lock", "registry", REGISTRY_LOCK_TIMEOUT_S):
+                raise self.lock_timeout("registry.lock", handle, REGISTRY_LOCK_TIMEOUT_S)
+            yield
+        finally:
+            os.close(handle)  # closing releases the flock
 
     def read_registry(self) -> pd.DataFrame | None:
-        return pq.read_table(self.registry_path).to_pandas() if self.registry_path.exists() else None
+        """The registry, or None when there is none. A registry that does not read back is moved aside
+        (logged) and reads as none: the next run's `register` writes its models' entries again."""
+        return self._read_or_set_aside(self.registry_path)
+
+    def _read_or_set_aside(self, path: Path) -> pd.DataFrame | None:
+        if not path.exists():
+            return None
+        try:
+            return pq.read_table(path).to_pandas()
+        except (OSError, pa.ArrowException) as error:
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(path, aside)
+            log.warning(
+                "store: %s did not read back (%s); moved to %s. Rerun `lstm-forecast run` to register the "
+                "models again.",
+                path,
+                type(error).__name__,
+                aside.name,
+            )
+            return None
 
     def write_registry(self, registry: pd.DataFrame) -> Path:
         return self._write_bytes(self.registry_path, _parquet_bytes(registry))
 
     def read_decisions(self) -> pd.DataFrame | None:
-        return pq.read_table(self.decisions_path).to_pandas() if self.decisions_path.exists() else None
+        return self._read_or_set_aside(self.decisions_path)
 
     def write_decisions(self, decisions: pd.DataFrame) -> Path:
         return self._write_bytes(self.decisions_path, _parquet_bytes(decisions))
 
-    # --- the one primitive --------------------------------------------------
+    # --- locks --------------------------------------------------------------
+    def open_lock(self, name: str, create: bool = True) -> int:
+        """A descriptor on lock file `name` under `_prefect/locks/` (created unless `create` is False,
+        then -1 when absent). A symbolic link there is refused, never followed."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"invalid lock name {name!r}")
+        path = self.locks_dir / name
+        self._make_folder(self.locks_dir)
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            return os.open(path, flags, _file_mode())
+        except FileNotFoundError:
+            if create:
+                raise
+            return -1
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise InputError(
+                    f"the lock file {path} is a symbolic link", "remove it: the store never follows links"
+                ) from error
+            raise
+
+    def hold_lock(self, handle: int, name: str, holder: str, timeout: float | None) -> bool:
+        """Take the exclusive `flock` on an open lock file, waiting while another process (or thread)
+        holds it: the wait is logged with the holder's name; False after `timeout` seconds (None:
+        no limit). The kernel releases the lock when its holder's process ends, however it ends."""
+        started = time.monotonic()
+        notice = started + _LOCK_FIRST_NOTICE_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if timeout is not None and now - started >= timeout:
+                return False
+            if now >= notice:
+                log.warning("store: waiting for %s, held by %s", name, self.lock_holder(handle))
+                notice = now + _LOCK_NOTICE_EVERY_S
+            time.sleep(_LOCK_POLL_S)
+        about = {"holder": holder, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, json.dumps(about).encode(), 0)
+        return True
+
     @staticmethod
-    def _write_bytes(path: Path, data: bytes) -> Path:
-        """Write to a temp file in the same folder, fsync, then rename over `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def lock_holder(handle: int) -> str:
+        """Who wrote the lock file last (its holder while it is held), in words."""
+        try:
+            about = json.loads(os.pread(handle, 4096, 0))
+            since = time.strftime("%H:%M:%S", time.localtime(float(about["since"])))
+            return f"process {int(about['pid'])} on {str(about['host'])[:64]} since {since}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def lock_timeout(self, name: str, handle: int, timeout: float) -> InputError:
+        return InputError(
+            f"{name} in {self.locks_dir} is still held by {self.lock_holder(handle)} after {timeout:g} s",
+            "wait for that run to finish or stop it, then rerun (a config's lock_timeout_s sets the wait)",
+        )
+
+    # --- cache records ----------------------------------------------------------
+    def check_record(self, key: str) -> None:
+        """Remove the Prefect cache record of `key` unless it is exactly a stage key written with Prefect's
+        JSON serializer (`RECORD_SERIALIZER`): Prefect would deserialise any other with the serializer it
+        names, pickle included. Removed, the record is a cache miss and the stage runs again."""
+        path = self.records_dir / key
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError:
+            log.warning("store: cache record %s is not a plain file; it is removed", path)
+            path.unlink(missing_ok=True)
+            return
+        with os.fdopen(handle, "rb") as stream:
+            raw = stream.read(64 * 1024)
+        try:
+            record = json.loads(raw)
+            value = json.loads(record["result"])
+            safe = (
+                set(record) == {"metadata", "result"}
+                and record["metadata"]["serializer"] == RECORD_SERIALIZER
+                and isinstance(value, str)
+                and _is_stage_key(value)
+            )
+        except (ValueError, KeyError, TypeError):
+            safe = False
+        if not safe:
+            log.warning("store: cache record %s is not a stage key in JSON; it is removed (never read)", path)
+            path.unlink(missing_ok=True)
+
+    # --- the one primitive --------------------------------------------------
+    def _make_folder(self, folder: Path) -> None:
+        """Create `folder` (and its parents) under the root; refuse if any of them is a symbolic link,
+        so a planted link cannot make the store write outside its root."""
+        inside = folder.relative_to(self.root)  # ValueError for a folder outside the root
+        current = self.root
+        for part in inside.parts:
+            current = current / part
+            if current.is_symlink():
+                raise InputError(
+                    f"{current} in the store is a symbolic link",
+                    "remove it: the store never follows links (point --artifacts-dir at the real folder instead)",
+                )
+            if not current.is_dir():
+                current.mkdir(mode=_folder_mode(), parents=True, exist_ok=True)
+
+    def _write_bytes(self, path: Path, data: bytes) -> Path:
+        """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
+        mode the umask gives (a store shared by a group stays readable to it)."""
+        self._make_folder(path.parent)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
+            os.fchmod(handle, _file_mode())
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
                 stream.flush()

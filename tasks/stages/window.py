@@ -18,9 +18,9 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from prefect import get_run_logger, task
 
-from tasks.config import ForecastConfig
-from tasks.errors import InputError
-from tasks.store import Store, stage_key
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store
 
 # A global model (one network across many series) also trains on, and forecasts from, windows with
 # as few as this many real values (fewer than `look_back`): the rest of the window is padded with the
@@ -89,12 +89,11 @@ def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int, re
 
 
 @task(name="window", result_serializer="json")
-def window(config: ForecastConfig, series: str, split: str, normalize: str) -> str:
+def window(config: ForecastConfig, series: str, split: str, normalize: str, key: str) -> str:
     """Find every window's origin; returns the window key."""
-    from tasks.normalize import read_model_space
+    from lstm_forecast.tasks.stages.normalize import read_model_space
 
     store = Store(config.artifacts_dir)
-    key = stage_key("window", config, {"series": series, "split": split, "normalize": normalize})
     targets = window_targets(
         store.read_table("generate", series)["ds"],
         store.read_table("split", split),

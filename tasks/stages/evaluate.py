@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.baselines import statistical_forecasts
-from tasks.config import ForecastConfig
-from tasks.defaults import detect_season
-from tasks.normalize import read_model_space
-from tasks.store import Store, stage_key
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.defaults import detect_season
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.stages.baselines import statistical_forecasts
+from lstm_forecast.tasks.stages.normalize import read_model_space
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
 MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")
@@ -137,6 +137,28 @@ def evaluate_predictions(
     return pd.DataFrame.from_records(records)
 
 
+def select_metrics(
+    metrics: pd.DataFrame,
+    split: str | None = None,
+    model: str | None = None,
+    metric: str | None = None,
+    step: int | None = 0,
+) -> pd.DataFrame:
+    """The rows of an evaluate table (long format: split, model, metric, step, value) that match every
+    value given (None: any); step 0 is all steps pooled. Rows without a value are left out."""
+    mask = np.ones(len(metrics), dtype=bool)
+    for column, wanted in (("split", split), ("model", model), ("metric", metric), ("step", step)):
+        if wanted is not None:
+            mask &= (metrics[column] == wanted).to_numpy()
+    return metrics[mask].dropna(subset=["value"])
+
+
+def metric_value(metrics: pd.DataFrame, split: str, model: str, metric: str, step: int = 0) -> float:
+    """One model's metric on one split (step 0: all steps pooled); NaN when the table lacks it."""
+    rows = select_metrics(metrics, split, model, metric, step)
+    return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+
+
 def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
     """Wide view of one step (0: all steps pooled): one row per split and model, one column per metric."""
     chosen = metrics[metrics["step"] == step] if "step" in metrics else metrics
@@ -145,14 +167,11 @@ def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
 
 
 @task(name="evaluate", result_serializer="json")
-def evaluate(config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str) -> str:
+def evaluate(
+    config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str, key: str
+) -> str:
     """Score the LSTM and the baselines; returns the evaluate key."""
     store = Store(config.artifacts_dir)
-    key = stage_key(
-        "evaluate",
-        config,
-        {"series": series, "normalize": normalize, "window": window, "predictions": predictions, "model": model},
-    )
     logger = get_run_logger()
     y = store.read_table("generate", series)["y"].to_numpy()
     targets = store.read_table("window", window)

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.graph import FILE_FIELDS, STAGE, SYNTHETIC_FIELDS
 
 
 class ForecastConfig(BaseModel):
@@ -54,8 +55,21 @@ class ForecastConfig(BaseModel):
         le=10_000_000,
         description="Use only the first N points (backtests cut the series this way); empty: all.",
     )
+    series_keep: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Use only the first fraction of each series' points (backtests of many series cut them "
+        "this way); 1: all.",
+    )
     read_retries: int = Field(3, ge=0, le=10, description="Retries of a failed file read.")
     read_retry_delay_s: float = Field(1.0, ge=0, le=60, description="First retry delay; doubles on each retry.")
+    lock_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86400,
+        description="Longest wait for a stage another run is computing (its lock), in seconds; then a clear error.",
+    )
 
     # --- split and scaling --------------------------------------------------
     train_fraction: float = Field(0.8, gt=0, lt=1, description="Share of points before the test split.")
@@ -179,7 +193,7 @@ class ForecastConfig(BaseModel):
     def _known_frequency(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from tasks.calendar import normalize_freq
+        from lstm_forecast.tasks.core.calendar import normalize_freq
 
         try:
             return normalize_freq(value)
@@ -240,7 +254,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str) -> ForecastConfig:
     """The config of a named preset; `InputError` naming the known ones otherwise."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise InputError(
             f"unknown preset {name!r}",
             f"choose one of: {', '.join(PRESETS)}",
@@ -253,17 +267,26 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {path} does not exist", "pass the path of a YAML or JSON file")
-    text = path.read_text(encoding="utf-8")
     import yaml
 
     try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"config file {path} is not UTF-8 text (byte {error.start})", "save it as UTF-8 YAML or JSON"
+        ) from error
+    try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as error:
-        raise InputError(f"config file {path} cannot be parsed: {error}", "fix its YAML/JSON syntax") from error
+        where = getattr(error, "problem_mark", None) or getattr(error, "lineno", None)
+        line = f" (line {where.line + 1})" if hasattr(where, "line") else f" (line {where})" if where else ""
+        raise InputError(f"config file {path} cannot be parsed{line}", "fix its YAML/JSON syntax") from error
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise InputError(f"config file {path} does not hold a mapping", "write it as `field: value` lines")
+    if not isinstance(data, dict) or not all(isinstance(name, str) for name in data):
+        raise InputError(
+            f"config file {path} does not hold a mapping of field names", "write it as `field: value` lines"
+        )
     return data
 
 
@@ -275,8 +298,8 @@ def build_config(
     """Preset, then the file's fields (which may name their own `preset`), then explicit overrides."""
     file_fields = read_config_file(config_file) if config_file else {}
     preset_name = file_fields.pop("preset", preset_name)
-    fields = {**PRESETS.get(preset_name, {}), **file_fields, **(overrides or {})}
     preset(preset_name)  # validates the name
+    fields = {**PRESETS[preset_name], **file_fields, **(overrides or {})}
     try:
         return ForecastConfig(**fields)
     except ValidationError as error:
@@ -284,40 +307,14 @@ def build_config(
         raise InputError(f"invalid configuration: {problems}", "correct these fields") from error
 
 
-# The config fields each stage's output depends on: they, and nothing else, enter its key.
-_SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed", "series_end")
-_FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_policy", "duplicate_policy", "series_end")
-STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "generate": (),  # depends on the source: see stage_fields()
-    "split": ("train_fraction", "validation_fraction"),
-    "normalize": ("scaler", "transform", "log", "seasons"),
-    "window": ("look_back", "horizon", "scope"),
-    "train": (
-        "cell",
-        "units",
-        "layers",
-        "ensemble",
-        "dropout",
-        "patch",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "patience",
-        "ema_momentum",
-        "seed",
-    ),
-    "predict": ("interval_level", "freq"),
-    "evaluate": ("season_length", "arima_order", "arima_fit_points", "baselines"),
-    "plot": (),
-}
-
-
 def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     """The config values that `stage`'s output depends on (the input file's own bytes excluded)."""
-    names = STAGE_FIELDS[stage]
+    names = STAGE[stage].fields
     if stage == "generate":
-        names = _FILE_FIELDS if config.input else _SYNTHETIC_FIELDS
+        names = FILE_FIELDS if config.input else SYNTHETIC_FIELDS
     fields = {name: getattr(config, name) for name in names}
+    if stage == "generate" and config.series_keep < 1:  # only a cut series differs: whole ones keep their keys
+        fields["series_keep"] = config.series_keep
     if stage == "window":  # only a global model's windows differ (padded short contexts)
         fields["scope"] = "global" if config.scope == "global" else "local"
     return fields

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.calendar import future_times
-from tasks.config import ForecastConfig
-from tasks.normalize import ModelSpace, read_model_space
-from tasks.store import Store, stage_key
-from tasks.train import load_saved
+from lstm_forecast.tasks.core.calendar import future_times
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
+from lstm_forecast.tasks.stages.train import load_saved
 
 
 def predict_rows(
@@ -112,10 +112,9 @@ def forecast_next(model: Any, space: ModelSpace, y: np.ndarray, look_back: int, 
 
 
 @task(name="predict", result_serializer="json")
-def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str) -> str:
+def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str, key: str) -> str:
     """Forecast every window and the steps after the end; returns the predict key."""
     store = Store(config.artifacts_dir)
-    key = stage_key("predict", config, {"series": series, "normalize": normalize, "window": window, "model": model})
     frame = store.read_table("generate", series)
     targets = store.read_table("window", window)
     y = frame["y"].to_numpy()

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import io
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tasks.calendar import future_times
-from tasks.errors import InputError
-from tasks.generate import clean_series, parse_table, read_input_file, select_series
-from tasks.normalize import ModelSpace, fit_model_space
-from tasks.registry import GLOBAL_SERIES, champion
-from tasks.store import Store, bytes_digest, fingerprint
-from tasks.train import SavedModel, load_saved
+from lstm_forecast.tasks.core.calendar import future_times
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import Store, bytes_digest, fingerprint
+from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion
+from lstm_forecast.tasks.stages.generate import clean_series, parse_table, read_input_file, select_series
+from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space
+from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
 
 def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
@@ -42,9 +45,16 @@ def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
     return str(matches[0])
 
 
-def recursive_forecast(saved: SavedModel, space: ModelSpace, z: np.ndarray, steps: int) -> np.ndarray:
+def recursive_forecast(
+    saved: SavedModel,
+    space: ModelSpace,
+    z: np.ndarray,
+    steps: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """Model-space forecasts (steps,) past the end of encoded `z` (in `space`), as `ModelSpace.decode` takes
-    them from the origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next."""
+    them from the origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next.
+    `progress(done, steps)` is called after each chunk."""
     history = np.asarray(z, dtype="float64")[-saved.look_back :]
     level = space.kind == "level"
     start = len(history)
@@ -52,15 +62,35 @@ def recursive_forecast(saved: SavedModel, space: ModelSpace, z: np.ndarray, step
         window = space.inputs(history, np.array([len(history)]), saved.look_back, saved.patch)
         chunk = np.asarray(saved.model(window, training=False), dtype="float64").reshape(-1)
         history = np.append(history, chunk + history[-1] if level else chunk)  # back to absolute model space
+        if progress is not None:
+            progress(min(len(history) - start, steps), steps)
     outputs = history[start : start + steps]
     return outputs - history[start - 1] if level else outputs
+
+
+MAX_PREDICT_STEPS = 10_000
+_PROGRESS_EVERY_S = 5.0
+
+
+class ProgressLine:
+    """Every few seconds of a long forecast, one line on stderr: how many steps are done."""
+
+    def __init__(self, every_s: float = _PROGRESS_EVERY_S) -> None:
+        self.every_s = every_s
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, steps: int) -> None:
+        now = time.monotonic()
+        if done < steps and now - self.last >= self.every_s:
+            self.last = now
+            print(f"forecast: {done:,} of {steps:,} steps", file=sys.stderr, flush=True)
 
 
 def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
     """A global model's space for one series (`ds, y`): its seasons and log choice, fitted on every row,
     as the global model's training fitted them for its forecaster."""
-    from tasks.config import ForecastConfig
-    from tasks.defaults import adapt_config
+    from lstm_forecast.tasks.core.config import ForecastConfig
+    from lstm_forecast.tasks.core.defaults import adapt_config
 
     sized = adapt_config(ForecastConfig.model_validate(config), history["ds"], history["y"].to_numpy())
     y = history["y"].to_numpy()
@@ -101,8 +131,11 @@ def forecast_with_model(
     series_id: str = "",
 ) -> dict[str, str]:
     """Forecast `horizon` steps past the end of the data with a registered model; returns paths and key."""
-    if horizon < 1:
-        raise InputError(f"horizon {horizon} is not a positive number of steps", "pass --horizon 1 or more")
+    if not 1 <= horizon <= MAX_PREDICT_STEPS:
+        raise InputError(
+            f"horizon {horizon} is not between 1 and {MAX_PREDICT_STEPS:,} steps",
+            f"pass --horizon from 1 to {MAX_PREDICT_STEPS} (forecasts that far ahead feed on their own outputs)",
+        )
     key = resolve_model(store, reference, series_id)
     metadata = store.read_model_metadata(key)
     config = metadata["config"]
@@ -137,7 +170,7 @@ def forecast_with_model(
         )
     y = history["y"].to_numpy()
     space = saved.space or series_space(config, history)
-    z_hat = recursive_forecast(saved, space, space.encode(y), horizon)
+    z_hat = recursive_forecast(saved, space, space.encode(y), horizon, ProgressLine())
     values = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
     frame = forecast_frame(history, values, config.get("freq")).assign(model=key)
     name = fingerprint("forecast", key, source, horizon)

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.config import ForecastConfig
-from tasks.store import Store
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.stages.evaluate import metric_value
 
 COLUMNS = (
     "key",
@@ -129,13 +130,7 @@ def decide(
 
 def test_value(metrics: pd.DataFrame, model: str, metric: str) -> float:
     """One model's test metric, all steps pooled, from an evaluate table."""
-    rows = metrics[
-        (metrics["split"] == "test")
-        & (metrics["model"] == model)
-        & (metrics["metric"] == metric)
-        & (metrics["step"] == 0)
-    ]
-    return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+    return metric_value(metrics, "test", model, metric)
 
 
 def model_entry(store: Store, model_key: str, metrics: list[pd.DataFrame], created: str) -> dict[str, Any]:

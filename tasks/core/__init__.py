@@ -1,0 +1,1 @@
+"""The core of stages and operations: config, errors, the store and its cache, calendars, data-sized defaults."""

@@ -1,0 +1,131 @@
+"""The stage graph: each of the eight stages declared once.
+
+The flows wire stages from this table, the store keys and places their outputs by it, the cache
+policy checks completeness by each output's kind, the config names the fields that enter each
+stage's key, and the CLI prints stages in its order. Adding a stage is one entry here (and its task).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+OutputKind = Literal["table", "model", "image"]  # a Parquet file, a folder of Keras files, a PNG file
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline. Its task takes the config, its inputs' keys and (all but generate,
+    which keys its output by the series it reads) its own `key`, computed once by the flow.
+
+    Attributes:
+        name: the stage's name, also its Prefect task's name and its folder in the store.
+        task: `module:attribute` of its Prefect task (imported when a flow runs it).
+        inputs: argument name -> the stage whose output it is, in the task's argument order.
+        fields: the config fields its output depends on; they, and nothing else, enter its key.
+        version: bump when the code changes what it writes: its key changes, old outputs are not reused.
+        output: what it writes.
+    """
+
+    name: str
+    task: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    fields: tuple[str, ...] = ()
+    version: int = 1
+    output: OutputKind = "table"
+
+
+# generate's fields depend on its source (a file or the built-in series): see config.stage_fields.
+SYNTHETIC_FIELDS = ("n_points", "time_step", "frequency", "noise_scale", "series_seed", "series_end")
+FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_policy", "duplicate_policy", "series_end")
+
+_STAGES = "lstm_forecast.tasks.stages"
+
+# Versions: train 2 seeded initializers; 3 its own tf.data pipeline, averaged weights validated; 4 (normalize 2)
+# seasons, log and window-level model spaces, the forecaster refitted on every row; 7 (normalize 4, window 3)
+# global models across series, the forecaster's space stored by normalize.
+STAGE_TABLE: tuple[Stage, ...] = (
+    Stage("generate", f"{_STAGES}.generate:generate"),
+    Stage("split", f"{_STAGES}.split:split", {"series": "generate"}, ("train_fraction", "validation_fraction")),
+    Stage(
+        "normalize",
+        f"{_STAGES}.normalize:normalize",
+        {"series": "generate", "split": "split"},
+        ("scaler", "transform", "log", "seasons"),
+        version=4,
+    ),
+    Stage(
+        "window",
+        f"{_STAGES}.window:window",
+        {"series": "generate", "split": "split", "normalize": "normalize"},
+        ("look_back", "horizon", "scope"),
+        version=3,
+    ),
+    Stage(
+        "train",
+        f"{_STAGES}.train:train",
+        {"series": "generate", "normalize": "normalize", "window": "window"},
+        (
+            "cell",
+            "units",
+            "layers",
+            "ensemble",
+            "dropout",
+            "patch",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "patience",
+            "ema_momentum",
+            "seed",
+        ),
+        version=7,
+        output="model",
+    ),
+    Stage(
+        "predict",
+        f"{_STAGES}.predict:predict",
+        {"series": "generate", "normalize": "normalize", "window": "window", "model": "train"},
+        ("interval_level", "freq"),
+        version=2,
+    ),
+    Stage(
+        "evaluate",
+        f"{_STAGES}.evaluate:evaluate",
+        {
+            "series": "generate",
+            "normalize": "normalize",
+            "window": "window",
+            "predictions": "predict",
+            "model": "train",
+        },
+        ("season_length", "arima_order", "arima_fit_points", "baselines"),
+        version=4,
+    ),
+    Stage(
+        "plot",
+        f"{_STAGES}.plot:plot",
+        {"series": "generate", "predictions": "predict", "model": "train"},
+        output="image",
+    ),
+)
+
+STAGE: dict[str, Stage] = {stage.name: stage for stage in STAGE_TABLE}
+STAGES: tuple[str, ...] = tuple(STAGE)  # in run order
+# The phases a flow runs: a series' stages before its model, and after it (train sits between).
+PREPARE_STAGES: tuple[str, ...] = STAGES[1 : STAGES.index("train")]
+FINISH_STAGES: tuple[str, ...] = STAGES[STAGES.index("train") + 1 :]
+# Name of each stage's output when another stage takes it as input.
+INPUT_STAGES: dict[str, str] = {name: source for stage in STAGE_TABLE for name, source in stage.inputs.items()}
+
+
+def stages_until(stages: tuple[str, ...], last_stage: str) -> tuple[str, ...]:
+    """`stages` up to and including `last_stage` (all of them when it is not one of them)."""
+    return stages[: stages.index(last_stage) + 1] if last_stage in stages else stages
+
+
+def stage_task(name: str) -> Any:
+    """The Prefect task of stage `name` (importing its module: train's pulls in nothing heavy until it runs)."""
+    module, attribute = STAGE[name].task.split(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -1,0 +1,1 @@
+"""Operations on trained models: registry, champion and challenger, forecasting ahead, tuning, backtests, reports."""
