@@ -62,6 +62,10 @@ def check_prefect_server(
         )
 
 
+# Prefect's own wait is 20 s; on a busy machine, with TensorFlow importing beside it, starting took longer.
+TEMPORARY_SERVER_START_S = 120
+
+
 def start_temporary_server() -> None:
     """Without a running server, start Prefect's temporary one now (the instance its own client would
     start) and name it in the environment that Dask worker processes inherit (each would otherwise
@@ -73,7 +77,14 @@ def start_temporary_server() -> None:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start()
+    try:
+        server.start(timeout=TEMPORARY_SERVER_START_S)
+    except RuntimeError as error:
+        raise InputError(
+            f"Prefect's temporary server did not start within {TEMPORARY_SERVER_START_S} s",
+            "rerun when the machine is less busy, or start a server with `prefect server start` and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`",
+        ) from error
     os.environ["PREFECT_API_URL"] = server.api_url
     if server.server_process is not None:
         stop_with_this_process(server.server_process.pid, "prefect.server.api.server:create_app")

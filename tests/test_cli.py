@@ -6,29 +6,50 @@ import json
 import subprocess
 from pathlib import Path
 
-from lstm_forecast.tasks.core.store import STAGES
+import pytest
+
+from lstm_forecast.tasks.core.graph import STAGES
 from tests.helpers import BIN, quiet_env
 
 
-def test_run_on_the_temporary_server_prints_summary_and_json(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def temporary_server_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """`lstm-forecast run --preset smoke --json` in a fresh process with no server configured."""
+    folder = tmp_path_factory.mktemp("cli")
     done = subprocess.run(
-        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(tmp_path / "store"), "--json"],
-        env=quiet_env(tmp_path / "home", None),
+        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(folder / "store"), "--json"],
+        env=quiet_env(folder / "home", None),
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=tmp_path,
+        cwd=folder,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
+    return done
+
+
+def test_a_run_on_the_temporary_server_ends_stdout_with_its_results_as_json(
+    temporary_server_run: subprocess.CompletedProcess[str],
+) -> None:
+    result = json.loads(temporary_server_run.stdout.strip().splitlines()[-1])
     for split_name in ("train", "test"):
         for model in ("lstm", "naive"):
             values = result["metrics"][split_name][model]
             assert 0 < values["mae"] <= values["rmse"] < 10  # RMSE never below MAE; the series' scale is about 1
     assert result["stages"] == {stage: "computed" for stage in STAGES}
     assert all(Path(result["artifacts"][name]).exists() for name in ("plot", "model", "predictions"))
-    text = done.stdout
+
+
+def test_a_run_prints_its_metrics_stages_and_a_plain_verdict(
+    temporary_server_run: subprocess.CompletedProcess[str],
+) -> None:
+    text = temporary_server_run.stdout
     assert "Metrics (every model forecasts the same targets" in text and "Stages: generate computed" in text
     assert "on the test split" in text  # the plain verdict: LSTM or the best baseline
-    assert "epoch 1/1" in done.stderr  # training progress is shown while it runs
+
+
+def test_a_run_shows_training_progress_and_no_failed_log_delivery(
+    temporary_server_run: subprocess.CompletedProcess[str],
+) -> None:
+    assert "epoch 1/1" in temporary_server_run.stderr  # training progress is shown while it runs
+    assert "Error logging to API" not in temporary_server_run.stderr  # every log reached the server in time

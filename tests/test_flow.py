@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,8 @@ import pandas as pd
 import pytest
 
 from lstm_forecast.flows import cli
-from lstm_forecast.tasks.core.store import STAGES, Store
+from lstm_forecast.tasks.core.graph import STAGES
+from lstm_forecast.tasks.core.store import Store
 from tests.helpers import BIN, quiet_env, run_artifacts, store_snapshot, task_runs
 
 
@@ -30,13 +34,36 @@ def smoke_store(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> P
     return tmp_path_factory.mktemp("smoke") / "store"
 
 
-def test_first_run_computes_eight_tasks_and_reports_json(
-    smoke_store: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, result, _ = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
-    assert code == 0 and result is not None
-    assert set(result["stages"]) == set(STAGES)
-    assert set(result["stages"].values()) == {"computed"}
+@dataclass
+class TwoRuns:
+    """A first `run --json` on the empty smoke store, then the same command again."""
+
+    first: dict[str, Any]
+    second: dict[str, Any]
+    files_before_second: dict[str, str]
+    mtimes_before_second: dict[Path, int]
+
+
+def quiet_run(*args: str) -> dict[str, Any]:
+    """`lstm-forecast run --json ...` in this process, its printout kept; the JSON line."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["run", "--json", *args]) == 0
+    return json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def two_runs(smoke_store: Path, prefect_api: str) -> TwoRuns:
+    first = quiet_run("--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    before = store_snapshot(smoke_store)
+    mtimes = {p: p.stat().st_mtime_ns for p in smoke_store.rglob("*") if p.is_file() and "locks" not in p.parts}
+    second = quiet_run("--preset", "smoke", "--artifacts-dir", str(smoke_store))
+    return TwoRuns(first, second, before, mtimes)
+
+
+def test_a_first_run_computes_every_stage_and_reports_its_metrics_and_outputs(two_runs: TwoRuns) -> None:
+    result = two_runs.first
+    assert list(result["stages"]) == list(STAGES) and set(result["stages"].values()) == {"computed"}
     for split_name in ("train", "test"):
         for model in ("lstm", "naive"):
             values = result["metrics"][split_name][model]
@@ -45,6 +72,9 @@ def test_first_run_computes_eight_tasks_and_reports_json(
         assert Path(result["artifacts"][name]).exists()
     assert (Path(result["artifacts"]["model"]) / "model.keras").is_file()
 
+
+def test_a_first_run_shows_a_task_run_per_stage_and_its_artifacts_in_prefect(two_runs: TwoRuns) -> None:
+    result = two_runs.first
     runs = task_runs(result["flow_run_id"])
     assert sorted(run.name.rsplit("-", 1)[0] for run in runs) == sorted([*STAGES, "register"])
     assert all(run.state.is_completed() for run in runs)
@@ -55,19 +85,21 @@ def test_first_run_computes_eight_tasks_and_reports_json(
     progress = [a for a in artifacts.values() if a.type == "progress"]
     assert progress and progress[0].data == 100.0
 
-    predictions = pd.read_parquet(result["artifacts"]["predictions"])
+
+def test_a_first_run_forecasts_every_test_target(two_runs: TwoRuns) -> None:
+    predictions = pd.read_parquet(two_runs.first["artifacts"]["predictions"])
     assert list(predictions.columns) == ["ds", "y", "y_hat", "y_lo", "y_hi", "split", "step"]
     assert (predictions["split"] == "test").sum() == 120  # smoke: 600 points, 20 % test, every one forecast
 
-    # A second identical run: everything Cached, no file written, same numbers.
-    before = store_snapshot(smoke_store)
-    mtimes = {p: p.stat().st_mtime_ns for p in smoke_store.rglob("*") if p.is_file() and "locks" not in p.parts}
-    code, again, out = run_cli(capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store))
-    assert code == 0 and again is not None
+
+def test_a_second_identical_run_is_all_cached_writes_nothing_and_gives_the_same_numbers(
+    two_runs: TwoRuns, smoke_store: Path
+) -> None:
+    again = two_runs.second
     assert set(again["stages"].values()) == {"cached"}
-    assert again["metrics"] == result["metrics"]
-    assert store_snapshot(smoke_store) == before
-    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert again["metrics"] == two_runs.first["metrics"]
+    assert store_snapshot(smoke_store) == two_runs.files_before_second
+    assert {p: p.stat().st_mtime_ns for p in two_runs.mtimes_before_second} == two_runs.mtimes_before_second
     states = {run.name.rsplit("-", 1)[0]: run.state.name for run in task_runs(again["flow_run_id"])}
     assert states == {stage: "Cached" for stage in STAGES} | {"register": "Completed"}  # it wrote nothing
     assert {"lstm-forecast-metrics", "lstm-forecast-plot"} <= set(run_artifacts(again["flow_run_id"]))
