@@ -254,8 +254,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def models_command(args: argparse.Namespace) -> int:
     from lstm_forecast.tasks.core.store import Store
+    from lstm_forecast.tasks.operations.registry import load_registry
 
-    registry = Store(args.artifacts_dir).read_registry()
+    registry = load_registry(Store(args.artifacts_dir))
     if registry is None or registry.empty:
         print(f"No models in {Store(args.artifacts_dir).root} yet: train one with `lstm-forecast run`.")
         return 0

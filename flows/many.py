@@ -357,11 +357,11 @@ async def forecast_many(
     config: ForecastConfig = DEFAULT_CONFIG,
     series_ids: list[str] | None = None,
     last_stage: str = "plot",
-    register: bool = True,
+    to_registry: bool = True,
 ) -> dict[str, Any]:
     """Each series of `config.input` (long format): one global model across them, or one model each
     (`scope`). A failed series fails alone. Tuning trials stop after `evaluate` and, as backtest folds,
-    do not `register` their models."""
+    are not entered `to_registry`."""
     ids = series_ids or read_series_ids(config)
     if not ids:
         raise InputError(
@@ -392,7 +392,7 @@ async def forecast_many(
         outcomes.append(SeriesOutcome(series_id, store.read_table("evaluate", metrics_key), metrics_key, "", plot_key))
         details[series_id] = {"status": "completed", "stages": result, "artifacts": artifact_paths(store, result)}
     completed = {i: d["stages"] for i, d in details.items() if d["status"] == "completed"}
-    if completed and register:
+    if completed and to_registry:
         evaluations = (
             {model: [s["evaluate"]["key"] for s in completed.values()]}
             if scope == "global" and model

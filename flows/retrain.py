@@ -18,7 +18,7 @@ from lstm_forecast.flows.serve import check_served_paths
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.challenge import challenge, challenge_global
-from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion, pending_champion
+from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion, load_registry, pending_champion
 from lstm_forecast.tasks.stages.generate import long_format_ids
 
 
@@ -26,13 +26,13 @@ def decide_one(config: ForecastConfig, stages: dict[str, dict[str, str]], series
     """Champion against challenger for one series' new model (nothing to decide: why)."""
     store = Store(config.artifacts_dir)
     model = stages["train"]["key"]
-    current, reason = pending_champion(store.read_registry(), model)
+    current, reason = pending_champion(load_registry(store), model)
     if current is None:
         get_run_logger().info("nothing to decide: %s", reason)
         decision: dict[str, Any] = {"outcome": "unchanged", "reason": reason}
     else:
         decision = challenge(config, stages["generate"]["key"], stages["split"]["key"], model, current)
-    return decision | {"champion": champion(store.read_registry(), series_id)}
+    return decision | {"champion": champion(load_registry(store), series_id)}
 
 
 async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]
         decisions = {i: decide_one(with_fields(config, series_id=i), stages, i) for i, stages in done.items()}
         return {**result, "retrain": decisions}
     model = result["model"]
-    current, reason = pending_champion(store.read_registry(), model) if model else (None, "no series completed")
+    current, reason = pending_champion(load_registry(store), model) if model else (None, "no series completed")
     if current is None:
         get_run_logger().info("nothing to decide: %s", reason)
         decision: dict[str, Any] = {"outcome": "unchanged", "reason": reason}
@@ -53,7 +53,7 @@ async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]
         decision = challenge_global(
             config, list(done), keys["generate"], keys["split"], keys["normalize"], model, current
         )
-    return {**result, "retrain": decision | {"champion": champion(store.read_registry(), GLOBAL_SERIES)}}
+    return {**result, "retrain": decision | {"champion": champion(load_registry(store), GLOBAL_SERIES)}}
 
 
 @flow(name="lstm-retrain")

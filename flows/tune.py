@@ -31,7 +31,8 @@ from lstm_forecast.tasks.stages.generate import long_format_ids
 async def global_trial(config: ForecastConfig, ids: list[str]) -> tuple[list[dict[str, Any]], str]:
     """One tuning trial on many series: one global model across them, up to `evaluate`, not registered.
     Returns the completed series' stages and a note on any that failed."""
-    result = await on_same_cluster(forecast_many)(config=config, series_ids=ids, last_stage="evaluate", register=False)
+    many = on_same_cluster(forecast_many)
+    result = await many(config=config, series_ids=ids, last_stage="evaluate", to_registry=False)
     completed = [d["stages"] for d in result["series"].values() if d["status"] == "completed"]
     if not completed:
         raise InputError("no series completed with this trial's settings", "see each series' error in the log")

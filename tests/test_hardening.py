@@ -164,23 +164,51 @@ def test_a_symbolic_link_in_the_store_is_refused_not_followed(tmp_path: Path) ->
     assert list(outside.iterdir()) == []
 
 
-def test_a_registry_that_does_not_read_back_is_set_aside_and_rebuilt_by_the_next_run(
+def test_a_damaged_or_deleted_registry_is_rebuilt_from_the_registrations(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store"
     args = ["run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
     assert cli.main(args) == 0
     model = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["keys"]["train"]
+    original = pd.read_parquet(store / "registry.parquet")
     (store / "registry.parquet").write_bytes(b"not a parquet file")
 
-    assert cli.main(["models", "--artifacts-dir", str(store)]) == 0
-    assert "No models" in capsys.readouterr().out
+    assert cli.main(["models", "--artifacts-dir", str(store), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(entry["key"], entry["status"]) for entry in listed] == [(model, "champion")]
     assert [p.name.split("-")[0] for p in store.glob("registry.parquet.damaged-*")] == ["registry.parquet.damaged"]
+    columns = ["key", "status", "created", "test_rmse"]
+    assert pd.read_parquet(store / "registry.parquet")[columns].equals(original[columns])
 
-    assert cli.main(args) == 0  # all cached: the register step writes the model's entry again
-    capsys.readouterr()
-    registry = pd.read_parquet(store / "registry.parquet")
-    assert registry[["key", "status"]].values.tolist() == [[model, "champion"]]
+    (store / "registry.parquet").unlink()
+    code = cli.main(["predict", "--horizon", "3", "--artifacts-dir", str(store), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == model
+
+
+def test_a_rebuilt_registry_replays_the_retraining_decisions() -> None:
+    from lstm_forecast.tasks.operations.registry import rebuild_registry
+
+    def entry(key: str, created: str) -> dict[str, object]:
+        return {"key": key, "series_id": "", "created": created, "test_rmse": 1.0, "test_mae": 1.0,
+                "naive_test_rmse": 1.0, "test_mase": 1.0, "naive_test_mase": 1.0}  # fmt: skip
+
+    first, second, third = fingerprint("a"), fingerprint("b"), fingerprint("c")
+    decisions = pd.DataFrame(
+        [
+            {"challenger": second, "challenger_rmse": 0.5, "champion_rmse": 0.7},  # promoted
+            {"challenger": third, "challenger_rmse": 0.9, "champion_rmse": 0.5},  # kept out
+        ]
+    )
+    entries = [entry(third, "2026-01-03"), entry(first, "2026-01-01"), entry(second, "2026-01-02")]
+    registry = rebuild_registry(entries, decisions)
+    assert registry is not None
+    assert dict(zip(registry["key"], registry["status"], strict=True)) == {
+        first: "retired",
+        second: "champion",
+        third: "challenger",
+    }
+    assert registry.set_index("key").loc[third, "decision"].startswith("kept out")
 
 
 def test_store_files_take_their_mode_from_the_umask(tmp_path: Path) -> None:

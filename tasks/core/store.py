@@ -10,6 +10,7 @@ Layout under the root (default `artifacts/`):
     summaries/<key>.parquet      one row per series of a long-format input (many-series runs)
     tuning/<key>.parquet         the trials of `lstm-forecast tune`; tuning/<key>.yaml its best config
     registry.parquet             every model, its metrics and status (champion, challenger, retired)
+    registrations/<key>.json     each registered model's entry: the registry is rebuilt from these
     decisions.parquet            every retraining decision
     _prefect/records/<key>       Prefect's cache records (small JSON: the key a stage returned)
     _prefect/locks/              Prefect's lock files while a stage computes
@@ -213,6 +214,12 @@ class Store:
     def plots_dir(self) -> Path:
         return self.root / "plots"
 
+    def registration_path(self, key: str) -> Path:
+        """One registered model's entry (`registrations/<key>.json`): the registry is rebuilt from these."""
+        if not _is_stage_key(key):
+            raise ValueError(f"invalid model key {key!r}")
+        return self.root / "registrations" / f"{key}.json"
+
     @property
     def registry_path(self) -> Path:
         return self.root / "registry.parquet"
@@ -389,8 +396,8 @@ class Store:
             os.close(handle)  # closing releases the flock
 
     def read_registry(self) -> pd.DataFrame | None:
-        """The registry, or None when there is none. A registry that does not read back is moved aside
-        (logged) and reads as none: the next run's `register` writes its models' entries again."""
+        """The registry file, or None when there is none. One that does not read back is moved aside
+        (logged) and reads as none (`operations/registry.py: load_registry` rebuilds it)."""
         return self._read_or_set_aside(self.registry_path)
 
     def _read_or_set_aside(self, path: Path) -> pd.DataFrame | None:
@@ -401,13 +408,7 @@ class Store:
         except (OSError, pa.ArrowException) as error:
             aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(path, aside)
-            log.warning(
-                "store: %s did not read back (%s); moved to %s. Rerun `lstm-forecast run` to register the "
-                "models again.",
-                path,
-                type(error).__name__,
-                aside.name,
-            )
+            log.warning("store: %s did not read back (%s); moved to %s", path, type(error).__name__, aside.name)
             return None
 
     def write_registry(self, registry: pd.DataFrame) -> Path:
@@ -415,6 +416,27 @@ class Store:
 
     def read_decisions(self) -> pd.DataFrame | None:
         return self._read_or_set_aside(self.decisions_path)
+
+    def write_registration(self, entry: dict[str, Any]) -> Path:
+        return self._write_bytes(self.registration_path(entry["key"]), json.dumps(entry, default=str).encode())
+
+    def read_registration(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.registration_path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def read_registrations(self) -> list[dict[str, Any]]:
+        """Every registered model's entry (unreadable ones logged and left out)."""
+        folder = self.registration_path("0" * KEY_LENGTH).parent
+        entries = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            entry = self.read_registration(path.stem) if _is_stage_key(path.stem) else None
+            if entry is None:
+                log.warning("store: registration %s does not read back; left out", path)
+            else:
+                entries.append(entry)
+        return entries
 
     def write_decisions(self, decisions: pd.DataFrame) -> Path:
         return self._write_bytes(self.decisions_path, _parquet_bytes(decisions))

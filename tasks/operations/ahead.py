@@ -14,7 +14,7 @@ import pandas as pd
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.store import Store, bytes_digest, fingerprint
-from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion
+from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion, load_registry
 from lstm_forecast.tasks.stages.generate import clean_series, parse_table, read_input_file, select_series
 from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space
 from lstm_forecast.tasks.stages.train import SavedModel, load_saved
@@ -22,7 +22,7 @@ from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
 def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
     """A registry key from `champion` (of `series_id`'s models) or a key (or a unique key prefix)."""
-    registry = store.read_registry()
+    registry = load_registry(store)
     if registry is None or registry.empty:
         raise InputError(f"the store {store.root} has no registered model", "train one with `lstm-forecast run`")
     if reference == "champion":

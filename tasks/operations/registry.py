@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.logging import get_logger
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.store import Store
@@ -37,6 +38,7 @@ COLUMNS = (
     "decision",
 )
 GLOBAL_SERIES = "*"  # the series_id of a global model: every series of its input
+log = get_logger("lstm_forecast.registry")
 
 
 def utc_now() -> str:
@@ -161,6 +163,37 @@ def model_entry(store: Store, model_key: str, metrics: list[pd.DataFrame], creat
     }
 
 
+def rebuild_registry(entries: list[dict[str, Any]], decisions: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The registry from each registered model's entry (in the order they were first registered) and
+    the retraining decisions replayed in order."""
+    registry = None
+    for entry in sorted(entries, key=lambda e: (str(e.get("created", "")), e["key"])):
+        registry = register(registry, entry)
+    if registry is None or decisions is None:
+        return registry
+    for row in decisions.to_dict("records"):
+        if (registry["key"] == row["challenger"]).any():
+            metric = row.get("metric") if isinstance(row.get("metric"), str) else "RMSE"
+            registry, _ = decide(registry, row["challenger"], row["challenger_rmse"], row["champion_rmse"], metric)
+    return registry
+
+
+def load_registry(store: Store) -> pd.DataFrame | None:
+    """The store's registry. When the file is missing or did not read back (it is moved aside) but models
+    were registered, it is rebuilt from their registrations and the decisions, and written again."""
+    registry = store.read_registry()
+    if registry is not None:
+        return registry
+    entries = store.read_registrations()
+    if not entries:
+        return None
+    registry = rebuild_registry(entries, store.read_decisions())
+    if registry is not None:
+        store.write_registry(registry)
+        log.warning("registry rebuilt from %d registered models and their decisions", len(entries))
+    return registry
+
+
 def record_model(store: Store, entry: dict[str, Any]) -> str:
     """Add a model to the store's registry (atomic, locked); returns its status."""
     return record_models(store, [entry])[entry["key"]]
@@ -170,13 +203,25 @@ def record_models(store: Store, entries: list[dict[str, Any]]) -> dict[str, str]
     """Add models to the store's registry in one locked write (none when nothing changed: a cached run
     writes nothing); returns each one's status."""
     with store.registry_lock():
-        before = store.read_registry()
+        before = load_registry(store)
         registry = before
         for entry in entries:
             registry = register(registry, entry)
+            save_registration(store, entry)
         if before is None or not registry.equals(with_series_ids(before)):
             store.write_registry(registry)
     return {entry["key"]: str(registry.loc[registry["key"] == entry["key"], "status"].iloc[0]) for entry in entries}
+
+
+def save_registration(store: Store, entry: dict[str, Any]) -> None:
+    """Keep a model's entry beside the registry (first registration time, current metrics): written only
+    when it is new or its metrics changed, so a cached run writes nothing."""
+    stored = store.read_registration(entry["key"])
+    if stored is not None:
+        entry = entry | {"created": stored.get("created", entry["created"])}
+        if json.dumps(stored, sort_keys=True, default=str) == json.dumps(entry, sort_keys=True, default=str):
+            return
+    store.write_registration(entry)
 
 
 @task(name="register", result_serializer="json")
@@ -201,7 +246,7 @@ def record_decision(store: Store, decision: dict[str, Any], challenger_rmse: flo
     """Apply and log a champion/challenger decision (atomic, locked); returns the outcome."""
     with store.registry_lock():
         registry, outcome = decide(
-            store.read_registry(),
+            load_registry(store),
             decision["challenger"],
             challenger_rmse,
             champion_rmse,

@@ -12,6 +12,7 @@ import pandas as pd
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.operations.registry import load_registry
 from lstm_forecast.tasks.stages.evaluate import metrics_table
 
 
@@ -58,6 +59,6 @@ async def publish_run(store: Store, evaluate_key: str, plot_key: str, model_key:
     )
     await acreate_markdown_artifact(
         key="lstm-forecast-model",
-        markdown=registry_markdown(store.read_registry(), model_key),
+        markdown=registry_markdown(load_registry(store), model_key),
         description="The trained model's registry entry.",
     )
