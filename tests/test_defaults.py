@@ -85,3 +85,14 @@ def test_global_settings_see_four_horizons_in_a_dozen_lstm_steps_and_share_one_n
     assert shared["look_back"] == 52 and shared["patch"] == 4  # max(32, 4 x 13), 13 steps of 4
     three = global_settings(with_fields(base, ensemble=3), sized, [400, 800, 1200])
     assert three["look_back"] == 104 and three["patch"] == 4  # members read 52, 104 and 24
+
+
+def test_auto_baselines_are_all_for_one_series_and_statistical_for_a_global_model() -> None:
+    from lstm_forecast.tasks.core.defaults import global_settings
+
+    times, y = pd.Series(np.arange(500.0)), np.sin(np.arange(500) / 7.0) + np.arange(500) * 0.01
+    assert adapt_config(ForecastConfig(), times, y).baselines == "all"
+    assert adapt_config(ForecastConfig(baselines="naive"), times, y).baselines == "naive"
+    sized = [with_fields(ForecastConfig(), look_back=32, season_length=1, seasons=())] * 2
+    assert global_settings(ForecastConfig(), sized, [400, 800])["baselines"] == "statistical"
+    assert global_settings(ForecastConfig(baselines="all"), sized, [400, 800])["baselines"] == "all"

@@ -120,7 +120,7 @@ def test_fix_plot_draws_predictions_at_their_timestamps() -> None:
     assert [line.get_label() for line in figure.axes[2].get_lines()] == ["loss", "val_loss"]
 
 
-def test_next_time_for_numbers_and_dates() -> None:
+def test_future_times_continue_numbers_and_dates() -> None:
     assert future_times(pd.Series([0.0, 0.5, 1.0]), 1).iloc[0] == pytest.approx(1.5)
     dates = pd.Series(pd.date_range("2024-01-01", periods=3, freq="D"))
     assert future_times(dates, 1).iloc[0] == pd.Timestamp("2024-01-04")

@@ -172,10 +172,11 @@ class ForecastConfig(BaseModel):
     arima_fit_points: int = Field(
         2000, ge=50, le=100_000, description="ARIMA baseline: fit on this many last training points."
     )
-    baselines: Literal["all", "naive"] = Field(
-        "all",
+    baselines: Literal["auto", "all", "statistical", "naive"] = Field(
+        "auto",
         description="Baselines scored next to the LSTM: 'all' (naive, seasonal naive, ARIMA, AutoETS, "
-        "AutoARIMA) or 'naive' (the two naive forecasts only: seconds less per series, for many series).",
+        "AutoARIMA), 'statistical' (all but the fixed-order ARIMA), 'naive' (the two naive forecasts: "
+        "seconds less per series); 'auto': 'all' for one series, 'statistical' for a global model's series.",
     )
 
     # --- store --------------------------------------------------------------

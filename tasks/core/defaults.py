@@ -140,6 +140,7 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     fields.update(look_back=look_back, patch=patch)
 
     fields.update(training_settings(config, max(1, validation_start - look_back)))
+    fields["baselines"] = "all" if config.baselines == "auto" else config.baselines
     return with_fields(config, **fields)
 
 
@@ -175,11 +176,15 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     - `transform`: 'level' for 'auto' (every window relative to its own last value and scaled by its
       series' typical step: series of any magnitude share the network);
     - `look_back`: the median of the series' own look-backs (a whole number of patches);
+    - `baselines`: 'statistical' for 'auto' (AutoARIMA per series, no fixed-order ARIMA);
     - `batch_size`, `epochs`, `patience`, `ensemble`: the single-series rule on the windows the network
       trains on (each series' most recent, at most `window_cap` from each).
     Seasons, `season_length`, `freq` and `validation_fraction` stay each series' own.
     """
     fields: dict[str, Any] = {"transform": "level" if config.transform == "auto" else config.transform}
+    # Across many series AutoARIMA (searched per series) stands for ARIMA; the fixed-order ARIMA(2, d, 2)
+    # of a single run would cost about as much again per long series and tell nothing more.
+    fields["baselines"] = "statistical" if config.baselines == "auto" else config.baselines
     context = GLOBAL_MIN_CONTEXT
     windows = [
         max(

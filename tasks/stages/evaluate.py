@@ -185,10 +185,11 @@ def evaluate(
         "seasonal_naive": seasonal_naive_predictions(y, rows, config.horizon, season),
     }
     described: dict[str, str] = {}
-    if config.baselines == "all":
+    if config.baselines in ("all", "auto"):
         baselines["arima"] = arima_predictions(
             y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop, order
         )
+    if config.baselines in ("all", "auto", "statistical"):
         seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
         statistical, described = statistical_forecasts(
             y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop
