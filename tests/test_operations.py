@@ -177,7 +177,9 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_served_schedule_runs_and_ad_hoc_triggers(tmp_path: Path, prefect_server: str, prefect_api: str) -> None:
+def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
+    tmp_path: Path, prefect_server: str, prefect_api: str
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.exceptions import PrefectHTTPStatusError
@@ -244,6 +246,19 @@ def test_served_schedule_runs_and_ad_hoc_triggers(tmp_path: Path, prefect_server
         registry = Store(store).read_registry()
         configs = [json.loads(text) for text in registry["config"]]
         assert any(c["epochs"] == 2 and c["units"] == 4 for c in configs)
+
+        # A run pointed at a store outside the served folders fails at once and writes nothing there.
+        elsewhere = tmp_path / "elsewhere"
+        outside = build_config("smoke", overrides={"artifacts_dir": str(elsewhere)}).model_dump(mode="json")
+        with get_client(sync_client=True) as client:
+            fenced = client.create_flow_run_from_deployment(ad_hoc.id, parameters={"config": outside})
+
+            def ended() -> Any:
+                run = client.read_flow_run(fenced.id)
+                return run if run.state and run.state.is_final() else None
+
+            assert wait_for(ended, 120, "the fenced run to end").state.is_failed()
+        assert not elsewhere.exists()
     finally:
         server.terminate()
         try:
