@@ -55,9 +55,9 @@ async def backtest_many(config: ForecastConfig, ids: list[str], folds: int) -> d
 @flow(name="lstm-backtest")
 async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> dict[str, Any]:
     """Rolling-origin evaluation over `folds` folds; returns each fold's result and the summary records."""
-    store = Store(config.artifacts_dir)
     if ids := long_format_ids(config):
         return await backtest_many(config, ids, folds)
+    store = Store(config.artifacts_dir)
     full = await forecast(config=config)  # a run on all the data, registered as any run
     n_points = series_length(store, full["stages"]["generate"]["key"])
     results = []

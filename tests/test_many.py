@@ -402,12 +402,17 @@ def test_ids_are_text_and_a_row_without_one_is_refused_with_its_line() -> None:
         series_ids(missing, "unique_id")
 
 
+def three_series_file(folder: Path) -> Path:
+    """A long-format CSV of three noisy sines of 300 to 400 points."""
+    source = folder / "long.csv"
+    long_frame({"a": 400, "b": 300, "c": 350}).to_csv(source, index=False)
+    return source
+
+
 def test_a_backtest_of_many_series_averages_each_fold_over_the_series_and_registers_only_the_full_run(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "long.csv"
-    long_frame({"a": 400, "b": 300, "c": 350}).to_csv(source, index=False)
-    store = tmp_path / "store"
+    source, store = three_series_file(tmp_path), tmp_path / "store"
     arguments = ["backtest", "--preset", "smoke", "--input", str(source), "--folds", "2", "--artifacts-dir", str(store)]
     assert cli.main([*arguments, "--json"]) == 0
     summary = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"])
@@ -420,9 +425,7 @@ def test_a_backtest_of_many_series_averages_each_fold_over_the_series_and_regist
 def test_tune_on_many_series_scores_global_trials_by_their_mean_validation_mase(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "long.csv"
-    long_frame({"a": 400, "b": 300, "c": 350}).to_csv(source, index=False)
-    store = tmp_path / "store"
+    source, store = three_series_file(tmp_path), tmp_path / "store"
     arguments = ["tune", "--preset", "smoke", "--input", str(source), "--trials", "2", "--artifacts-dir", str(store)]
     assert cli.main([*arguments, "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -234,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ema_momentum=0.0,
     ),
     # What a user should get: a rule, not numbers. Seasons, look_back, patch, batch size and epochs
-    # are sized from the series (tasks/defaults.py); on the built-in series that is a window of four
+    # are sized from the series (tasks/core/defaults.py); on the built-in series that is a window of four
     # sine periods (~63 points each, 256 values), 8 values per LSTM step, batches of 256, 60 epochs.
     "default": dict(),
     # Tiny and quick: for tests and a first look.
