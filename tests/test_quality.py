@@ -11,6 +11,7 @@ import pytest
 
 from lstm_forecast.tasks.core.config import build_config
 from lstm_forecast.tasks.core.defaults import detect_season
+from lstm_forecast.tasks.stages import train as train_module
 from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
 from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space, scale_series
 from lstm_forecast.tasks.stages.predict import conformal_widths, forecast_all
@@ -215,3 +216,35 @@ def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
     forecast = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
     # Each step is one unit above the previous forecast: the level moves with what was fed back.
     np.testing.assert_allclose(forecast, y[-1] + np.arange(1, 5), rtol=1e-6)
+
+
+def test_a_kept_compiled_network_trains_exactly_as_a_fresh_build() -> None:
+    config = build_config(
+        "smoke",
+        overrides={
+            "ensemble": 2,
+            "dropout": 0.2,
+            "horizon": 2,
+            "look_back": 8,
+            "patch": 2,
+            "epochs": 2,
+            "batch_size": 8,
+        },
+    )
+    random = np.random.RandomState(1)
+    x, y = random.random_sample((40, 4, 2)).astype("float32"), random.random_sample((40, 2)).astype("float32")
+
+    def fit_and_train_further() -> tuple[np.ndarray, np.ndarray, list[float]]:
+        with train_module.compiled_network(config) as network:
+            history = train_module.train_network(network, x[:32], y[:32], x[32:], y[32:], config)
+            model = network.detached()
+            train_module.train_further(network, x, y, config, epochs=2)
+            return model.predict(x, verbose=0), network.detached().predict(x, verbose=0), history["val_loss"]
+
+    train_module._kept_networks.clear()
+    fresh = fit_and_train_further()
+    kept = fit_and_train_further()  # the same network object, restored to its as-built state
+    assert len(train_module._kept_networks) == 1
+    train_module._kept_networks.clear()
+    for first, second in zip(fresh, kept, strict=True):
+        np.testing.assert_array_equal(first, second)

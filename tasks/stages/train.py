@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,22 +214,91 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
     return data.with_options(options)
 
 
-def fit_model(
+# Tracing a network's training step costs about 10 s on CPU for an ensemble of five LSTMs: more than
+# training most short series. Each process keeps its last few compiled networks by architecture and
+# restores one to the state a fresh build has (every model and optimizer variable) for the next fit,
+# so a model trained on a kept network is the model a fresh one would give.
+KEPT_NETWORKS = 4
+ARCHITECTURE_FIELDS = (
+    "cell", "units", "layers", "dropout", "look_back", "patch", "horizon", "ensemble", "seed",
+    "learning_rate", "ema_momentum",
+)  # fmt: skip
+
+
+@dataclass
+class CompiledNetwork:
+    """A compiled network and the value of each of its variables (model's, then optimizer's) as built."""
+
+    model: Any
+    built: list[np.ndarray]
+
+    def variables(self) -> list[Any]:
+        return [*self.model.variables, *self.model.optimizer.variables]
+
+    def restore_built(self, optimizer_only: bool = False) -> None:
+        """Every variable (or only the optimizer's: a fresh optimizer on the current weights) as built."""
+        skip = len(self.model.variables) if optimizer_only else 0
+        for variable, value in zip(self.variables()[skip:], self.built[skip:], strict=True):
+            variable.assign(value)
+
+    def detached(self) -> Any:
+        """An uncompiled copy of the model with its current weights (the kept network trains on)."""
+        copy = import_keras().models.clone_model(self.model)
+        copy.set_weights(self.model.get_weights())
+        return copy
+
+
+_kept_networks: dict[tuple, list[CompiledNetwork]] = {}
+_kept_lock = threading.Lock()
+
+
+@contextmanager
+def compiled_network(config: ForecastConfig) -> Iterator[CompiledNetwork]:
+    """A network for `config`'s architecture in its as-built state: a kept one, else a new build.
+
+    A network is lent to one caller at a time; it is kept again (the newest `KEPT_NETWORKS`) after.
+    """
+    architecture = tuple(getattr(config, name) for name in ARCHITECTURE_FIELDS) + tuple(member_look_backs(config))
+    with _kept_lock:
+        idle = _kept_networks.pop(architecture, [])
+        network = idle.pop() if idle else None
+        if idle:
+            _kept_networks[architecture] = idle
+    if network is None:
+        model = build_model(config)
+        model.optimizer.build(model.trainable_variables)
+        network = CompiledNetwork(
+            model, [variable.numpy() for variable in [*model.variables, *model.optimizer.variables]]
+        )
+    else:
+        network.restore_built()
+    try:
+        yield network
+    finally:
+        with _kept_lock:
+            _kept_networks.setdefault(architecture, []).append(network)
+            while sum(len(networks) for networks in _kept_networks.values()) > KEPT_NETWORKS:
+                oldest = next(iter(_kept_networks))
+                _kept_networks[oldest].pop(0)
+                if not _kept_networks[oldest]:
+                    del _kept_networks[oldest]
+
+
+def train_network(
+    network: CompiledNetwork,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
     config: ForecastConfig,
     on_epoch: EpochReport | None = None,
-) -> tuple[Any, dict[str, list[float]]]:
-    """Train a fresh model; returns it (for training: `inference_model` forecasts) and its per-epoch history
-    (`loss`, maybe `val_loss`)."""
+) -> dict[str, list[float]]:
+    """Fit `network` from its as-built state; returns its per-epoch history (`loss`, maybe `val_loss`)."""
     import tensorflow as tf
 
     keras = import_keras()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(config)
     callbacks: list[keras.callbacks.Callback] = []
     has_validation = len(x_val) > 0
     if config.ema_momentum > 0:
@@ -242,7 +313,7 @@ def fit_model(
     if on_epoch is not None:
         callbacks.append(_EpochReporter(on_epoch))
     y_train, y_val = ensemble_targets(y_train, config), ensemble_targets(y_val, config)
-    history = model.fit(
+    history = network.model.fit(
         training_dataset(x_train, y_train, config.batch_size, seed=config.seed),
         validation_data=training_dataset(x_val, y_val, config.batch_size, seed=None) if has_validation else None,
         epochs=config.epochs,
@@ -250,7 +321,22 @@ def fit_model(
         verbose=0,
         callbacks=callbacks,
     )
-    return model, {name: [float(v) for v in values] for name, values in history.history.items()}
+    return {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def fit_model(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: ForecastConfig,
+    on_epoch: EpochReport | None = None,
+) -> tuple[Any, dict[str, list[float]]]:
+    """Train a fresh model; returns it (uncompiled; for training: `inference_model` forecasts) and its
+    per-epoch history."""
+    with compiled_network(config) as network:
+        history = train_network(network, x_train, y_train, x_val, y_val, config, on_epoch)
+        return network.detached(), history
 
 
 def refit_epochs(epochs_run: int, patience: int) -> int:
@@ -259,26 +345,20 @@ def refit_epochs(epochs_run: int, patience: int) -> int:
     return max(2, round((epochs_run - patience) / 10))
 
 
-def refit_model(model: Any, x_all: np.ndarray, y_all: np.ndarray, config: ForecastConfig, epochs: int) -> Any:
-    """A copy of `model` trained further on every window (test split included) for `epochs`; `model` is kept."""
+def train_further(
+    network: CompiledNetwork, x_all: np.ndarray, y_all: np.ndarray, config: ForecastConfig, epochs: int
+) -> None:
+    """Train `network`'s current weights on every window (test split included) for `epochs`, with a fresh
+    optimizer (no early stopping: there is no held-out tail left)."""
     keras = import_keras()
     keras.utils.set_random_seed(config.seed + 1)
-    forecaster = keras.models.clone_model(model)
-    forecaster.set_weights(model.get_weights())
-    averaging = config.ema_momentum > 0
-    forecaster.compile(
-        loss="mean_squared_error",
-        optimizer=keras.optimizers.Adam(
-            learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99
-        ),
-    )
-    forecaster.fit(
+    network.restore_built(optimizer_only=True)
+    network.model.fit(
         training_dataset(x_all, ensemble_targets(y_all, config), config.batch_size, seed=config.seed + 1),
         epochs=epochs,
         shuffle=False,
         verbose=0,
     )
-    return forecaster
 
 
 def training_device() -> str:
@@ -334,11 +414,14 @@ def fit_with_forecaster(
     logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
     report, done = training_progress(config)
     started = time.perf_counter()
-    model, history = fit_model(x_train, y_train, x_val, y_val, config, on_epoch=report)
-    fit_seconds = time.perf_counter() - started
-    epochs_run = len(history["loss"])
-    extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0)
-    forecaster = refit_model(model, *every_window, config, extra_epochs)
+    with compiled_network(config) as network:
+        history = train_network(network, x_train, y_train, x_val, y_val, config, on_epoch=report)
+        model = network.detached()
+        fit_seconds = time.perf_counter() - started
+        epochs_run = len(history["loss"])
+        extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0)
+        train_further(network, *every_window, config, extra_epochs)
+        forecaster = network.detached()
     logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(every_window[0]))
     done()
     return (
