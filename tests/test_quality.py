@@ -16,7 +16,7 @@ from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naiv
 from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space, scale_series
 from lstm_forecast.tasks.stages.predict import conformal_widths, forecast_all
 from lstm_forecast.tasks.stages.split import split_bounds
-from lstm_forecast.tasks.stages.train import build_model, fit_model, load_model, training_arrays
+from lstm_forecast.tasks.stages.train import build_model, fit_model, inference_model, load_model, training_arrays
 from lstm_forecast.tasks.stages.window import window_targets, window_targets_matrix
 
 
@@ -248,3 +248,40 @@ def test_a_kept_compiled_network_trains_exactly_as_a_fresh_build() -> None:
     train_module._kept_networks.clear()
     for first, second in zip(fresh, kept, strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_ensemble_members_in_one_loop_compute_what_separate_lstm_layers_compute(tmp_path: Path, layers: int) -> None:
+    import keras
+
+    config = build_config(
+        "smoke", overrides={"ensemble": 3, "layers": layers, "units": 5, "horizon": 2, "look_back": 12, "patch": 3}
+    )
+    model = build_model(config)
+    assert [type(layer).__name__ for layer in model.layers[1:]] == ["MemberLSTM"] * layers + ["MemberDense"]
+    inputs = np.random.RandomState(0).random_sample((7, 4, 3)).astype("float32")
+    outputs = model.predict(inputs, verbose=0)
+    weights = model.get_weights()  # per layer: kernel, bias, recurrent kernel (members first); then the heads
+    assert not np.allclose(weights[0][0], weights[0][1])  # each member from its own seed
+    for member in range(3):
+        separate = keras.Sequential(
+            [keras.Input((4, 3))]
+            + [keras.layers.LSTM(5, return_sequences=layer < layers - 1) for layer in range(layers)]
+            + [keras.layers.Dense(2)]
+        )
+        own = [
+            w[member]
+            for layer in range(layers)
+            for w in (weights[3 * layer], weights[3 * layer + 2], weights[3 * layer + 1])
+        ]
+        separate.set_weights(own + [weights[-2][member], weights[-1][member]])
+        np.testing.assert_allclose(
+            separate.predict(inputs, verbose=0), outputs[:, 2 * member : 2 * member + 2], atol=1e-6
+        )
+    forecaster = inference_model(model)
+    np.testing.assert_allclose(forecaster.predict(inputs, verbose=0), outputs.reshape(7, 3, 2).mean(axis=1), atol=1e-6)
+    path = tmp_path / "model.keras"
+    forecaster.save(path)
+    np.testing.assert_allclose(
+        load_model(path).predict(inputs, verbose=0), forecaster.predict(inputs, verbose=0), atol=1e-6
+    )

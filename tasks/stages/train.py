@@ -33,6 +33,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import window_cap
 from lstm_forecast.tasks.core.store import FORECASTER_FILE, MODEL_FILE, Store, fingerprint
+from lstm_forecast.tasks.stages.members import member_layers
 from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
 
 EpochReport = Callable[[int, dict[str, float], float], None]
@@ -85,42 +86,63 @@ def build_model(config: ForecastConfig) -> Any:
     # them from Python's global `random`, which other threads of the process (Prefect's and Dask's)
     # also draw from: the same config then trained differently on a Dask worker.
     seeds = iter(range(config.seed * 1000, config.seed * 1000 + 1000))
+    count = config.ensemble or 1
+    per_layer = 3 if config.dropout > 0 else 2  # kernel, recurrent kernel, dropout
+    member_seeds = [[next(seeds) for _ in range(config.layers * per_layer + 1)] for _ in range(count)]
     cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
 
-    def member() -> list[Any]:
+    def member(own_seeds: list[int]) -> list[Any]:
         stack: list[Any] = []
         for layer in range(config.layers):
+            at = layer * per_layer
             stack.append(
                 cell(
                     config.units,
                     return_sequences=layer < config.layers - 1,
-                    kernel_initializer=init.GlorotUniform(seed=next(seeds)),
-                    recurrent_initializer=init.Orthogonal(seed=next(seeds)),
+                    kernel_initializer=init.GlorotUniform(seed=own_seeds[at]),
+                    recurrent_initializer=init.Orthogonal(seed=own_seeds[at + 1]),
                 )
             )
             if config.dropout > 0:
-                stack.append(keras.layers.Dropout(config.dropout, seed=next(seeds)))
-        stack.append(keras.layers.Dense(config.horizon, kernel_initializer=init.GlorotUniform(seed=next(seeds))))
+                stack.append(keras.layers.Dropout(config.dropout, seed=own_seeds[at + 2]))
+        stack.append(keras.layers.Dense(config.horizon, kernel_initializer=init.GlorotUniform(seed=own_seeds[-1])))
         return stack
+
+    def side_by_side(tensor: Any) -> Any:
+        """Every member in one `MemberLSTM` loop per layer (members with the same look-back)."""
+        layers = member_layers()
+        for layer in range(config.layers):
+            at = layer * per_layer
+            tensor = layers["MemberLSTM"](
+                count,
+                config.units,
+                shared_input=layer == 0,
+                return_sequences=layer < config.layers - 1,
+                kernel_seeds=[own[at] for own in member_seeds],
+                recurrent_seeds=[own[at + 1] for own in member_seeds],
+            )(tensor)
+            if config.dropout > 0:
+                tensor = keras.layers.Dropout(config.dropout, seed=member_seeds[0][at + 2])(tensor)
+        return layers["MemberDense"](count, config.horizon, [own[-1] for own in member_seeds], name="members")(tensor)
 
     steps = config.look_back // config.patch
     inputs = keras.Input(shape=(steps, config.patch))
-    if (config.ensemble or 1) == 1:
-        model = keras.Sequential([inputs, *member()], name=f"{config.cell}_forecaster")
+    look_backs = member_look_backs(config)
+    name = f"{config.cell}_ensemble_of_{count}"
+    if count == 1:
+        model = keras.Sequential([inputs, *member(member_seeds[0])], name=f"{config.cell}_forecaster")
+    elif config.cell == "lstm" and len(set(look_backs)) == 1:
+        model = keras.Model(inputs, side_by_side(inputs), name=name)
     else:
         outputs = []
-        for look_back in member_look_backs(config):
+        for look_back, own_seeds in zip(look_backs, member_seeds, strict=True):
             tensor = inputs
             if look_back < config.look_back:  # this member reads only the window's most recent values
                 tensor = keras.layers.Cropping1D((steps - look_back // config.patch, 0))(tensor)
-            for layer in member():
+            for layer in member(own_seeds):
                 tensor = layer(tensor)
             outputs.append(tensor)
-        model = keras.Model(
-            inputs,
-            keras.layers.Concatenate(name="members")(outputs),
-            name=f"{config.cell}_ensemble_of_{config.ensemble}",
-        )
+        model = keras.Model(inputs, keras.layers.Concatenate(name="members")(outputs), name=name)
     # Weight averaging (an exponential moving average of the weights, kept by the optimizer and
     # swapped in when training ends): the last steps' SGD noise averages out of the final weights.
     # On the built-in series: test RMSE 0.496-0.497 over seeds 0-2, below ARIMA's 0.499.
@@ -151,40 +173,17 @@ def member_look_backs(config: ForecastConfig) -> list[int]:
     ]
 
 
-@functools.cache
-def member_median_layer() -> Any:
-    """A Keras layer class: the median over ensemble members of (batch, members * horizon) outputs, as
-    (batch, horizon). Registered, so saved models that use it load in safe mode."""
-    keras = import_keras()
-
-    @keras.saving.register_keras_serializable(package="lstm_forecast")
-    class MemberMedian(keras.layers.Layer):
-        def __init__(self, members: int, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.members = members
-
-        def call(self, outputs: Any) -> Any:
-            per_member = keras.ops.reshape(outputs, (-1, self.members, outputs.shape[-1] // self.members))
-            return keras.ops.median(per_member, axis=1)
-
-        def get_config(self) -> dict[str, Any]:
-            return super().get_config() | {"members": self.members}
-
-    return MemberMedian
-
-
 def inference_model(model: Any, combine: str = "mean") -> Any:
     """The model that forecasts: `model` itself, or for an ensemble the `combine` ('mean' or 'median')
     of its members' outputs (batch, horizon), sharing their weights."""
-    if model.layers[-1].name != "members":
+    last = model.layers[-1]
+    if last.name != "members":
         return model
-    keras = import_keras()
-    members = model.layers[-1].input
-    if combine == "median":
-        combined = member_median_layer()(len(members), name="ensemble_median")(model.layers[-1].output)
-    else:
-        combined = keras.layers.Average(name="ensemble_mean")(members)
-    return keras.Model(model.inputs, combined, name=model.name)
+    count = last.members if hasattr(last, "members") else len(last.input)  # MemberDense or Concatenate
+    combined = member_layers()["MemberMedian" if combine == "median" else "MemberMean"](
+        count, name=f"ensemble_{combine}"
+    )(last.output)
+    return import_keras().Model(model.inputs, combined, name=model.name)
 
 
 def ensemble_targets(y: np.ndarray, config: ForecastConfig) -> np.ndarray:
@@ -568,7 +567,7 @@ def load_model(path: Path) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _load_model(path: Path, modified_ns: int) -> Any:
-    member_median_layer()  # registered before a global ensemble's file names it
+    member_layers()  # registered before an ensemble's file names them
     return import_keras().saving.load_model(path, compile=False, safe_mode=True)
 
 
