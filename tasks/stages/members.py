@@ -4,8 +4,8 @@ An ensemble of N LSTMs reading the same window runs as one `MemberLSTM` layer: e
 own weights (kernel (N, features, 4 units), recurrent kernel (N, units, 4 units), bias (N, 4 units)),
 the input projection of every step is computed before the loop, and one loop over the steps updates
 every member with one batched matrix product. Separate LSTM layers would run N loops one after another:
-on 2 CPU cores five members trained about 1.5 to 2.5 times slower per epoch that way, and tracing their
-training step took three to five times longer. `MemberDense` is each member's own output layer.
+on 2 CPU cores five members trained about 1.5 times slower per epoch that way, and tracing their
+training step took about three times longer. `MemberDense` is each member's own output layer.
 
 The classes are built on first use (Keras is imported late) and registered, so saved models that use
 them load in safe mode. Their arithmetic is Keras' `LSTMCell`'s (gates i, f, c, o; sigmoid and tanh; a
