@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,30 @@ def training_arrays(
     return space.inputs(scaled, rows, config.look_back, config.patch), space.targets(scaled, rows, config.horizon)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """All that `build_model` reads of a config, and so the key compiled networks are kept by."""
+
+    cell: str
+    units: int
+    layers: int
+    dropout: float
+    look_back: int
+    patch: int
+    horizon: int
+    seed: int
+    learning_rate: float
+    ema_momentum: float
+    member_look_backs: tuple[int, ...]
+
+    @classmethod
+    def of(cls, config: ForecastConfig) -> Architecture:
+        names = [field.name for field in fields(cls) if field.name != "member_look_backs"]
+        return cls(
+            **{name: getattr(config, name) for name in names}, member_look_backs=tuple(member_look_backs(config))
+        )
+
+
 def build_model(config: ForecastConfig) -> Any:
     """A compiled stack of `layers` LSTM (or GRU) layers of `units` + Dense(horizon), MSE and Adam.
 
@@ -80,65 +104,66 @@ def build_model(config: ForecastConfig) -> Any:
     (batch, N * horizon) trained on N copies of the targets (each member's loss is its own);
     `inference_model` averages them.
     """
+    net = Architecture.of(config)
     keras = import_keras()
     init = keras.initializers
-    # Every random initial weight gets its own seed from `config.seed`. Keras would otherwise draw
+    # Every random initial weight gets its own seed from the config's `seed`. Keras would otherwise draw
     # them from Python's global `random`, which other threads of the process (Prefect's and Dask's)
     # also draw from: the same config then trained differently on a Dask worker.
-    seeds = iter(range(config.seed * 1000, config.seed * 1000 + 1000))
-    count = config.ensemble or 1
-    per_layer = 3 if config.dropout > 0 else 2  # kernel, recurrent kernel, dropout
-    member_seeds = [[next(seeds) for _ in range(config.layers * per_layer + 1)] for _ in range(count)]
-    cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
+    seeds = iter(range(net.seed * 1000, net.seed * 1000 + 1000))
+    count = len(net.member_look_backs)
+    per_layer = 3 if net.dropout > 0 else 2  # kernel, recurrent kernel, dropout
+    member_seeds = [[next(seeds) for _ in range(net.layers * per_layer + 1)] for _ in range(count)]
+    cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[net.cell]
 
     def member(own_seeds: list[int]) -> list[Any]:
         stack: list[Any] = []
-        for layer in range(config.layers):
+        for layer in range(net.layers):
             at = layer * per_layer
             stack.append(
                 cell(
-                    config.units,
-                    return_sequences=layer < config.layers - 1,
+                    net.units,
+                    return_sequences=layer < net.layers - 1,
                     kernel_initializer=init.GlorotUniform(seed=own_seeds[at]),
                     recurrent_initializer=init.Orthogonal(seed=own_seeds[at + 1]),
                 )
             )
-            if config.dropout > 0:
-                stack.append(keras.layers.Dropout(config.dropout, seed=own_seeds[at + 2]))
-        stack.append(keras.layers.Dense(config.horizon, kernel_initializer=init.GlorotUniform(seed=own_seeds[-1])))
+            if net.dropout > 0:
+                stack.append(keras.layers.Dropout(net.dropout, seed=own_seeds[at + 2]))
+        stack.append(keras.layers.Dense(net.horizon, kernel_initializer=init.GlorotUniform(seed=own_seeds[-1])))
         return stack
 
     def side_by_side(tensor: Any) -> Any:
         """Every member in one `MemberLSTM` loop per layer (members with the same look-back)."""
         layers = member_layers()
-        for layer in range(config.layers):
+        for layer in range(net.layers):
             at = layer * per_layer
             tensor = layers["MemberLSTM"](
                 count,
-                config.units,
+                net.units,
                 shared_input=layer == 0,
-                return_sequences=layer < config.layers - 1,
+                return_sequences=layer < net.layers - 1,
                 kernel_seeds=[own[at] for own in member_seeds],
                 recurrent_seeds=[own[at + 1] for own in member_seeds],
             )(tensor)
-            if config.dropout > 0:
-                tensor = keras.layers.Dropout(config.dropout, seed=member_seeds[0][at + 2])(tensor)
-        return layers["MemberDense"](count, config.horizon, [own[-1] for own in member_seeds], name="members")(tensor)
+            if net.dropout > 0:
+                tensor = keras.layers.Dropout(net.dropout, seed=member_seeds[0][at + 2])(tensor)
+        return layers["MemberDense"](count, net.horizon, [own[-1] for own in member_seeds], name="members")(tensor)
 
-    steps = config.look_back // config.patch
-    inputs = keras.Input(shape=(steps, config.patch))
-    look_backs = member_look_backs(config)
-    name = f"{config.cell}_ensemble_of_{count}"
+    steps = net.look_back // net.patch
+    inputs = keras.Input(shape=(steps, net.patch))
+    look_backs = net.member_look_backs
+    name = f"{net.cell}_ensemble_of_{count}"
     if count == 1:
-        model = keras.Sequential([inputs, *member(member_seeds[0])], name=f"{config.cell}_forecaster")
-    elif config.cell == "lstm" and len(set(look_backs)) == 1:
+        model = keras.Sequential([inputs, *member(member_seeds[0])], name=f"{net.cell}_forecaster")
+    elif net.cell == "lstm" and len(set(look_backs)) == 1:
         model = keras.Model(inputs, side_by_side(inputs), name=name)
     else:
         outputs = []
         for look_back, own_seeds in zip(look_backs, member_seeds, strict=True):
             tensor = inputs
-            if look_back < config.look_back:  # this member reads only the window's most recent values
-                tensor = keras.layers.Cropping1D((steps - look_back // config.patch, 0))(tensor)
+            if look_back < net.look_back:  # this member reads only the window's most recent values
+                tensor = keras.layers.Cropping1D((steps - look_back // net.patch, 0))(tensor)
             for layer in member(own_seeds):
                 tensor = layer(tensor)
             outputs.append(tensor)
@@ -146,11 +171,11 @@ def build_model(config: ForecastConfig) -> Any:
     # Weight averaging (an exponential moving average of the weights, kept by the optimizer and
     # swapped in when training ends): the last steps' SGD noise averages out of the final weights.
     # On the built-in series: test RMSE 0.496-0.497 over seeds 0-2, below ARIMA's 0.499.
-    averaging = config.ema_momentum > 0
+    averaging = net.ema_momentum > 0
     model.compile(
         loss="mean_squared_error",
         optimizer=keras.optimizers.Adam(
-            learning_rate=config.learning_rate, use_ema=averaging, ema_momentum=config.ema_momentum or 0.99
+            learning_rate=net.learning_rate, use_ema=averaging, ema_momentum=net.ema_momentum or 0.99
         ),
     )
     return model
@@ -218,10 +243,6 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
 # restores one to the state a fresh build has (every model and optimizer variable) for the next fit,
 # so a model trained on a kept network is the model a fresh one would give.
 KEPT_NETWORKS = 4
-ARCHITECTURE_FIELDS = (
-    "cell", "units", "layers", "dropout", "look_back", "patch", "horizon", "ensemble", "seed",
-    "learning_rate", "ema_momentum",
-)  # fmt: skip
 
 
 @dataclass
@@ -247,7 +268,7 @@ class CompiledNetwork:
         return copy
 
 
-_kept_networks: dict[tuple, list[CompiledNetwork]] = {}
+_kept_networks: dict[Architecture, list[CompiledNetwork]] = {}
 _kept_lock = threading.Lock()
 
 
@@ -257,7 +278,7 @@ def compiled_network(config: ForecastConfig) -> Iterator[CompiledNetwork]:
 
     A network is lent to one caller at a time; it is kept again (the newest `KEPT_NETWORKS`) after.
     """
-    architecture = tuple(getattr(config, name) for name in ARCHITECTURE_FIELDS) + tuple(member_look_backs(config))
+    architecture = Architecture.of(config)
     with _kept_lock:
         idle = _kept_networks.pop(architecture, [])
         network = idle.pop() if idle else None
