@@ -30,6 +30,8 @@ FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--patch": ("patch", int),
     "--season-length": ("season_length", int),
     "--baselines": ("baselines", str),
+    "--baseline-sample": ("baseline_sample", int),
+    "--plots": ("plots", str),
     "--ensemble": ("ensemble", int),
     "--seasons": ("seasons", "seasons"),
     "--freq": ("freq", str),

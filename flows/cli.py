@@ -37,11 +37,13 @@ def emit_json(args: argparse.Namespace, payload: Any) -> None:
         print(json.dumps(payload))
 
 
-def read_metrics(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An evaluate output as `[split][model][metric]` (all steps pooled) and, per step, lists."""
+def read_metrics(path_or_table: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An evaluate output (its file, or the table) as `[split][model][metric]` (all steps pooled) and, per
+    step, lists."""
     import pandas as pd
 
-    metrics = pd.read_parquet(path).dropna(subset=["value"])
+    metrics = path_or_table if isinstance(path_or_table, pd.DataFrame) else pd.read_parquet(path_or_table)
+    metrics = metrics.dropna(subset=["value"])
     pooled: dict[str, dict[str, dict[str, float]]] = {}
     by_step: dict[str, dict[str, dict[str, list[float]]]] = {}
     for row in metrics.sort_values("step", kind="stable").itertuples(index=False):
@@ -140,6 +142,10 @@ def describe_decision(decision: dict[str, Any]) -> str:
     return f"{decision['outcome']}{scores}; champion {decision['champion']}"
 
 
+PRINTED_SERIES = 20  # a many-series run prints this many rows of its summary (the file holds every one)
+PRINTED_FAILURES = 5  # ... and names this many failed series
+
+
 def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_ids: list[str]) -> int:
     """A long-format input: one pipeline per series, on Dask when asked; exit 1 if any series failed."""
     from lstm_forecast.flows.many import chosen_scope, forecast_many
@@ -160,13 +166,18 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     import pandas as pd
 
     summary = pd.read_parquet(result["summary"])
-    print("\nTest metrics per series (all steps pooled):")
-    shown = summary.drop(columns=["error"]).dropna(axis="columns", how="all")
+    listed = summary if len(summary) <= PRINTED_SERIES else summary.head(PRINTED_SERIES)
+    print(f"\nTest metrics per series (all steps pooled){'' if listed is summary else ', the first few'}:")
+    shown = listed.drop(columns=["error"]).dropna(axis="columns", how="all")
     with pd.option_context("display.width", 200):
         print(shown.to_string(index=False, float_format="%.4f"))
+    if listed is not summary:
+        print(f"  … {len(summary) - len(listed)} more series in the summary file")
     failed = summary.loc[summary["status"] == "failed"]
-    for row in failed.itertuples(index=False):
+    for row in failed.head(PRINTED_FAILURES).itertuples(index=False):
         print(f"  series {row.unique_id!r} failed: {row.error}")
+    if len(failed) > PRINTED_FAILURES:
+        print(f"  … {len(failed) - PRINTED_FAILURES} more failed series: each one and its error in the summary file")
     print(f"Summary      {result['summary']}\nFinished in {time.perf_counter() - started:.1f} s")
     output: dict[str, Any] = {
         "flow_run_id": result["flow_run_id"],
@@ -175,11 +186,16 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         "metrics": {},
         "series": result["series"],
     }
+    from lstm_forecast.tasks.core.store import Store
+
+    store = Store(config.artifacts_dir)
+    winners = dict(zip(summary["unique_id"], summary["winner"], strict=True))
     for series_id, detail in result["series"].items():
         if detail["status"] == "completed":
-            output["metrics"][series_id] = read_metrics(detail["artifacts"]["metrics"])[0]
-            detail["winner"] = str(summary.loc[summary["unique_id"] == series_id, "winner"].iloc[0])
-            detail["stages"] = {stage: detail["stages"][stage]["status"] for stage in STAGES}
+            metrics = store.read_table("evaluate", detail["stages"]["evaluate"]["key"])
+            output["metrics"][series_id] = read_metrics(metrics)[0]
+            detail["winner"] = str(winners[series_id])
+            detail["stages"] = {s: detail["stages"][s]["status"] for s in STAGES if s in detail["stages"]}
     output["tensorflow_imported"] = "tensorflow" in sys.modules
     output["scope"], output["model"] = result.get("scope"), result.get("model")
     if "retrain" in result:
@@ -189,9 +205,12 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
             print(f"Retraining ({series_id}): {describe_decision(decision)}")
     emit_json(args, output)
     if len(failed):
+        first = ", ".join(repr(i) for i in failed["unique_id"].head(PRINTED_FAILURES))
+        more = f" and {len(failed) - PRINTED_FAILURES} more" if len(failed) > PRINTED_FAILURES else ""
         print(
-            f"error: {len(failed)} of {len(summary)} series failed: {', '.join(failed['unique_id'])}\n"
-            "  fix: see each one's message above; the other series' results are in the store",
+            f"error: {len(failed)} of {len(summary)} series failed: {first}{more}\n"
+            f"  fix: see the messages above; every failed series and its error is in {result['summary']} "
+            "(status 'failed'); the other series' results are in the store",
             file=sys.stderr,
         )
         return 1

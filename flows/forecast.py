@@ -103,9 +103,10 @@ async def run_pipeline(
 
 
 def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Where a pipeline run's outputs are."""
+    """Where a pipeline run's outputs are (a panel's per-series tables: the pack holding them, rows `_key`)."""
     outputs = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate", "plot": "plot"}
-    return {name: str(store.path(stage, stages[stage]["key"])) for name, stage in outputs.items() if stage in stages}
+    found = {name: stages[stage]["key"] for name, stage in outputs.items() if stage in stages}
+    return {name: str(store.location(outputs[name], key)) for name, key in found.items()}
 
 
 # Async although every stage is sync: an async flow run does not wait up to a second at exit

@@ -3,18 +3,27 @@
 Global (the default for more than one series): each series is generated and sized, the settings one
 network shares are drawn from them, each series is prepared (split, normalize, window), one `train`
 fits the network on every series' windows, and each series is predicted, evaluated and plotted with
-it. Local (`scope: local`): one whole pipeline per series. Either way the per-series stages run on
-the flow's Dask cluster when it has one, one Dask task per series and phase.
+it. Local (`scope: local`): one whole pipeline per series.
+
+A global run's per-series stages run in chunks of series (`chunk_size`): one task per stage and chunk,
+named after the stage, on the flow's Dask cluster when it has one. Each chunk's outputs of a stage are
+written as one pack file (`Store.batched`), keyed per series as ever: editing one series recomputes its
+own outputs and the model. The statistical baselines are scored on a fixed sample of a large panel's
+series (`statistical_sample`) and only the series the UI shows are plotted (`plots: all` plots every one).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from lstm_forecast.flows.cluster import cluster_slots, runs_on_cluster
@@ -27,12 +36,20 @@ from lstm_forecast.flows.forecast import (
 )
 from lstm_forecast.tasks.core.caching import stored_output
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
-from lstm_forecast.tasks.core.defaults import adapt_config, config_for_series, global_settings
+from lstm_forecast.tasks.core.defaults import adapt_config, config_for_series, global_settings, statistical_sample
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, stage_task, stages_until
+from lstm_forecast.tasks.core.graph import (
+    FINISH_STAGES,
+    PREPARE_STAGES,
+    STAGE,
+    STAGES,
+    stage_chunk_function,
+    stage_task,
+    stages_until,
+)
 from lstm_forecast.tasks.core.store import Store, file_digest, planned_key, stage_key, upstream_keys
 from lstm_forecast.tasks.operations.registry import register_models
-from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary
+from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary, series_to_show
 from lstm_forecast.tasks.stages.generate import read_series_ids
 from lstm_forecast.tasks.stages.train import train_global
 
@@ -47,12 +64,21 @@ def failure_message(error: Exception) -> str:
     return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
 
 
+def planned_inline(
+    stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None
+) -> tuple[dict[str, str], str | None, str | None]:
+    """One stage of one series as `run_stage_inline` would run it: its inputs' keys, its planned key, and
+    its output's key when that is complete and up to date in the store (else None: it must run)."""
+    upstream = upstream_keys(stage, {name: done["key"] for name, done in stages.items()})
+    planned, output = stored_output(stage, config, upstream, digest)
+    return upstream, planned, output
+
+
 def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
     """One stage of one series inside the current task run, without a task run of its own: its output is
     reused when it is complete and up to date in the store (the check of `tasks/core/caching.py`), else its
     function computes it. Returns its key and notes it in `stages`."""
-    upstream = upstream_keys(stage, {name: done["key"] for name, done in stages.items()})
-    planned, output = stored_output(stage, config, upstream, digest)
+    upstream, planned, output = planned_inline(stage, config, stages, digest)
     status = "cached" if output is not None else "computed"
     if output is not None:
         key = output
@@ -67,84 +93,165 @@ def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest:
 SeriesResult = dict[str, Any]  # {"stages": ..., maybe "sized": config as JSON} or {"error": message}
 
 
-def each_in_chunk(ids: list[str], work: Callable[[str], SeriesResult]) -> dict[str, SeriesResult]:
-    """`work(series_id)` for each id in turn; a series that fails keeps its error message (it fails alone)."""
-    results: dict[str, SeriesResult] = {}
-    for series_id in ids:
-        try:
-            results[series_id] = work(series_id)
-        except Exception as error:  # one series failing must not stop the others
-            results[series_id] = {"error": failure_message(error)}
-    return results
+# A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
+# writes as one pack file (`Store.batched`). The bounds keep a chunk's outputs small in memory (about 50 MB
+# for 500 series of a few hundred points) and the store at one file per stage and 100 series or fewer.
+MIN_CHUNK_SERIES = 100
+MAX_CHUNK_SERIES = 500
 
 
-@task(name="generate-series", result_serializer="json")
-def generate_chunk(config: ForecastConfig, ids: list[str]) -> dict[str, SeriesResult]:
-    """generate each series of `ids` and size its own settings (its sized config, as JSON)."""
-    store = Store(config.artifacts_dir)
-    digest = file_digest(config.input) if config.input else None
-
-    def one(series_id: str) -> SeriesResult:
-        stages: Stages = {}
-        own = with_fields(config, series_id=series_id)
-        series = run_stage_inline("generate", own, stages, digest)
-        return {"stages": stages, "sized": config_for_series(own, store, series).model_dump(mode="json")}
-
-    return each_in_chunk(ids, one)
+def chunk_size(count: int, slots: int) -> int:
+    """Series per chunk for `count` series on `slots` task slots: four chunks per slot (a slow chunk does not
+    hold the others up), each of `MIN_CHUNK_SERIES` to `MAX_CHUNK_SERIES` series."""
+    return max(MIN_CHUNK_SERIES, min(MAX_CHUNK_SERIES, -(-count // (4 * max(1, slots)))))
 
 
-def run_each(
-    configs: dict[str, ForecastConfig], stages: dict[str, Stages], stage_names: tuple[str, ...]
-) -> dict[str, SeriesResult]:
-    """`stage_names` in order for each series (its own config, after its `stages` so far); their stages."""
-
-    def one(series_id: str) -> SeriesResult:
-        own = dict(stages[series_id])
-        for stage in stage_names:
-            run_stage_inline(stage, configs[series_id], own)
-        return {"stages": own}
-
-    return each_in_chunk(list(configs), one)
-
-
-@task(name="prepare-series", result_serializer="json")
-def prepare_chunk(configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> dict[str, SeriesResult]:
-    """split, normalize and window of each generated series (its own config); their stages so far."""
-    return run_each(configs, stages, PREPARE_STAGES)
-
-
-@task(name="finish-series", result_serializer="json")
-def finish_chunk(
-    configs: dict[str, ForecastConfig], stages: dict[str, Stages], last_stage: str = "plot"
-) -> dict[str, SeriesResult]:
-    """predict, evaluate (and plot) of each prepared series with the global model (`stages[id]["train"]`)."""
-    return run_each(configs, stages, stages_until(FINISH_STAGES, last_stage))
-
-
-def chunks(ids: list[str], count: int) -> list[list[str]]:
-    """`ids` in `count` (or fewer) consecutive chunks of nearly equal size."""
-    count = max(1, min(count, len(ids)))
-    size = -(-len(ids) // count)
+def chunks(ids: list[str], size: int) -> list[list[str]]:
+    """`ids` in consecutive chunks of `size` (the last one shorter)."""
     return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
-async def each_chunk(ids: list[str], work: Callable[[list[str]], Any], parallel: bool) -> dict[str, SeriesResult]:
-    """`work(chunk)` for chunks of `ids`: on the cluster, four chunks per worker thread at once (so a slow
-    chunk does not hold the others up); here, chunks of `SERIES_PER_TASK` in turn."""
+@contextlib.contextmanager
+def quiet_after_first() -> Iterator[Callable[[], None]]:
+    """Inside a chunk, the stages of its first series log as usual and the rest only warnings and errors
+    (ten thousand series must not send ten thousand metric tables to the server). Yields a function to
+    call after each series."""
+    logger = logging.getLogger("prefect.task_runs")
+    level = logger.level
+
+    def next_series() -> None:
+        logger.setLevel(max(level, logging.WARNING))
+
+    try:
+        yield next_series
+    finally:
+        logger.setLevel(level)
+
+
+def stage_of_chunk(
+    stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
+) -> dict[str, SeriesResult]:
+    """Stage `stage` of each series of a chunk (its own config, after its `stages` so far), the chunk's
+    outputs written as one pack; `generate` also sizes each series' own settings (`sized`, as JSON)."""
+    store = Store(next(iter(configs.values())).artifacts_dir)
+    results: dict[str, SeriesResult] = {}
+    if (run_chunk := stage_chunk_function(stage)) is not None:
+        with store.batched():
+            return run_whole_chunk(stage, run_chunk, configs, stages)
+    with store.batched(), quiet_after_first() as next_series:
+        for series_id, config in configs.items():
+            try:
+                own = dict(stages.get(series_id, {}))
+                key = run_stage_inline(stage, config, own, digest)
+                results[series_id] = {"stages": own}
+                if stage == "generate":
+                    results[series_id]["sized"] = config_for_series(config, store, key).model_dump(mode="json")
+            except Exception as error:  # one series failing must not stop the others
+                results[series_id] = {"error": failure_message(error)}
+            next_series()
+    return results
+
+
+def run_whole_chunk(
+    stage: str, run_chunk: Callable[..., list[Exception | None]], configs: dict[str, ForecastConfig], stages: dict
+) -> dict[str, SeriesResult]:
+    """Stage `stage` of each series of a chunk by its chunk function (`Stage.chunk`), for the series whose
+    output is not in the store already."""
+    results: dict[str, SeriesResult] = {}
+    pending: list[tuple[str, Stages, tuple[ForecastConfig, dict[str, str], str]]] = []
+    for series_id, config in configs.items():
+        own = dict(stages.get(series_id, {}))
+        try:
+            upstream, planned, output = planned_inline(stage, config, own)
+        except Exception as error:  # one series failing must not stop the others
+            results[series_id] = {"error": failure_message(error)}
+            continue
+        if output is not None:
+            results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
+        else:
+            pending.append((series_id, own, (config, upstream, str(planned))))
+    errors = run_chunk([work for _, _, work in pending]) if pending else []
+    for (series_id, own, (_, _, planned)), error in zip(pending, errors, strict=True):
+        done = {"key": planned, "status": "computed"}
+        results[series_id] = {"error": failure_message(error)} if error else {"stages": own | {stage: done}}
+    return {i: results[i] for i in configs if i in results}
+
+
+# One task per stage, named after it: a panel's run shows the stages in the UI as a single series' run does.
+CHUNK_TASKS = {
+    name: task(stage_of_chunk, name=name, result_serializer="json", cache_policy=NO_CACHE, persist_result=False)
+    for name in STAGES
+    if name != "train"
+}
+
+
+class Progress:
+    """Logs how far a phase over many series is: done, rate (series/s) and time left, at most every 10 s."""
+
+    def __init__(self, stage: str, total: int) -> None:
+        self.stage, self.total, self.done = stage, total, 0
+        self.started = self.logged = time.monotonic()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.logged < 10 and self.done < self.total:
+            return
+        self.logged = now
+        rate = self.done / max(now - self.started, 1e-9)
+        left = f", about {(self.total - self.done) / rate:.0f} s left" if self.done < self.total else ""
+        get_run_logger().info("%s: %d of %d series (%.1f series/s%s)", self.stage, self.done, self.total, rate, left)
+
+
+async def each_chunk(
+    stage: str,
+    configs: dict[str, ForecastConfig],
+    stages: dict[str, Stages],
+    parallel: bool,
+    digest: str | None = None,
+) -> dict[str, SeriesResult]:
+    """Stage `stage` of every series of `configs`, one task per chunk (`chunk_size`): on the flow's Dask
+    cluster when `parallel`, else one after another here."""
+    ids = list(configs)
+    parts = chunks(ids, chunk_size(len(ids), cluster_slots() if parallel else 1))
+    progress = Progress(stage, len(ids))
+    chunk_task = CHUNK_TASKS[stage]
+
+    def arguments(chunk: list[str]) -> dict[str, Any]:
+        return {
+            "stage": stage,
+            "configs": {i: configs[i] for i in chunk},
+            "stages": {i: stages[i] for i in chunk if i in stages},
+            "digest": digest,
+        }
+
+    results: dict[str, SeriesResult] = {}
     if not parallel:
-        results: dict[str, SeriesResult] = {}
-        for chunk in chunks(ids, -(-len(ids) // SERIES_PER_TASK)):
-            results |= work(chunk)
+        for chunk in parts:
+            results |= chunk_task(**arguments(chunk))
+            progress.add(len(chunk))
         return results
-    futures = [work(chunk) for chunk in chunks(ids, 4 * cluster_slots())]
-    merged: dict[str, SeriesResult] = {}
-    for future in futures:
+    futures = [chunk_task.submit(**arguments(chunk)) for chunk in parts]
+    for future, chunk in zip(futures, parts, strict=True):
         await anyio.to_thread.run_sync(future.wait)
-        merged |= await future.state.aresult()
-    return merged
+        results |= await future.state.aresult()
+        progress.add(len(chunk))
+    return results
 
 
-SERIES_PER_TASK = 100  # in process, a phase's task runs cover this many series each (progress in the UI)
+async def each_stage(
+    stage_names: tuple[str, ...],
+    configs: dict[str, ForecastConfig],
+    stages: dict[str, Stages],
+    parallel: bool,
+    keep_failures: ChunkFilter,
+) -> dict[str, Stages]:
+    """`stage_names` in order, each over every series still going (`each_chunk`); each series' stages."""
+    going = {i: stages[i] for i in configs if i in stages}
+    for stage in stage_names:
+        done = keep_failures(await each_chunk(stage, {i: configs[i] for i in going}, going, parallel))
+        going = {i: result["stages"] for i, result in done.items()}
+    return going
 
 
 def stored_global_run(
@@ -170,45 +277,45 @@ def stored_global_run(
     frames = {i: store.read_table("generate", keys[i]["generate"]) for i in ids}
     sized = [adapt_config(with_fields(config, series_id=i), frames[i]["ds"], frames[i]["y"].to_numpy()) for i in ids]
     shared = global_settings(config, sized, [len(frames[i]) for i in ids])
+    sampled = statistical_sample(ids, config.baseline_sample, config.seed)
     configs = {
-        i: adapt_config(with_fields(config, series_id=i, **shared), frames[i]["ds"], frames[i]["y"].to_numpy())
+        i: adapt_config(panel_config(config, shared, i, i in sampled), frames[i]["ds"], frames[i]["y"].to_numpy())
         for i in ids
     }
     for series_id in ids:
         for stage in PREPARE_STAGES:
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
-    model = stage_key(
-        "train",
-        with_fields(config, **shared),
-        {
-            "series": [keys[i]["generate"] for i in ids],
-            "normalize": [keys[i]["normalize"] for i in ids],
-            "window": [keys[i]["window"] for i in ids],
-            "series_ids": ids,
-        },
-    )
+    inputs = {name: [keys[i][stage] for i in ids] for name, stage in STAGE["train"].inputs.items()}
+    model = stage_key("train", with_fields(config, **shared), {**inputs, "series_ids": ids})
+    if not store.is_complete("train", model) or store.is_older_than_inputs("train", model, inputs):
+        return None
+    scored = stages_until(FINISH_STAGES, last_stage)
     for series_id in ids:
         keys[series_id]["train"] = model
-        for stage in stages_until(FINISH_STAGES, last_stage):
-            keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
-    for series_keys in keys.values():
-        for stage, key in series_keys.items():
-            inputs = (
-                {
-                    name: [k[name if name != "series" else "generate"] for k in keys.values()]
-                    for name in ("series", "normalize", "window")
-                }
-                if stage == "train"
-                else upstream_keys(stage, series_keys)
-            )
-            if not store.is_complete(stage, key) or store.is_older_than_inputs(stage, key, inputs):
+        for stage in scored:
+            if stage != "plot":
+                keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
+
+    def up_to_date(series_id: str, stages: tuple[str, ...]) -> bool:
+        for stage in stages:
+            key = keys[series_id][stage]
+            if not store.is_complete(stage, key) or store.is_older_than_inputs(
+                stage, key, upstream_keys(stage, keys[series_id])
+            ):
+                return False
+        return True
+
+    checked = tuple(stage for stage in (*PREPARE_STAGES, *scored) if stage != "plot")
+    if not all(up_to_date(i, checked) for i in ids):
+        return None
+    stages = {i: {stage: {"key": key, "status": "cached"} for stage, key in keys[i].items()} for i in ids}
+    if "plot" in scored:
+        for series_id in ids if config.plots == "all" else shown_series(store, stages):
+            keys[series_id]["plot"] = planned_key("plot", configs[series_id], keys[series_id])
+            if not up_to_date(series_id, ("plot",)):
                 return None
-    return {i: {stage: {"key": key, "status": "cached"} for stage, key in keys[i].items()} for i in ids}, model
-
-
-def call(task_function: Any, parallel: bool, **arguments: Any) -> Any:
-    """A chunk task: submitted to the flow's Dask task runner when `parallel`, else run here."""
-    return task_function.submit(**arguments) if parallel else task_function(**arguments)
+            stages[series_id]["plot"] = {"key": keys[series_id]["plot"], "status": "cached"}
+    return stages, model
 
 
 ChunkFilter = Callable[[dict[str, SeriesResult]], dict[str, SeriesResult]]
@@ -234,9 +341,9 @@ async def generate_and_share(
 ) -> tuple[dict[str, SeriesResult], dict[str, Any]]:
     """Generate each series (its own sized config) and draw the settings one network shares across them
     (`global_settings`); returns the generated series' results and those settings."""
-    generated = keep_failures(
-        await each_chunk(ids, lambda chunk: call(generate_chunk, parallel, config=config, ids=chunk), parallel)
-    )
+    digest = file_digest(config.input) if config.input else None
+    own = {i: with_fields(config, series_id=i) for i in ids}
+    generated = keep_failures(await each_chunk("generate", own, {}, parallel, digest))
     if not generated:
         return generated, {}
     store = Store(config.artifacts_dir)
@@ -281,28 +388,28 @@ async def forecast_global(
         return outcomes, None
     logger.info("one network across %d series: %s", len(generated), ", ".join(f"{k} {v}" for k, v in shared.items()))
     store = Store(config.artifacts_dir)
+    sampled = statistical_sample(list(generated), config.baseline_sample, config.seed)
+    if len(sampled) < len(generated) and shared["baselines"] != "naive":
+        logger.info(
+            "statistical baselines (AutoETS, AutoARIMA) on %d of %d series, a sample fixed by their ids and "
+            "the seed (about a second per series; --baseline-sample 0 scores every series); naive and "
+            "seasonal naive on every series",
+            len(sampled),
+            len(generated),
+        )
     configs = {
         i: config_for_series(
-            with_fields(config, series_id=i, **shared), store, generated[i]["stages"]["generate"]["key"]
+            panel_config(config, shared, i, i in sampled), store, generated[i]["stages"]["generate"]["key"]
         )
         for i in generated
     }
-    prepared = keep_failures(
-        await each_chunk(
-            list(generated),
-            lambda chunk: call(
-                prepare_chunk,
-                parallel,
-                configs={i: configs[i] for i in chunk},
-                stages={i: generated[i]["stages"] for i in chunk},
-            ),
-            parallel,
-        )
+    prepared = await each_stage(
+        PREPARE_STAGES, configs, {i: r["stages"] for i, r in generated.items()}, parallel, keep_failures
     )
     members = [i for i in ids if i in prepared]
     if not members:
         return outcomes, None
-    keys = {name: [prepared[i]["stages"][name]["key"] for i in members] for name in ("generate", "normalize", "window")}
+    keys = {name: [prepared[i][name]["key"] for i in members] for name in ("generate", "normalize", "window")}
     model_stages: Stages = {}
     model = run_stage(
         train_global,
@@ -315,20 +422,32 @@ async def forecast_global(
             "series_ids": members,
         },
     )
-    finished = keep_failures(
-        await each_chunk(
-            members,
-            lambda chunk: call(
-                finish_chunk,
-                parallel,
-                configs={i: configs[i] for i in chunk},
-                stages={i: prepared[i]["stages"] | model_stages for i in chunk},
-                last_stage=last_stage,
-            ),
-            parallel,
-        )
+    scored = stages_until(FINISH_STAGES, last_stage)
+    finished = await each_stage(
+        tuple(s for s in scored if s != "plot"),
+        {i: configs[i] for i in members},
+        {i: prepared[i] | model_stages for i in members},
+        parallel,
+        keep_failures,
     )
-    return outcomes | {i: finished[i]["stages"] for i in members if i in finished}, model
+    if "plot" in scored:
+        plotted = list(finished) if config.plots == "all" else shown_series(store, finished)
+        finished |= await each_stage(("plot",), {i: configs[i] for i in plotted}, finished, parallel, keep_failures)
+    return outcomes | {i: finished[i] for i in members if i in finished}, model
+
+
+def shown_series(store: Store, stages: dict[str, Stages]) -> list[str]:
+    """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by
+    their evaluate outputs."""
+    outcomes = [SeriesOutcome(i, store.read_table("evaluate", s["evaluate"]["key"])) for i, s in stages.items()]
+    return [outcome.series_id for outcome, _ in series_to_show(outcomes, plotted_only=False)]
+
+
+def panel_config(config: ForecastConfig, shared: dict[str, Any], series_id: str, sampled: bool) -> ForecastConfig:
+    """One series' config in a global run, before its own data-sized fields: the settings the network
+    shares, and naive baselines only when it is outside the statistical baselines' sample."""
+    own = {} if sampled or shared.get("baselines") == "naive" else {"baselines": "naive"}
+    return with_fields(config, series_id=series_id, **(shared | own))
 
 
 async def forecast_local(
@@ -345,6 +464,9 @@ async def forecast_local(
     if parallel:
         return dict(zip(ids, await asyncio.gather(*(one(i) for i in ids)), strict=True))
     return {i: await one(i) for i in ids}
+
+
+LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every one
 
 
 def chosen_scope(config: ForecastConfig, count: int) -> str:
@@ -379,11 +501,14 @@ async def forecast_many(
         results = await forecast_local(with_fields(config, scope="local"), ids, parallel, last_stage)
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
+    failures = 0
     for series_id in ids:
         result = results[series_id]
         if isinstance(result, Exception):
             message = failure_message(result)
-            logger.error("series %r failed: %s", series_id, message)
+            failures += 1
+            if failures <= LOGGED_FAILURES:
+                logger.error("series %r failed: %s", series_id, message)
             outcomes.append(SeriesOutcome(series_id, error=message))
             details[series_id] = {"status": "failed", "error": message}
             continue
@@ -399,6 +524,8 @@ async def forecast_many(
             else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()}
         )
         register_models(config, evaluations)
+    if failures > LOGGED_FAILURES:
+        logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)
     summary, path = await publish_summary(store, outcomes)
     logger.info("%d series, %d failed; summary %s", len(ids), int((summary["status"] == "failed").sum()), path)
     return {"flow_run_id": str(flow_run.id), "scope": scope, "model": model, "series": details, "summary": path}

@@ -178,6 +178,19 @@ class ForecastConfig(BaseModel):
         "AutoARIMA), 'statistical' (all but the fixed-order ARIMA), 'naive' (the two naive forecasts: "
         "seconds less per series); 'auto': 'all' for one series, 'statistical' for a global model's series.",
     )
+    baseline_sample: int = Field(
+        100,
+        ge=0,
+        le=10_000_000,
+        description="A global model over more series than this scores the statistical baselines (AutoETS, "
+        "AutoARIMA: about a second per series) on this many of them, a sample fixed by the series ids and "
+        "the seed; the naive ones on every series. 0: the statistical baselines on every series.",
+    )
+    plots: Literal["shown", "all"] = Field(
+        "shown",
+        description="Many series: plot only the handful of series the Prefect UI shows ('shown': the LSTM's "
+        "best and worst), or every series ('all'). A single series is always plotted.",
+    )
 
     # --- store --------------------------------------------------------------
     artifacts_dir: str = Field("artifacts", description="Root folder of the artifact store.")

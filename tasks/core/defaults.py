@@ -22,6 +22,7 @@ stages' keys and the model's metadata.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -215,6 +216,16 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
         patch //= 2
     fields.update(training, look_back=look_back, patch=patch, ensemble=ensemble)
     return fields
+
+
+def statistical_sample(ids: list[str], size: int, seed: int) -> set[str]:
+    """The series of a panel on which the statistical baselines are scored: every one when `size` is 0 or
+    covers them all, else the `size` ids whose seeded hashes are smallest. Membership depends on the id
+    alone, so adding or removing a series moves at most one other in or out of the sample."""
+    if size == 0 or len(ids) <= size:
+        return set(ids)
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
+    return set(ranked[:size])
 
 
 def _too_short(n: int, config: ForecastConfig) -> InputError:

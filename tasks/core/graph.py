@@ -26,6 +26,9 @@ class Stage:
         fields: the config fields its output depends on; they, and nothing else, enter its key.
         version: bump when the code changes what it writes: its key changes, old outputs are not reused.
         output: what it writes.
+        chunk: `module:function` that runs it for many series at once, where that is faster than one
+            by one (one batched model call): it takes `(config, inputs' keys, key)` per series and returns
+            each one's error or None. Empty: a chunk runs the task's function per series.
     """
 
     name: str
@@ -34,6 +37,7 @@ class Stage:
     fields: tuple[str, ...] = ()
     version: int = 1
     output: OutputKind = "table"
+    chunk: str = ""
 
 
 # generate's fields depend on its source (a file or the built-in series): see config.stage_fields.
@@ -90,6 +94,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         {"series": "generate", "normalize": "normalize", "window": "window", "model": "train"},
         ("interval_level", "freq"),
         version=2,
+        chunk=f"{_STAGES}.predict:predict_chunk",
     ),
     Stage(
         "evaluate",
@@ -128,5 +133,14 @@ def stages_until(stages: tuple[str, ...], last_stage: str) -> tuple[str, ...]:
 
 def stage_task(name: str) -> Any:
     """The Prefect task of stage `name` (importing its module: train's pulls in nothing heavy until it runs)."""
-    module, attribute = STAGE[name].task.split(":")
+    return _imported(STAGE[name].task)
+
+
+def stage_chunk_function(name: str) -> Any | None:
+    """The function that runs stage `name` for many series at once (`Stage.chunk`), or None."""
+    return _imported(STAGE[name].chunk) if STAGE[name].chunk else None
+
+
+def _imported(reference: str) -> Any:
+    module, attribute = reference.split(":")
     return getattr(importlib.import_module(module), attribute)

@@ -12,6 +12,9 @@ Layout under the root (default `artifacts/`):
     registry.parquet             every model, its metrics and status (champion, challenger, retired)
     registrations/<key>.json     each registered model's entry: the registry is rebuilt from these
     decisions.parquet            every retraining decision
+    <stage>/packs/<key>.parquet  many series' outputs of one table stage in one file (a chunk of a panel),
+                                 one row block per output, column `_key` naming it
+    sources/packs/<key>.parquet  many series' `sources` records in one file
     _prefect/records/<key>       Prefect's cache records (small JSON: the key a stage returned)
     _prefect/locks/              Prefect's lock files while a stage computes
 
@@ -21,6 +24,11 @@ it, and nothing before. A series read from a file is keyed by its own cleaned va
 editing one series of a long-format file (or adding one) leaves the others' keys alone.
 Every write goes to a temporary name in the same folder and is renamed into place,
 so a file under its final name is always complete.
+
+A panel's per-series stages run in chunks of series inside `Store.batched()`: each output is
+held in memory and the chunk's outputs of one stage are written as one pack file when the
+chunk ends, so a store holds a file per stage and chunk, not per series. Keys stay per series:
+an output is found by its key wherever it lies (its own file, a pack, or the current batch).
 """
 
 from __future__ import annotations
@@ -37,7 +45,10 @@ import socket
 import tempfile
 import time
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +177,43 @@ def _is_stage_key(name: str) -> bool:
     return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
 
 
+PACKS = "packs"  # the folder of a stage's packs, inside the stage's folder
+KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs to
+_PACKS_KEPT = 4  # decoded packs kept per process (a chunk's stage reads the same pack for each series)
+
+
+@dataclass
+class _Batch:
+    """Outputs written inside `Store.batched()`, not yet on disk: stage -> key -> (frame, metadata,
+    when written in ns), and input key -> series key for `sources`."""
+
+    tables: dict[str, dict[str, tuple[pd.DataFrame, dict[str, Any] | None, int]]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+_batches: ContextVar[dict[Path, _Batch] | None] = ContextVar("lstm_forecast_store_batches", default=None)
+# pack folder -> (its mtime in ns, output key -> the newest pack holding it)
+_pack_index: dict[Path, tuple[int, dict[str, Path]]] = {}
+# (pack, mtime ns) -> (its table, output key -> row positions, output key -> metadata)
+_pack_tables: OrderedDict[tuple[Path, int], tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]] = OrderedDict()
+
+
+def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output."""
+    parts = [frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()]
+    packed = pd.concat(parts, ignore_index=True)
+    packed[KEY_COLUMN] = packed[KEY_COLUMN].astype("category")
+    return packed
+
+
+def schema_groups(frames: Mapping[str, pd.DataFrame]) -> list[list[str]]:
+    """The keys of `frames` grouped by column names and dtypes (one pack per group), in first-seen order."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for key, frame in frames.items():
+        groups.setdefault(tuple((str(c), str(t)) for c, t in frame.dtypes.items()), []).append(key)
+    return list(groups.values())
+
+
 class Store:
     """Paths and atomic reads/writes under one root folder."""
 
@@ -238,11 +286,15 @@ class Store:
 
     # --- validity -----------------------------------------------------------
     def is_complete(self, stage: str, key: str) -> bool:
-        """True when the output exists and its structure reads back; damaged files are removed."""
+        """True when the output exists and its structure reads back (in its own file, a pack, or the
+        current batch); damaged files are removed."""
         path = self.path(stage, key)
-        if not path.exists():
-            return False
         output = STAGE[stage].output
+        if not path.exists():
+            batch = self._batch()
+            if batch is not None and key in batch.tables.get(stage, {}):
+                return True
+            return output == "table" and self._pack_of(self._packs_dir(stage), key) is not None
         try:
             if output == "model":
                 json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
@@ -265,7 +317,10 @@ class Store:
 
     def written_at(self, stage: str, key: str) -> int | None:
         """When an output was written (ns since the epoch), or None if it is absent."""
-        path = self.path(stage, key)
+        batch = self._batch()
+        if batch is not None and key in batch.tables.get(stage, {}):
+            return batch.tables[stage][key][2]
+        path = self.location(stage, key)
         if STAGE[stage].output == "model":
             path = path / METADATA_FILE
         try:
@@ -311,27 +366,156 @@ class Store:
         """Record that the input behind `key` (a file digest and its settings) gave series `series_key`."""
         if not _is_stage_key(series_key):
             raise ValueError(f"invalid series key {series_key!r}")
-        return self._write_bytes(self.source_path(key), json.dumps({"series": series_key}).encode())
+        path = self.source_path(key)
+        batch = self._batch()
+        if batch is not None:
+            batch.sources[key] = series_key
+            return path
+        return self._write_bytes(path, json.dumps({"series": series_key}).encode())
 
     def read_source(self, key: str) -> str | None:
         """The series key recorded for input `key`, or None when there is none (or it is unreadable)."""
+        path = self.source_path(key)
+        batch = self._batch()
         try:
-            series_key = json.loads(self.source_path(key).read_text(encoding="utf-8"))["series"]
-        except (OSError, ValueError, KeyError, TypeError):
+            if batch is not None and key in batch.sources:
+                series_key = batch.sources[key]
+            elif not path.exists() and (pack := self._pack_of(self._sources_packs_dir, key)) is not None:
+                table, rows, _ = self._read_pack(pack)
+                series_key = table["series"].iloc[rows[key][-1]]
+            else:
+                series_key = json.loads(path.read_text(encoding="utf-8"))["series"]
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
         return series_key if isinstance(series_key, str) and _is_stage_key(series_key) else None
 
     # --- tables -------------------------------------------------------------
     def write_table(self, stage: str, key: str, frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> Path:
-        """Write a DataFrame as Parquet, with optional JSON metadata in the file's schema."""
-        return self._write_bytes(self.path(stage, key), _parquet_bytes(frame, metadata))
+        """Write a DataFrame as Parquet, with optional JSON metadata in the file's schema (inside
+        `batched()`: held until the batch ends, then written in its stage's pack)."""
+        path = self.path(stage, key)
+        batch = self._batch()
+        if batch is not None:
+            batch.tables.setdefault(stage, {})[key] = (frame, metadata, time.time_ns())
+            return path
+        return self._write_bytes(path, _parquet_bytes(frame, metadata))
 
     def read_table(self, stage: str, key: str) -> pd.DataFrame:
-        return pq.read_table(self.path(stage, key)).to_pandas()
+        batch = self._batch()
+        if batch is not None and key in batch.tables.get(stage, {}):
+            return batch.tables[stage][key][0].copy()
+        path = self.path(stage, key)
+        if path.exists() or (pack := self._pack_of(self._packs_dir(stage), key)) is None:
+            return pq.read_table(path).to_pandas()  # absent from every pack: FileNotFoundError
+        table, rows, _ = self._read_pack(pack)
+        return table.iloc[rows[key]].drop(columns=KEY_COLUMN).reset_index(drop=True)
 
     def read_table_metadata(self, stage: str, key: str) -> dict[str, Any]:
-        schema_metadata = pq.read_schema(self.path(stage, key)).metadata or {}
-        return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
+        batch = self._batch()
+        if batch is not None and key in batch.tables.get(stage, {}):
+            return dict(batch.tables[stage][key][1] or {})
+        path = self.path(stage, key)
+        if path.exists() or (pack := self._pack_of(self._packs_dir(stage), key)) is None:
+            schema_metadata = pq.read_schema(path).metadata or {}
+            return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
+        return dict(self._read_pack(pack)[2].get(key) or {})
+
+    def location(self, stage: str, key: str) -> Path:
+        """The file (or model folder) that holds an output: its own, or the pack it was written in."""
+        path = self.path(stage, key)
+        if STAGE[stage].output != "table" or path.exists():
+            return path
+        return self._pack_of(self._packs_dir(stage), key) or path
+
+    # --- batches and packs ------------------------------------------------------
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Hold every table output and source record written inside it in memory (readable as if
+        written), then write them as one pack per stage when it ends without an error. An error
+        leaves the store as it was; nested, the outer batch writes."""
+        current = _batches.get() or {}
+        if self.root in current:
+            yield
+            return
+        batch = _Batch()
+        token = _batches.set({**current, self.root: batch})
+        try:
+            yield
+        finally:
+            _batches.reset(token)
+        self.write_batch(batch)
+
+    def _batch(self) -> _Batch | None:
+        return (_batches.get() or {}).get(self.root)
+
+    def write_batch(self, batch: _Batch) -> list[Path]:
+        """Write a batch's outputs: one pack per stage (per column layout), then its sources' pack."""
+        written = []
+        for stage, outputs in batch.tables.items():
+            for keys in schema_groups({key: frame for key, (frame, _, _) in outputs.items()}):
+                metadata = {"keys": keys, "metadata": {k: outputs[k][1] for k in keys if outputs[k][1] is not None}}
+                table = pack_table({key: outputs[key][0] for key in keys})
+                written.append(self._write_pack(self._packs_dir(stage), keys, _parquet_bytes(table, metadata)))
+        if batch.sources:
+            keys = list(batch.sources)
+            table = pd.DataFrame({KEY_COLUMN: keys, "series": [batch.sources[k] for k in keys]})
+            written.append(self._write_pack(self._sources_packs_dir, keys, _parquet_bytes(table, {"keys": keys})))
+        return written
+
+    def _write_pack(self, folder: Path, keys: list[str], data: bytes) -> Path:
+        path = self._write_bytes(folder / f"{fingerprint('pack', keys, bytes_digest(data))}.parquet", data)
+        _pack_index.pop(folder, None)
+        return path
+
+    def _packs_dir(self, stage: str) -> Path:
+        return self.root / stage / PACKS
+
+    @property
+    def _sources_packs_dir(self) -> Path:
+        return self.root / "sources" / PACKS
+
+    def _pack_of(self, folder: Path, key: str) -> Path | None:
+        """The newest pack in `folder` holding output `key`, or None. The index of a folder's packs (the
+        keys in each pack's footer) is kept per process until the folder changes."""
+        try:
+            changed = folder.stat().st_mtime_ns
+        except OSError:
+            return None
+        known = _pack_index.get(folder)
+        if known is None or known[0] != changed:
+            index: dict[str, Path] = {}
+            dated = []
+            for pack in folder.glob("*.parquet"):
+                try:
+                    dated.append((pack.stat().st_mtime_ns, pack))
+                except OSError:
+                    continue
+            for _, pack in sorted(dated):
+                try:
+                    keys = json.loads((pq.read_schema(pack).metadata or {})[_METADATA_KEY])["keys"]
+                except Exception as error:  # a damaged pack holds nothing: its outputs are rebuilt
+                    log.warning("store: pack %s is damaged (%s); it is removed", pack, type(error).__name__)
+                    pack.unlink(missing_ok=True)
+                    continue
+                index.update(dict.fromkeys(keys, pack))
+            known = _pack_index[folder] = (changed, index)
+        return known[1].get(key)
+
+    @staticmethod
+    def _read_pack(pack: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
+        """A pack's table, the row positions of each output in it, and each output's metadata (cached)."""
+        cache_key = (pack, pack.stat().st_mtime_ns)
+        if cache_key in _pack_tables:
+            _pack_tables.move_to_end(cache_key)
+            return _pack_tables[cache_key]
+        table = pq.read_table(pack)
+        metadata = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}")).get("metadata", {})
+        frame = table.to_pandas()
+        rows = {str(key): positions for key, positions in frame.groupby(KEY_COLUMN, observed=True).indices.items()}
+        _pack_tables[cache_key] = (frame, rows, metadata)
+        while len(_pack_tables) > _PACKS_KEPT:
+            _pack_tables.popitem(last=False)
+        return frame, rows, metadata
 
     # --- models and plots ---------------------------------------------------
     def write_model(self, key: str, save_models: Callable[[Path], None], metadata: dict[str, Any]) -> Path:

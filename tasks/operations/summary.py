@@ -19,6 +19,7 @@ from lstm_forecast.tasks.stages.evaluate import MODELS, metric_value, select_met
 
 ID = "unique_id"
 SHOWN_PLOTS = 4  # series whose plots a many-series run shows in the UI
+TABLE_ROWS = 500  # rows of the summary shown as a UI table (the file holds every series)
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,16 @@ def summary_key(outcomes: list[SeriesOutcome]) -> str:
     return fingerprint("summary", [(o.series_id, o.metrics_key, o.error) for o in outcomes])
 
 
-def series_to_show(outcomes: list[SeriesOutcome], count: int = SHOWN_PLOTS) -> list[tuple[SeriesOutcome, str]]:
-    """A handful of completed series to plot in the UI, each with a label: the LSTM's best and worst by
-    test MASE (half each), or every one when there are no more than `count`."""
+def series_to_show(
+    outcomes: list[SeriesOutcome], count: int = SHOWN_PLOTS, plotted_only: bool = True
+) -> list[tuple[SeriesOutcome, str]]:
+    """A handful of completed (and, with `plotted_only`, plotted) series to show in the UI, each with a
+    label: the LSTM's best and worst by test MASE (half each), or every one when there are no more than
+    `count`."""
     scored = [
         (metric_value(outcome.metrics, "test", "lstm", "mase"), outcome)
         for outcome in outcomes
-        if outcome.metrics is not None and outcome.plot_key
+        if outcome.metrics is not None and (outcome.plot_key or not plotted_only)
     ]
     scored = sorted(((mase, o) for mase, o in scored if math.isfinite(mase)), key=lambda pair: pair[0])
     if len(scored) <= count:
@@ -102,10 +106,13 @@ async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[
     summary = series_summary(outcomes)
     path = store.write_summary(summary_key(outcomes), summary)
     failed = int((summary["status"] == "failed").sum())
+    shown = summary if len(summary) <= TABLE_ROWS else summary.head(TABLE_ROWS)
+    listed = "each" if shown is summary else f"the first {len(shown)}"
     await acreate_table_artifact(
         key="lstm-forecast-series",
-        table=table_records(summary.round(5)),
-        description=f"Test metrics and winning model of each of {len(summary)} series ({failed} failed).",
+        table=table_records(shown.round(5)),
+        description=f"Test metrics and winning model of {listed} of {len(summary)} series ({failed} failed); "
+        f"every series: `{path}`.",
     )
     if any(outcome.plot_key for outcome in outcomes):
         await acreate_markdown_artifact(

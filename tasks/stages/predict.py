@@ -17,6 +17,7 @@ there is none), added on both sides of the forecast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -105,32 +106,67 @@ def forecast_all(
     return values[:-1], values[-1]
 
 
-def forecast_next(model: Any, space: ModelSpace, y: np.ndarray, look_back: int, patch: int) -> np.ndarray:
-    """Forecasts (horizon,) of the steps after the end of `y`, in original units."""
-    rows = np.array([len(y)])
-    return space.decode(predict_rows(model, space, space.encode(y), rows, look_back, patch), y, rows)[0]
+def predict_many(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """One model's outputs for many series' inputs at once: `inputs[i]` (m_i, steps, patch) -> (m_i, horizon).
+
+    One call for all of them: a model call costs tens of milliseconds before the first window.
+    """
+    if not inputs:
+        return []
+    outputs = np.asarray(model.predict(np.concatenate(inputs), batch_size=PREDICT_BATCH, verbose=0))
+    outputs = outputs.reshape(len(outputs), -1)
+    return np.split(outputs, np.cumsum([len(x) for x in inputs])[:-1])
 
 
-@task(name="predict", result_serializer="json")
-def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str, key: str) -> str:
-    """Forecast every window and the steps after the end; returns the predict key."""
-    store = Store(config.artifacts_dir)
-    frame = store.read_table("generate", series)
-    targets = store.read_table("window", window)
-    y = frame["y"].to_numpy()
-    y_hat, forecast = forecast_all(
-        load_saved(store, model).model, read_model_space(store, normalize), y, targets, config.look_back, config.patch
+PREDICT_BATCH = 4096  # windows per forward pass of a batched prediction
+
+
+@dataclass(frozen=True)
+class SeriesToPredict:
+    """One series' data for predict: its rows, window origins and model spaces (fitted on the rows
+    before the test split, and on every row for the forecaster)."""
+
+    frame: pd.DataFrame
+    targets: pd.DataFrame
+    space: ModelSpace
+    forecaster_space: ModelSpace
+
+    def inputs(self, look_back: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs of every window origin (m, steps, patch), and the forecaster's after the end (1, …)."""
+        y = self.frame["y"].to_numpy()
+        space, ahead = self.space, self.forecaster_space
+        return (
+            space.inputs(space.encode(y), self.targets["row"].to_numpy(), look_back, patch),
+            ahead.inputs(ahead.encode(y), np.array([len(y)]), look_back, patch),
+        )
+
+    def predictions(
+        self, z_hat: np.ndarray, z_next: np.ndarray, config: ForecastConfig
+    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, str]:
+        """Predictions in original units (`assemble_predictions`) from the model's outputs for `inputs`;
+        also the interval half-widths, the forecast and the split the widths were calibrated on."""
+        y = self.frame["y"].to_numpy()
+        targets = self.targets
+        y_hat = self.space.decode(z_hat, y, targets["row"].to_numpy())
+        forecast = self.forecaster_space.decode(z_next, y, np.array([len(y)]))[0]
+        calibration = "validation" if (targets["split"] == "validation").any() else "train"
+        mask = (targets["split"] == calibration).to_numpy()
+        truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]
+        widths = conformal_widths(truth, y_hat[mask], config.interval_level)
+        predictions = assemble_predictions(self.frame, targets, y_hat, forecast, widths, config.freq)
+        return predictions, widths, forecast, calibration
+
+
+def series_to_predict(store: Store, series: str, normalize: str, window: str) -> SeriesToPredict:
+    return SeriesToPredict(
+        store.read_table("generate", series),
+        store.read_table("window", window),
+        read_model_space(store, normalize),
+        read_model_space(store, normalize, forecaster=True),
     )
-    forecaster = load_saved(store, model, forecaster=True).model
-    forecast = forecast_next(
-        forecaster, read_model_space(store, normalize, forecaster=True), y, config.look_back, config.patch
-    )
-    calibration = "validation" if (targets["split"] == "validation").any() else "train"
-    mask = (targets["split"] == calibration).to_numpy()
-    truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]
-    widths = conformal_widths(truth, y_hat[mask], config.interval_level)
-    predictions = assemble_predictions(frame, targets, y_hat, forecast, widths, config.freq)
-    store.write_table("predict", key, predictions)
+
+
+def log_predictions(config: ForecastConfig, widths: np.ndarray, forecast: np.ndarray, calibration: str) -> None:
     get_run_logger().info(
         "intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
         100 * config.interval_level,
@@ -138,4 +174,56 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
         np.round(widths, 4).tolist(),
         np.round(forecast, 4).tolist(),
     )
+
+
+@task(name="predict", result_serializer="json")
+def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str, key: str) -> str:
+    """Forecast every window and the steps after the end; returns the predict key."""
+    store = Store(config.artifacts_dir)
+    data = series_to_predict(store, series, normalize, window)
+    x, x_next = data.inputs(config.look_back, config.patch)
+    (z_hat,) = predict_many(load_saved(store, model).model, [x])
+    (z_next,) = predict_many(load_saved(store, model, forecaster=True).model, [x_next])
+    predictions, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
+    store.write_table("predict", key, predictions)
+    log_predictions(config, widths, forecast, calibration)
     return key
+
+
+def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> list[Exception | None]:
+    """`predict` of many series at once, each `(config, its inputs' keys, its key)`: one model call per
+    model for all of them. Returns, per series, None or the error it failed with (it fails alone)."""
+    errors: list[Exception | None] = [None] * len(work)
+    prepared: dict[int, tuple[SeriesToPredict, np.ndarray, np.ndarray]] = {}
+    for index, (config, upstream, _) in enumerate(work):
+        try:
+            store = Store(config.artifacts_dir)
+            data = series_to_predict(store, upstream["series"], upstream["normalize"], upstream["window"])
+            prepared[index] = (data, *data.inputs(config.look_back, config.patch))
+        except Exception as error:  # reported per series: it fails alone
+            errors[index] = error
+    by_model: dict[tuple[str, str], list[int]] = {}
+    for index in prepared:
+        config, upstream, _ = work[index]
+        by_model.setdefault((config.artifacts_dir, upstream["model"]), []).append(index)
+    logged = False
+    for (root, model), indices in by_model.items():
+        store = Store(root)
+        try:
+            outputs = predict_many(load_saved(store, model).model, [prepared[i][1] for i in indices])
+            ahead = predict_many(load_saved(store, model, forecaster=True).model, [prepared[i][2] for i in indices])
+        except Exception as error:  # every series of this model fails
+            for index in indices:
+                errors[index] = error
+            continue
+        for index, z_hat, z_next in zip(indices, outputs, ahead, strict=True):
+            config, _, key = work[index]
+            try:
+                predictions, widths, forecast, calibration = prepared[index][0].predictions(z_hat, z_next, config)
+                store.write_table("predict", key, predictions)
+                if not logged:
+                    log_predictions(config, widths, forecast, calibration)
+                    logged = True
+            except Exception as error:  # reported per series: it fails alone
+                errors[index] = error
+    return errors
