@@ -8,6 +8,16 @@ per-series cost of a cold run and the per-series overhead (a warm run's time per
 Prefect task runs and store checks only), and checks both modes give the same metrics.
 
     .venv/bin/python benchmarks/scale.py --series 16 --workers 2
+
+`--panel N` measures a real-sized panel instead: N weekly series of 150-250 points, crops of the M4
+Weekly train part (`--data-dir`, seeded), run cold and warm on the defaults with `--workers`; wall time
+per stage (first task start to last task end, from the Prefect API), series/s, peak RSS, the files in
+the store, and mlforecast + LightGBM (lags 1-13 and 52, 300 trees) fitting and forecasting the same
+panel in the same sitting, as a ratio. mlforecast runs from its own virtual environment
+(`--opponent-venv`, created on first use): its wheel installs a top-level `tests` package that would
+shadow this project's tests in `.venv`.
+
+    .venv/bin/python benchmarks/scale.py --panel 10000 --workers 2
 """
 
 from __future__ import annotations
@@ -15,8 +25,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +70,146 @@ def stage_seconds(url: str, flow_run_id: str) -> dict[str, float]:
     return totals
 
 
+REPO = Path(__file__).resolve().parents[1]
+M4_WEEKLY = REPO.parent / "shared" / "data" / "m4-weekly"
+
+OPPONENT = """
+import sys, time
+import lightgbm as lgb
+import pandas as pd
+from mlforecast import MLForecast
+
+started = time.perf_counter()
+panel = pd.read_parquet(sys.argv[1])
+forecaster = MLForecast(
+    models=[lgb.LGBMRegressor(n_estimators=300, verbosity=-1)], freq=1, lags=[*range(1, 14), 52]
+)
+forecaster.fit(panel)
+forecast = forecaster.predict(13)
+print(f"{time.perf_counter() - started:.3f} {forecast['unique_id'].nunique()}")
+"""
+
+
+def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> int:
+    """`count` crops of 150-250 points of the M4 Weekly train series that have 250 or more, in long
+    format with numeric time; returns the number of rows."""
+    train = pd.read_parquet(data_dir / "train.parquet")
+    sources = [g["y"].to_numpy() for _, g in train.groupby("unique_id", sort=True) if len(g) >= 250]
+    rng = np.random.default_rng(seed)
+    parts = []
+    for number in range(count):
+        source = sources[rng.integers(len(sources))]
+        length = int(rng.integers(150, 251))
+        start = int(rng.integers(0, len(source) - length + 1))
+        parts.append(
+            pd.DataFrame(
+                {"unique_id": f"s{number:06d}", "ds": np.arange(length, dtype="float64"), "y": source[start:][:length]}
+            )
+        )
+    panel = pd.concat(parts, ignore_index=True)
+    panel.to_parquet(path, index=False)
+    return len(panel)
+
+
+def stage_walls(url: str, flow_run_id: str) -> dict[str, float]:
+    """Wall seconds of each stage over one flow run: its first task run's start to its last one's end."""
+    os.environ["PREFECT_API_URL"] = url
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    spans: dict[str, list] = {}
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    for run in runs:
+        stage = run.name.rsplit("-", 1)[0]
+        if run.start_time and run.end_time:
+            spans.setdefault(stage, []).append((run.start_time, run.end_time))
+    return {
+        stage: (max(end for _, end in spans[stage]) - min(start for start, _ in spans[stage])).total_seconds()
+        for stage in STAGES
+        if stage in spans
+    }
+
+
+def opponent_python(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} with mlforecast and lightgbm ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlforecast", "lightgbm"], check=True)
+    return python
+
+
+def panel_main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="lstm-forecast-panel-"))
+    source = work / "panel.parquet"
+    rows = write_panel(source, args.panel, Path(args.data_dir))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    base_env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    python = opponent_python(Path(args.opponent_venv))
+    opponent = work / "opponent.py"
+    opponent.write_text(OPPONENT)
+    server, url = start_server(work / "home-server", base_env)
+    env = base_env | {"PREFECT_HOME": str(work / "home-client"), "PREFECT_API_URL": url}
+    store = work / "store"
+    command = [str(BIN / "lstm-forecast"), "run", "--input", str(source), "--artifacts-dir", str(store)]
+    command += ["--horizon", "13", "--workers", str(args.workers), "--json", *args.extra.split()]
+    try:
+        print(f"lstm-forecast cold on {args.panel} series ...", file=sys.stderr, flush=True)
+        cold = timed(command, env, work)
+        stages = stage_walls(url, cold["result"]["flow_run_id"])
+        files = {folder.name: sum(1 for p in folder.rglob("*") if p.is_file()) for folder in store.iterdir()}
+        print("lstm-forecast warm ...", file=sys.stderr, flush=True)
+        warm = timed(command, env, work)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print("mlforecast + LightGBM ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run([str(python), str(opponent), str(source)], capture_output=True, text=True, check=True)
+    opponent_wall = time.perf_counter() - started
+    opponent_series = int(done.stdout.split()[-1])
+    completed = sum(detail["status"] == "completed" for detail in cold["result"]["series"].values())
+
+    print(f"\n{args.panel} series, {rows} rows (M4 Weekly crops of 150-250 points), CPU cores: {os.cpu_count()}")
+    print(f"lstm-forecast run --horizon 13 --workers {args.workers} {args.extra}".rstrip())
+    print(f"{'':<34}{'wall s':>9}{'series/s':>10}{'peak RSS GB':>13}")
+    print(
+        f"{'lstm-forecast cold':<34}{cold['wall_s']:>9.1f}{args.panel / cold['wall_s']:>10.1f}{cold['rss_gb']:>13.2f}"
+    )
+    print(
+        f"{'lstm-forecast warm':<34}{warm['wall_s']:>9.1f}{args.panel / warm['wall_s']:>10.1f}{warm['rss_gb']:>13.2f}"
+    )
+    print(
+        f"{'mlforecast + LightGBM (fit+predict)':<34}{opponent_wall:>9.1f}{args.panel / opponent_wall:>10.1f}{'':>13}"
+    )
+    print(
+        f"cold / mlforecast: {cold['wall_s'] / opponent_wall:.2f} x; series forecast: {completed} (lstm-forecast), "
+        f"{opponent_series} (mlforecast)"
+    )
+    print("stage wall s (cold):", ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in stages.items()))
+    print(
+        "stage series/s (cold):",
+        ", ".join(
+            f"{stage} {args.panel / seconds:.0f}"
+            for stage, seconds in stages.items()
+            if stage != "train" and seconds > 0
+        ),
+    )
+    total = sum(files.values())
+    print(
+        f"files in the store: {total} ({total / args.panel * 100:.1f} per 100 series): "
+        + ", ".join(f"{name} {count}" for name, count in sorted(files.items()))
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--panel", type=int, default=0, help="measure a panel of this many M4 Weekly crops instead")
+    parser.add_argument("--data-dir", default=str(M4_WEEKLY), help="M4 Weekly's folder (train.parquet)")
+    parser.add_argument("--opponent-venv", default=str(REPO / ".venv-bench"), help="mlforecast's virtual env")
+    parser.add_argument("--extra", default="", help="more options for the panel's lstm-forecast run")
     parser.add_argument("--series", type=int, default=16)
     parser.add_argument("--points", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
@@ -67,6 +217,9 @@ def main() -> None:
         "--settings", default=" ".join(SETTINGS), help=f"run options for every series (default: {' '.join(SETTINGS)})"
     )
     args = parser.parse_args()
+    if args.panel:
+        panel_main(args)
+        return
     settings = args.settings.split()
 
     work = Path(tempfile.mkdtemp(prefix="lstm-forecast-scale-"))

@@ -205,7 +205,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
             print(f"Retraining ({series_id}): {describe_decision(decision)}")
     emit_json(args, output)
     if len(failed):
-        first = ", ".join(repr(i) for i in failed["unique_id"].head(PRINTED_FAILURES))
+        first = ", ".join(failed["unique_id"].head(PRINTED_FAILURES))
         more = f" and {len(failed) - PRINTED_FAILURES} more" if len(failed) > PRINTED_FAILURES else ""
         print(
             f"error: {len(failed)} of {len(summary)} series failed: {first}{more}\n"

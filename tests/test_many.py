@@ -16,6 +16,7 @@ import pytest
 
 from lstm_forecast.flows import cli
 from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.graph import STAGES
 from lstm_forecast.tasks.operations.registry import champion, register
 from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_summary, series_to_show
 from lstm_forecast.tasks.stages.generate import select_series, series_ids
@@ -219,15 +220,17 @@ def test_a_global_model_is_one_model_with_a_plot_per_series_and_one_registry_ent
     assert plots.count("data:image/png;base64,") == 4 and "4 of 4 plotted series shown" in plots
 
 
-def test_a_global_run_is_a_task_per_phase_and_chunk_of_series_around_one_train(global_runs: GlobalRuns) -> None:
-    # On two workers: a chunk per series here; the bad series fails inside its chunk, not as a task.
+def test_a_global_run_shows_the_eight_stages_as_a_task_per_chunk_of_series(global_runs: GlobalRuns) -> None:
+    # Five series make one chunk: one task per stage; the bad series fails inside the generate chunk.
     runs = task_runs(global_runs.dask_json["flow_run_id"])
-    names = [r.name.rsplit("-", 1)[0] for r in runs]
-    phases = ("generate-series", "prepare-series", "train", "finish-series", "register")
-    assert [names.count(n) for n in phases] == [5, 4, 1, 4, 1]
-    assert len(runs) == 15 and not [r for r in runs if r.state.is_failed()]
+    names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
+    assert names == sorted([*STAGES, "register"]) and not [r for r in runs if r.state.is_failed()]
     in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(global_runs.sequential_json["flow_run_id"])]
-    assert sorted(in_process) == ["finish-series", "generate-series", "prepare-series", "register", "train"]
+    assert sorted(in_process) == names
+    # one pack file per table stage, not one file per series
+    store = global_runs.folder / "dask"
+    for stage in ("generate", "split", "normalize", "window", "predict", "evaluate"):
+        assert [p.parent.name for p in (store / stage).rglob("*.parquet")] == ["packs"], stage
 
 
 def test_predict_with_a_global_champion_forecasts_the_named_series_and_needs_a_name(
@@ -437,3 +440,40 @@ def test_tune_on_many_series_scores_global_trials_by_their_mean_validation_mase(
     assert metadata["scope"] == "global" and metadata["series_ids"] == ["a", "b", "c"]
     assert "scope: global" in Path(result["config"]).read_text()
     assert not (store / "registry.parquet").exists()  # trials are never registered
+
+
+def test_chunks_keep_every_slot_busy_within_their_bounds() -> None:
+    from lstm_forecast.flows.many import MAX_CHUNK_SERIES, MIN_CHUNK_SERIES, chunk_size, chunks
+
+    assert chunk_size(5, 2) == MIN_CHUNK_SERIES  # a few series: one chunk
+    assert chunk_size(2_000, 2) == 250  # four chunks per slot
+    assert chunk_size(100_000, 2) == MAX_CHUNK_SERIES
+    assert chunks(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+
+
+def test_the_statistical_baselines_sample_is_fixed_by_ids_and_seed() -> None:
+    from lstm_forecast.tasks.core.defaults import statistical_sample
+
+    ids = [f"s{number}" for number in range(1000)]
+    sample = statistical_sample(ids, 100, seed=0)
+    assert len(sample) == 100 and sample <= set(ids)
+    assert statistical_sample(list(reversed(ids)), 100, seed=0) == sample  # the order of the file does not matter
+    assert statistical_sample(ids, 100, seed=1) != sample
+    grown = statistical_sample([*ids, "new"], 100, seed=0)
+    assert len(grown - sample) <= 1  # one more series moves at most one in
+    assert statistical_sample(ids, 0, seed=0) == set(ids) == statistical_sample(ids, 5000, seed=0)
+
+
+def test_many_failed_series_print_a_count_the_first_few_and_where_all_are(tmp_path: Path, prefect_server: str) -> None:
+    source = tmp_path / "short.csv"
+    long_frame({f"short{number:02d}": 12 for number in range(30)}).to_csv(source, index=False)
+    result, output = long_run(tmp_path, source, prefect_server, "global")("store")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert len(output["failed"]) == 30
+    (line,) = [text for text in result.stderr.splitlines() if text.startswith("error:")]
+    assert line == "error: 30 of 30 series failed: short00, short01, short02, short03, short04 and 25 more"
+    summary_path = output["summary"]
+    assert summary_path in result.stderr and len(result.stderr) < 20_000
+    summary = pd.read_parquet(summary_path)
+    assert (summary["status"] == "failed").all() and summary["error"].str.contains("too few").all()
+    assert result.stdout.count("failed:") == 5

@@ -159,3 +159,59 @@ def test_each_stage_task_takes_what_its_graph_entry_declares() -> None:
         assert task.name == name
         assert list(inspect.signature(task.fn).parameters) == ["config", *STAGE[name].inputs, *own_key]
         assert all(source in STAGES[: STAGES.index(name)] for source in STAGE[name].inputs.values())
+
+
+def test_a_batch_writes_one_pack_per_stage_and_every_output_reads_back_by_its_own_key(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    keys = [fingerprint("series", number) for number in range(3)]
+    frames = {
+        key: pd.DataFrame({"ds": [float(t) for t in range(1 + number)], "y": [float(number)] * (1 + number)})
+        for number, key in enumerate(keys)
+    }
+    source = fingerprint("source")
+    with store.batched():
+        for key in keys:
+            store.write_table("generate", key, frames[key], metadata={"key": key})
+        store.write_source(source, keys[0])
+        assert not (tmp_path / "generate").exists()  # held until the batch ends...
+        assert store.is_complete("generate", keys[1]) and store.read_source(source) == keys[0]  # ...and readable
+        assert store.read_table("generate", keys[2]).equals(frames[keys[2]])
+    packs = sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*.parquet"))
+    assert packs == [("generate", "packs"), ("sources", "packs")]  # one file per stage, not one per series
+    reread = Store(tmp_path)
+    for key in keys:
+        assert reread.is_complete("generate", key)
+        assert reread.read_table("generate", key).equals(frames[key])
+        assert reread.read_table_metadata("generate", key) == {"key": key}
+        assert reread.location("generate", key).parent.name == "packs"
+    assert reread.read_source(source) == keys[0]
+    assert not reread.is_complete("generate", fingerprint("another"))
+    with pytest.raises(FileNotFoundError):
+        reread.read_table("generate", fingerprint("another"))
+
+
+def test_a_batch_that_fails_writes_nothing_and_a_newer_pack_wins(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    key = fingerprint("one")
+    with pytest.raises(RuntimeError), store.batched():
+        store.write_table("split", key, pd.DataFrame({"a": [1]}))
+        raise RuntimeError("the chunk crashed")
+    assert not (tmp_path / "split").exists() and not store.is_complete("split", key)
+    with store.batched():
+        store.write_table("split", key, pd.DataFrame({"a": [1]}))
+    time.sleep(0.01)
+    with store.batched():  # rebuilt: written again in a pack of its own
+        store.write_table("split", key, pd.DataFrame({"a": [2]}))
+    assert len(list((tmp_path / "split" / "packs").iterdir())) == 2
+    assert store.read_table("split", key)["a"].tolist() == [2]
+
+
+def test_a_damaged_pack_holds_nothing_and_is_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    key = fingerprint("damaged")
+    with store.batched():
+        store.write_table("window", key, pd.DataFrame({"row": range(100)}))
+    (pack,) = (tmp_path / "window" / "packs").iterdir()
+    pack.write_bytes(pack.read_bytes()[:-20])
+    assert not Store(tmp_path).is_complete("window", key)
+    assert not pack.exists()

@@ -52,22 +52,43 @@ def parse_table(data: bytes, suffix: str, id_column: str | None = None) -> pd.Da
     return pd.read_csv(io.BytesIO(data), float_precision="round_trip", dtype={id_column: str} if id_column else None)
 
 
-_LONG_TABLES: dict[tuple[str, str, str], tuple[pd.DataFrame, dict[str, Any]]] = {}
+# The last long-format file read in this process: (path, mtime ns, size, id column) -> (its digest, its table,
+# its rows per id). Each of its series is generated from it, so it is read, hashed and parsed once per
+# process rather than once per series (for a panel of 10,000 series in a 30 MB file, that is the difference
+# between seconds and hours).
+_LONG_TABLES: dict[tuple[str, int, int, str], tuple[str, pd.DataFrame, dict[str, Any]]] = {}
 
 
-def long_series(data: bytes, suffix: str, digest: str, id_column: str, series_id: str) -> pd.DataFrame:
-    """`select_series` of one series of a long-format file's bytes (`digest`: their SHA-256).
-
-    The parsed file and its rows per id are kept per process for the last file read: each of its
-    series is generated from the same file, parsed once per process rather than once per series.
-    """
-    key = (digest, suffix, id_column)
+def long_input(path: str | Path, id_column: str) -> tuple[str, pd.DataFrame, dict[str, Any]]:
+    """A long-format file's SHA-256, its raw table and the row positions of each id (as text), kept per
+    process while the file's modification time and size stay the same."""
+    checked_suffix(path)  # a missing file or another format: one clear error
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, id_column)
     if key not in _LONG_TABLES:
-        _LONG_TABLES.clear()
-        table = parse_table(data, suffix, id_column)
+        data, suffix = read_input_file(path)
+        table = parsed_table(data, suffix, id_column, path)
         rows = table.groupby(table[id_column].astype(str), sort=False).indices if id_column in table else {}
-        _LONG_TABLES[key] = table, rows
-    table, rows = _LONG_TABLES[key]
+        _LONG_TABLES.clear()
+        _LONG_TABLES[key] = bytes_digest(data), table, rows
+    return _LONG_TABLES[key]
+
+
+def parsed_table(data: bytes, suffix: str, id_column: str, path: str | Path) -> pd.DataFrame:
+    """`parse_table`, its failures as one clear error naming the file (and the line, when known)."""
+    try:
+        return parse_table(data, suffix, id_column)
+    except UnicodeDecodeError as error:
+        raise InputError(f"input {path} is not UTF-8 text ({error})", "save it as UTF-8 CSV, or as Parquet") from error
+    except (ValueError, OSError) as error:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise InputError(
+            f"input {path} cannot be read as {suffix[1:]} ({type(error).__name__}{file_line(error)})",
+            "check that the file is a complete CSV with a header row, or a Parquet file",
+        ) from error
+
+
+def long_series(table: pd.DataFrame, rows: dict[str, Any], id_column: str, series_id: str) -> pd.DataFrame:
+    """`select_series` of one series of a parsed long-format table whose rows per id are `rows`."""
     if series_id not in rows:
         return select_series(table, id_column, series_id)  # its error names what is missing
     return table.iloc[rows[series_id]].reset_index(drop=True)
@@ -251,15 +272,21 @@ def file_line(error: Exception) -> str:
     return f", line {found.group(1)}" if found else ""
 
 
-def read_input_file(path: str | Path) -> tuple[bytes, str]:
-    """The bytes and lowercase suffix of a CSV or Parquet file."""
+def checked_suffix(path: str | Path) -> str:
+    """The lowercase suffix of an existing CSV or Parquet file."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise InputError(f"input {path} is neither .csv nor .parquet", "convert it to CSV or Parquet")
     if not path.is_file():
         raise InputError(f"input file {path} does not exist", "check the path passed with --input")
-    return path.read_bytes(), suffix
+    return suffix
+
+
+def read_input_file(path: str | Path) -> tuple[bytes, str]:
+    """The bytes and lowercase suffix of a CSV or Parquet file."""
+    suffix = checked_suffix(path)
+    return Path(path).read_bytes(), suffix
 
 
 def long_format_ids(config: ForecastConfig) -> list[str]:
@@ -303,24 +330,13 @@ def generate(config: ForecastConfig) -> str:
     logger = get_run_logger()
     source_key = None
     if config.input:
-        data, suffix = read_input_file(config.input)
-        digest = bytes_digest(data)
+        if config.series_id is None:
+            data, suffix = read_input_file(config.input)
+            digest, raw = bytes_digest(data), parsed_table(data, suffix, config.id_column, config.input)
+        else:
+            digest, table, rows = long_input(config.input, config.id_column)
+            raw = long_series(table, rows, config.id_column, config.series_id)
         source_key = stage_key("generate", config, {}, extra=digest)
-        try:
-            raw = (
-                parse_table(data, suffix, config.id_column)
-                if config.series_id is None
-                else long_series(data, suffix, digest, config.id_column, config.series_id)
-            )
-        except UnicodeDecodeError as error:
-            raise InputError(
-                f"input {config.input} is not UTF-8 text ({error})", "save it as UTF-8 CSV, or as Parquet"
-            ) from error
-        except (ValueError, OSError) as error:  # pandas' EmptyDataError and ParserError are ValueErrors
-            raise InputError(
-                f"input {config.input} cannot be read as {suffix[1:]} ({type(error).__name__}{file_line(error)})",
-                "check that the file is a complete CSV with a header row, or a Parquet file",
-            ) from error
         if config.series_id is None:
             raw = select_series(raw, config.id_column, None)
         series, notes = clean_series(
