@@ -56,6 +56,19 @@ def read_metrics(path_or_table: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return pooled, by_step
 
 
+def pooled_metrics(stacked: Any) -> dict[str, dict[str, Any]]:
+    """Evaluate tables stacked (`Store.read_tables`) as `[key][split][model][metric]`, all steps pooled."""
+    from lstm_forecast.tasks.core.store import KEY_COLUMN
+
+    pooled = stacked[(stacked["step"] == 0) & stacked["value"].notna()] if len(stacked) else stacked
+    nested: dict[str, dict[str, Any]] = {}
+    for key, split, model, metric, value in pooled[[KEY_COLUMN, "split", "model", "metric", "value"]].itertuples(
+        index=False
+    ):
+        nested.setdefault(str(key), {}).setdefault(split, {}).setdefault(model, {})[metric] = float(value)
+    return nested
+
+
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """The flow's result with its metrics: `metrics[split][model][metric]` pools all steps ahead;
     `metrics_by_step[split][model][metric]` lists one value per step."""
@@ -190,10 +203,11 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
 
     store = Store(config.artifacts_dir)
     winners = dict(zip(summary["unique_id"], summary["winner"], strict=True))
+    completed = {i: d["stages"]["evaluate"]["key"] for i, d in result["series"].items() if d["status"] == "completed"}
+    pooled = pooled_metrics(store.read_tables("evaluate", list(completed.values())))
     for series_id, detail in result["series"].items():
         if detail["status"] == "completed":
-            metrics = store.read_table("evaluate", detail["stages"]["evaluate"]["key"])
-            output["metrics"][series_id] = read_metrics(metrics)[0]
+            output["metrics"][series_id] = pooled.get(completed[series_id], {})
             detail["winner"] = str(winners[series_id])
             detail["stages"] = {s: detail["stages"][s]["status"] for s in STAGES if s in detail["stages"]}
     output["tensorflow_imported"] = "tensorflow" in sys.modules

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -47,7 +48,7 @@ from lstm_forecast.tasks.core.graph import (
     stage_task,
     stages_until,
 )
-from lstm_forecast.tasks.core.store import Store, file_digest, planned_key, stage_key, upstream_keys
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, planned_key, stage_key, upstream_keys
 from lstm_forecast.tasks.operations.registry import register_models
 from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary, series_to_show
 from lstm_forecast.tasks.stages.generate import read_series_ids
@@ -439,8 +440,16 @@ async def forecast_global(
 def shown_series(store: Store, stages: dict[str, Stages]) -> list[str]:
     """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by
     their evaluate outputs."""
-    outcomes = [SeriesOutcome(i, store.read_table("evaluate", s["evaluate"]["key"])) for i, s in stages.items()]
+    tables = evaluate_tables(store, {i: s["evaluate"]["key"] for i, s in stages.items()})
+    outcomes = [SeriesOutcome(i, tables[i]) for i in stages]
     return [outcome.series_id for outcome, _ in series_to_show(outcomes, plotted_only=False)]
+
+
+def evaluate_tables(store: Store, keys: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Series id -> its evaluate table, for many series at once (each pack read once)."""
+    stacked = store.read_tables("evaluate", list(keys.values()))
+    by_key = {str(key): table.drop(columns=KEY_COLUMN) for key, table in stacked.groupby(KEY_COLUMN, observed=True)}
+    return {series_id: by_key[key] for series_id, key in keys.items()}
 
 
 def panel_config(config: ForecastConfig, shared: dict[str, Any], series_id: str, sampled: bool) -> ForecastConfig:
@@ -502,6 +511,8 @@ async def forecast_many(
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
     failures = 0
+    evaluated = {i: r["evaluate"]["key"] for i, r in results.items() if not isinstance(r, Exception)}
+    tables = evaluate_tables(store, evaluated)
     for series_id in ids:
         result = results[series_id]
         if isinstance(result, Exception):
@@ -514,7 +525,7 @@ async def forecast_many(
             continue
         metrics_key = result["evaluate"]["key"]
         plot_key = result["plot"]["key"] if "plot" in result else ""
-        outcomes.append(SeriesOutcome(series_id, store.read_table("evaluate", metrics_key), metrics_key, "", plot_key))
+        outcomes.append(SeriesOutcome(series_id, tables[series_id], metrics_key, "", plot_key))
         details[series_id] = {"status": "completed", "stages": result, "artifacts": artifact_paths(store, result)}
     completed = {i: d["stages"] for i, d in details.items() if d["status"] == "completed"}
     if completed and to_registry:

@@ -420,6 +420,35 @@ class Store:
             return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
         return dict(self._read_pack(pack)[2].get(key) or {})
 
+    def read_tables(self, stage: str, keys: list[str]) -> pd.DataFrame:
+        """Many outputs of a table stage as one table, column `_key` naming each row's output (in the order
+        of `keys`): each pack is read once, not once per output.
+
+        Raises:
+            FileNotFoundError: an output that is in no file, pack or batch.
+        """
+        wanted = pd.Index(keys)
+        parts: list[pd.DataFrame] = []
+        by_pack: dict[Path, list[str]] = {}
+        for key in keys:
+            batch = self._batch()
+            pack = None
+            if (batch is None or key not in batch.tables.get(stage, {})) and not self.path(stage, key).exists():
+                pack = self._pack_of(self._packs_dir(stage), key)
+            if pack is None:
+                parts.append(self.read_table(stage, key).assign(**{KEY_COLUMN: key}))
+            else:
+                by_pack.setdefault(pack, []).append(key)
+        for pack, pack_keys in by_pack.items():
+            table, rows, _ = self._read_pack(pack)
+            positions = np.concatenate([rows[key] for key in pack_keys])
+            parts.append(table.iloc[np.sort(positions)])
+        if not parts:
+            return pd.DataFrame({KEY_COLUMN: pd.Series([], dtype=str)})
+        combined = pd.concat(parts, ignore_index=True)
+        combined[KEY_COLUMN] = pd.Categorical(combined[KEY_COLUMN].astype(str), categories=wanted.unique())
+        return combined.sort_values(KEY_COLUMN, kind="stable", ignore_index=True)
+
     def location(self, stage: str, key: str) -> Path:
         """The file (or model folder) that holds an output: its own, or the pack it was written in."""
         path = self.path(stage, key)

@@ -18,8 +18,8 @@ from prefect import get_run_logger, task
 from prefect.logging import get_logger
 
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.store import Store
-from lstm_forecast.tasks.stages.evaluate import metric_value
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store
+from lstm_forecast.tasks.stages.evaluate import pooled_test_metrics
 
 COLUMNS = (
     "key",
@@ -130,22 +130,20 @@ def decide(
     return registry, outcome
 
 
-def test_value(metrics: pd.DataFrame, model: str, metric: str) -> float:
-    """One model's test metric, all steps pooled, from an evaluate table."""
-    return metric_value(metrics, "test", model, metric)
-
-
-def model_entry(store: Store, model_key: str, metrics: list[pd.DataFrame], created: str) -> dict[str, Any]:
-    """The registry entry of a trained model, from its metadata and its evaluation (one table per series).
+def model_entry(store: Store, model_key: str, metrics: pd.DataFrame, created: str) -> dict[str, Any]:
+    """The registry entry of a trained model, from its metadata and its evaluation (the evaluate tables of
+    its series stacked, column `_key` naming each one's; `Store.read_tables`).
 
     A global model is listed once, under series_id `GLOBAL_SERIES`, with its MASE averaged over its
     series (RMSE and MAE are in each series' units: they are left empty).
     """
     metadata = store.read_model_metadata(model_key)
     is_global = metadata.get("scope") == "global"
+    per_series = pooled_test_metrics(metrics, KEY_COLUMN)
 
     def pooled(model: str, metric: str) -> float:
-        return float(np.mean([test_value(table, model, metric) for table in metrics]))
+        column = f"{model}_{metric}"
+        return float(np.mean(per_series[column].to_numpy())) if column in per_series else float("nan")
 
     return {
         "key": model_key,
@@ -232,8 +230,7 @@ def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -
     store = Store(config.artifacts_dir)
     created = utc_now()
     entries = [
-        model_entry(store, model, [store.read_table("evaluate", key) for key in keys], created)
-        for model, keys in evaluations.items()
+        model_entry(store, model, store.read_tables("evaluate", keys), created) for model, keys in evaluations.items()
     ]
     statuses = record_models(store, entries)
     logger = get_run_logger()

@@ -15,7 +15,7 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.operations.report import table_records
-from lstm_forecast.tasks.stages.evaluate import MODELS, metric_value, select_metrics
+from lstm_forecast.tasks.stages.evaluate import MODELS, pooled_test_metrics
 
 ID = "unique_id"
 SHOWN_PLOTS = 4  # series whose plots a many-series run shows in the UI
@@ -33,6 +33,15 @@ class SeriesOutcome:
     plot_key: str = ""
 
 
+def stacked_metrics(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
+    """The evaluate tables of the outcomes that have one, stacked, column `unique_id` naming each one's."""
+    scored = [outcome for outcome in outcomes if outcome.metrics is not None]
+    if not scored:
+        return pd.DataFrame(columns=[ID, "split", "model", "step", "metric", "value"])
+    stacked = pd.concat([o.metrics for o in scored], keys=[o.series_id for o in scored], names=[ID, None])
+    return stacked.reset_index(level=0)
+
+
 def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
     """One row per series: status, test RMSE and MAE of each model (all steps pooled), the winner.
 
@@ -40,25 +49,22 @@ def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
         columns `unique_id, status, winner, <model>_rmse…, <model>_mae…, error`; `winner` is the
         model with the lowest test RMSE; failed series have NaN metrics and their error.
     """
-    rows = []
-    for outcome in outcomes:
-        row: dict[str, object] = {
-            ID: outcome.series_id,
-            "status": "failed" if outcome.error else "completed",
-            "winner": "",
-        }
-        if outcome.metrics is not None:
-            test = select_metrics(outcome.metrics, split="test")
-            values = test.pivot_table(index="model", columns="metric", values="value")
-            for model in MODELS:
-                for metric in ("rmse", "mae"):
-                    present = model in values.index and metric in values.columns
-                    row[f"{model}_{metric}"] = float(values.loc[model, metric]) if present else None
-            row["winner"] = str(values["rmse"].idxmin())
-        row["error"] = outcome.error
-        rows.append(row)
+    wide = pooled_test_metrics(stacked_metrics(outcomes), ID)
+    rmse = wide[[f"{model}_rmse" for model in MODELS if f"{model}_rmse" in wide]]
+    winners = rmse.idxmin(axis=1, skipna=True).str.removesuffix("_rmse") if len(rmse.columns) else None
     columns = [ID, "status", "winner", *(f"{m}_{k}" for k in ("rmse", "mae") for m in MODELS), "error"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    summary = pd.DataFrame(
+        {
+            ID: [outcome.series_id for outcome in outcomes],
+            "status": ["failed" if outcome.error else "completed" for outcome in outcomes],
+            "error": [outcome.error for outcome in outcomes],
+        }
+    )
+    found = wide.reindex(summary[ID])
+    for column in columns[3:-1]:
+        summary[column] = found[column].to_numpy() if column in found else None
+    summary["winner"] = winners.reindex(summary[ID]).fillna("").to_numpy() if winners is not None else ""
+    return summary.reindex(columns=columns)
 
 
 def summary_key(outcomes: list[SeriesOutcome]) -> str:
@@ -72,11 +78,10 @@ def series_to_show(
     """A handful of completed (and, with `plotted_only`, plotted) series to show in the UI, each with a
     label: the LSTM's best and worst by test MASE (half each), or every one when there are no more than
     `count`."""
-    scored = [
-        (metric_value(outcome.metrics, "test", "lstm", "mase"), outcome)
-        for outcome in outcomes
-        if outcome.metrics is not None and (outcome.plot_key or not plotted_only)
-    ]
+    candidates = [o for o in outcomes if o.metrics is not None and (o.plot_key or not plotted_only)]
+    wide = pooled_test_metrics(stacked_metrics(candidates), ID)
+    mase = wide["lstm_mase"] if "lstm_mase" in wide else pd.Series(float("nan"), index=wide.index)
+    scored = [(float(mase.get(outcome.series_id, float("nan"))), outcome) for outcome in candidates]
     scored = sorted(((mase, o) for mase, o in scored if math.isfinite(mase)), key=lambda pair: pair[0])
     if len(scored) <= count:
         return [(outcome, f"LSTM test MASE {mase:.3f}") for mase, outcome in scored]

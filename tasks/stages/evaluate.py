@@ -153,6 +153,15 @@ def select_metrics(
     return metrics[mask].dropna(subset=["value"])
 
 
+def pooled_test_metrics(metrics: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The test metrics, all steps pooled, of many evaluate tables stacked in one (column `by` naming each
+    table's series): one row per value of `by` (in order of appearance), one column `<model>_<metric>` each."""
+    test = select_metrics(metrics, split="test")
+    wide = test.pivot_table(index=by, columns=["model", "metric"], values="value", aggfunc="first", observed=True)
+    wide.columns = [f"{model}_{metric}" for model, metric in wide.columns]
+    return wide.reindex(pd.unique(metrics[by]))
+
+
 def metric_value(metrics: pd.DataFrame, split: str, model: str, metric: str, step: int = 0) -> float:
     """One model's metric on one split (step 0: all steps pooled); NaN when the table lacks it."""
     rows = select_metrics(metrics, split, model, metric, step)
