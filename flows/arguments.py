@@ -59,7 +59,7 @@ def config_options() -> argparse.ArgumentParser:
     parent.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
     parent.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
     for flag, (field, kind) in FIELD_FLAGS.items():
-        description = ForecastConfig.model_fields[field].description
+        description = (ForecastConfig.model_fields[field].description or "").replace("%", "%%")  # not a format
         parent.add_argument(
             flag, dest=field, type=parse_seasons if kind == "seasons" else kind, default=None, help=description
         )

@@ -60,7 +60,9 @@ def pooled_metrics(stacked: Any) -> dict[str, dict[str, Any]]:
     """Evaluate tables stacked (`Store.read_tables`) as `[key][split][model][metric]`, all steps pooled."""
     from lstm_forecast.tasks.core.store import KEY_COLUMN
 
-    pooled = stacked[(stacked["step"] == 0) & stacked["value"].notna()] if len(stacked) else stacked
+    if stacked.empty:
+        return {}
+    pooled = stacked[(stacked["step"] == 0) & stacked["value"].notna()]
     nested: dict[str, dict[str, Any]] = {}
     for key, split, model, metric, value in pooled[[KEY_COLUMN, "split", "model", "metric", "value"]].itertuples(
         index=False

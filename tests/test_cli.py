@@ -53,3 +53,13 @@ def test_a_run_shows_training_progress_and_no_failed_log_delivery(
 ) -> None:
     assert "epoch 1/1" in temporary_server_run.stderr  # training progress is shown while it runs
     assert "Error logging to API" not in temporary_server_run.stderr  # every log reached the server in time
+
+
+@pytest.mark.parametrize("command", ["run", "retrain", "backtest", "tune", "serve", "models", "predict"])
+def test_every_command_s_help_prints_and_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from lstm_forecast.flows.arguments import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: lstm-forecast {command}" in capsys.readouterr().out

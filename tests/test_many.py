@@ -67,6 +67,7 @@ def test_summary_names_each_winner_and_keeps_failures() -> None:
     assert summary["status"].tolist() == ["completed", "completed", "failed"]
     assert summary.loc[0, "lstm_rmse"] == 0.5 and np.isnan(summary.loc[2, "lstm_rmse"])
     assert summary.loc[2, "error"] == "series too short"
+    assert summary["baselines"].tolist() == ["naive,arima", "naive,arima", ""]
 
 
 def test_the_ui_shows_the_lstm_s_best_and_worst_series_by_test_mase() -> None:

@@ -46,8 +46,10 @@ def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
     """One row per series: status, test RMSE and MAE of each model (all steps pooled), the winner.
 
     Returns:
-        columns `unique_id, status, winner, <model>_rmse…, <model>_mae…, error`; `winner` is the
-        model with the lowest test RMSE; failed series have NaN metrics and their error.
+        columns `unique_id, status, winner, <model>_rmse…, <model>_mae…, baselines, error`; `winner` is
+        the model with the lowest test RMSE; `baselines` names the baselines scored on the series (a
+        large panel scores the statistical ones on a sample); failed series have NaN metrics and their
+        error.
     """
     wide = pooled_test_metrics(stacked_metrics(outcomes), ID)
     rmse = wide[[f"{model}_rmse" for model in MODELS if f"{model}_rmse" in wide]]
@@ -64,7 +66,9 @@ def series_summary(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
     for column in columns[3:-1]:
         summary[column] = found[column].to_numpy() if column in found else None
     summary["winner"] = winners.reindex(summary[ID]).fillna("").to_numpy() if winners is not None else ""
-    return summary.reindex(columns=columns)
+    scored = pd.DataFrame({m: summary[f"{m}_rmse"].notna() for m in MODELS if m != "lstm"})
+    summary["baselines"] = [",".join(scored.columns[row]) for row in scored.to_numpy()]
+    return summary.reindex(columns=[*columns[:-1], "baselines", "error"])
 
 
 def summary_key(outcomes: list[SeriesOutcome]) -> str:
@@ -112,12 +116,14 @@ async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[
     path = store.write_summary(summary_key(outcomes), summary)
     failed = int((summary["status"] == "failed").sum())
     shown = summary if len(summary) <= TABLE_ROWS else summary.head(TABLE_ROWS)
+    statistical = int(summary["baselines"].str.contains("auto_").sum())
     listed = "each" if shown is summary else f"the first {len(shown)}"
     await acreate_table_artifact(
         key="lstm-forecast-series",
         table=table_records(shown.round(5)),
-        description=f"Test metrics and winning model of {listed} of {len(summary)} series ({failed} failed); "
-        f"every series: `{path}`.",
+        description=f"Test metrics and winning model of {listed} of {len(summary)} series ({failed} failed; "
+        f"statistical baselines scored on {statistical} of them, a fixed sample when there are many: "
+        f"--baseline-sample); every series: `{path}`.",
     )
     if any(outcome.plot_key for outcome in outcomes):
         await acreate_markdown_artifact(
