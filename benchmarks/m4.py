@@ -14,7 +14,8 @@ chosen series is written as one long-format Parquet file and run as
 
 which trains one global model across the series (`--extra "--scope local"`: one model per series)
 and forecasts the 13 steps after each series' end (the `forecast` rows of
-the predictions Parquet that `series.<id>.artifacts.predictions` in the JSON names). Those are scored
+the predictions Parquet that `series.<id>.artifacts.predictions` in the JSON names: a pack of many
+series, whose rows `_key == series.<id>.keys.predict` are the series'). Those are scored
 against test.parquet: sMAPE, MASE (m = 1: scale = mean |x_t - x_(t-1)| over the series' whole train
 part), both averaged over the series, and OWA = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2 with
 this script's own Naive2 (for weekly data the plain naive forecast) on the same series. A series the
@@ -28,6 +29,7 @@ The Prefect server is handled as in real.py (PREFECT_API_URL if set, else one st
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import shlex
@@ -117,9 +119,17 @@ def choose_ids(all_ids: list[str], limit: int | None, sample: int | None, seed: 
     return all_ids[:limit] if limit is not None else all_ids
 
 
-def read_forecast(path: str, expected_ds: np.ndarray) -> tuple[np.ndarray, str]:
-    """The 13 `forecast` rows of a predictions Parquet, by step; and a note if their `ds` differ from the test's."""
-    predictions = pd.read_parquet(path)
+@functools.lru_cache(maxsize=2)
+def read_predictions(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def read_forecast(path: str, key: str, expected_ds: np.ndarray) -> tuple[np.ndarray, str]:
+    """The 13 `forecast` rows of a series' predictions (its own file, or its rows `_key == key` of the pack
+    of many series that holds them), by step; and a note if their `ds` differ from the test's."""
+    predictions = read_predictions(path)
+    if "_key" in predictions:
+        predictions = predictions[predictions["_key"] == key]
     future = predictions.loc[predictions["split"] == "forecast"].sort_values("step")
     values = future["y_hat"].to_numpy(dtype="float64")
     if len(values) != HORIZON:
@@ -255,7 +265,9 @@ def main() -> None:
                     continue
                 try:
                     lstm_forecasts[i], note = read_forecast(
-                        detail["artifacts"]["predictions"], test_groups[i]["ds"].to_numpy()
+                        detail["artifacts"]["predictions"],
+                        detail.get("keys", {}).get("predict", ""),
+                        test_groups[i]["ds"].to_numpy(),
                     )
                 except (KeyError, OSError, ValueError) as error:
                     failed[i] = f"forecast unreadable: {error}"

@@ -81,6 +81,7 @@ from mlforecast import MLForecast
 
 started = time.perf_counter()
 panel = pd.read_parquet(sys.argv[1])
+panel["ds"] = panel["ds"].astype("int64")  # numeric time: mlforecast steps integer positions by freq=1
 forecaster = MLForecast(
     models=[lgb.LGBMRegressor(n_estimators=300, verbosity=-1)], freq=1, lags=[*range(1, 14), 52]
 )
@@ -149,6 +150,13 @@ def panel_main(args: argparse.Namespace) -> None:
     python = opponent_python(Path(args.opponent_venv))
     opponent = work / "opponent.py"
     opponent.write_text(OPPONENT)
+    print("mlforecast + LightGBM ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run([str(python), str(opponent), str(source)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"mlforecast failed: {done.stderr[-2000:]}")
+    opponent_wall = time.perf_counter() - started
+    opponent_series = int(done.stdout.split()[-1])
     server, url = start_server(work / "home-server", base_env)
     env = base_env | {"PREFECT_HOME": str(work / "home-client"), "PREFECT_API_URL": url}
     store = work / "store"
@@ -164,11 +172,6 @@ def panel_main(args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print("mlforecast + LightGBM ...", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    done = subprocess.run([str(python), str(opponent), str(source)], capture_output=True, text=True, check=True)
-    opponent_wall = time.perf_counter() - started
-    opponent_series = int(done.stdout.split()[-1])
     completed = sum(detail["status"] == "completed" for detail in cold["result"]["series"].values())
 
     print(f"\n{args.panel} series, {rows} rows (M4 Weekly crops of 150-250 points), CPU cores: {os.cpu_count()}")

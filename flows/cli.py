@@ -211,6 +211,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         if detail["status"] == "completed":
             output["metrics"][series_id] = pooled.get(completed[series_id], {})
             detail["winner"] = str(winners[series_id])
+            detail["keys"] = {s: detail["stages"][s]["key"] for s in STAGES if s in detail["stages"]}
             detail["stages"] = {s: detail["stages"][s]["status"] for s in STAGES if s in detail["stages"]}
     output["tensorflow_imported"] = "tensorflow" in sys.modules
     output["scope"], output["model"] = result.get("scope"), result.get("model")
