@@ -166,6 +166,7 @@ def panel_main(args: argparse.Namespace) -> None:
         print(f"lstm-forecast cold on {args.panel} series ...", file=sys.stderr, flush=True)
         cold = timed(command, env, work)
         stages = stage_walls(url, cold["result"]["flow_run_id"])
+        print(f"cold: {cold['wall_s']:.1f} s, peak RSS {cold['rss_gb']:.2f} GB, stages {stages}", file=sys.stderr)
         files = {folder.name: sum(1 for p in folder.rglob("*") if p.is_file()) for folder in store.iterdir()}
         print("lstm-forecast warm ...", file=sys.stderr, flush=True)
         warm = timed(command, env, work)
