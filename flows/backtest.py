@@ -41,9 +41,7 @@ async def backtest_many(config: ForecastConfig, ids: list[str], folds: int) -> d
     results, fold_metrics = [], []
     for keep, train_fraction in fraction_folds(config.train_fraction, folds):
         fold_config = with_fields(config, series_keep=keep, train_fraction=train_fraction)
-        fold = await on_same_cluster(forecast_many)(
-            config=fold_config, series_ids=ids, last_stage="evaluate", to_registry=False
-        )
+        fold = await on_same_cluster(forecast_many)(config=fold_config, last_stage="evaluate", to_registry=False)
         done = [d for d in fold["series"].values() if d["status"] == "completed"]
         fold_metrics.append(mean_over_series([fold_test_metrics(store, d["stages"]["evaluate"]["key"]) for d in done]))
         results.append({"series": {i: d["status"] for i, d in fold["series"].items()}, "model": fold["model"]})

@@ -177,7 +177,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     if args.command == "retrain":
         result = run_flow(args, retrain, config=config)
     else:
-        result = run_flow(args, forecast_many, config=config, series_ids=series_ids)
+        result = run_flow(args, forecast_many, config=config)
     import pandas as pd
 
     summary = pd.read_parquet(result["summary"])

@@ -117,10 +117,10 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
 
     A long-format input runs as `lstm-forecast-many` (a subflow), which returns its own shape."""
     check_served_paths(config)
-    if ids := long_format_ids(config):
+    if long_format_ids(config):  # the subflow reads the ids itself: 100,000 of them exceed a run's parameters
         from lstm_forecast.flows.many import forecast_many
 
-        return await forecast_many(config=config, series_ids=ids)
+        return await forecast_many(config=config)
     stages = run_stages(config)
     store = Store(config.artifacts_dir)
     register_models(config, {stages["train"]["key"]: [stages["evaluate"]["key"]]})

@@ -37,7 +37,7 @@ def decide_one(config: ForecastConfig, stages: dict[str, dict[str, str]], series
 
 async def retrain_many(config: ForecastConfig, ids: list[str]) -> dict[str, Any]:
     """A long-format input: `forecast_many`, then the decision(s)."""
-    result = await on_same_cluster(forecast_many)(config=config, series_ids=ids)
+    result = await on_same_cluster(forecast_many)(config=config)
     store = Store(config.artifacts_dir)
     done = {i: d["stages"] for i, d in result["series"].items() if d["status"] == "completed"}
     if result["scope"] == "local":

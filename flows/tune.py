@@ -32,7 +32,7 @@ async def global_trial(config: ForecastConfig, ids: list[str]) -> tuple[list[dic
     """One tuning trial on many series: one global model across them, up to `evaluate`, not registered.
     Returns the completed series' stages and a note on any that failed."""
     many = on_same_cluster(forecast_many)
-    result = await many(config=config, series_ids=ids, last_stage="evaluate", to_registry=False)
+    result = await many(config=config, last_stage="evaluate", to_registry=False)
     completed = [d["stages"] for d in result["series"].values() if d["status"] == "completed"]
     if not completed:
         raise InputError("no series completed with this trial's settings", "see each series' error in the log")
