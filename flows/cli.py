@@ -206,7 +206,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     store = Store(config.artifacts_dir)
     winners = dict(zip(summary["unique_id"], summary["winner"], strict=True))
     completed = {i: d["stages"]["evaluate"]["key"] for i, d in result["series"].items() if d["status"] == "completed"}
-    pooled = pooled_metrics(store.read_tables("evaluate", list(completed.values())))
+    pooled = pooled_metrics(store.read_tables("evaluate", list(completed.values()), where={"step": 0}))
     for series_id, detail in result["series"].items():
         if detail["status"] == "completed":
             output["metrics"][series_id] = pooled.get(completed[series_id], {})

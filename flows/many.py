@@ -446,8 +446,10 @@ def shown_series(store: Store, stages: dict[str, Stages]) -> list[str]:
 
 
 def evaluate_tables(store: Store, keys: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Series id -> its evaluate table, for many series at once (each pack read once)."""
-    stacked = store.read_tables("evaluate", list(keys.values()))
+    """Series id -> its evaluate table's rows of all steps pooled (step 0: what the summary, the registry
+    and the UI read), for many series at once (each pack read once; the per-step rows left out keep
+    100,000 series' tables small)."""
+    stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
     by_key = {str(key): table.drop(columns=KEY_COLUMN) for key, table in stacked.groupby(KEY_COLUMN, observed=True)}
     return {series_id: by_key[key] for series_id, key in keys.items()}
 

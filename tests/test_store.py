@@ -215,3 +215,18 @@ def test_a_damaged_pack_holds_nothing_and_is_removed(tmp_path: Path) -> None:
     pack.write_bytes(pack.read_bytes()[:-20])
     assert not Store(tmp_path).is_complete("window", key)
     assert not pack.exists()
+
+
+def test_read_tables_reads_many_outputs_at_once_in_the_order_asked_and_keeps_only_the_rows_wanted(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    keys = [fingerprint("metrics", number) for number in range(3)]
+    with store.batched():
+        for number, key in enumerate(keys[:2]):
+            store.write_table("evaluate", key, pd.DataFrame({"step": [0, 1], "value": [number, 10.0 + number]}))
+    store.write_table("evaluate", keys[2], pd.DataFrame({"step": [0, 1], "value": [2.0, 12.0]}))  # a file of its own
+    stacked = store.read_tables("evaluate", [keys[2], keys[0], keys[1]], where={"step": 0})
+    assert stacked["_key"].astype(str).tolist() == [keys[2], keys[0], keys[1]]
+    assert stacked["value"].tolist() == [2.0, 0.0, 1.0]
+    assert len(store.read_tables("evaluate", keys)) == 6

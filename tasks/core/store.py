@@ -420,13 +420,23 @@ class Store:
             return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
         return dict(self._read_pack(pack)[2].get(key) or {})
 
-    def read_tables(self, stage: str, keys: list[str]) -> pd.DataFrame:
+    def read_tables(self, stage: str, keys: list[str], where: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Many outputs of a table stage as one table, column `_key` naming each row's output (in the order
-        of `keys`): each pack is read once, not once per output.
+        of `keys`): each pack is read once, not once per output. `where`: only the rows whose columns equal
+        these values (taken before the outputs are put together, so the result stays small).
 
         Raises:
             FileNotFoundError: an output that is in no file, pack or batch.
         """
+
+        def kept(frame: pd.DataFrame) -> pd.DataFrame:
+            if not where:
+                return frame
+            mask = np.ones(len(frame), dtype=bool)
+            for column, value in where.items():
+                mask &= (frame[column] == value).to_numpy()
+            return frame[mask]
+
         wanted = pd.Index(keys)
         parts: list[pd.DataFrame] = []
         by_pack: dict[Path, list[str]] = {}
@@ -436,13 +446,13 @@ class Store:
             if (batch is None or key not in batch.tables.get(stage, {})) and not self.path(stage, key).exists():
                 pack = self._pack_of(self._packs_dir(stage), key)
             if pack is None:
-                parts.append(self.read_table(stage, key).assign(**{KEY_COLUMN: key}))
+                parts.append(kept(self.read_table(stage, key)).assign(**{KEY_COLUMN: key}))
             else:
                 by_pack.setdefault(pack, []).append(key)
         for pack, pack_keys in by_pack.items():
             table, rows, _ = self._read_pack(pack)
             positions = np.concatenate([rows[key] for key in pack_keys])
-            parts.append(table.iloc[np.sort(positions)])
+            parts.append(kept(table.iloc[np.sort(positions)]))
         if not parts:
             return pd.DataFrame({KEY_COLUMN: pd.Series([], dtype=str)})
         combined = pd.concat(parts, ignore_index=True)

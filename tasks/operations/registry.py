@@ -230,7 +230,8 @@ def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -
     store = Store(config.artifacts_dir)
     created = utc_now()
     entries = [
-        model_entry(store, model, store.read_tables("evaluate", keys), created) for model, keys in evaluations.items()
+        model_entry(store, model, store.read_tables("evaluate", keys, where={"split": "test", "step": 0}), created)
+        for model, keys in evaluations.items()
     ]
     statuses = record_models(store, entries)
     logger = get_run_logger()
