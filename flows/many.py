@@ -135,10 +135,10 @@ def stage_of_chunk(
     """Stage `stage` of each series of a chunk (its own config, after its `stages` so far), the chunk's
     outputs written as one pack; `generate` also sizes each series' own settings (`sized`, as JSON)."""
     store = Store(next(iter(configs.values())).artifacts_dir)
-    results: dict[str, SeriesResult] = {}
     if (run_chunk := stage_chunk_function(stage)) is not None:
         with store.batched():
             return run_whole_chunk(stage, run_chunk, configs, stages)
+    results: dict[str, SeriesResult] = {}
     with store.batched(), quiet_after_first() as next_series:
         for series_id, config in configs.items():
             try:
@@ -175,7 +175,7 @@ def run_whole_chunk(
     for (series_id, own, (_, _, planned)), error in zip(pending, errors, strict=True):
         done = {"key": planned, "status": "computed"}
         results[series_id] = {"error": failure_message(error)} if error else {"stages": own | {stage: done}}
-    return {i: results[i] for i in configs if i in results}
+    return {i: results[i] for i in configs}  # in the chunk's order
 
 
 # One task per stage, named after it: a panel's run shows the stages in the UI as a single series' run does.

@@ -440,8 +440,8 @@ class Store:
         wanted = pd.Index(keys)
         parts: list[pd.DataFrame] = []
         by_pack: dict[Path, list[str]] = {}
+        batch = self._batch()
         for key in keys:
-            batch = self._batch()
             pack = None
             if (batch is None or key not in batch.tables.get(stage, {})) and not self.path(stage, key).exists():
                 pack = self._pack_of(self._packs_dir(stage), key)
