@@ -109,21 +109,28 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     when = serve.add_mutually_exclusive_group()
     when.add_argument("--cron", help="retraining schedule, cron syntax (default: '0 2 * * *', nightly)")
     when.add_argument("--interval", type=float, help="retraining schedule: every SECONDS")
+    serve.add_argument(
+        "--notify",
+        help="an Apprise URL told when a served run fails or crashes (slack://…, mailto://…, json://host/path)",
+    )
 
     models = commands.add_parser("models", parents=[store], help="list the model registry")
     models.add_argument("--json", action="store_true", help="print the registry as JSON records")
 
     predict = commands.add_parser(
-        "predict", parents=[store, output], help="forecast past the end of the data with a registered model"
+        "predict",
+        parents=[store, output],
+        help="forecast every series past the end of its data with a registered model: one table",
     )
     predict.add_argument("--model", default="champion", help="`champion` or a model key (default: champion)")
     predict.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     predict.add_argument(
         "--series-id",
         default="",
-        help="the series of a long-format input to forecast: with "
-        "`champion`, its own champion, else the global model's; needed for a global model",
+        help="only these series of a long-format input, comma-separated (default: every series the model, "
+        "or each series' champion, forecasts)",
     )
+    predict.add_argument("--output", help="also write the forecast table to this .parquet or .csv file")
     predict.add_argument("--input", help="CSV/Parquet series to continue (default: the model's training data)")
     predict.add_argument("--time-column", help="time column of --input (default: the model's)")
     predict.add_argument("--value-column", help="value column of --input (default: the model's)")

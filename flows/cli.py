@@ -117,7 +117,7 @@ def print_summary(summary: dict[str, Any], seconds: float) -> None:
     if len(steps) > 1:
         print("  LSTM test RMSE per step ahead: " + " ".join(f"{value:.4f}" for value in steps))
     print("Stages: " + ", ".join(f"{stage} {status}" for stage, status in summary["stages"].items()))
-    for name in ("plot", "model", "predictions"):
+    for name in ("plot", "model", "predictions", "forecasts"):
         print(f"{name.capitalize():<12} {summary['artifacts'][name]}")
     print(f"Finished in {seconds:.1f} s")
 
@@ -140,8 +140,9 @@ def run_command(args: argparse.Namespace) -> int:
     print_summary(summary, time.perf_counter() - started)
     summary["tensorflow_imported"] = "tensorflow" in sys.modules  # a fully cached run never needs it
     if "retrain" in result:
-        summary["retrain"] = result["retrain"]
+        summary["retrain"], summary["latest"] = result["retrain"], result["latest"]
         print(f"Retraining: {describe_decision(result['retrain'])}")
+        print(f"{'Published':<12} {result['latest']['latest']} (the champion's forecast of every series)")
     emit_json(args, summary)
     return 0
 
@@ -193,10 +194,16 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         print(f"  series {row.unique_id!r} failed: {row.error}")
     if len(failed) > PRINTED_FAILURES:
         print(f"  … {len(failed) - PRINTED_FAILURES} more failed series: each one and its error in the summary file")
-    print(f"Summary      {result['summary']}\nFinished in {time.perf_counter() - started:.1f} s")
+    print(f"Summary      {result['summary']}")
+    if result.get("forecasts"):
+        print(f"Forecasts    {result['forecasts']}")
+    if result.get("latest"):
+        print(f"Published    {result['latest']['latest']} (each series' champion's forecast)")
+    print(f"Finished in {time.perf_counter() - started:.1f} s")
     output: dict[str, Any] = {
         "flow_run_id": result["flow_run_id"],
         "summary": result["summary"],
+        "forecasts": result.get("forecasts"),
         "failed": failed["unique_id"].tolist(),
         "metrics": {},
         "series": result["series"],
@@ -216,7 +223,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     output["tensorflow_imported"] = "tensorflow" in sys.modules
     output["scope"], output["model"] = result.get("scope"), result.get("model")
     if "retrain" in result:
-        output["retrain"] = result["retrain"]
+        output["retrain"], output["latest"] = result["retrain"], result.get("latest")
         decisions = result["retrain"] if result.get("scope") == "local" else {"all series": result["retrain"]}
         for series_id, decision in decisions.items():
             print(f"Retraining ({series_id}): {describe_decision(decision)}")
@@ -280,11 +287,14 @@ def serve_command(args: argparse.Namespace) -> int:
         absolute["input"] = str(Path(config.input).resolve())
     config = with_fields(config, **absolute)
     check_prefect_server(required=True)
-    from lstm_forecast.flows.serve import serve
+    from lstm_forecast.flows.serve import checked_notify_url, serve
 
+    notify = checked_notify_url(args.notify) if args.notify else None
     schedule = f"every {args.interval:g} s" if args.interval else f"cron '{args.cron or '0 2 * * *'}'"
     print(f"Serving 'lstm-forecast/ad-hoc' and 'lstm-retrain/retrain' ({schedule}); Ctrl-C stops.", flush=True)
-    serve(config, cron=args.cron, interval=args.interval)
+    if notify:
+        print("Failed or crashed runs are notified through Apprise.", flush=True)
+    serve(config, cron=args.cron, interval=args.interval, notify=notify)
     return 0
 
 
@@ -318,20 +328,38 @@ def models_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    from lstm_forecast.tasks.core.store import Store
-    from lstm_forecast.tasks.operations.ahead import forecast_with_model
+PRINTED_FORECAST_ROWS = 10  # `predict` prints this many rows of its table (the file holds every one)
 
-    result = forecast_with_model(
+
+def predict_command(args: argparse.Namespace) -> int:
+    from lstm_forecast.tasks.core.store import Store, export_table
+    from lstm_forecast.tasks.operations.ahead import predict_table
+
+    series_ids = [part.strip() for part in args.series_id.split(",") if part.strip()]
+    result = predict_table(
         Store(args.artifacts_dir),
         args.model,
         args.horizon,
+        series_ids,
         args.input,
         args.time_column,
         args.value_column,
-        args.series_id,
     )
-    print(f"Model        {result['model']}\nForecast     {result['forecast']}\nPlot         {result['plot']}")
+    table = result.pop("table")
+    if args.output:
+        result["output"] = str(export_table(table, args.output))
+    import pandas as pd
+
+    with pd.option_context("display.width", 200):
+        print(table.head(PRINTED_FORECAST_ROWS).to_string(index=False, float_format="%.4f"))
+    if len(table) > PRINTED_FORECAST_ROWS:
+        print(f"  … {len(table) - PRINTED_FORECAST_ROWS} more rows in the table")
+    models = result["model"] if isinstance(result["model"], str) else f"{len(result['model'])} models"
+    print(f"{result['series']} series, {args.horizon} steps each, by {models}")
+    print(f"Forecast     {result['forecast']}")
+    for name in ("output", "plot"):
+        if result.get(name):
+            print(f"{name.capitalize():<12} {result[name]}")
     emit_json(args, result)
     return 0
 

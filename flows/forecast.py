@@ -8,14 +8,15 @@ import anyio.to_thread
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
-from lstm_forecast.flows.serve import check_served_paths
+from lstm_forecast.flows.serve import notify_failure, served_run_config
 from lstm_forecast.tasks.core.caching import with_store_cache
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import config_for_series, describe_adapted
 from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, stage_task, stages_until
 from lstm_forecast.tasks.core.store import Store, stage_key, upstream_keys
+from lstm_forecast.tasks.operations.ahead import publish_forecasts, series_label
 from lstm_forecast.tasks.operations.registry import register_models
-from lstm_forecast.tasks.operations.report import publish_run
+from lstm_forecast.tasks.operations.report import publish_forecast_table, publish_run
 from lstm_forecast.tasks.stages.generate import long_format_ids
 
 DEFAULT_CONFIG = ForecastConfig()
@@ -111,12 +112,12 @@ def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str,
 
 # Async although every stage is sync: an async flow run does not wait up to a second at exit
 # for its heartbeat thread, which is most of a fully cached run's time.
-@flow(name="lstm-forecast", log_prints=True)
+@flow(name="lstm-forecast", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     """Series → trained LSTM → predictions, metrics and plot. Returns every stage's key and status.
 
     A long-format input runs as `lstm-forecast-many` (a subflow), which returns its own shape."""
-    check_served_paths(config)
+    config = served_run_config(config)
     if long_format_ids(config):  # the subflow reads the ids itself: 100,000 of them exceed a run's parameters
         from lstm_forecast.flows.many import forecast_many
 
@@ -124,5 +125,9 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     stages = run_stages(config)
     store = Store(config.artifacts_dir)
     register_models(config, {stages["train"]["key"]: [stages["evaluate"]["key"]]})
+    label = series_label(config.model_dump())
+    forecasts = publish_forecasts(config, {stages["predict"]["key"]: [label, stages["train"]["key"]]})
     await publish_run(store, stages["evaluate"]["key"], stages["plot"]["key"], stages["train"]["key"])
-    return {"flow_run_id": str(flow_run.id), "stages": stages, "artifacts": artifact_paths(store, stages)}
+    await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
+    artifacts = artifact_paths(store, stages) | {"forecasts": forecasts}
+    return {"flow_run_id": str(flow_run.id), "stages": stages, "artifacts": artifacts}

@@ -49,7 +49,9 @@ from lstm_forecast.tasks.core.graph import (
     stages_until,
 )
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, planned_key, stage_key, upstream_keys
+from lstm_forecast.tasks.operations.ahead import publish_forecasts
 from lstm_forecast.tasks.operations.registry import register_models
+from lstm_forecast.tasks.operations.report import publish_forecast_table
 from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary, series_to_show
 from lstm_forecast.tasks.stages.generate import read_series_ids
 from lstm_forecast.tasks.stages.train import train_global
@@ -537,8 +539,20 @@ async def forecast_many(
             else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()}
         )
         register_models(config, evaluations)
+    forecasts = None
+    if completed and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
+        predictions = {s["predict"]["key"]: [i, s["train"]["key"]] for i, s in completed.items()}
+        forecasts = publish_forecasts(config, predictions)
+        await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
     if failures > LOGGED_FAILURES:
         logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)
     summary, path = await publish_summary(store, outcomes)
     logger.info("%d series, %d failed; summary %s", len(ids), int((summary["status"] == "failed").sum()), path)
-    return {"flow_run_id": str(flow_run.id), "scope": scope, "model": model, "series": details, "summary": path}
+    return {
+        "flow_run_id": str(flow_run.id),
+        "scope": scope,
+        "model": model,
+        "series": details,
+        "summary": path,
+        "forecasts": forecasts,
+    }

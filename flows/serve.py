@@ -16,6 +16,59 @@ RETRAIN = "retrain"
 NIGHTLY = "0 2 * * *"
 # The folders a served run may read and write, fixed when `serve` starts; its runs inherit the variable.
 SERVED_ROOTS = "LSTM_FORECAST_SERVED_ROOTS"
+# The served config (JSON), which a run's own `config` parameter changes field by field.
+SERVED_CONFIG = "LSTM_FORECAST_SERVED_CONFIG"
+# The Apprise URL `serve --notify` sends a message to when a served run fails or crashes.
+NOTIFY_URL = "LSTM_FORECAST_NOTIFY_URL"
+NOTIFIED_MESSAGE_CHARS = 1000
+
+
+def checked_notify_url(url: str) -> str:
+    """An Apprise URL that Apprise can send to (`slack://…`, `mailto://…`, `json://host/path`, …).
+
+    Raises:
+        InputError: one that it cannot.
+    """
+    from apprise import Apprise
+
+    if not Apprise().add(url):
+        raise InputError(
+            "--notify is not an Apprise URL this machine can send to",
+            "pass one such as slack://TOKEN/CHANNEL, mailto://user:password@example.com or "
+            "json://host:port/path (https://github.com/caronc/apprise/wiki lists them)",
+        )
+    return url
+
+
+async def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """A flow's failure and crash hook: in a run started by `serve --notify URL`, one message to that URL
+    through Prefect's Apprise notification block; elsewhere nothing."""
+    if not (url := os.environ.get(NOTIFY_URL)) or flow_run.parent_task_run_id is not None:
+        return  # not served, or a subflow: the run it is part of sends the one message
+    from prefect.blocks.notifications import AppriseNotificationBlock
+
+    message = str(state.message or "")[:NOTIFIED_MESSAGE_CHARS]
+    await AppriseNotificationBlock(url=url, notify_type="failure").anotify(
+        body=f"{flow.name} run {flow_run.name!r} ({flow_run.id}) ended {state.name}: {message}",
+        subject=f"lstm-forecast: a served run {state.name.lower()}",
+    )
+
+
+def merged_config(served: dict[str, Any], config: ForecastConfig) -> ForecastConfig:
+    """The served config with the fields a run's parameter gave (`model_fields_set`: those in the form or
+    the API call's `config` object) put over it; the fields it left out keep their served values."""
+    changes = config.model_dump(mode="json", include=config.model_fields_set)
+    return ForecastConfig.model_validate(served | changes)
+
+
+def served_run_config(config: ForecastConfig) -> ForecastConfig:
+    """The config a run works with: in a run started by `serve`, `merged_config` over the served config and
+    checked by `check_served_paths`; elsewhere `config` itself."""
+    if not (served := os.environ.get(SERVED_CONFIG)):
+        return config
+    config = merged_config(json.loads(served), config)
+    check_served_paths(config)
+    return config
 
 
 def served_roots(config: ForecastConfig) -> list[str]:
@@ -68,9 +121,15 @@ def deployments(config: ForecastConfig, cron: str | None = None, interval: float
     ]
 
 
-def serve(config: ForecastConfig, cron: str | None = None, interval: float | None = None) -> None:
-    """Register both deployments with the running server and execute their runs until interrupted."""
+def serve(
+    config: ForecastConfig, cron: str | None = None, interval: float | None = None, notify: str | None = None
+) -> None:
+    """Register both deployments with the running server and execute their runs until interrupted;
+    `notify`: an Apprise URL told of each failed or crashed run."""
     from prefect import serve as prefect_serve
 
     os.environ[SERVED_ROOTS] = json.dumps(served_roots(config))
+    os.environ[SERVED_CONFIG] = config.model_dump_json()
+    if notify:
+        os.environ[NOTIFY_URL] = notify
     prefect_serve(*deployments(config, cron, interval))

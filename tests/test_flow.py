@@ -76,10 +76,14 @@ def test_a_first_run_computes_every_stage_and_reports_its_metrics_and_outputs(tw
 def test_a_first_run_shows_a_task_run_per_stage_and_its_artifacts_in_prefect(two_runs: TwoRuns) -> None:
     result = two_runs.first
     runs = task_runs(result["flow_run_id"])
-    assert sorted(run.name.rsplit("-", 1)[0] for run in runs) == sorted([*STAGES, "register"])
+    assert sorted(run.name.rsplit("-", 1)[0] for run in runs) == sorted([*STAGES, "register", "forecast-table"])
     assert all(run.state.is_completed() for run in runs)
     artifacts = run_artifacts(result["flow_run_id"])
     assert {"lstm-forecast-metrics", "lstm-forecast-plot", "lstm-forecast-model"} <= set(artifacts)
+    # the forecast table: one row per step after the end of the series, its path in the artifact
+    table = pd.read_parquet(result["artifacts"]["forecasts"])
+    assert table[["unique_id", "model_key"]].values.tolist() == [["series", result["keys"]["train"]]]
+    assert result["artifacts"]["forecasts"] in artifacts["lstm-forecast-forecasts"].description
     assert artifacts["lstm-forecast-plot"].data.startswith("![forecast plot](data:image/png;base64,")
     assert result["keys"]["train"] in artifacts["lstm-forecast-model"].data
     progress = [a for a in artifacts.values() if a.type == "progress"]
@@ -101,7 +105,8 @@ def test_a_second_identical_run_is_all_cached_writes_nothing_and_gives_the_same_
     assert store_snapshot(smoke_store) == two_runs.files_before_second
     assert {p: p.stat().st_mtime_ns for p in two_runs.mtimes_before_second} == two_runs.mtimes_before_second
     states = {run.name.rsplit("-", 1)[0]: run.state.name for run in task_runs(again["flow_run_id"])}
-    assert states == {stage: "Cached" for stage in STAGES} | {"register": "Completed"}  # it wrote nothing
+    assert states == {stage: "Cached" for stage in STAGES} | {"register": "Completed", "forecast-table": "Completed"}
+    assert again["artifacts"]["forecasts"] == two_runs.first["artifacts"]["forecasts"]  # found, not written again
     assert {"lstm-forecast-metrics", "lstm-forecast-plot"} <= set(run_artifacts(again["flow_run_id"]))
 
 

@@ -225,7 +225,7 @@ def test_a_global_run_shows_the_eight_stages_as_a_task_per_chunk_of_series(globa
     # Five series make one chunk: one task per stage; the bad series fails inside the generate chunk.
     runs = task_runs(global_runs.dask_json["flow_run_id"])
     names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
-    assert names == sorted([*STAGES, "register"]) and not [r for r in runs if r.state.is_failed()]
+    assert names == sorted([*STAGES, "register", "forecast-table"]) and not [r for r in runs if r.state.is_failed()]
     in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(global_runs.sequential_json["flow_run_id"])]
     assert sorted(in_process) == names
     # one pack file per table stage, not one file per series
@@ -234,21 +234,38 @@ def test_a_global_run_shows_the_eight_stages_as_a_task_per_chunk_of_series(globa
         assert [p.parent.name for p in (store / stage).rglob("*.parquet")] == ["packs"], stage
 
 
-def test_predict_with_a_global_champion_forecasts_the_named_series_and_needs_a_name(
+def test_predict_forecasts_every_series_of_a_global_champion_in_one_table_as_the_run_did(
     global_runs: GlobalRuns, prefect_server: str
 ) -> None:
     store = global_runs.folder / "dask"
+    run_table = pd.read_parquet(global_runs.dask_json["forecasts"])
+    assert list(run_table.columns) == ["unique_id", "ds", "y_hat", "y_lo", "y_hi", "model", "model_key", "made_at"]
+    assert sorted(run_table["unique_id"]) == list(GOOD) and (run_table["y_lo"] < run_table["y_hi"]).all()
     env = quiet_env(global_runs.folder / "home-predict", prefect_server)
-    command = [str(BIN / "lstm-forecast"), "predict", "--artifacts-dir", str(store)]
-    named = command + ["--model", "champion", "--series-id", "s1", "--horizon", "5", "--json"]
-    predicted = subprocess.run(named, env=env, capture_output=True, text=True, timeout=200)
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    forecast = pd.read_parquet(json.loads(predicted.stdout.strip().splitlines()[-1])["forecast"])
-    assert len(forecast) == 5 and forecast["y_hat"].notna().all()
-    model_key = pd.read_parquet(store / "registry.parquet")["key"].iloc[0]
-    unnamed = command + ["--model", model_key[:12], "--horizon", "5"]
-    refused = subprocess.run(unnamed, env=env, capture_output=True, text=True, timeout=200)
-    assert refused.returncode == 2 and "--series-id" in refused.stderr
+    command = [str(BIN / "lstm-forecast"), "predict", "--artifacts-dir", str(store), "--json"]
+    every = subprocess.run(command + ["--horizon", "1"], env=env, capture_output=True, text=True, timeout=200)
+    assert every.returncode == 0, every.stderr[-3000:]
+    result = json.loads(every.stdout.strip().splitlines()[-1])
+    table = pd.read_parquet(result["forecast"])
+    assert result["series"] == 4 and sorted(table["unique_id"]) == list(GOOD)
+    merged = table.merge(run_table, on=["unique_id", "ds"], suffixes=("", "_run"), validate="one_to_one")
+    for column in ("y_hat", "y_lo", "y_hi"):  # one batched call gives each series' own forecast
+        np.testing.assert_allclose(merged[column], merged[f"{column}_run"], rtol=1e-6, atol=1e-6)
+    assert (merged["model_key"] == merged["model_key_run"]).all()
+    # two series, past the model's horizon (fed back), into a CSV for another system
+    output = global_runs.folder / "two.csv"
+    narrowed = command + ["--horizon", "3", "--series-id", "s1,s3", "--output", str(output)]
+    two = subprocess.run(narrowed, env=env, capture_output=True, text=True, timeout=200)
+    assert two.returncode == 0, two.stderr[-3000:]
+    exported = pd.read_csv(output)
+    assert exported["unique_id"].tolist() == ["s1"] * 3 + ["s3"] * 3
+    first = exported.groupby("unique_id").head(1).set_index("unique_id")["y_hat"]
+    np.testing.assert_allclose(first, run_table.set_index("unique_id").loc[["s1", "s3"], "y_hat"], rtol=1e-6)
+    assert exported["y_lo"].isna().tolist() == [False, True, True] * 2  # intervals only within the horizon
+    unknown = subprocess.run(
+        command + ["--horizon", "1", "--series-id", "s1,nope"], env=env, capture_output=True, text=True, timeout=200
+    )
+    assert unknown.returncode == 2 and "'nope'" in unknown.stderr
 
 
 def test_editing_one_series_recomputes_its_stages_and_the_network_and_reuses_the_others(

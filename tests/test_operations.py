@@ -77,6 +77,10 @@ def test_retraining_a_long_format_input_decides_its_global_model_on_every_series
     assert set(registry["series_id"]) == {"*"}
     decisions = store.read_decisions()
     assert decisions["outcome"].tolist() == ["promoted"] and decisions["metric"].tolist() == ["mean MASE"]
+    latest = pd.read_parquet(store_dir / "forecasts" / "latest.parquet")  # as a downstream job reads it
+    assert latest["unique_id"].tolist() == ["a", "b", "c"] and (latest["model_key"] == second["model"]).all()
+    assert (latest["ds"] == 360).all() and latest[["y_hat", "y_lo", "y_hi"]].notna().all().all()
+    assert second["latest"]["table"] == second["forecasts"]  # the promoted champion's forecast is the run's
 
     # Nothing changed: every output is found in the store, no stage runs, nothing is decided.
     unchanged = retrain_once(store_dir, source, STRONG)
@@ -101,9 +105,15 @@ def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
     weak_key = first["stages"]["train"]["key"]
     assert first["retrain"]["outcome"] == "unchanged" and first["retrain"]["champion"] == weak_key
 
+    latest_path = store_dir / "forecasts" / "latest.parquet"
+    assert pd.read_parquet(latest_path)[["unique_id", "ds", "model_key"]].values.tolist() == [
+        ["series", 400.0, weak_key]
+    ]
+
     write_series(source, 480)  # the data grew: a challenger is trained and wins
     second = retrain_once(store_dir, source, STRONG)
     strong_key = second["stages"]["train"]["key"]
+    assert pd.read_parquet(latest_path)[["ds", "model_key"]].values.tolist() == [[480.0, strong_key]]
     assert second["stages"]["train"]["status"] == "computed"
     assert second["retrain"]["outcome"] == "promoted", second["retrain"]
     assert second["retrain"]["challenger_rmse"] < second["retrain"]["champion_rmse"]
@@ -112,6 +122,11 @@ def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
     third = retrain_once(store_dir, source, WEAK)
     assert third["retrain"]["outcome"] == "kept out", third["retrain"]
     assert third["retrain"]["champion"] == strong_key
+    # the kept champion forecasts the grown data: its own numbers after the new last row
+    published = pd.read_parquet(latest_path)
+    assert published[["ds", "model_key"]].values.tolist() == [[560.0, strong_key]]
+    assert abs(published["y_hat"].iloc[0] - np.sin(560 / 3.0)) < 0.5 and published["y_lo"].notna().all()
+    assert len(list((store_dir / "forecasts").glob("*.parquet"))) >= 4  # the earlier tables are kept by key
 
     unchanged = retrain_once(store_dir, source, WEAK)  # same data and config: cached, nothing decided
     assert unchanged["stages"]["train"]["status"] == "cached"
@@ -186,8 +201,11 @@ def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
 
     store = tmp_path / "store"
     env = quiet_env(tmp_path / "home", prefect_server) | {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    receiver, messages = message_receiver()
+    notify = f"json://127.0.0.1:{receiver.server_port}/hook"
+    served = ["serve", "--preset", "smoke", "--interval", "8", "--artifacts-dir", str(store), "--notify", notify]
     server = subprocess.Popen(
-        [str(BIN / "lstm-forecast"), "serve", "--preset", "smoke", "--interval", "8", "--artifacts-dir", str(store)],
+        [str(BIN / "lstm-forecast"), *served],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -209,6 +227,10 @@ def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
 
             done = wait_for(completed_retrains, 240, "two completed scheduled retraining runs")
             assert all(run.auto_scheduled for run in done)
+            # each scheduled run publishes the champion's forecast where a downstream job reads it
+            latest = pd.read_parquet(store / "forecasts" / "latest.parquet")
+            champion = Store(store).read_registry().query("status == 'champion'")["key"].tolist()
+            assert latest["model_key"].tolist() == champion and latest["unique_id"].tolist() == ["series"]
 
             # A bad parameter is refused by the server before any run exists.
             before = len(
@@ -223,8 +245,7 @@ def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
                 == before
             )
 
-        # An ad hoc run from the command line, with other parameters.
-        config = build_config("smoke", overrides={"artifacts_dir": str(store), "epochs": 2, "units": 4})
+        # An ad hoc run from the command line, giving only the fields it changes: the rest stay served.
         triggered = subprocess.run(
             [
                 str(BIN / "prefect"),
@@ -232,7 +253,7 @@ def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
                 "run",
                 "lstm-forecast/ad-hoc",
                 "--params",
-                json.dumps({"config": config.model_dump(mode="json")}),
+                json.dumps({"config": {"epochs": 2, "units": 4}}),
                 "--watch",
                 "--watch-timeout",
                 "180",
@@ -245,7 +266,11 @@ def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
         assert triggered.returncode == 0, triggered.stdout[-2000:] + triggered.stderr[-2000:]
         registry = Store(store).read_registry()
         configs = [json.loads(text) for text in registry["config"]]
-        assert any(c["epochs"] == 2 and c["units"] == 4 for c in configs)
+        smoke = build_config("smoke")
+        assert any(
+            c["epochs"] == 2 and c["units"] == 4 and c["n_points"] == smoke.n_points and c["patience"] == smoke.patience
+            for c in configs
+        )
 
         # A run pointed at a store outside the served folders fails at once and writes nothing there.
         elsewhere = tmp_path / "elsewhere"
@@ -257,14 +282,40 @@ def test_served_schedule_runs_and_ad_hoc_triggers_within_the_served_folders(
                 run = client.read_flow_run(fenced.id)
                 return run if run.state and run.state.is_final() else None
 
-            assert wait_for(ended, 120, "the fenced run to end").state.is_failed()
+            failed = wait_for(ended, 120, "the fenced run to end")
+            assert failed.state.is_failed()
         assert not elsewhere.exists()
+        # ... and the failure reached the --notify URL, through Apprise, as one message naming the run
+        told = wait_for(lambda: [m for m in messages if failed.name in m.get("message", "")], 60, "a notification")
+        assert len(told) == 1 and "Failed" in told[0]["message"] and told[0]["type"] == "failure"
     finally:
         server.terminate()
         try:
             server.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+        receiver.shutdown()
+
+
+def message_receiver() -> tuple[Any, list[dict[str, Any]]]:
+    """A real HTTP server on a loopback port, in a thread, keeping each JSON body POSTed to it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    messages: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+            messages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, messages
 
 
 def _deployment(client: Any, name: str) -> Any:

@@ -202,20 +202,24 @@ def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
 
 
 def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
-    from lstm_forecast.tasks.operations.ahead import recursive_forecast
+    from lstm_forecast.tasks.operations.ahead import History, recursive_forecasts
     from lstm_forecast.tasks.stages.train import SavedModel
 
     y = 50 + np.cumsum(np.random.RandomState(5).normal(size=200))
     space = fit_model_space(y, 160, "level", log="no")
 
-    def one_step_up(window: np.ndarray, training: bool = False) -> np.ndarray:
-        return np.full((len(window), 1), space.scaler.scale(1.0))  # "one unit above the window's level"
+    class OneStepUp:
+        """A stand-in network: "one unit above the window's level", one step at a time."""
 
-    saved = SavedModel("k" * 24, one_step_up, space, look_back=8, patch=1, horizon=1)
-    z_hat = recursive_forecast(saved, space, space.encode(y), steps=4)
-    forecast = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
+        def predict(self, windows: np.ndarray, batch_size: int = 0, verbose: int = 0) -> np.ndarray:
+            return np.full((len(windows), 1), space.scaler.scale(1.0))
+
+    saved = SavedModel("k" * 24, OneStepUp(), space, look_back=8, patch=1, horizon=1)
+    histories = [History(pd.DataFrame({"ds": np.arange(len(y)), "y": y}), space)] * 2
+    forecasts = recursive_forecasts(saved, histories, steps=4)
     # Each step is one unit above the previous forecast: the level moves with what was fed back.
-    np.testing.assert_allclose(forecast, y[-1] + np.arange(1, 5), rtol=1e-6)
+    for forecast in forecasts:  # two series in one call, each fed its own outputs
+        np.testing.assert_allclose(forecast, y[-1] + np.arange(1, 5), rtol=1e-6)
 
 
 def test_a_kept_compiled_network_trains_exactly_as_a_fresh_build() -> None:

@@ -6,7 +6,10 @@ Layout under the root (default `artifacts/`):
     sources/<key>.json           which generate key an input file (its digest and settings) gave
     models/<key>/model.keras     train (plus models/<key>/metadata.json)
     plots/<key>.png              plot (and <key>.small.png, the copy shown in the Prefect UI)
-    forecasts/<key>.parquet      `lstm-forecast predict` (and <key>.png)
+    forecasts/<key>.parquet      a forecast table of every series: `lstm-forecast predict` (and <key>.png,
+                                 the plot of one series), a run, a retraining
+    forecasts/latest.parquet     the table the last retraining published (replaced atomically)
+    forecasts/calibration/<key>.parquet  a model's interval half-widths per series and step
     summaries/<key>.parquet      one row per series of a long-format input (many-series runs)
     tuning/<key>.parquet         the trials of `lstm-forecast tune`; tuning/<key>.yaml its best config
     registry.parquet             every model, its metrics and status (champion, challenger, retired)
@@ -177,6 +180,7 @@ def _is_stage_key(name: str) -> bool:
     return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
 
 
+LATEST_FORECASTS = "latest.parquet"
 PACKS = "packs"  # the folder of a stage's packs, inside the stage's folder
 KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs to
 _PACKS_KEPT = 4  # decoded packs kept per process (a chunk's stage reads the same pack for each series)
@@ -241,6 +245,21 @@ class Store:
         if not _is_stage_key(key) or suffix not in (".parquet", ".png"):
             raise ValueError(f"invalid forecast name {key!r}{suffix!r}")
         return self.root / "forecasts" / f"{key}{suffix}"
+
+    def forecast_table_path(self, key: str) -> Path:
+        """A forecast table of every series (`operations/ahead.py`), kept by its key."""
+        return self.forecast_path(key, ".parquet")
+
+    @property
+    def latest_forecasts_path(self) -> Path:
+        """The table the last retraining published: replaced whole, never written in place."""
+        return self.root / "forecasts" / LATEST_FORECASTS
+
+    def calibration_path(self, model_key: str) -> Path:
+        """A model's interval half-widths per series and step (from the forecast rows of its run)."""
+        if not _is_stage_key(model_key):
+            raise ValueError(f"invalid model key {model_key!r}")
+        return self.root / "forecasts" / "calibration" / f"{model_key}.parquet"
 
     def source_path(self, key: str) -> Path:
         """Which series an input file's contents gave (`generate` keys its output by the series itself)."""
@@ -595,9 +614,24 @@ class Store:
             self._write_bytes(self.thumbnail_path(key), thumbnail)
         return self._write_bytes(self.path("plot", key), png)
 
-    def write_forecast(self, key: str, frame: pd.DataFrame, png: bytes) -> tuple[Path, Path]:
-        table = self._write_bytes(self.forecast_path(key, ".parquet"), _parquet_bytes(frame))
-        return table, self._write_bytes(self.forecast_path(key, ".png"), png)
+    def write_forecast_table(self, key: str, table: pd.DataFrame) -> Path:
+        return self._write_bytes(self.forecast_table_path(key), _parquet_bytes(table))
+
+    def write_forecast_plot(self, key: str, png: bytes) -> Path:
+        return self._write_bytes(self.forecast_path(key, ".png"), png)
+
+    def publish_latest_forecasts(self, key: str) -> Path:
+        """Make the table kept under `key` the latest (`latest.parquet`): a copy renamed over the old one,
+        so a reader opens the previous table or this one, whole, never a part."""
+        return self._write_bytes(self.latest_forecasts_path, self.forecast_table_path(key).read_bytes())
+
+    def write_calibration(self, model_key: str, widths: pd.DataFrame) -> Path:
+        return self._write_bytes(self.calibration_path(model_key), _parquet_bytes(widths))
+
+    def read_calibration(self, model_key: str) -> pd.DataFrame | None:
+        """A model's interval half-widths (`write_calibration`), or None when no run of it kept them."""
+        path = self.calibration_path(model_key)
+        return pd.read_parquet(path) if path.exists() else None
 
     def write_summary(self, key: str, frame: pd.DataFrame) -> Path:
         return self._write_bytes(self.summary_path(key), _parquet_bytes(frame))
@@ -789,3 +823,34 @@ class Store:
             Path(temporary).unlink(missing_ok=True)
             raise
         return path
+
+
+EXPORT_FORMATS = (".parquet", ".csv")
+
+
+def export_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table to a user's file outside the store (`--output`), as Parquet or CSV by its suffix:
+    to a temporary name in the same folder, then renamed over it, so a reader never sees a part.
+
+    Raises:
+        InputError: another suffix, or a folder that does not exist.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in EXPORT_FORMATS:
+        raise InputError(
+            f"--output {str(path)[:200]!r} is neither .parquet nor .csv",
+            "name the file with a .parquet or .csv suffix",
+        )
+    if not target.parent.is_dir():
+        raise InputError(f"the folder of --output {str(path)[:200]!r} does not exist", "create it, or choose another")
+    data = _parquet_bytes(frame) if suffix == ".parquet" else frame.to_csv(index=False).encode()
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target.resolve()

@@ -1,4 +1,11 @@
-"""Forecasting past the end of the data with a registered model (`lstm-forecast predict`)."""
+"""Forecasting past the end of the data: the forecast table of every series (`lstm-forecast predict`, and
+the table a run or a retraining publishes).
+
+The table follows Nixtla's long format, one row per series and step: `unique_id, ds, y_hat, y_lo,
+y_hi, model`, plus `model_key` (the registry key that made the row) and `made_at` (UTC, ISO 8601).
+`y_lo, y_hi` is the split-conformal interval the predict stage calibrated for the model, series and
+step; steps past the model's own horizon (a recursive forecast) have none.
+"""
 
 from __future__ import annotations
 
@@ -6,70 +13,146 @@ import io
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.calendar import future_times
+from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.store import Store, bytes_digest, fingerprint
-from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion, load_registry
-from lstm_forecast.tasks.stages.generate import clean_series, parse_table, read_input_file, select_series
-from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint
+from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
+from lstm_forecast.tasks.stages.generate import clean_series, long_input, long_series
+from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space, read_model_space
+from lstm_forecast.tasks.stages.predict import predict_many
 from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
+FORECAST_COLUMNS = ("unique_id", "ds", "y_hat", "y_lo", "y_hi", "model", "model_key", "made_at")
+MODEL_NAME = "lstm"  # the `model` column, as Nixtla's tables name the model that made a row
+SINGLE_SERIES = "series"  # the unique_id of a single-series input without a name of its own
+MAX_PREDICT_STEPS = 10_000
+NAMED_IN_ERRORS = 5  # an error about many series names this many of them
+_PROGRESS_EVERY_S = 5.0
 
-def resolve_model(store: Store, reference: str, series_id: str = "") -> str:
-    """A registry key from `champion` (of `series_id`'s models) or a key (or a unique key prefix)."""
-    registry = load_registry(store)
-    if registry is None or registry.empty:
-        raise InputError(f"the store {store.root} has no registered model", "train one with `lstm-forecast run`")
+
+def series_label(config: dict[str, Any]) -> str:
+    """The unique_id of a single-series model's rows: its `series_id`, else its input file's name, else
+    `series` (the built-in series)."""
+    return str(config.get("series_id") or (Path(config["input"]).stem if config.get("input") else SINGLE_SERIES))
+
+
+def named(ids: list[str]) -> str:
+    """A few ids for a message: `a, b, c and 7 more`."""
+    shown = ", ".join(repr(i) for i in ids[:NAMED_IN_ERRORS])
+    return shown + (f" and {len(ids) - NAMED_IN_ERRORS} more" if len(ids) > NAMED_IN_ERRORS else "")
+
+
+# --- which model forecasts which series ------------------------------------------------------------
+
+
+def models_by_series(
+    registry: pd.DataFrame,
+    reference: str,
+    series_ids: list[str],
+    global_members: Callable[[str], list[str]],
+    skip_missing: bool = False,
+) -> dict[str, str]:
+    """Series id -> the registry key of the model that forecasts it ("" is a single-series input's series).
+
+    Args:
+        registry: the model registry.
+        reference: `champion` (each series' own champion, else the global champion's) or a (prefix of a) key.
+        series_ids: the series wanted; empty for every series the chosen model(s) know.
+        global_members: a global model's series ids, by its key.
+        skip_missing: leave out the named series without a champion instead of refusing them.
+    """
+    registry = with_series_ids(registry)
     if reference == "champion":
-        key = champion(registry, series_id)
-        if key is None and series_id:  # a global model forecasts every series it was trained on
-            key = champion(registry, GLOBAL_SERIES)
-        if key is None:
-            which = f" for series {series_id!r}" if series_id else " for a single-series input"
+        champions = registry.loc[registry["status"] == "champion"]
+        own = {str(s): str(k) for s, k in zip(champions["series_id"], champions["key"], strict=True)}
+        global_key = own.pop(GLOBAL_SERIES, None)
+        members = global_members(global_key) if global_key else []
+        if not series_ids:
+            if not members and set(own) - {""}:
+                own.pop("", None)  # a long-format store: its series, not a single-series champion beside them
+            series_ids = list(dict.fromkeys([*members, *own])) if (members or own) else []
+        known = set(members)
+        chosen = {i: own.get(i) or (global_key if i in known else None) for i in series_ids}
+        missing = [i for i, key in chosen.items() if key is None]
+        if skip_missing:
+            chosen, missing = {i: key for i, key in chosen.items() if key is not None}, []
+        if missing or not chosen:
             raise InputError(
-                f"the registry has no champion{which}",
-                "run `lstm-forecast retrain` or `run` first, or name the series with --series-id",
+                f"the registry has no champion for series {named(missing)}"
+                if missing
+                else "the registry has no champion",
+                "run `lstm-forecast run` or `retrain` on the input first (`lstm-forecast models` lists the models)",
             )
-        return key
-    matches = registry.loc[registry["key"].str.startswith(reference), "key"].tolist()
+        return {i: str(key) for i, key in chosen.items()}
+    matches = registry.loc[registry["key"].str.startswith(reference), ["key", "series_id"]]
     if len(matches) != 1:
         raise InputError(
-            f"model {reference!r} matches {len(matches)} registered models",
+            f"model {reference[:40]!r} matches {len(matches)} registered models",
             "pass `champion` or a key listed by `lstm-forecast models`",
         )
-    return str(matches[0])
+    key, own_series = str(matches["key"].iloc[0]), str(matches["series_id"].iloc[0])
+    known = global_members(key) if own_series == GLOBAL_SERIES else [own_series]
+    unknown = [i for i in series_ids if i not in set(known)]
+    if unknown:
+        raise InputError(
+            f"model {key} does not forecast series {named(unknown)}",
+            "name series it was trained on with --series-id (`lstm-forecast models` lists its input)",
+        )
+    return {i: key for i in series_ids or known}
 
 
-def recursive_forecast(
+# --- forecasts -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """One series to forecast: its rows `ds, y` and the model space its model reads it in."""
+
+    frame: pd.DataFrame
+    space: ModelSpace
+
+
+def recursive_forecasts(
     saved: SavedModel,
-    space: ModelSpace,
-    z: np.ndarray,
+    histories: list[History],
     steps: int,
     progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """Model-space forecasts (steps,) past the end of encoded `z` (in `space`), as `ModelSpace.decode` takes
-    them from the origin `len(z)`: `horizon` at a time, each chunk fed back as input for the next.
-    `progress(done, steps)` is called after each chunk."""
-    history = np.asarray(z, dtype="float64")[-saved.look_back :]
-    level = space.kind == "level"
-    start = len(history)
-    while len(history) < start + steps:
-        window = space.inputs(history, np.array([len(history)]), saved.look_back, saved.patch)
-        chunk = np.asarray(saved.model(window, training=False), dtype="float64").reshape(-1)
-        history = np.append(history, chunk + history[-1] if level else chunk)  # back to absolute model space
+) -> list[np.ndarray]:
+    """Forecasts in original units (steps,) after the end of each history, all series in one model call
+    per `saved.horizon` steps: each call's outputs are fed back as inputs of the next.
+    `progress(done, steps)` is called after each call."""
+    level = [h.space.kind == "level" for h in histories]
+    ys = [h.frame["y"].to_numpy() for h in histories]
+    zs = [np.asarray(h.space.encode(y), dtype="float64") for h, y in zip(histories, ys, strict=True)]
+    start = [len(z) for z in zs]
+    done = 0
+    while done < steps:
+        windows = [
+            h.space.inputs(z, np.array([len(z)]), saved.look_back, saved.patch)
+            for h, z in zip(histories, zs, strict=True)
+        ]
+        outputs = predict_many(saved.model, windows)
+        zs = [
+            np.append(z, out.reshape(-1) + z[-1] if is_level else out.reshape(-1))  # back to absolute model space
+            for z, out, is_level in zip(zs, outputs, level, strict=True)
+        ]
+        done = min(done + outputs[0].shape[1] if outputs else steps, steps)
         if progress is not None:
-            progress(min(len(history) - start, steps), steps)
-    outputs = history[start : start + steps]
-    return outputs - history[start - 1] if level else outputs
-
-
-MAX_PREDICT_STEPS = 10_000
-_PROGRESS_EVERY_S = 5.0
+            progress(done, steps)
+    forecasts = []
+    for history, y, z, first, is_level in zip(histories, ys, zs, start, level, strict=True):
+        z_hat = z[first : first + steps] - (z[first - 1] if is_level else 0.0)
+        forecasts.append(history.space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0])
+    return forecasts
 
 
 class ProgressLine:
@@ -87,8 +170,8 @@ class ProgressLine:
 
 
 def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
-    """A global model's space for one series (`ds, y`): its seasons and log choice, fitted on every row,
-    as the global model's training fitted them for its forecaster."""
+    """A global model's space for one series (`ds, y`) it reads anew: its seasons and log choice, fitted on
+    every row, as the global model's training fitted them for its forecaster."""
     from lstm_forecast.tasks.core.config import ForecastConfig
     from lstm_forecast.tasks.core.defaults import adapt_config
 
@@ -97,13 +180,76 @@ def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
     return fit_model_space(y, len(y), sized.transform, tuple(sized.seasons or ()), sized.log)
 
 
-def forecast_frame(history: pd.DataFrame, predictions: np.ndarray, freq: str | None = None) -> pd.DataFrame:
-    """`ds, y_hat` of the steps after `history` (`ds, y`), at the calendar's next timestamps."""
-    return pd.DataFrame({"ds": future_times(history["ds"], len(predictions), freq), "y_hat": predictions})
+def forecast_rows(
+    series_id: str, history: pd.DataFrame, y_hat: np.ndarray, model_key: str, freq: str | None = None
+) -> pd.DataFrame:
+    """`unique_id, ds, step, y_hat, model_key` of the steps after `history` (`ds, y`), at the calendar's
+    next timestamps."""
+    return pd.DataFrame(
+        {
+            "unique_id": series_id,
+            "ds": future_times(history["ds"], len(y_hat), freq),
+            "step": np.arange(1, len(y_hat) + 1),
+            "y_hat": y_hat,
+            "model_key": model_key,
+        }
+    )
+
+
+def forecast_table(rows: pd.DataFrame, widths: pd.DataFrame | None, made_at: str) -> pd.DataFrame:
+    """The forecast table (`FORECAST_COLUMNS`) from `forecast_rows` of many series and the interval
+    half-widths `unique_id, model_key, step, half_width` (rows without one get no interval)."""
+    if widths is not None and len(widths):
+        rows = rows.merge(widths, on=["unique_id", "model_key", "step"], how="left", validate="one_to_one")
+    else:
+        rows = rows.assign(half_width=np.nan)
+    table = rows.assign(
+        y_lo=rows["y_hat"] - rows["half_width"],
+        y_hi=rows["y_hat"] + rows["half_width"],
+        model=MODEL_NAME,
+        made_at=made_at,
+    )
+    return table.loc[:, list(FORECAST_COLUMNS)].reset_index(drop=True)
+
+
+def interval_widths(table: pd.DataFrame) -> pd.DataFrame:
+    """`unique_id, model_key, step, half_width` of a forecast table with intervals (steps numbered per
+    series and model in row order)."""
+    step = table.groupby(["unique_id", "model_key"], sort=False).cumcount() + 1
+    return pd.DataFrame(
+        {
+            "unique_id": table["unique_id"].to_numpy(),
+            "model_key": table["model_key"].to_numpy(),
+            "step": step.to_numpy(),
+            "half_width": (table["y_hi"] - table["y_hat"]).to_numpy(),
+        }
+    ).dropna(subset=["half_width"])
+
+
+def table_from_predictions(
+    stacked: pd.DataFrame, series_of_key: dict[str, tuple[str, str]], made_at: str
+) -> pd.DataFrame:
+    """The forecast table of a run: its predict outputs' `forecast` rows (stacked by `Store.read_tables`,
+    column `_key`), each predict key naming its `(unique_id, model key)`."""
+    forecasts = stacked.loc[stacked["split"] == "forecast"]
+    keys = forecasts[KEY_COLUMN].astype(str)
+    rows = pd.DataFrame(
+        {
+            "unique_id": keys.map(lambda k: series_of_key[k][0]).to_numpy(),
+            "ds": forecasts["ds"].to_numpy(),
+            "y_hat": forecasts["y_hat"].to_numpy(),
+            "y_lo": forecasts["y_lo"].to_numpy(),
+            "y_hi": forecasts["y_hi"].to_numpy(),
+            "model": MODEL_NAME,
+            "model_key": keys.map(lambda k: series_of_key[k][1]).to_numpy(),
+            "made_at": made_at,
+        }
+    )
+    return rows.loc[:, list(FORECAST_COLUMNS)]
 
 
 def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -> bytes:
-    """PNG: the last part of the history and the forecast after it."""
+    """PNG: the last part of one series' history and its forecast (`ds, y_hat`, with `y_lo, y_hi`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,6 +259,8 @@ def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -
     axes = figure.subplots()
     tail = history.tail(max(5 * len(forecast), 200))
     axes.plot(tail["ds"], tail["y"], color="0.5", linewidth=0.8, label="history")
+    if forecast["y_lo"].notna().any():
+        axes.fill_between(forecast["ds"], forecast["y_lo"], forecast["y_hi"], color="tab:red", alpha=0.15)
     axes.plot(forecast["ds"], forecast["y_hat"], color="tab:red", marker=".", label="forecast")
     axes.set_title(title)
     axes.legend(loc="upper left")
@@ -121,58 +269,212 @@ def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -
     return buffer.getvalue()
 
 
-def forecast_with_model(
+# --- the store ---------------------------------------------------------------------------------------
+
+
+def global_members(store: Store) -> Callable[[str], list[str]]:
+    """A global model's series ids, by its key (from its metadata)."""
+    return lambda key: [str(i) for i in store.read_model_metadata(key).get("series_ids", [])]
+
+
+def stored_histories(
+    store: Store, metadata: dict[str, Any], series_ids: list[str], saved_space: ModelSpace | None
+) -> dict[str, History]:
+    """The series a model was trained on, as its training stored them, each with the forecaster's space
+    of that training (what the run's predict stage used): a local model's own, a global model's per series."""
+    upstream = metadata["upstream"]
+    if saved_space is not None:
+        return {series_ids[0]: History(store.read_table("generate", upstream["series"]), saved_space)}
+    position = {str(i): n for n, i in enumerate(metadata["series_ids"])}
+    series_keys = [upstream["series"][position[i]] for i in series_ids]
+    frames = store.read_tables("generate", series_keys)
+    by_key = {
+        str(k): f.drop(columns=KEY_COLUMN).reset_index(drop=True) for k, f in frames.groupby(KEY_COLUMN, observed=True)
+    }
+    return {
+        i: History(by_key[key], read_model_space(store, upstream["normalize"][position[i]], forecaster=True))
+        for i, key in zip(series_ids, series_keys, strict=True)
+    }
+
+
+FramesOf = Callable[[dict[str, Any], list[str]], dict[str, pd.DataFrame]]  # (model metadata, ids) -> `ds, y`
+
+
+def input_frames(input_path: str, time_column: str | None = None, value_column: str | None = None) -> FramesOf:
+    """The series of a new input file (a single series: the whole file), cleaned as the model's config says."""
+
+    def frames(metadata: dict[str, Any], series_ids: list[str]) -> dict[str, pd.DataFrame]:
+        config = metadata["config"]
+        id_column = config.get("id_column", "unique_id")
+        _, table, rows = long_input(input_path, id_column)
+        found = {}
+        for series_id in series_ids:
+            raw = long_series(table, rows, id_column, series_id) if id_column in table else table
+            found[series_id], _ = clean_series(
+                raw,
+                time_column or config["time_column"],
+                value_column or config["value_column"],
+                config["nan_policy"],
+                config["duplicate_policy"],
+            )
+        return found
+
+    return frames
+
+
+def generated_frames(store: Store, series_keys: dict[str, str]) -> FramesOf:
+    """The series a run generated (series id -> its generate key): a retraining's current data."""
+
+    def frames(metadata: dict[str, Any], series_ids: list[str]) -> dict[str, pd.DataFrame]:
+        stacked = store.read_tables("generate", [series_keys[i] for i in series_ids])
+        by_key = {str(k): f.drop(columns=KEY_COLUMN) for k, f in stacked.groupby(KEY_COLUMN, observed=True)}
+        return {i: by_key[series_keys[i]].reset_index(drop=True) for i in series_ids}
+
+    return frames
+
+
+def forecast_every_series(
     store: Store,
     reference: str,
     horizon: int,
-    input_path: str | None = None,
-    time_column: str | None = None,
-    value_column: str | None = None,
-    series_id: str = "",
-) -> dict[str, str]:
-    """Forecast `horizon` steps past the end of the data with a registered model; returns paths and key."""
+    series_ids: list[str] | None = None,
+    frames_of: FramesOf | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The forecast table of every series the chosen model(s) forecast (`models_by_series`), `horizon`
+    steps past the end of the data: the model's training data, or the series `frames_of` gives (a new
+    input; a global model then reads each in a space fitted on its rows). One model call per model and
+    `horizon` steps for all its series. Also returns each series' history (`ds, y`) by unique_id.
+
+    Raises:
+        InputError: a horizon out of bounds, no such model or series, or a series too short.
+    """
     if not 1 <= horizon <= MAX_PREDICT_STEPS:
         raise InputError(
             f"horizon {horizon} is not between 1 and {MAX_PREDICT_STEPS:,} steps",
             f"pass --horizon from 1 to {MAX_PREDICT_STEPS} (forecasts that far ahead feed on their own outputs)",
         )
-    key = resolve_model(store, reference, series_id)
-    metadata = store.read_model_metadata(key)
-    config = metadata["config"]
-    is_global = metadata.get("scope") == "global"
-    if is_global and series_id not in metadata.get("series_ids", []):
-        raise InputError(
-            f"model {key} is a global model of {metadata.get('series_count', 0)} series: "
-            f"{'no series was named' if not series_id else f'{series_id!r} is not one of them'}",
-            "name one of its series with --series-id (`lstm-forecast models` lists the inputs)",
+    registry = load_registry(store)
+    if registry is None or registry.empty:
+        raise InputError(f"the store {store.root} has no registered model", "train one with `lstm-forecast run`")
+    assigned = models_by_series(registry, reference, list(series_ids or []), global_members(store))
+    parts: list[pd.DataFrame] = []
+    widths: list[pd.DataFrame] = []
+    histories: dict[str, pd.DataFrame] = {}
+    for key in dict.fromkeys(assigned.values()):
+        ids = [i for i, k in assigned.items() if k == key]
+        metadata = store.read_model_metadata(key)
+        saved = load_saved(store, key, forecaster=True)
+        if frames_of is None:
+            series = stored_histories(store, metadata, ids, saved.space)
+        else:
+            frames = frames_of(metadata, ids)
+            series = {i: History(f, saved.space or series_space(metadata["config"], f)) for i, f in frames.items()}
+        short = [i for i, h in series.items() if len(h.frame) < saved.first_origin]
+        if short:
+            raise InputError(
+                f"series {named(short)} have fewer than the {saved.first_origin} points model {key} needs",
+                "pass a longer --input, or leave those series out with --series-id",
+            )
+        values = recursive_forecasts(saved, list(series.values()), horizon, progress)
+        labels = {i: i or series_label(metadata["config"]) for i in ids}
+        freq = metadata["config"].get("freq")
+        for (series_id, history), y_hat in zip(series.items(), values, strict=True):
+            parts.append(forecast_rows(labels[series_id], history.frame, y_hat, key, freq))
+            histories[labels[series_id]] = history.frame
+        if (calibration := store.read_calibration(key)) is not None:
+            widths.append(calibration.loc[calibration["unique_id"].isin(set(labels.values()))])
+    table = forecast_table(pd.concat(parts, ignore_index=True), pd.concat(widths) if widths else None, utc_now())
+    return table, histories
+
+
+def predict_table(
+    store: Store,
+    reference: str,
+    horizon: int,
+    series_ids: list[str] | None = None,
+    input_path: str | None = None,
+    time_column: str | None = None,
+    value_column: str | None = None,
+) -> dict[str, Any]:
+    """`lstm-forecast predict`: `forecast_every_series`, written to the store (and a plot when it is one
+    series); returns the table's path, its models and its series count."""
+    frames_of = input_frames(input_path, time_column, value_column) if input_path else None
+    table, histories = forecast_every_series(store, reference, horizon, series_ids, frames_of, ProgressLine())
+    models = sorted(table["model_key"].unique())
+    name = fingerprint("forecast", models, sorted(histories), horizon, input_path or "", table["made_at"].iloc[0])
+    path = store.write_forecast_table(name, table)
+    plot = None
+    if len(histories) == 1:
+        ((series_id, history),) = histories.items()
+        plot = store.write_forecast_plot(name, render_forecast(history, table, f"{series_id}: model {models[0]}"))
+    return {
+        "forecast": str(path),
+        "plot": str(plot) if plot else None,
+        "model": models[0] if len(models) == 1 else models,
+        "series": len(histories),
+        "rows": len(table),
+        "table": table,
+    }
+
+
+def publish_table(store: Store, table: pd.DataFrame, key: str) -> Path:
+    """Keep a run's forecast table under `key` (written once: a cached run finds it) and each model's
+    interval half-widths for later `predict` calls; returns the table's path."""
+    path = store.forecast_table_path(key)
+    if not path.exists():
+        path = store.write_forecast_table(key, table)
+        widths = interval_widths(table)
+        for model_key, part in widths.groupby("model_key", sort=False):
+            store.write_calibration(str(model_key), part.reset_index(drop=True))
+    return path
+
+
+@task(name="forecast-table", result_serializer="json")
+def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]]) -> str:
+    """A run's forecast table from its predict outputs (predict key -> `[unique_id, model key]`), kept by
+    a key of those outputs: a cached run finds it and writes nothing. Returns its path."""
+    store = Store(config.artifacts_dir)
+    key = fingerprint("forecast-table", sorted(predictions.items()))
+    if store.forecast_table_path(key).exists():
+        return str(store.forecast_table_path(key))
+    stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
+    series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
+    return str(publish_table(store, table_from_predictions(stacked, series_of_key, utc_now()), key))
+
+
+@task(name="publish-forecasts", result_serializer="json")
+def publish_latest(config: ForecastConfig, series_keys: dict[str, str], run_table: str | None) -> dict[str, Any]:
+    """After a retraining: every series of the run (series id -> its generate key) forecast by the champion
+    left in place, published as `forecasts/latest.parquet`. When the champions are the run's own models
+    that is the run's table (`run_table`); otherwise the champions forecast the run's data anew.
+    Returns the paths, the champions and the number of series."""
+    store = Store(config.artifacts_dir)
+    registry = load_registry(store)
+    if registry is None or not series_keys:
+        raise InputError("nothing to publish: no series was forecast", "fix the errors above, then retrain")
+    assigned = models_by_series(registry, "champion", list(series_keys), global_members(store), skip_missing=True)
+    if len(assigned) < len(series_keys):
+        get_run_logger().warning(
+            "%d of %d series have no champion yet (new series the kept champion was not trained on): "
+            "they are left out of the published table until a model of them is promoted",
+            len(series_keys) - len(assigned),
+            len(series_keys),
         )
-    wanted = series_id if is_global else config.get("series_id")
-    if input_path:
-        data, suffix = read_input_file(input_path)
-        id_column = config.get("id_column", "unique_id")
-        raw = select_series(parse_table(data, suffix, id_column), id_column, wanted)
-        history, _ = clean_series(
-            raw,
-            time_column or config["time_column"],
-            value_column or config["value_column"],
-            config["nan_policy"],
-            config["duplicate_policy"],
-        )
-        source = bytes_digest(data)
+    champions = sorted(set(assigned.values()))
+    run_models = set() if run_table is None else set(pd.read_parquet(run_table, columns=["model_key"])["model_key"])
+    if run_table is not None and set(champions) <= run_models:
+        path = Path(run_table)
     else:
-        upstream = metadata["upstream"]["series"]
-        source = upstream[metadata["series_ids"].index(series_id)] if is_global else upstream
-        history = store.read_table("generate", source)
-    saved = load_saved(store, key, forecaster=True)
-    if len(history) < saved.first_origin:
-        raise InputError(
-            f"the series has {len(history)} points; the model needs {saved.first_origin}", "pass a longer --input"
+        table, _ = forecast_every_series(
+            store, "champion", config.horizon, list(assigned), generated_frames(store, series_keys)
         )
-    y = history["y"].to_numpy()
-    space = saved.space or series_space(config, history)
-    z_hat = recursive_forecast(saved, space, space.encode(y), horizon, ProgressLine())
-    values = space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0]
-    frame = forecast_frame(history, values, config.get("freq")).assign(model=key)
-    name = fingerprint("forecast", key, source, horizon)
-    table, plot = store.write_forecast(name, frame, render_forecast(history, frame, f"model {key}"))
-    return {"model": key, "forecast": str(table), "plot": str(plot)}
+        key = fingerprint("published", sorted(assigned.items()), sorted(series_keys.items()), config.horizon)
+        path = (
+            store.write_forecast_table(key, table)
+            if not store.forecast_table_path(key).exists()
+            else (store.forecast_table_path(key))
+        )
+    latest = store.publish_latest_forecasts(path.stem)
+    get_run_logger().info("published the forecasts of %d series by %s: %s", len(assigned), ", ".join(champions), latest)
+    return {"latest": str(latest), "table": str(path), "champions": champions, "series": len(assigned)}

@@ -62,3 +62,18 @@ async def publish_run(store: Store, evaluate_key: str, plot_key: str, model_key:
         markdown=registry_markdown(load_registry(store), model_key),
         description="The trained model's registry entry.",
     )
+
+
+FORECAST_ARTIFACT_ROWS = 20  # the table artifact shows this many rows; the file holds every one
+
+
+async def publish_forecast_table(path: str, description: str, key: str = "lstm-forecast-forecasts") -> None:
+    """A table artifact of a forecast table's first rows; its description names the file, the models and
+    how many series it holds."""
+    table = pd.read_parquet(path)
+    models = ", ".join(sorted(table["model_key"].unique()))
+    await acreate_table_artifact(
+        key=key,
+        table=table_records(table.head(FORECAST_ARTIFACT_ROWS).astype({"ds": str})),
+        description=f"{description} {table['unique_id'].nunique()} series by {models}; every row in `{path}`.",
+    )

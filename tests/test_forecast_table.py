@@ -1,0 +1,132 @@
+"""The forecast table: which model forecasts which series, the table's shape, its intervals and its files.
+Pure functions, without Prefect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstm_forecast.flows.serve import merged_config
+from lstm_forecast.tasks.core.config import ForecastConfig, build_config
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, export_table
+from lstm_forecast.tasks.operations.ahead import (
+    FORECAST_COLUMNS,
+    forecast_table,
+    interval_widths,
+    models_by_series,
+    series_label,
+    table_from_predictions,
+)
+from lstm_forecast.tasks.operations.registry import register
+
+GLOBAL_KEY, LOCAL_KEY, OTHER_KEY = "a" * 24, "b" * 24, "c" * 24
+
+
+def registry_of(*entries: tuple[str, str]) -> pd.DataFrame:
+    registry = None
+    for key, series_id in entries:
+        registry = register(registry, {"key": key, "series_id": series_id, "test_rmse": 1.0})
+    return registry
+
+
+def members(key: str) -> list[str]:
+    return {GLOBAL_KEY: ["x", "y", "z"]}.get(key, [])
+
+
+def test_champion_forecasts_every_series_each_by_its_own_champion_else_the_global_one() -> None:
+    registry = registry_of((GLOBAL_KEY, "*"), (LOCAL_KEY, "y"))
+    assert models_by_series(registry, "champion", [], members) == {"x": GLOBAL_KEY, "y": LOCAL_KEY, "z": GLOBAL_KEY}
+    assert models_by_series(registry, "champion", ["z"], members) == {"z": GLOBAL_KEY}
+    with pytest.raises(InputError, match="no champion for series 'w'"):
+        models_by_series(registry, "champion", ["x", "w"], members)
+    assert models_by_series(registry, "champion", ["x", "w"], members, skip_missing=True) == {"x": GLOBAL_KEY}
+
+
+def test_a_model_key_forecasts_its_own_series_and_refuses_others() -> None:
+    registry = registry_of((GLOBAL_KEY, "*"), (LOCAL_KEY, "y"))
+    assert models_by_series(registry, GLOBAL_KEY[:8], [], members) == dict.fromkeys(["x", "y", "z"], GLOBAL_KEY)
+    assert models_by_series(registry, LOCAL_KEY, [], members) == {"y": LOCAL_KEY}
+    with pytest.raises(InputError, match="does not forecast series 'x'"):
+        models_by_series(registry, LOCAL_KEY, ["x"], members)
+    with pytest.raises(InputError, match="matches 0 registered models"):
+        models_by_series(registry, OTHER_KEY, [], members)
+
+
+def test_a_single_series_store_has_one_series_named_after_its_input() -> None:
+    assert models_by_series(registry_of((LOCAL_KEY, "")), "champion", [], members) == {"": LOCAL_KEY}
+    assert series_label({"series_id": None, "input": "data/sales.csv"}) == "sales"
+    assert series_label({"series_id": None, "input": None}) == "series"
+    assert series_label({"series_id": "W7", "input": "m4.parquet"}) == "W7"
+
+
+def test_the_table_has_nixtla_s_columns_and_intervals_only_where_calibrated() -> None:
+    rows = pd.DataFrame(
+        {
+            "unique_id": ["x", "x", "x"],
+            "ds": [10.0, 11.0, 12.0],
+            "step": [1, 2, 3],
+            "y_hat": [1.0, 2.0, 3.0],
+            "model_key": GLOBAL_KEY,
+        }
+    )
+    widths = pd.DataFrame({"unique_id": "x", "model_key": GLOBAL_KEY, "step": [1, 2], "half_width": [0.5, 0.25]})
+    table = forecast_table(rows, widths, "2026-12-01T00:00:00+00:00")
+    nixtla = ("unique_id", "ds", "y_hat", "y_lo", "y_hi", "model")
+    assert tuple(table.columns) == FORECAST_COLUMNS == (*nixtla, "model_key", "made_at")
+    assert table["y_lo"].tolist()[:2] == [0.5, 1.75] and np.isnan(table["y_hi"].iloc[2])  # past the model's horizon
+    assert (table["model"] == "lstm").all()
+    assert interval_widths(table).equals(widths)  # what a run keeps is what a later predict reads back
+
+
+def test_a_run_s_table_is_its_predict_outputs_forecast_rows() -> None:
+    predictions = pd.DataFrame(
+        {
+            "ds": [1.0, 2.0, 3.0, 1.0, 2.0],
+            "y": [0.0, np.nan, np.nan, 0.0, np.nan],
+            "y_hat": [0.1, 0.2, 0.3, 0.4, 0.5],
+            "y_lo": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "y_hi": [0.2, 0.3, 0.4, 0.5, 0.6],
+            "split": ["test", "forecast", "forecast", "test", "forecast"],
+            "step": [1, 1, 2, 1, 1],
+            KEY_COLUMN: ["p1", "p1", "p1", "p2", "p2"],
+        }
+    )
+    table = table_from_predictions(predictions, {"p1": ("x", GLOBAL_KEY), "p2": ("y", LOCAL_KEY)}, "now")
+    assert table[["unique_id", "ds", "y_hat", "model_key"]].values.tolist() == [
+        ["x", 2.0, 0.2, GLOBAL_KEY],
+        ["x", 3.0, 0.3, GLOBAL_KEY],
+        ["y", 2.0, 0.5, LOCAL_KEY],
+    ]
+
+
+def test_output_is_parquet_or_csv_by_its_suffix_and_nothing_else(tmp_path: Path) -> None:
+    table = pd.DataFrame({"unique_id": ["x"], "ds": [1.0], "y_hat": [2.0]})
+    assert pd.read_csv(export_table(table, tmp_path / "f.csv")).equals(table)
+    assert pd.read_parquet(export_table(table, tmp_path / "f.parquet")).equals(table)
+    with pytest.raises(InputError, match="neither .parquet nor .csv"):
+        export_table(table, tmp_path / "f.xlsx")
+    with pytest.raises(InputError, match="does not exist"):
+        export_table(table, tmp_path / "missing" / "f.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "f.parquet"]  # no temporary file left
+
+
+def test_the_latest_table_is_replaced_whole(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    first, second = "1" * 24, "2" * 24
+    store.write_forecast_table(first, pd.DataFrame({"y_hat": [1.0]}))
+    store.write_forecast_table(second, pd.DataFrame({"y_hat": [2.0, 3.0]}))
+    assert pd.read_parquet(store.publish_latest_forecasts(first))["y_hat"].tolist() == [1.0]
+    assert pd.read_parquet(store.publish_latest_forecasts(second))["y_hat"].tolist() == [2.0, 3.0]
+    kept = sorted(p.name for p in (store.root / "forecasts").iterdir())
+    assert kept == [f"{first}.parquet", f"{second}.parquet", "latest.parquet"]
+
+
+def test_a_served_run_changes_only_the_fields_its_parameter_gives() -> None:
+    served = build_config("smoke", overrides={"input": "/data/x.csv", "epochs": 7}).model_dump(mode="json")
+    merged = merged_config(served, ForecastConfig.model_validate({"units": 4}))
+    assert (merged.units, merged.epochs, merged.input, merged.n_points) == (4, 7, "/data/x.csv", served["n_points"])
+    assert merged_config(served, ForecastConfig()).model_dump(mode="json") == served  # no fields: the served config
