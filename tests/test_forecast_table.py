@@ -130,3 +130,27 @@ def test_a_served_run_changes_only_the_fields_its_parameter_gives() -> None:
     merged = merged_config(served, ForecastConfig.model_validate({"units": 4}))
     assert (merged.units, merged.epochs, merged.input, merged.n_points) == (4, 7, "/data/x.csv", served["n_points"])
     assert merged_config(served, ForecastConfig()).model_dump(mode="json") == served  # no fields: the served config
+
+
+def test_a_reader_never_sees_a_part_of_the_latest_table_while_it_is_replaced(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path / "store")
+    small, large = "1" * 24, "2" * 24
+    store.write_forecast_table(small, pd.DataFrame({"y_hat": [1.0]}))
+    store.write_forecast_table(large, pd.DataFrame({"y_hat": np.arange(200_000, dtype="float64")}))
+    store.publish_latest_forecasts(small)
+    done = threading.Event()
+
+    def publish() -> None:
+        for round_ in range(40):
+            store.publish_latest_forecasts(large if round_ % 2 == 0 else small)
+        done.set()
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    lengths = set()
+    while not done.is_set():  # a second reader, as a downstream job polling the path
+        lengths.add(len(pd.read_parquet(store.latest_forecasts_path)))
+    writer.join()
+    assert lengths <= {1, 200_000} and lengths  # every read is one whole table, never a part of one
