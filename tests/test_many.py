@@ -309,6 +309,16 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     assert len(models) == len(plots) == 4 and all(Path(p).is_file() for p in plots)
     registry = pd.read_parquet(tmp_path / "dask" / "registry.parquet")
     assert sorted(registry.loc[registry["status"] == "champion", "series_id"]) == ["s0", "s1", "s2", "s3"]
+    # one table all the same: each series forecast by its own champion, in one predict call too
+    table = pd.read_parquet(dask_json["forecasts"])
+    assert sorted(table["unique_id"]) == ["s0", "s1", "s2", "s3"] and table["model_key"].nunique() == 4
+    output = tmp_path / "local.parquet"
+    assert (
+        cli.main(["predict", "--horizon", "1", "--artifacts-dir", str(tmp_path / "dask"), "--output", str(output)]) == 0
+    )
+    predicted = pd.read_parquet(output).set_index("unique_id").loc[table["unique_id"]]
+    np.testing.assert_allclose(predicted["y_hat"], table["y_hat"], rtol=1e-6)
+    assert predicted["model_key"].tolist() == table["model_key"].tolist()
 
     summary = pd.read_parquet(dask_json["summary"])
     assert summary["unique_id"].tolist() == ["s0", "s1", "flat", "s2", "s3"]
@@ -319,7 +329,7 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     runs = task_runs(dask_json["flow_run_id"])
     names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
     assert names.count("series-pipeline") == 5 and names.count("generate") == 5 and names.count("plot") == 4
-    assert len(runs) == 5 + 4 * 8 + 1 + 1  # series tasks, four whole pipelines, the bad generate, one register
+    assert len(runs) == 5 + 4 * 8 + 1 + 2  # series tasks, four whole pipelines, the bad generate, register, table
     assert sorted(r.name.rsplit("-", 1)[0] for r in runs if r.state.is_failed()) == ["generate", "series-pipeline"]
     assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
 
