@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lstm_forecast.flows.arguments import build_parser, config_from_args
+from lstm_forecast.flows.arguments import build_parser, check_command_options, config_from_args
 from lstm_forecast.flows.runtime import check_prefect_server, exit_now, prepare_runtime, set_environment_defaults
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError
@@ -250,8 +250,6 @@ def backtest_command(args: argparse.Namespace) -> int:
 
 def tune_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.trials < 1:
-        raise InputError(f"--trials {args.trials} is not a positive number", "pass --trials 1 or more")
     from lstm_forecast.flows.tune import tune
 
     result = run_flow(args, tune, config=config, trials=args.trials)
@@ -351,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_environment_defaults()
     args = build_parser(__doc__).parse_args(argv)
     try:
+        check_command_options(args)
         return COMMANDS[args.command](args)
     except InputError as error:
         print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
