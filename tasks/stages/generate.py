@@ -91,7 +91,7 @@ def long_series(table: pd.DataFrame, rows: dict[str, Any], id_column: str, serie
     """`select_series` of one series of a parsed long-format table whose rows per id are `rows`."""
     if series_id not in rows:
         return select_series(table, id_column, series_id)  # its error names what is missing
-    return table.iloc[rows[series_id]].reset_index(drop=True)
+    return table.iloc[rows[series_id]]  # its rows keep their labels: messages name the file's rows
 
 
 def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> p
             f"series {series_id!r} is not in column {id_column!r} of the input",
             "list the ids with the file's unique_id column and pass one of them",
         )
-    return rows.reset_index(drop=True)
+    return rows  # its rows keep their labels: messages name the file's rows
 
 
 def series_ids(raw: pd.DataFrame, id_column: str) -> list[str]:
@@ -164,11 +164,11 @@ def clean_series(
                 f"name the right column with {flag} (the header is the file's first line)",
             )
     y = pd.to_numeric(raw[value_column], errors="coerce")
-    non_numeric = int((y.isna() & raw[value_column].notna()).sum())
-    if non_numeric:
-        first = int(np.flatnonzero((y.isna() & raw[value_column].notna()).to_numpy())[0]) + 1
+    non_numeric = (y.isna() & raw[value_column].notna()).to_numpy()
+    if non_numeric.any():
         raise InputError(
-            f"value column {value_column!r} has {non_numeric} non-numeric value(s), the first in data row {first}",
+            f"value column {value_column!r} has {int(non_numeric.sum())} non-numeric value(s), "
+            f"the first in data row {first_data_row(raw.index, non_numeric)}",
             "clean the file or choose the numeric column with --value-column",
         )
     ds = _parse_times(raw[time_column], time_column)
@@ -240,21 +240,36 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
 
 
+def first_data_row(index: pd.Index, bad: np.ndarray) -> int:
+    """The 1-based data row (of the file, header not counted) of the first True in `bad`: a table's row labels
+    are its file positions (one series of a long-format file keeps its rows' labels)."""
+    position = int(np.flatnonzero(bad)[0])
+    label = index[position]
+    return int(label) + 1 if isinstance(label, (int, np.integer)) else position + 1
+
+
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
-    """Numbers stay numbers; anything else must parse as dates."""
+    """Numbers stay numbers; anything else must parse as dates. A column of mostly numbers is a numeric
+    column: its values that are not numbers are named as such (never tried as dates)."""
     numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().sum() == column.notna().sum() and not pd.api.types.is_datetime64_any_dtype(column):
+    present = column.notna().to_numpy()
+    not_numbers = present & numeric.isna().to_numpy()
+    if not not_numbers.any() and not pd.api.types.is_datetime64_any_dtype(column):
         return numeric.astype("float64")
+    fix = "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column"
+    # the messages name the row, never the value: an error must not echo a file's contents
+    if 2 * int(numeric.notna().sum()) > int(present.sum()):
+        raise InputError(
+            f"time column {name!r} holds numbers and {int(not_numbers.sum())} value(s) that are not numbers, "
+            f"the first in data row {first_data_row(column.index, not_numbers)}",
+            fix,
+        )
     try:  # utc=True: times with offsets (even different ones) become UTC; times without stay as they are
         parsed = pd.to_datetime(column, errors="raise", format="mixed", utc=True)
     except (ValueError, TypeError) as error:
-        # the message names the row, never the value: an error must not echo a file's contents
-        bad = [row for row, value in enumerate(column.tolist(), 1) if not _parses_as_time(value)]
-        where = f", the first in data row {bad[0]}" if bad else ""
-        raise InputError(
-            f"time column {name!r} holds values that are neither numbers nor dates{where}",
-            "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column",
-        ) from error
+        bad = np.array([present[i] and not _parses_as_time(value) for i, value in enumerate(column.tolist())])
+        where = f", the first in data row {first_data_row(column.index, bad)}" if bad.any() else ""
+        raise InputError(f"time column {name!r} holds values that are neither numbers nor dates{where}", fix) from error
     return parsed.dt.tz_localize(None)
 
 
