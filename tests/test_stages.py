@@ -219,3 +219,21 @@ def test_a_bad_value_is_named_by_its_own_data_row_even_in_one_series_of_a_long_f
     rows = table.groupby("unique_id").indices
     with pytest.raises(InputError, match="value column 'y' .* the first in data row 6"):
         clean_series(long_series(table, rows, "unique_id", "b"), "ds", "y")
+
+
+def test_values_whose_squares_would_overflow_are_refused_naming_the_column_and_row() -> None:
+    from lstm_forecast.tasks.stages.generate import MAX_MAGNITUDE
+
+    n = 300
+    raw = pd.DataFrame({"ds": np.arange(n), "y": np.sin(np.arange(n) / 4.0)})
+    assert clean_series(raw.assign(y=raw["y"] * MAX_MAGNITUDE), "ds", "y")[0]["y"].abs().max() <= MAX_MAGNITUDE
+    huge = raw.assign(y=raw["y"] * 1e300)
+    with pytest.raises(
+        InputError, match="value column 'y' holds 2.. value.s. beyond ±1e\\+150, the first in data row 2"
+    ):
+        clean_series(huge, "ds", "y")
+    with pytest.raises(InputError, match="time column 'ds' .* the first in data row 300"):
+        clean_series(raw.assign(ds=np.r_[np.arange(n - 1.0), 1e300]), "ds", "y")
+    with pytest.raises(InputError, match="infinite .* data row 3") as caught:
+        clean_series(raw.assign(y=np.r_[0.0, 1.0, -np.inf, raw["y"].to_numpy()[3:]]), "ds", "y")
+    assert "rescale" in caught.value.fix

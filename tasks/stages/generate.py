@@ -171,7 +171,10 @@ def clean_series(
             f"the first in data row {first_data_row(raw.index, non_numeric)}",
             "clean the file or choose the numeric column with --value-column",
         )
+    check_magnitude(y.to_numpy(dtype="float64"), raw.index, f"value column {value_column!r}")
     ds = _parse_times(raw[time_column], time_column)
+    if not pd.api.types.is_datetime64_any_dtype(ds):
+        check_magnitude(ds.to_numpy(dtype="float64"), raw.index, f"time column {time_column!r}")
     series = pd.DataFrame({TIME: ds.to_numpy(), VALUE: y.to_numpy(dtype="float64")})
 
     if series[TIME].isna().any():
@@ -210,10 +213,6 @@ def clean_series(
             notes.append(f"{missing} missing value(s) filled by linear interpolation")
     if series[VALUE].isna().all() or len(series) == 0:
         raise InputError("the input has no values", "pass a file with at least a few hundred rows")
-    if not np.isfinite(series[VALUE]).all():
-        raise InputError(
-            f"value column {value_column!r} holds infinite values", "replace them with numbers or leave them empty"
-        )
 
     freq = infer_frequency(series[TIME])
     irregular = time_gaps(series[TIME], freq)
@@ -238,6 +237,27 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
         padded=config.scope == "global",
     )
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
+
+
+# The largest magnitude an input value may have. The pipeline squares differences of values (RMSE, variances,
+# the baselines' likelihoods) and sums them over up to 10 million points: (2 · 1e150)² · 1e7 = 4e307 stays
+# below the largest 64-bit float (1.8e308); values near 1e300 overflowed to inf, and evaluate failed with a
+# LinAlgError. No measured quantity comes near 1e150 in any unit.
+MAX_MAGNITUDE = 1e150
+
+
+def check_magnitude(values: np.ndarray, index: pd.Index, what: str) -> None:
+    """Refuse values (in file order, labels `index`) that are infinite or beyond ±`MAX_MAGNITUDE`, naming the
+    first one's data row."""
+    beyond = np.abs(values) > MAX_MAGNITUDE  # NaN compares False: missing values have their own policy
+    if beyond.any():
+        kind = "infinite or " if np.isinf(values[beyond]).any() else ""
+        raise InputError(
+            f"{what} holds {int(beyond.sum())} value(s) {kind}beyond ±{MAX_MAGNITUDE:g}, the first in data row "
+            f"{first_data_row(index, beyond)}",
+            "replace infinite values with numbers or leave them empty, and rescale the column (divide it by a "
+            "power of ten): squares and sums of larger values overflow 64-bit floats",
+        )
 
 
 def first_data_row(index: pd.Index, bad: np.ndarray) -> int:
