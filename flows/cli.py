@@ -345,6 +345,15 @@ COMMANDS = {
 }
 
 
+# An unexpected error, by command: what failed, and what it leaves in the store.
+UNEXPECTED_FAILURE = {
+    "run": ("the run", "finished stages are kept in the store and reused when you rerun"),
+    "predict": ("predict", "nothing was written to the store"),
+    "models": ("listing the models", "nothing was written to the store"),
+    "serve": ("serving", "runs that finished are kept in the store"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     set_environment_defaults()
     args = build_parser(__doc__).parse_args(argv)
@@ -358,11 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished stages are kept in the store; rerun to continue", file=sys.stderr)
         return 130
     except Exception as error:  # a failed stage: say what failed; Prefect's log holds the traceback
-        print(
-            f"error: the run failed: {type(error).__name__}: {error}\n"
-            "  finished stages are kept in the store and reused when you rerun",
-            file=sys.stderr,
-        )
+        what, kept = UNEXPECTED_FAILURE.get(args.command, UNEXPECTED_FAILURE["run"])
+        print(f"error: {what} failed: {type(error).__name__}: {error}\n  {kept}", file=sys.stderr)
         return 1
 
 

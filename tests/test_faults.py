@@ -215,3 +215,34 @@ def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path:
         if not path.name.startswith("."):
             pq.read_metadata(path)
     assert store_snapshot(store)  # the finished stages are still there
+
+
+def test_predict_reports_a_damaged_model_and_a_bad_input_as_run_does(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    run = ["run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
+    assert cli.main(run) == 0
+    model = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["keys"]["train"]
+    predict = ["predict", "--horizon", "3", "--artifacts-dir", str(store)]
+
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text("ds,y\n" + "".join(f"{i},{i % 7}\n" for i in range(300)) + '300,"5\n')
+    errors = {}
+    for command in (predict, run):
+        code = cli.main([*command, "--input", str(unclosed)])
+        errors[command[0]] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2, errors
+    assert errors["predict"] == errors["run"] and "cannot be read as csv" in errors["run"][0]
+
+    (store / "models" / model / "forecaster.keras").write_bytes(b"not a keras file")
+    before = sorted(str(p) for p in store.rglob("*"))
+    assert cli.main(predict) == 2
+    err = capsys.readouterr().err
+    assert f"error: model {model} cannot be loaded: forecaster.keras is damaged" in err, err[-2000:]
+    assert "fix: rerun the `lstm-forecast run` that trained it" in err
+    assert "File not found" not in err and "the run failed" not in err and "Traceback" not in err
+    assert sorted(str(p) for p in store.rglob("*")) == before
+    assert cli.main(run) == 0  # as the fix says: the run trains the damaged model again ...
+    capsys.readouterr()
+    assert cli.main(predict) == 0  # ... and predict works again

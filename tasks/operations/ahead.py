@@ -15,7 +15,7 @@ from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.store import Store, bytes_digest, fingerprint
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, champion, load_registry
-from lstm_forecast.tasks.stages.generate import clean_series, parse_table, read_input_file, select_series
+from lstm_forecast.tasks.stages.generate import clean_series, parsed_table, read_input_file, select_series
 from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space
 from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
@@ -121,6 +121,25 @@ def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -
     return buffer.getvalue()
 
 
+def damaged_model(key: str, name: str, error: Exception) -> InputError:
+    """The error of a registered model whose file `name` does not load."""
+    return InputError(
+        f"model {key} cannot be loaded: {name} is damaged or unreadable ({type(error).__name__})",
+        "rerun the `lstm-forecast run` that trained it (its config is in the model's metadata.json): a damaged "
+        "model is trained again; or pass another --model (`lstm-forecast models` lists them)",
+    )
+
+
+def load_model_for_forecasts(store: Store, key: str) -> SavedModel:
+    """`load_saved` of the model trained on every row; a file that does not load is an `InputError` naming it
+    (Keras reports a garbled file as "File not found")."""
+    try:
+        return load_saved(store, key, forecaster=True)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        tried = store.forecaster_file(key) if store.forecaster_file(key).exists() else store.model_file(key)
+        raise damaged_model(key, tried.name, error) from error
+
+
 def forecast_with_model(
     store: Store,
     reference: str,
@@ -137,7 +156,10 @@ def forecast_with_model(
             f"pass --horizon from 1 to {MAX_PREDICT_STEPS} (forecasts that far ahead feed on their own outputs)",
         )
     key = resolve_model(store, reference, series_id)
-    metadata = store.read_model_metadata(key)
+    try:
+        metadata = store.read_model_metadata(key)
+    except (ValueError, OSError) as error:
+        raise damaged_model(key, "metadata.json", error) from error
     config = metadata["config"]
     is_global = metadata.get("scope") == "global"
     if is_global and series_id not in metadata.get("series_ids", []):
@@ -150,7 +172,7 @@ def forecast_with_model(
     if input_path:
         data, suffix = read_input_file(input_path)
         id_column = config.get("id_column", "unique_id")
-        raw = select_series(parse_table(data, suffix, id_column), id_column, wanted)
+        raw = select_series(parsed_table(data, suffix, id_column, input_path), id_column, wanted)  # as `run` reads it
         history, _ = clean_series(
             raw,
             time_column or config["time_column"],
@@ -163,7 +185,7 @@ def forecast_with_model(
         upstream = metadata["upstream"]["series"]
         source = upstream[metadata["series_ids"].index(series_id)] if is_global else upstream
         history = store.read_table("generate", source)
-    saved = load_saved(store, key, forecaster=True)
+    saved = load_model_for_forecasts(store, key)
     if len(history) < saved.first_origin:
         raise InputError(
             f"the series has {len(history)} points; the model needs {saved.first_origin}", "pass a longer --input"
