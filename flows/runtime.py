@@ -22,7 +22,9 @@ def set_environment_defaults() -> None:
 
 
 def _import_tensorflow() -> None:
-    import keras  # noqa: F401 - imports TensorFlow, the backend
+    from lstm_forecast.tasks.stages.train import import_keras
+
+    import_keras()
 
 
 def prefetch_tensorflow_while_prefect_starts() -> None:

@@ -260,6 +260,11 @@ def check_magnitude(values: np.ndarray, index: pd.Index, what: str) -> None:
         )
 
 
+def time_text(value: Any) -> str:
+    """A time for a message: a numeric one to 10 significant digits (0.1 · 9999 is 999.9, not 999.9000000000001)."""
+    return f"{value:.10g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 def first_data_row(index: pd.Index, bad: np.ndarray) -> int:
     """The 1-based data row (of the file, header not counted) of the first True in `bad`: a table's row labels
     are its file positions (one series of a long-format file keeps its rows' labels)."""
@@ -400,5 +405,7 @@ def generate(config: ForecastConfig) -> str:
     if source_key is not None:
         store.write_source(source_key, key)
     name = f"series {config.series_id!r}" if config.series_id else "series"
-    logger.info("%s: %d points, %s to %s", name, len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
+    logger.info(
+        "%s: %d points, %s to %s", name, len(series), time_text(series[TIME].iloc[0]), time_text(series[TIME].iloc[-1])
+    )
     return key
