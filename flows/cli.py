@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lstm_forecast.flows.arguments import build_parser, check_command_options, config_from_args
-from lstm_forecast.flows.runtime import check_prefect_server, exit_now, prepare_runtime, set_environment_defaults
+from lstm_forecast.flows.runtime import (
+    check_prefect_server,
+    ctrl_c_stops_the_flow,
+    exit_now,
+    prepare_runtime,
+    set_environment_defaults,
+)
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import STAGES
@@ -28,7 +34,8 @@ def run_flow(args: argparse.Namespace, flow_function: Any, on_cluster: bool = Tr
         task_runner = prepare_runtime()
     if task_runner is not None:
         flow_function = flow_function.with_options(task_runner=task_runner)
-    return asyncio.run(flow_function(**parameters))
+    with ctrl_c_stops_the_flow():
+        return asyncio.run(flow_function(**parameters))
 
 
 def printable(frame: Any, limit: int = 70) -> Any:

@@ -246,3 +246,46 @@ def test_predict_reports_a_damaged_model_and_a_bad_input_as_run_does(
     assert cli.main(run) == 0  # as the fix says: the run trains the damaged model again ...
     capsys.readouterr()
     assert cli.main(predict) == 0  # ... and predict works again
+
+
+@pytest.mark.parametrize("server", ["temporary", "own"])
+def test_ctrl_c_during_training_stops_within_seconds_registers_nothing_and_a_rerun_reuses_the_stages(
+    server: str, tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real SIGINT to the process group of a real `lstm-forecast run`, as Ctrl-C in a terminal sends it."""
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    store, log = tmp_path / "store", tmp_path / "stderr.txt"
+    run = subprocess.Popen(
+        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--epochs", "3000", "--artifacts-dir", str(store)],
+        env=quiet_env(tmp_path / "home", prefect_api if server == "own" else None),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,  # a group of its own, as a terminal's foreground job (and not pytest's)
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and "epoch 3/3000" not in log.read_text() and run.poll() is None:
+        time.sleep(0.1)
+    assert "epoch 3/3000" in log.read_text(), log.read_text()[-3000:]
+    os.killpg(run.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    code = run.wait(timeout=120)
+    seconds, err = time.monotonic() - interrupted, log.read_text()
+    assert code == 130 and seconds < 20, (code, seconds, err[-3000:])
+    assert "interrupted: finished stages are kept" in err and "Error logging to API" not in err
+    last_epoch = max(int(n) for n in re.findall(r"epoch (\d+)/3000", err))
+    assert last_epoch < 3000 and "forecaster: trained" not in err  # training stopped where it was
+    assert not (store / "registry.parquet").exists() and not list(store.glob("models/*/metadata.json"))
+    if server == "own":  # the server knows the run ended
+        name = re.search(r"Beginning flow run '([^']+)'", err).group(1)
+        with get_client(sync_client=True) as client:
+            (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        assert flow_run.state.name in ("Crashed", "Cancelled"), flow_run.state
+    capsys.readouterr()
+    rerun = ["run", "--preset", "smoke", "--epochs", "1", "--artifacts-dir", str(store), "--json"]
+    assert cli.main(rerun) == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    assert [stages[s] for s in ("generate", "split", "normalize", "window", "train")] == ["cached"] * 4 + ["computed"]
