@@ -179,7 +179,6 @@ except OSError:
 def stop_with_this_process(pid: int, marker: str) -> None:
     """Start a small watcher that terminates process `pid` (if its command line still holds `marker`)
     once this process has ended, however it ended: kill -9 leaves no temporary server behind."""
-
     if not Path(f"/proc/{pid}/cmdline").exists():  # no /proc: the watcher could not check the pid
         return
     subprocess.Popen(
