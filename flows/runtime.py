@@ -100,8 +100,6 @@ def _own_session_server() -> Any:
     from prefect.settings import get_current_settings
 
     class OwnSessionServer(SubprocessASGIServer):
-        _instances: dict[int | None, SubprocessASGIServer] = {}  # not Prefect's: its cached ones start theirs
-
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
             # Prefect 3.9.1's command, with start_new_session
             return subprocess.Popen(
@@ -132,6 +130,11 @@ def _own_session_server() -> Any:
                 start_new_session=True,
             )
 
+    running = SubprocessASGIServer._instances.get(None)
+    if running is not None and running.running:
+        return running
+    SubprocessASGIServer._instances.pop(None, None)
+    # Kept as Prefect's own instance: its clients (logs, events) that start "their" temporary server get this one.
     return OwnSessionServer()
 
 

@@ -322,14 +322,13 @@ def test_killing_a_run_stops_its_temporary_server(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "stderr.txt").open("wb"),
     )
-    servers: list[int] = []
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not servers:
-        if (store / "generate").exists():  # the server is up: the run has started its stages
-            servers = [child for child in _children(run.pid) if b"create_app" in _command_line(child)]
-        time.sleep(0.2)
+    while time.monotonic() < deadline and "epoch 2/200" not in (tmp_path / "stderr.txt").read_text():
+        time.sleep(0.2)  # training: every Prefect client (logs, events) of the run has started by now
+    servers = [child for child in _children(run.pid) if b"uvicorn" in _command_line(child)]
     errors = [line for line in (tmp_path / "stderr.txt").read_text().splitlines() if "rror" in line]
-    assert servers, (run.poll(), errors[-5:])
+    assert len(servers) == 1, (servers, run.poll(), errors[-5:])  # one server, shared by every client
+    assert os.getsid(servers[0]) == servers[0]  # in a session of its own: a Ctrl-C to the run does not reach it
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     deadline = time.monotonic() + 20
