@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from lstm_forecast.tasks.core.config import PRESETS, ForecastConfig, build_config
+from lstm_forecast.tasks.core.config import (
+    PRESETS,
+    Folds,
+    ForecastConfig,
+    IntervalSeconds,
+    Trials,
+    Workers,
+    build_config,
+    check_option,
+)
 
 # flag -> config field, for flags that override one field each
 FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
@@ -38,6 +47,14 @@ FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--log": ("log", str),
     "--seed": ("seed", int),
     "--artifacts-dir": ("artifacts_dir", str),
+}
+
+# the commands' numeric options outside the config: dest -> (flag, its bounded type)
+COMMAND_OPTIONS: dict[str, tuple[str, object]] = {
+    "folds": ("--folds", Folds),
+    "trials": ("--trials", Trials),
+    "workers": ("--workers", Workers),
+    "interval": ("--interval", IntervalSeconds),
 }
 
 
@@ -141,3 +158,10 @@ def config_from_args(args: argparse.Namespace) -> ForecastConfig:
     """The run's config: the preset, then the --config file, then each field flag given."""
     overrides = {field: getattr(args, field) for field, _ in FIELD_FLAGS.values() if getattr(args, field) is not None}
     return build_config(args.preset, args.config, overrides)
+
+
+def check_command_options(args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, a command option out of its bounds (`COMMAND_OPTIONS`): `InputError`."""
+    for dest, (flag, bound) in COMMAND_OPTIONS.items():
+        if getattr(args, dest, None) is not None:
+            check_option(flag, bound, getattr(args, dest))

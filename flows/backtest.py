@@ -11,7 +11,7 @@ from prefect.artifacts import acreate_table_artifact
 from lstm_forecast.flows.cluster import on_same_cluster
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, forecast, run_pipeline
 from lstm_forecast.flows.many import forecast_many
-from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.config import Folds, ForecastConfig, with_fields
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.backtesting import (
     backtest_folds,
@@ -51,7 +51,7 @@ async def backtest_many(config: ForecastConfig, ids: list[str], folds: int) -> d
 
 
 @flow(name="lstm-backtest")
-async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: int = 3) -> dict[str, Any]:
+async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: Folds = 3) -> dict[str, Any]:
     """Rolling-origin evaluation over `folds` folds; returns each fold's result and the summary records."""
     if ids := long_format_ids(config):
         return await backtest_many(config, ids, folds)

@@ -12,10 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lstm_forecast.flows.arguments import build_parser, config_from_args
-from lstm_forecast.flows.runtime import check_prefect_server, exit_now, prepare_runtime, set_environment_defaults
+from lstm_forecast.flows.arguments import build_parser, check_command_options, config_from_args
+from lstm_forecast.flows.runtime import (
+    check_prefect_server,
+    ctrl_c_stops_the_flow,
+    exit_now,
+    prepare_runtime,
+    set_environment_defaults,
+)
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import STAGES
 
 
@@ -28,7 +34,16 @@ def run_flow(args: argparse.Namespace, flow_function: Any, on_cluster: bool = Tr
         task_runner = prepare_runtime()
     if task_runner is not None:
         flow_function = flow_function.with_options(task_runner=task_runner)
-    return asyncio.run(flow_function(**parameters))
+    with ctrl_c_stops_the_flow():
+        return asyncio.run(flow_function(**parameters))
+
+
+def printable(frame: Any, limit: int = 70) -> Any:
+    """A table to print: its text cells (ids, paths, reasons from the user's data or the store) through `shown`."""
+    text = frame.select_dtypes(include=["object", "string"]).columns
+    return frame.assign(
+        **{column: frame[column].map(lambda v: shown(v, limit) if isinstance(v, str) else v) for column in text}
+    )
 
 
 def emit_json(args: argparse.Namespace, payload: Any) -> None:
@@ -184,14 +199,14 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     summary = pd.read_parquet(result["summary"])
     listed = summary if len(summary) <= PRINTED_SERIES else summary.head(PRINTED_SERIES)
     print(f"\nTest metrics per series (all steps pooled){'' if listed is summary else ', the first few'}:")
-    shown = listed.drop(columns=["error"]).dropna(axis="columns", how="all")
+    table = printable(listed.drop(columns=["error"]).dropna(axis="columns", how="all"))
     with pd.option_context("display.width", 200):
-        print(shown.to_string(index=False, float_format="%.4f"))
+        print(table.to_string(index=False, float_format="%.4f"))
     if listed is not summary:
         print(f"  … {len(summary) - len(listed)} more series in the summary file")
     failed = summary.loc[summary["status"] == "failed"]
     for row in failed.head(PRINTED_FAILURES).itertuples(index=False):
-        print(f"  series {row.unique_id!r} failed: {row.error}")
+        print(f"  series '{shown(row.unique_id)}' failed: {shown(row.error, 400)}")
     if len(failed) > PRINTED_FAILURES:
         print(f"  … {len(failed) - PRINTED_FAILURES} more failed series: each one and its error in the summary file")
     print(f"Summary      {result['summary']}")
@@ -226,10 +241,10 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         output["retrain"], output["latest"] = result["retrain"], result.get("latest")
         decisions = result["retrain"] if result.get("scope") == "local" else {"all series": result["retrain"]}
         for series_id, decision in decisions.items():
-            print(f"Retraining ({series_id}): {describe_decision(decision)}")
+            print(f"Retraining ({shown(series_id)}): {describe_decision(decision)}")
     emit_json(args, output)
     if len(failed):
-        first = ", ".join(failed["unique_id"].head(PRINTED_FAILURES))
+        first = ", ".join(shown(i) for i in failed["unique_id"].head(PRINTED_FAILURES))
         more = f" and {len(failed) - PRINTED_FAILURES} more" if len(failed) > PRINTED_FAILURES else ""
         print(
             f"error: {len(failed)} of {len(summary)} series failed: {first}{more}\n"
@@ -257,8 +272,6 @@ def backtest_command(args: argparse.Namespace) -> int:
 
 def tune_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.trials < 1:
-        raise InputError(f"--trials {args.trials} is not a positive number", "pass --trials 1 or more")
     from lstm_forecast.flows.tune import tune
 
     result = run_flow(args, tune, config=config, trials=args.trials)
@@ -322,9 +335,9 @@ def models_command(args: argparse.Namespace) -> int:
         "input",
         "decision",
     ]
-    shown = registry.reindex(columns=columns)  # registries written before a column existed lack it
+    table = printable(registry.reindex(columns=columns))  # registries written before a column existed lack it
     with pd.option_context("display.width", 220, "display.max_colwidth", 70):
-        print(shown.to_string(index=False, float_format="%.4f"))
+        print(table.to_string(index=False, float_format="%.4f"))
     return 0
 
 
@@ -375,23 +388,30 @@ COMMANDS = {
 }
 
 
+# An unexpected error, by command: what failed, and what it leaves in the store.
+UNEXPECTED_FAILURE = {
+    "run": ("the run", "finished stages are kept in the store and reused when you rerun"),
+    "predict": ("predict", "nothing was written to the store"),
+    "models": ("listing the models", "nothing was written to the store"),
+    "serve": ("serving", "runs that finished are kept in the store"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     set_environment_defaults()
     args = build_parser(__doc__).parse_args(argv)
     try:
+        check_command_options(args)
         return COMMANDS[args.command](args)
     except InputError as error:
-        print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
+        print(f"error: {shown(error.problem, 2000)}\n  fix: {shown(error.fix, 2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept in the store; rerun to continue", file=sys.stderr)
         return 130
     except Exception as error:  # a failed stage: say what failed; Prefect's log holds the traceback
-        print(
-            f"error: the run failed: {type(error).__name__}: {error}\n"
-            "  finished stages are kept in the store and reused when you rerun",
-            file=sys.stderr,
-        )
+        what, kept = UNEXPECTED_FAILURE.get(args.command, UNEXPECTED_FAILURE["run"])
+        print(f"error: {what} failed: {type(error).__name__}: {shown(error, 2000)}\n  {kept}", file=sys.stderr)
         return 1
 
 

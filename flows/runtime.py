@@ -7,6 +7,8 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -22,7 +24,9 @@ def set_environment_defaults() -> None:
 
 
 def _import_tensorflow() -> None:
-    import keras  # noqa: F401 - imports TensorFlow, the backend
+    from lstm_forecast.tasks.stages.train import import_keras
+
+    import_keras()
 
 
 def prefetch_tensorflow_while_prefect_starts() -> None:
@@ -62,8 +66,76 @@ def check_prefect_server(
         )
 
 
+def interrupt_at_once(signum: int, frame: Any) -> None:
+    """SIGINT raises KeyboardInterrupt where the main thread is, as Python's default handler does. Set while a
+    flow runs: asyncio.run's own handler only cancels the flow's task, which a flow busy in a synchronous stage
+    (training) sees at its next `await`, after it has trained on and registered its model."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_the_flow() -> Any:
+    """While inside (in the main thread), Ctrl-C interrupts the running stage at once (`interrupt_at_once`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, interrupt_at_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # Prefect's own wait is 20 s; on a busy machine, with TensorFlow importing beside it, starting took longer.
 TEMPORARY_SERVER_START_S = 120
+
+
+def _own_session_server() -> Any:
+    """Prefect's temporary server (`SubprocessASGIServer`), its process in a session of its own: Ctrl-C reaches
+    a terminal's whole process group, and a server in this one stopped at once, before the run could report
+    how it ended (the run then waited minutes on a dead API). It is stopped with this process instead
+    (`atexit`, or the watcher of `stop_with_this_process`)."""
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class OwnSessionServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # Prefect 3.9.1's command, with start_new_session
+            return subprocess.Popen(
+                args=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                env={
+                    **os.environ,
+                    "PREFECT_UI_ENABLED": "0",
+                    "PREFECT__SERVER_EPHEMERAL": "1",
+                    "PREFECT__SERVER_FINAL": "1",
+                    **get_current_settings().to_environment_variables(exclude_unset=True),
+                },
+                start_new_session=True,
+            )
+
+    running = SubprocessASGIServer._instances.get(None)
+    if running is not None and running.running:
+        return running
+    SubprocessASGIServer._instances.pop(None, None)
+    # Kept as Prefect's own instance: its clients (logs, events) that start "their" temporary server get this one.
+    return OwnSessionServer()
 
 
 def start_temporary_server() -> None:
@@ -74,9 +146,7 @@ def start_temporary_server() -> None:
 
     if PREFECT_API_URL.value():
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _own_session_server()
     try:
         server.start(timeout=TEMPORARY_SERVER_START_S)
     except RuntimeError as error:
@@ -112,8 +182,6 @@ except OSError:
 def stop_with_this_process(pid: int, marker: str) -> None:
     """Start a small watcher that terminates process `pid` (if its command line still holds `marker`)
     once this process has ended, however it ended: kill -9 leaves no temporary server behind."""
-    import subprocess
-
     if not Path(f"/proc/{pid}/cmdline").exists():  # no /proc: the watcher could not check the pid
         return
     subprocess.Popen(

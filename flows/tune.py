@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from lstm_forecast.flows.cluster import cluster_slots, on_same_cluster, runs_on_cluster
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_config
 from lstm_forecast.flows.many import forecast_many, shared_config
-from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.config import ForecastConfig, Trials, with_fields
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.operations.report import table_records
@@ -41,7 +41,7 @@ async def global_trial(config: ForecastConfig, ids: list[str]) -> tuple[list[dic
 
 
 @flow(name="lstm-tune")
-async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: int = 20) -> dict[str, Any]:
+async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: Trials = 20) -> dict[str, Any]:
     """Search look_back, units, layers, learning rate and batch size by validation RMSE.
 
     On a Dask task runner as many trials run at once as the cluster has worker threads; otherwise

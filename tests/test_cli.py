@@ -14,11 +14,13 @@ from tests.helpers import BIN, quiet_env
 
 @pytest.fixture(scope="module")
 def temporary_server_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
-    """`lstm-forecast run --preset smoke --json` in a fresh process with no server configured."""
+    """`lstm-forecast run --preset smoke --json` in a fresh process with no server configured, in the environment
+    of a new user (no TensorFlow logging variables)."""
     folder = tmp_path_factory.mktemp("cli")
+    env = {k: v for k, v in quiet_env(folder / "home", None).items() if not k.startswith(("TF_", "ABSL_"))}
     done = subprocess.run(
         [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--artifacts-dir", str(folder / "store"), "--json"],
-        env=quiet_env(folder / "home", None),
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -53,6 +55,16 @@ def test_a_run_shows_training_progress_and_no_failed_log_delivery(
 ) -> None:
     assert "epoch 1/1" in temporary_server_run.stderr  # training progress is shown while it runs
     assert "Error logging to API" not in temporary_server_run.stderr  # every log reached the server in time
+
+
+def test_a_new_user_s_first_run_prints_no_library_chatter(
+    temporary_server_run: subprocess.CompletedProcess[str],
+) -> None:
+    err = temporary_server_run.stderr
+    assert "Running hook" not in err and "finished running successfully" not in err  # Prefect's, at DEBUG
+    assert "absl::InitializeLog" not in err and "] oneDNN custom operations" not in err  # TensorFlow's loading
+    assert "cudart_stub" not in err
+    assert "600 points, 0 to 59.9\n" in err  # not 59.900000000000006
 
 
 @pytest.mark.parametrize("command", ["run", "retrain", "backtest", "tune", "serve", "models", "predict"])

@@ -78,3 +78,43 @@ def test_numeric_fields_have_bounds_named_in_the_message(field: str, value: obje
     with pytest.raises(InputError, match=message) as refused:
         build_config("smoke", None, {field: value})
     assert field in refused.value.problem
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["backtest", "--folds", "0"], "--folds 0"),
+        (["backtest", "--folds", "-2"], "--folds -2"),
+        (["run", "--workers", "0"], "--workers 0"),
+        (["run", "--workers", "-3"], "--workers -3"),
+        (["tune", "--trials", "0"], "--trials 0"),
+        (["serve", "--interval", "0"], "--interval 0"),
+        (["serve", "--interval", "nan"], "--interval nan"),
+        (["run", "--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+        (["run", "--learning-rate", "inf"], "learning_rate: Input should be a finite number"),
+    ],
+)
+def test_every_numeric_flag_out_of_bounds_exits_2_before_anything_runs(
+    argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lstm_forecast.flows import cli
+
+    code = cli.main([*argv, "--preset", "smoke", "--artifacts-dir", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert err.startswith("error: ") and named in err.splitlines()[0] and "\n  fix: " in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_same_bounds_hold_for_config_files_and_flow_parameters(tmp_path: Path) -> None:
+    from lstm_forecast.flows.backtest import backtest
+    from lstm_forecast.flows.tune import tune
+
+    for text, field in (("seed: -1\n", "seed"), ("time_step: .inf\n", "time_step"), ("series_seed: 5e9\n", "seed")):
+        (tmp_path / "run.yaml").write_text(text)
+        with pytest.raises(InputError, match=field):
+            build_config(config_file=tmp_path / "run.yaml")
+    for flow, name in ((backtest, "folds"), (tune, "trials")):  # what Prefect checks before a served run starts
+        with pytest.raises(Exception, match="greater than or equal to 1"):
+            flow.validate_parameters({name: 0})
+        assert flow.validate_parameters({name: 2})[name] == 2

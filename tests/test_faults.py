@@ -215,3 +215,77 @@ def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path:
         if not path.name.startswith("."):
             pq.read_metadata(path)
     assert store_snapshot(store)  # the finished stages are still there
+
+
+def test_predict_reports_a_damaged_model_and_a_bad_input_as_run_does(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    run = ["run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
+    assert cli.main(run) == 0
+    model = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["keys"]["train"]
+    predict = ["predict", "--horizon", "3", "--artifacts-dir", str(store)]
+
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text("ds,y\n" + "".join(f"{i},{i % 7}\n" for i in range(300)) + '300,"5\n')
+    errors = {}
+    for command in (predict, run):
+        code = cli.main([*command, "--input", str(unclosed)])
+        errors[command[0]] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2, errors
+    assert errors["predict"] == errors["run"] and "cannot be read as csv" in errors["run"][0]
+
+    (store / "models" / model / "forecaster.keras").write_bytes(b"not a keras file")
+    before = sorted(str(p) for p in store.rglob("*"))
+    assert cli.main(predict) == 2
+    err = capsys.readouterr().err
+    assert f"error: model {model} cannot be loaded: forecaster.keras is damaged" in err, err[-2000:]
+    assert "fix: rerun the `lstm-forecast run` that trained it" in err
+    assert "File not found" not in err and "the run failed" not in err and "Traceback" not in err
+    assert sorted(str(p) for p in store.rglob("*")) == before
+    assert cli.main(run) == 0  # as the fix says: the run trains the damaged model again ...
+    capsys.readouterr()
+    assert cli.main(predict) == 0  # ... and predict works again
+
+
+@pytest.mark.parametrize("server", ["temporary", "own"])
+def test_ctrl_c_during_training_stops_within_seconds_registers_nothing_and_a_rerun_reuses_the_stages(
+    server: str, tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real SIGINT to the process group of a real `lstm-forecast run`, as Ctrl-C in a terminal sends it."""
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    store, log = tmp_path / "store", tmp_path / "stderr.txt"
+    run = subprocess.Popen(
+        [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--epochs", "3000", "--artifacts-dir", str(store)],
+        env=quiet_env(tmp_path / "home", prefect_api if server == "own" else None),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,  # a group of its own, as a terminal's foreground job (and not pytest's)
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and "epoch 3/3000" not in log.read_text() and run.poll() is None:
+        time.sleep(0.1)
+    assert "epoch 3/3000" in log.read_text(), log.read_text()[-3000:]
+    os.killpg(run.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    code = run.wait(timeout=120)
+    seconds, err = time.monotonic() - interrupted, log.read_text()
+    assert code == 130 and seconds < 20, (code, seconds, err[-3000:])
+    assert "interrupted: finished stages are kept" in err and "Error logging to API" not in err
+    last_epoch = max(int(n) for n in re.findall(r"epoch (\d+)/3000", err))
+    assert last_epoch < 3000 and "forecaster: trained" not in err  # training stopped where it was
+    assert not (store / "registry.parquet").exists() and not list(store.glob("models/*/metadata.json"))
+    if server == "own":  # the server knows the run ended
+        name = re.search(r"Beginning flow run '([^']+)'", err).group(1)
+        with get_client(sync_client=True) as client:
+            (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        assert flow_run.state.name in ("Crashed", "Cancelled"), flow_run.state
+    capsys.readouterr()
+    rerun = ["run", "--preset", "smoke", "--epochs", "1", "--artifacts-dir", str(store), "--json"]
+    assert cli.main(rerun) == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    assert [stages[s] for s in ("generate", "split", "normalize", "window", "train")] == ["cached"] * 4 + ["computed"]

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -321,14 +322,13 @@ def test_killing_a_run_stops_its_temporary_server(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "stderr.txt").open("wb"),
     )
-    servers: list[int] = []
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not servers:
-        if (store / "generate").exists():  # the server is up: the run has started its stages
-            servers = [child for child in _children(run.pid) if b"create_app" in _command_line(child)]
-        time.sleep(0.2)
+    while time.monotonic() < deadline and "epoch 2/200" not in (tmp_path / "stderr.txt").read_text():
+        time.sleep(0.2)  # training: every Prefect client (logs, events) of the run has started by now
+    servers = [child for child in _children(run.pid) if b"uvicorn" in _command_line(child)]
     errors = [line for line in (tmp_path / "stderr.txt").read_text().splitlines() if "rror" in line]
-    assert servers, (run.poll(), errors[-5:])
+    assert len(servers) == 1, (servers, run.poll(), errors[-5:])  # one server, shared by every client
+    assert os.getsid(servers[0]) == servers[0]  # in a session of its own: a Ctrl-C to the run does not reach it
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     deadline = time.monotonic() + 20
@@ -351,3 +351,31 @@ def test_a_bad_input_with_the_temporary_server_exits_2_with_every_log_delivered(
     assert done.returncode == 2, done.stderr[-3000:]
     assert "not in the input's header" in done.stderr and "fix:" in done.stderr
     assert "Error logging to API" not in done.stderr  # the logs were sent before the server stopped
+
+
+def test_values_from_data_and_files_reach_messages_escaped_and_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lstm_forecast.tasks.core.errors import shown
+    from lstm_forecast.tasks.operations.registry import record_model
+    from lstm_forecast.tasks.stages.normalize import fit_minmax
+
+    red = "\x1b[31mred\x1b[0m\u202e\n"
+    assert shown(red) == "\\x1b[31mred\\x1b[0m\\u202e\\n" and len(shown("x" * 500)) == 80
+    with pytest.raises(InputError) as caught:
+        fit_minmax(np.full(10, 3.25))
+    assert "3.25" not in str(caught.value)  # the series' value is not echoed
+
+    store = Store(tmp_path)  # a lock file whose host field holds escape codes
+    handle = store.open_lock("generate-x.lock")
+    os.pwrite(handle, json.dumps({"holder": "x", "pid": 1, "host": red, "since": 0}).encode(), 0)
+    assert "\x1b" not in store.lock_holder(handle) and "\\x1b[31mred" in store.lock_holder(handle)
+    os.close(handle)
+
+    entry = {"key": "0" * 24, "created": "now", "test_rmse": 1.0, "test_mae": 1.0, "naive_test_rmse": 1.0}
+    record_model(
+        store, entry | {"data_fingerprint": "d", "series": "s", "input": red, "config": "{}", "series_id": red}
+    )
+    assert cli.main(["models", "--artifacts-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "\\x1b[31mred" in out

@@ -200,3 +200,40 @@ def test_clean_refuses_bad_columns(raw: pd.DataFrame, message: str) -> None:
     with pytest.raises(InputError, match=message) as caught:
         clean_series(raw, "ds", "y")
     assert caught.value.fix  # every refusal says how to fix it
+
+
+def test_a_bad_value_is_named_by_its_own_data_row_even_in_one_series_of_a_long_file() -> None:
+    from lstm_forecast.tasks.stages.generate import long_series, parse_table
+
+    numbers = pd.DataFrame({"ds": [str(i) for i in range(300)], "y": np.sin(np.arange(300.0))})
+    numbers.loc[200, "ds"] = "2O0"  # a letter O typed for a zero in a numeric time column
+    with pytest.raises(InputError, match="time column 'ds' .* the first in data row 201"):
+        clean_series(numbers, "ds", "y")
+    dates = pd.DataFrame({"ds": pd.date_range("2024-01-01", periods=60).astype(str), "y": np.arange(60.0)})
+    dates.loc[50, "ds"] = "2024-02-3O"
+    with pytest.raises(InputError, match="data row 51"):
+        clean_series(dates, "ds", "y")
+    # series 'b' is every second row of the file: its 3rd value is the file's 6th data row
+    text = "unique_id,ds,y\n" + "".join(f"{s},{i},{i}\n" for i in range(4) for s in "ab")
+    table = parse_table(text.replace("b,2,2", "b,2,x").encode(), ".csv", "unique_id")
+    rows = table.groupby("unique_id").indices
+    with pytest.raises(InputError, match="value column 'y' .* the first in data row 6"):
+        clean_series(long_series(table, rows, "unique_id", "b"), "ds", "y")
+
+
+def test_values_whose_squares_would_overflow_are_refused_naming_the_column_and_row() -> None:
+    from lstm_forecast.tasks.stages.generate import MAX_MAGNITUDE
+
+    n = 300
+    raw = pd.DataFrame({"ds": np.arange(n), "y": np.sin(np.arange(n) / 4.0)})
+    assert clean_series(raw.assign(y=raw["y"] * MAX_MAGNITUDE), "ds", "y")[0]["y"].abs().max() <= MAX_MAGNITUDE
+    huge = raw.assign(y=raw["y"] * 1e300)
+    with pytest.raises(
+        InputError, match="value column 'y' holds 2.. value.s. beyond ±1e\\+150, the first in data row 2"
+    ):
+        clean_series(huge, "ds", "y")
+    with pytest.raises(InputError, match="time column 'ds' .* the first in data row 300"):
+        clean_series(raw.assign(ds=np.r_[np.arange(n - 1.0), 1e300]), "ds", "y")
+    with pytest.raises(InputError, match="infinite .* data row 3") as caught:
+        clean_series(raw.assign(y=np.r_[0.0, 1.0, -np.inf, raw["y"].to_numpy()[3:]]), "ds", "y")
+    assert "rescale" in caught.value.fix

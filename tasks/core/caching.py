@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -157,6 +158,33 @@ def stored_output(
         return key, series_key if series_key is not None and store.is_complete(stage, series_key) else None
     valid = store.is_complete(stage, key) and not store.is_older_than_inputs(stage, key, upstream)
     return key, key if valid else None
+
+
+class _HookRunsAtDebug(logging.Filter):
+    """Prefect logs two INFO lines each time a task's state hook runs ("Running hook
+    'drop_failed_attempt_records' …", "… finished running successfully"): two lines per task, on the console
+    and in the UI. Ours are kept at DEBUG: shown only when Prefect logs at DEBUG (PREFECT_LOGGING_LEVEL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str) or _HOOK_NAME not in record.msg:
+            return True
+        if not record.msg.startswith(("Running hook ", "Hook ")):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_HOOK_NAME = "'drop_failed_attempt_records'"
+
+
+def keep_hook_logs_at_debug() -> None:
+    """Install `_HookRunsAtDebug` on Prefect's task-run logger (once per process)."""
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _HookRunsAtDebug) for f in logger.filters):
+        logger.addFilter(_HookRunsAtDebug())
+
+
+keep_hook_logs_at_debug()  # in every process that runs the stages: the one that starts a run, and Dask workers
 
 
 def _drop_failure_records(store: Store) -> Any:

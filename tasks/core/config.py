@@ -15,11 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import FILE_FIELDS, STAGE, SYNTHETIC_FIELDS
 
+# NumPy takes seeds from 0 to 2**32 - 1; training also uses seed + 1 and seed * 1000 + 999 (kept in 64 bits).
+MAX_SEED = 2**31 - 1
+
 
 class ForecastConfig(BaseModel):
     """Everything one forecasting run depends on. Frozen: derive changes with `with_fields`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: `inf` or `nan` in a YAML file, a flag or a served run's form is refused like any
+    # value out of its bounds (an infinite time_step passes `gt=0`).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # --- source -------------------------------------------------------------
     input: str | None = Field(
@@ -45,10 +50,14 @@ class ForecastConfig(BaseModel):
         "error", description="What to do with repeated timestamps: stop, keep the last value, or average them."
     )
     n_points: int = Field(10_000, ge=2, le=10_000_000, description="Synthetic series: number of points.")
-    time_step: float = Field(0.1, gt=0, description="Synthetic series: step between points (time units).")
-    frequency: float = Field(1.0, gt=0, description="Synthetic series: angular frequency of sin(frequency * t).")
-    noise_scale: float = Field(0.5, ge=0, description="Synthetic series: standard deviation of the Gaussian noise.")
-    series_seed: int = Field(0, description="Synthetic series: NumPy seed of the noise.")
+    time_step: float = Field(0.1, gt=0, le=1e6, description="Synthetic series: step between points (time units).")
+    frequency: float = Field(
+        1.0, gt=0, le=1e6, description="Synthetic series: angular frequency of sin(frequency * t)."
+    )
+    noise_scale: float = Field(
+        0.5, ge=0, le=1e6, description="Synthetic series: standard deviation of the Gaussian noise."
+    )
+    series_seed: int = Field(0, ge=0, le=MAX_SEED, description="Synthetic series: NumPy seed of the noise.")
     series_end: int | None = Field(
         None,
         ge=2,
@@ -156,7 +165,7 @@ class ForecastConfig(BaseModel):
         description="Final weights = moving average of the weights with this momentum (about 1/(1-m) steps; "
         "0: the best epoch's weights). Use 0 for runs of only a few dozen steps.",
     )
-    seed: int = Field(0, description="Seed of weight initialisation and shuffling.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of weight initialisation and shuffling.")
 
     # --- forecasts and baselines -------------------------------------------
     interval_level: float = Field(0.9, gt=0, lt=1, description="Nominal coverage of the prediction intervals.")
@@ -221,6 +230,38 @@ class ForecastConfig(BaseModel):
         if self.look_back is not None and self.patch is not None and self.look_back % self.patch:
             raise ValueError(f"look_back ({self.look_back}) must be a multiple of patch ({self.patch})")
         return self
+
+
+# The commands' numeric options outside the config, each bounded once: the command line checks them as it
+# parses (`check_option`), and the flows annotate their own parameters with them, so Prefect refuses a bad
+# value from a served run's form or `prefect deployment run` before the run starts.
+Folds = Annotated[int, Field(ge=1, le=100, description="Rolling-origin folds.")]
+Trials = Annotated[int, Field(ge=1, le=10_000, description="Tuning trials: pipeline runs to try.")]
+Workers = Annotated[int, Field(ge=1, le=1024, description="Local Dask worker processes.")]
+IntervalSeconds = Annotated[
+    float, Field(ge=1, le=366 * 86400, allow_inf_nan=False, description="Seconds between scheduled retrainings.")
+]
+
+
+def check_option(flag: str, bound: Any, value: Any) -> Any:
+    """`value` of a command's option `flag`, checked against its annotated type `bound`; `InputError` naming
+    the flag and its bounds otherwise."""
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(bound).validate_python(value)
+    except ValidationError as error:
+        limits = {
+            name: getattr(constraint, name)
+            for field in bound.__metadata__
+            for constraint in field.metadata
+            for name in ("ge", "gt", "le")
+            if hasattr(constraint, name)
+        }
+        low = f"{limits['ge']:g}" if "ge" in limits else f"above {limits['gt']:g}"
+        raise InputError(
+            f"{flag} {value}: {error.errors()[0]['msg']}", f"pass {flag} from {low} to {limits['le']:,}"
+        ) from error
 
 
 def with_fields(config: ForecastConfig, **fields: Any) -> ForecastConfig:

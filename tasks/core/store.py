@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 from prefect.logging import get_logger
 
 from lstm_forecast.tasks.core.config import ForecastConfig, stage_fields
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import INPUT_STAGES, STAGE, STAGES
 
 log = get_logger("lstm_forecast.store")
@@ -750,7 +750,7 @@ class Store:
         try:
             about = json.loads(os.pread(handle, 4096, 0))
             since = time.strftime("%H:%M:%S", time.localtime(float(about["since"])))
-            return f"process {int(about['pid'])} on {str(about['host'])[:64]} since {since}"
+            return f"process {int(about['pid'])} on {shown(about['host'], 64)} since {since}"
         except (OSError, ValueError, KeyError, TypeError):
             return "another process"
 

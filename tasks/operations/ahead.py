@@ -272,6 +272,29 @@ def render_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -
 # --- the store ---------------------------------------------------------------------------------------
 
 
+def damaged_model(key: str, name: str, error: Exception) -> InputError:
+    """The error of a registered model whose file `name` does not load."""
+    return InputError(
+        f"model {key} cannot be loaded: {name} is damaged or unreadable ({type(error).__name__})",
+        "rerun the `lstm-forecast run` that trained it (its config is in the model's metadata.json): a damaged "
+        "model is trained again; or pass another --model (`lstm-forecast models` lists them)",
+    )
+
+
+def model_for_forecasts(store: Store, key: str) -> tuple[dict[str, Any], SavedModel]:
+    """A model's metadata and `load_saved` of its network trained on every row; a file that does not load is
+    an `InputError` naming it (Keras reports a garbled file as "File not found")."""
+    try:
+        metadata = store.read_model_metadata(key)
+    except (ValueError, OSError) as error:
+        raise damaged_model(key, "metadata.json", error) from error
+    try:
+        return metadata, load_saved(store, key, forecaster=True)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        tried = store.forecaster_file(key) if store.forecaster_file(key).exists() else store.model_file(key)
+        raise damaged_model(key, tried.name, error) from error
+
+
 def global_members(store: Store) -> Callable[[str], list[str]]:
     """A global model's series ids, by its key (from its metadata)."""
     return lambda key: [str(i) for i in store.read_model_metadata(key).get("series_ids", [])]
@@ -363,8 +386,7 @@ def forecast_every_series(
     histories: dict[str, pd.DataFrame] = {}
     for key in dict.fromkeys(assigned.values()):
         ids = [i for i, k in assigned.items() if k == key]
-        metadata = store.read_model_metadata(key)
-        saved = load_saved(store, key, forecaster=True)
+        metadata, saved = model_for_forecasts(store, key)
         if frames_of is None:
             series = stored_histories(store, metadata, ids, saved.space)
         else:

@@ -19,8 +19,8 @@ from lstm_forecast.tasks.stages.evaluate import select_metrics
 def backtest_folds(n_points: int, train_fraction: float, folds: int) -> list[tuple[int, float]]:
     """(series_end, train_fraction) of each fold, oldest first; each fold tests the next chunk."""
     test_points = n_points - int(n_points * train_fraction)
-    chunk = test_points // folds
-    if folds < 1 or chunk < 1:
+    chunk = test_points // folds if folds >= 1 else 0
+    if chunk < 1:
         raise InputError(f"{folds} folds do not fit in {test_points} test points", "use fewer --folds")
     plans = []
     for fold in range(folds):
@@ -33,8 +33,8 @@ def fraction_folds(train_fraction: float, folds: int) -> list[tuple[float, float
     """(series_keep, train_fraction) of each fold of many series at once, oldest first: fold k keeps
     the first part of every series up to the end of its k-th test chunk (a `folds`-th of its test part)
     and tests on that chunk, whatever each series' length."""
-    chunk = (1 - train_fraction) / folds
-    if folds < 1 or chunk <= 0:
+    chunk = (1 - train_fraction) / folds if folds >= 1 else 0.0
+    if chunk <= 0:
         raise InputError(f"{folds} folds do not fit in the test part", "use fewer --folds")
     plans = []
     for fold in range(folds):

@@ -91,7 +91,7 @@ def long_series(table: pd.DataFrame, rows: dict[str, Any], id_column: str, serie
     """`select_series` of one series of a parsed long-format table whose rows per id are `rows`."""
     if series_id not in rows:
         return select_series(table, id_column, series_id)  # its error names what is missing
-    return table.iloc[rows[series_id]].reset_index(drop=True)
+    return table.iloc[rows[series_id]]  # its rows keep their labels: messages name the file's rows
 
 
 def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def select_series(raw: pd.DataFrame, id_column: str, series_id: str | None) -> p
             f"series {series_id!r} is not in column {id_column!r} of the input",
             "list the ids with the file's unique_id column and pass one of them",
         )
-    return rows.reset_index(drop=True)
+    return rows  # its rows keep their labels: messages name the file's rows
 
 
 def series_ids(raw: pd.DataFrame, id_column: str) -> list[str]:
@@ -164,14 +164,17 @@ def clean_series(
                 f"name the right column with {flag} (the header is the file's first line)",
             )
     y = pd.to_numeric(raw[value_column], errors="coerce")
-    non_numeric = int((y.isna() & raw[value_column].notna()).sum())
-    if non_numeric:
-        first = int(np.flatnonzero((y.isna() & raw[value_column].notna()).to_numpy())[0]) + 1
+    non_numeric = (y.isna() & raw[value_column].notna()).to_numpy()
+    if non_numeric.any():
         raise InputError(
-            f"value column {value_column!r} has {non_numeric} non-numeric value(s), the first in data row {first}",
+            f"value column {value_column!r} has {int(non_numeric.sum())} non-numeric value(s), "
+            f"the first in data row {first_data_row(raw.index, non_numeric)}",
             "clean the file or choose the numeric column with --value-column",
         )
+    check_magnitude(y.to_numpy(dtype="float64"), raw.index, f"value column {value_column!r}")
     ds = _parse_times(raw[time_column], time_column)
+    if not pd.api.types.is_datetime64_any_dtype(ds):
+        check_magnitude(ds.to_numpy(dtype="float64"), raw.index, f"time column {time_column!r}")
     series = pd.DataFrame({TIME: ds.to_numpy(), VALUE: y.to_numpy(dtype="float64")})
 
     if series[TIME].isna().any():
@@ -210,10 +213,6 @@ def clean_series(
             notes.append(f"{missing} missing value(s) filled by linear interpolation")
     if series[VALUE].isna().all() or len(series) == 0:
         raise InputError("the input has no values", "pass a file with at least a few hundred rows")
-    if not np.isfinite(series[VALUE]).all():
-        raise InputError(
-            f"value column {value_column!r} holds infinite values", "replace them with numbers or leave them empty"
-        )
 
     freq = infer_frequency(series[TIME])
     irregular = time_gaps(series[TIME], freq)
@@ -240,21 +239,62 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
 
 
+# The largest magnitude an input value may have. The pipeline squares differences of values (RMSE, variances,
+# the baselines' likelihoods) and sums them over up to 10 million points: (2 · 1e150)² · 1e7 = 4e307 stays
+# below the largest 64-bit float (1.8e308); values near 1e300 overflowed to inf, and evaluate failed with a
+# LinAlgError. No measured quantity comes near 1e150 in any unit.
+MAX_MAGNITUDE = 1e150
+
+
+def check_magnitude(values: np.ndarray, index: pd.Index, what: str) -> None:
+    """Refuse values (in file order, labels `index`) that are infinite or beyond ±`MAX_MAGNITUDE`, naming the
+    first one's data row."""
+    beyond = np.abs(values) > MAX_MAGNITUDE  # NaN compares False: missing values have their own policy
+    if beyond.any():
+        kind = "infinite or " if np.isinf(values[beyond]).any() else ""
+        raise InputError(
+            f"{what} holds {int(beyond.sum())} value(s) {kind}beyond ±{MAX_MAGNITUDE:g}, the first in data row "
+            f"{first_data_row(index, beyond)}",
+            "replace infinite values with numbers or leave them empty, and rescale the column (divide it by a "
+            "power of ten): squares and sums of larger values overflow 64-bit floats",
+        )
+
+
+def time_text(value: Any) -> str:
+    """A time for a message: a numeric one to 10 significant digits (0.1 · 9999 is 999.9, not 999.9000000000001)."""
+    return f"{value:.10g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def first_data_row(index: pd.Index, bad: np.ndarray) -> int:
+    """The 1-based data row (of the file, header not counted) of the first True in `bad`: a table's row labels
+    are its file positions (one series of a long-format file keeps its rows' labels)."""
+    position = int(np.flatnonzero(bad)[0])
+    label = index[position]
+    return int(label) + 1 if isinstance(label, (int, np.integer)) else position + 1
+
+
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
-    """Numbers stay numbers; anything else must parse as dates."""
+    """Numbers stay numbers; anything else must parse as dates. A column of mostly numbers is a numeric
+    column: its values that are not numbers are named as such (never tried as dates)."""
     numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().sum() == column.notna().sum() and not pd.api.types.is_datetime64_any_dtype(column):
+    present = column.notna().to_numpy()
+    not_numbers = present & numeric.isna().to_numpy()
+    if not not_numbers.any() and not pd.api.types.is_datetime64_any_dtype(column):
         return numeric.astype("float64")
+    fix = "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column"
+    # the messages name the row, never the value: an error must not echo a file's contents
+    if 2 * int(numeric.notna().sum()) > int(present.sum()):
+        raise InputError(
+            f"time column {name!r} holds numbers and {int(not_numbers.sum())} value(s) that are not numbers, "
+            f"the first in data row {first_data_row(column.index, not_numbers)}",
+            fix,
+        )
     try:  # utc=True: times with offsets (even different ones) become UTC; times without stay as they are
         parsed = pd.to_datetime(column, errors="raise", format="mixed", utc=True)
     except (ValueError, TypeError) as error:
-        # the message names the row, never the value: an error must not echo a file's contents
-        bad = [row for row, value in enumerate(column.tolist(), 1) if not _parses_as_time(value)]
-        where = f", the first in data row {bad[0]}" if bad else ""
-        raise InputError(
-            f"time column {name!r} holds values that are neither numbers nor dates{where}",
-            "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column",
-        ) from error
+        bad = np.array([present[i] and not _parses_as_time(value) for i, value in enumerate(column.tolist())])
+        where = f", the first in data row {first_data_row(column.index, bad)}" if bad.any() else ""
+        raise InputError(f"time column {name!r} holds values that are neither numbers nor dates{where}", fix) from error
     return parsed.dt.tz_localize(None)
 
 
@@ -365,5 +405,7 @@ def generate(config: ForecastConfig) -> str:
     if source_key is not None:
         store.write_source(source_key, key)
     name = f"series {config.series_id!r}" if config.series_id else "series"
-    logger.info("%s: %d points, %s to %s", name, len(series), series[TIME].iloc[0], series[TIME].iloc[-1])
+    logger.info(
+        "%s: %d points, %s to %s", name, len(series), time_text(series[TIME].iloc[0]), time_text(series[TIME].iloc[-1])
+    )
     return key

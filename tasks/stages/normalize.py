@@ -152,9 +152,9 @@ def fit_minmax(train_values: np.ndarray) -> MinMaxParams:
     values = np.asarray(train_values, dtype="float64")
     values = values[np.isfinite(values)]
     low, high = float(np.min(values)), float(np.max(values))
-    if not high > low:
+    if not high > low:  # the message does not echo the value: it comes from the user's file
         raise InputError(
-            f"the training part of the series is constant ({low}): there is nothing to learn",
+            "the training part of the series is constant: there is nothing to learn",
             "check the value column, or forecast a series that varies",
         )
     return MinMaxParams(low, high)

@@ -16,8 +16,11 @@ Two models come out of the stage, in one model folder:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +48,52 @@ EpochReport = Callable[[int, dict[str, float], float], None]
 TF_THREADS_VARIABLE = "LSTM_FORECAST_TF_THREADS"
 
 
+# TensorFlow's C++ libraries log a few INFO lines to stderr as they load ("oneDNN custom operations are on",
+# "Could not find cuda drivers"), each library once, before absl's logging is initialised: TF_CPP_MIN_LOG_LEVEL
+# does not reach them. They are dropped while TensorFlow loads; every other line passes.
+_TF_LOAD_CHATTER = re.compile(
+    rb"(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|I\d{4} [\d:. ]+ +\d+ [\w.]+:\d+\] .*)\r?\n?"
+)
+_IMPORT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def stderr_without(chatter: re.Pattern[bytes]) -> Iterator[None]:
+    """While inside, file descriptor 2 feeds a pipe whose lines are copied to the real stderr unless they match
+    `chatter`. The copying thread lives on until every writer is gone: a process started meanwhile (it inherits
+    the pipe) keeps its stderr."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    real = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def copy() -> None:
+        with os.fdopen(read, "rb") as pipe:
+            for line in pipe:
+                if not chatter.fullmatch(line):
+                    with contextlib.suppress(OSError):
+                        os.write(real, line)
+        os.close(real)
+
+    threading.Thread(target=copy, name="stderr-filter", daemon=True).start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer in this process is gone: the copy ends at its end
+
+
 def import_keras() -> Any:
-    """Keras (and TensorFlow behind it), with TensorFlow's thread pools sized once per process."""
+    """Keras (and TensorFlow behind it), with TensorFlow's thread pools sized once per process. This is the one
+    place that imports them: quietly (`TF_CPP_MIN_LOG_LEVEL`, and `_TF_LOAD_CHATTER` dropped from stderr)."""
+    if "keras" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _IMPORT_LOCK, stderr_without(_TF_LOAD_CHATTER):
+            import keras  # noqa: F401
     import keras
     import tensorflow as tf
 
