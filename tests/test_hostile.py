@@ -1,0 +1,70 @@
+"""Issue 22, a hostile user: a YAML alias bomb, links under `_prefect/`, registry files of the wrong shape,
+served paths each under its own root, a crash between a decision and the registry, a read-only store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from lstm_forecast.flows import cli
+from lstm_forecast.tasks.core.config import build_config, preset
+from lstm_forecast.tasks.core.errors import InputError
+
+
+def alias_bomb(levels: int) -> str:
+    """YAML whose `preset` expands to 9**levels strings: a few hundred bytes that a loader keeps shared, and
+    anything that walks or prints the value expands."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join([*lines, f"preset: *a{levels}"]) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_and_no_user_value_is_echoed_unbounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for levels in (6, 9):
+        bomb = tmp_path / f"bomb{levels}.yaml"
+        bomb.write_text(alias_bomb(levels))
+        started = time.monotonic()
+        with pytest.raises(InputError, match="alias") as refused:
+            build_config("default", bomb)
+        assert time.monotonic() - started < 5 and len(str(refused.value)) < 500
+        assert cli.main(["run", "--config", str(bomb), "--artifacts-dir", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert "alias" in err and "fix:" in err and len(err) < 1000
+
+    # Without aliases, a long or control-laden value is still shown bounded and printable.
+    long_name = tmp_path / "long.yaml"
+    long_name.write_text("preset: " + "x" * 200_000 + "\n")
+    with pytest.raises(InputError, match="unknown preset") as refused:
+        build_config("default", long_name)
+    assert len(refused.value.problem) < 200
+    with pytest.raises(InputError, match="unknown preset") as refused:
+        preset("\x1b[2J\x1b[31mred\nline")
+    assert "\x1b" not in refused.value.problem and "\n" not in refused.value.problem
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("preset: " + "[" * 50 + "1" + "]" * 50 + "\n")
+    with pytest.raises(InputError, match="unknown preset") as refused:
+        build_config("default", nested)
+    assert len(refused.value.problem) < 200
+    unknown_field = tmp_path / "field.yaml"
+    unknown_field.write_text('? "' + "y" * 100_000 + '\\e"\n: 1\n')  # an explicit key, ending in an escape
+    with pytest.raises(InputError, match="invalid configuration") as refused:
+        build_config("default", unknown_field)
+    assert len(refused.value.problem) < 300 and "\x1b" not in refused.value.problem
+
+    # Nesting past Python's recursion limit, in YAML or JSON, is refused as such.
+    for suffix in (".yaml", ".json"):
+        deep = tmp_path / f"deep{suffix}"
+        deep.write_text('{"epochs": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        with pytest.raises(InputError, match="nests values too deeply"):
+            build_config("default", deep)
+
+    # A config file is small: a huge one is refused before it is parsed.
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# padding\n" * 200_000 + "epochs: 3\n")
+    with pytest.raises(InputError, match="too large"):
+        build_config("default", huge)
+    assert not (tmp_path / "s").exists()
