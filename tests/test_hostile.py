@@ -68,3 +68,37 @@ def test_a_yaml_alias_bomb_is_refused_at_once_and_no_user_value_is_echoed_unboun
     with pytest.raises(InputError, match="too large"):
         build_config("default", huge)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("planted", ["_prefect/records", "_prefect"])
+def test_a_symbolic_link_under_prefect_is_refused_and_nothing_is_written_or_removed_outside(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], planted: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bystander = outside / "notes.txt"  # not a stage key: the store's clean-up would remove it through a link
+    bystander.write_text("keep me")
+    store = tmp_path / "store"
+    (store / planted).parent.mkdir(parents=True, exist_ok=True)
+    (store / planted).symlink_to(outside, target_is_directory=True)
+
+    code = cli.main(["run", "--preset", "smoke", "--artifacts-dir", str(store)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a symbolic link" in err and "fix:" in err, err[-2000:]
+    assert sorted(p.name for p in outside.rglob("*")) == ["notes.txt"]
+
+    # The store's own clean-ups never reach through the link either.
+    from lstm_forecast.tasks.core.store import Store, fingerprint
+
+    (outside / "records").mkdir(exist_ok=True)
+    for folder in (outside, outside / "records"):
+        (folder / "x.txt").write_text("keep me too")
+    Store(store).drop_failure_records()
+    key = fingerprint("a key")
+    for folder in (outside, outside / "records"):
+        (folder / key).write_text("{}")
+    Store(store).discard("split", key)
+    with pytest.raises(InputError, match="symbolic link"):
+        Store(store).check_record(key)
+    assert bystander.read_text() == "keep me"
+    assert all((folder / name).exists() for folder in (outside, outside / "records") for name in ("x.txt", key))

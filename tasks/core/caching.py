@@ -128,7 +128,7 @@ class StageCache(CachePolicy):
         if key is not None:
             store = Store(config.artifacts_dir)
             if output is None:
-                (store.records_dir / key).unlink(missing_ok=True)
+                store.drop_record(key)
             else:
                 store.check_record(key)  # only a stage key in JSON is ever read back
         return key
@@ -177,7 +177,7 @@ def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task
     )
     options: dict[str, Any] = dict(
         cache_policy=policy,
-        result_storage=store.records_dir,
+        result_storage=store.records_folder(),  # refused if it is (or lies under) a symbolic link
         persist_result=True,
         on_failure=[_drop_failure_records(store)],
     )

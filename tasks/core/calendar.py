@@ -163,7 +163,9 @@ def _offset(freq: str) -> BaseOffset:
     except ValueError as error:
         raise invalid from error
     if offset.n <= 0:
-        raise InputError(f"frequency {shown(freq)} does not step forward", f"pass a positive one such as {_FREQ_EXAMPLES}")
+        raise InputError(
+            f"frequency {shown(freq)} does not step forward", f"pass a positive one such as {_FREQ_EXAMPLES}"
+        )
     return offset
 
 

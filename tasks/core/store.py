@@ -342,9 +342,16 @@ class Store:
                     return True
         return False
 
+    def records_folder(self) -> Path:
+        """`_prefect/records`, where Prefect keeps its cache records (created); `InputError` if it, or a
+        folder above it in the store, is a symbolic link: Prefect would write the records wherever it points."""
+        self._make_folder(self.records_dir)
+        return self.records_dir
+
     def drop_failure_records(self) -> None:
-        """Remove what Prefect saved of failed attempts: records not named by a stage key."""
-        if not self.records_dir.is_dir():
+        """Remove what Prefect saved of failed attempts: records not named by a stage key (never through a
+        symbolic link: that would remove files outside the store)."""
+        if self._link_in(self.records_dir) is not None or not self.records_dir.is_dir():
             return
         for record in self.records_dir.iterdir():
             if not _is_stage_key(record.name):
@@ -359,7 +366,12 @@ class Store:
             path.unlink(missing_ok=True)
         if STAGE[stage].output == "image":
             self.thumbnail_path(key).unlink(missing_ok=True)
-        (self.records_dir / key).unlink(missing_ok=True)
+        self.drop_record(key)
+
+    def drop_record(self, key: str) -> None:
+        """Remove the Prefect cache record of `key` (a miss: the stage runs again), never through a link."""
+        if self._link_in(self.records_dir) is None:
+            (self.records_dir / key).unlink(missing_ok=True)
 
     # --- sources --------------------------------------------------------------
     def write_source(self, key: str, series_key: str) -> Path:
@@ -730,8 +742,9 @@ class Store:
     def check_record(self, key: str) -> None:
         """Remove the Prefect cache record of `key` unless it is exactly a stage key written with Prefect's
         JSON serializer (`RECORD_SERIALIZER`): Prefect would deserialise any other with the serializer it
-        names, pickle included. Removed, the record is a cache miss and the stage runs again."""
-        path = self.records_dir / key
+        names, pickle included. Removed, the record is a cache miss and the stage runs again. `InputError` if
+        the records' folder is a symbolic link (`records_folder`)."""
+        path = self.records_folder() / key
         try:
             handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -772,6 +785,15 @@ class Store:
                 )
             if not current.is_dir():
                 current.mkdir(mode=_folder_mode(), parents=True, exist_ok=True)
+
+    def _link_in(self, folder: Path) -> Path | None:
+        """The first of `folder` and the folders above it, inside the root, that is a symbolic link (or None)."""
+        current = self.root
+        for part in folder.relative_to(self.root).parts:
+            current = current / part
+            if current.is_symlink():
+                return current
+        return None
 
     def _write_bytes(self, path: Path, data: bytes) -> Path:
         """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
