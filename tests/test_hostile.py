@@ -3,7 +3,10 @@ served paths each under its own root, a crash between a decision and the registr
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,79 @@ def test_a_symbolic_link_under_prefect_is_refused_and_nothing_is_written_or_remo
         Store(store).check_record(key)
     assert bystander.read_text() == "keep me"
     assert all((folder / name).exists() for folder in (outside, outside / "records") for name in ("x.txt", key))
+
+
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """pytest's caplog, also fed by the project's loggers (Prefect's may not propagate to the root; when
+    they do, a message is captured twice)."""
+    logger = logging.getLogger("prefect.lstm_forecast")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def registry_entry(key: str, created: str = "2026-01-01T00:00:00+00:00") -> dict[str, object]:
+    return {"key": key, "series_id": "", "created": created, "test_rmse": 1.0, "test_mae": 1.0,
+            "naive_test_rmse": 1.0, "test_mase": 1.0, "naive_test_mase": 1.0, "data_fingerprint": "d",
+            "series": "s", "input": "", "config": "{}"}  # fmt: skip
+
+
+def listed_models(store: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    assert cli.main(["models", "--artifacts-dir", str(store), "--json"]) == 0
+    return {row["key"]: row["status"] for row in json.loads(capsys.readouterr().out.splitlines()[-1])}
+
+
+def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_registry_is_rebuilt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import pandas as pd
+
+    from lstm_forecast.tasks.core.store import Store, fingerprint
+    from lstm_forecast.tasks.operations.ahead import resolve_model
+    from lstm_forecast.tasks.operations.registry import empty_registry, record_model
+
+    store = Store(tmp_path)
+    first, second = fingerprint("first"), fingerprint("second")
+    record_model(store, registry_entry(first))
+    folder = store.registration_path(first).parent
+    planted = {
+        "list": "[]",
+        "empty": "{}",
+        "other-key": json.dumps(registry_entry(fingerprint("x"))),
+        "bad-types": json.dumps(registry_entry(fingerprint("bad-types")) | {"created": [], "test_rmse": "a"}),
+    }
+    for name, text in planted.items():
+        (folder / f"{fingerprint(name)}.json").write_text(text)
+
+    # Every registration that is not a model's entry is left out, with a warning; the others rebuild it.
+    store.registry_path.unlink()
+    assert listed_models(tmp_path, capsys) == {first: "champion"}
+    assert len({message for message in caplog.messages if "left out" in message}) == len(planted)
+    assert record_model(store, registry_entry(second, "2026-01-02T00:00:00+00:00")) == "challenger"  # as `run` does
+
+    # A registry that reads back but is not a registry (wrong columns, wrong values, no rows) is set aside
+    # and rebuilt from the registrations.
+    expected = {first: "champion", second: "challenger"}
+    good = pd.read_parquet(store.registry_path)
+    wrong = {
+        "columns": pd.DataFrame({"a": [1, 2]}),
+        "no rows": empty_registry(),
+        "statuses": good.assign(status="boss"),
+        "keys": good.assign(key=["../../etc/passwd", first]),
+        "types": good.assign(test_rmse=["a", "b"]),
+    }
+    for name, frame in wrong.items():
+        frame.to_parquet(store.registry_path)
+        caplog.clear()
+        assert listed_models(tmp_path, capsys) == expected, name
+        assert any("is not a registry" in message for message in caplog.messages), name
+        assert pd.read_parquet(store.registry_path)[["key", "status"]].equals(good[["key", "status"]]), name
+        assert resolve_model(store, "champion") == first  # `predict` finds the champion
+    assert len(list(tmp_path.glob("registry.parquet.damaged-*"))) == len(wrong)
+
+    # Decisions of the wrong shape are set aside too, and the rebuild goes on without them.
+    pd.DataFrame({"a": [1]}).to_parquet(store.decisions_path)
+    store.registry_path.unlink()
+    assert listed_models(tmp_path, capsys) == expected
+    assert not store.decisions_path.exists() and list(tmp_path.glob("decisions.parquet.damaged-*"))

@@ -177,6 +177,11 @@ def _is_stage_key(name: str) -> bool:
     return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
 
 
+def is_key(value: Any) -> bool:
+    """True for a store key: a string of `KEY_LENGTH` hex digits (anything else, of any type: False)."""
+    return isinstance(value, str) and _is_stage_key(value)
+
+
 PACKS = "packs"  # the folder of a stage's packs, inside the stage's folder
 KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs to
 _PACKS_KEPT = 4  # decoded packs kept per process (a chunk's stage reads the same pack for each series)
@@ -641,10 +646,26 @@ class Store:
         try:
             return pq.read_table(path).to_pandas()
         except (OSError, pa.ArrowException) as error:
-            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(path, aside)
-            log.warning("store: %s did not read back (%s); moved to %s", path, type(error).__name__, aside.name)
+            self.set_aside(path, f"did not read back ({type(error).__name__})")
             return None
+
+    def set_aside(self, path: Path, why: str) -> None:
+        """Move a damaged file of the store aside (`<name>.damaged-<time>`, never over an earlier one) and log
+        `why`; on a read-only store it stays where it is (logged)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        for number in range(2, 1000):
+            if not aside.exists():
+                break
+            aside = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another process set it aside first
+            return
+        except OSError as error:
+            log.warning("store: %s %s; it cannot be moved aside (%s)", path, why, error.strerror)
+            return
+        log.warning("store: %s %s; moved to %s", path, why, aside.name)
 
     def write_registry(self, registry: pd.DataFrame) -> Path:
         return self._write_bytes(self.registry_path, _parquet_bytes(registry))
@@ -656,19 +677,24 @@ class Store:
         return self._write_bytes(self.registration_path(entry["key"]), json.dumps(entry, default=str).encode())
 
     def read_registration(self, key: str) -> dict[str, Any] | None:
+        """A registered model's entry, or None when it is absent, does not read back or is not a mapping of
+        this key (`operations/registry.py` checks its fields)."""
         try:
-            return json.loads(self.registration_path(key).read_text(encoding="utf-8"))
+            entry = json.loads(self.registration_path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return entry if isinstance(entry, dict) and entry.get("key") == key else None
 
-    def read_registrations(self) -> list[dict[str, Any]]:
-        """Every registered model's entry (unreadable ones logged and left out)."""
+    def read_registrations(self, quiet: bool = False) -> list[dict[str, Any]]:
+        """Every registered model's entry (one that does not read back, or is not a mapping of its file's key,
+        is left out, and logged unless `quiet`)."""
         folder = self.registration_path("0" * KEY_LENGTH).parent
         entries = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             entry = self.read_registration(path.stem) if _is_stage_key(path.stem) else None
             if entry is None:
-                log.warning("store: registration %s does not read back; left out", path)
+                if not quiet:
+                    log.warning("store: registration %s is not a model's entry; left out", path)
             else:
                 entries.append(entry)
         return entries
