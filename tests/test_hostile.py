@@ -181,3 +181,23 @@ def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_regi
     store.registry_path.unlink()
     assert listed_models(tmp_path, capsys) == expected
     assert not store.decisions_path.exists() and list(tmp_path.glob("decisions.parquet.damaged-*"))
+
+
+def test_each_served_path_is_fenced_under_its_own_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_forecast.flows.serve import SERVED_ROOTS, check_served_paths, served_roots
+    from lstm_forecast.tasks.core.config import ForecastConfig
+
+    store, data = tmp_path / "served" / "store", tmp_path / "served" / "data"
+    served = ForecastConfig(artifacts_dir=str(store), input=str(data / "a.csv"))
+    monkeypatch.setenv(SERVED_ROOTS, json.dumps(served_roots(served)))
+    check_served_paths(ForecastConfig(artifacts_dir=str(store / "sub"), input=str(data / "b.csv")))
+    with pytest.raises(InputError, match="artifacts_dir only under"):  # a whole store written into the data
+        check_served_paths(ForecastConfig(artifacts_dir=str(data / "store"), input=str(data / "a.csv")))
+    with pytest.raises(InputError, match="input only under"):  # the store's own files read as input
+        check_served_paths(ForecastConfig(artifacts_dir=str(store), input=str(store / "registry.csv")))
+
+    without_input = ForecastConfig(artifacts_dir=str(store))
+    monkeypatch.setenv(SERVED_ROOTS, json.dumps(served_roots(without_input)))
+    check_served_paths(without_input)
+    with pytest.raises(InputError, match="takes no input file"):
+        check_served_paths(ForecastConfig(artifacts_dir=str(store), input=str(store / "a.csv")))
