@@ -4,9 +4,7 @@ served paths each under its own root, a crash between a decision and the registr
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,14 +105,29 @@ def test_a_symbolic_link_under_prefect_is_refused_and_nothing_is_written_or_remo
     assert all((folder / name).exists() for folder in (outside, outside / "records") for name in ("x.txt", key))
 
 
+class Warnings:
+    """Stands in for the store's and the registry's loggers: keeps their warnings (Prefect's logging setup
+    drops the handlers a test adds to its loggers)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warning(self, message: str, *args: object) -> None:
+        self.messages.append(message % args)
+
+    def info(self, message: str, *args: object) -> None:
+        pass
+
+
 @pytest.fixture
-def caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """pytest's caplog, also fed by the project's loggers (Prefect's may not propagate to the root; when
-    they do, a message is captured twice)."""
-    logger = logging.getLogger("prefect.lstm_forecast")
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
+def warnings_logged(monkeypatch: pytest.MonkeyPatch) -> Warnings:
+    from lstm_forecast.tasks.core import store
+    from lstm_forecast.tasks.operations import registry
+
+    kept = Warnings()
+    monkeypatch.setattr(store, "log", kept)
+    monkeypatch.setattr(registry, "log", kept)
+    return kept
 
 
 def registry_entry(key: str, created: str = "2026-01-01T00:00:00+00:00") -> dict[str, object]:
@@ -129,7 +142,7 @@ def listed_models(store: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, 
 
 
 def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_registry_is_rebuilt(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], warnings_logged: Warnings
 ) -> None:
     import pandas as pd
 
@@ -153,7 +166,7 @@ def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_regi
     # Every registration that is not a model's entry is left out, with a warning; the others rebuild it.
     store.registry_path.unlink()
     assert listed_models(tmp_path, capsys) == {first: "champion"}
-    assert len({message for message in caplog.messages if "left out" in message}) == len(planted)
+    assert sum("left out" in message for message in warnings_logged.messages) == len(planted)
     assert record_model(store, registry_entry(second, "2026-01-02T00:00:00+00:00")) == "challenger"  # as `run` does
 
     # A registry that reads back but is not a registry (wrong columns, wrong values, no rows) is set aside
@@ -169,9 +182,9 @@ def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_regi
     }
     for name, frame in wrong.items():
         frame.to_parquet(store.registry_path)
-        caplog.clear()
+        warnings_logged.messages.clear()
         assert listed_models(tmp_path, capsys) == expected, name
-        assert any("is not a registry" in message for message in caplog.messages), name
+        assert any("is not a registry" in message for message in warnings_logged.messages), name
         assert pd.read_parquet(store.registry_path)[["key", "status"]].equals(good[["key", "status"]]), name
         assert resolve_model(store, "champion") == first  # `predict` finds the champion
     assert len(list(tmp_path.glob("registry.parquet.damaged-*"))) == len(wrong)
@@ -201,3 +214,71 @@ def test_each_served_path_is_fenced_under_its_own_root(tmp_path: Path, monkeypat
     check_served_paths(without_input)
     with pytest.raises(InputError, match="takes no input file"):
         check_served_paths(ForecastConfig(artifacts_dir=str(store), input=str(store / "a.csv")))
+
+
+class SimulatedCrashError(Exception):
+    """Stands for the process dying: nothing after the point where it is raised runs."""
+
+
+def test_a_crash_between_the_decision_and_the_registry_is_replayed_and_never_decided_twice(
+    tmp_path: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from lstm_forecast.tasks.core.store import Store
+    from tests.test_operations import STRONG, WEAK, retrain_once, write_series
+
+    store_dir, source = tmp_path / "store", tmp_path / "series.csv"
+    store = Store(store_dir)
+    write_series(source, 400)
+    weak = retrain_once(store_dir, source, WEAK)["stages"]["train"]["key"]
+
+    # The data grew: a better challenger is trained and decided, and the process dies right after the real
+    # `record_decision` wrote decisions.parquet, before it writes the registry.
+    write_decisions = Store.write_decisions
+
+    def crash_after_writing(self: Store, decisions: pd.DataFrame) -> Path:
+        write_decisions(self, decisions)
+        raise SimulatedCrashError("killed between the decision and the registry")
+
+    monkeypatch.setattr(Store, "write_decisions", crash_after_writing)
+    write_series(source, 480)
+    with pytest.raises(Exception, match="killed between"):
+        retrain_once(store_dir, source, STRONG)
+    monkeypatch.undo()
+    crashed = pd.read_parquet(store.registry_path).set_index("key")
+    decisions = pd.read_parquet(store.decisions_path)
+    strong = decisions["challenger"].iloc[0]
+    assert decisions["outcome"].tolist() == ["promoted"] and decisions["champion"].tolist() == [weak]
+    assert crashed.loc[weak, "status"] == "champion" and crashed.loc[strong, "status"] == "challenger"  # the crash
+
+    # The next retraining (same data: every stage cached) replays the decision and decides nothing again.
+    again = retrain_once(store_dir, source, STRONG)
+    assert again["stages"]["train"] == {"key": strong, "status": "cached"}
+    assert again["retrain"]["outcome"] == "unchanged" and again["retrain"]["champion"] == strong, again["retrain"]
+    assert pd.read_parquet(store.decisions_path)["challenger"].tolist() == [strong]  # no duplicate
+    healed = pd.read_parquet(store.registry_path).set_index("key")
+    assert healed.loc[strong, "status"] == "champion" and healed.loc[weak, "status"] == "retired"
+    assert healed.loc[strong, "decision"].startswith("promoted")
+    assert listed_models(store_dir, capsys) == {weak: "retired", strong: "champion"}
+
+
+def test_a_decision_recorded_twice_is_kept_once_and_a_read_replays_it(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from lstm_forecast.tasks.core.store import Store, fingerprint
+    from lstm_forecast.tasks.operations.registry import load_registry, record_decision, record_models
+
+    store = Store(tmp_path)
+    first, second = fingerprint("first"), fingerprint("second")
+    record_models(store, [registry_entry(first), registry_entry(second, "2026-01-02T00:00:00+00:00")])
+    before = pd.read_parquet(store.registry_path)
+    decision = {"decided": "now", "challenger": second, "champion": first, "holdout_rows": 10, "holdout_start": 90}
+    assert record_decision(store, decision, 0.5, 0.7) == "promoted"
+    assert record_decision(store, decision, 0.9, 0.7) == "promoted"  # the one recorded, not a second one
+    assert len(pd.read_parquet(store.decisions_path)) == 1
+
+    before.to_parquet(store.registry_path)  # the registry as a crash before its write leaves it
+    registry = load_registry(store).set_index("key")  # a plain read replays the decision and writes it
+    assert (registry.loc[first, "status"], registry.loc[second, "status"]) == ("retired", "champion")
+    assert pd.read_parquet(store.registry_path).set_index("key").loc[second, "status"] == "champion"

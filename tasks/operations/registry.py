@@ -42,7 +42,7 @@ LATER_COLUMNS = ("series_id", "test_mase", "naive_test_mase")
 METRIC_COLUMNS = tuple(name for name in COLUMNS if name.split("_")[-1] in ("rmse", "mae", "mase"))
 TEXT_COLUMNS = tuple(name for name in COLUMNS if name not in METRIC_COLUMNS)
 STATUSES = ("champion", "challenger", "retired")
-DECISION_COLUMNS = ("challenger", "challenger_rmse", "champion_rmse")  # what replaying a decision reads
+DECISION_COLUMNS = ("challenger", "challenger_rmse", "champion_rmse", "outcome")  # what replaying one reads
 GLOBAL_SERIES = "*"  # the series_id of a global model: every series of its input
 log = get_logger("lstm_forecast.registry")
 
@@ -177,8 +177,7 @@ def rebuild_registry(entries: list[dict[str, Any]], decisions: pd.DataFrame | No
         return registry
     for row in decisions.to_dict("records"):
         if (registry["key"] == row["challenger"]).any():
-            metric = row.get("metric") if isinstance(row.get("metric"), str) else "RMSE"
-            registry, _ = decide(registry, row["challenger"], row["challenger_rmse"], row["champion_rmse"], metric)
+            registry = apply_decision(registry, row)
     return registry
 
 
@@ -259,7 +258,7 @@ def decisions_problem(decisions: pd.DataFrame) -> str | None:
 
 def read_decisions(store: Store, repair: bool = True) -> pd.DataFrame | None:
     """The decisions file; one that is not a decisions file reads as none (with `repair`: it is moved aside)."""
-    decisions = store.read_decisions()
+    decisions = store.read_decisions() if repair else _peek(store.decisions_path)
     if decisions is not None and (problem := decisions_problem(decisions)) is not None:
         if repair:
             store.set_aside(store.decisions_path, f"is not a decisions file ({problem})")
@@ -278,7 +277,10 @@ def current_registry(store: Store, repair: bool) -> tuple[pd.DataFrame | None, b
             store.set_aside(store.registry_path, f"is not a registry ({problem})")
         registry = None
     if registry is not None:
-        return registry, False
+        registry, replayed = replay_pending(registry, read_decisions(store, repair))
+        if replayed and repair:
+            log.warning("registry: %d decision(s) recorded before the registry was written, replayed", replayed)
+        return registry, bool(replayed)
     entries = []
     for entry in store.read_registrations(quiet=not repair):
         if (problem := entry_problem(entry)) is None:
@@ -299,6 +301,30 @@ def _peek(path: Any) -> pd.DataFrame | None:
         return pd.read_parquet(path)
     except Exception:
         return None
+
+
+def replay_pending(registry: pd.DataFrame, decisions: pd.DataFrame | None) -> tuple[pd.DataFrame, int]:
+    """The registry with every recorded decision applied whose challenger it still lists as undecided (a
+    decision is written before the registry: a crash between the two leaves this), and how many were."""
+    if decisions is None or decisions.empty:
+        return registry, 0
+    undecided = registry["decision"].fillna("").astype(str) == ""
+    pending = set(registry.loc[undecided & (registry["status"] == "challenger"), "key"])
+    replayed = 0
+    for row in decisions.to_dict("records"):
+        if row["challenger"] in pending:
+            registry = apply_decision(registry, row)
+            pending.discard(row["challenger"])
+            replayed += 1
+    return registry, replayed
+
+
+def apply_decision(registry: pd.DataFrame, decision: dict[str, Any]) -> pd.DataFrame:
+    """The registry with a recorded decision (a row of decisions.parquet) applied again."""
+    metric = decision.get("metric") if isinstance(decision.get("metric"), str) else "RMSE"  # older rows lack it
+    scores = decision["challenger_rmse"], decision["champion_rmse"]
+    registry, _ = decide(registry, decision["challenger"], *scores, metric)
+    return registry
 
 
 def load_registry(store: Store, locked: bool = False) -> pd.DataFrame | None:
@@ -373,16 +399,23 @@ def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -
 
 
 def record_decision(store: Store, decision: dict[str, Any], challenger_rmse: float, champion_rmse: float) -> str:
-    """Apply and log a champion/challenger decision (atomic, locked); returns the outcome."""
+    """Apply and log a champion/challenger decision (atomic, locked); returns the outcome. The decision is
+    written first, then the registry: after a crash between the two, reading the registry replays it
+    (`replay_pending`). A challenger decided before is not decided again: its recorded outcome is returned."""
     with store.registry_lock():
+        registry = load_registry(store, locked=True)  # replays a decision a crash left unapplied
+        decisions = read_decisions(store)
+        if decisions is not None and (earlier := decisions["challenger"] == decision["challenger"]).any():
+            outcome = str(decisions.loc[earlier, "outcome"].iloc[-1])
+            log.warning("challenger %s was decided before (%s); not decided again", decision["challenger"], outcome)
+            return outcome
         registry, outcome = decide(
-            load_registry(store, locked=True),
+            registry,
             decision["challenger"],
             challenger_rmse,
             champion_rmse,
             decision.get("metric", "RMSE"),
         )
-        decisions = store.read_decisions()
         row = pd.DataFrame(
             [{**decision, "challenger_rmse": challenger_rmse, "champion_rmse": champion_rmse, "outcome": outcome}]
         )
