@@ -4,6 +4,7 @@ served paths each under its own root, a crash between a decision and the registr
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -282,3 +283,69 @@ def test_a_decision_recorded_twice_is_kept_once_and_a_read_replays_it(tmp_path: 
     registry = load_registry(store).set_index("key")  # a plain read replays the decision and writes it
     assert (registry.loc[first, "status"], registry.loc[second, "status"]) == ("retired", "champion")
     assert pd.read_parquet(store.registry_path).set_index("key").loc[second, "status"] == "champion"
+
+
+def without_write_override() -> None:
+    """In a child process before it executes the CLI: as root, drop the capabilities that let root write
+    whatever the file modes say (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER) from the bounding set;
+    root's capabilities after exec are that set, so the CLI obeys the modes as any user does. Another user
+    obeys them already."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2, 3):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+def test_a_fully_cached_run_reads_a_read_only_store_and_one_that_must_write_says_how(
+    tmp_path: Path, prefect_server: str, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import BIN, quiet_env, store_snapshot
+
+    store = tmp_path / "store"
+    args = ["run", "--preset", "smoke", "--artifacts-dir", str(store), "--json"]
+    assert cli.main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    env = quiet_env(tmp_path / "home", prefect_server)
+
+    def as_reader(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=300, preexec_fn=without_write_override
+        )
+
+    set_writable(store, False)
+    try:
+        probe = as_reader(sys.executable, "-c", f"open({str(store / 'probe')!r}, 'w')")
+        if probe.returncode == 0:
+            pytest.skip("this machine lets the test's processes write whatever the file modes say")
+        assert "PermissionError" in probe.stderr
+        before = store_snapshot(store)
+
+        cached = as_reader(str(BIN / "lstm-forecast"), *args)
+        assert cached.returncode == 0, cached.stderr[-3000:]
+        again = json.loads(cached.stdout.strip().splitlines()[-1])
+        assert set(again["stages"].values()) == {"cached"} and again["metrics"] == first["metrics"]
+
+        listed = as_reader(str(BIN / "lstm-forecast"), "models", "--artifacts-dir", str(store), "--json")
+        assert listed.returncode == 0 and first["keys"]["train"] in listed.stdout, listed.stderr[-3000:]
+
+        must_train = as_reader(str(BIN / "lstm-forecast"), *args[:-1], "--epochs", "2")
+        assert must_train.returncode == 2, must_train.stderr[-3000:]
+        assert "cannot be written" in must_train.stderr and "fix:" in must_train.stderr
+        assert "Traceback" not in must_train.stderr.split("error:")[-1]
+        assert store_snapshot(store) == before  # nothing written
+    finally:
+        set_writable(store, True)

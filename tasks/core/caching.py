@@ -54,14 +54,19 @@ class StoreLockManager:
         handle = self.store.open_lock(name)
         timeout = self.timeout if acquire_timeout is None else acquire_timeout
         try:
-            if not self.store.hold_lock(handle, name, holder, timeout):
+            if handle >= 0 and not self.store.hold_lock(handle, name, holder, timeout):
                 if acquire_timeout is not None:
                     os.close(handle)
                     return False
                 raise self.store.lock_timeout(name, handle, timeout or 0.0)
+            if not self.store.is_writable_lock(handle) and not (self.store.records_dir / key).exists():
+                # A store this process may only read, and no cached output of this key (once any writer holding
+                # the lock is done): say so now, before the stage computes what it could not keep.
+                raise self.store.not_writable(self.store.records_dir / key, "not stored, and this process may not")
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(handle)
+            if handle >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(handle)
             raise
         with self._guard:
             self._held[key] = (holder, handle)
@@ -78,7 +83,8 @@ class StoreLockManager:
             if held is None or held[0] != holder:
                 return
             del self._held[key]
-        os.close(held[1])  # closing the file releases its flock
+        if held[1] >= 0:
+            os.close(held[1])  # closing the file releases its flock
 
     def is_locked(self, key: str) -> bool:
         with self._guard:

@@ -219,6 +219,13 @@ def schema_groups(frames: Mapping[str, pd.DataFrame]) -> list[list[str]]:
     return list(groups.values())
 
 
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)  # what writing to a store one may only read gives
+
+
+class StoreNotWritableError(InputError):
+    """A run needs to write in a store this process may only read (exit 2, with the fix)."""
+
+
 class Store:
     """Paths and atomic reads/writes under one root folder."""
 
@@ -579,9 +586,10 @@ class Store:
         `forecaster.keras`) into a temp folder."""
         final = self.path("train", key)
         self._make_folder(final.parent)
-        if final.is_symlink():
-            final.unlink()
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        with self._writing(final):
+            if final.is_symlink():
+                final.unlink()
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
             os.chmod(staging, _folder_mode())
             save_models(staging)
@@ -628,6 +636,9 @@ class Store:
     def registry_lock(self) -> Iterator[None]:
         """Hold an exclusive lock for a read-modify-write of the registry (across processes)."""
         handle = self.open_lock("registry.lock")
+        if handle < 0:  # a store this process cannot write, without the lock file: nothing to exclude
+            yield
+            return
         try:
             if not self.hold_lock(handle, "registry.lock", "registry", REGISTRY_LOCK_TIMEOUT_S):
                 raise self.lock_timeout("registry.lock", handle, REGISTRY_LOCK_TIMEOUT_S)
@@ -705,24 +716,48 @@ class Store:
     # --- locks --------------------------------------------------------------
     def open_lock(self, name: str, create: bool = True) -> int:
         """A descriptor on lock file `name` under `_prefect/locks/` (created unless `create` is False,
-        then -1 when absent). A symbolic link there is refused, never followed."""
+        then -1 when absent). A symbolic link there is refused, never followed.
+
+        In a store this process may only read (file modes, a read-only mount) an existing lock file is opened
+        for reading, which `flock` takes all the same (a writer computing the output is waited for; the
+        holder's name is not written), and a missing one is not created: -1, no lock. Such a run can only
+        read outputs, and outputs are replaced atomically: it needs no lock of its own."""
         if "/" in name or name.startswith("."):
             raise ValueError(f"invalid lock name {name!r}")
         path = self.locks_dir / name
-        self._make_folder(self.locks_dir)
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         try:
+            self._make_folder(self.locks_dir)
             return os.open(path, flags, _file_mode())
+        except StoreNotWritableError:
+            pass  # no locks folder, and none can be made
         except FileNotFoundError:
             if create:
                 raise
             return -1
         except OSError as error:
             if error.errno == errno.ELOOP:
-                raise InputError(
-                    f"the lock file {path} is a symbolic link", "remove it: the store never follows links"
-                ) from error
+                raise self._linked_lock(path) from error
+            if error.errno not in _READ_ONLY_ERRNOS:
+                raise
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return -1
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._linked_lock(path) from error
             raise
+
+    @staticmethod
+    def _linked_lock(path: Path) -> InputError:
+        return InputError(f"the lock file {path} is a symbolic link", "remove it: the store never follows links")
+
+    @staticmethod
+    def is_writable_lock(handle: int) -> bool:
+        """False for what `open_lock` gives in a store this process may only read (-1, or a file opened for
+        reading)."""
+        return handle >= 0 and fcntl.fcntl(handle, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
 
     def hold_lock(self, handle: int, name: str, holder: str, timeout: float | None) -> bool:
         """Take the exclusive `flock` on an open lock file, waiting while another process (or thread)
@@ -744,8 +779,9 @@ class Store:
                 notice = now + _LOCK_NOTICE_EVERY_S
             time.sleep(_LOCK_POLL_S)
         about = {"holder": holder, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, json.dumps(about).encode(), 0)
+        if self.is_writable_lock(handle):  # else opened for reading: a store this process may only read
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, json.dumps(about).encode(), 0)
         return True
 
     @staticmethod
@@ -797,9 +833,30 @@ class Store:
             path.unlink(missing_ok=True)
 
     # --- the one primitive --------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn a refused write under the root (file modes, a read-only mount) into `StoreNotWritableError`."""
+        try:
+            yield
+        except OSError as error:
+            if error.errno not in _READ_ONLY_ERRNOS:
+                raise
+            raise self.not_writable(path, error.strerror) from error
+
+    def not_writable(self, path: Path, why: str) -> StoreNotWritableError:
+        """The error of a run that needs to write `path` in a store it may only read, with the fix."""
+        where = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        return StoreNotWritableError(
+            f"the store {self.root} cannot be written ({where}: {why})",
+            "this command needs to write in the store (a run: outputs it does not hold yet): rerun it with "
+            "--artifacts-dir set to a folder you can write, or ask the store's owner to; a run whose outputs are "
+            "all stored only reads the store",
+        )
+
     def _make_folder(self, folder: Path) -> None:
         """Create `folder` (and its parents) under the root; refuse if any of them is a symbolic link,
-        so a planted link cannot make the store write outside its root."""
+        so a planted link cannot make the store write outside its root. `StoreNotWritableError` when a folder
+        cannot be created."""
         inside = folder.relative_to(self.root)  # ValueError for a folder outside the root
         current = self.root
         for part in inside.parts:
@@ -810,7 +867,8 @@ class Store:
                     "remove it: the store never follows links (point --artifacts-dir at the real folder instead)",
                 )
             if not current.is_dir():
-                current.mkdir(mode=_folder_mode(), parents=True, exist_ok=True)
+                with self._writing(current):
+                    current.mkdir(mode=_folder_mode(), parents=True, exist_ok=True)
 
     def _link_in(self, folder: Path) -> Path | None:
         """The first of `folder` and the folders above it, inside the root, that is a symbolic link (or None)."""
@@ -825,7 +883,8 @@ class Store:
         """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
         mode the umask gives (a store shared by a group stays readable to it)."""
         self._make_folder(path.parent)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with self._writing(path):
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             os.fchmod(handle, _file_mode())
             with os.fdopen(handle, "wb") as stream:

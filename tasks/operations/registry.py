@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.logging import get_logger
 
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.store import KEY_COLUMN, KEY_LENGTH, Store, is_key
+from lstm_forecast.tasks.core.store import KEY_COLUMN, KEY_LENGTH, Store, StoreNotWritableError, is_key
 from lstm_forecast.tasks.stages.evaluate import pooled_test_metrics
 
 COLUMNS = (
@@ -343,7 +343,7 @@ def load_registry(store: Store, locked: bool = False) -> pd.DataFrame | None:
     try:
         with store.registry_lock():
             return load_registry(store, locked=True)
-    except OSError as error:
+    except (OSError, StoreNotWritableError) as error:
         log.warning("registry: not written back (%s); using the registry rebuilt in memory", error)
         return registry
 
