@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, quoted
 
 AD_HOC = "ad-hoc"
 RETRAIN = "retrain"
@@ -71,27 +71,36 @@ def served_run_config(config: ForecastConfig) -> ForecastConfig:
     return config
 
 
-def served_roots(config: ForecastConfig) -> list[str]:
-    """The served config's store, and the folder of its input file."""
-    roots = [str(Path(config.artifacts_dir).resolve())]
-    if config.input:
-        roots.append(str(Path(config.input).resolve().parent))
-    return roots
+def served_roots(config: ForecastConfig) -> dict[str, str | None]:
+    """Each path field's root: the served config's store for `artifacts_dir`, the folder of its input file
+    for `input` (None: served without an input file, a run takes none)."""
+    return {
+        "artifacts_dir": str(Path(config.artifacts_dir).resolve()),
+        "input": str(Path(config.input).resolve().parent) if config.input else None,
+    }
 
 
 def check_served_paths(config: ForecastConfig) -> None:
-    """In a run started by `serve`, the store and the input file must lie under the roots fixed when
-    serving began: a form or an API call cannot point a run at any other folder of the machine."""
+    """In a run started by `serve`, the store must lie under the served store and the input file under the
+    served input's folder, each under its own root: a form or an API call cannot point a run at any other
+    folder of the machine, nor write a store among the data or read the store as data."""
     fixed = os.environ.get(SERVED_ROOTS)
     if not fixed:
         return
-    roots = [Path(root) for root in json.loads(fixed)]
+    roots = json.loads(fixed)
     for field, value in (("artifacts_dir", config.artifacts_dir), ("input", config.input)):
-        if value and not any(Path(value).resolve().is_relative_to(root) for root in roots):
+        if not value:
+            continue
+        root, flag = roots.get(field), "--" + field.replace("_", "-")
+        if root is None:  # served without an input file
             raise InputError(
-                f"this served deployment takes {field} only under {', '.join(map(str, roots))}, not {value}",
-                "choose a path under those folders, or restart `lstm-forecast serve` with --artifacts-dir "
-                "and --input there",
+                f"this served deployment takes no input file, not {quoted(value, 200)}",
+                "restart `lstm-forecast serve` with --input to serve runs of the files in its folder",
+            )
+        if not Path(value).resolve().is_relative_to(root):
+            raise InputError(
+                f"this served deployment takes {field} only under {root}, not {quoted(value, 200)}",
+                f"choose a path under that folder, or restart `lstm-forecast serve` with {flag} there",
             )
 
 

@@ -270,7 +270,8 @@ def test_a_served_run_reads_and_writes_only_under_the_roots_fixed_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = tmp_path / "served"
-    monkeypatch.setenv(SERVED_ROOTS, json.dumps([str(served / "store"), str(served / "data")]))
+    roots = {"artifacts_dir": str(served / "store"), "input": str(served / "data")}
+    monkeypatch.setenv(SERVED_ROOTS, json.dumps(roots))
     check_served_paths(ForecastConfig(artifacts_dir=str(served / "store" / "sub"), input=str(served / "data/a.csv")))
     with pytest.raises(InputError, match="artifacts_dir only under"):
         check_served_paths(ForecastConfig(artifacts_dir=str(tmp_path / "elsewhere")))

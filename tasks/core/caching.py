@@ -55,14 +55,19 @@ class StoreLockManager:
         handle = self.store.open_lock(name)
         timeout = self.timeout if acquire_timeout is None else acquire_timeout
         try:
-            if not self.store.hold_lock(handle, name, holder, timeout):
+            if handle >= 0 and not self.store.hold_lock(handle, name, holder, timeout):
                 if acquire_timeout is not None:
                     os.close(handle)
                     return False
                 raise self.store.lock_timeout(name, handle, timeout or 0.0)
+            if not self.store.is_writable_lock(handle) and not (self.store.records_dir / key).exists():
+                # A store this process may only read, and no cached output of this key (once any writer holding
+                # the lock is done): say so now, before the stage computes what it could not keep.
+                raise self.store.not_writable(self.store.records_dir / key, "not stored, and this process may not")
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(handle)
+            if handle >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(handle)
             raise
         with self._guard:
             self._held[key] = (holder, handle)
@@ -79,7 +84,8 @@ class StoreLockManager:
             if held is None or held[0] != holder:
                 return
             del self._held[key]
-        os.close(held[1])  # closing the file releases its flock
+        if held[1] >= 0:
+            os.close(held[1])  # closing the file releases its flock
 
     def is_locked(self, key: str) -> bool:
         with self._guard:
@@ -129,7 +135,7 @@ class StageCache(CachePolicy):
         if key is not None:
             store = Store(config.artifacts_dir)
             if output is None:
-                (store.records_dir / key).unlink(missing_ok=True)
+                store.drop_record(key)
             else:
                 store.check_record(key)  # only a stage key in JSON is ever read back
         return key
@@ -205,7 +211,7 @@ def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task
     )
     options: dict[str, Any] = dict(
         cache_policy=policy,
-        result_storage=store.records_dir,
+        result_storage=store.records_folder(),  # refused if it is (or lies under) a symbolic link
         persist_result=True,
         on_failure=[_drop_failure_records(store)],
     )

@@ -14,7 +14,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, quoted
 
 # Fallback inference (pd.infer_freq fails on a series with missing rows): the share of steps that must be
 # exactly one step of the candidate frequency.
@@ -152,7 +152,7 @@ def time_gaps(ds: pd.Series, freq: str | None) -> int:
 
 def _offset(freq: str) -> BaseOffset:
     """A pandas offset from a user's frequency string, deprecated aliases included; InputError when invalid."""
-    invalid = InputError(f"frequency {freq!r} is not a pandas offset alias", f"pass one such as {_FREQ_EXAMPLES}")
+    invalid = InputError(f"frequency {quoted(freq)} is not a pandas offset alias", f"pass one such as {_FREQ_EXAMPLES}")
     if not isinstance(freq, str) or not freq.strip():
         raise invalid
     try:
@@ -163,7 +163,9 @@ def _offset(freq: str) -> BaseOffset:
     except ValueError as error:
         raise invalid from error
     if offset.n <= 0:
-        raise InputError(f"frequency {freq!r} does not step forward", f"pass a positive one such as {_FREQ_EXAMPLES}")
+        raise InputError(
+            f"frequency {quoted(freq)} does not step forward", f"pass a positive one such as {_FREQ_EXAMPLES}"
+        )
     return offset
 
 

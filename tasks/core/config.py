@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, quoted
 from lstm_forecast.tasks.core.graph import FILE_FIELDS, STAGE, SYNTHETIC_FIELDS
 
 # NumPy takes seeds from 0 to 2**32 - 1; training also uses seed + 1 and seed * 1000 + 999 (kept in 64 bits).
@@ -311,31 +312,59 @@ def preset(name: str) -> ForecastConfig:
     """The config of a named preset; `InputError` naming the known ones otherwise."""
     if not isinstance(name, str) or name not in PRESETS:
         raise InputError(
-            f"unknown preset {name!r}",
+            f"unknown preset {quoted(name)}",
             f"choose one of: {', '.join(PRESETS)}",
         )
     return ForecastConfig(**PRESETS[name])
 
 
+CONFIG_FILE_BYTES = 256 * 1024  # a config file holds a few dozen fields: anything larger is refused unread
+PROBLEMS_SHOWN = 5  # an invalid config names this many of its problems
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (`*name`): a few hundred bytes of nested aliases expand to
+    gigabytes in whatever walks the loaded value (an alias bomb). Without them, what is loaded is no
+    larger than the file."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases are not accepted", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Field values from a YAML or JSON file (a mapping of field names to values)."""
+    """Field values from a YAML or JSON file (a mapping of field names to values). The file must be small
+    (`CONFIG_FILE_BYTES`), and YAML aliases are refused."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {path} does not exist", "pass the path of a YAML or JSON file")
-    import yaml
-
+    with path.open("rb") as stream:
+        raw = stream.read(CONFIG_FILE_BYTES + 1)
+    if len(raw) > CONFIG_FILE_BYTES:
+        raise InputError(
+            f"config file {path} is too large (over {CONFIG_FILE_BYTES // 1024} KiB)",
+            "a config holds a few dozen `field: value` lines: pass that file",
+        )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InputError(
             f"config file {path} is not UTF-8 text (byte {error.start})", "save it as UTF-8 YAML or JSON"
         ) from error
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.composer.ComposerError as error:
+        if error.problem != "aliases are not accepted":
+            raise InputError(f"config file {path} cannot be parsed{_line(error)}", "fix its YAML syntax") from error
+        raise InputError(
+            f"config file {path} uses a YAML alias{_line(error)}",
+            "write each value out in full: aliases (*name) are not accepted",
+        ) from error
     except (ValueError, yaml.YAMLError) as error:
-        where = getattr(error, "problem_mark", None) or getattr(error, "lineno", None)
-        line = f" (line {where.line + 1})" if hasattr(where, "line") else f" (line {where})" if where else ""
-        raise InputError(f"config file {path} cannot be parsed{line}", "fix its YAML/JSON syntax") from error
+        raise InputError(f"config file {path} cannot be parsed{_line(error)}", "fix its YAML/JSON syntax") from error
+    except RecursionError as error:
+        raise InputError(f"config file {path} nests values too deeply", "write plain `field: value` lines") from error
     if data is None:
         data = {}
     if not isinstance(data, dict) or not all(isinstance(name, str) for name in data):
@@ -343,6 +372,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"config file {path} does not hold a mapping of field names", "write it as `field: value` lines"
         )
     return data
+
+
+def _line(error: Exception) -> str:
+    """` (line N)` of a YAML or JSON parse error, when it names one."""
+    where = getattr(error, "problem_mark", None) or getattr(error, "lineno", None)
+    return f" (line {where.line + 1})" if hasattr(where, "line") else f" (line {where})" if where else ""
+
+
+def _field_name(part: Any) -> str:
+    """One part of a pydantic error's location (a field name from the user's file, or an index), shown bounded."""
+    if isinstance(part, int) or (isinstance(part, str) and part.isidentifier() and len(part) <= 40):
+        return str(part)
+    return quoted(part, 40)
 
 
 def build_config(
@@ -358,8 +400,13 @@ def build_config(
     try:
         return ForecastConfig(**fields)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors())
-        raise InputError(f"invalid configuration: {problems}", "correct these fields") from error
+        errors = error.errors(include_url=False, include_input=False)
+        problems = "; ".join(
+            f"{'.'.join(_field_name(p) for p in e['loc']) or 'config'}: {e['msg'][:200]}"
+            for e in errors[:PROBLEMS_SHOWN]
+        )
+        more = f"; and {len(errors) - PROBLEMS_SHOWN} more" if len(errors) > PROBLEMS_SHOWN else ""
+        raise InputError(f"invalid configuration: {problems}{more}", "correct these fields") from error
 
 
 def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+SHOWN_CHARACTERS = 60  # a value a user gave appears in a message cut to this many characters
+
 
 class InputError(ValueError):
     """Bad input or configuration. Never retried; the CLI prints it as one line and exits 2."""
@@ -22,3 +26,22 @@ def shown(value: object, limit: int = 80) -> str:
     Python escape, then cut to `limit` characters."""
     text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quoted(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
+    """A value a user gave, as a message may show it: a string quoted with its unprintable characters escaped
+    and cut to `limit` characters, a number the same way, anything else by its type and size only (a nested
+    value is never printed: it can be huge, or expand without bound)."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + (f"… ({len(value):,} characters)" if len(value) > limit else "")
+    if value is None or isinstance(value, bool | int | float):
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print
+            return "a number too long to print"
+        return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} digits)"
+    try:
+        size = f" of {len(value):,} item{'' if len(value) == 1 else 's'}"
+    except TypeError:
+        size = ""
+    return f"a {type(value).__name__}{size}"

@@ -180,6 +180,11 @@ def _is_stage_key(name: str) -> bool:
     return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
 
 
+def is_key(value: Any) -> bool:
+    """True for a store key: a string of `KEY_LENGTH` hex digits (anything else, of any type: False)."""
+    return isinstance(value, str) and _is_stage_key(value)
+
+
 LATEST_FORECASTS = "latest.parquet"
 PACKS = "packs"  # the folder of a stage's packs, inside the stage's folder
 KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs to
@@ -216,6 +221,13 @@ def schema_groups(frames: Mapping[str, pd.DataFrame]) -> list[list[str]]:
     for key, frame in frames.items():
         groups.setdefault(tuple((str(c), str(t)) for c, t in frame.dtypes.items()), []).append(key)
     return list(groups.values())
+
+
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)  # what writing to a store one may only read gives
+
+
+class StoreNotWritableError(InputError):
+    """A run needs to write in a store this process may only read (exit 2, with the fix)."""
 
 
 class Store:
@@ -361,9 +373,16 @@ class Store:
                     return True
         return False
 
+    def records_folder(self) -> Path:
+        """`_prefect/records`, where Prefect keeps its cache records (created); `InputError` if it, or a
+        folder above it in the store, is a symbolic link: Prefect would write the records wherever it points."""
+        self._make_folder(self.records_dir)
+        return self.records_dir
+
     def drop_failure_records(self) -> None:
-        """Remove what Prefect saved of failed attempts: records not named by a stage key."""
-        if not self.records_dir.is_dir():
+        """Remove what Prefect saved of failed attempts: records not named by a stage key (never through a
+        symbolic link: that would remove files outside the store)."""
+        if self._link_in(self.records_dir) is not None or not self.records_dir.is_dir():
             return
         for record in self.records_dir.iterdir():
             if not _is_stage_key(record.name):
@@ -378,7 +397,12 @@ class Store:
             path.unlink(missing_ok=True)
         if STAGE[stage].output == "image":
             self.thumbnail_path(key).unlink(missing_ok=True)
-        (self.records_dir / key).unlink(missing_ok=True)
+        self.drop_record(key)
+
+    def drop_record(self, key: str) -> None:
+        """Remove the Prefect cache record of `key` (a miss: the stage runs again), never through a link."""
+        if self._link_in(self.records_dir) is None:
+            (self.records_dir / key).unlink(missing_ok=True)
 
     # --- sources --------------------------------------------------------------
     def write_source(self, key: str, series_key: str) -> Path:
@@ -581,9 +605,10 @@ class Store:
         `forecaster.keras`) into a temp folder."""
         final = self.path("train", key)
         self._make_folder(final.parent)
-        if final.is_symlink():
-            final.unlink()
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        with self._writing(final):
+            if final.is_symlink():
+                final.unlink()
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
             os.chmod(staging, _folder_mode())
             save_models(staging)
@@ -645,6 +670,9 @@ class Store:
     def registry_lock(self) -> Iterator[None]:
         """Hold an exclusive lock for a read-modify-write of the registry (across processes)."""
         handle = self.open_lock("registry.lock")
+        if handle < 0:  # a store this process cannot write, without the lock file: nothing to exclude
+            yield
+            return
         try:
             if not self.hold_lock(handle, "registry.lock", "registry", REGISTRY_LOCK_TIMEOUT_S):
                 raise self.lock_timeout("registry.lock", handle, REGISTRY_LOCK_TIMEOUT_S)
@@ -663,10 +691,26 @@ class Store:
         try:
             return pq.read_table(path).to_pandas()
         except (OSError, pa.ArrowException) as error:
-            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(path, aside)
-            log.warning("store: %s did not read back (%s); moved to %s", path, type(error).__name__, aside.name)
+            self.set_aside(path, f"did not read back ({type(error).__name__})")
             return None
+
+    def set_aside(self, path: Path, why: str) -> None:
+        """Move a damaged file of the store aside (`<name>.damaged-<time>`, never over an earlier one) and log
+        `why`; on a read-only store it stays where it is (logged)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        for number in range(2, 1000):
+            if not aside.exists():
+                break
+            aside = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another process set it aside first
+            return
+        except OSError as error:
+            log.warning("store: %s %s; it cannot be moved aside (%s)", path, why, error.strerror)
+            return
+        log.warning("store: %s %s; moved to %s", path, why, aside.name)
 
     def write_registry(self, registry: pd.DataFrame) -> Path:
         return self._write_bytes(self.registry_path, _parquet_bytes(registry))
@@ -678,19 +722,24 @@ class Store:
         return self._write_bytes(self.registration_path(entry["key"]), json.dumps(entry, default=str).encode())
 
     def read_registration(self, key: str) -> dict[str, Any] | None:
+        """A registered model's entry, or None when it is absent, does not read back or is not a mapping of
+        this key (`operations/registry.py` checks its fields)."""
         try:
-            return json.loads(self.registration_path(key).read_text(encoding="utf-8"))
+            entry = json.loads(self.registration_path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return entry if isinstance(entry, dict) and entry.get("key") == key else None
 
-    def read_registrations(self) -> list[dict[str, Any]]:
-        """Every registered model's entry (unreadable ones logged and left out)."""
+    def read_registrations(self, quiet: bool = False) -> list[dict[str, Any]]:
+        """Every registered model's entry (one that does not read back, or is not a mapping of its file's key,
+        is left out, and logged unless `quiet`)."""
         folder = self.registration_path("0" * KEY_LENGTH).parent
         entries = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             entry = self.read_registration(path.stem) if _is_stage_key(path.stem) else None
             if entry is None:
-                log.warning("store: registration %s does not read back; left out", path)
+                if not quiet:
+                    log.warning("store: registration %s is not a model's entry; left out", path)
             else:
                 entries.append(entry)
         return entries
@@ -701,24 +750,48 @@ class Store:
     # --- locks --------------------------------------------------------------
     def open_lock(self, name: str, create: bool = True) -> int:
         """A descriptor on lock file `name` under `_prefect/locks/` (created unless `create` is False,
-        then -1 when absent). A symbolic link there is refused, never followed."""
+        then -1 when absent). A symbolic link there is refused, never followed.
+
+        In a store this process may only read (file modes, a read-only mount) an existing lock file is opened
+        for reading, which `flock` takes all the same (a writer computing the output is waited for; the
+        holder's name is not written), and a missing one is not created: -1, no lock. Such a run can only
+        read outputs, and outputs are replaced atomically: it needs no lock of its own."""
         if "/" in name or name.startswith("."):
             raise ValueError(f"invalid lock name {name!r}")
         path = self.locks_dir / name
-        self._make_folder(self.locks_dir)
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         try:
+            self._make_folder(self.locks_dir)
             return os.open(path, flags, _file_mode())
+        except StoreNotWritableError:
+            pass  # no locks folder, and none can be made
         except FileNotFoundError:
             if create:
                 raise
             return -1
         except OSError as error:
             if error.errno == errno.ELOOP:
-                raise InputError(
-                    f"the lock file {path} is a symbolic link", "remove it: the store never follows links"
-                ) from error
+                raise self._linked_lock(path) from error
+            if error.errno not in _READ_ONLY_ERRNOS:
+                raise
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return -1
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._linked_lock(path) from error
             raise
+
+    @staticmethod
+    def _linked_lock(path: Path) -> InputError:
+        return InputError(f"the lock file {path} is a symbolic link", "remove it: the store never follows links")
+
+    @staticmethod
+    def is_writable_lock(handle: int) -> bool:
+        """False for what `open_lock` gives in a store this process may only read (-1, or a file opened for
+        reading)."""
+        return handle >= 0 and fcntl.fcntl(handle, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
 
     def hold_lock(self, handle: int, name: str, holder: str, timeout: float | None) -> bool:
         """Take the exclusive `flock` on an open lock file, waiting while another process (or thread)
@@ -740,8 +813,9 @@ class Store:
                 notice = now + _LOCK_NOTICE_EVERY_S
             time.sleep(_LOCK_POLL_S)
         about = {"holder": holder, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, json.dumps(about).encode(), 0)
+        if self.is_writable_lock(handle):  # else opened for reading: a store this process may only read
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, json.dumps(about).encode(), 0)
         return True
 
     @staticmethod
@@ -764,8 +838,9 @@ class Store:
     def check_record(self, key: str) -> None:
         """Remove the Prefect cache record of `key` unless it is exactly a stage key written with Prefect's
         JSON serializer (`RECORD_SERIALIZER`): Prefect would deserialise any other with the serializer it
-        names, pickle included. Removed, the record is a cache miss and the stage runs again."""
-        path = self.records_dir / key
+        names, pickle included. Removed, the record is a cache miss and the stage runs again. `InputError` if
+        the records' folder is a symbolic link (`records_folder`)."""
+        path = self.records_folder() / key
         try:
             handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -792,9 +867,30 @@ class Store:
             path.unlink(missing_ok=True)
 
     # --- the one primitive --------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn a refused write under the root (file modes, a read-only mount) into `StoreNotWritableError`."""
+        try:
+            yield
+        except OSError as error:
+            if error.errno not in _READ_ONLY_ERRNOS:
+                raise
+            raise self.not_writable(path, error.strerror) from error
+
+    def not_writable(self, path: Path, why: str) -> StoreNotWritableError:
+        """The error of a run that needs to write `path` in a store it may only read, with the fix."""
+        where = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        return StoreNotWritableError(
+            f"the store {self.root} cannot be written ({where}: {why})",
+            "this command needs to write in the store (a run: outputs it does not hold yet): rerun it with "
+            "--artifacts-dir set to a folder you can write, or ask the store's owner to; a run whose outputs are "
+            "all stored only reads the store",
+        )
+
     def _make_folder(self, folder: Path) -> None:
         """Create `folder` (and its parents) under the root; refuse if any of them is a symbolic link,
-        so a planted link cannot make the store write outside its root."""
+        so a planted link cannot make the store write outside its root. `StoreNotWritableError` when a folder
+        cannot be created."""
         inside = folder.relative_to(self.root)  # ValueError for a folder outside the root
         current = self.root
         for part in inside.parts:
@@ -805,13 +901,24 @@ class Store:
                     "remove it: the store never follows links (point --artifacts-dir at the real folder instead)",
                 )
             if not current.is_dir():
-                current.mkdir(mode=_folder_mode(), parents=True, exist_ok=True)
+                with self._writing(current):
+                    current.mkdir(mode=_folder_mode(), parents=True, exist_ok=True)
+
+    def _link_in(self, folder: Path) -> Path | None:
+        """The first of `folder` and the folders above it, inside the root, that is a symbolic link (or None)."""
+        current = self.root
+        for part in folder.relative_to(self.root).parts:
+            current = current / part
+            if current.is_symlink():
+                return current
+        return None
 
     def _write_bytes(self, path: Path, data: bytes) -> Path:
         """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
         mode the umask gives (a store shared by a group stays readable to it)."""
         self._make_folder(path.parent)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with self._writing(path):
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             os.fchmod(handle, _file_mode())
             with os.fdopen(handle, "wb") as stream:
