@@ -64,9 +64,8 @@ def merged_config(served: dict[str, Any], config: ForecastConfig) -> ForecastCon
 def served_run_config(config: ForecastConfig) -> ForecastConfig:
     """The config a run works with: in a run started by `serve`, `merged_config` over the served config and
     checked by `check_served_paths`; elsewhere `config` itself."""
-    if not (served := os.environ.get(SERVED_CONFIG)):
-        return config
-    config = merged_config(json.loads(served), config)
+    if served := os.environ.get(SERVED_CONFIG):
+        config = merged_config(json.loads(served), config)
     check_served_paths(config)
     return config
 
