@@ -148,8 +148,8 @@ def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_regi
     import pandas as pd
 
     from lstm_forecast.tasks.core.store import Store, fingerprint
-    from lstm_forecast.tasks.operations.ahead import resolve_model
-    from lstm_forecast.tasks.operations.registry import empty_registry, record_model
+    from lstm_forecast.tasks.operations.ahead import global_members, models_by_series
+    from lstm_forecast.tasks.operations.registry import empty_registry, load_registry, record_model
 
     store = Store(tmp_path)
     first, second = fingerprint("first"), fingerprint("second")
@@ -187,7 +187,8 @@ def test_registry_files_of_the_wrong_shape_are_skipped_or_set_aside_and_the_regi
         assert listed_models(tmp_path, capsys) == expected, name
         assert any("is not a registry" in message for message in warnings_logged.messages), name
         assert pd.read_parquet(store.registry_path)[["key", "status"]].equals(good[["key", "status"]]), name
-        assert resolve_model(store, "champion") == first  # `predict` finds the champion
+        champions = models_by_series(load_registry(store), "champion", [], global_members(store))
+        assert champions == {"": first}  # `predict` finds the champion
     assert len(list(tmp_path.glob("registry.parquet.damaged-*"))) == len(wrong)
 
     # Decisions of the wrong shape are set aside too, and the rebuild goes on without them.
