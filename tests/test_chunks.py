@@ -134,3 +134,112 @@ def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_serie
         )
     described = stores["chunk"].read_table_metadata("evaluate", work["chunk"][1][2])["statistical_baselines"]
     assert set(described) == {"auto_ets", "auto_arima"}
+
+
+def window_targets_by_split(
+    ds: pd.Series, bounds: pd.DataFrame, look_back: int, horizon: int, offset: int, padded: bool
+) -> pd.DataFrame:
+    """window_targets as it was before it was vectorised: a frame per split, concatenated (the reference)."""
+    frames = []
+    for split_name, start, stop in bounds[["split", "start", "stop"]].itertuples(index=False):
+        context = min(look_back, 8) if padded else look_back
+        rows = np.arange(max(int(start), context + offset), int(stop) - horizon + 1)
+        frames.append(pd.DataFrame({"row": rows, "ds": ds.to_numpy()[rows], "split": split_name}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("n", "look_back", "horizon", "offset", "padded", "dates"),
+    [
+        (40, 8, 1, 0, False, False),
+        (40, 16, 3, 1, True, True),
+        (200, 52, 13, 0, True, False),
+        (30, 12, 4, 0, True, True),
+    ],
+)
+def test_window_targets_are_those_of_a_frame_per_split(
+    n: int, look_back: int, horizon: int, offset: int, padded: bool, dates: bool
+) -> None:
+    ds = pd.Series(pd.date_range("2024-01-01", periods=n, freq="W") if dates else np.arange(n) * 0.5)
+    bounds = split_bounds(n, 0.8, 0.2)
+    targets = window_targets(ds, bounds, look_back, horizon, offset, padded)
+    expected = window_targets_by_split(ds, bounds, look_back, horizon, offset, padded)
+    pd.testing.assert_frame_equal(targets, expected, check_exact=True)
+    no_validation = split_bounds(n, 0.8, 0.0)  # an empty validation split: no targets there, none needed
+    pd.testing.assert_frame_equal(
+        window_targets(ds, no_validation, look_back, horizon, offset, padded),
+        window_targets_by_split(ds, no_validation, look_back, horizon, offset, padded),
+        check_exact=True,
+    )
+
+
+def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_per_series(tmp_path: Path) -> None:
+    from lstm_forecast.tasks.stages.normalize import normalize, normalize_chunk
+    from lstm_forecast.tasks.stages.split import split, split_chunk
+    from lstm_forecast.tasks.stages.window import window, window_chunk
+
+    panel = {
+        "numeric": (panel_series(0, 90), dict(transform="level")),
+        "dates, seasons, log": (
+            panel_series(1, 120).assign(ds=pd.date_range("2020-01-05", periods=120, freq="W")),
+            dict(transform="auto", seasons=(4,), log="auto"),
+        ),
+        "differenced": (panel_series(2, 75), dict(transform="diff", scope="local")),
+        "too short": (panel_series(3, 12), dict(transform="level")),
+    }
+    stages = {
+        "split": (split, split_chunk),
+        "normalize": (normalize, normalize_chunk),
+        "window": (window, window_chunk),
+    }
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
+    keys: dict[str, dict[str, dict[str, str]]] = {path: {} for path in stores}
+    configs: dict[str, dict[str, ForecastConfig]] = {path: {} for path in stores}
+    for path, store in stores.items():
+        for name, (series, fields) in panel.items():
+            configs[path][name] = ForecastConfig(
+                **({"horizon": 2, "look_back": 8, "scope": "global"} | fields), artifacts_dir=str(tmp_path / path)
+            )
+            keys[path][name] = {"series": fingerprint("generate", name)}
+            store.write_table("generate", keys[path][name]["series"], series)
+    failed: dict[str, dict[str, str]] = {path: {} for path in stores}
+    for stage, (task_function, chunk_function) in stages.items():
+        for path in stores:
+            going = [name for name in panel if name not in failed[path]]
+            for name in going:
+                keys[path][name][stage] = fingerprint(stage, name)
+            arguments = {
+                "split": ("series",),
+                "normalize": ("series", "split"),
+                "window": ("series", "split", "normalize"),
+            }
+            work = [
+                (configs[path][name], {a: keys[path][name][a] for a in arguments[stage]}, keys[path][name][stage])
+                for name in going
+            ]
+            if path == "chunk":
+                with stores[path].batched():
+                    errors = chunk_function(work)
+            else:
+                errors = []
+                for config, upstream, key in work:
+                    try:
+                        task_function.fn(config=config, **upstream, key=key)
+                        errors.append(None)
+                    except Exception as error:
+                        errors.append(error)
+            failed[path] |= {name: str(error) for name, error in zip(going, errors, strict=True) if error}
+    assert failed["chunk"] == failed["one-by-one"] and list(failed["chunk"]) == ["too short"]
+    assert "too few" in failed["chunk"]["too short"]
+    for stage in stages:
+        assert not list((tmp_path / "chunk" / stage).glob("*.parquet"))  # packs only (one per column layout)
+        for name in panel:
+            if name in failed["chunk"]:
+                continue
+            key = keys["chunk"][name][stage]
+            expected, written = (store.read_table(stage, key) for store in stores.values())
+            pd.testing.assert_frame_equal(written, expected, check_exact=True)
+            metadata = [store.read_table_metadata(stage, key) for store in stores.values()]
+            assert metadata[0] == metadata[1]
+    seasonal = stores["chunk"].read_table_metadata("normalize", keys["chunk"]["dates, seasons, log"]["normalize"])
+    assert len(seasonal["seasonal"]) == 1

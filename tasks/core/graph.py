@@ -53,13 +53,20 @@ _STAGES = "lstm_forecast.tasks.stages"
 # in one loop (`MemberLSTM`).
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate"),
-    Stage("split", f"{_STAGES}.split:split", {"series": "generate"}, ("train_fraction", "validation_fraction")),
+    Stage(
+        "split",
+        f"{_STAGES}.split:split",
+        {"series": "generate"},
+        ("train_fraction", "validation_fraction"),
+        chunk=f"{_STAGES}.split:split_chunk",
+    ),
     Stage(
         "normalize",
         f"{_STAGES}.normalize:normalize",
         {"series": "generate", "split": "split"},
         ("scaler", "transform", "log", "seasons"),
         version=4,
+        chunk=f"{_STAGES}.normalize:normalize_chunk",
     ),
     Stage(
         "window",
@@ -67,6 +74,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         {"series": "generate", "split": "split", "normalize": "normalize"},
         ("look_back", "horizon", "scope"),
         version=3,
+        chunk=f"{_STAGES}.window:window_chunk",
     ),
     Stage(
         "train",

@@ -198,6 +198,17 @@ _pack_index: dict[Path, tuple[int, dict[str, Path]]] = {}
 _pack_tables: OrderedDict[tuple[Path, int], tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]] = OrderedDict()
 
 
+ChunkWork = list[tuple[ForecastConfig, dict[str, str], str]]  # a chunk function's series: (config, inputs' keys, key)
+
+
+def by_store(work: ChunkWork) -> dict[str, list[int]]:
+    """The positions in a chunk's `work` of the series of each store."""
+    roots: dict[str, list[int]] = {}
+    for index, (config, _, _) in enumerate(work):
+        roots.setdefault(config.artifacts_dir, []).append(index)
+    return roots
+
+
 def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output."""
     parts = [frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()]
@@ -458,6 +469,27 @@ class Store:
         combined = pd.concat(parts, ignore_index=True)
         combined[KEY_COLUMN] = pd.Categorical(combined[KEY_COLUMN].astype(str), categories=wanted.unique())
         return combined.sort_values(KEY_COLUMN, kind="stable", ignore_index=True)
+
+    def read_columns(self, stage: str, keys: list[str], columns: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+        """Some columns of many outputs of a table stage, read at once (`read_tables`): key -> column -> that
+        output's values in its row order. Empty when one of them is missing (a chunk's series then read their
+        own outputs, `read_own_columns`, and report what they lack)."""
+        try:
+            table = self.read_tables(stage, list(dict.fromkeys(keys)))
+        except (OSError, pa.ArrowException):
+            return {}
+        arrays = {name: table[name].to_numpy() for name in columns}
+        positions = table.groupby(KEY_COLUMN, observed=True, sort=False).indices
+        return {str(key): {name: values[rows] for name, values in arrays.items()} for key, rows in positions.items()}
+
+    def read_own_columns(
+        self, stage: str, key: str, columns: tuple[str, ...], read: Mapping[str, dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """One output's columns: from a chunk's `read_columns` when it is there, else read on its own."""
+        if key in read:
+            return read[key]
+        table = self.read_table(stage, key)
+        return {name: table[name].to_numpy() for name in columns}
 
     def location(self, stage: str, key: str) -> Path:
         """The file (or model folder) that holds an output: its own, or the pack it was written in."""

@@ -30,7 +30,7 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
-from lstm_forecast.tasks.core.store import KEY_COLUMN, Store
+from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
 from lstm_forecast.tasks.stages.baselines import statistical_forecasts
 from lstm_forecast.tasks.stages.normalize import read_model_space
 
@@ -344,33 +344,34 @@ def evaluate(
     return key
 
 
-def evaluate_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> list[Exception | None]:
+def evaluate_chunk(work: ChunkWork) -> list[Exception | None]:
     """`evaluate` of many series at once, each `(config, its inputs' keys, its key)`: each input stage's
-    outputs read once for the chunk (`Store.read_tables`), the metrics table logged for the first series
+    outputs read once for the chunk (`Store.read_columns`), the metrics table logged for the first series
     only. Returns, per series, None or the error it failed with (it fails alone)."""
     errors: list[Exception | None] = [None] * len(work)
     logged = False
     for root, indices in by_store(work).items():
         store = Store(root)
-        try:
-            chunk = {
-                name: keyed_columns(store, stage, [work[i][1][name] for i in indices], columns)
-                for name, (stage, columns) in EVALUATE_COLUMNS.items()
-            }
-        except Exception:  # an input is missing: each series reads its own below and reports what it lacks
-            chunk = {}
+        read = {
+            name: store.read_columns(stage, [work[i][1][name] for i in indices], columns)
+            for name, (stage, columns) in EVALUATE_COLUMNS.items()
+        }
         for index in indices:
             config, upstream, key = work[index]
             try:
-                kind = read_model_space(store, upstream["normalize"]).kind
-                data = chunk_series(chunk, upstream, kind) if chunk else None
-                if data is None:
-                    data = series_to_evaluate(
-                        store.read_table("generate", upstream["series"])["y"].to_numpy(),
-                        store.read_table("window", upstream["window"]),
-                        store.read_table("predict", upstream["predictions"]),
-                        kind,
-                    )
+                own = {
+                    name: store.read_own_columns(stage, upstream[name], columns, read[name])
+                    for name, (stage, columns) in EVALUATE_COLUMNS.items()
+                }
+                predicted = own["predictions"]
+                fitted = predicted["split"] != "forecast"
+                data = SeriesToEvaluate(
+                    own["series"]["y"],
+                    own["window"]["row"],
+                    own["window"]["split"],
+                    {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
+                    read_model_space(store, upstream["normalize"]).kind,
+                )
                 metrics, metadata = score_series(config, data)
                 store.write_table("evaluate", key, metrics, metadata=metadata)
                 if not logged:
@@ -387,40 +388,3 @@ EVALUATE_COLUMNS = {
     "window": ("window", ("row", "split")),
     "predictions": ("predict", ("y", "y_hat", "y_lo", "y_hi", "split")),
 }
-
-
-def by_store(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> dict[str, list[int]]:
-    """The positions in a chunk's `work` of the series of each store."""
-    roots: dict[str, list[int]] = {}
-    for index, (config, _, _) in enumerate(work):
-        roots.setdefault(config.artifacts_dir, []).append(index)
-    return roots
-
-
-def chunk_series(
-    chunk: dict[str, dict[str, dict[str, np.ndarray]]], upstream: dict[str, str], kind: str
-) -> SeriesToEvaluate | None:
-    """One series' inputs from a chunk's read (`keyed_columns` per argument); None when one is not there."""
-    if any(upstream[name] not in chunk[name] for name in EVALUATE_COLUMNS):
-        return None
-    window, predicted = chunk["window"][upstream["window"]], chunk["predictions"][upstream["predictions"]]
-    fitted = predicted["split"] != "forecast"
-    return SeriesToEvaluate(
-        chunk["series"][upstream["series"]]["y"],
-        window["row"],
-        window["split"],
-        {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
-        kind,
-    )
-
-
-def keyed_columns(
-    store: Store, stage: str, keys: list[str], columns: tuple[str, ...]
-) -> dict[str, dict[str, np.ndarray]]:
-    """Some columns of many outputs of a table stage, read at once (`Store.read_tables`): key -> column ->
-    that output's values, in its row order."""
-    unique = list(dict.fromkeys(keys))
-    table = store.read_tables(stage, unique)
-    arrays = {name: table[name].to_numpy() for name in columns}
-    positions = table.groupby(KEY_COLUMN, observed=True, sort=False).indices
-    return {str(key): {name: values[rows] for name, values in arrays.items()} for key, rows in positions.items()}
