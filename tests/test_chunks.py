@@ -243,3 +243,23 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
             assert metadata[0] == metadata[1]
     seasonal = stores["chunk"].read_table_metadata("normalize", keys["chunk"]["dates, seasons, log"]["normalize"])
     assert len(seasonal["seasonal"]) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pd.DataFrame({"t": np.arange(50) * 0.1, "v": np.sin(np.arange(50.0))}),  # regular float time
+        pd.DataFrame({"t": np.r_[np.arange(20), np.arange(25, 40)], "v": np.arange(35)}),  # int time, a gap; int values
+        pd.DataFrame({"t": [3.0, 1.0, 2.0, 4.0], "v": [3.0, 1.0, 2.0, 4.0]}),  # out of order
+        pd.DataFrame({"t": [1.0, 2.0, 2.0, 3.0], "v": [1.0, 2.0, 5.0, 3.0]}),  # a repeated time
+        pd.DataFrame({"t": [1.0, 2.0, 3.0, 4.0], "v": [1.0, np.nan, 3.0, 4.0]}),  # a missing value
+        pd.DataFrame({"t": ["2024-01-01", "2024-01-02", "2024-01-03"], "v": [1.0, 2.0, 3.0]}),  # dates
+    ],
+)
+def test_cleaning_numbers_in_order_with_numpy_gives_what_the_general_cleaning_gives(raw: pd.DataFrame) -> None:
+    from lstm_forecast.tasks.stages.generate import clean_any, clean_series
+
+    series, notes = clean_series(raw, "t", "v", "interpolate", "mean")
+    expected, expected_notes = clean_any(raw, "t", "v", "interpolate", "mean")
+    pd.testing.assert_frame_equal(series, expected, check_exact=True)
+    assert notes == expected_notes
