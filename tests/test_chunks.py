@@ -263,3 +263,39 @@ def test_cleaning_numbers_in_order_with_numpy_gives_what_the_general_cleaning_gi
     expected, expected_notes = clean_any(raw, "t", "v", "interpolate", "mean")
     pd.testing.assert_frame_equal(series, expected, check_exact=True)
     assert notes == expected_notes
+
+
+def test_a_global_model_trains_on_the_same_arrays_from_its_series_read_at_once(tmp_path: Path) -> None:
+    from lstm_forecast.tasks.stages.normalize import read_model_space
+    from lstm_forecast.tasks.stages.train import MemberSeries, stacked_arrays
+
+    store = Store(tmp_path)
+    config = ForecastConfig(horizon=2, look_back=8, patch=2, train_fraction=0.8, validation_fraction=0.2)
+    keys = [write_inputs(store, number, n, config) for number, n in enumerate((80, 120, 97))]
+    values = store.read_columns("generate", [k["series"] for k in keys], ("y",))
+    origins = store.read_columns("window", [k["window"] for k in keys], ("row", "split"))
+    members = {
+        "one by one": [
+            MemberSeries(
+                store.read_table("generate", k["series"])["y"].to_numpy(),
+                store.read_table("window", k["window"]),
+                read_model_space(store, k["normalize"]),
+                read_model_space(store, k["normalize"]),
+            )
+            for k in keys
+        ],
+        "at once": [
+            MemberSeries(
+                values[k["series"]]["y"],
+                origins[k["window"]],
+                read_model_space(store, k["normalize"]),
+                read_model_space(store, k["normalize"]),
+            )
+            for k in keys
+        ],
+    }
+    for split_name in ("train", "validation", None):
+        for cap in (5, 1000):
+            (x, y), (x_at_once, y_at_once) = (stacked_arrays(m, config, split_name, cap) for m in members.values())
+            np.testing.assert_array_equal(x_at_once, x)
+            np.testing.assert_array_equal(y_at_once, y)
