@@ -107,7 +107,8 @@ def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_serie
             config = ForecastConfig(
                 **base, baselines="statistical" if number == 1 else "naive", artifacts_dir=str(tmp_path / path)
             )
-            upstream = write_inputs(store, number, n, config)
+            with store.batched():  # the chunk's inputs in packs, as a panel's earlier chunks write them
+                upstream = write_inputs(store, number, n, config)
             if number == 3:
                 upstream["window"] = fingerprint("window", "never written")
             work[path].append((config, upstream, fingerprint("evaluate", number)))
@@ -201,7 +202,8 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
                 **({"horizon": 2, "look_back": 8, "scope": "global"} | fields), artifacts_dir=str(tmp_path / path)
             )
             keys[path][name] = {"series": fingerprint("generate", name)}
-            store.write_table("generate", keys[path][name]["series"], series)
+            with store.batched():  # in a pack, as the generate chunks write them
+                store.write_table("generate", keys[path][name]["series"], series)
     failed: dict[str, dict[str, str]] = {path: {} for path in stores}
     for stage, (task_function, chunk_function) in stages.items():
         for path in stores:
@@ -271,7 +273,8 @@ def test_a_global_model_trains_on_the_same_arrays_from_its_series_read_at_once(t
 
     store = Store(tmp_path)
     config = ForecastConfig(horizon=2, look_back=8, patch=2, train_fraction=0.8, validation_fraction=0.2)
-    keys = [write_inputs(store, number, n, config) for number, n in enumerate((80, 120, 97))]
+    with store.batched():  # in a pack, as a panel's chunks write them
+        keys = [write_inputs(store, number, n, config) for number, n in enumerate((80, 120, 97))]
     values = store.read_columns("generate", [k["series"] for k in keys], ("y",))
     origins = store.read_columns("window", [k["window"] for k in keys], ("row", "split"))
     members = {

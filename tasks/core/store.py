@@ -471,16 +471,27 @@ class Store:
         return combined.sort_values(KEY_COLUMN, kind="stable", ignore_index=True)
 
     def read_columns(self, stage: str, keys: list[str], columns: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
-        """Some columns of many outputs of a table stage, read at once (`read_tables`): key -> column -> that
-        output's values in its row order. Empty when one of them is missing (a chunk's series then read their
-        own outputs, `read_own_columns`, and report what they lack)."""
-        try:
-            table = self.read_tables(stage, list(dict.fromkeys(keys)))
-        except (OSError, pa.ArrowException):
-            return {}
-        arrays = {name: table[name].to_numpy() for name in columns}
-        positions = table.groupby(KEY_COLUMN, observed=True, sort=False).indices
-        return {str(key): {name: values[rows] for name, values in arrays.items()} for key, rows in positions.items()}
+        """Some columns of the outputs of a table stage that lie in packs, each pack read once: key -> column ->
+        that output's values in its row order. Outputs elsewhere (their own file, the current batch) or
+        nowhere are left out: a chunk's series read those on their own (`read_own_columns`), which reports
+        what is missing as a single read does."""
+        batch = self._batch()
+        held = batch.tables.get(stage, {}) if batch is not None else {}
+        by_pack: dict[Path, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            if key not in held and not self.path(stage, key).exists():
+                pack = self._pack_of(self._packs_dir(stage), key)
+                if pack is not None:
+                    by_pack.setdefault(pack, []).append(key)
+        read: dict[str, dict[str, np.ndarray]] = {}
+        for pack, pack_keys in by_pack.items():
+            try:
+                table, rows, _ = self._read_pack(pack)
+                arrays = {name: table[name].to_numpy() for name in columns}
+            except (OSError, KeyError, pa.ArrowException):
+                continue  # read on their own, each reports what is wrong
+            read |= {key: {name: values[rows[key]] for name, values in arrays.items()} for key in pack_keys}
+        return read
 
     def read_own_columns(
         self, stage: str, key: str, columns: tuple[str, ...], read: Mapping[str, dict[str, np.ndarray]]

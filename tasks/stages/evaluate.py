@@ -204,28 +204,23 @@ def metrics_frame(parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[s
     metric_column = np.concatenate(
         [np.array(["rmse", "mae", "smape", "mase", "coverage"][:count], dtype=object) for count in per_model]
     )
+    starts = np.cumsum([0, *per_model[:-1]])
     lstm = names.index("lstm")
-    frames = []
-    for split_name, values, coverage in parts:
-        full = np.empty((horizon + 1, block))
-        column = 0
-        for index, count in enumerate(per_model):
-            full[:, column : column + 4] = values[:, index, :]
-            if index == lstm:
-                full[:, column + 4] = coverage
-            column += count
-        frames.append(
-            pd.DataFrame(
-                {
-                    "split": np.full(full.size, split_name, dtype=object),
-                    "model": np.tile(model_column, horizon + 1),
-                    "step": np.repeat(np.arange(horizon + 1, dtype="int64"), block),
-                    "metric": np.tile(metric_column, horizon + 1),
-                    "value": full.reshape(-1),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    values = np.empty((len(parts), horizon + 1, block))
+    for number, (_, metrics, coverage) in enumerate(parts):
+        for index, start in enumerate(starts):
+            values[number, :, start : start + 4] = metrics[:, index, :]
+        values[number, :, starts[lstm] + 4] = coverage
+    blocks = len(parts) * (horizon + 1)
+    return pd.DataFrame(
+        {
+            "split": np.repeat(np.array([name for name, _, _ in parts], dtype=object), (horizon + 1) * block),
+            "model": np.tile(model_column, blocks),
+            "step": np.tile(np.repeat(np.arange(horizon + 1, dtype="int64"), block), len(parts)),
+            "metric": np.tile(metric_column, blocks),
+            "value": values.reshape(-1),
+        }
+    )
 
 
 def select_metrics(
