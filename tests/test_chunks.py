@@ -302,3 +302,19 @@ def test_a_global_model_trains_on_the_same_arrays_from_its_series_read_at_once(t
             (x, y), (x_at_once, y_at_once) = (stacked_arrays(m, config, split_name, cap) for m in members.values())
             np.testing.assert_array_equal(x_at_once, x)
             np.testing.assert_array_equal(y_at_once, y)
+
+
+def test_a_pack_is_the_same_file_as_when_each_output_was_labelled_before_they_were_put_together() -> None:
+    from lstm_forecast.tasks.core.store import KEY_COLUMN, _parquet_bytes, pack_table
+
+    frames = {
+        fingerprint("b", 1): panel_series(1, 5).assign(split="train"),
+        fingerprint("a", 2): panel_series(2, 3).assign(split="test"),
+        fingerprint("c", 3): panel_series(3, 0).assign(split="test"),  # an output without rows
+        fingerprint("d", 4): panel_series(4, 2).assign(split="validation"),
+    }
+    labelled = pd.concat([frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()], ignore_index=True)
+    labelled[KEY_COLUMN] = labelled[KEY_COLUMN].astype("category")
+    packed = pack_table(frames)
+    pd.testing.assert_frame_equal(packed, labelled, check_exact=True)
+    assert _parquet_bytes(packed, {"keys": list(frames)}) == _parquet_bytes(labelled, {"keys": list(frames)})

@@ -211,9 +211,11 @@ def by_store(work: ChunkWork) -> dict[str, list[int]]:
 
 def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output."""
-    parts = [frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()]
-    packed = pd.concat(parts, ignore_index=True)
-    packed[KEY_COLUMN] = packed[KEY_COLUMN].astype("category")
+    keys, lengths = list(frames), [len(frame) for frame in frames.values()]
+    packed = pd.concat(list(frames.values()), ignore_index=True)
+    categories = sorted({key for key, length in zip(keys, lengths, strict=True) if length})  # as astype("category")
+    codes = np.repeat(np.searchsorted(categories, keys), lengths)
+    packed[KEY_COLUMN] = pd.Categorical.from_codes(codes, categories=categories)
     return packed
 
 
