@@ -13,7 +13,7 @@ import pytest
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.stages.evaluate import error_metrics, evaluate, evaluate_chunk, evaluate_predictions
-from lstm_forecast.tasks.stages.normalize import fit_model_space
+from lstm_forecast.tasks.stages.normalize import fit_model_space, scale_series
 from lstm_forecast.tasks.stages.predict import assemble_predictions
 from lstm_forecast.tasks.stages.split import split_bounds
 from lstm_forecast.tasks.stages.window import window_targets
@@ -243,6 +243,13 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
             pd.testing.assert_frame_equal(written, expected, check_exact=True)
             metadata = [store.read_table_metadata(stage, key) for store in stores.values()]
             assert metadata[0] == metadata[1]
+    for name, (series, _) in panel.items():  # the scaled table is the series with its model-space values added
+        if name in failed["chunk"]:
+            continue
+        config, store = configs["chunk"][name], stores["chunk"]
+        fit_stop = int(store.read_table("split", keys["chunk"][name]["split"])["start"].iloc[-1])
+        scaled, _ = scale_series(series, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
+        pd.testing.assert_frame_equal(store.read_table("normalize", keys["chunk"][name]["normalize"]), scaled)
     seasonal = stores["chunk"].read_table_metadata("normalize", keys["chunk"]["dates, seasons, log"]["normalize"])
     assert len(seasonal["seasonal"]) == 1
 

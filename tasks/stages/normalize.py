@@ -243,7 +243,7 @@ def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     bounds = store.read_table("split", split)
     frame = store.read_table("generate", series)
     fit_stop = test_start(bounds["split"].to_numpy(), bounds["start"].to_numpy())
-    scaled, metadata = normalized_series(config, frame, fit_stop)
+    scaled, metadata = normalized_series(config, frame["ds"].to_numpy(), frame["y"].to_numpy(), fit_stop)
     store.write_table("normalize", key, scaled, metadata=metadata)
     log_model_space(fit_stop, metadata)
     return key
@@ -255,14 +255,14 @@ def test_start(splits: np.ndarray, starts: np.ndarray) -> int:
 
 
 def normalized_series(
-    config: ForecastConfig, frame: pd.DataFrame, fit_stop: int
+    config: ForecastConfig, ds: np.ndarray, y: np.ndarray, fit_stop: int
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One series (`ds, y`) with `y_scaled` added, and the metadata normalize stores with it: its model space
-    fitted on rows `[0, fit_stop)`, and the forecaster's, the same choices refitted on every row (seasonal
-    profiles up to the last cycle)."""
-    scaled, space = scale_series(frame, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
-    y = frame["y"].to_numpy()
+    """One series' `ds, y` with `y_scaled` (model space) added, and the metadata normalize stores with it: its
+    model space fitted on rows `[0, fit_stop)`, and the forecaster's, the same choices refitted on every row
+    (seasonal profiles up to the last cycle)."""
+    space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
     full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
+    scaled = pd.DataFrame({"ds": ds, "y": y, "y_scaled": space.encode(y)})
     return scaled, space.to_dict() | {"forecaster": full_space.to_dict()}
 
 
@@ -295,7 +295,7 @@ def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
                 series = store.read_own_columns("generate", upstream["series"], ("ds", "y"), values)
                 bounds = store.read_own_columns("split", upstream["split"], ("split", "start"), splits)
                 fit_stop = test_start(bounds["split"], bounds["start"])
-                scaled, metadata = normalized_series(config, pd.DataFrame(series), fit_stop)
+                scaled, metadata = normalized_series(config, series["ds"], series["y"], fit_stop)
                 store.write_table("normalize", key, scaled, metadata=metadata)
                 if not logged:
                     log_model_space(fit_stop, metadata)
