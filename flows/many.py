@@ -120,9 +120,11 @@ def quiet_after_first() -> Iterator[Callable[[], None]]:
     call after each series."""
     logger = logging.getLogger("prefect.task_runs")
     level = logger.level
+    quiet = max(level, logging.WARNING)
 
     def next_series() -> None:
-        logger.setLevel(max(level, logging.WARNING))
+        if logger.level != quiet:  # setting a level clears every logger's cache: once per chunk, not per series
+            logger.setLevel(quiet)
 
     try:
         yield next_series

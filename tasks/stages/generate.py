@@ -26,7 +26,7 @@ from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
 from lstm_forecast.tasks.stages.normalize import fit_minmax
-from lstm_forecast.tasks.stages.split import split_bounds
+from lstm_forecast.tasks.stages.split import split_rows
 from lstm_forecast.tasks.stages.window import window_targets
 
 TIME, VALUE = "ds", "y"
@@ -254,16 +254,16 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     from lstm_forecast.tasks.core.defaults import adapt_config
 
     config = adapt_config(config, series["ds"], series["y"].to_numpy())
-    bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
+    bounds = split_rows(len(series), config.train_fraction, config.validation_fraction)
     window_targets(
-        series["ds"],
+        series["ds"].to_numpy(),
         bounds,
         config.look_back,
         config.horizon,
         int(config.transform == "diff"),
         padded=config.scope == "global",
     )
-    fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
+    fit_minmax(series["y"].to_numpy()[: int(bounds["start"][-1])])
 
 
 def _parse_times(column: pd.Series, name: str) -> pd.Series:

@@ -7,6 +7,7 @@ validation is the tail `validation_fraction` of the rest, used for early stoppin
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,11 @@ def split_bounds(n_points: int, train_fraction: float, validation_fraction: floa
     Returns:
         DataFrame with columns `split` (train, validation, test), `start`, `stop` (stop exclusive).
     """
+    return pd.DataFrame(split_rows(n_points, train_fraction, validation_fraction))
+
+
+def split_rows(n_points: int, train_fraction: float, validation_fraction: float) -> dict[str, list[Any]]:
+    """`split_bounds` as its columns (lists), for checks that need no table."""
     test_start = int(n_points * train_fraction)
     validation_start = test_start - int(test_start * validation_fraction)
     if n_points - test_start < 1 or validation_start < 2:
@@ -34,13 +40,11 @@ def split_bounds(n_points: int, train_fraction: float, validation_fraction: floa
             f"the series has {n_points} points: too few to split {train_fraction:.0%} / {1 - train_fraction:.0%}",
             "pass a longer series or change --train-fraction",
         )
-    return pd.DataFrame(
-        {
-            "split": list(SPLITS),
-            "start": [0, validation_start, test_start],
-            "stop": [validation_start, test_start, n_points],
-        }
-    )
+    return {
+        "split": list(SPLITS),
+        "start": [0, validation_start, test_start],
+        "stop": [validation_start, test_start, n_points],
+    }
 
 
 @task(name="split", result_serializer="json")
