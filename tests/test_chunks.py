@@ -325,3 +325,20 @@ def test_a_pack_is_the_same_file_as_when_each_output_was_labelled_before_they_we
     packed = pack_table(frames)
     pd.testing.assert_frame_equal(packed, labelled, check_exact=True)
     assert _parquet_bytes(packed, {"keys": list(frames)}) == _parquet_bytes(labelled, {"keys": list(frames)})
+
+
+def test_gaps_in_numeric_time_are_counted_as_the_pandas_steps_count_them() -> None:
+    from lstm_forecast.tasks.core.calendar import time_gaps
+
+    rng = np.random.default_rng(0)
+    regular = np.arange(201) * 0.1
+    cases = [
+        pd.Series(regular),
+        pd.Series(np.r_[regular[:50], regular[60:]]),  # a gap
+        pd.Series(np.cumsum(rng.choice([1.0, 1.0, 1.0, 2.0], size=300))),  # even count of steps, many gaps
+        pd.Series(regular * (1 + rng.normal(scale=1e-6, size=201))),  # steps near the tolerance
+    ]
+    for ds in cases:
+        steps = ds.diff().iloc[1:]
+        expected = int(np.sum(~np.isclose(steps.to_numpy(), steps.median(), rtol=1e-6, atol=0.0)))
+        assert time_gaps(ds, None) == expected
