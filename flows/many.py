@@ -469,7 +469,9 @@ def evaluate_tables(store: Store, keys: dict[str, str]) -> dict[str, pd.DataFram
     and the UI read), for many series at once (each pack read once; the per-step rows left out keep
     100,000 series' tables small)."""
     stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
-    by_key = {str(key): table.drop(columns=KEY_COLUMN) for key, table in stacked.groupby(KEY_COLUMN, observed=True)}
+    positions = stacked.groupby(KEY_COLUMN, observed=True).indices
+    pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
+    by_key = {str(key): pooled.iloc[rows] for key, rows in positions.items()}
     return {series_id: by_key[key] for series_id, key in keys.items()}
 
 

@@ -342,3 +342,22 @@ def test_gaps_in_numeric_time_are_counted_as_the_pandas_steps_count_them() -> No
         steps = ds.diff().iloc[1:]
         expected = int(np.sum(~np.isclose(steps.to_numpy(), steps.median(), rtol=1e-6, atol=0.0)))
         assert time_gaps(ds, None) == expected
+
+
+def test_the_flow_reads_each_series_pooled_metrics_as_a_table_per_series_did(tmp_path: Path) -> None:
+    from lstm_forecast.flows.many import evaluate_tables
+    from lstm_forecast.tasks.core.store import KEY_COLUMN
+
+    store = Store(tmp_path)
+    rng = np.random.default_rng(0)
+    keys = {f"s{number}": fingerprint("evaluate", number) for number in range(5)}
+    with store.batched():
+        for number, key in enumerate(keys.values()):
+            steps = np.repeat(np.arange(3), 2 + number)
+            store.write_table("evaluate", key, pd.DataFrame({"step": steps, "value": rng.normal(size=len(steps))}))
+    stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
+    expected = {str(k): table.drop(columns=KEY_COLUMN) for k, table in stacked.groupby(KEY_COLUMN, observed=True)}
+    tables = evaluate_tables(store, keys)
+    for series_id, key in keys.items():
+        pd.testing.assert_frame_equal(tables[series_id], expected[key], check_exact=True)
+        assert (tables[series_id]["step"] == 0).all() and len(tables[series_id]) > 1
