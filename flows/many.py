@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -121,9 +122,11 @@ def quiet_after_first() -> Iterator[Callable[[], None]]:
     call after each series."""
     logger = logging.getLogger("prefect.task_runs")
     level = logger.level
+    quiet = max(level, logging.WARNING)
 
     def next_series() -> None:
-        logger.setLevel(max(level, logging.WARNING))
+        if logger.level != quiet:  # setting a level clears every logger's cache: once per chunk, not per series
+            logger.setLevel(quiet)
 
     try:
         yield next_series
@@ -180,9 +183,28 @@ def run_whole_chunk(
     return {i: results[i] for i in configs}  # in the chunk's order
 
 
+class ChunkSeries:
+    """A chunk's series for its task: each one's config and stages so far, handed over as one plain object.
+
+    Prefect walks a task's arguments looking for futures (twice when the flow submits it, once more when it
+    runs), into every field of every config: for a chunk of 250 series that cost about as much as the stage
+    itself, in the flow's one process. There are no futures in here, and Prefect does not walk into it.
+    """
+
+    __slots__ = ("configs", "stages")
+
+    def __init__(self, configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> None:
+        self.configs, self.stages = configs, stages
+
+
+def stage_of_chunk_task(stage: str, series: ChunkSeries, digest: str | None = None) -> dict[str, SeriesResult]:
+    """`stage_of_chunk` of the chunk `series` (the function of a chunk's task)."""
+    return stage_of_chunk(stage, series.configs, series.stages, digest)
+
+
 # One task per stage, named after it: a panel's run shows the stages in the UI as a single series' run does.
 CHUNK_TASKS = {
-    name: task(stage_of_chunk, name=name, result_serializer="json", cache_policy=NO_CACHE, persist_result=False)
+    name: task(stage_of_chunk_task, name=name, result_serializer="json", cache_policy=NO_CACHE, persist_result=False)
     for name in STAGES
     if name != "train"
 }
@@ -221,12 +243,8 @@ async def each_chunk(
     chunk_task = CHUNK_TASKS[stage]
 
     def arguments(chunk: list[str]) -> dict[str, Any]:
-        return {
-            "stage": stage,
-            "configs": {i: configs[i] for i in chunk},
-            "stages": {i: stages[i] for i in chunk if i in stages},
-            "digest": digest,
-        }
+        series = ChunkSeries({i: configs[i] for i in chunk}, {i: stages[i] for i in chunk if i in stages})
+        return {"stage": stage, "series": series, "digest": digest}
 
     results: dict[str, SeriesResult] = {}
     if not parallel:
@@ -277,14 +295,11 @@ def stored_global_run(
         if series is None or not store.is_complete("generate", series):
             return None
         keys[series_id] = {"generate": series}
-    frames = {i: store.read_table("generate", keys[i]["generate"]) for i in ids}
-    sized = [adapt_config(with_fields(config, series_id=i), frames[i]["ds"], frames[i]["y"].to_numpy()) for i in ids]
-    shared = global_settings(config, sized, [len(frames[i]) for i in ids])
+    frames = generated_series(store, {i: keys[i]["generate"] for i in ids})
+    sized = [adapt_config(with_fields(config, series_id=i), *frames[i]) for i in ids]
+    shared = global_settings(config, sized, [len(frames[i][1]) for i in ids])
     sampled = statistical_sample(ids, config.baseline_sample, config.seed)
-    configs = {
-        i: adapt_config(panel_config(config, shared, i, i in sampled), frames[i]["ds"], frames[i]["y"].to_numpy())
-        for i in ids
-    }
+    configs = {i: adapt_config(panel_config(config, shared, i, i in sampled), *frames[i]) for i in ids}
     for series_id in ids:
         for stage in PREPARE_STAGES:
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
@@ -351,8 +366,16 @@ async def generate_and_share(
         return generated, {}
     store = Store(config.artifacts_dir)
     sized = [ForecastConfig.model_validate(r["sized"]) for r in generated.values()]
-    lengths = [len(store.read_table("generate", generated[i]["stages"]["generate"]["key"])) for i in generated]
+    keys = {i: r["stages"]["generate"]["key"] for i, r in generated.items()}
+    lengths = [len(y) for _, y in generated_series(store, keys).values()]
     return generated, global_settings(config, sized, lengths)
+
+
+def generated_series(store: Store, keys: dict[str, str]) -> dict[str, tuple[pd.Series, np.ndarray]]:
+    """Series id -> its times and values, by its generate key (every pack read once: `Store.read_columns`)."""
+    read = store.read_columns("generate", list(keys.values()), ("ds", "y"))
+    own = {i: store.read_own_columns("generate", key, ("ds", "y"), read) for i, key in keys.items()}
+    return {i: (pd.Series(columns["ds"], name="ds"), columns["y"]) for i, columns in own.items()}
 
 
 async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfig:
@@ -400,12 +423,8 @@ async def forecast_global(
             len(sampled),
             len(generated),
         )
-    configs = {
-        i: config_for_series(
-            panel_config(config, shared, i, i in sampled), store, generated[i]["stages"]["generate"]["key"]
-        )
-        for i in generated
-    }
+    series = generated_series(store, {i: r["stages"]["generate"]["key"] for i, r in generated.items()})
+    configs = {i: adapt_config(panel_config(config, shared, i, i in sampled), *series[i]) for i in generated}
     prepared = await each_stage(
         PREPARE_STAGES, configs, {i: r["stages"] for i, r in generated.items()}, parallel, keep_failures
     )
@@ -452,7 +471,9 @@ def evaluate_tables(store: Store, keys: dict[str, str]) -> dict[str, pd.DataFram
     and the UI read), for many series at once (each pack read once; the per-step rows left out keep
     100,000 series' tables small)."""
     stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
-    by_key = {str(key): table.drop(columns=KEY_COLUMN) for key, table in stacked.groupby(KEY_COLUMN, observed=True)}
+    positions = stacked.groupby(KEY_COLUMN, observed=True).indices
+    pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
+    by_key = {str(key): pooled.iloc[rows] for key, rows in positions.items()}
     return {series_id: by_key[key] for series_id, key in keys.items()}
 
 

@@ -141,6 +141,9 @@ def time_gaps(ds: pd.Series, freq: str | None) -> int:
         return 0
     if offset is not None and pd.api.types.is_datetime64_any_dtype(ds):
         return int(np.sum(~_one_step(pd.DatetimeIndex(ds), offset)))
+    if pd.api.types.is_float_dtype(ds):  # numeric time: what the pandas steps below compute, on the array
+        steps_array = np.diff(ds.to_numpy())
+        return int(np.sum(~np.isclose(steps_array, np.nanmedian(steps_array), rtol=1e-6, atol=0.0)))
     steps = ds.diff().iloc[1:]
     median = steps.median()
     if pd.api.types.is_float_dtype(steps):

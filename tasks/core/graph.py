@@ -8,6 +8,7 @@ stage's key, and the CLI prints stages in its order. Adding a stage is one entry
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,8 +28,8 @@ class Stage:
         version: bump when the code changes what it writes: its key changes, old outputs are not reused.
         output: what it writes.
         chunk: `module:function` that runs it for many series at once, where that is faster than one
-            by one (one batched model call): it takes `(config, inputs' keys, key)` per series and returns
-            each one's error or None. Empty: a chunk runs the task's function per series.
+            by one (one batched model call, inputs read once per chunk): it takes `(config, inputs' keys,
+            key)` per series and returns each one's error or None. Empty: a chunk runs the task's function per series.
     """
 
     name: str
@@ -52,13 +53,20 @@ _STAGES = "lstm_forecast.tasks.stages"
 # in one loop (`MemberLSTM`).
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate"),
-    Stage("split", f"{_STAGES}.split:split", {"series": "generate"}, ("train_fraction", "validation_fraction")),
+    Stage(
+        "split",
+        f"{_STAGES}.split:split",
+        {"series": "generate"},
+        ("train_fraction", "validation_fraction"),
+        chunk=f"{_STAGES}.split:split_chunk",
+    ),
     Stage(
         "normalize",
         f"{_STAGES}.normalize:normalize",
         {"series": "generate", "split": "split"},
         ("scaler", "transform", "log", "seasons"),
         version=4,
+        chunk=f"{_STAGES}.normalize:normalize_chunk",
     ),
     Stage(
         "window",
@@ -66,6 +74,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         {"series": "generate", "split": "split", "normalize": "normalize"},
         ("look_back", "horizon", "scope"),
         version=3,
+        chunk=f"{_STAGES}.window:window_chunk",
     ),
     Stage(
         "train",
@@ -108,6 +117,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         },
         ("season_length", "arima_order", "arima_fit_points", "baselines"),
         version=4,
+        chunk=f"{_STAGES}.evaluate:evaluate_chunk",
     ),
     Stage(
         "plot",
@@ -139,6 +149,17 @@ def stage_task(name: str) -> Any:
 def stage_chunk_function(name: str) -> Any | None:
     """The function that runs stage `name` for many series at once (`Stage.chunk`), or None."""
     return _imported(STAGE[name].chunk) if STAGE[name].chunk else None
+
+
+def stage_logger() -> Any:
+    """The current Prefect run's logger, or outside a run (a stage's function called directly) the package's."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("lstm_forecast")
 
 
 def _imported(reference: str) -> Any:

@@ -207,11 +207,24 @@ _pack_index: dict[Path, tuple[int, dict[str, Path]]] = {}
 _pack_tables: OrderedDict[tuple[Path, int], tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]] = OrderedDict()
 
 
+ChunkWork = list[tuple[ForecastConfig, dict[str, str], str]]  # a chunk function's series: (config, inputs' keys, key)
+
+
+def by_store(work: ChunkWork) -> dict[str, list[int]]:
+    """The positions in a chunk's `work` of the series of each store."""
+    roots: dict[str, list[int]] = {}
+    for index, (config, _, _) in enumerate(work):
+        roots.setdefault(config.artifacts_dir, []).append(index)
+    return roots
+
+
 def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output."""
-    parts = [frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()]
-    packed = pd.concat(parts, ignore_index=True)
-    packed[KEY_COLUMN] = packed[KEY_COLUMN].astype("category")
+    keys, lengths = list(frames), [len(frame) for frame in frames.values()]
+    packed = pd.concat(list(frames.values()), ignore_index=True)
+    categories = sorted({key for key, length in zip(keys, lengths, strict=True) if length})  # as astype("category")
+    codes = np.repeat(np.searchsorted(categories, keys), lengths)
+    packed[KEY_COLUMN] = pd.Categorical.from_codes(codes, categories=categories)
     return packed
 
 
@@ -501,6 +514,38 @@ class Store:
         combined = pd.concat(parts, ignore_index=True)
         combined[KEY_COLUMN] = pd.Categorical(combined[KEY_COLUMN].astype(str), categories=wanted.unique())
         return combined.sort_values(KEY_COLUMN, kind="stable", ignore_index=True)
+
+    def read_columns(self, stage: str, keys: list[str], columns: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+        """Some columns of the outputs of a table stage that lie in packs, each pack read once: key -> column ->
+        that output's values in its row order. Outputs elsewhere (their own file, the current batch) or
+        nowhere are left out: a chunk's series read those on their own (`read_own_columns`), which reports
+        what is missing as a single read does."""
+        batch = self._batch()
+        held = batch.tables.get(stage, {}) if batch is not None else {}
+        by_pack: dict[Path, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            if key not in held and not self.path(stage, key).exists():
+                pack = self._pack_of(self._packs_dir(stage), key)
+                if pack is not None:
+                    by_pack.setdefault(pack, []).append(key)
+        read: dict[str, dict[str, np.ndarray]] = {}
+        for pack, pack_keys in by_pack.items():
+            try:
+                table, rows, _ = self._read_pack(pack)
+                arrays = {name: table[name].to_numpy() for name in columns}
+            except (OSError, KeyError, pa.ArrowException):
+                continue  # read on their own, each reports what is wrong
+            read |= {key: {name: values[rows[key]] for name, values in arrays.items()} for key in pack_keys}
+        return read
+
+    def read_own_columns(
+        self, stage: str, key: str, columns: tuple[str, ...], read: Mapping[str, dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """One output's columns: from a chunk's `read_columns` when it is there, else read on its own."""
+        if key in read:
+            return read[key]
+        table = self.read_table(stage, key)
+        return {name: table[name].to_numpy() for name in columns}
 
     def location(self, stage: str, key: str) -> Path:
         """The file (or model folder) that holds an output: its own, or the pack it was written in."""

@@ -20,14 +20,17 @@ part); for the LSTM also `coverage`, the share of targets inside its prediction 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
-from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
 from lstm_forecast.tasks.stages.baselines import statistical_forecasts
 from lstm_forecast.tasks.stages.normalize import read_model_space
 
@@ -105,36 +108,119 @@ def evaluate_predictions(
     Args:
         y: the series' values (n,).
         targets: `row, split` of the window origins (m rows).
-        predictions: `y_hat, y_lo, y_hi, split, step` (from `assemble_predictions`), m·horizon fitted rows first.
+        predictions: `y, y_hat, y_lo, y_hi, split, step` (from `assemble_predictions`), m·horizon fitted rows
+            first.
         baselines: name -> (m, horizon) forecasts of the same targets.
     Returns:
         Long table `split, model, step, metric, value`; step 0 pools all steps.
     """
+    fitted = (predictions["split"] != "forecast").to_numpy()
+    columns = {name: predictions[name].to_numpy()[fitted] for name in ("y", "y_hat", "y_lo", "y_hi")}
+    horizon = int(predictions["step"].to_numpy()[fitted].max())
+    return metrics_of_arrays(y, targets["row"].to_numpy(), targets["split"].to_numpy(), columns, horizon, baselines)
+
+
+def metrics_of_arrays(
+    y: np.ndarray,
+    rows: np.ndarray,
+    splits: np.ndarray,
+    fitted: dict[str, np.ndarray],
+    horizon: int,
+    baselines: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """`evaluate_predictions` on arrays: origin `rows` (m,) and their `splits` (m,); `fitted` holds the
+    predictions' fitted rows (m·horizon,) by column (`y`, `y_hat`, `y_lo`, `y_hi`).
+
+    Every model's metrics of a split are computed at once for all steps (`split_metrics`), with the same
+    reductions over the same values as `error_metrics` per step, so the numbers are the same to the bit.
+    """
     y = np.asarray(y, dtype="float64")
-    fitted = predictions[predictions["split"] != "forecast"]
-    horizon = int(fitted["step"].max())
-    rows = targets["row"].to_numpy()
     truth = y[rows[:, None] + np.arange(horizon)]
-    candidates = {"lstm": fitted["y_hat"].to_numpy().reshape(len(rows), horizon), **baselines}
-    inside = ((fitted["y_lo"] <= fitted["y"]) & (fitted["y"] <= fitted["y_hi"])).to_numpy().reshape(len(rows), -1)
-    train_stop = int(rows[targets["split"].to_numpy() == "train"].max()) + 1
+    candidates = {"lstm": np.asarray(fitted["y_hat"]).reshape(len(rows), horizon), **baselines}
+    inside = ((fitted["y_lo"] <= fitted["y"]) & (fitted["y"] <= fitted["y_hi"])).reshape(len(rows), -1)
+    train_stop = int(rows[splits == "train"].max()) + 1
     mase_scale = float(np.mean(np.abs(np.diff(y[:train_stop]))))
-    records = []
+    names = list(candidates)
+    parts: list[tuple[str, np.ndarray, np.ndarray]] = []  # (split, `split_metrics`, LSTM coverage per step)
     for split_name in ("train", "validation", "test"):
-        mask = targets["split"].to_numpy() == split_name
-        if not mask.any():
-            continue
-        for step in range(0, horizon + 1):
+        mask = splits == split_name
+        if mask.any():
+            stacked = np.stack([np.asarray(candidates[name], dtype="float64")[mask] for name in names])
+            values = split_metrics(truth[mask], stacked, mase_scale)
+            coverage = step_means(inside[mask].astype("float64"))
+            parts.append((split_name, values, coverage))
+    return metrics_frame(parts, names, horizon)
+
+
+def step_means(values: np.ndarray) -> np.ndarray:
+    """Means of an (m, horizon) array: all of it (pooled), then each column; (horizon + 1,). Each mean reduces
+    the same values in the same order as `np.mean` of that 1-d selection."""
+    pooled = np.mean(values.reshape(-1))
+    return np.concatenate([[pooled], np.mean(np.ascontiguousarray(values.T), axis=1)])
+
+
+def split_metrics(truth: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> np.ndarray:
+    """RMSE, MAE, sMAPE and MASE (`error_metrics`) of models' forecasts `y_hat` (models, m, horizon) of `truth`
+    (m, horizon), pooled over all steps and per step: (horizon + 1, models, 4), step 0 pooled.
+
+    A model with a missing forecast (NaN) is scored per step by `error_metrics` itself (it leaves those out).
+    """
+    models, _, horizon = y_hat.shape
+    out = np.empty((horizon + 1, models, 4))
+    finite = np.isfinite(y_hat).reshape(models, -1).all(axis=1)
+    if finite.any():
+        error = y_hat[finite] - truth
+        denominator = np.abs(truth) + np.abs(y_hat[finite])
+        smape = np.where(denominator > 0, 2 * np.abs(error) / np.where(denominator > 0, denominator, 1), 0.0)
+        squared, absolute = error**2, np.abs(error)
+        mse, mae, mean_smape = (pooled_and_per_step(values) for values in (squared, absolute, smape))
+        out[:, finite, 0] = np.sqrt(mse)
+        out[:, finite, 1] = mae
+        out[:, finite, 2] = 100 * mean_smape
+        out[:, finite, 3] = mae / mase_scale if mase_scale > 0 else float("nan")
+    for model in np.flatnonzero(~finite):
+        for step in range(horizon + 1):
             columns = slice(None) if step == 0 else slice(step - 1, step)
-            for model, y_hat in candidates.items():
-                values = error_metrics(truth[mask][:, columns], y_hat[mask][:, columns], mase_scale)
-                if model == "lstm":
-                    values["coverage"] = float(np.mean(inside[mask][:, columns]))
-                records += [
-                    {"split": split_name, "model": model, "step": step, "metric": name, "value": value}
-                    for name, value in values.items()
-                ]
-    return pd.DataFrame.from_records(records)
+            values = error_metrics(truth[:, columns], y_hat[model][:, columns], mase_scale)
+            out[step, model] = [values[name] for name in ("rmse", "mae", "smape", "mase")]
+    return out
+
+
+def pooled_and_per_step(values: np.ndarray) -> np.ndarray:
+    """Means of (models, m, horizon) values per model: pooled over rows and steps, then per step (the rows of
+    one step); (horizon + 1, models), each reducing its values in the order `np.mean` of a 1-d array does."""
+    models, rows, horizon = values.shape
+    pooled = np.mean(values.reshape(models, rows * horizon), axis=1)
+    per_step = np.mean(np.ascontiguousarray(values.transpose(2, 0, 1)), axis=2)  # (horizon, models)
+    return np.concatenate([pooled[None, :], per_step])
+
+
+def metrics_frame(parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[str], horizon: int) -> pd.DataFrame:
+    """The long table `split, model, step, metric, value` of each split's `split_metrics` and LSTM coverage, in
+    the order split, step, model, metric (coverage after the LSTM's four)."""
+    per_model = [4 + (name == "lstm") for name in names]
+    block = sum(per_model)  # rows per split and step
+    model_column = np.repeat(np.array(names, dtype=object), per_model)
+    metric_column = np.concatenate(
+        [np.array(["rmse", "mae", "smape", "mase", "coverage"][:count], dtype=object) for count in per_model]
+    )
+    starts = np.cumsum([0, *per_model[:-1]])
+    lstm = names.index("lstm")
+    values = np.empty((len(parts), horizon + 1, block))
+    for number, (_, metrics, coverage) in enumerate(parts):
+        for index, start in enumerate(starts):
+            values[number, :, start : start + 4] = metrics[:, index, :]
+        values[number, :, starts[lstm] + 4] = coverage
+    blocks = len(parts) * (horizon + 1)
+    return pd.DataFrame(
+        {
+            "split": np.repeat(np.array([name for name, _, _ in parts], dtype=object), (horizon + 1) * block),
+            "model": np.tile(model_column, blocks),
+            "step": np.tile(np.repeat(np.arange(horizon + 1, dtype="int64"), block), len(parts)),
+            "metric": np.tile(metric_column, blocks),
+            "value": values.reshape(-1),
+        }
+    )
 
 
 def select_metrics(
@@ -175,20 +261,35 @@ def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
     return wide.reindex(columns=[m for m in METRICS if m in wide.columns]).reset_index()
 
 
-@task(name="evaluate", result_serializer="json")
-def evaluate(
-    config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str, key: str
-) -> str:
-    """Score the LSTM and the baselines; returns the evaluate key."""
-    store = Store(config.artifacts_dir)
-    logger = get_run_logger()
-    y = store.read_table("generate", series)["y"].to_numpy()
-    targets = store.read_table("window", window)
-    rows = targets["row"].to_numpy()
-    fit_stop = int(targets.loc[targets["split"] == "test", "row"].min())  # the test split's first row
+@dataclass(frozen=True)
+class SeriesToEvaluate:
+    """One series' inputs to evaluate: its values, window origins (`row`, `split`), the fitted rows of its
+    predictions (`y`, `y_hat`, `y_lo`, `y_hi`, m·horizon each) and its model space's kind."""
+
+    y: np.ndarray
+    rows: np.ndarray
+    splits: np.ndarray
+    fitted: dict[str, np.ndarray]
+    kind: str
+
+
+def series_to_evaluate(y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, kind: str) -> SeriesToEvaluate:
+    fitted = (predictions["split"] != "forecast").to_numpy()
+    return SeriesToEvaluate(
+        np.asarray(y),
+        targets["row"].to_numpy(),
+        targets["split"].to_numpy(),
+        {name: predictions[name].to_numpy()[fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
+        kind,
+    )
+
+
+def score_series(config: ForecastConfig, data: SeriesToEvaluate) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The evaluate table of one series (the LSTM and the baselines `config` names) and its metadata."""
+    y, rows = data.y, data.rows
+    fit_stop = int(rows[data.splits == "test"].min())  # the test split's first row
     season = config.season_length or detect_season(y[:fit_stop])
-    differenced = read_model_space(store, normalize).kind in ("diff", "level")  # a unit root was found
-    order = config.arima_order or (2, int(differenced), 2)
+    order = config.arima_order or (2, int(data.kind in ("diff", "level")), 2)  # a unit root was found
     baselines = {
         "naive": naive_predictions(y, rows, config.horizon),
         "seasonal_naive": seasonal_naive_predictions(y, rows, config.horizon, season),
@@ -204,18 +305,81 @@ def evaluate(
             y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop
         )
         baselines.update(statistical)
-    metrics = evaluate_predictions(y, targets, store.read_table("predict", predictions), baselines)
-    store.write_table(
-        "evaluate",
-        key,
-        metrics,
-        metadata={"season_length": season, "arima_order": list(order), "statistical_baselines": described},
-    )
-    logger.info(
+    horizon = len(data.fitted["y_hat"]) // len(rows)
+    metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, baselines)
+    return metrics, {"season_length": season, "arima_order": list(order), "statistical_baselines": described}
+
+
+def log_metrics(metrics: pd.DataFrame, metadata: dict[str, Any]) -> None:
+    described = metadata["statistical_baselines"]
+    stage_logger().info(
         "season length %d, ARIMA%s; %s; metrics (all steps):\n%s",
-        season,
-        order,
+        metadata["season_length"],
+        tuple(metadata["arima_order"]),
         "; ".join(f"{name}: {text}" for name, text in described.items()),
         metrics_table(metrics).to_string(index=False, float_format="%.4f"),
     )
+
+
+@task(name="evaluate", result_serializer="json")
+def evaluate(
+    config: ForecastConfig, series: str, normalize: str, window: str, predictions: str, model: str, key: str
+) -> str:
+    """Score the LSTM and the baselines; returns the evaluate key."""
+    store = Store(config.artifacts_dir)
+    data = series_to_evaluate(
+        store.read_table("generate", series)["y"].to_numpy(),
+        store.read_table("window", window),
+        store.read_table("predict", predictions),
+        read_model_space(store, normalize).kind,
+    )
+    metrics, metadata = score_series(config, data)
+    store.write_table("evaluate", key, metrics, metadata=metadata)
+    log_metrics(metrics, metadata)
     return key
+
+
+def evaluate_chunk(work: ChunkWork) -> list[Exception | None]:
+    """`evaluate` of many series at once, each `(config, its inputs' keys, its key)`: each input stage's
+    outputs read once for the chunk (`Store.read_columns`), the metrics table logged for the first series
+    only. Returns, per series, None or the error it failed with (it fails alone)."""
+    errors: list[Exception | None] = [None] * len(work)
+    logged = False
+    for root, indices in by_store(work).items():
+        store = Store(root)
+        read = {
+            name: store.read_columns(stage, [work[i][1][name] for i in indices], columns)
+            for name, (stage, columns) in EVALUATE_COLUMNS.items()
+        }
+        for index in indices:
+            config, upstream, key = work[index]
+            try:
+                own = {
+                    name: store.read_own_columns(stage, upstream[name], columns, read[name])
+                    for name, (stage, columns) in EVALUATE_COLUMNS.items()
+                }
+                predicted = own["predictions"]
+                fitted = predicted["split"] != "forecast"
+                data = SeriesToEvaluate(
+                    own["series"]["y"],
+                    own["window"]["row"],
+                    own["window"]["split"],
+                    {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
+                    read_model_space(store, upstream["normalize"]).kind,
+                )
+                metrics, metadata = score_series(config, data)
+                store.write_table("evaluate", key, metrics, metadata=metadata)
+                if not logged:
+                    log_metrics(metrics, metadata)
+                    logged = True
+            except Exception as error:  # reported per series: it fails alone
+                errors[index] = error
+    return errors
+
+
+# evaluate's table inputs read for a whole chunk: argument -> (stage, the columns it needs)
+EVALUATE_COLUMNS = {
+    "series": ("generate", ("y",)),
+    "window": ("window", ("row", "split")),
+    "predictions": ("predict", ("y", "y_hat", "y_lo", "y_hi", "split")),
+}

@@ -18,14 +18,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from lstm_forecast.tasks.core.calendar import infer_frequency, time_gaps
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
 from lstm_forecast.tasks.stages.normalize import fit_minmax
-from lstm_forecast.tasks.stages.split import split_bounds
+from lstm_forecast.tasks.stages.split import split_rows
 from lstm_forecast.tasks.stages.window import window_targets
 
 TIME, VALUE = "ds", "y"
@@ -156,13 +157,38 @@ def clean_series(
     Returns:
         (series with `ds` datetime64 or float and `y` float64, notes for the log)
     """
-    notes: list[str] = []
     for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
         if column not in raw.columns:
             raise InputError(
                 f"column {column!r} is not in the input's header ({len(raw.columns)} columns)",
                 f"name the right column with {flag} (the header is the file's first line)",
             )
+    return clean_numbers(raw, time_column, value_column) or clean_any(
+        raw, time_column, value_column, nan_policy, duplicate_policy
+    )
+
+
+def clean_numbers(raw: pd.DataFrame, time_column: str, value_column: str) -> tuple[pd.DataFrame, list[str]] | None:
+    """`clean_series` of the common case, checked with numpy: numeric time and values, in time order, without
+    repeated times or missing or infinite values. None for anything else (`clean_any` cleans and notes it)."""
+    time, value = raw[time_column], raw[value_column]
+    if not all(isinstance(c.dtype, np.dtype) and c.dtype.kind in "iuf" for c in (time, value)) or not len(raw):
+        return None
+    ds, y = time.to_numpy(dtype="float64"), value.to_numpy(dtype="float64")
+    if not (np.isfinite(ds).all() and np.isfinite(y).all() and (ds[1:] > ds[:-1]).all()):
+        return None
+    series = pd.DataFrame({TIME: ds, VALUE: y})
+    irregular = time_gaps(series[TIME], None)  # numeric time has no calendar frequency
+    return series, [
+        f"{irregular} step(s) differ from the usual time step: gaps are kept, not filled"
+    ] if irregular else []
+
+
+def clean_any(
+    raw: pd.DataFrame, time_column: str, value_column: str, nan_policy: str, duplicate_policy: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """`clean_series` of any table holding both columns: parsed, sorted, repeats and gaps handled by policy."""
+    notes: list[str] = []
     y = pd.to_numeric(raw[value_column], errors="coerce")
     non_numeric = (y.isna() & raw[value_column].notna()).to_numpy()
     if non_numeric.any():
@@ -227,16 +253,16 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
     from lstm_forecast.tasks.core.defaults import adapt_config
 
     config = adapt_config(config, series["ds"], series["y"].to_numpy())
-    bounds = split_bounds(len(series), config.train_fraction, config.validation_fraction)
+    bounds = split_rows(len(series), config.train_fraction, config.validation_fraction)
     window_targets(
-        series["ds"],
+        series["ds"].to_numpy(),
         bounds,
         config.look_back,
         config.horizon,
         int(config.transform == "diff"),
         padded=config.scope == "global",
     )
-    fit_minmax(series["y"].to_numpy()[: int(bounds["start"].iloc[-1])])
+    fit_minmax(series["y"].to_numpy()[: int(bounds["start"][-1])])
 
 
 # The largest magnitude an input value may have. The pipeline squares differences of values (RMSE, variances,
@@ -367,7 +393,7 @@ def _retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefec
 def generate(config: ForecastConfig) -> str:
     """Read or synthesise the series; returns its store key."""
     store = Store(config.artifacts_dir)
-    logger = get_run_logger()
+    logger = stage_logger()
     source_key = None
     if config.input:
         if config.series_id is None:

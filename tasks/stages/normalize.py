@@ -20,17 +20,19 @@ The parameters travel with the scaled series and, later, with the model.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
 
 # 'none' cannot forecast outside the training range, so it is chosen only on strong evidence of a
 # stationary series: an ADF p-value under 1 % (at 5 %, a short falling interest-rate series passed and
@@ -238,23 +240,69 @@ def scale_series(
 def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     """Scale the series; returns the normalize key."""
     store = Store(config.artifacts_dir)
-    bounds = store.read_table("split", split).set_index("split")
-    fit_stop = int(bounds.loc["test", "start"])
+    bounds = store.read_table("split", split)
     frame = store.read_table("generate", series)
-    scaled, space = scale_series(frame, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
-    # The forecaster's space: the same choices refitted on every row (seasonal profiles up to the last cycle).
-    y = frame["y"].to_numpy()
-    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
-    store.write_table("normalize", key, scaled, metadata=space.to_dict() | {"forecaster": full_space.to_dict()})
-    get_run_logger().info(
-        "model space fitted on the first %d rows: %s, log %s, seasons %s, scale %s",
-        fit_stop,
-        space.kind,
-        space.log,
-        space.seasons,
-        space.scaler,
-    )
+    fit_stop = test_start(bounds["split"].to_numpy(), bounds["start"].to_numpy())
+    scaled, metadata = normalized_series(config, frame["ds"].to_numpy(), frame["y"].to_numpy(), fit_stop)
+    store.write_table("normalize", key, scaled, metadata=metadata)
+    log_model_space(fit_stop, metadata)
     return key
+
+
+def test_start(splits: np.ndarray, starts: np.ndarray) -> int:
+    """The first row of the test split, from a split table's `split` and `start` columns."""
+    return int(starts[np.flatnonzero(splits == "test")[0]])
+
+
+def normalized_series(
+    config: ForecastConfig, ds: np.ndarray, y: np.ndarray, fit_stop: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One series' `ds, y` with `y_scaled` (model space) added, and the metadata normalize stores with it: its
+    model space fitted on rows `[0, fit_stop)`, and the forecaster's, the same choices refitted on every row
+    (seasonal profiles up to the last cycle)."""
+    space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
+    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
+    scaled = pd.DataFrame({"ds": ds, "y": y, "y_scaled": space.encode(y)})
+    return scaled, space.to_dict() | {"forecaster": full_space.to_dict()}
+
+
+def log_model_space(fit_stop: int, metadata: dict[str, Any]) -> None:
+    logger = stage_logger()
+    if logger.isEnabledFor(logging.INFO):  # inside a chunk only its first series logs
+        space = ModelSpace.from_dict(metadata)
+        logger.info(
+            "model space fitted on the first %d rows: %s, log %s, seasons %s, scale %s",
+            fit_stop,
+            space.kind,
+            space.log,
+            space.seasons,
+            space.scaler,
+        )
+
+
+def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
+    """`normalize` of many series at once, each `(config, its inputs' keys, its key)`: their values and splits
+    read once for the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
+    errors: list[Exception | None] = [None] * len(work)
+    logged = False
+    for root, indices in by_store(work).items():
+        store = Store(root)
+        values = store.read_columns("generate", [work[i][1]["series"] for i in indices], ("ds", "y"))
+        splits = store.read_columns("split", [work[i][1]["split"] for i in indices], ("split", "start"))
+        for index in indices:
+            config, upstream, key = work[index]
+            try:
+                series = store.read_own_columns("generate", upstream["series"], ("ds", "y"), values)
+                bounds = store.read_own_columns("split", upstream["split"], ("split", "start"), splits)
+                fit_stop = test_start(bounds["split"], bounds["start"])
+                scaled, metadata = normalized_series(config, series["ds"], series["y"], fit_stop)
+                store.write_table("normalize", key, scaled, metadata=metadata)
+                if not logged:
+                    log_model_space(fit_stop, metadata)
+                    logged = True
+            except Exception as error:  # reported per series: it fails alone
+                errors[index] = error
+    return errors
 
 
 def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:

@@ -6,12 +6,17 @@ validation is the tail `validation_fraction` of the rest, used for early stoppin
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
 from lstm_forecast.tasks.stages.window import window_targets
 
 SPLITS = ("train", "validation", "test")
@@ -23,6 +28,11 @@ def split_bounds(n_points: int, train_fraction: float, validation_fraction: floa
     Returns:
         DataFrame with columns `split` (train, validation, test), `start`, `stop` (stop exclusive).
     """
+    return pd.DataFrame(split_rows(n_points, train_fraction, validation_fraction))
+
+
+def split_rows(n_points: int, train_fraction: float, validation_fraction: float) -> dict[str, list[Any]]:
+    """`split_bounds` as its columns (lists), for checks that need no table."""
     test_start = int(n_points * train_fraction)
     validation_start = test_start - int(test_start * validation_fraction)
     if n_points - test_start < 1 or validation_start < 2:
@@ -30,25 +40,56 @@ def split_bounds(n_points: int, train_fraction: float, validation_fraction: floa
             f"the series has {n_points} points: too few to split {train_fraction:.0%} / {1 - train_fraction:.0%}",
             "pass a longer series or change --train-fraction",
         )
-    return pd.DataFrame(
-        {
-            "split": list(SPLITS),
-            "start": [0, validation_start, test_start],
-            "stop": [validation_start, test_start, n_points],
-        }
-    )
+    return {
+        "split": list(SPLITS),
+        "start": [0, validation_start, test_start],
+        "stop": [validation_start, test_start, n_points],
+    }
 
 
 @task(name="split", result_serializer="json")
 def split(config: ForecastConfig, series: str, key: str) -> str:
     """Split the series `series` (a generate key); returns the split key."""
     store = Store(config.artifacts_dir)
-    ds = store.read_table("generate", series)["ds"]
+    bounds = series_bounds(config, store.read_table("generate", series)["ds"])
+    store.write_table("split", key, bounds)
+    log_bounds(bounds)
+    return key
+
+
+def series_bounds(config: ForecastConfig, ds: pd.Series | np.ndarray) -> pd.DataFrame:
+    """One series' split bounds; refuses a look_back or horizon too long for it before anything is written."""
     bounds = split_bounds(len(ds), config.train_fraction, config.validation_fraction)
-    # refuse a look_back or horizon too long before writing anything
     window_targets(
         ds, bounds, config.look_back, config.horizon, int(config.transform == "diff"), padded=config.scope == "global"
     )
-    store.write_table("split", key, bounds)
-    get_run_logger().info("split rows: %s", bounds.to_dict("records"))
-    return key
+    return bounds
+
+
+def log_bounds(bounds: pd.DataFrame) -> None:
+    logger = stage_logger()
+    if logger.isEnabledFor(logging.INFO):  # inside a chunk only its first series logs
+        logger.info("split rows: %s", bounds.to_dict("records"))
+
+
+def split_chunk(work: ChunkWork) -> list[Exception | None]:
+    """`split` of many series at once, each `(config, its inputs' keys, its key)`: their times read once for
+    the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
+    errors: list[Exception | None] = [None] * len(work)
+    logged = False
+    for root, indices in by_store(work).items():
+        store = Store(root)
+        times = store.read_columns("generate", [work[i][1]["series"] for i in indices], ("ds",))
+        for index in indices:
+            config, upstream, key = work[index]
+            try:
+                bounds = series_bounds(
+                    config, store.read_own_columns("generate", upstream["series"], ("ds",), times)["ds"]
+                )
+                store.write_table("split", key, bounds)
+                if not logged:
+                    log_bounds(bounds)
+                    logged = True
+            except Exception as error:  # reported per series: it fails alone
+                errors[index] = error
+    return errors

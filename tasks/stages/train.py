@@ -552,7 +552,7 @@ class MemberSeries:
     """One series of a global model: its values, window origins and model spaces."""
 
     y: np.ndarray
-    targets: Any  # DataFrame `row, ds, split` (from `window_targets`)
+    targets: Any  # `row` and `split` of its window origins (from `window_targets`): a table or its columns
     space: ModelSpace
     full_space: ModelSpace
 
@@ -560,13 +560,14 @@ class MemberSeries:
         """Inputs and targets of the last `cap` windows of one split (None: every window, forecaster space)."""
         space = self.full_space if split_name is None else self.space
         z = space.encode(self.y)
-        rows = (
-            self.targets["row"].to_numpy()
-            if split_name is None
-            else self.targets.loc[self.targets["split"] == split_name, "row"].to_numpy()
-        )
+        rows = np.asarray(self.targets["row"])
+        if split_name is not None:
+            rows = rows[self.split_mask(split_name)]
         rows = rows[-cap:]
         return space.inputs(z, rows, config.look_back, config.patch), space.targets(z, rows, config.horizon)
+
+    def split_mask(self, split_name: str) -> np.ndarray:
+        return np.asarray(self.targets["split"]) == split_name
 
 
 def stacked_arrays(
@@ -593,16 +594,19 @@ def train_global(
     """
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
+    values = store.read_columns("generate", series, ("y",))  # each pack read once, not once per series
+    origins = store.read_columns("window", window, ("row", "split"))
     members = [
         MemberSeries(
-            store.read_table("generate", s)["y"].to_numpy(),
-            store.read_table("window", w),
+            store.read_own_columns("generate", s, ("y",), values)["y"],
+            store.read_own_columns("window", w, ("row", "split"), origins),
             read_model_space(store, n),
             read_model_space(store, n, forecaster=True),
         )
         for s, n, w in zip(series, normalize, window, strict=True)
     ]
-    cap = window_cap([int((m.targets["split"] == "train").sum()) for m in members])
+    del values, origins
+    cap = window_cap([int(m.split_mask("train").sum()) for m in members])
     get_run_logger().info("one model across %d series, at most %d training windows from each", len(members), cap)
     model, forecaster, fit = fit_with_forecaster(
         stacked_arrays(members, config, "train", cap),

@@ -1,0 +1,363 @@
+"""A panel's per-series stages run for a whole chunk at once (`Stage.chunk`): the chunk path writes exactly the
+tables (same keys, equal frames, same metadata) of the per-series path. Pure functions and a store in a temporary
+folder, without Prefect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.store import Store, fingerprint
+from lstm_forecast.tasks.stages.evaluate import error_metrics, evaluate, evaluate_chunk, evaluate_predictions
+from lstm_forecast.tasks.stages.normalize import fit_model_space, scale_series
+from lstm_forecast.tasks.stages.predict import assemble_predictions
+from lstm_forecast.tasks.stages.split import split_bounds
+from lstm_forecast.tasks.stages.window import window_targets
+
+
+def metrics_one_by_one(
+    y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, baselines: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """evaluate's metrics as they were computed before they were vectorised: `error_metrics` per split, step
+    and model, one record each (the reference the vectorised table must equal to the bit)."""
+    fitted = predictions[predictions["split"] != "forecast"]
+    horizon = int(fitted["step"].max())
+    rows = targets["row"].to_numpy()
+    truth = y[rows[:, None] + np.arange(horizon)]
+    candidates = {"lstm": fitted["y_hat"].to_numpy().reshape(len(rows), horizon), **baselines}
+    inside = ((fitted["y_lo"] <= fitted["y"]) & (fitted["y"] <= fitted["y_hi"])).to_numpy().reshape(len(rows), -1)
+    train_stop = int(rows[targets["split"].to_numpy() == "train"].max()) + 1
+    mase_scale = float(np.mean(np.abs(np.diff(y[:train_stop]))))
+    records = []
+    for split_name in ("train", "validation", "test"):
+        mask = targets["split"].to_numpy() == split_name
+        if not mask.any():
+            continue
+        for step in range(0, horizon + 1):
+            columns = slice(None) if step == 0 else slice(step - 1, step)
+            for model, y_hat in candidates.items():
+                values = error_metrics(truth[mask][:, columns], y_hat[mask][:, columns], mase_scale)
+                if model == "lstm":
+                    values["coverage"] = float(np.mean(inside[mask][:, columns]))
+                records += [
+                    {"split": split_name, "model": model, "step": step, "metric": name, "value": value}
+                    for name, value in values.items()
+                ]
+    return pd.DataFrame.from_records(records)
+
+
+def panel_series(number: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(number)
+    return pd.DataFrame({"ds": np.arange(n, dtype="float64"), "y": 50 + np.cumsum(rng.normal(size=n))})
+
+
+def fake_predictions(series: pd.DataFrame, targets: pd.DataFrame, horizon: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = series["y"].to_numpy()
+    y_hat = y[targets["row"].to_numpy()[:, None] + np.arange(horizon)] + rng.normal(size=(len(targets), horizon))
+    return assemble_predictions(series, targets, y_hat, y[-horizon:], np.full(horizon, 0.8))
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_evaluate_s_vectorised_metrics_equal_error_metrics_per_split_step_and_model_to_the_bit(horizon: int) -> None:
+    series = panel_series(0, 700)  # over 128 targets per split: numpy's pairwise sums recurse
+    targets = window_targets(series["ds"], split_bounds(700, 0.6, 0.3), 16, horizon)
+    y, rows = series["y"].to_numpy(), targets["row"].to_numpy()
+    predictions = fake_predictions(series, targets, horizon, 1)
+    statistical = y[rows[:, None] + np.arange(horizon)] * 1.01
+    statistical[: len(rows) // 2] = np.nan  # forecast from the test origins only, as AutoETS's is
+    baselines = {
+        "naive": np.repeat(y[rows - 1][:, None], horizon, axis=1),
+        "auto_ets": statistical,
+        "auto_arima": np.full((len(rows), horizon), np.nan),  # failed: no forecast at all
+    }
+    expected = metrics_one_by_one(y, targets, predictions, baselines)
+    pd.testing.assert_frame_equal(evaluate_predictions(y, targets, predictions, baselines), expected, check_exact=True)
+
+
+def write_inputs(store: Store, number: int, n: int, config: ForecastConfig) -> dict[str, str]:
+    """One series' generate, normalize, window and predict outputs as evaluate reads them; their keys."""
+    keys = {name: fingerprint(name, number) for name in ("series", "normalize", "window", "predictions", "model")}
+    series = panel_series(number, n)
+    bounds = split_bounds(n, config.train_fraction, config.validation_fraction)
+    targets = window_targets(series["ds"], bounds, config.look_back, config.horizon, padded=True)
+    fit_stop = int(bounds["start"].iloc[-1])
+    space = fit_model_space(series["y"].to_numpy(), fit_stop, "level")
+    store.write_table("generate", keys["series"], series)
+    store.write_table("normalize", keys["normalize"], series, metadata=space.to_dict() | {"forecaster": {}})
+    store.write_table("window", keys["window"], targets)
+    store.write_table("predict", keys["predictions"], fake_predictions(series, targets, config.horizon, number))
+    return keys
+
+
+def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_series_missing_an_input_fails_alone(
+    tmp_path: Path,
+) -> None:
+    base = dict(horizon=2, look_back=8, season_length=4, train_fraction=0.8, validation_fraction=0.2)
+    lengths = {0: 80, 1: 120, 2: 97, 3: 64}
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
+    work: dict[str, list] = {path: [] for path in stores}
+    for path, store in stores.items():
+        for number, n in lengths.items():
+            # series 1 with the statistical baselines (a global run's sample), the others naive only
+            config = ForecastConfig(
+                **base, baselines="statistical" if number == 1 else "naive", artifacts_dir=str(tmp_path / path)
+            )
+            with store.batched():  # the chunk's inputs in packs, as a panel's earlier chunks write them
+                upstream = write_inputs(store, number, n, config)
+            if number == 3:
+                upstream["window"] = fingerprint("window", "never written")
+            work[path].append((config, upstream, fingerprint("evaluate", number)))
+
+    one_by_one = []
+    for config, upstream, key in work["one-by-one"]:
+        try:
+            evaluate.fn(config=config, **upstream, key=key)
+            one_by_one.append(None)
+        except Exception as error:
+            one_by_one.append(error)
+    with stores["chunk"].batched():  # as a chunk runs: its outputs written as one pack
+        chunked = evaluate_chunk(work["chunk"])
+
+    assert [error is None for error in chunked] == [error is None for error in one_by_one] == [True, True, True, False]
+    assert type(chunked[3]) is type(one_by_one[3]) is FileNotFoundError
+    assert str(chunked[3]).replace(str(tmp_path / "chunk"), str(tmp_path / "one-by-one")) == str(one_by_one[3])
+    assert len(list((tmp_path / "chunk" / "evaluate" / "packs").glob("*.parquet"))) == 1
+    for _, _, key in work["chunk"][:3]:
+        expected, written = (store.read_table("evaluate", key) for store in stores.values())
+        pd.testing.assert_frame_equal(written, expected, check_exact=True)
+        assert stores["chunk"].read_table_metadata("evaluate", key) == stores["one-by-one"].read_table_metadata(
+            "evaluate", key
+        )
+    described = stores["chunk"].read_table_metadata("evaluate", work["chunk"][1][2])["statistical_baselines"]
+    assert set(described) == {"auto_ets", "auto_arima"}
+
+
+def window_targets_by_split(
+    ds: pd.Series, bounds: pd.DataFrame, look_back: int, horizon: int, offset: int, padded: bool
+) -> pd.DataFrame:
+    """window_targets as it was before it was vectorised: a frame per split, concatenated (the reference)."""
+    frames = []
+    for split_name, start, stop in bounds[["split", "start", "stop"]].itertuples(index=False):
+        context = min(look_back, 8) if padded else look_back
+        rows = np.arange(max(int(start), context + offset), int(stop) - horizon + 1)
+        frames.append(pd.DataFrame({"row": rows, "ds": ds.to_numpy()[rows], "split": split_name}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("n", "look_back", "horizon", "offset", "padded", "dates"),
+    [
+        (40, 8, 1, 0, False, False),
+        (40, 16, 3, 1, True, True),
+        (200, 52, 13, 0, True, False),
+        (30, 12, 4, 0, True, True),
+    ],
+)
+def test_window_targets_are_those_of_a_frame_per_split(
+    n: int, look_back: int, horizon: int, offset: int, padded: bool, dates: bool
+) -> None:
+    ds = pd.Series(pd.date_range("2024-01-01", periods=n, freq="W") if dates else np.arange(n) * 0.5)
+    bounds = split_bounds(n, 0.8, 0.2)
+    targets = window_targets(ds, bounds, look_back, horizon, offset, padded)
+    expected = window_targets_by_split(ds, bounds, look_back, horizon, offset, padded)
+    pd.testing.assert_frame_equal(targets, expected, check_exact=True)
+    no_validation = split_bounds(n, 0.8, 0.0)  # an empty validation split: no targets there, none needed
+    pd.testing.assert_frame_equal(
+        window_targets(ds, no_validation, look_back, horizon, offset, padded),
+        window_targets_by_split(ds, no_validation, look_back, horizon, offset, padded),
+        check_exact=True,
+    )
+
+
+def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_per_series(tmp_path: Path) -> None:
+    from lstm_forecast.tasks.stages.normalize import normalize, normalize_chunk
+    from lstm_forecast.tasks.stages.split import split, split_chunk
+    from lstm_forecast.tasks.stages.window import window, window_chunk
+
+    panel = {
+        "numeric": (panel_series(0, 90), dict(transform="level")),
+        "dates, seasons, log": (
+            panel_series(1, 120).assign(ds=pd.date_range("2020-01-05", periods=120, freq="W")),
+            dict(transform="auto", seasons=(4,), log="auto"),
+        ),
+        "differenced": (panel_series(2, 75), dict(transform="diff", scope="local")),
+        "too short": (panel_series(3, 12), dict(transform="level")),
+    }
+    stages = {
+        "split": (split, split_chunk),
+        "normalize": (normalize, normalize_chunk),
+        "window": (window, window_chunk),
+    }
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
+    keys: dict[str, dict[str, dict[str, str]]] = {path: {} for path in stores}
+    configs: dict[str, dict[str, ForecastConfig]] = {path: {} for path in stores}
+    for path, store in stores.items():
+        for name, (series, fields) in panel.items():
+            configs[path][name] = ForecastConfig(
+                **({"horizon": 2, "look_back": 8, "scope": "global"} | fields), artifacts_dir=str(tmp_path / path)
+            )
+            keys[path][name] = {"series": fingerprint("generate", name)}
+            with store.batched():  # in a pack, as the generate chunks write them
+                store.write_table("generate", keys[path][name]["series"], series)
+    failed: dict[str, dict[str, str]] = {path: {} for path in stores}
+    for stage, (task_function, chunk_function) in stages.items():
+        for path in stores:
+            going = [name for name in panel if name not in failed[path]]
+            for name in going:
+                keys[path][name][stage] = fingerprint(stage, name)
+            arguments = {
+                "split": ("series",),
+                "normalize": ("series", "split"),
+                "window": ("series", "split", "normalize"),
+            }
+            work = [
+                (configs[path][name], {a: keys[path][name][a] for a in arguments[stage]}, keys[path][name][stage])
+                for name in going
+            ]
+            if path == "chunk":
+                with stores[path].batched():
+                    errors = chunk_function(work)
+            else:
+                errors = []
+                for config, upstream, key in work:
+                    try:
+                        task_function.fn(config=config, **upstream, key=key)
+                        errors.append(None)
+                    except Exception as error:
+                        errors.append(error)
+            failed[path] |= {name: str(error) for name, error in zip(going, errors, strict=True) if error}
+    assert failed["chunk"] == failed["one-by-one"] and list(failed["chunk"]) == ["too short"]
+    assert "too few" in failed["chunk"]["too short"]
+    for stage in stages:
+        assert not list((tmp_path / "chunk" / stage).glob("*.parquet"))  # packs only (one per column layout)
+        for name in panel:
+            if name in failed["chunk"]:
+                continue
+            key = keys["chunk"][name][stage]
+            expected, written = (store.read_table(stage, key) for store in stores.values())
+            pd.testing.assert_frame_equal(written, expected, check_exact=True)
+            metadata = [store.read_table_metadata(stage, key) for store in stores.values()]
+            assert metadata[0] == metadata[1]
+    for name, (series, _) in panel.items():  # the scaled table is the series with its model-space values added
+        if name in failed["chunk"]:
+            continue
+        config, store = configs["chunk"][name], stores["chunk"]
+        fit_stop = int(store.read_table("split", keys["chunk"][name]["split"])["start"].iloc[-1])
+        scaled, _ = scale_series(series, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
+        pd.testing.assert_frame_equal(store.read_table("normalize", keys["chunk"][name]["normalize"]), scaled)
+    seasonal = stores["chunk"].read_table_metadata("normalize", keys["chunk"]["dates, seasons, log"]["normalize"])
+    assert len(seasonal["seasonal"]) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pd.DataFrame({"t": np.arange(50) * 0.1, "v": np.sin(np.arange(50.0))}),  # regular float time
+        pd.DataFrame({"t": np.r_[np.arange(20), np.arange(25, 40)], "v": np.arange(35)}),  # int time, a gap; int values
+        pd.DataFrame({"t": [3.0, 1.0, 2.0, 4.0], "v": [3.0, 1.0, 2.0, 4.0]}),  # out of order
+        pd.DataFrame({"t": [1.0, 2.0, 2.0, 3.0], "v": [1.0, 2.0, 5.0, 3.0]}),  # a repeated time
+        pd.DataFrame({"t": [1.0, 2.0, 3.0, 4.0], "v": [1.0, np.nan, 3.0, 4.0]}),  # a missing value
+        pd.DataFrame({"t": ["2024-01-01", "2024-01-02", "2024-01-03"], "v": [1.0, 2.0, 3.0]}),  # dates
+    ],
+)
+def test_cleaning_numbers_in_order_with_numpy_gives_what_the_general_cleaning_gives(raw: pd.DataFrame) -> None:
+    from lstm_forecast.tasks.stages.generate import clean_any, clean_series
+
+    series, notes = clean_series(raw, "t", "v", "interpolate", "mean")
+    expected, expected_notes = clean_any(raw, "t", "v", "interpolate", "mean")
+    pd.testing.assert_frame_equal(series, expected, check_exact=True)
+    assert notes == expected_notes
+
+
+def test_a_global_model_trains_on_the_same_arrays_from_its_series_read_at_once(tmp_path: Path) -> None:
+    from lstm_forecast.tasks.stages.normalize import read_model_space
+    from lstm_forecast.tasks.stages.train import MemberSeries, stacked_arrays
+
+    store = Store(tmp_path)
+    config = ForecastConfig(horizon=2, look_back=8, patch=2, train_fraction=0.8, validation_fraction=0.2)
+    with store.batched():  # in a pack, as a panel's chunks write them
+        keys = [write_inputs(store, number, n, config) for number, n in enumerate((80, 120, 97))]
+    values = store.read_columns("generate", [k["series"] for k in keys], ("y",))
+    origins = store.read_columns("window", [k["window"] for k in keys], ("row", "split"))
+    members = {
+        "one by one": [
+            MemberSeries(
+                store.read_table("generate", k["series"])["y"].to_numpy(),
+                store.read_table("window", k["window"]),
+                read_model_space(store, k["normalize"]),
+                read_model_space(store, k["normalize"]),
+            )
+            for k in keys
+        ],
+        "at once": [
+            MemberSeries(
+                values[k["series"]]["y"],
+                origins[k["window"]],
+                read_model_space(store, k["normalize"]),
+                read_model_space(store, k["normalize"]),
+            )
+            for k in keys
+        ],
+    }
+    for split_name in ("train", "validation", None):
+        for cap in (5, 1000):
+            (x, y), (x_at_once, y_at_once) = (stacked_arrays(m, config, split_name, cap) for m in members.values())
+            np.testing.assert_array_equal(x_at_once, x)
+            np.testing.assert_array_equal(y_at_once, y)
+
+
+def test_a_pack_is_the_same_file_as_when_each_output_was_labelled_before_they_were_put_together() -> None:
+    from lstm_forecast.tasks.core.store import KEY_COLUMN, _parquet_bytes, pack_table
+
+    frames = {
+        fingerprint("b", 1): panel_series(1, 5).assign(split="train"),
+        fingerprint("a", 2): panel_series(2, 3).assign(split="test"),
+        fingerprint("c", 3): panel_series(3, 0).assign(split="test"),  # an output without rows
+        fingerprint("d", 4): panel_series(4, 2).assign(split="validation"),
+    }
+    labelled = pd.concat([frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()], ignore_index=True)
+    labelled[KEY_COLUMN] = labelled[KEY_COLUMN].astype("category")
+    packed = pack_table(frames)
+    pd.testing.assert_frame_equal(packed, labelled, check_exact=True)
+    assert _parquet_bytes(packed, {"keys": list(frames)}) == _parquet_bytes(labelled, {"keys": list(frames)})
+
+
+def test_gaps_in_numeric_time_are_counted_as_the_pandas_steps_count_them() -> None:
+    from lstm_forecast.tasks.core.calendar import time_gaps
+
+    rng = np.random.default_rng(0)
+    regular = np.arange(201) * 0.1
+    cases = [
+        pd.Series(regular),
+        pd.Series(np.r_[regular[:50], regular[60:]]),  # a gap
+        pd.Series(np.cumsum(rng.choice([1.0, 1.0, 1.0, 2.0], size=300))),  # even count of steps, many gaps
+        pd.Series(regular * (1 + rng.normal(scale=1e-6, size=201))),  # steps near the tolerance
+    ]
+    for ds in cases:
+        steps = ds.diff().iloc[1:]
+        expected = int(np.sum(~np.isclose(steps.to_numpy(), steps.median(), rtol=1e-6, atol=0.0)))
+        assert time_gaps(ds, None) == expected
+
+
+def test_the_flow_reads_each_series_pooled_metrics_as_a_table_per_series_did(tmp_path: Path) -> None:
+    from lstm_forecast.flows.many import evaluate_tables
+    from lstm_forecast.tasks.core.store import KEY_COLUMN
+
+    store = Store(tmp_path)
+    rng = np.random.default_rng(0)
+    keys = {f"s{number}": fingerprint("evaluate", number) for number in range(5)}
+    with store.batched():
+        for number, key in enumerate(keys.values()):
+            steps = np.repeat(np.arange(3), 2 + number)
+            store.write_table("evaluate", key, pd.DataFrame({"step": steps, "value": rng.normal(size=len(steps))}))
+    stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
+    expected = {str(k): table.drop(columns=KEY_COLUMN) for k, table in stacked.groupby(KEY_COLUMN, observed=True)}
+    tables = evaluate_tables(store, keys)
+    for series_id, key in keys.items():
+        pd.testing.assert_frame_equal(tables[series_id], expected[key], check_exact=True)
+        assert (tables[series_id]["step"] == 0).all() and len(tables[series_id]) > 1
