@@ -23,10 +23,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields  # noqa: E402
 from lstm_forecast.tasks.core.defaults import window_cap  # noqa: E402
-from lstm_forecast.tasks.stages.normalize import fit_model_space  # noqa: E402
-from lstm_forecast.tasks.stages.split import split_bounds  # noqa: E402
-from lstm_forecast.tasks.stages.train import MemberSeries, fit_model, stacked_arrays  # noqa: E402
-from lstm_forecast.tasks.stages.window import window_targets  # noqa: E402
+from lstm_forecast.tasks.core.space import fit_model_space
+from lstm_forecast.tasks.core.windows import split_bounds, window_targets
+from lstm_forecast.tasks.stages.train import MemberSeries, fit_model, stacked_arrays
 
 
 def peak_mib() -> float:

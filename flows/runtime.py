@@ -24,7 +24,7 @@ def set_environment_defaults() -> None:
 
 
 def _import_tensorflow() -> None:
-    from lstm_forecast.tasks.stages.train import import_keras
+    from lstm_forecast.tasks.core.networks import import_keras
 
     import_keras()
 

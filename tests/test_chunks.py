@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.space import fit_model_space
 from lstm_forecast.tasks.core.store import Store, fingerprint
+from lstm_forecast.tasks.core.windows import split_bounds, window_targets
 from lstm_forecast.tasks.stages.evaluate import error_metrics, evaluate, evaluate_chunk, evaluate_predictions
-from lstm_forecast.tasks.stages.normalize import fit_model_space, scale_series
+from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.predict import assemble_predictions
-from lstm_forecast.tasks.stages.split import split_bounds
-from lstm_forecast.tasks.stages.window import window_targets
 
 
 def metrics_one_by_one(
@@ -275,7 +275,7 @@ def test_cleaning_numbers_in_order_with_numpy_gives_what_the_general_cleaning_gi
 
 
 def test_a_global_model_trains_on_the_same_arrays_from_its_series_read_at_once(tmp_path: Path) -> None:
-    from lstm_forecast.tasks.stages.normalize import read_model_space
+    from lstm_forecast.tasks.core.space import read_model_space
     from lstm_forecast.tasks.stages.train import MemberSeries, stacked_arrays
 
     store = Store(tmp_path)

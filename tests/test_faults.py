@@ -131,7 +131,7 @@ def test_concurrent_registry_writers_lose_no_entry(tmp_path: Path) -> None:
 def test_models_load_in_safe_mode(tmp_path: Path) -> None:
     import keras
 
-    from lstm_forecast.tasks.stages.train import load_model
+    from lstm_forecast.tasks.core.networks import load_model
 
     model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Lambda(lambda x: x * 2)])
     path = tmp_path / "lambda.keras"

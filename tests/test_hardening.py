@@ -358,8 +358,8 @@ def test_values_from_data_and_files_reach_messages_escaped_and_bounded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lstm_forecast.tasks.core.errors import shown
+    from lstm_forecast.tasks.core.space import fit_minmax
     from lstm_forecast.tasks.operations.registry import record_model
-    from lstm_forecast.tasks.stages.normalize import fit_minmax
 
     red = "\x1b[31mred\x1b[0m\u202e\n"
     assert shown(red) == "\\x1b[31mred\\x1b[0m\\u202e\\n" and len(shown("x" * 500)) == 80

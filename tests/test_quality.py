@@ -11,13 +11,14 @@ import pytest
 
 from lstm_forecast.tasks.core.config import build_config
 from lstm_forecast.tasks.core.defaults import detect_season
+from lstm_forecast.tasks.core.networks import load_model
+from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
+from lstm_forecast.tasks.core.windows import split_bounds, window_targets, window_targets_matrix
 from lstm_forecast.tasks.stages import train as train_module
 from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
-from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space, scale_series
+from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.predict import conformal_widths, forecast_all
-from lstm_forecast.tasks.stages.split import split_bounds
-from lstm_forecast.tasks.stages.train import build_model, fit_model, inference_model, load_model, training_arrays
-from lstm_forecast.tasks.stages.window import window_targets, window_targets_matrix
+from lstm_forecast.tasks.stages.train import build_model, fit_model, inference_model, training_arrays
 
 
 def test_multi_step_windows_keep_every_target_inside_its_split() -> None:
@@ -202,8 +203,8 @@ def test_backtest_folds_test_consecutive_chunks_of_the_last_part() -> None:
 
 
 def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
+    from lstm_forecast.tasks.core.networks import SavedModel
     from lstm_forecast.tasks.operations.ahead import History, recursive_forecasts
-    from lstm_forecast.tasks.stages.train import SavedModel
 
     y = 50 + np.cumsum(np.random.RandomState(5).normal(size=200))
     space = fit_model_space(y, 160, "level", log="no")

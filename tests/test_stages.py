@@ -11,13 +11,13 @@ import pytest
 
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.space import fit_minmax
+from lstm_forecast.tasks.core.windows import split_bounds, window_inputs, window_targets
 from lstm_forecast.tasks.stages.evaluate import error_metrics, evaluate_predictions, naive_predictions
 from lstm_forecast.tasks.stages.generate import clean_series, synthetic_series
-from lstm_forecast.tasks.stages.normalize import fit_minmax, scale_series
+from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.plot import draw_figure
 from lstm_forecast.tasks.stages.predict import assemble_predictions
-from lstm_forecast.tasks.stages.split import split_bounds
-from lstm_forecast.tasks.stages.window import window_inputs, window_targets
 
 
 def tiny_series(n: int = 20) -> pd.DataFrame:

@@ -32,8 +32,8 @@ import pandas as pd
 from lstm_forecast.tasks.core.calendar import calendar_seasons, infer_frequency
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.stages.normalize import LOG_RATIO
-from lstm_forecast.tasks.stages.window import GLOBAL_MIN_CONTEXT
+from lstm_forecast.tasks.core.space import LOG_RATIO
+from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 OPTIMIZER_STEPS = 1500

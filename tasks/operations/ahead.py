@@ -24,12 +24,12 @@ from prefect import get_run_logger, task
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.networks import SavedModel, load_saved
+from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
 from lstm_forecast.tasks.stages.generate import clean_series, long_input, long_series
-from lstm_forecast.tasks.stages.normalize import ModelSpace, fit_model_space, read_model_space
 from lstm_forecast.tasks.stages.predict import predict_many
-from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
 FORECAST_COLUMNS = ("unique_id", "ds", "y_hat", "y_lo", "y_hi", "model", "model_key", "made_at")
 MODEL_NAME = "lstm"  # the `model` column, as Nixtla's tables name the model that made a row

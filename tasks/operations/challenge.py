@@ -13,11 +13,11 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.networks import SavedModel, load_saved
+from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.registry import record_decision, utc_now
-from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
 from lstm_forecast.tasks.stages.predict import predict_rows
-from lstm_forecast.tasks.stages.train import SavedModel, load_saved
 
 
 def holdout_errors(saved: SavedModel, y: np.ndarray, holdout_start: int, space: ModelSpace | None = None) -> np.ndarray:

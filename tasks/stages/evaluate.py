@@ -30,9 +30,9 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.space import read_model_space
 from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
 from lstm_forecast.tasks.stages.baselines import statistical_forecasts
-from lstm_forecast.tasks.stages.normalize import read_model_space
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
 MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")

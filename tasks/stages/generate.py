@@ -24,10 +24,9 @@ from lstm_forecast.tasks.core.calendar import infer_frequency, time_gaps
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.space import fit_minmax
 from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
-from lstm_forecast.tasks.stages.normalize import fit_minmax
-from lstm_forecast.tasks.stages.split import split_rows
-from lstm_forecast.tasks.stages.window import window_targets
+from lstm_forecast.tasks.core.windows import split_rows, window_targets
 
 TIME, VALUE = "ds", "y"
 

@@ -21,8 +21,6 @@ The parameters travel with the scaled series and, later, with the model.
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,202 +28,10 @@ import pandas as pd
 from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
-
-# 'none' cannot forecast outside the training range, so it is chosen only on strong evidence of a
-# stationary series: an ADF p-value under 1 % (at 5 %, a short falling interest-rate series passed and
-# its LSTM test RMSE was 2.4 x the naive forecast's; 1.3 x with 'level').
-ADF_P_VALUE = 0.01
-# Log scale when max / min of the (positive) training values is at least this: on a monthly
-# equipment-orders series spanning a factor of 2, log took the LSTM's test RMSE from 2.20 to 2.03.
-LOG_RATIO = 2.0
-SEASONAL_FIT_CYCLES = 12  # MSTL sees at most this many cycles of the longest season (its cost grows with length)
-
-
-@dataclass(frozen=True)
-class MinMaxParams:
-    """`scaled = (v - data_min) / (data_max - data_min)`."""
-
-    data_min: float
-    data_max: float
-
-    def scale(self, values: np.ndarray) -> np.ndarray:
-        return (np.asarray(values, dtype="float64") - self.data_min) / (self.data_max - self.data_min)
-
-    def unscale(self, scaled: np.ndarray) -> np.ndarray:
-        return np.asarray(scaled, dtype="float64") * (self.data_max - self.data_min) + self.data_min
-
-
-@dataclass(frozen=True)
-class ModelSpace:
-    """How values map to what the model sees, and back.
-
-    `v = log(y) (if log) - seasonal component of the row`; then per `kind` the model sees
-    `scale(v)` ('none'), `scale(diff v)` ('diff') or `scale(v) - scale(v[last row of the window])`
-    ('level'). `offset` is the number of leading rows without a model-space value.
-    """
-
-    kind: str  # "none", "diff" or "level"
-    scaler: MinMaxParams
-    log: bool = False
-    seasonal: tuple[tuple[float, ...], ...] = field(default=())  # per season: its value at phase `row % length`
-
-    @property
-    def offset(self) -> int:
-        return 1 if self.kind == "diff" else 0
-
-    @property
-    def seasons(self) -> tuple[int, ...]:
-        return tuple(len(profile) for profile in self.seasonal)
-
-    def season_at(self, rows: np.ndarray) -> np.ndarray:
-        """The summed seasonal components at `rows` (any shape, any row, past the end too)."""
-        rows = np.asarray(rows)
-        total = np.zeros(rows.shape)
-        for profile in self.seasonal:
-            total += np.asarray(profile)[rows % len(profile)]
-        return total
-
-    def adjusted(self, y: np.ndarray) -> np.ndarray:
-        """`v`: log (if chosen) minus the seasonal components, (n,)."""
-        y = np.asarray(y, dtype="float64")
-        base = np.log(np.maximum(y, 1e-12)) if self.log else y
-        return base - self.season_at(np.arange(len(y))) if self.seasonal else base
-
-    def encode(self, y: np.ndarray) -> np.ndarray:
-        """Model-space values (n,), NaN where undefined; 'level' windows subtract their last value later."""
-        v = self.adjusted(y)
-        return self.scaler.scale(np.concatenate([[np.nan], np.diff(v)]) if self.kind == "diff" else v)
-
-    def inputs(self, z: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
-        """Model inputs (len(rows), look_back / patch, patch) float32 for origin rows of encoded `z`."""
-        from lstm_forecast.tasks.stages.window import window_inputs
-
-        return window_inputs(z, rows, look_back, patch, relative=self.kind == "level")
-
-    def targets(self, z: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
-        """Training targets (len(rows), horizon) float32: `z[row + h]`, minus `z[row - 1]` for 'level'."""
-        from lstm_forecast.tasks.stages.window import window_targets_matrix
-
-        return window_targets_matrix(z, rows, horizon, relative=self.kind == "level")
-
-    def decode(self, z_hat: np.ndarray, y: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """Values (m, H) from model-space forecasts `z_hat` (m, H) made at origin rows (m,).
-
-        Row `origins[i]` is the first forecast target of row i; `y[: origins[i]]` is known when forecasting.
-        """
-        origins = np.asarray(origins)
-        z_hat = np.asarray(z_hat, dtype="float64").reshape(len(origins), -1)
-        v = self.adjusted(y)
-        last = v[origins - 1][:, None]
-        if self.kind == "diff":
-            adjusted = last + np.cumsum(self.scaler.unscale(z_hat), axis=1)
-        elif self.kind == "level":
-            adjusted = last + (self.scaler.unscale(z_hat) - self.scaler.unscale(0.0))
-        else:
-            adjusted = self.scaler.unscale(z_hat)
-        if self.seasonal:
-            adjusted = adjusted + self.season_at(origins[:, None] + np.arange(z_hat.shape[1]))
-        return np.exp(adjusted) if self.log else adjusted
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "data_min": self.scaler.data_min,
-            "data_max": self.scaler.data_max,
-            "log": self.log,
-            "seasonal": [list(profile) for profile in self.seasonal],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpace:
-        return cls(
-            data.get("kind", "none"),
-            MinMaxParams(data["data_min"], data["data_max"]),
-            bool(data.get("log", False)),
-            tuple(tuple(p) for p in data.get("seasonal", ())),
-        )
-
-
-def fit_minmax(train_values: np.ndarray) -> MinMaxParams:
-    """Min and max of the training values; `InputError` if they are all equal."""
-    values = np.asarray(train_values, dtype="float64")
-    values = values[np.isfinite(values)]
-    low, high = float(np.min(values)), float(np.max(values))
-    if not high > low:  # the message does not echo the value: it comes from the user's file
-        raise InputError(
-            "the training part of the series is constant: there is nothing to learn",
-            "check the value column, or forecast a series that varies",
-        )
-    return MinMaxParams(low, high)
-
-
-def has_unit_root(train_values: np.ndarray) -> bool:
-    """ADF test (constant, up to 12 lags) on the training values: True if a unit root is not rejected."""
-    from statsmodels.tsa.stattools import adfuller
-
-    values = np.asarray(train_values, dtype="float64")[-5000:]
-    lags = int(min(12, max(0, len(values) // 4 - 2)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rank-deficient designs on near-exact series: the p-value still decides
-        p_value = adfuller(values, maxlag=lags, regression="c", autolag=None, result_object=False)[1]
-    return bool(p_value > ADF_P_VALUE)
-
-
-def use_log(train_values: np.ndarray, choice: str) -> bool:
-    """'yes'/'no', or for 'auto': positive values spanning a factor of `LOG_RATIO` or more."""
-    if choice != "auto":
-        return choice == "yes"
-    values = np.asarray(train_values, dtype="float64")
-    return bool(values.min() > 0 and values.max() / values.min() >= LOG_RATIO)
-
-
-def seasonal_profiles(values: np.ndarray, seasons: tuple[int, ...]) -> tuple[tuple[float, ...], ...]:
-    """One profile per season (length = the season) from MSTL on `values` (n,); phase = row % length.
-
-    Seasons with fewer than two cycles in `values` are left out. The profile is the last cycle of
-    the season's MSTL component (STL lets seasonality drift slowly; the last cycle is the current one).
-    """
-    seasons = tuple(sorted(s for s in set(seasons) if s >= 2 and len(values) >= 2 * s))
-    if not seasons:
-        return ()
-    from statsmodels.tsa.seasonal import MSTL
-
-    n = len(values)
-    start = max(0, n - SEASONAL_FIT_CYCLES * max(seasons))
-    fitted = MSTL(np.asarray(values[start:], dtype="float64"), periods=seasons).fit()
-    components = np.asarray(fitted.seasonal).reshape(n - start, -1)
-    profiles = []
-    for column, season in enumerate(seasons):
-        rows = np.arange(n - season, n)
-        profile = np.empty(season)
-        profile[rows % season] = components[rows - start, column]
-        profiles.append(tuple(float(v) for v in profile))
-    return tuple(profiles)
-
-
-def fit_model_space(
-    y: np.ndarray, fit_stop: int, transform: str, seasons: tuple[int, ...] = (), log: str = "no"
-) -> ModelSpace:
-    """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only."""
-    train = np.asarray(y, dtype="float64")[:fit_stop]
-    fit_minmax(train)  # refuses a constant training part, whatever the transform
-    logged = use_log(train, log)
-    base = np.log(train) if logged else train
-    profiles = seasonal_profiles(base, tuple(seasons))
-    space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles)
-    adjusted = space.adjusted(train)
-    kind = transform if transform != "auto" else ("level" if has_unit_root(adjusted) else "none")
-    if kind == "level":
-        # Window-relative values: a unit of model space is a few typical one-step moves.
-        steps = np.diff(adjusted)
-        spread = float(np.std(steps)) or float(np.ptp(adjusted))
-        scaler = MinMaxParams(0.0, 4.0 * spread)
-    else:
-        scaler = fit_minmax(np.diff(adjusted) if kind == "diff" else adjusted)
-    return ModelSpace(kind, scaler, logged, profiles)
+from lstm_forecast.tasks.core.windows import test_start
 
 
 def scale_series(
@@ -247,11 +53,6 @@ def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     store.write_table("normalize", key, scaled, metadata=metadata)
     log_model_space(fit_stop, metadata)
     return key
-
-
-def test_start(splits: np.ndarray, starts: np.ndarray) -> int:
-    """The first row of the test split, from a split table's `split` and `start` columns."""
-    return int(starts[np.flatnonzero(splits == "test")[0]])
 
 
 def normalized_series(
@@ -303,10 +104,3 @@ def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
             except Exception as error:  # reported per series: it fails alone
                 errors[index] = error
     return errors
-
-
-def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:
-    """The transform and scaler stored with a normalize output, fitted before the test split; or
-    (`forecaster`) the same choices refitted on every row."""
-    metadata = store.read_table_metadata("normalize", normalize_key)
-    return ModelSpace.from_dict(metadata["forecaster"] if forecaster else metadata)

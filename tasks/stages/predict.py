@@ -26,9 +26,9 @@ from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.networks import load_saved
+from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import Store
-from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
-from lstm_forecast.tasks.stages.train import load_saved
 
 
 def predict_rows(

@@ -7,44 +7,15 @@ validation is the tail `validation_fraction` of the rest, used for early stoppin
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
-from lstm_forecast.tasks.stages.window import window_targets
-
-SPLITS = ("train", "validation", "test")
-
-
-def split_bounds(n_points: int, train_fraction: float, validation_fraction: float) -> pd.DataFrame:
-    """Contiguous row ranges covering `range(n_points)`.
-
-    Returns:
-        DataFrame with columns `split` (train, validation, test), `start`, `stop` (stop exclusive).
-    """
-    return pd.DataFrame(split_rows(n_points, train_fraction, validation_fraction))
-
-
-def split_rows(n_points: int, train_fraction: float, validation_fraction: float) -> dict[str, list[Any]]:
-    """`split_bounds` as its columns (lists), for checks that need no table."""
-    test_start = int(n_points * train_fraction)
-    validation_start = test_start - int(test_start * validation_fraction)
-    if n_points - test_start < 1 or validation_start < 2:
-        raise InputError(
-            f"the series has {n_points} points: too few to split {train_fraction:.0%} / {1 - train_fraction:.0%}",
-            "pass a longer series or change --train-fraction",
-        )
-    return {
-        "split": list(SPLITS),
-        "start": [0, validation_start, test_start],
-        "stop": [validation_start, test_start, n_points],
-    }
+from lstm_forecast.tasks.core.windows import split_bounds, window_targets
 
 
 @task(name="split", result_serializer="json")

@@ -16,11 +16,6 @@ Two models come out of the stage, in one model folder:
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,76 +30,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import window_cap
+from lstm_forecast.tasks.core.members import member_layers
+from lstm_forecast.tasks.core.networks import import_keras
+from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import FORECASTER_FILE, MODEL_FILE, Store, fingerprint
-from lstm_forecast.tasks.stages.members import member_layers
-from lstm_forecast.tasks.stages.normalize import ModelSpace, read_model_space
 
 EpochReport = Callable[[int, dict[str, float], float], None]
-
-# TensorFlow threads per process. These recurrent nets' per-step matrices are too small to split:
-# one thread fitted a default-sized LSTM no slower than TensorFlow's default pools (measured on 2 cores),
-# and Dask workers on one thread each do not fight over the cores. LSTM_FORECAST_TF_THREADS=0 lets
-# TensorFlow choose.
-TF_THREADS_VARIABLE = "LSTM_FORECAST_TF_THREADS"
-
-
-# TensorFlow's C++ libraries log a few INFO lines to stderr as they load ("oneDNN custom operations are on",
-# "Could not find cuda drivers"), each library once, before absl's logging is initialised: TF_CPP_MIN_LOG_LEVEL
-# does not reach them. They are dropped while TensorFlow loads; every other line passes.
-_TF_LOAD_CHATTER = re.compile(
-    rb"(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|I\d{4} [\d:. ]+ +\d+ [\w.]+:\d+\] .*)\r?\n?"
-)
-_IMPORT_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def stderr_without(chatter: re.Pattern[bytes]) -> Iterator[None]:
-    """While inside, file descriptor 2 feeds a pipe whose lines are copied to the real stderr unless they match
-    `chatter`. The copying thread lives on until every writer is gone: a process started meanwhile (it inherits
-    the pipe) keeps its stderr."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.flush()
-    real = os.dup(2)
-    read, write = os.pipe()
-    os.dup2(write, 2)
-    os.close(write)
-
-    def copy() -> None:
-        with os.fdopen(read, "rb") as pipe:
-            for line in pipe:
-                if not chatter.fullmatch(line):
-                    with contextlib.suppress(OSError):
-                        os.write(real, line)
-        os.close(real)
-
-    threading.Thread(target=copy, name="stderr-filter", daemon=True).start()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-        os.dup2(real, 2)  # the pipe's last writer in this process is gone: the copy ends at its end
-
-
-def import_keras() -> Any:
-    """Keras (and TensorFlow behind it), with TensorFlow's thread pools sized once per process. This is the one
-    place that imports them: quietly (`TF_CPP_MIN_LOG_LEVEL`, and `_TF_LOAD_CHATTER` dropped from stderr)."""
-    if "keras" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        with _IMPORT_LOCK, stderr_without(_TF_LOAD_CHATTER):
-            import keras  # noqa: F401
-    import keras
-    import tensorflow as tf
-
-    threads = int(os.environ.get(TF_THREADS_VARIABLE, "1"))
-    if threads > 0 and tf.config.threading.get_intra_op_parallelism_threads() != threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already ran an op in this process: its pools are fixed
-            pass
-    return keras
 
 
 def training_arrays(
@@ -628,62 +559,3 @@ def train_global(
     }
     store.write_model(key, save_models(model, forecaster, combine="median"), metadata)
     return key
-
-
-def load_model(path: Path) -> Any:
-    """A saved model, loaded in Keras safe mode (no arbitrary code from the file). Kept per process while
-    the file is unchanged: a global model predicts every series, and each load and first prediction costs
-    most of a second."""
-    return _load_model(Path(path), Path(path).stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_model(path: Path, modified_ns: int) -> Any:
-    member_layers()  # registered before an ensemble's file names them
-    return import_keras().saving.load_model(path, compile=False, safe_mode=True)
-
-
-@dataclass(frozen=True)
-class SavedModel:
-    """A trained model with what it needs to be applied to a series."""
-
-    key: str
-    model: Any
-    space: ModelSpace | None  # None for a global model: each series brings its own
-    look_back: int
-    patch: int
-    horizon: int
-
-    @property
-    def is_global(self) -> bool:
-        return self.space is None
-
-    @property
-    def first_origin(self) -> int:
-        """The first row it can forecast (a local model needs `look_back` model-space values before it)."""
-        if self.space is None:
-            from lstm_forecast.tasks.stages.window import GLOBAL_MIN_CONTEXT
-
-            return min(self.look_back, GLOBAL_MIN_CONTEXT)
-        return self.look_back + self.space.offset
-
-
-def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
-    """A model of the store with its model space and window settings (from its metadata).
-
-    `forecaster`: the model trained on every row (for forecasts past the end of the data) when the
-    folder has one; otherwise the model trained on the train split (for scoring on held-out rows).
-    """
-    metadata = store.read_model_metadata(key)
-    config = metadata["config"]
-    use_forecaster = forecaster and "forecaster" in metadata and store.forecaster_file(key).exists()
-    space = metadata["forecaster"].get("model_space") if use_forecaster else metadata.get("model_space")
-    path = store.forecaster_file(key) if use_forecaster else store.model_file(key)
-    return SavedModel(
-        key,
-        load_model(path),
-        ModelSpace.from_dict(space) if space else None,
-        int(config["look_back"]),
-        int(config.get("patch", 1)),
-        int(config.get("horizon", 1)),
-    )

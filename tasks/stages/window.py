@@ -18,86 +18,13 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.space import read_model_space
 from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
-from lstm_forecast.tasks.stages.normalize import read_model_space
-
-# A global model (one network across many series) also trains on, and forecasts from, windows with
-# as few as this many real values (fewer than `look_back`): the rest of the window is padded with the
-# series' first value, so series shorter than a window still take part and get forecasts.
-GLOBAL_MIN_CONTEXT = 8
-
-
-def window_targets(
-    ds: pd.Series | np.ndarray,
-    bounds: pd.DataFrame | Mapping[str, np.ndarray],
-    look_back: int,
-    horizon: int = 1,
-    offset: int = 0,
-    padded: bool = False,
-) -> pd.DataFrame:
-    """The window origins of every split.
-
-    Args:
-        ds: the series' times, one per row.
-        bounds: `split, start, stop` row ranges (from `split_bounds`; a table or its columns).
-        offset: leading rows without a model-space value (1 when differencing).
-        padded: origins from `GLOBAL_MIN_CONTEXT` rows on (their windows padded), not from `look_back`.
-    Returns:
-        DataFrame with `row` (origin: the first target's position), `ds` and `split`, in row order.
-    """
-    context = min(look_back, GLOBAL_MIN_CONTEXT) if padded else look_back
-    names, starts, stops = (np.asarray(bounds[column]) for column in ("split", "start", "stop"))
-    parts = [
-        np.arange(max(int(start), context + offset), int(stop) - horizon + 1)
-        for start, stop in zip(starts, stops, strict=True)
-    ]
-    counts = {name: len(part) for name, part in zip(names, parts, strict=True)}
-    needed = {"train": 1, "test": 1, "validation": int(stops[1] > starts[1])}
-    short = [name for name, least in needed.items() if counts.get(name, 0) < least]
-    if short:
-        raise InputError(
-            f"the series has {len(ds)} points: too few for look_back {look_back} and horizon {horizon} "
-            f"(no {' or '.join(short)} targets left)",
-            "use a smaller --look-back or --horizon, or a longer series",
-        )
-    rows = np.concatenate(parts)
-    split_column = np.repeat(names.astype(object), [len(part) for part in parts])
-    return pd.DataFrame({"row": rows, "ds": np.asarray(ds)[rows], "split": split_column})
-
-
-def window_inputs(
-    values: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1, relative: bool = False
-) -> np.ndarray:
-    """Model inputs for origin rows: `out[i].ravel() = values[rows[i] - look_back : rows[i]]`, minus its
-    last value when `relative` (each window scaled by its own level). Rows before `look_back` get windows
-    padded on the left with the first finite value.
-
-    Returns:
-        float32 array of shape (len(rows), look_back // patch, patch): each step holds `patch` values.
-    """
-    values, rows = np.asarray(values, dtype="float64"), np.asarray(rows)
-    pad = max(0, look_back - int(rows.min())) if len(rows) else 0
-    if pad:
-        values = np.concatenate([np.full(pad, values[np.isfinite(values)][0]), values])
-        rows = rows + pad
-    windows = sliding_window_view(values, look_back)[rows - look_back]
-    if relative:  # in float64: large levels keep their small differences
-        windows = windows - windows[:, -1:]
-    return windows.astype("float32").reshape(len(rows), look_back // patch, patch)
-
-
-def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int, relative: bool = False) -> np.ndarray:
-    """Targets of origin rows: `out[i, h] = values[rows[i] + h]`, minus `values[rows[i] - 1]` when
-    `relative`; float32 (len(rows), horizon)."""
-    values, rows = np.asarray(values, dtype="float64"), np.asarray(rows)
-    targets = values[rows[:, None] + np.arange(horizon)]
-    return (targets - values[rows - 1][:, None] if relative else targets).astype("float32")
+from lstm_forecast.tasks.core.windows import SPLIT_COLUMNS, window_targets
 
 
 @task(name="window", result_serializer="json")
@@ -153,6 +80,3 @@ def window_chunk(work: ChunkWork) -> list[Exception | None]:
             except Exception as error:  # reported per series: it fails alone
                 errors[index] = error
     return errors
-
-
-SPLIT_COLUMNS = ("split", "start", "stop")

@@ -33,7 +33,7 @@ def per_member(initializer: Any, seeds: list[int]) -> Any:
 @functools.cache
 def member_layers() -> dict[str, Any]:
     """The layer classes by name: `MemberLSTM`, `MemberDense`, `MemberMedian`, `MemberMean`."""
-    from lstm_forecast.tasks.stages.train import import_keras  # train imports this module
+    from lstm_forecast.tasks.core.networks import import_keras  # networks imports this module
 
     keras = import_keras()
     ops = keras.ops
