@@ -169,12 +169,14 @@ def clean_series(
 
 def clean_numbers(raw: pd.DataFrame, time_column: str, value_column: str) -> tuple[pd.DataFrame, list[str]] | None:
     """`clean_series` of the common case, checked with numpy: numeric time and values, in time order, without
-    repeated times or missing or infinite values. None for anything else (`clean_any` cleans and notes it)."""
+    repeated times or missing, infinite or huge values. None for anything else (`clean_any` cleans, notes and
+    refuses it)."""
     time, value = raw[time_column], raw[value_column]
     if not all(isinstance(c.dtype, np.dtype) and c.dtype.kind in "iuf" for c in (time, value)) or not len(raw):
         return None
     ds, y = time.to_numpy(dtype="float64"), value.to_numpy(dtype="float64")
-    if not (np.isfinite(ds).all() and np.isfinite(y).all() and (ds[1:] > ds[:-1]).all()):
+    within = (np.abs(ds) <= MAX_MAGNITUDE).all() and (np.abs(y) <= MAX_MAGNITUDE).all()  # finite, not huge
+    if not (within and (ds[1:] > ds[:-1]).all()):
         return None
     series = pd.DataFrame({TIME: ds, VALUE: y})
     irregular = time_gaps(series[TIME], None)  # numeric time has no calendar frequency
