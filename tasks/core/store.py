@@ -218,6 +218,40 @@ def by_store(work: ChunkWork) -> dict[str, list[int]]:
     return roots
 
 
+ChunkInputs = Mapping[str, tuple[str, tuple[str, ...]]]  # input argument -> (its stage, the columns needed)
+# One series of a chunk: (store, config, inputs' keys, key, each input's columns) -> how to log what it wrote.
+ChunkColumns = dict[str, dict[str, np.ndarray]]  # input argument -> its columns, for one series
+SeriesOfChunk = Callable[["Store", ForecastConfig, dict[str, str], str, ChunkColumns], Callable[[], None]]
+
+
+def each_series_of_chunk(work: ChunkWork, inputs: ChunkInputs, one: SeriesOfChunk) -> list[Exception | None]:
+    """A stage's chunk function: `one` for each series of `work`, given its inputs' columns, read once per pack
+    for the whole chunk (`Store.read_columns`). `one` writes the series' output and returns how to log it: only
+    the first series logs. Returns, per series, None or the error it failed with (it fails alone)."""
+    errors: list[Exception | None] = [None] * len(work)
+    logged = False
+    for root, indices in by_store(work).items():
+        store = Store(root)
+        read = {
+            name: store.read_columns(stage, [work[i][1][name] for i in indices], columns)
+            for name, (stage, columns) in inputs.items()
+        }
+        for index in indices:
+            config, upstream, key = work[index]
+            try:
+                own = {
+                    name: store.read_own_columns(stage, upstream[name], columns, read[name])
+                    for name, (stage, columns) in inputs.items()
+                }
+                log = one(store, config, upstream, key, own)
+                if not logged:
+                    log()
+                    logged = True
+            except Exception as error:  # reported per series: it fails alone
+                errors[index] = error
+    return errors
+
+
 def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output."""
     keys, lengths = list(frames), [len(frame) for frame in frames.values()]

@@ -20,6 +20,7 @@ part); for the LSTM also `coverage`, the share of targets inside its prediction 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import read_model_space
-from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.stages.baselines import statistical_forecasts
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
@@ -343,38 +344,22 @@ def evaluate_chunk(work: ChunkWork) -> list[Exception | None]:
     """`evaluate` of many series at once, each `(config, its inputs' keys, its key)`: each input stage's
     outputs read once for the chunk (`Store.read_columns`), the metrics table logged for the first series
     only. Returns, per series, None or the error it failed with (it fails alone)."""
-    errors: list[Exception | None] = [None] * len(work)
-    logged = False
-    for root, indices in by_store(work).items():
-        store = Store(root)
-        read = {
-            name: store.read_columns(stage, [work[i][1][name] for i in indices], columns)
-            for name, (stage, columns) in EVALUATE_COLUMNS.items()
-        }
-        for index in indices:
-            config, upstream, key = work[index]
-            try:
-                own = {
-                    name: store.read_own_columns(stage, upstream[name], columns, read[name])
-                    for name, (stage, columns) in EVALUATE_COLUMNS.items()
-                }
-                predicted = own["predictions"]
-                fitted = predicted["split"] != "forecast"
-                data = SeriesToEvaluate(
-                    own["series"]["y"],
-                    own["window"]["row"],
-                    own["window"]["split"],
-                    {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
-                    read_model_space(store, upstream["normalize"]).kind,
-                )
-                metrics, metadata = score_series(config, data)
-                store.write_table("evaluate", key, metrics, metadata=metadata)
-                if not logged:
-                    log_metrics(metrics, metadata)
-                    logged = True
-            except Exception as error:  # reported per series: it fails alone
-                errors[index] = error
-    return errors
+
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        predicted = own["predictions"]
+        fitted = predicted["split"] != "forecast"
+        data = SeriesToEvaluate(
+            own["series"]["y"],
+            own["window"]["row"],
+            own["window"]["split"],
+            {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
+            read_model_space(store, upstream["normalize"]).kind,
+        )
+        metrics, metadata = score_series(config, data)
+        store.write_table("evaluate", key, metrics, metadata=metadata)
+        return lambda: log_metrics(metrics, metadata)
+
+    return each_series_of_chunk(work, EVALUATE_COLUMNS, one)
 
 
 # evaluate's table inputs read for a whole chunk: argument -> (stage, the columns it needs)

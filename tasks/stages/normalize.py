@@ -21,6 +21,7 @@ The parameters travel with the scaled series and, later, with the model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
-from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import test_start
 
 
@@ -84,23 +85,14 @@ def log_model_space(fit_stop: int, metadata: dict[str, Any]) -> None:
 def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
     """`normalize` of many series at once, each `(config, its inputs' keys, its key)`: their values and splits
     read once for the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
-    errors: list[Exception | None] = [None] * len(work)
-    logged = False
-    for root, indices in by_store(work).items():
-        store = Store(root)
-        values = store.read_columns("generate", [work[i][1]["series"] for i in indices], ("ds", "y"))
-        splits = store.read_columns("split", [work[i][1]["split"] for i in indices], ("split", "start"))
-        for index in indices:
-            config, upstream, key = work[index]
-            try:
-                series = store.read_own_columns("generate", upstream["series"], ("ds", "y"), values)
-                bounds = store.read_own_columns("split", upstream["split"], ("split", "start"), splits)
-                fit_stop = test_start(bounds["split"], bounds["start"])
-                scaled, metadata = normalized_series(config, series["ds"], series["y"], fit_stop)
-                store.write_table("normalize", key, scaled, metadata=metadata)
-                if not logged:
-                    log_model_space(fit_stop, metadata)
-                    logged = True
-            except Exception as error:  # reported per series: it fails alone
-                errors[index] = error
-    return errors
+
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        series, bounds = own["series"], own["split"]
+        fit_stop = test_start(bounds["split"], bounds["start"])
+        scaled, metadata = normalized_series(config, series["ds"], series["y"], fit_stop)
+        store.write_table("normalize", key, scaled, metadata=metadata)
+        return lambda: log_model_space(fit_stop, metadata)
+
+    return each_series_of_chunk(
+        work, {"series": ("generate", ("ds", "y")), "split": ("split", ("split", "start"))}, one
+    )

@@ -7,6 +7,7 @@ validation is the tail `validation_fraction` of the rest, used for early stoppin
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
-from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets
 
 
@@ -46,21 +47,10 @@ def log_bounds(bounds: pd.DataFrame) -> None:
 def split_chunk(work: ChunkWork) -> list[Exception | None]:
     """`split` of many series at once, each `(config, its inputs' keys, its key)`: their times read once for
     the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
-    errors: list[Exception | None] = [None] * len(work)
-    logged = False
-    for root, indices in by_store(work).items():
-        store = Store(root)
-        times = store.read_columns("generate", [work[i][1]["series"] for i in indices], ("ds",))
-        for index in indices:
-            config, upstream, key = work[index]
-            try:
-                bounds = series_bounds(
-                    config, store.read_own_columns("generate", upstream["series"], ("ds",), times)["ds"]
-                )
-                store.write_table("split", key, bounds)
-                if not logged:
-                    log_bounds(bounds)
-                    logged = True
-            except Exception as error:  # reported per series: it fails alone
-                errors[index] = error
-    return errors
+
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        bounds = series_bounds(config, own["series"]["ds"])
+        store.write_table("split", key, bounds)
+        return lambda: log_bounds(bounds)
+
+    return each_series_of_chunk(work, {"series": ("generate", ("ds",))}, one)

@@ -14,7 +14,7 @@ the windows are views into the scaled series, built when needed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import read_model_space
-from lstm_forecast.tasks.core.store import ChunkWork, Store, by_store
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import SPLIT_COLUMNS, window_targets
 
 
@@ -58,25 +58,11 @@ def log_targets(targets: pd.DataFrame) -> None:
 def window_chunk(work: ChunkWork) -> list[Exception | None]:
     """`window` of many series at once, each `(config, its inputs' keys, its key)`: their times and splits
     read once for the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
-    errors: list[Exception | None] = [None] * len(work)
-    logged = False
-    for root, indices in by_store(work).items():
-        store = Store(root)
-        times = store.read_columns("generate", [work[i][1]["series"] for i in indices], ("ds",))
-        splits = store.read_columns("split", [work[i][1]["split"] for i in indices], SPLIT_COLUMNS)
-        for index in indices:
-            config, upstream, key = work[index]
-            try:
-                targets = series_targets(
-                    config,
-                    store.read_own_columns("generate", upstream["series"], ("ds",), times)["ds"],
-                    store.read_own_columns("split", upstream["split"], SPLIT_COLUMNS, splits),
-                    read_model_space(store, upstream["normalize"]).offset,
-                )
-                store.write_table("window", key, targets)
-                if not logged:
-                    log_targets(targets)
-                    logged = True
-            except Exception as error:  # reported per series: it fails alone
-                errors[index] = error
-    return errors
+
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        offset = read_model_space(store, upstream["normalize"]).offset
+        targets = series_targets(config, own["series"]["ds"], own["split"], offset)
+        store.write_table("window", key, targets)
+        return lambda: log_targets(targets)
+
+    return each_series_of_chunk(work, {"series": ("generate", ("ds",)), "split": ("split", SPLIT_COLUMNS)}, one)
