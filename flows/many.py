@@ -466,15 +466,23 @@ def shown_series(store: Store, stages: dict[str, Stages]) -> list[str]:
     return [outcome.series_id for outcome, _ in series_to_show(outcomes, plotted_only=False)]
 
 
+# The pooled rows of the evaluate outputs the flow read last, by (store root, key): the UI's choice of series
+# and the summary read the same outputs, and an output's key names its content.
+_POOLED_READ: dict[tuple[str, str], pd.DataFrame] = {}
+
+
 def evaluate_tables(store: Store, keys: dict[str, str]) -> dict[str, pd.DataFrame]:
     """Series id -> its evaluate table's rows of all steps pooled (step 0: what the summary, the registry
     and the UI read), for many series at once (each pack read once; the per-step rows left out keep
-    100,000 series' tables small)."""
-    stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
-    positions = stacked.groupby(KEY_COLUMN, observed=True).indices
-    pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
-    by_key = {str(key): pooled.iloc[rows] for key, rows in positions.items()}
-    return {series_id: by_key[key] for series_id, key in keys.items()}
+    100,000 series' tables small). Outputs the last call read are not read again."""
+    root = str(store.root)
+    if any((root, key) not in _POOLED_READ for key in keys.values()):
+        stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
+        positions = stacked.groupby(KEY_COLUMN, observed=True).indices
+        pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
+        _POOLED_READ.clear()
+        _POOLED_READ.update({(root, str(key)): pooled.iloc[rows] for key, rows in positions.items()})
+    return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
 
 
 def panel_config(config: ForecastConfig, shared: dict[str, Any], series_id: str, sampled: bool) -> ForecastConfig:
