@@ -487,16 +487,13 @@ def publish_latest(config: ForecastConfig, series_keys: dict[str, str], run_tabl
     run_models = set() if run_table is None else set(pd.read_parquet(run_table, columns=["model_key"])["model_key"])
     if run_table is not None and set(champions) <= run_models:
         path = Path(run_table)
-    else:
-        table, _ = forecast_every_series(
-            store, "champion", config.horizon, list(assigned), generated_frames(store, series_keys)
-        )
+    else:  # kept by a key of its champions and the run's series: a retraining that changed nothing reuses it
         key = fingerprint("published", sorted(assigned.items()), sorted(series_keys.items()), config.horizon)
-        path = (
-            store.write_forecast_table(key, table)
-            if not store.forecast_table_path(key).exists()
-            else (store.forecast_table_path(key))
-        )
+        path = store.forecast_table_path(key)
+        if not path.exists():
+            frames = generated_frames(store, series_keys)
+            table, _ = forecast_every_series(store, "champion", config.horizon, list(assigned), frames)
+            path = store.write_forecast_table(key, table)
     latest = store.publish_latest_forecasts(path.stem)
     get_run_logger().info("published the forecasts of %d series by %s: %s", len(assigned), ", ".join(champions), latest)
     return {"latest": str(latest), "table": str(path), "champions": champions, "series": len(assigned)}
