@@ -45,6 +45,11 @@ FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--seasons": ("seasons", "seasons"),
     "--freq": ("freq", str),
     "--log": ("log", str),
+    "--future-columns": ("future_columns", "columns"),
+    "--past-columns": ("past_columns", "columns"),
+    "--future": ("future", str),
+    "--calendar": ("calendar", "seasons"),
+    "--holidays": ("holidays", str),
     "--seed": ("seed", int),
     "--artifacts-dir": ("artifacts_dir", str),
 }
@@ -70,6 +75,19 @@ def parse_seasons(text: str) -> tuple[int, ...]:
         ) from error
 
 
+def parse_columns(text: str) -> tuple[str, ...]:
+    """`--future-columns price,promo` -> ('price', 'promo'); `none` or empty -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of column names, e.g. price,promo")
+    return names
+
+
+PARSERS = {"seasons": parse_seasons, "columns": parse_columns}
+
+
 def config_options() -> argparse.ArgumentParser:
     """--preset, --config and one flag per config field (`FIELD_FLAGS`)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -77,9 +95,7 @@ def config_options() -> argparse.ArgumentParser:
     parent.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
     for flag, (field, kind) in FIELD_FLAGS.items():
         description = (ForecastConfig.model_fields[field].description or "").replace("%", "%%")  # not a format
-        parent.add_argument(
-            flag, dest=field, type=parse_seasons if kind == "seasons" else kind, default=None, help=description
-        )
+        parent.add_argument(flag, dest=field, type=PARSERS.get(kind, kind), default=None, help=description)
     return parent
 
 
@@ -149,6 +165,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     predict.add_argument("--output", help="also write the forecast table to this .parquet or .csv file")
     predict.add_argument("--input", help="CSV/Parquet series to continue (default: the model's training data)")
+    predict.add_argument(
+        "--future",
+        help="CSV/Parquet of the future columns' values after --input's data (unique_id, ds, columns), covering "
+        "the horizon: needed by a model trained with --future-columns",
+    )
     predict.add_argument("--time-column", help="time column of --input (default: the model's)")
     predict.add_argument("--value-column", help="value column of --input (default: the model's)")
     return parser

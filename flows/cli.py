@@ -357,6 +357,7 @@ def predict_command(args: argparse.Namespace) -> int:
         args.input,
         args.time_column,
         args.value_column,
+        args.future,
     )
     table = result.pop("table")
     if args.output:

@@ -110,6 +110,33 @@ class ForecastConfig(BaseModel):
         "empty: inferred from the timestamps.",
     )
 
+    # --- covariates ---------------------------------------------------------
+    future_columns: tuple[str, ...] = Field(
+        (),
+        description="Columns of the input known in advance (price, promotion, a temperature forecast): the "
+        "network reads them for the look-back and the steps ahead; their values after the data come from "
+        "--future.",
+    )
+    past_columns: tuple[str, ...] = Field(
+        (), description="Columns of the input observed only up to now (sensor readings): read for the look-back."
+    )
+    future: str | None = Field(
+        None,
+        description="CSV or Parquet file of the future columns' values after the data (unique_id, ds, columns), "
+        "covering at least the horizon; needed with --future-columns.",
+    )
+    calendar: tuple[Annotated[int, Field(ge=2, le=100_000)], ...] | None = Field(
+        None,
+        description="Calendar cycles (in steps) whose position the network reads (sine and cosine: hour of the "
+        "day, day of the week, week of the year); empty: the seasons in use (for many series, those most of "
+        "them confirm); [] (on the command line: none) for none.",
+    )
+    holidays: str | None = Field(
+        None,
+        description="Country code (US, GB, DE, AU, …) whose public holidays the network is told of (a 0/1 "
+        "feature, from the holidays package); empty: none. Needs dates.",
+    )
+
     # --- windows ------------------------------------------------------------
     look_back: int | None = Field(
         None,
@@ -228,6 +255,13 @@ class ForecastConfig(BaseModel):
     def _check_columns(self) -> ForecastConfig:
         if len({self.time_column, self.value_column, self.id_column}) < 3:
             raise ValueError("time_column, value_column and id_column must differ")
+        covariates = [*self.future_columns, *self.past_columns]
+        if len(set(covariates)) < len(covariates):
+            raise ValueError("a column is named twice in future_columns and past_columns")
+        if set(covariates) & {self.time_column, self.value_column, self.id_column}:
+            raise ValueError("future_columns and past_columns must not name the time, value or id column")
+        if self.future and not self.future_columns:
+            raise ValueError("future (a file of future values) needs future_columns naming its columns")
         if self.look_back is not None and self.patch is not None and self.look_back % self.patch:
             raise ValueError(f"look_back ({self.look_back}) must be a multiple of patch ({self.patch})")
         return self
@@ -417,6 +451,31 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     fields = {name: getattr(config, name) for name in names}
     if stage == "generate" and config.series_keep < 1:  # only a cut series differs: whole ones keep their keys
         fields["series_keep"] = config.series_keep
+    if stage == "generate" and (config.future_columns or config.past_columns):  # the series carries them
+        fields.update(future_columns=config.future_columns, past_columns=config.past_columns)
+    if stage == "normalize" and has_features(config):  # the features' leads are the horizon
+        fields.update(
+            future_columns=config.future_columns,
+            past_columns=config.past_columns,
+            calendar=config.calendar,
+            holidays=config.holidays,
+            horizon=config.horizon,
+        )
     if stage == "window":  # only a global model's windows differ (padded short contexts)
         fields["scope"] = "global" if config.scope == "global" else "local"
     return fields
+
+
+def has_features(config: ForecastConfig) -> bool:
+    """Whether the network reads anything beside the values (covariates, calendar cycles, holidays)."""
+    return bool(config.future_columns or config.past_columns or config.calendar or config.holidays)
+
+
+def feature_width(config: ForecastConfig) -> int:
+    """Feature channels per row the network reads beside the value (`covariates.CovariateSpace.width`)."""
+    return (
+        len(config.future_columns)
+        + len(config.past_columns)
+        + 2 * len(config.calendar or ())
+        + int(config.holidays is not None)
+    )

@@ -18,6 +18,8 @@ stages' keys and the model's metadata.
 - `ensemble`: 5 networks averaged when there are fewer than 2,000 training windows, else 1.
 - `patience`: 5 epochs, or about 100 optimizer steps when epochs are short.
 - `validation_fraction`: raised when the validation tail would hold fewer than `horizon` + 2 rows.
+- `calendar`: the network reads its position in each season in use (for a global model: in each season
+  that at least half of the series confirm).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     fields["seasons"] = tuple(seasons)
     season_length = config.season_length or min(seasons or calendar or (detect_season(train_y),))
     fields["season_length"] = season_length
+    fields["calendar"] = tuple(seasons) if config.calendar is None else config.calendar
 
     validation_fraction = config.validation_fraction
     if validation_fraction > 0 and test_start * validation_fraction < config.horizon + 2:
@@ -215,6 +218,12 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     while look_back % patch:
         patch //= 2
     fields.update(training, look_back=look_back, patch=patch, ensemble=ensemble)
+    if config.calendar is None:  # one network reads one set of cycles: those most series confirm
+        counts: dict[int, int] = {}
+        for sized_config in sized:
+            for season in sized_config.seasons or ():
+                counts[season] = counts.get(season, 0) + 1
+        fields["calendar"] = tuple(sorted(s for s, count in counts.items() if 2 * count >= len(sized)))
     return fields
 
 
@@ -254,5 +263,5 @@ def describe_adapted(config: ForecastConfig) -> str:
         f"settings sized from the data: freq {config.freq}, seasons {list(config.seasons or ())}, "
         f"seasonal-naive season {config.season_length}, look_back {config.look_back}, patch {config.patch}, "
         f"batch_size {config.batch_size}, epochs {config.epochs}, patience {config.patience}, "
-        f"ensemble {config.ensemble}"
+        f"ensemble {config.ensemble}, calendar cycles {list(config.calendar or ())}"
     )

@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ class SavedModel:
     look_back: int
     patch: int
     horizon: int
+    config: dict[str, Any] = field(default_factory=dict)  # the config it was trained with (its metadata's)
 
     @property
     def is_global(self) -> bool:
@@ -143,4 +144,5 @@ def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
         int(config["look_back"]),
         int(config.get("patch", 1)),
         int(config.get("horizon", 1)),
+        config,
     )

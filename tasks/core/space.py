@@ -86,9 +86,12 @@ class ModelSpace:
         v = self.adjusted(y)
         return self.scaler.scale(np.concatenate([[np.nan], np.diff(v)]) if self.kind == "diff" else v)
 
-    def inputs(self, z: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1) -> np.ndarray:
-        """Model inputs (len(rows), look_back / patch, patch) float32 for origin rows of encoded `z`."""
-        return window_inputs(z, rows, look_back, patch, relative=self.kind == "level")
+    def inputs(
+        self, z: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1, features: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Model inputs (len(rows), look_back / patch, patch * (1 + F)) float32 for origin rows of encoded `z`,
+        with each row's F `features` (n, F) beside its value (`window_inputs`)."""
+        return window_inputs(z, rows, look_back, patch, relative=self.kind == "level", features=features)
 
     def targets(self, z: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
         """Training targets (len(rows), horizon) float32: `z[row + h]`, minus `z[row - 1]` for 'level'."""

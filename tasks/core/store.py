@@ -153,7 +153,28 @@ def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str | l
         extra: anything else the output depends on (the input file's digest).
     """
     fields = stage_fields(stage, config)
+    if stage == "generate" and config.future:  # the future columns' values after the data are part of the series
+        extra = f"{extra} future {future_file_digest(config.future)}"
     return fingerprint(stage, STAGE[stage].version, fields, dict(sorted(upstream.items())), extra)
+
+
+_FUTURE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def future_file_digest(path: str) -> str:
+    """`file_digest` of a future file, kept per process while its modification time and size stay the same
+    (every series of a panel is keyed with it); "missing" when it cannot be read (generate then says why)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "missing"
+    key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _FUTURE_DIGESTS:
+        try:
+            _FUTURE_DIGESTS[key] = file_digest(path)
+        except OSError:
+            return "missing"
+    return _FUTURE_DIGESTS[key]
 
 
 def upstream_keys(stage: str, keys: Mapping[str, str]) -> dict[str, str]:
@@ -509,6 +530,10 @@ class Store:
             schema_metadata = pq.read_schema(path).metadata or {}
             return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
         return dict(self._read_pack(pack)[2].get(key) or {})
+
+    def future_values(self, series_key: str) -> dict[str, list[float]] | None:
+        """The future columns' values after a generated series (its metadata `future`), or None."""
+        return self.read_table_metadata("generate", series_key).get("future")
 
     def read_tables(self, stage: str, keys: list[str], where: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Many outputs of a table stage as one table, column `_key` naming each row's output (in the order

@@ -94,24 +94,40 @@ def window_targets(
 
 
 def window_inputs(
-    values: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1, relative: bool = False
+    values: np.ndarray,
+    rows: np.ndarray,
+    look_back: int,
+    patch: int = 1,
+    relative: bool = False,
+    features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Model inputs for origin rows: `out[i].ravel() = values[rows[i] - look_back : rows[i]]`, minus its
-    last value when `relative` (each window scaled by its own level). Rows before `look_back` get windows
-    padded on the left with the first finite value.
+    """Model inputs for origin rows: `out[i, :, :patch].ravel() = values[rows[i] - look_back : rows[i]]`, minus
+    its last value when `relative` (each window scaled by its own level). Rows before `look_back` get windows
+    padded on the left with the first finite value (and the first row's features).
 
+    Args:
+        features: per row, channels read beside the value (n, F), or None.
     Returns:
-        float32 array of shape (len(rows), look_back // patch, patch): each step holds `patch` values.
+        float32 array of shape (len(rows), look_back // patch, patch * (1 + F)): each step holds `patch`
+        values, then the `patch` rows' F features each.
     """
     values, rows = np.asarray(values, dtype="float64"), np.asarray(rows)
     pad = max(0, look_back - int(rows.min())) if len(rows) else 0
     if pad:
         values = np.concatenate([np.full(pad, values[np.isfinite(values)][0]), values])
-        rows = rows + pad
-    windows = sliding_window_view(values, look_back)[rows - look_back]
+    windows = sliding_window_view(values, look_back)[rows + pad - look_back]
     if relative:  # in float64: large levels keep their small differences
         windows = windows - windows[:, -1:]
-    return windows.astype("float32").reshape(len(rows), look_back // patch, patch)
+    steps = look_back // patch
+    out = windows.astype("float32").reshape(len(rows), steps, patch)
+    if features is None or not features.shape[1]:
+        return out
+    channels = np.asarray(features, dtype="float32")
+    if pad:
+        channels = np.concatenate([np.repeat(channels[:1], pad, axis=0), channels])
+    feature_windows = sliding_window_view(channels, look_back, axis=0)[rows + pad - look_back]  # (m, F, look_back)
+    grouped = feature_windows.transpose(0, 2, 1).reshape(len(rows), steps, patch * channels.shape[1])
+    return np.concatenate([out, grouped], axis=2)
 
 
 def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int, relative: bool = False) -> np.ndarray:

@@ -10,6 +10,7 @@ step; steps past the model's own horizon (a recursive forecast) have none.
 from __future__ import annotations
 
 import io
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -23,12 +24,13 @@ from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
-from lstm_forecast.tasks.stages.generate import clean_series, long_input, long_series
+from lstm_forecast.tasks.stages.generate import clean_series, future_rows, long_input, long_series, with_covariates
 from lstm_forecast.tasks.stages.predict import predict_many
 
 FORECAST_COLUMNS = ("unique_id", "ds", "y_hat", "y_lo", "y_hi", "model", "model_key", "made_at")
@@ -115,10 +117,13 @@ def models_by_series(
 
 @dataclass(frozen=True)
 class History:
-    """One series to forecast: its rows `ds, y` and the model space its model reads it in."""
+    """One series to forecast: its rows `ds, y` (and covariate columns), the model space its model reads it
+    in, and the feature channels its model reads beside the values (rows, F), reaching past the end as far as
+    the forecast needs."""
 
     frame: pd.DataFrame
     space: ModelSpace
+    features: np.ndarray | None = None
 
 
 def recursive_forecasts(
@@ -137,7 +142,7 @@ def recursive_forecasts(
     done = 0
     while done < steps:
         windows = [
-            h.space.inputs(z, np.array([len(z)]), saved.look_back, saved.patch)
+            h.space.inputs(z, np.array([len(z)]), saved.look_back, saved.patch, h.features)
             for h, z in zip(histories, zs, strict=True)
         ]
         outputs = predict_many(saved.model, windows)
@@ -306,25 +311,38 @@ def stored_histories(
     """The series a model was trained on, as its training stored them, each with the forecaster's space
     of that training (what the run's predict stage used): a local model's own, a global model's per series."""
     upstream = metadata["upstream"]
+    future = metadata["config"].get("future_columns")
     if saved_space is not None:
-        return {series_ids[0]: History(store.read_table("generate", upstream["series"]), saved_space)}
+        frame = store.read_table("generate", upstream["series"])
+        frame.attrs["future"] = store.future_values(upstream["series"]) if future else None
+        return {series_ids[0]: History(frame, saved_space)}
     position = {str(i): n for n, i in enumerate(metadata["series_ids"])}
     series_keys = [upstream["series"][position[i]] for i in series_ids]
     frames = store.read_tables("generate", series_keys)
     by_key = {
         str(k): f.drop(columns=KEY_COLUMN).reset_index(drop=True) for k, f in frames.groupby(KEY_COLUMN, observed=True)
     }
+    for key, frame in by_key.items():
+        frame.attrs["future"] = store.future_values(key) if future else None
     return {
         i: History(by_key[key], read_model_space(store, upstream["normalize"][position[i]], forecaster=True))
         for i, key in zip(series_ids, series_keys, strict=True)
     }
 
 
-FramesOf = Callable[[dict[str, Any], list[str]], dict[str, pd.DataFrame]]  # (model metadata, ids) -> `ds, y`
+# (model metadata, ids) -> each series' `ds, y` and covariate columns; `frame.attrs["future"]` holds the future
+# columns' values after it, when the model reads any.
+FramesOf = Callable[[dict[str, Any], list[str]], dict[str, pd.DataFrame]]
 
 
-def input_frames(input_path: str, time_column: str | None = None, value_column: str | None = None) -> FramesOf:
-    """The series of a new input file (a single series: the whole file), cleaned as the model's config says."""
+def input_frames(
+    input_path: str,
+    time_column: str | None = None,
+    value_column: str | None = None,
+    future_path: str | None = None,
+) -> FramesOf:
+    """The series of a new input file (a single series: the whole file), cleaned as the model's config says,
+    with the future columns' values after it from `future_path`."""
 
     def frames(metadata: dict[str, Any], series_ids: list[str]) -> dict[str, pd.DataFrame]:
         config = metadata["config"]
@@ -333,13 +351,26 @@ def input_frames(input_path: str, time_column: str | None = None, value_column: 
         found = {}
         for series_id in series_ids:
             raw = long_series(table, rows, id_column, series_id) if id_column in table else table
-            found[series_id], _ = clean_series(
-                raw,
-                time_column or config["time_column"],
-                value_column or config["value_column"],
-                config["nan_policy"],
-                config["duplicate_policy"],
+            own = ForecastConfig.model_validate(
+                config
+                | {
+                    "time_column": time_column or config["time_column"],
+                    "value_column": value_column or config["value_column"],
+                    "series_id": series_id or None,
+                    "future": future_path if config.get("future_columns") else None,
+                }
             )
+            series, _ = clean_series(raw, own.time_column, own.value_column, own.nan_policy, own.duplicate_policy)
+            series = with_covariates(series, raw, own, (*own.past_columns, *own.future_columns))
+            if own.future_columns:
+                if not future_path:
+                    raise InputError(
+                        f"model {metadata.get('key', '')} reads the future columns "
+                        f"{', '.join(own.future_columns)}: their values after the data are needed",
+                        "pass --future FILE (unique_id, ds and those columns) covering the horizon",
+                    )
+                series.attrs["future"] = future_rows(own, series).to_dict(orient="list")
+            found[series_id] = series
         return found
 
     return frames
@@ -351,9 +382,26 @@ def generated_frames(store: Store, series_keys: dict[str, str]) -> FramesOf:
     def frames(metadata: dict[str, Any], series_ids: list[str]) -> dict[str, pd.DataFrame]:
         stacked = store.read_tables("generate", [series_keys[i] for i in series_ids])
         by_key = {str(k): f.drop(columns=KEY_COLUMN) for k, f in stacked.groupby(KEY_COLUMN, observed=True)}
-        return {i: by_key[series_keys[i]].reset_index(drop=True) for i in series_ids}
+        found = {i: by_key[series_keys[i]].reset_index(drop=True) for i in series_ids}
+        if metadata["config"].get("future_columns"):
+            for series_id, frame in found.items():
+                frame.attrs["future"] = store.future_values(series_keys[series_id])
+        return found
 
     return frames
+
+
+def with_features(
+    config: dict[str, Any], series: dict[str, History], model_horizon: int, steps: int
+) -> dict[str, History]:
+    """The histories with the feature channels a model of `config` reads (`model_features`), for every row a
+    forecast of `steps` (fed back every `model_horizon` steps) looks at."""
+    out = {}
+    for series_id, history in series.items():
+        rows = len(history.frame) + (math.ceil(steps / model_horizon) - 1) * model_horizon
+        features = model_features(config, history.frame, history.frame.attrs.get("future"), rows)
+        out[series_id] = History(history.frame, history.space, features)
+    return out
 
 
 def forecast_every_series(
@@ -398,6 +446,7 @@ def forecast_every_series(
                 f"series {named(short)} have fewer than the {saved.first_origin} points model {key} needs",
                 "pass a longer --input, or leave those series out with --series-id",
             )
+        series = with_features(metadata["config"], series, saved.horizon, horizon)
         values = recursive_forecasts(saved, list(series.values()), horizon, progress)
         labels = {i: i or series_label(metadata["config"]) for i in ids}
         freq = metadata["config"].get("freq")
@@ -418,13 +467,21 @@ def predict_table(
     input_path: str | None = None,
     time_column: str | None = None,
     value_column: str | None = None,
+    future_path: str | None = None,
 ) -> dict[str, Any]:
     """`lstm-forecast predict`: `forecast_every_series`, written to the store (and a plot when it is one
-    series); returns the table's path, its models and its series count."""
-    frames_of = input_frames(input_path, time_column, value_column) if input_path else None
+    series); returns the table's path, its models and its series count. `future_path`: the future columns'
+    values after `input_path`'s data, for models that read known-future columns."""
+    if future_path and not input_path:
+        raise InputError(
+            "--future gives the future columns after new data, and no --input was given",
+            "pass the data the forecast starts from with --input, and its future values with --future",
+        )
+    frames_of = input_frames(input_path, time_column, value_column, future_path) if input_path else None
     table, histories = forecast_every_series(store, reference, horizon, series_ids, frames_of, ProgressLine())
     models = sorted(table["model_key"].unique())
-    name = fingerprint("forecast", models, sorted(histories), horizon, input_path or "", table["made_at"].iloc[0])
+    made = table["made_at"].iloc[0]
+    name = fingerprint("forecast", models, sorted(histories), horizon, input_path or "", future_path or "", made)
     path = store.write_forecast_table(name, table)
     plot = None
     if len(histories) == 1:

@@ -10,9 +10,11 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import Store
@@ -20,35 +22,49 @@ from lstm_forecast.tasks.operations.registry import record_decision, utc_now
 from lstm_forecast.tasks.stages.predict import predict_rows
 
 
-def holdout_errors(saved: SavedModel, y: np.ndarray, holdout_start: int, space: ModelSpace | None = None) -> np.ndarray:
-    """Errors of a model's one-step forecasts of `y[holdout_start:]`, in the series' units (a global model
-    in the series' `space`)."""
+def holdout_errors(
+    saved: SavedModel, frame: pd.DataFrame, holdout_start: int, space: ModelSpace | None = None
+) -> np.ndarray:
+    """Errors of a model's one-step forecasts of `y[holdout_start:]` of a series `frame` (`ds, y`, covariate
+    columns, `attrs["future"]`), in the series' units (a global model in the series' `space`), with the
+    feature channels the model reads."""
     space = space or saved.space
+    y = frame["y"].to_numpy()
     rows = np.arange(max(holdout_start, saved.first_origin), len(y))
-    z_hat = predict_rows(saved.model, space, space.encode(y), rows, saved.look_back, saved.patch)
+    features = model_features(saved.config, frame, frame.attrs.get("future"))
+    z_hat = predict_rows(saved.model, space, space.encode(y), rows, saved.look_back, saved.patch, features)
     return space.decode(z_hat, y, rows)[:, 0] - y[rows]
 
 
-def holdout_rmse(saved: SavedModel, y: np.ndarray, holdout_start: int) -> float:
+def holdout_rmse(saved: SavedModel, frame: pd.DataFrame, holdout_start: int) -> float:
     """RMSE of a model's one-step forecasts of `y[holdout_start:]`, in the series' units."""
-    return float(np.sqrt(np.mean(holdout_errors(saved, y, holdout_start) ** 2)))
+    return float(np.sqrt(np.mean(holdout_errors(saved, frame, holdout_start) ** 2)))
 
 
-def holdout_mase(saved: SavedModel, space: ModelSpace, y: np.ndarray, holdout_start: int) -> float:
+def holdout_mase(saved: SavedModel, space: ModelSpace, frame: pd.DataFrame, holdout_start: int) -> float:
     """MASE of a global model's one-step forecasts of `y[holdout_start:]`: their mean absolute error over
     the mean absolute one-step change before the holdout (scale-free, so series can be pooled)."""
+    y = frame["y"].to_numpy()
     scale = float(np.mean(np.abs(np.diff(y[:holdout_start])))) or 1.0
-    return float(np.mean(np.abs(holdout_errors(saved, y, holdout_start, space)))) / scale
+    return float(np.mean(np.abs(holdout_errors(saved, frame, holdout_start, space)))) / scale
+
+
+def current_series(store: Store, config: ForecastConfig, series: str) -> pd.DataFrame:
+    """A generated series with the future columns' values after it (`attrs["future"]`) when it has any."""
+    frame = store.read_table("generate", series)
+    frame.attrs["future"] = store.future_values(series) if config.future_columns else None
+    return frame
 
 
 @task(name="challenge")
 def challenge(config: ForecastConfig, series: str, split: str, challenger: str, champion: str) -> dict[str, Any]:
     """Score both models on the holdout; promote the challenger if it is better. Returns the decision."""
     store = Store(config.artifacts_dir)
-    y = store.read_table("generate", series)["y"].to_numpy()
+    frame = current_series(store, config, series)
+    y = frame["y"].to_numpy()
     holdout_start = int(store.read_table("split", split).set_index("split").loc["test", "start"])
-    challenger_rmse = holdout_rmse(load_saved(store, challenger), y, holdout_start)
-    champion_rmse = holdout_rmse(load_saved(store, champion), y, holdout_start)
+    challenger_rmse = holdout_rmse(load_saved(store, challenger), frame, holdout_start)
+    champion_rmse = holdout_rmse(load_saved(store, champion), frame, holdout_start)
     decision = {
         "decided": utc_now(),
         "challenger": challenger,
@@ -87,10 +103,13 @@ def challenge_global(
     per_series: dict[str, dict[str, float]] = {}
     holdout_rows = 0
     for series_id, series_key, split_key, normalize_key in zip(series_ids, series, split, normalize, strict=True):
-        y = store.read_table("generate", series_key)["y"].to_numpy()
+        frame = current_series(store, config, series_key)
+        y = frame["y"].to_numpy()
         holdout_start = int(store.read_table("split", split_key).set_index("split").loc["test", "start"])
         space = read_model_space(store, normalize_key)
-        per_series[series_id] = {name: holdout_mase(saved, space, y, holdout_start) for name, saved in models.items()}
+        per_series[series_id] = {
+            name: holdout_mase(saved, space, frame, holdout_start) for name, saved in models.items()
+        }
         holdout_rows += len(y) - holdout_start
     scores = {name: float(np.mean([values[name] for values in per_series.values()])) for name in models}
     decision = {

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_forecast.tasks.core.calendar import infer_frequency, time_gaps
+from lstm_forecast.tasks.core.calendar import future_times, infer_frequency, time_gaps
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.covariates import check_covariate_columns, fit_covariate_space
+from lstm_forecast.tasks.core.errors import InputError, quoted
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import fit_minmax
 from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
@@ -249,12 +250,85 @@ def clean_any(
     return series, notes
 
 
-def check_series_fits(series: pd.DataFrame, config: ForecastConfig) -> None:
+def with_covariates(
+    series: pd.DataFrame, raw: pd.DataFrame, config: ForecastConfig, columns: tuple[str, ...]
+) -> pd.DataFrame:
+    """`series` (`ds, y`, cleaned) with the covariate `columns` of its raw rows, matched by time (repeated
+    times merged as `duplicate_policy` merges the values; rows dropped with their value dropped)."""
+    if not columns:
+        return series
+    flags = {c: "--past-columns" for c in config.past_columns} | {c: "--future-columns" for c in config.future_columns}
+    values = check_covariate_columns(raw, columns, flags)
+    times = _parse_times(raw[config.time_column], config.time_column).to_numpy()
+    merged = (
+        values.assign(_time=times)
+        .groupby("_time", sort=True)
+        .agg("last" if config.duplicate_policy == "last" else "mean")
+    )
+    aligned = merged.reindex(series[TIME].to_numpy())
+    return series.assign(**{column: aligned[column].to_numpy() for column in columns})
+
+
+def future_rows(config: ForecastConfig, series: pd.DataFrame) -> pd.DataFrame | None:
+    """The future columns' values for the steps after `series` from the `future` file (rows of this series,
+    in time order), or None without one. Refuses a file whose times do not continue the series' own."""
+    if not config.future:
+        return None
+    data, suffix = read_input_file(config.future)
+    raw = parsed_table(data, suffix, config.id_column, config.future)
+    if config.id_column in raw.columns and config.series_id is not None:
+        raw = raw[raw[config.id_column].astype(str) == config.series_id]
+    if config.time_column not in raw.columns:
+        raise InputError(
+            f"the future file {config.future} has no time column {config.time_column!r}",
+            "give it the input's time column, the series id column and the future columns",
+        )
+    flags = dict.fromkeys(config.future_columns, "--future-columns")
+    values = check_covariate_columns(raw, config.future_columns, flags)
+    times = _parse_times(raw[config.time_column], config.time_column)
+    later = values.assign(ds=times.to_numpy()).sort_values("ds", kind="stable")
+    later = later[later["ds"] > series[TIME].iloc[-1]].reset_index(drop=True)
+    expected = future_times(series[TIME], len(later), config.freq).to_numpy()
+    same = (
+        np.isclose(later["ds"].to_numpy(dtype="float64"), expected.astype("float64"), rtol=1e-9, atol=0)
+        if not pd.api.types.is_datetime64_any_dtype(series[TIME])
+        else later["ds"].to_numpy() == expected
+    )
+    if len(later) and not same.all():
+        step = int(np.flatnonzero(~same)[0]) + 1
+        raise InputError(
+            f"the future file {config.future} does not continue the series step by step: its row {step} after the "
+            f"series' end is at {time_text(later['ds'].iloc[step - 1])}, not {time_text(expected[step - 1])}",
+            "give one row per step after the series' last timestamp, without gaps",
+        )
+    return later[list(config.future_columns)]
+
+
+def check_series_fits(series: pd.DataFrame, config: ForecastConfig, future: pd.DataFrame | None = None) -> None:
     """Refuse, before anything is written, a series this config cannot split, window or scale."""
     from lstm_forecast.tasks.core.defaults import adapt_config
 
     config = adapt_config(config, series["ds"], series["y"].to_numpy())
     bounds = split_rows(len(series), config.train_fraction, config.validation_fraction)
+    if config.future_columns and (future is None or len(future) < config.horizon):
+        given = 0 if future is None else len(future)
+        raise InputError(
+            f"the future columns {', '.join(map(quoted, config.future_columns))} need values for the "
+            f"{config.horizon} steps after the series' last row; {given} given",
+            "pass --future FILE (unique_id, ds and the future columns) covering the horizon",
+        )
+    if config.future_columns or config.past_columns:
+        fit_covariate_space(
+            series,
+            int(bounds["start"][-1]),
+            config.past_columns,
+            config.future_columns,
+            (),
+            None,
+            None,
+            config.horizon,
+            allow_constant=config.scope == "global",
+        )
     window_targets(
         series["ds"].to_numpy(),
         bounds,
@@ -409,24 +483,37 @@ def generate(config: ForecastConfig) -> str:
         series, notes = clean_series(
             raw, config.time_column, config.value_column, config.nan_policy, config.duplicate_policy
         )
+        series = with_covariates(series, raw, config, (*config.past_columns, *config.future_columns))
         for note in notes:
             logger.warning("input %s: %s", config.input, note)
         source = {"input": str(config.input), "series_id": config.series_id}
     else:
+        if config.future_columns or config.past_columns:
+            raise InputError(
+                "covariate columns were named, but the built-in series has none", "pass --input with those columns"
+            )
         key = stage_key("generate", config, {})
         series = synthetic_series(
             config.n_points, config.time_step, config.frequency, config.noise_scale, config.series_seed
         )
         source = {"synthetic": True}
+    whole = series
     if config.series_end is not None:
         series = series.iloc[: config.series_end].reset_index(drop=True)
     if config.series_keep < 1:
         series = series.iloc[: max(2, int(len(series) * config.series_keep))].reset_index(drop=True)
-    check_series_fits(series, config)
+    # The future columns after the data: the rows a backtest cut off, else the future file's.
+    future = whole.iloc[len(series) :][list(config.future_columns)] if len(whole) > len(series) else None
+    if config.future_columns and future is None:
+        future = future_rows(config, series)
+    check_series_fits(series, config, future)
     if source_key is not None:
         # Keyed by the series itself, not the file: a change elsewhere in the file (another series
         # edited or added) gives this series the same key, and its later stages stay cached.
-        key = stage_key("generate", config, {}, extra=f"series {frame_digest(series)}")
+        ahead = f" future {frame_digest(future.reset_index(drop=True))}" if config.future_columns else ""
+        key = stage_key("generate", config, {}, extra=f"series {frame_digest(series)}{ahead}")
+    if config.future_columns:
+        source = source | {"future": {c: future[c].tolist() for c in config.future_columns}}
     if not store.is_complete("generate", key):  # rewriting it would make every later stage look stale
         store.write_table("generate", key, series, metadata=source)
     if source_key is not None:

@@ -21,14 +21,15 @@ The parameters travel with the scaled series and, later, with the model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig, has_features
+from lstm_forecast.tasks.core.covariates import config_features, feature_columns
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
@@ -50,22 +51,36 @@ def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     bounds = store.read_table("split", split)
     frame = store.read_table("generate", series)
     fit_stop = test_start(bounds["split"].to_numpy(), bounds["start"].to_numpy())
-    scaled, metadata = normalized_series(config, frame["ds"].to_numpy(), frame["y"].to_numpy(), fit_stop)
+    future = store.future_values(series) if config.future_columns else None
+    columns = {name: frame[name].to_numpy() for name in frame.columns}
+    scaled, metadata = normalized_series(config, columns, fit_stop, future)
     store.write_table("normalize", key, scaled, metadata=metadata)
     log_model_space(fit_stop, metadata)
     return key
 
 
 def normalized_series(
-    config: ForecastConfig, ds: np.ndarray, y: np.ndarray, fit_stop: int
+    config: ForecastConfig, frame: Mapping[str, np.ndarray], fit_stop: int, future: dict[str, list] | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One series' `ds, y` with `y_scaled` (model space) added, and the metadata normalize stores with it: its
     model space fitted on rows `[0, fit_stop)`, and the forecaster's, the same choices refitted on every row
-    (seasonal profiles up to the last cycle)."""
+    (seasonal profiles up to the last cycle). With features (`has_features`) the table also holds their
+    channels `x_0, x_1, …` per row (`CovariateSpace.features`) and the metadata their space.
+
+    Args:
+        frame: the generate output's columns (`ds`, `y` and any covariate columns).
+        future: the future columns' values after the series (generate's metadata `future`).
+    """
+    ds, y = frame["ds"], np.asarray(frame["y"], dtype="float64")
     space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
     full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
     scaled = pd.DataFrame({"ds": ds, "y": y, "y_scaled": space.encode(y)})
-    return scaled, space.to_dict() | {"forecaster": full_space.to_dict()}
+    metadata = space.to_dict() | {"forecaster": full_space.to_dict()}
+    if has_features(config):
+        features, covariates = config_features(config, frame, fit_stop, future)
+        scaled = pd.concat([scaled, pd.DataFrame(features, columns=feature_columns(covariates.width))], axis=1)
+        metadata["covariates"] = covariates.to_dict()
+    return scaled, metadata
 
 
 def log_model_space(fit_stop: int, metadata: dict[str, Any]) -> None:
@@ -89,10 +104,12 @@ def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         series, bounds = own["series"], own["split"]
         fit_stop = test_start(bounds["split"], bounds["start"])
-        scaled, metadata = normalized_series(config, series["ds"], series["y"], fit_stop)
+        future = store.future_values(upstream["series"]) if config.future_columns else None
+        scaled, metadata = normalized_series(config, series, fit_stop, future)
         store.write_table("normalize", key, scaled, metadata=metadata)
         return lambda: log_model_space(fit_stop, metadata)
 
+    covariates = (*work[0][0].past_columns, *work[0][0].future_columns) if work else ()  # one panel, one set
     return each_series_of_chunk(
-        work, {"series": ("generate", ("ds", "y")), "split": ("split", ("split", "start"))}, one
+        work, {"series": ("generate", ("ds", "y", *covariates)), "split": ("split", ("split", "start"))}, one
     )

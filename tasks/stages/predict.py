@@ -25,17 +25,25 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.calendar import future_times
-from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
+from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.networks import load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import Store
 
 
 def predict_rows(
-    model: Any, space: ModelSpace, scaled: np.ndarray, rows: np.ndarray, look_back: int, patch: int = 1
+    model: Any,
+    space: ModelSpace,
+    scaled: np.ndarray,
+    rows: np.ndarray,
+    look_back: int,
+    patch: int = 1,
+    features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len)."""
-    outputs = model.predict(space.inputs(scaled, rows, look_back, patch), batch_size=1024, verbose=0)
+    """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len), with
+    its feature channels (n, F) when the model reads any."""
+    outputs = model.predict(space.inputs(scaled, rows, look_back, patch, features), batch_size=1024, verbose=0)
     return np.asarray(outputs).reshape(len(rows), -1)
 
 
@@ -97,11 +105,17 @@ def assemble_predictions(
 
 
 def forecast_all(
-    model: Any, space: ModelSpace, y: np.ndarray, targets: pd.DataFrame, look_back: int, patch: int
+    model: Any,
+    space: ModelSpace,
+    y: np.ndarray,
+    targets: pd.DataFrame,
+    look_back: int,
+    patch: int,
+    features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Forecasts in original units for every origin (m, horizon) and for the steps after the end (horizon,)."""
     rows = np.append(targets["row"].to_numpy(), len(y))  # every origin, then the row after the end
-    z_hat = predict_rows(model, space, space.encode(y), rows, look_back, patch)
+    z_hat = predict_rows(model, space, space.encode(y), rows, look_back, patch, features)
     values = space.decode(z_hat, y, rows)
     return values[:-1], values[-1]
 
@@ -130,14 +144,15 @@ class SeriesToPredict:
     targets: pd.DataFrame
     space: ModelSpace
     forecaster_space: ModelSpace
+    features: np.ndarray | None = None  # (n, F) channels read beside the values
 
     def inputs(self, look_back: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model inputs of every window origin (m, steps, patch), and the forecaster's after the end (1, …)."""
+        """Model inputs of every window origin (m, steps, …), and the forecaster's after the end (1, …)."""
         y = self.frame["y"].to_numpy()
-        space, ahead = self.space, self.forecaster_space
+        space, ahead, features = self.space, self.forecaster_space, self.features
         return (
-            space.inputs(space.encode(y), self.targets["row"].to_numpy(), look_back, patch),
-            ahead.inputs(ahead.encode(y), np.array([len(y)]), look_back, patch),
+            space.inputs(space.encode(y), self.targets["row"].to_numpy(), look_back, patch, features),
+            ahead.inputs(ahead.encode(y), np.array([len(y)]), look_back, patch, features),
         )
 
     def predictions(
@@ -157,12 +172,14 @@ class SeriesToPredict:
         return predictions, widths, forecast, calibration
 
 
-def series_to_predict(store: Store, series: str, normalize: str, window: str) -> SeriesToPredict:
+def series_to_predict(store: Store, series: str, normalize: str, window: str, width: int = 0) -> SeriesToPredict:
+    """One series' data for predict; `width` feature channels read from its normalize output."""
     return SeriesToPredict(
         store.read_table("generate", series),
         store.read_table("window", window),
         read_model_space(store, normalize),
         read_model_space(store, normalize, forecaster=True),
+        read_features(store.read_table("normalize", normalize), width) if width else None,
     )
 
 
@@ -180,7 +197,7 @@ def log_predictions(config: ForecastConfig, widths: np.ndarray, forecast: np.nda
 def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str, key: str) -> str:
     """Forecast every window and the steps after the end; returns the predict key."""
     store = Store(config.artifacts_dir)
-    data = series_to_predict(store, series, normalize, window)
+    data = series_to_predict(store, series, normalize, window, feature_width(config))
     x, x_next = data.inputs(config.look_back, config.patch)
     (z_hat,) = predict_many(load_saved(store, model).model, [x])
     (z_next,) = predict_many(load_saved(store, model, forecaster=True).model, [x_next])
@@ -198,7 +215,9 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
     for index, (config, upstream, _) in enumerate(work):
         try:
             store = Store(config.artifacts_dir)
-            data = series_to_predict(store, upstream["series"], upstream["normalize"], upstream["window"])
+            data = series_to_predict(
+                store, upstream["series"], upstream["normalize"], upstream["window"], feature_width(config)
+            )
             prepared[index] = (data, *data.inputs(config.look_back, config.patch))
         except Exception as error:  # reported per series: it fails alone
             errors[index] = error

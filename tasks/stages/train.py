@@ -28,7 +28,8 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
+from lstm_forecast.tasks.core.covariates import feature_columns, read_features
 from lstm_forecast.tasks.core.defaults import window_cap
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.networks import import_keras
@@ -39,15 +40,22 @@ EpochReport = Callable[[int, dict[str, float], float], None]
 
 
 def training_arrays(
-    scaled: np.ndarray, targets: Any, config: ForecastConfig, split_name: str | None, space: ModelSpace
+    scaled: np.ndarray,
+    targets: Any,
+    config: ForecastConfig,
+    split_name: str | None,
+    space: ModelSpace,
+    features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (n, look_back / patch, patch) and targets (n, horizon) of one split (None: all), float32."""
+    """Inputs (n, look_back / patch, patch * (1 + F)) and targets (n, horizon) of one split (None: all),
+    float32; `features` (rows, F) are read beside the values."""
     rows = (
         targets["row"].to_numpy()
         if split_name is None
         else targets.loc[targets["split"] == split_name, "row"].to_numpy()
     )
-    return space.inputs(scaled, rows, config.look_back, config.patch), space.targets(scaled, rows, config.horizon)
+    inputs = space.inputs(scaled, rows, config.look_back, config.patch, features)
+    return inputs, space.targets(scaled, rows, config.horizon)
 
 
 @dataclass(frozen=True)
@@ -65,19 +73,22 @@ class Architecture:
     learning_rate: float
     ema_momentum: float
     member_look_backs: tuple[int, ...]
+    features: int = 0
 
     @classmethod
     def of(cls, config: ForecastConfig) -> Architecture:
-        names = [field.name for field in fields(cls) if field.name != "member_look_backs"]
+        names = [field.name for field in fields(cls) if field.name not in ("member_look_backs", "features")]
         return cls(
-            **{name: getattr(config, name) for name in names}, member_look_backs=tuple(member_look_backs(config))
+            **{name: getattr(config, name) for name in names},
+            member_look_backs=tuple(member_look_backs(config)),
+            features=feature_width(config),
         )
 
 
 def build_model(config: ForecastConfig) -> Any:
     """A compiled stack of `layers` LSTM (or GRU) layers of `units` + Dense(horizon), MSE and Adam.
 
-    Inputs (batch, look_back / patch, patch); outputs (batch, horizon), one per step ahead. With
+    Inputs (batch, look_back / patch, patch * (1 + features)); outputs (batch, horizon), one per step ahead. With
     `ensemble` N > 1: N such stacks side by side, each from its own initial weights, outputs
     (batch, N * horizon) trained on N copies of the targets (each member's loss is its own);
     `inference_model` averages them.
@@ -129,7 +140,7 @@ def build_model(config: ForecastConfig) -> Any:
         return layers["MemberDense"](count, net.horizon, [own[-1] for own in member_seeds], name="members")(tensor)
 
     steps = net.look_back // net.patch
-    inputs = keras.Input(shape=(steps, net.patch))
+    inputs = keras.Input(shape=(steps, net.patch * (1 + net.features)))
     look_backs = net.member_look_backs
     name = f"{net.cell}_ensemble_of_{count}"
     if count == 1:
@@ -454,14 +465,15 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
     """Fit the model on the train split and its forecaster on every row; returns the model key."""
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
-    scaled = store.read_table("normalize", normalize)["y_scaled"].to_numpy()
+    normalized = store.read_table("normalize", normalize)
+    scaled, features = normalized["y_scaled"].to_numpy(), read_features(normalized, feature_width(config))
     targets = store.read_table("window", window)
     space, full_space = read_model_space(store, normalize), read_model_space(store, normalize, forecaster=True)
     y = store.read_table("generate", series)["y"].to_numpy()
     model, forecaster, fit = fit_with_forecaster(
-        training_arrays(scaled, targets, config, "train", space),
-        training_arrays(scaled, targets, config, "validation", space),
-        training_arrays(full_space.encode(y), targets, config, None, full_space),
+        training_arrays(scaled, targets, config, "train", space, features),
+        training_arrays(scaled, targets, config, "validation", space, features),
+        training_arrays(full_space.encode(y), targets, config, None, full_space, features),
         config,
     )
     fit["forecaster"]["model_space"] = full_space.to_dict()
@@ -470,6 +482,7 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
         "scope": "local",
         "config": config.model_dump(mode="json"),
         "model_space": space.to_dict(),
+        "covariates": store.read_table_metadata("normalize", normalize).get("covariates"),
         "data_fingerprint": series,
         "upstream": upstream,
         **fit,
@@ -486,6 +499,7 @@ class MemberSeries:
     targets: Any  # `row` and `split` of its window origins (from `window_targets`): a table or its columns
     space: ModelSpace
     full_space: ModelSpace
+    features: np.ndarray | None = None  # (n, F) channels read beside the values
 
     def arrays(self, config: ForecastConfig, split_name: str | None, cap: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets of the last `cap` windows of one split (None: every window, forecaster space)."""
@@ -495,7 +509,8 @@ class MemberSeries:
         if split_name is not None:
             rows = rows[self.split_mask(split_name)]
         rows = rows[-cap:]
-        return space.inputs(z, rows, config.look_back, config.patch), space.targets(z, rows, config.horizon)
+        inputs = space.inputs(z, rows, config.look_back, config.patch, self.features)
+        return inputs, space.targets(z, rows, config.horizon)
 
     def split_mask(self, split_name: str) -> np.ndarray:
         return np.asarray(self.targets["split"]) == split_name
@@ -527,16 +542,20 @@ def train_global(
     upstream = {"series": series, "normalize": normalize, "window": window}
     values = store.read_columns("generate", series, ("y",))  # each pack read once, not once per series
     origins = store.read_columns("window", window, ("row", "split"))
+    width = feature_width(config)
+    channels = tuple(feature_columns(width))
+    scaled = store.read_columns("normalize", normalize, channels) if width else {}
     members = [
         MemberSeries(
             store.read_own_columns("generate", s, ("y",), values)["y"],
             store.read_own_columns("window", w, ("row", "split"), origins),
             read_model_space(store, n),
             read_model_space(store, n, forecaster=True),
+            read_features(store.read_own_columns("normalize", n, channels, scaled), width) if width else None,
         )
         for s, n, w in zip(series, normalize, window, strict=True)
     ]
-    del values, origins
+    del values, origins, scaled
     cap = window_cap([int(m.split_mask("train").sum()) for m in members])
     get_run_logger().info("one model across %d series, at most %d training windows from each", len(members), cap)
     model, forecaster, fit = fit_with_forecaster(
