@@ -90,7 +90,7 @@ def test_bad_covariate_columns_are_named_with_their_row() -> None:
     with pytest.raises(InputError, match="'c' is constant before the test split"):
         fit_covariate_space(raw.assign(c=2.0), 3, (), ("c",), (), None, None, 1)
     shared = fit_covariate_space(raw.assign(c=2.0), 3, (), ("c",), (), None, None, 1, allow_constant=True)
-    assert shared.spread == (1.0,)  # a global model keeps it: it may still tell series apart
+    assert shared.spread == (1.0,)  # a global model keeps it: it may change in other series
 
 
 def test_the_config_counts_feature_channels_and_refuses_clashing_columns() -> None:

@@ -167,7 +167,7 @@ def fit_covariate_space(
     """Standardise the covariate columns of `values` on rows `[0, fit_stop)`.
 
     A column constant on those rows is refused (InputError naming it) unless `allow_constant` (a global
-    model, where it still tells series apart): it then keeps its values, centred, with spread 1.
+    model: a flag that never changes in one series may change in others); it then reads as zeros there.
     """
     columns = [*past, *future]
     train = values[columns].to_numpy(dtype="float64")[:fit_stop] if columns else np.zeros((fit_stop, 0))

@@ -11,7 +11,8 @@ stages' keys and the model's metadata.
   seasons when `seasons` is set), else the first autocorrelation peak of the training part
   (the built-in sine: 63).
 - `look_back`: two seasons once seasons are removed (at least 16), four autocorrelation seasons
-  otherwise (at least 32), never more than half the rows before the validation split.
+  otherwise (at least 32), at least the horizon with known-future columns (the window carries them),
+  never more than half the rows before the validation split.
 - `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
 - `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256.
 - `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400).
@@ -134,6 +135,8 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
             look_back = max(2 * min(seasons), 16)
         else:
             look_back = max(4 * season_length, 32) if season_length > 1 else 32
+        if config.future_columns:  # every step ahead sees its known-future values in the window (they lead by H)
+            look_back = max(look_back, config.horizon)
         look_back = max(1, min(look_back, validation_start // 2))
     patch = config.patch or auto_patch(look_back)
     if config.look_back is None:  # a whole number of patches, within half the rows before validation
