@@ -163,6 +163,18 @@ def test_clean_sorts_and_parses_dates() -> None:
     assert any("sorted" in note for note in notes)
 
 
+def test_a_datetime_column_is_read_as_dates() -> None:
+    """A Parquet file's timestamp column arrives as datetime64, which pd.to_numeric turns into integers."""
+    when = pd.date_range("2014-01-01", periods=4, freq="30min")
+    series, _ = clean_series(pd.DataFrame({"ds": when, "y": [1.0, 2.0, 3.0, 4.0]}), "ds", "y")
+    assert series["ds"].tolist() == when.tolist()
+    offset = pd.DataFrame({"ds": when.tz_localize("Australia/Melbourne"), "y": [1.0, 2.0, 3.0, 4.0]})
+    assert (
+        clean_series(offset, "ds", "y")[0]["ds"].tolist()
+        == when.tz_localize("Australia/Melbourne").tz_convert(None).tolist()
+    )
+
+
 def test_times_with_different_offsets_become_utc() -> None:
     raw = pd.DataFrame({"ds": ["2024-01-01T01:00:00+01:00", "2024-01-01T01:00:00+00:00"], "y": [1.0, 2.0]})
     series, _ = clean_series(raw, "ds", "y")

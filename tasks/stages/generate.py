@@ -377,14 +377,15 @@ def first_data_row(index: pd.Index, bad: np.ndarray) -> int:
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
     """Numbers stay numbers; anything else must parse as dates. A column of mostly numbers is a numeric
     column: its values that are not numbers are named as such (never tried as dates)."""
-    numeric = pd.to_numeric(column, errors="coerce")
+    numeric = pd.to_numeric(column, errors="coerce")  # datetimes become integers: they are dates, not numbers
     present = column.notna().to_numpy()
     not_numbers = present & numeric.isna().to_numpy()
-    if not not_numbers.any() and not pd.api.types.is_datetime64_any_dtype(column):
+    is_datetime = pd.api.types.is_datetime64_any_dtype(column)  # e.g. a Parquet timestamp column
+    if not not_numbers.any() and not is_datetime:
         return numeric.astype("float64")
     fix = "use ISO dates (2024-01-31) or numbers, or choose the time column with --time-column"
     # the messages name the row, never the value: an error must not echo a file's contents
-    if 2 * int(numeric.notna().sum()) > int(present.sum()):
+    if not is_datetime and 2 * int(numeric.notna().sum()) > int(present.sum()):
         raise InputError(
             f"time column {name!r} holds numbers and {int(not_numbers.sum())} value(s) that are not numbers, "
             f"the first in data row {first_data_row(column.index, not_numbers)}",
