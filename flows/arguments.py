@@ -47,6 +47,7 @@ FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--log": ("log", str),
     "--future-columns": ("future_columns", "columns"),
     "--past-columns": ("past_columns", "columns"),
+    "--static-columns": ("static_columns", "columns"),
     "--future": ("future", str),
     "--calendar": ("calendar", "seasons"),
     "--holidays": ("holidays", str),

@@ -172,3 +172,19 @@ def test_a_known_future_column_drives_the_forecast_predict_reads_it_and_bad_ones
         message = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(message) == 1 and expected in message[0], (name, err[-800:])
     assert store_snapshot(store) == before
+
+
+def test_static_columns_are_one_constant_channel_per_series_and_must_not_change_within_one() -> None:
+    from lstm_forecast.tasks.stages.generate import with_covariates
+
+    values = pd.DataFrame({"size": [50.0] * 6})
+    space = fit_covariate_space(values, 4, (), (), (), None, None, 2, allow_constant=True, static=("size",))
+    features = space.features(pd.Series(np.arange(6.0)), values, None, 6)
+    assert space.width == 1 and np.allclose(features[:, 0], np.arcsinh(50.0))
+    config = ForecastConfig(input="panel.csv", series_id="a", scope="global", static_columns=("size",))
+    raw = pd.DataFrame({"ds": [0.0, 1.0, 2.0], "y": [1.0, 2.0, 3.0], "size": [1.0, 1.0, 2.0]})
+    series = raw[["ds", "y"]]
+    with pytest.raises(InputError, match="static column 'size' changes within series 'a'"):
+        with_covariates(series, raw, config, ("size",))
+    kept = with_covariates(series, raw.assign(size=3.0), config, ("size",))
+    assert kept["size"].tolist() == [3.0, 3.0, 3.0]

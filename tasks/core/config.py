@@ -120,6 +120,11 @@ class ForecastConfig(BaseModel):
     past_columns: tuple[str, ...] = Field(
         (), description="Columns of the input observed only up to now (sensor readings): read for the look-back."
     )
+    static_columns: tuple[str, ...] = Field(
+        (),
+        description="Columns of a long-format input constant within each series (a store's size, a 0/1 column "
+        "per category): a global model reads them to tell series apart, as asinh(value).",
+    )
     future: str | None = Field(
         None,
         description="CSV or Parquet file of the future columns' values after the data (unique_id, ds, columns), "
@@ -255,11 +260,11 @@ class ForecastConfig(BaseModel):
     def _check_columns(self) -> ForecastConfig:
         if len({self.time_column, self.value_column, self.id_column}) < 3:
             raise ValueError("time_column, value_column and id_column must differ")
-        covariates = [*self.future_columns, *self.past_columns]
+        covariates = [*self.future_columns, *self.past_columns, *self.static_columns]
         if len(set(covariates)) < len(covariates):
-            raise ValueError("a column is named twice in future_columns and past_columns")
+            raise ValueError("a column is named twice in future_columns, past_columns and static_columns")
         if set(covariates) & {self.time_column, self.value_column, self.id_column}:
-            raise ValueError("future_columns and past_columns must not name the time, value or id column")
+            raise ValueError("covariate columns must not name the time, value or id column")
         if self.future and not self.future_columns:
             raise ValueError("future (a file of future values) needs future_columns naming its columns")
         if self.look_back is not None and self.patch is not None and self.look_back % self.patch:
@@ -451,12 +456,17 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     fields = {name: getattr(config, name) for name in names}
     if stage == "generate" and config.series_keep < 1:  # only a cut series differs: whole ones keep their keys
         fields["series_keep"] = config.series_keep
-    if stage == "generate" and (config.future_columns or config.past_columns):  # the series carries them
-        fields.update(future_columns=config.future_columns, past_columns=config.past_columns)
+    if stage == "generate" and covariate_columns(config):  # the series carries them
+        fields.update(
+            future_columns=config.future_columns,
+            past_columns=config.past_columns,
+            static_columns=config.static_columns,
+        )
     if stage == "normalize" and has_features(config):  # the features' leads are the horizon
         fields.update(
             future_columns=config.future_columns,
             past_columns=config.past_columns,
+            static_columns=config.static_columns,
             calendar=config.calendar,
             holidays=config.holidays,
             horizon=config.horizon,
@@ -466,9 +476,14 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     return fields
 
 
+def covariate_columns(config: ForecastConfig) -> tuple[str, ...]:
+    """The input's covariate columns a series carries: past-only, known-future, static."""
+    return (*config.past_columns, *config.future_columns, *config.static_columns)
+
+
 def has_features(config: ForecastConfig) -> bool:
     """Whether the network reads anything beside the values (covariates, calendar cycles, holidays)."""
-    return bool(config.future_columns or config.past_columns or config.calendar or config.holidays)
+    return bool(covariate_columns(config) or config.calendar or config.holidays)
 
 
 def feature_width(config: ForecastConfig) -> int:
@@ -478,4 +493,5 @@ def feature_width(config: ForecastConfig) -> int:
         + len(config.past_columns)
         + 2 * len(config.calendar or ())
         + int(config.holidays is not None)
+        + len(config.static_columns)
     )

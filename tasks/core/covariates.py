@@ -11,7 +11,10 @@ Per row `q` of a series the network reads, next to its value, a feature vector `
   and cosine of the row's position in it, anchored to the calendar (hour of the day, day of the week, week
   of the year), so every series of a panel reads the same phase at the same time; on numeric time, the row's
   position counted from 0;
-- a public-holiday flag for a country (`holidays`), at row `q + lead`.
+- a public-holiday flag for a country (`holidays`), at row `q + lead`;
+- the static columns of a panel's series (`static_columns`: constant per series, such as a store's size or a
+  0/1 column per category), the same on every row, as `asinh(value)` (about the value near 0, its log beyond):
+  the network of many series reads what tells them apart.
 
 Columns are standardised with the mean and standard deviation of the rows before the test split only.
 Pure functions: pandas and numpy in and out.
@@ -63,11 +66,14 @@ class CovariateSpace:
     freq: str | None = None
     holidays: str | None = None
     lead: int = 1
+    static: tuple[str, ...] = ()
 
     @property
     def width(self) -> int:
         """Feature channels per row."""
-        return len(self.past) + len(self.future) + 2 * len(self.cycles) + int(self.holidays is not None)
+        return (
+            len(self.past) + len(self.future) + 2 * len(self.cycles) + int(self.holidays is not None) + len(self.static)
+        )
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -114,6 +120,9 @@ class CovariateSpace:
                 parts.extend([np.sin(2 * np.pi * phases), np.cos(2 * np.pi * phases)])
             if self.holidays:
                 parts.append(holiday_flags(times, self.holidays)[:, None])
+        if self.static:
+            constants = np.arcsinh(values[list(self.static)].to_numpy(dtype="float64")[:1])
+            parts.append(np.repeat(constants, rows, axis=0))
         if not parts:
             return np.zeros((rows, 0), dtype="float32")
         return np.concatenate(parts, axis=1).astype("float32")
@@ -134,6 +143,7 @@ class CovariateSpace:
             "freq": self.freq,
             "holidays": self.holidays,
             "lead": self.lead,
+            "static": list(self.static),
         }
 
     @classmethod
@@ -150,6 +160,7 @@ class CovariateSpace:
             data.get("freq"),
             data.get("holidays"),
             int(data.get("lead", 1)),
+            tuple(data.get("static", ())),
         )
 
 
@@ -163,6 +174,7 @@ def fit_covariate_space(
     holidays: str | None,
     lead: int,
     allow_constant: bool = False,
+    static: tuple[str, ...] = (),
 ) -> CovariateSpace:
     """Standardise the covariate columns of `values` on rows `[0, fit_stop)`.
 
@@ -181,7 +193,15 @@ def fit_covariate_space(
             )
     spread = np.where(spread > 0, spread, 1.0)
     return CovariateSpace(
-        past, future, tuple(map(float, center)), tuple(map(float, spread)), tuple(cycles), freq, holidays, lead
+        past,
+        future,
+        tuple(map(float, center)),
+        tuple(map(float, spread)),
+        tuple(cycles),
+        freq,
+        holidays,
+        lead,
+        tuple(static),
     )
 
 
@@ -197,7 +217,8 @@ def config_features(
         future: the future columns' values after the series (generate's metadata `future`).
         rows: how many rows to give features for (default n; more for forecasts fed back past the horizon).
     """
-    values = pd.DataFrame({name: np.asarray(frame[name]) for name in (*config.past_columns, *config.future_columns)})
+    columns = (*config.past_columns, *config.future_columns, *config.static_columns)
+    values = pd.DataFrame({name: np.asarray(frame[name]) for name in columns})
     covariates = fit_covariate_space(
         values,
         fit_stop,
@@ -208,6 +229,7 @@ def config_features(
         config.holidays,
         config.horizon,
         allow_constant=config.scope == "global",
+        static=tuple(config.static_columns),
     )
     ahead = pd.DataFrame(future) if future else None
     ds = pd.Series(np.asarray(frame["ds"]))
@@ -376,4 +398,6 @@ def describe(space: CovariateSpace) -> str:
         parts.append(f"calendar cycles {list(space.cycles)}")
     if space.holidays:
         parts.append(f"holidays {shown(space.holidays)}")
+    if space.static:
+        parts.append(f"static {', '.join(shown(c) for c in space.static)}")
     return "features: " + ("; ".join(parts) if parts else "none")

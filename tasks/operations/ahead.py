@@ -23,7 +23,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.calendar import future_times
-from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns
 from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
@@ -361,7 +361,7 @@ def input_frames(
                 }
             )
             series, _ = clean_series(raw, own.time_column, own.value_column, own.nan_policy, own.duplicate_policy)
-            series = with_covariates(series, raw, own, (*own.past_columns, *own.future_columns))
+            series = with_covariates(series, raw, own, covariate_columns(own))
             if own.future_columns:
                 if not future_path:
                     raise InputError(

@@ -21,7 +21,7 @@ import pandas as pd
 from prefect import task
 
 from lstm_forecast.tasks.core.calendar import future_times, infer_frequency, time_gaps
-from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns
 from lstm_forecast.tasks.core.covariates import check_covariate_columns, fit_covariate_space
 from lstm_forecast.tasks.core.errors import InputError, quoted
 from lstm_forecast.tasks.core.graph import stage_logger
@@ -257,8 +257,18 @@ def with_covariates(
     times merged as `duplicate_policy` merges the values; rows dropped with their value dropped)."""
     if not columns:
         return series
-    flags = {c: "--past-columns" for c in config.past_columns} | {c: "--future-columns" for c in config.future_columns}
+    flags = (
+        dict.fromkeys(config.past_columns, "--past-columns")
+        | dict.fromkeys(config.future_columns, "--future-columns")
+        | dict.fromkeys(config.static_columns, "--static-columns")
+    )
     values = check_covariate_columns(raw, columns, flags)
+    varying = [c for c in config.static_columns if values[c].nunique() > 1]
+    if varying:
+        raise InputError(
+            f"static column {quoted(varying[0])} changes within series {quoted(config.series_id or '')}",
+            "pass columns constant per series with --static-columns (others with --past-columns or --future-columns)",
+        )
     times = _parse_times(raw[config.time_column], config.time_column).to_numpy()
     merged = (
         values.assign(_time=times)
@@ -316,6 +326,11 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig, future: pd.D
             f"the future columns {', '.join(map(quoted, config.future_columns))} need values for the "
             f"{config.horizon} steps after the series' last row; {given} given",
             "pass --future FILE (unique_id, ds and the future columns) covering the horizon",
+        )
+    if config.static_columns and config.scope != "global":
+        raise InputError(
+            "static columns tell the series of a panel apart, and this run trains one model per series",
+            "drop --static-columns, or run a long-format file of several series with one global model",
         )
     if config.future_columns or config.past_columns:
         fit_covariate_space(
@@ -484,12 +499,12 @@ def generate(config: ForecastConfig) -> str:
         series, notes = clean_series(
             raw, config.time_column, config.value_column, config.nan_policy, config.duplicate_policy
         )
-        series = with_covariates(series, raw, config, (*config.past_columns, *config.future_columns))
+        series = with_covariates(series, raw, config, covariate_columns(config))
         for note in notes:
             logger.warning("input %s: %s", config.input, note)
         source = {"input": str(config.input), "series_id": config.series_id}
     else:
-        if config.future_columns or config.past_columns:
+        if covariate_columns(config):
             raise InputError(
                 "covariate columns were named, but the built-in series has none", "pass --input with those columns"
             )

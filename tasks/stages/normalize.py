@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_forecast.tasks.core.config import ForecastConfig, has_features
+from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, has_features
 from lstm_forecast.tasks.core.covariates import config_features, feature_columns
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
@@ -109,7 +109,7 @@ def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
         store.write_table("normalize", key, scaled, metadata=metadata)
         return lambda: log_model_space(fit_stop, metadata)
 
-    covariates = (*work[0][0].past_columns, *work[0][0].future_columns) if work else ()  # one panel, one set
+    covariates = covariate_columns(work[0][0]) if work else ()  # one panel, one set
     return each_series_of_chunk(
         work, {"series": ("generate", ("ds", "y", *covariates)), "split": ("split", ("split", "start"))}, one
     )
