@@ -72,22 +72,21 @@ def served_run_config(config: ForecastConfig) -> ForecastConfig:
 
 def served_roots(config: ForecastConfig) -> dict[str, str | None]:
     """Each path field's root: the served config's store for `artifacts_dir`, the folder of its input file
-    for `input` (None: served without an input file, a run takes none)."""
-    return {
-        "artifacts_dir": str(Path(config.artifacts_dir).resolve()),
-        "input": str(Path(config.input).resolve().parent) if config.input else None,
-    }
+    for `input` and for `future` (None: served without an input file, a run takes none)."""
+    data = str(Path(config.input).resolve().parent) if config.input else None
+    return {"artifacts_dir": str(Path(config.artifacts_dir).resolve()), "input": data, "future": data}
 
 
 def check_served_paths(config: ForecastConfig) -> None:
-    """In a run started by `serve`, the store must lie under the served store and the input file under the
-    served input's folder, each under its own root: a form or an API call cannot point a run at any other
-    folder of the machine, nor write a store among the data or read the store as data."""
+    """In a run started by `serve`, the store must lie under the served store and the input file (and the
+    future file) under the served input's folder, each under its own root: a form or an API call cannot
+    point a run at any other folder of the machine, nor write a store among the data or read the store as
+    data."""
     fixed = os.environ.get(SERVED_ROOTS)
     if not fixed:
         return
     roots = json.loads(fixed)
-    for field, value in (("artifacts_dir", config.artifacts_dir), ("input", config.input)):
+    for field, value in (("artifacts_dir", config.artifacts_dir), ("input", config.input), ("future", config.future)):
         if not value:
             continue
         root, flag = roots.get(field), "--" + field.replace("_", "-")

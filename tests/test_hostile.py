@@ -210,6 +210,11 @@ def test_each_served_path_is_fenced_under_its_own_root(tmp_path: Path, monkeypat
         check_served_paths(ForecastConfig(artifacts_dir=str(data / "store"), input=str(data / "a.csv")))
     with pytest.raises(InputError, match="input only under"):  # the store's own files read as input
         check_served_paths(ForecastConfig(artifacts_dir=str(store), input=str(store / "registry.csv")))
+    outside = ForecastConfig(
+        artifacts_dir=str(store), input=str(data / "a.csv"), future_columns=("t",), future=str(tmp_path / "f.csv")
+    )
+    with pytest.raises(InputError, match="future only under"):  # a future file outside the data's folder
+        check_served_paths(outside)
 
     without_input = ForecastConfig(artifacts_dir=str(store))
     monkeypatch.setenv(SERVED_ROOTS, json.dumps(served_roots(without_input)))

@@ -29,7 +29,7 @@ import pandas as pd
 from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, has_features
-from lstm_forecast.tasks.core.covariates import config_features, feature_columns
+from lstm_forecast.tasks.core.covariates import CovariateSpace, config_features, describe, feature_columns
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
@@ -95,6 +95,8 @@ def log_model_space(fit_stop: int, metadata: dict[str, Any]) -> None:
             space.seasons,
             space.scaler,
         )
+        if "covariates" in metadata:
+            logger.info(describe(CovariateSpace.from_dict(metadata["covariates"])))
 
 
 def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
