@@ -26,10 +26,10 @@ Rows:
 
       lstm-forecast predict --horizon 48 --input upto_ORIGIN.parquet --output out.parquet --json --artifacts-dir STORE
 
-- lstm-forecast with covariates: the same with `--future-columns workday,temperature` added to `run`
-  (its input then holds the two columns) and `--future FILE` to each `predict` (`ds, workday,
-  temperature` of the 48 steps after the origin). Skipped, with a note, when `lstm-forecast run --help`
-  does not list `--future-columns`.
+- lstm-forecast with covariates: the same with `--future-columns workday,temperature --future FILE` added
+  to `run` (its input then holds the two columns; FILE: their values on the first test day, which the run
+  forecasts) and `--future FILE` to each `predict` (`ds, workday, temperature` of the 48 steps after the
+  origin). Skipped, with a note, when `lstm-forecast run --help` does not list `--future-columns`.
 
 Wall time of a row: fitting plus every origin's forecast (for the LSTM: the run, then the 28 predict
 processes, each importing TensorFlow and loading the model). The Prefect server is handled as in real.py
@@ -153,8 +153,10 @@ def lstm_forecasts(
     train = folder / "train.parquet"
     frame.iloc[: origins[0]][columns].to_parquet(train, index=False)
     run_args = ["run", "--input", str(train), "--horizon", str(HORIZON), "--json", "--artifacts-dir", str(store)]
-    if covariates:
-        run_args += ["--future-columns", ",".join(covariates)]
+    if covariates:  # the run's own forecast of the first day needs that day's covariates
+        first_day = folder / "future_run.parquet"
+        frame.iloc[origins[0] : origins[0] + HORIZON][["ds", *covariates]].to_parquet(first_day, index=False)
+        run_args += ["--future-columns", ",".join(covariates), "--future", str(first_day)]
     log(f"{name}: lstm-forecast {shlex.join([*run_args, *extra])} ...")
     run = run_cli([*run_args, *extra], env, timeout)
     if run.exit != 0 or run.result is None:
