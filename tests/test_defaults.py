@@ -37,6 +37,16 @@ def test_a_short_monthly_series_gets_its_calendar_season_and_a_window_that_fits(
     assert config.epochs > 60  # few windows: more epochs for about the same number of optimizer steps
 
 
+def test_the_calendar_cycles_are_the_seasons_for_a_multi_step_model_and_none_for_one_step() -> None:
+    series = monthly(144)
+    one_step = adapt_config(build_config("default"), series["ds"], series["y"].to_numpy())
+    assert one_step.calendar == ()
+    ahead = adapt_config(build_config("default", overrides={"horizon": 6}), series["ds"], series["y"].to_numpy())
+    assert ahead.seasons == (12,) and ahead.calendar == (12,)
+    chosen = adapt_config(build_config("default", overrides={"calendar": (12,)}), series["ds"], series["y"].to_numpy())
+    assert chosen.calendar == (12,)  # a user's cycles are kept, one step ahead too
+
+
 def test_fields_a_user_sets_are_kept() -> None:
     series = monthly(144)
     config = adapt_config(

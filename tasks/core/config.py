@@ -133,8 +133,8 @@ class ForecastConfig(BaseModel):
     calendar: tuple[Annotated[int, Field(ge=2, le=100_000)], ...] | None = Field(
         None,
         description="Calendar cycles (in steps) whose position the network reads (sine and cosine: hour of the "
-        "day, day of the week, week of the year); empty: the seasons in use (for many series, those most of "
-        "them confirm); [] (on the command line: none) for none.",
+        "day, day of the week, week of the year); empty: the seasons in use when the horizon is over one step "
+        "(for many series, those most of them confirm); [] (on the command line: none) for none.",
     )
     holidays: str | None = Field(
         None,
