@@ -1,19 +1,20 @@
-"""M4 Weekly, scored the M4 way: lstm-forecast's 13-week forecasts against the published table.
+"""M4 Weekly or Hourly, scored the M4 way: lstm-forecast's forecasts against the published table.
 
     .venv/bin/python benchmarks/m4.py --baselines-only              # Naive2 / seasonal naive on all 359 series
+    .venv/bin/python benchmarks/m4.py --dataset hourly [--extra "--workers 2"]   # M4 Hourly, 372 series, h = 48
     .venv/bin/python benchmarks/m4.py --limit 3                     # the LSTM on the first 3 series
     .venv/bin/python benchmarks/m4.py --sample 30 --seed 0 [--extra "--epochs 20"] [--json-out FILE]
     .venv/bin/python benchmarks/m4.py --ids W1 W246                 # named series
     .venv/bin/python benchmarks/m4.py [--data-dir DIR] [--store DIR] [--extra "--workers 2"]   # all 359 series
 
 The data (`unique_id, ds, y`; `train.parquet`, `test.parquet`; see its README.md) is read from
-`--data-dir` (default: ../shared/data/m4-weekly from the repository root). The train part of the
-chosen series is written as one long-format Parquet file and run as
+`--data-dir` (default: ../shared/data/m4-weekly from the repository root, or m4-hourly-dev: below). The
+train part of the chosen series is written as one long-format Parquet file and run as
 
     lstm-forecast run --input train.parquet --horizon 13 --json --artifacts-dir STORE [EXTRA]
 
-which trains one global model across the series (`--extra "--scope local"`: one model per series)
-and forecasts the 13 steps after each series' end (the `forecast` rows of
+(`--horizon 48` for hourly), which trains one global model across the series (`--extra "--scope local"`: one
+model per series) and forecasts the 13 steps after each series' end (the `forecast` rows of
 the predictions Parquet that `series.<id>.artifacts.predictions` in the JSON names: a pack of many
 series, whose rows `_key == series.<id>.keys.predict` are the series'). Those are scored
 against test.parquet: sMAPE, MASE (m = 1: scale = mean |x_t - x_(t-1)| over the series' whole train
@@ -23,6 +24,14 @@ pipeline fails on is listed and left out of the LSTM's row; a second row fills i
 
 Also printed: wall time and peak RSS of the run (getrusage of the child processes), and whether the
 script's Naive2 reproduces the published sMAPE 9.161 / MASE 2.777 (only meaningful on all 359 series).
+
+`--dataset hourly` reads ../shared/data/m4-hourly-dev (372 of the 414 hourly series; test.parquet has
+`unique_id, step, y`) and scores as M4 does for hourly data: h = 48, MASE with m = 24, Naive2 = the naive
+forecast after a classical multiplicative seasonal adjustment (statsmodels' `seasonal_decompose`, period 24)
+when M4's 90 % autocorrelation test at lag 24 finds seasonality, else the plain naive forecast; the extra row
+is the seasonal naive with m = 24. The published hourly figures (OWA only) are for all 414 series, so there
+is no Naive2 check: score the seasonal naive on the same series next to the LSTM instead.
+
 The Prefect server is handled as in real.py (PREFECT_API_URL if set, else one started for the run).
 """
 
@@ -47,6 +56,7 @@ from benchmarks.real import cli_env, json_safe, prefect_server, run_cli  # noqa:
 
 HORIZON = 13
 SEASON = 52  # for the extra seasonal-naive row; M4 itself uses m = 1 for weekly data
+SCALE_LAG = 1  # M4's MASE for weekly data: m = 1
 PUBLISHED = [  # M4 "Evaluation and Ranks.xlsx", weekly, all 359 series (the data's README.md)
     ("best entry (Darin, statistical)", 6.582, 2.107, 0.739),
     ("Petropoulos & Svetunkov (combination)", 6.726, 2.133, 0.751),
@@ -61,6 +71,48 @@ NAIVE2_PUBLISHED = (9.161, 2.777)
 FULL_SET = 359
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """How M4 scores one frequency: horizon, MASE lag, Naive2's season (1: none), the published table."""
+
+    name: str  # the data folder under ../shared/data
+    title: str
+    horizon: int
+    scale_lag: int  # m of MASE
+    naive2_season: int  # M4's seasonality test and adjustment at this lag (1: Naive2 is the naive forecast)
+    season: int  # the extra seasonal-naive row
+    published: list[tuple[str, float | None, float | None, float]]
+    published_series: int  # how many series the published figures cover
+    naive2_published: tuple[float, float] | None  # Naive2's published sMAPE / MASE, to check the script's
+    naive2_name: str
+
+
+WEEKLY = Dataset(
+    "m4-weekly", "M4 Weekly", HORIZON, SCALE_LAG, 1, SEASON, PUBLISHED, FULL_SET, NAIVE2_PUBLISHED,
+    "Naive2 (naive, m = 1)",
+)  # fmt: skip
+HOURLY = Dataset(
+    "m4-hourly-dev",
+    "M4 Hourly",
+    48,
+    24,
+    24,
+    24,
+    [  # M4 "Evaluation and Ranks.xlsx", hourly, all 414 series (the data's README.md): OWA only
+        ("Doornik et al. (best)", None, None, 0.410),
+        ("Smyl (ES-RNN)", None, None, 0.440),
+        ("seasonal naive (m = 24)", None, None, 0.627),
+        ("MLP benchmark of the organisers", None, None, 0.921),
+        ("Naive2 (seasonally adjusted naive)", None, None, 1.000),
+        ("RNN benchmark of the organisers", None, None, 1.036),
+    ],
+    414,
+    None,
+    "Naive2 (seasonally adjusted naive, m = 24)",
+)
+DATASETS = {"weekly": WEEKLY, "hourly": HOURLY}
+
+
 def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
     """M4's sMAPE (percent), mean over the horizon; a step where both are 0 counts as 0."""
     denominator = np.abs(actual) + np.abs(forecast)
@@ -70,22 +122,52 @@ def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
     return float(np.mean(terms))
 
 
-def mase(actual: np.ndarray, forecast: np.ndarray, insample: np.ndarray, m: int = 1) -> float:
+def mase(actual: np.ndarray, forecast: np.ndarray, insample: np.ndarray, m: int = SCALE_LAG) -> float:
     """M4's MASE: mean absolute error over the mean absolute m-step difference of the whole train part."""
     scale = np.mean(np.abs(insample[m:] - insample[:-m]))
     return float(np.mean(np.abs(actual - forecast)) / scale)
 
 
-def naive2(insample: np.ndarray) -> np.ndarray:
+def naive2(insample: np.ndarray, horizon: int = HORIZON) -> np.ndarray:
     """Naive2 for weekly data: M4's seasonality test runs at lag m = 1, so it is the plain naive forecast."""
-    return np.repeat(insample[-1], HORIZON)
+    return np.repeat(insample[-1], horizon)
 
 
-def seasonal_naive(insample: np.ndarray, m: int = SEASON) -> np.ndarray:
+def seasonal_naive(insample: np.ndarray, m: int = SEASON, horizon: int = HORIZON) -> np.ndarray:
     """The last `m` values repeated (the plain naive forecast when the series is shorter than m)."""
     if len(insample) < m:
-        return naive2(insample)
-    return np.resize(insample[-m:], HORIZON)
+        return naive2(insample, horizon)
+    return np.resize(insample[-m:], horizon)
+
+
+def acf(values: np.ndarray, lag: int) -> float:
+    """R's `acf` at `lag`: mean removed, the lagged cross-products over the sum of squares."""
+    x = values - values.mean()
+    return float(np.dot(x[lag:], x[: len(x) - lag]) / np.dot(x, x))
+
+
+def seasonality_test(insample: np.ndarray, m: int) -> bool:
+    """M4's 90 % autocorrelation test at lag m (`SeasonalityTest` of the M4 benchmarks' R code): seasonal when
+    |acf(m)| > 1.645 * sqrt((1 + 2 * sum_{k<m} acf(k)^2) / n); never with fewer than 3 m values."""
+    n = len(insample)
+    if n < 3 * m:
+        return False
+    correlations = np.array([acf(insample, k) for k in range(1, m + 1)])
+    limit = 1.645 * np.sqrt((1 + 2 * np.sum(correlations[:-1] ** 2)) / n)
+    return bool(abs(correlations[-1]) > limit)
+
+
+def seasonally_adjusted_naive(insample: np.ndarray, m: int, horizon: int) -> np.ndarray:
+    """M4's Naive2: with seasonality at lag m, the naive forecast of the series divided by the seasonal indices
+    of a classical multiplicative decomposition, times the indices of the forecast steps; else plain naive."""
+    if m <= 1 or not seasonality_test(insample, m):
+        return naive2(insample, horizon)
+    from statsmodels.tsa.seasonal import seasonal_decompose
+
+    indices = np.asarray(seasonal_decompose(insample, model="multiplicative", period=m).seasonal)[:m]
+    n = len(insample)
+    level = insample[-1] / indices[(n - 1) % m]
+    return level * indices[(n + np.arange(horizon)) % m]
 
 
 @dataclass
@@ -100,13 +182,17 @@ class Score:
 
 
 def score(
-    name: str, forecasts: dict[str, np.ndarray], train: dict[str, np.ndarray], test: dict[str, np.ndarray]
+    name: str,
+    forecasts: dict[str, np.ndarray],
+    train: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    m: int = SCALE_LAG,
 ) -> Score:
     ids = list(forecasts)
     return Score(
         name,
         float(np.mean([smape(test[i], forecasts[i]) for i in ids])),
-        float(np.mean([mase(test[i], forecasts[i], train[i]) for i in ids])),
+        float(np.mean([mase(test[i], forecasts[i], train[i], m) for i in ids])),
         len(ids),
     )
 
@@ -124,16 +210,16 @@ def read_predictions(path: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def read_forecast(path: str, key: str, expected_ds: np.ndarray) -> tuple[np.ndarray, str]:
-    """The 13 `forecast` rows of a series' predictions (its own file, or its rows `_key == key` of the pack
-    of many series that holds them), by step; and a note if their `ds` differ from the test's."""
+def read_forecast(path: str, key: str, expected_ds: np.ndarray, horizon: int = HORIZON) -> tuple[np.ndarray, str]:
+    """The `horizon` `forecast` rows of a series' predictions (its own file, or its rows `_key == key` of the
+    pack of many series that holds them), by step; and a note if their `ds` differ from the test's."""
     predictions = read_predictions(path)
     if "_key" in predictions:
         predictions = predictions[predictions["_key"] == key]
     future = predictions.loc[predictions["split"] == "forecast"].sort_values("step")
     values = future["y_hat"].to_numpy(dtype="float64")
-    if len(values) != HORIZON:
-        raise ValueError(f"{len(values)} forecast rows, not {HORIZON}")
+    if len(values) != horizon:
+        raise ValueError(f"{len(values)} forecast rows, not {horizon}")
     note = ""
     with np.errstate(invalid="ignore"):
         ds = pd.to_numeric(future["ds"], errors="coerce").to_numpy(dtype="float64")
@@ -142,14 +228,24 @@ def read_forecast(path: str, key: str, expected_ds: np.ndarray) -> tuple[np.ndar
     return values, note
 
 
-def print_table(rows: list[tuple[str, Score | None, Score]], subset: int) -> None:
+def print_table(
+    rows: list[tuple[str, Score | None, Score]], subset: int, dataset: Dataset = WEEKLY, available: int = FULL_SET
+) -> None:
     """Published rows, then ours; each of ours with its OWA against Naive2 on the same series."""
-    width = max(len(row[0]) for row in rows + [(p[0], None, None) for p in PUBLISHED]) + 2
+    published, full = dataset.published, dataset.published_series
+    width = max(len(row[0]) for row in rows + [(p[0], None, None) for p in published]) + 2
     print(f"{'method':<{width}}{'sMAPE':>9}{'MASE':>9}{'OWA':>8}{'series':>8}")
-    print(f"published, all {FULL_SET} series:")
-    for name, s, m, o in PUBLISHED:
-        print(f"  {name:<{width - 2}}{s:>9.3f}{m:>9.3f}{o:>8.3f}{FULL_SET:>8}")
-    print(f"this script, {subset} series{'' if subset == FULL_SET else ' (a subset: not comparable to the above)'}:")
+    print(f"published, all {full} series{'' if all(p[1] is not None for p in published) else ' (OWA only)'}:")
+    for name, s, m, o in published:
+        s_text, m_text = (f"{v:>9.3f}" if v is not None else f"{'-':>9}" for v in (s, m))
+        print(f"  {name:<{width - 2}}{s_text}{m_text}{o:>8.3f}{full:>8}")
+    if subset == full:
+        note = ""
+    elif subset == available:
+        note = f" (all {available} of this data, {full - available} of the published {full} kept apart: near the above)"
+    else:
+        note = " (a subset: not comparable to the above)"
+    print(f"this script, {subset} series{note}:")
     for name, result, reference in rows:
         if result is None:
             print(f"  {name:<{width - 2}}{'-':>9}{'-':>9}{'-':>8}{0:>8}")
@@ -163,10 +259,15 @@ def print_table(rows: list[tuple[str, Score | None, Score]], subset: int) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default="weekly",
+        help="weekly (359 series, h = 13; the default) or hourly (372 series, h = 48)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
-        default=REPO.parent / "shared" / "data" / "m4-weekly",
-        help="folder of train.parquet and test.parquet (default: ../shared/data/m4-weekly)",
+        help="folder of train.parquet and test.parquet (default: ../shared/data/m4-weekly, or m4-hourly-dev)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--limit", type=int, help="only the first N series (file order: W1, W2, ...)")
@@ -189,9 +290,12 @@ def main() -> None:
     )
     parser.add_argument("--json-out", metavar="FILE", help="write the scores (and per-series LSTM errors) as JSON")
     args = parser.parse_args()
+    dataset = DATASETS[args.dataset]
+    data_dir = args.data_dir or REPO.parent / "shared" / "data" / dataset.name
+    horizon, m = dataset.horizon, dataset.scale_lag
 
-    train_frame = pd.read_parquet(args.data_dir / "train.parquet")
-    test_frame = pd.read_parquet(args.data_dir / "test.parquet")
+    train_frame = pd.read_parquet(data_dir / "train.parquet")
+    test_frame = pd.read_parquet(data_dir / "test.parquet")
     all_ids = list(dict.fromkeys(train_frame["unique_id"]))  # file order
     unknown = sorted(set(args.ids or []) - set(all_ids))
     if unknown:
@@ -205,33 +309,52 @@ def main() -> None:
         key: group.sort_values("ds")["y"].to_numpy(dtype="float64")
         for key, group in train_frame[train_frame["unique_id"].isin(ids)].groupby("unique_id")
     }
+    order = "ds" if "ds" in test_frame else "step"  # hourly: `step` 1..48 after the series' end
     test_groups = {
-        key: group.sort_values("ds")
+        key: group.sort_values(order)
         for key, group in test_frame[test_frame["unique_id"].isin(ids)].groupby("unique_id")
     }
     test = {key: group["y"].to_numpy(dtype="float64") for key, group in test_groups.items()}
+    if order == "ds":
+        expected_ds = {key: group["ds"].to_numpy() for key, group in test_groups.items()}
+    else:
+        last_ds = train_frame[train_frame["unique_id"].isin(ids)].groupby("unique_id")["ds"].max()
+        expected_ds = {key: last_ds[key] + group["step"].to_numpy() for key, group in test_groups.items()}
     lengths = [len(train[i]) for i in ids]
     print(
-        f"M4 Weekly: {len(ids)} of {len(all_ids)} series, train lengths {min(lengths)}-{max(lengths)} "
-        f"(median {int(np.median(lengths))}), horizon {HORIZON}",
+        f"{dataset.title}: {len(ids)} of {len(all_ids)} series, train lengths {min(lengths)}-{max(lengths)} "
+        f"(median {int(np.median(lengths))}), horizon {horizon}",
         flush=True,
     )
 
-    naive2_forecasts = {i: naive2(train[i]) for i in ids}
-    reference = score("Naive2 (naive, m = 1)", naive2_forecasts, train, test)
-    snaive = score(f"seasonal naive (m = {SEASON})", {i: seasonal_naive(train[i]) for i in ids}, train, test)
+    naive2_forecasts = {i: seasonally_adjusted_naive(train[i], dataset.naive2_season, horizon) for i in ids}
+    reference = score(dataset.naive2_name, naive2_forecasts, train, test, m)
+    snaive = score(
+        f"seasonal naive (m = {dataset.season})",
+        {i: seasonal_naive(train[i], dataset.season, horizon) for i in ids},
+        train,
+        test,
+        m,
+    )
     rows: list[tuple[str, Score | None, Score]] = [
         (reference.name, reference, reference),
         (snaive.name, snaive, reference),
     ]
     report: dict[str, object] = {"series": ids, "extra": shlex.split(args.extra)}
+    if dataset.naive2_season > 1:
+        seasonal = [i for i in ids if seasonality_test(train[i], dataset.naive2_season)]
+        report.update(dataset=args.dataset, naive2_seasonally_adjusted=len(seasonal))
+        print(
+            f"Naive2: seasonally adjusted (lag {dataset.naive2_season}) on {len(seasonal)} of {len(ids)} series",
+            flush=True,
+        )
     failed: dict[str, str] = {}
     wall = peak_mib = None
     if not args.baselines_only:
         extra = shlex.split(args.extra)
         with tempfile.TemporaryDirectory(prefix="lstm-forecast-m4-") as tmp:
             folder = Path(tmp)
-            path = folder / "m4-weekly-train.parquet"
+            path = folder / f"{dataset.name}-train.parquet"
             train_frame[train_frame["unique_id"].isin(ids)].to_parquet(path, index=False)
             with prefect_server(args.temporary_server, folder / "prefect-home") as api_url:
                 env = cli_env(api_url, folder / "prefect-home")
@@ -245,7 +368,7 @@ def main() -> None:
                         "--input",
                         str(path),
                         "--horizon",
-                        str(HORIZON),
+                        str(horizon),
                         "--json",
                         "--artifacts-dir",
                         str(args.store or folder / "store"),
@@ -267,7 +390,8 @@ def main() -> None:
                     lstm_forecasts[i], note = read_forecast(
                         detail["artifacts"]["predictions"],
                         detail.get("keys", {}).get("predict", ""),
-                        test_groups[i]["ds"].to_numpy(),
+                        expected_ds[i],
+                        horizon,
                     )
                 except (KeyError, OSError, ValueError) as error:
                     failed[i] = f"forecast unreadable: {error}"
@@ -275,20 +399,21 @@ def main() -> None:
                 if note:
                     print(f"  warning: {i}: {note}")
         if lstm_forecasts:
-            lstm = score("lstm-forecast", lstm_forecasts, train, test)
+            lstm = score("lstm-forecast", lstm_forecasts, train, test, m)
             if failed:  # OWA of the series that finished against Naive2 on exactly those series
-                same = score("Naive2", {i: naive2_forecasts[i] for i in lstm_forecasts}, train, test)
+                same = score("Naive2", {i: naive2_forecasts[i] for i in lstm_forecasts}, train, test, m)
                 rows.append((f"lstm-forecast ({len(lstm_forecasts)} series that finished)", lstm, same))
                 filled = {i: lstm_forecasts.get(i, naive2_forecasts[i]) for i in ids}
-                rows.append(("lstm-forecast, failed series -> Naive2", score("filled", filled, train, test), reference))
+                filled_score = score("filled", filled, train, test, m)
+                rows.append(("lstm-forecast, failed series -> Naive2", filled_score, reference))
             else:
                 rows.append(("lstm-forecast", lstm, reference))
             report["lstm_per_series"] = {
                 i: {
                     "smape": smape(test[i], f),
-                    "mase": mase(test[i], f, train[i]),
+                    "mase": mase(test[i], f, train[i], m),
                     "naive2_smape": smape(test[i], naive2_forecasts[i]),
-                    "naive2_mase": mase(test[i], naive2_forecasts[i], train[i]),
+                    "naive2_mase": mase(test[i], naive2_forecasts[i], train[i], m),
                 }
                 for i, f in lstm_forecasts.items()
             }
@@ -297,7 +422,7 @@ def main() -> None:
         report.update(exit=run.exit, wall_s=wall, peak_rss_mib=peak_mib, failed=failed)
 
     print()
-    print_table(rows, len(ids))
+    print_table(rows, len(ids), dataset, len(all_ids))
     if wall is not None:
         print(
             f"lstm-forecast run: exit {report['exit']}, wall {wall:.0f} s ({wall / len(ids):.1f} s per series), "
@@ -306,20 +431,27 @@ def main() -> None:
     for i, error in failed.items():
         print(f"  series {i} failed: {error[:300]}")
 
+    published, full = dataset.naive2_published, dataset.published_series
     smape_n2, mase_n2 = round(reference.smape, 3), round(reference.mase, 3)
-    reproduces = (smape_n2, mase_n2) == NAIVE2_PUBLISHED
-    if len(ids) == FULL_SET:
+    reproduces = (smape_n2, mase_n2) == published
+    if published is None:
         print(
-            f"Naive2 check on all {FULL_SET} series: sMAPE {reference.smape:.3f}, MASE {reference.mase:.3f} vs "
-            f"published {NAIVE2_PUBLISHED[0]:.3f} / {NAIVE2_PUBLISHED[1]:.3f}: "
+            f"Naive2 check: none (the published figures are OWA on all {full} series, this data holds "
+            f"{len(all_ids)}); the seasonal naive's OWA here {snaive.owa(reference):.3f} against the published "
+            f"{dataset.published[2][3]:.3f}"
+        )
+    elif len(ids) == full:
+        print(
+            f"Naive2 check on all {full} series: sMAPE {reference.smape:.3f}, MASE {reference.mase:.3f} vs "
+            f"published {published[0]:.3f} / {published[1]:.3f}: "
             + ("reproduces" if reproduces else "DOES NOT reproduce")
         )
     else:
-        print(f"Naive2 check: needs all {FULL_SET} series (this run has {len(ids)}); run --baselines-only")
+        print(f"Naive2 check: needs all {full} series (this run has {len(ids)}); run --baselines-only")
     report["scores"] = {
         name: (vars(result) | {"owa": result.owa(against)}) if result else None for name, result, against in rows
     }
-    report["naive2_reproduces_published"] = reproduces if len(ids) == FULL_SET else None
+    report["naive2_reproduces_published"] = reproduces if published is not None and len(ids) == full else None
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(json_safe(report), indent=1) + "\n")
     if not args.baselines_only and len(failed) == len(ids):

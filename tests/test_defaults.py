@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lstm_forecast.tasks.core.config import ForecastConfig, build_config, with_fields
-from lstm_forecast.tasks.core.defaults import adapt_config, confirmed_seasons
+from lstm_forecast.tasks.core.defaults import adapt_config, confirmed_seasons, cycle_seasons
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.stages.generate import synthetic_series
 
@@ -106,3 +106,33 @@ def test_auto_baselines_are_all_for_one_series_and_statistical_for_a_global_mode
     sized = [with_fields(ForecastConfig(), look_back=32, season_length=1, seasons=())] * 2
     assert global_settings(ForecastConfig(), sized, [400, 800])["baselines"] == "statistical"
     assert global_settings(ForecastConfig(baselines="all"), sized, [400, 800])["baselines"] == "all"
+
+
+def hourly_like(n: int = 1200, seed: int = 0) -> np.ndarray:
+    """Numeric-time hourly-like values: a daily cycle, quieter weekends (a weekly cycle), a trend and noise."""
+    t = np.arange(n)
+    rng = np.random.RandomState(seed)
+    daily = 10 * np.sin(2 * np.pi * t / 24) + 4 * np.sin(4 * np.pi * t / 24)
+    return 100 + 0.01 * t + daily * np.where(t % 168 >= 120, 0.5, 1.0) + rng.normal(scale=1.0, size=n)
+
+
+def test_numeric_time_takes_the_calendar_cycles_its_autocorrelation_confirms() -> None:
+    assert cycle_seasons(hourly_like()) == (24, 168)
+    t = np.arange(240)
+    period_12 = 50 + 0.1 * t + 5 * np.sin(2 * np.pi * t / 12) + np.random.RandomState(2).normal(size=240)
+    assert cycle_seasons(period_12) == (12,)  # its repeats at 24 and 48 do not make it hourly
+    assert cycle_seasons(np.random.RandomState(1).normal(size=1000)) == ()  # white noise
+    sine = synthetic_series(10_000, 0.1, 1.0, 0.5, 0)["y"].to_numpy()
+    assert cycle_seasons(sine[:8000]) == ()  # its peak is 63, no calendar's cycle: high at 52, higher at 53
+    t = np.arange(600)
+    drifting = np.sin(2 * np.pi * t / 4.4) + np.random.RandomState(3).normal(scale=0.3, size=600)
+    assert cycle_seasons(drifting) == ()  # a cycle of 4.4 steps peaks at 4, but has faded at 12: no 4-step season
+
+
+def test_numeric_time_seasons_size_the_run_as_calendar_seasons_do() -> None:
+    y = hourly_like()
+    config = adapt_config(build_config("default"), pd.Series(np.arange(len(y))), y)
+    assert config.freq is None and config.seasons == (24, 168) and config.season_length == 24
+    assert config.look_back == 48  # two of the shortest season, as for a calendar's
+    kept = adapt_config(build_config("default", overrides={"seasons": ()}), pd.Series(np.arange(len(y))), y)
+    assert kept.seasons == ()  # a user's seasons stay as they are

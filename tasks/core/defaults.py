@@ -7,6 +7,20 @@ stages' keys and the model's metadata.
 - `freq`: the calendar frequency pandas infers from the timestamps (None for numeric time).
 - `seasons`: the calendar's seasons (hourly 24 and 168, monthly 12, …) with at least two cycles
   in the training part that its autocorrelation confirms; they are removed before the LSTM.
+  With no calendar frequency (numeric time, or none inferred) and no `seasons` set, the
+  autocorrelation of the training part picks the calendar (`cycle_seasons`): each calendar's
+  seasons form a family whose first cycle identifies it, 4 (quarterly), 5 (business days),
+  7 (daily), 12 (monthly), 52 (weekly), 24 then 168 (hourly), 48 then 336 (half-hourly),
+  96 then 672 (15 minutes). A first cycle s counts when the series holds two of them, its
+  detrended autocorrelation at lag s (`season_evidence`) is at least `SEASON_EVIDENCE`, it is a
+  genuine peak (no lag within s ± max(1, s // 12) is higher: a sine of period 63 is high at 52
+  but higher at 53), and it repeats: the autocorrelation at 2s and 3s, where the detrended
+  series holds one cycle beyond the lag, is at least `SEASON_EVIDENCE` too (a cycle of 4.4
+  steps, or the damped ripple a moving average leaves in a smooth series, fades by then). Of the
+  first cycles that count, the one with the highest autocorrelation wins, unless a shorter one
+  that divides it comes within `SEASON_EVIDENCE` of it: then the longer one is its repeat (a
+  12-step cycle shows at 24 and 48 as well) and the shorter one wins. The seasons are then those
+  the winner's calendar confirms (as above): 24 with 168 for an hourly series, never 12 with them.
 - `season_length` (seasonal-naive baseline): the shortest of those (or of the confirmed calendar
   seasons when `seasons` is set), else the first autocorrelation peak of the training part
   (the built-in sine: 63).
@@ -39,6 +53,9 @@ from lstm_forecast.tasks.core.space import LOG_RATIO
 from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
+# Numeric time: each calendar's seasons (its first cycle identifies it), for the autocorrelation to choose from.
+CYCLE_FAMILIES = ((4,), (5,), (7,), (12,), (24, 168), (48, 336), (52,), (96, 672))
+PEAK_WINDOW = 12  # a cycle s is a peak when no lag within s ± max(1, s // PEAK_WINDOW) has a higher autocorrelation
 OPTIMIZER_STEPS = 1500
 MIN_TRAIN_ROWS = 8  # rows before the test split beyond one horizon: a few windows and a validation tail
 SMALL_DATA_WINDOWS, SMALL_DATA_ENSEMBLE = 2000, 5  # small data: average 5 networks (cheap there, less variance)
@@ -67,21 +84,89 @@ def autocorrelation(values: np.ndarray, lag: int) -> float:
     return float(np.dot(x[lag:], x[:-lag]) / denominator) if denominator > 0 else 0.0
 
 
+def _centred(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finite values of `values` (n,) less their mean, and their running sums from 0 (n + 1,)."""
+    x = np.asarray(values, dtype="float64")
+    x = x[np.isfinite(x)]
+    x = x - x.mean() if len(x) else x
+    return x, np.cumsum(np.concatenate([[0.0], x]))
+
+
+def _residual(x: np.ndarray, sums: np.ndarray, season: int) -> np.ndarray:
+    window = season + (season + 1) % 2
+    if len(x) < window:
+        return np.empty(0)
+    half = window // 2
+    return x[half : len(x) - half] - (sums[window:] - sums[:-window]) / window
+
+
+def detrended(values: np.ndarray, season: int) -> np.ndarray:
+    """`values` (n,) less their centred moving average over one season (an odd window: season + 1 when it is
+    even), where the window fits: (n - window + 1,)."""
+    return _residual(*_centred(values), season)
+
+
 def season_evidence(values: np.ndarray, season: int) -> float:
     """Autocorrelation at lag `season` after removing a centred moving average of one season (the trend)."""
-    series = pd.Series(np.asarray(values, dtype="float64"))
-    trend = series.rolling(season + (season + 1) % 2, center=True).mean()
-    return autocorrelation((series - trend).dropna().to_numpy(), season)
+    return autocorrelation(detrended(values, season), season)
+
+
+def _judged(train_y: np.ndarray) -> np.ndarray:
+    """The values seasons are judged on: multiplicative seasons on the log scale."""
+    values = np.asarray(train_y, dtype="float64")
+    if values.min() > 0 and values.max() / values.min() >= LOG_RATIO:
+        values = np.log(values)
+    return values
 
 
 def confirmed_seasons(train_y: np.ndarray, candidates: tuple[int, ...]) -> tuple[int, ...]:
     """The candidate seasons with two or more cycles in `train_y` (n,) and autocorrelation evidence."""
-    values = np.asarray(train_y, dtype="float64")
-    if values.min() > 0 and values.max() / values.min() >= LOG_RATIO:  # judge multiplicative seasons on the log scale
-        values = np.log(values)
+    values = _judged(train_y)
     return tuple(
         s for s in candidates if s >= 2 and len(values) >= 2 * s and season_evidence(values, s) >= SEASON_EVIDENCE
     )
+
+
+def _cycle_evidence(x: np.ndarray, sums: np.ndarray, season: int) -> float | None:
+    """`season_evidence` at `season` of the centred values `x` (n,) with running sums `sums` (`_centred`) when
+    it is a genuine cycle there (the module's docstring: two cycles, the evidence, a peak at lag s, and the
+    evidence again at 2s and 3s where the series holds them), else None."""
+    if season < 2 or len(x) < 2 * season:
+        return None
+    residual = _residual(x, sums, season)
+    r = residual - residual.mean()
+    energy = float(np.dot(r, r))
+
+    def at(lag: int) -> float:  # `autocorrelation(residual, lag)`, its centring and energy computed once
+        return float(np.dot(r[lag:], r[:-lag])) / energy if energy > 0 and lag < len(r) - 1 else 0.0
+
+    evidence = at(season)
+    if evidence < SEASON_EVIDENCE:
+        return None
+    width = max(1, season // PEAK_WINDOW)
+    if any(at(lag) > evidence for lag in range(season - width, season + width + 1)):
+        return None
+    for repeat in (2, 3):  # the cycle repeats, where one more cycle of the detrended series follows the lag
+        if len(r) >= (repeat + 1) * season and at(repeat * season) < SEASON_EVIDENCE:
+            return None
+    return evidence
+
+
+def cycle_seasons(train_y: np.ndarray, families: tuple[tuple[int, ...], ...] = CYCLE_FAMILIES) -> tuple[int, ...]:
+    """The seasons of `train_y` (n,), the training part of a series without a calendar: those of the calendar
+    whose first cycle its autocorrelation confirms (the module's docstring); () when none does."""
+    x, sums = _centred(_judged(train_y))  # once for every candidate
+    firsts = {family[0]: _cycle_evidence(x, sums, family[0]) for family in families}
+    found = {season: evidence for season, evidence in firsts.items() if evidence is not None}
+    if not found:
+        return ()
+    best = max(found, key=lambda s: (found[s], -s))
+    repeated = [s for s in sorted(found) if s < best and best % s == 0 and found[best] - found[s] < SEASON_EVIDENCE]
+    best = repeated[0] if repeated else best  # the longer cycle only repeats the shorter one
+    family = next(family for family in families if family[0] == best)
+    # the calendar's longer seasons as `confirmed_seasons` confirms them (two cycles, the evidence)
+    longer = [s for s in family[1:] if len(x) >= 2 * s and autocorrelation(_residual(x, sums, s), s) >= SEASON_EVIDENCE]
+    return (best, *longer)
 
 
 def detect_season(train_y: np.ndarray, max_lag: int = 1000) -> int:
@@ -116,7 +201,10 @@ def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> Foreca
     fields: dict[str, Any] = {}
     freq = config.freq or infer_frequency(ds)
     fields["freq"] = freq
-    calendar = confirmed_seasons(train_y, calendar_seasons(freq))
+    if freq is not None:
+        calendar = confirmed_seasons(train_y, calendar_seasons(freq))
+    else:  # no calendar: the cycles the autocorrelation confirms, unless the user set the seasons
+        calendar = cycle_seasons(train_y) if config.seasons is None else ()
     seasons = calendar if config.seasons is None else config.seasons
     fields["seasons"] = tuple(seasons)
     season_length = config.season_length or min(seasons or calendar or (detect_season(train_y),))
