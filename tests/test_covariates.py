@@ -17,13 +17,13 @@ from lstm_forecast.flows import cli
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import (
     CovariateSpace,
-    check_covariate_columns,
     cycle_phases,
     fit_covariate_space,
     holiday_flags,
 )
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.windows import window_inputs
+from lstm_forecast.tasks.stages.generate import check_covariate_columns
 from tests.helpers import store_snapshot
 
 
@@ -85,6 +85,8 @@ def test_bad_covariate_columns_are_named_with_their_row() -> None:
         check_covariate_columns(raw, ("a",), {})
     with pytest.raises(InputError, match="'b' holds 1 value.*not numbers.*data row 2"):
         check_covariate_columns(raw, ("b",), {})
+    with pytest.raises(InputError, match="'c' holds 1 value.*infinite or beyond.*data row 4"):
+        check_covariate_columns(raw.assign(c=[1.0, 2.0, 3.0, np.inf]), ("c",), {})
     with pytest.raises(InputError, match="'z' is not in the input's header"):
         check_covariate_columns(raw, ("z",), {})
     with pytest.raises(InputError, match="'c' is constant before the test split"):

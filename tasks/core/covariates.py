@@ -339,54 +339,6 @@ def _later_times(ds: pd.Series, steps: int, freq: str | None) -> pd.Series:
         return future_times(pd.Series(np.asarray(ds)), steps, freq).reset_index(drop=True)
 
 
-def check_covariate_columns(raw: pd.DataFrame, columns: tuple[str, ...], flag_of: dict[str, str]) -> pd.DataFrame:
-    """The covariate columns of an input table as float64, refusing, with one message naming the column,
-    one that is missing, non-numeric, empty somewhere or infinite.
-
-    Args:
-        raw: the input's rows (labels: file rows).
-        flag_of: column -> the flag that named it (for the message).
-    """
-    out = {}
-    for column in columns:
-        flag = flag_of.get(column, "--future-columns")
-        if column not in raw.columns:
-            raise InputError(
-                f"covariate column {quoted(column)} is not in the input's header",
-                f"name an existing column with {flag}",
-            )
-        values = pd.to_numeric(raw[column], errors="coerce")
-        bad = (values.isna() & raw[column].notna()).to_numpy()
-        if bad.any():
-            raise InputError(
-                f"covariate column {quoted(column)} holds {int(bad.sum())} value(s) that are not numbers, the first "
-                f"in data row {_data_row(raw.index, bad)}",
-                "encode it as numbers (0/1 for a flag, one column per category), or drop it from " + flag,
-            )
-        missing = values.isna().to_numpy()
-        if missing.any():
-            raise InputError(
-                f"covariate column {quoted(column)} has {int(missing.sum())} missing value(s), the first in data row "
-                f"{_data_row(raw.index, missing)}",
-                "fill them in the file (a covariate is not interpolated: its gaps may mean something)",
-            )
-        array = values.to_numpy(dtype="float64")
-        if not np.isfinite(array).all() or (np.abs(array) > 1e150).any():
-            raise InputError(
-                f"covariate column {quoted(column)} holds infinite or huge values, the first in data row "
-                f"{_data_row(raw.index, ~np.isfinite(array) | (np.abs(array) > 1e150))}",
-                "replace them with finite numbers",
-            )
-        out[column] = array
-    return pd.DataFrame(out, index=raw.index)
-
-
-def _data_row(index: pd.Index, bad: np.ndarray) -> int:
-    from lstm_forecast.tasks.stages.generate import first_data_row
-
-    return first_data_row(index, bad)
-
-
 def describe(space: CovariateSpace) -> str:
     """One log line of what the network reads beside the values."""
     parts = []

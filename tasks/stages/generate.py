@@ -22,7 +22,7 @@ from prefect import task
 
 from lstm_forecast.tasks.core.calendar import future_times, infer_frequency, time_gaps
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns
-from lstm_forecast.tasks.core.covariates import check_covariate_columns, fit_covariate_space
+from lstm_forecast.tasks.core.covariates import fit_covariate_space
 from lstm_forecast.tasks.core.errors import InputError, quoted
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import fit_minmax
@@ -374,6 +374,43 @@ def check_magnitude(values: np.ndarray, index: pd.Index, what: str) -> None:
             "replace infinite values with numbers or leave them empty, and rescale the column (divide it by a "
             "power of ten): squares and sums of larger values overflow 64-bit floats",
         )
+
+
+def check_covariate_columns(raw: pd.DataFrame, columns: tuple[str, ...], flag_of: dict[str, str]) -> pd.DataFrame:
+    """The covariate columns of an input table as float64, refusing, with one message naming the column,
+    one that is missing, non-numeric, empty somewhere or infinite.
+
+    Args:
+        raw: the input's rows (labels: file rows).
+        flag_of: column -> the flag that named it (for the message).
+    """
+    out = {}
+    for column in columns:
+        flag = flag_of.get(column, "--future-columns")
+        if column not in raw.columns:
+            raise InputError(
+                f"covariate column {quoted(column)} is not in the input's header",
+                f"name an existing column with {flag}",
+            )
+        values = pd.to_numeric(raw[column], errors="coerce")
+        bad = (values.isna() & raw[column].notna()).to_numpy()
+        if bad.any():
+            raise InputError(
+                f"covariate column {quoted(column)} holds {int(bad.sum())} value(s) that are not numbers, the first "
+                f"in data row {first_data_row(raw.index, bad)}",
+                "encode it as numbers (0/1 for a flag, one column per category), or drop it from " + flag,
+            )
+        missing = values.isna().to_numpy()
+        if missing.any():
+            raise InputError(
+                f"covariate column {quoted(column)} has {int(missing.sum())} missing value(s), the first in data row "
+                f"{first_data_row(raw.index, missing)}",
+                "fill them in the file (a covariate is not interpolated: its gaps may mean something)",
+            )
+        array = values.to_numpy(dtype="float64")
+        check_magnitude(array, raw.index, f"covariate column {quoted(column)}")
+        out[column] = array
+    return pd.DataFrame(out, index=raw.index)
 
 
 def time_text(value: Any) -> str:
