@@ -190,3 +190,36 @@ def test_static_columns_are_one_constant_channel_per_series_and_must_not_change_
         with_covariates(series, raw, config, ("size",))
     kept = with_covariates(series, raw.assign(size=3.0), config, ("size",))
     assert kept["size"].tolist() == [3.0, 3.0, 3.0]
+
+
+def test_a_panel_reads_each_series_future_values_by_id_and_predict_repeats_the_run(
+    tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    rows, later = [], []
+    for number in range(3):
+        n = 120 + 10 * number
+        price = rng.normal(size=n + 2)
+        times = pd.date_range("2024-01-01", periods=n + 2, freq="D")
+        y = 3 * price[:n] + number + 0.1 * rng.normal(size=n)
+        rows.append(pd.DataFrame({"unique_id": f"s{number}", "ds": times[:n], "y": y, "price": price[:n]}))
+        later.append(pd.DataFrame({"unique_id": f"s{number}", "ds": times[n:], "price": price[n:]}))
+    pd.concat(rows).to_csv(tmp_path / "panel.csv", index=False)
+    pd.concat(later).sample(frac=1.0, random_state=0).to_csv(tmp_path / "future.csv", index=False)  # any order
+    store = str(tmp_path / "store")
+    covariates = ["--future-columns", "price", "--future", str(tmp_path / "future.csv"), "--holidays", "US"]
+    args = ["--preset", "smoke", "--horizon", "2", "--epochs", "2", "--artifacts-dir", store]
+    assert cli.main(["run", "--input", str(tmp_path / "panel.csv"), *covariates, *args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["scope"] == "global" and not result["failed"]
+    run_rows = pd.read_parquet(result["forecasts"]).sort_values(["unique_id", "ds"], ignore_index=True)
+    assert run_rows["unique_id"].tolist() == ["s0", "s0", "s1", "s1", "s2", "s2"]
+
+    again = tmp_path / "again.csv"  # the stored data and future values: the run's table
+    assert cli.main(["predict", "--horizon", "2", "--output", str(again), "--artifacts-dir", store]) == 0
+    fresh = tmp_path / "fresh.csv"  # the same data read anew, its future values from --future
+    new_data = ["--input", str(tmp_path / "panel.csv"), "--future", str(tmp_path / "future.csv")]
+    assert cli.main(["predict", "--horizon", "2", *new_data, "--output", str(fresh), "--artifacts-dir", store]) == 0
+    for path in (again, fresh):
+        table = pd.read_csv(path).sort_values(["unique_id", "ds"], ignore_index=True)
+        assert np.allclose(table["y_hat"], run_rows["y_hat"], atol=1e-6), path.name
