@@ -135,9 +135,11 @@ def stage_walls(url: str, flow_run_id: str) -> dict[str, float]:
 def opponent_python(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
-        print(f"creating {venv} with mlforecast and lightgbm ...", file=sys.stderr, flush=True)
+        print(f"creating {venv} with mlforecast, lightgbm and pyarrow ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlforecast", "lightgbm"], check=True)
+        # pyarrow: the panel reaches mlforecast as a Parquet file, and mlforecast does not pull it in
+        packages = ["mlforecast", "lightgbm", "pyarrow"]
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return python
 
 
