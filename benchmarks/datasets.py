@@ -75,12 +75,17 @@ def _macro(column: str) -> Callable[[], pd.DataFrame]:
     return load
 
 
-def _interest_rate() -> pd.DataFrame:
-    from statsmodels.datasets import interest_inflation
+def _interest_inflation(column: str) -> Callable[[], pd.DataFrame]:
+    def load() -> pd.DataFrame:
+        from statsmodels.datasets import interest_inflation
 
-    data = interest_inflation.load_pandas().data
-    quarters = pd.PeriodIndex.from_fields(year=data["year"].astype(int), quarter=data["quarter"].astype(int), freq="Q")
-    return _frame(quarters.to_timestamp(how="start"), data["R"])
+        data = interest_inflation.load_pandas().data
+        quarters = pd.PeriodIndex.from_fields(
+            year=data["year"].astype(int), quarter=data["quarter"].astype(int), freq="Q"
+        )
+        return _frame(quarters.to_timestamp(how="start"), data[column])
+
+    return load
 
 
 def _elec_equip() -> pd.DataFrame:
@@ -169,7 +174,16 @@ _ALL = [
         (),
         "statsmodels.datasets.interest_inflation",
         "West German long-term interest rate R, 1972Q2-1998Q4",
-        _interest_rate,
+        _interest_inflation("R"),
+    ),
+    Dataset(
+        "german_inflation",
+        "quarterly",
+        "QS-OCT",
+        (4,),
+        "statsmodels.datasets.interest_inflation",
+        "West German quarterly inflation Dp (change of log GDP deflator, not seasonally adjusted), 1972Q2-1998Q4",
+        _interest_inflation("Dp"),
     ),
     Dataset(
         "woolyrnq",
@@ -179,6 +193,15 @@ _ALL = [
         "pmdarima 2.1.1 (R forecast::woolyrnq), benchmarks/data/woolyrnq.csv",
         "Australian woollen yarn production (tonnes), 1965Q1-1994Q3",
         _csv("woolyrnq"),
+    ),
+    Dataset(
+        "ausbeer",
+        "quarterly",
+        "QS-OCT",
+        (4,),
+        "pmdarima 2.1.1 (R fpp::ausbeer), benchmarks/data/ausbeer.csv",
+        "Australian beer production (megalitres), 1956Q1-2008Q3",
+        _csv("ausbeer"),
     ),
     Dataset(
         "airpassengers",

@@ -80,6 +80,26 @@ def test_seasonal_profile_and_log_are_fitted_on_the_training_part_and_added_back
         np.testing.assert_allclose(replace(space, seasonal=()).season_at(rows), space.season_at(rows))
 
 
+def test_seasonal_profile_is_refitted_once_a_cycle_past_the_training_part_from_earlier_rows_only() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(200)
+    y = 100 + 0.1 * t + (5 + 0.05 * t) * np.sin(2 * np.pi * t / 4) + rng.normal(0, 1, len(t))  # a growing season
+    space = fit_model_space(y, 160, "level", seasons=(4,))
+    assert [start for start, _ in space.refits] == list(range(164, 200, 4))
+    assert ModelSpace.from_dict(space.to_dict()) == space
+    later = space.season_at(np.array([198]))[0] - space.season_at(np.array([198]), np.array([160]))[0]
+    assert abs(later) > 0.1  # the profile in force at row 198 differs from the training part's
+    # A forecast made at row r (targets r, r + 1, r + 2) does not change when rows r onwards do.
+    for origin in (161, 164, 170, 197):
+        changed = y.copy()
+        changed[origin:] += 50.0
+        other = fit_model_space(changed, 160, "level", seasons=(4,))
+        z_hat = np.full((1, 3), 0.1)
+        np.testing.assert_allclose(
+            other.decode(z_hat, changed, np.array([origin])), space.decode(z_hat, y, np.array([origin]))
+        )
+
+
 def test_season_is_detected_from_the_training_part() -> None:
     t = np.arange(0, 800, 0.1)
     y = np.sin(t) + np.random.RandomState(0).normal(scale=0.5, size=len(t))

