@@ -102,7 +102,8 @@ class ForecastConfig(BaseModel):
         None,
         description="Season lengths removed before the LSTM (MSTL on the training part) and added back; "
         "empty: those of the calendar frequency (hourly 24 and 168, daily 7, weekly 52, monthly 12, quarterly 4) "
-        "that the training part's autocorrelation confirms; [] (on the command line: none) for none.",
+        "that the training part's autocorrelation confirms (on numeric time: the calendar cycles it shows); past "
+        "the training part refitted once a cycle on the rows before; [] (on the command line: none) for none.",
     )
     freq: str | None = Field(
         None,

@@ -75,11 +75,6 @@ class CovariateSpace:
             len(self.past) + len(self.future) + 2 * len(self.cycles) + int(self.holidays is not None) + len(self.static)
         )
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The input columns it reads: past, then future."""
-        return (*self.past, *self.future)
-
     def features(self, ds: pd.Series, values: pd.DataFrame, ahead: pd.DataFrame | None, rows: int) -> np.ndarray:
         """Features (rows, width) float32 of rows `[0, rows)` of a series.
 
@@ -237,16 +232,15 @@ def config_features(
 
 
 def model_features(
-    config: dict[str, Any], frame: pd.DataFrame, future: dict[str, list] | None, rows: int | None = None
+    model_config: Any, frame: pd.DataFrame, future: dict[str, list] | None, rows: int | None = None
 ) -> np.ndarray | None:
-    """The feature channels (rows, F) a model of `config` (its metadata's config) reads for a series `frame`
-    (`ds`, `y`, covariate columns) it reads anew, scaled on the frame's rows before its test split; None
-    for a model that reads none."""
+    """The feature channels (rows, F) a model trained with `model_config` (a `ForecastConfig`) reads for a
+    series `frame` (`ds`, `y`, covariate columns) it reads anew, scaled on the frame's rows before its test
+    split; None for a model that reads none."""
     from lstm_forecast.tasks.core.calendar import infer_frequency
-    from lstm_forecast.tasks.core.config import ForecastConfig, feature_width, with_fields
+    from lstm_forecast.tasks.core.config import feature_width, with_fields
     from lstm_forecast.tasks.core.windows import split_rows
 
-    model_config = ForecastConfig.model_validate(config)
     if not feature_width(model_config):
         return None
     sized = with_fields(model_config, freq=model_config.freq or infer_frequency(frame["ds"]))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.space import ModelSpace
 from lstm_forecast.tasks.core.store import Store
@@ -113,6 +114,11 @@ class SavedModel:
     patch: int
     horizon: int
     config: dict[str, Any] = field(default_factory=dict)  # the config it was trained with (its metadata's)
+
+    @functools.cached_property
+    def forecast_config(self) -> ForecastConfig:
+        """`config` validated (once per loaded model, not once per series it forecasts)."""
+        return ForecastConfig.model_validate(self.config)
 
     @property
     def is_global(self) -> bool:

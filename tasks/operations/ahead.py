@@ -23,7 +23,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from lstm_forecast.tasks.core.calendar import future_times
-from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns
+from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, feature_width
 from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
@@ -391,15 +391,15 @@ def generated_frames(store: Store, series_keys: dict[str, str]) -> FramesOf:
     return frames
 
 
-def with_features(
-    config: dict[str, Any], series: dict[str, History], model_horizon: int, steps: int
-) -> dict[str, History]:
-    """The histories with the feature channels a model of `config` reads (`model_features`), for every row a
-    forecast of `steps` (fed back every `model_horizon` steps) looks at."""
+def with_features(saved: SavedModel, series: dict[str, History], steps: int) -> dict[str, History]:
+    """The histories with the feature channels `saved` reads (`model_features`), for every row a forecast of
+    `steps` (fed back every `saved.horizon` steps) looks at; unchanged for a model that reads none."""
+    if not feature_width(saved.forecast_config):
+        return series
     out = {}
     for series_id, history in series.items():
-        rows = len(history.frame) + (math.ceil(steps / model_horizon) - 1) * model_horizon
-        features = model_features(config, history.frame, history.frame.attrs.get("future"), rows)
+        rows = len(history.frame) + (math.ceil(steps / saved.horizon) - 1) * saved.horizon
+        features = model_features(saved.forecast_config, history.frame, history.frame.attrs.get("future"), rows)
         out[series_id] = History(history.frame, history.space, features)
     return out
 
@@ -446,7 +446,7 @@ def forecast_every_series(
                 f"series {named(short)} have fewer than the {saved.first_origin} points model {key} needs",
                 "pass a longer --input, or leave those series out with --series-id",
             )
-        series = with_features(metadata["config"], series, saved.horizon, horizon)
+        series = with_features(saved, series, horizon)
         values = recursive_forecasts(saved, list(series.values()), horizon, progress)
         labels = {i: i or series_label(metadata["config"]) for i in ids}
         freq = metadata["config"].get("freq")

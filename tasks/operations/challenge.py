@@ -31,7 +31,7 @@ def holdout_errors(
     space = space or saved.space
     y = frame["y"].to_numpy()
     rows = np.arange(max(holdout_start, saved.first_origin), len(y))
-    features = model_features(saved.config, frame, frame.attrs.get("future"))
+    features = model_features(saved.forecast_config, frame, frame.attrs.get("future"))
     z_hat = predict_rows(saved.model, space, space.encode(y), rows, saved.look_back, saved.patch, features)
     return space.decode(z_hat, y, rows)[:, 0] - y[rows]
 
