@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -38,7 +37,7 @@ from lstm_forecast.flows.forecast import (
 )
 from lstm_forecast.tasks.core.caching import stored_output
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
-from lstm_forecast.tasks.core.defaults import adapt_config, config_for_series, global_settings, statistical_sample
+from lstm_forecast.tasks.core.defaults import global_settings, sized_config, statistical_sample, stored_facts
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import (
     FINISH_STAGES,
@@ -94,7 +93,7 @@ def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest:
     return key
 
 
-SeriesResult = dict[str, Any]  # {"stages": ..., maybe "sized": config as JSON} or {"error": message}
+SeriesResult = dict[str, Any]  # {"stages": ..., maybe "facts": its `series_facts`} or {"error": message}
 
 
 # A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
@@ -138,7 +137,7 @@ def stage_of_chunk(
     stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
 ) -> dict[str, SeriesResult]:
     """Stage `stage` of each series of a chunk (its own config, after its `stages` so far), the chunk's
-    outputs written as one pack; `generate` also sizes each series' own settings (`sized`, as JSON)."""
+    outputs written as one pack; `generate` also returns what each series' sizing reads (`facts`)."""
     store = Store(next(iter(configs.values())).artifacts_dir)
     if (run_chunk := stage_chunk_function(stage)) is not None:
         with store.batched():
@@ -151,7 +150,7 @@ def stage_of_chunk(
                 key = run_stage_inline(stage, config, own, digest)
                 results[series_id] = {"stages": own}
                 if stage == "generate":
-                    results[series_id]["sized"] = config_for_series(config, store, key).model_dump(mode="json")
+                    results[series_id]["facts"] = stored_facts(config, store, key)
             except Exception as error:  # one series failing must not stop the others
                 results[series_id] = {"error": failure_message(error)}
             next_series()
@@ -295,11 +294,9 @@ def stored_global_run(
         if series is None or not store.is_complete("generate", series):
             return None
         keys[series_id] = {"generate": series}
-    frames = generated_series(store, {i: keys[i]["generate"] for i in ids})
-    sized = [adapt_config(with_fields(config, series_id=i), *frames[i]) for i in ids]
-    shared = global_settings(config, sized, [len(frames[i][1]) for i in ids])
-    sampled = statistical_sample(ids, config.baseline_sample, config.seed)
-    configs = {i: adapt_config(panel_config(config, shared, i, i in sampled), *frames[i]) for i in ids}
+    facts = {i: stored_facts(config, store, keys[i]["generate"]) for i in ids}
+    shared = shared_settings(config, facts)
+    configs = panel_configs(config, shared, facts)
     for series_id in ids:
         for stage in PREPARE_STAGES:
             keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
@@ -364,18 +361,22 @@ async def generate_and_share(
     generated = keep_failures(await each_chunk("generate", own, {}, parallel, digest))
     if not generated:
         return generated, {}
-    store = Store(config.artifacts_dir)
-    sized = [ForecastConfig.model_validate(r["sized"]) for r in generated.values()]
-    keys = {i: r["stages"]["generate"]["key"] for i, r in generated.items()}
-    lengths = [len(y) for _, y in generated_series(store, keys).values()]
-    return generated, global_settings(config, sized, lengths)
+    return generated, shared_settings(config, {i: r["facts"] for i, r in generated.items()})
 
 
-def generated_series(store: Store, keys: dict[str, str]) -> dict[str, tuple[pd.Series, np.ndarray]]:
-    """Series id -> its times and values, by its generate key (every pack read once: `Store.read_columns`)."""
-    read = store.read_columns("generate", list(keys.values()), ("ds", "y"))
-    own = {i: store.read_own_columns("generate", key, ("ds", "y"), read) for i, key in keys.items()}
-    return {i: (pd.Series(columns["ds"], name="ds"), columns["y"]) for i, columns in own.items()}
+def shared_settings(config: ForecastConfig, facts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings one network shares across the series whose `series_facts` are `facts` (by id)."""
+    sized = [sized_config(with_fields(config, series_id=i), own) for i, own in facts.items()]
+    return global_settings(config, sized, [int(own["points"]) for own in facts.values()])
+
+
+def panel_configs(
+    config: ForecastConfig, shared: dict[str, Any], facts: dict[str, dict[str, Any]]
+) -> dict[str, ForecastConfig]:
+    """Each series' config in a global run (by id): the shared settings, then its own data-sized fields
+    from its `series_facts`; naive baselines outside the statistical baselines' sample."""
+    sampled = statistical_sample(list(facts), config.baseline_sample, config.seed)
+    return {i: sized_config(panel_config(config, shared, i, i in sampled), own) for i, own in facts.items()}
 
 
 async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfig:
@@ -423,8 +424,7 @@ async def forecast_global(
             len(sampled),
             len(generated),
         )
-    series = generated_series(store, {i: r["stages"]["generate"]["key"] for i, r in generated.items()})
-    configs = {i: adapt_config(panel_config(config, shared, i, i in sampled), *series[i]) for i in generated}
+    configs = panel_configs(config, shared, {i: r["facts"] for i, r in generated.items()})
     prepared = await each_stage(
         PREPARE_STAGES, configs, {i: r["stages"] for i, r in generated.items()}, parallel, keep_failures
     )

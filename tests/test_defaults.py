@@ -136,3 +136,22 @@ def test_numeric_time_seasons_size_the_run_as_calendar_seasons_do() -> None:
     assert config.look_back == 48  # two of the shortest season, as for a calendar's
     kept = adapt_config(build_config("default", overrides={"seasons": ()}), pd.Series(np.arange(len(y))), y)
     assert kept.seasons == ()  # a user's seasons stay as they are
+
+
+def test_sizing_from_stored_facts_equals_sizing_from_the_series_and_other_bases_recompute(tmp_path) -> None:
+    from lstm_forecast.tasks.core.defaults import config_for_series, series_facts, sized_config
+    from lstm_forecast.tasks.core.store import KEY_LENGTH, Store
+
+    series = monthly(144)
+    config = build_config("default")
+    facts = series_facts(config, series["ds"], series["y"].to_numpy())
+    assert facts["freq"] == "MS" and facts["calendar"] == [12] and facts["points"] == 144
+    for variant in (config, with_fields(config, horizon=3, scope="global", look_back=36)):
+        assert sized_config(variant, facts) == adapt_config(variant, series["ds"], series["y"].to_numpy())
+
+    store, KEY = Store(tmp_path), "a" * KEY_LENGTH
+    stale = facts | {"calendar": [], "season": 6}  # facts a generate stage stored for this series under the same basis
+    store.write_table("generate", KEY, series, metadata={"facts": stale})
+    assert config_for_series(config, store, KEY).season_length == 6  # read, not computed again
+    other = with_fields(config, train_fraction=0.7)  # another basis: computed from the series
+    assert config_for_series(other, store, KEY) == adapt_config(other, series["ds"], series["y"].to_numpy())

@@ -190,24 +190,56 @@ def auto_patch(look_back: int) -> int:
     return 8 if look_back >= 128 else 4 if look_back >= 64 else 1
 
 
-def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> ForecastConfig:
-    """`config` with every empty data-dependent field filled from the series `ds` (n,), `y` (n,)."""
+def facts_basis(config: ForecastConfig) -> dict[str, Any]:
+    """The config fields `series_facts` reads: facts stored with a series serve every config that agrees on them."""
+    return {"freq": config.freq, "seasons_given": config.seasons is not None, "train_fraction": config.train_fraction}
+
+
+def series_facts(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> dict[str, Any]:
+    """What the data-sized settings read from the series `ds` (n,), `y` (n,): its length, its frequency, the
+    seasons its training part confirms and (when it confirms none) its autocorrelation's season. The
+    one costly part of sizing (autocorrelations, the frequency's inference), computed once per series and
+    stored with it by `generate` (JSON: plain numbers, strings and lists); `sized_config` does the rest.
+
+    Raises:
+        InputError: the series is too short for the config's split and horizon.
+    """
     y = np.asarray(y, dtype="float64")
-    n = len(y)
-    test_start = int(n * config.train_fraction)
-    if test_start < config.horizon + MIN_TRAIN_ROWS or n - test_start < config.horizon:
-        raise _too_short(n, config)
+    test_start = int(len(y) * config.train_fraction)
+    if test_start < config.horizon + MIN_TRAIN_ROWS or len(y) - test_start < config.horizon:
+        raise _too_short(len(y), config)
     train_y = y[:test_start]
-    fields: dict[str, Any] = {}
     freq = config.freq or infer_frequency(ds)
-    fields["freq"] = freq
     if freq is not None:
         calendar = confirmed_seasons(train_y, calendar_seasons(freq))
     else:  # no calendar: the cycles the autocorrelation confirms, unless the user set the seasons
         calendar = cycle_seasons(train_y) if config.seasons is None else ()
+    return {
+        "points": len(y),
+        "freq": freq,
+        "calendar": [int(s) for s in calendar],
+        "season": None if calendar else detect_season(train_y),
+        "basis": facts_basis(config),
+    }
+
+
+def adapt_config(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> ForecastConfig:
+    """`config` with every empty data-dependent field filled from the series `ds` (n,), `y` (n,)."""
+    return sized_config(config, series_facts(config, ds, y))
+
+
+def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfig:
+    """`config` with every empty data-dependent field filled from its series' `series_facts` (computed with a
+    config of the same `facts_basis`)."""
+    n = int(facts["points"])
+    test_start = int(n * config.train_fraction)
+    if test_start < config.horizon + MIN_TRAIN_ROWS or n - test_start < config.horizon:
+        raise _too_short(n, config)
+    fields: dict[str, Any] = {"freq": facts["freq"]}
+    calendar = tuple(facts["calendar"])
     seasons = calendar if config.seasons is None else config.seasons
     fields["seasons"] = tuple(seasons)
-    season_length = config.season_length or min(seasons or calendar or (detect_season(train_y),))
+    season_length = config.season_length or min(seasons or calendar or (facts["season"],))
     fields["season_length"] = season_length
     fields["calendar"] = calendar_cycles(config, tuple(seasons)) if config.calendar is None else config.calendar
 
@@ -352,10 +384,19 @@ def _too_short(n: int, config: ForecastConfig) -> InputError:
     )
 
 
+def stored_facts(config: ForecastConfig, store: Any, series_key: str) -> dict[str, Any]:
+    """The `series_facts` of the series a generate stage stored under `series_key` (in `store`, a `Store`):
+    those stored with it, or computed from it when they were computed for another `facts_basis`."""
+    facts = store.read_table_metadata("generate", series_key).get("facts")
+    if facts is None or facts.get("basis") != facts_basis(config):
+        series = store.read_table("generate", series_key)
+        facts = series_facts(config, series["ds"], series["y"].to_numpy())
+    return facts
+
+
 def config_for_series(config: ForecastConfig, store: Any, series_key: str) -> ForecastConfig:
     """`adapt_config` for the series a generate stage stored under `series_key` (in `store`, a `Store`)."""
-    series = store.read_table("generate", series_key)
-    return adapt_config(config, series["ds"], series["y"].to_numpy())
+    return sized_config(config, stored_facts(config, store, series_key))
 
 
 def describe_adapted(config: ForecastConfig) -> str:

@@ -314,11 +314,15 @@ def future_rows(config: ForecastConfig, series: pd.DataFrame) -> pd.DataFrame | 
     return later[list(config.future_columns)]
 
 
-def check_series_fits(series: pd.DataFrame, config: ForecastConfig, future: pd.DataFrame | None = None) -> None:
-    """Refuse, before anything is written, a series this config cannot split, window or scale."""
-    from lstm_forecast.tasks.core.defaults import adapt_config
+def check_series_fits(
+    series: pd.DataFrame, config: ForecastConfig, future: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Refuse, before anything is written, a series this config cannot split, window or scale; returns its
+    `series_facts` (what its data-sized settings read from it)."""
+    from lstm_forecast.tasks.core.defaults import series_facts, sized_config
 
-    config = adapt_config(config, series["ds"], series["y"].to_numpy())
+    facts = series_facts(config, series["ds"], series["y"].to_numpy())
+    config = sized_config(config, facts)
     bounds = split_rows(len(series), config.train_fraction, config.validation_fraction)
     if config.future_columns and (future is None or len(future) < config.horizon):
         given = 0 if future is None else len(future)
@@ -353,6 +357,7 @@ def check_series_fits(series: pd.DataFrame, config: ForecastConfig, future: pd.D
         padded=config.scope == "global",
     )
     fit_minmax(series["y"].to_numpy()[: int(bounds["start"][-1])])
+    return facts
 
 
 # The largest magnitude an input value may have. The pipeline squares differences of values (RMSE, variances,
@@ -559,7 +564,7 @@ def generate(config: ForecastConfig) -> str:
     future = whole.iloc[len(series) :][list(config.future_columns)] if len(whole) > len(series) else None
     if config.future_columns and future is None:
         future = future_rows(config, series)
-    check_series_fits(series, config, future)
+    source = source | {"facts": check_series_fits(series, config, future)}  # sizing reads them from here
     if source_key is not None:
         # Keyed by the series itself, not the file: a change elsewhere in the file (another series
         # edited or added) gives this series the same key, and its later stages stay cached.
