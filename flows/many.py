@@ -48,7 +48,7 @@ from lstm_forecast.tasks.core.graph import (
     stage_task,
     stages_until,
 )
-from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, planned_key, stage_key, upstream_keys
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, upstream_keys
 from lstm_forecast.tasks.operations.ahead import publish_forecasts
 from lstm_forecast.tasks.operations.registry import register_models
 from lstm_forecast.tasks.operations.report import publish_forecast_table
@@ -259,78 +259,67 @@ async def each_chunk(
     return results
 
 
-async def each_stage(
-    stage_names: tuple[str, ...],
-    configs: dict[str, ForecastConfig],
-    stages: dict[str, Stages],
-    parallel: bool,
-    keep_failures: ChunkFilter,
-) -> dict[str, Stages]:
-    """`stage_names` in order, each over every series still going (`each_chunk`); each series' stages."""
-    going = {i: stages[i] for i in configs if i in stages}
-    for stage in stage_names:
-        done = keep_failures(await each_chunk(stage, {i: configs[i] for i in going}, going, parallel))
-        going = {i: result["stages"] for i, result in done.items()}
-    return going
+class NotStoredError(Exception):
+    """An output a run needs is not in the store, complete and up to date: the run has work to do."""
 
 
-def stored_global_run(
-    config: ForecastConfig, ids: list[str], last_stage: str = "plot"
-) -> tuple[dict[str, Stages], str] | None:
-    """Each series' stages and the model key of a global run whose every output is already in the store
-    and up to date, keyed as the stages would key them (`STAGE_TABLE`); None if anything is missing.
+class ChunkRunner:
+    """Runs a global run's stages: the per-series stages in chunk tasks (`each_chunk`), on the flow's Dask
+    cluster when `parallel`, and `train_global` as a task; a series that fails drops out alone."""
 
-    A rerun on unchanged data then costs a store check per output instead of a Prefect task run per
-    stage and series.
-    """
-    store = Store(config.artifacts_dir)
-    try:
-        digest = file_digest(config.input or "")
-    except OSError:
-        return None
-    keys: dict[str, dict[str, str]] = {}
-    for series_id in ids:
-        series = store.read_source(stage_key("generate", with_fields(config, series_id=series_id), {}, extra=digest))
-        if series is None or not store.is_complete("generate", series):
-            return None
-        keys[series_id] = {"generate": series}
-    facts = {i: stored_facts(config, store, keys[i]["generate"]) for i in ids}
-    shared = shared_settings(config, facts)
-    configs = panel_configs(config, shared, facts)
-    for series_id in ids:
-        for stage in PREPARE_STAGES:
-            keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
-    inputs = {name: [keys[i][stage] for i in ids] for name, stage in STAGE["train"].inputs.items()}
-    model = stage_key("train", with_fields(config, **shared), {**inputs, "series_ids": ids})
-    if not store.is_complete("train", model) or store.is_older_than_inputs("train", model, inputs):
-        return None
-    scored = stages_until(FINISH_STAGES, last_stage)
-    for series_id in ids:
-        keys[series_id]["train"] = model
-        for stage in scored:
-            if stage != "plot":
-                keys[series_id][stage] = planned_key(stage, configs[series_id], keys[series_id])
+    announces = True  # logs the shared settings and the statistical sample
 
-    def up_to_date(series_id: str, stages: tuple[str, ...]) -> bool:
-        for stage in stages:
-            key = keys[series_id][stage]
-            if not store.is_complete(stage, key) or store.is_older_than_inputs(
-                stage, key, upstream_keys(stage, keys[series_id])
-            ):
-                return False
-        return True
+    def __init__(self, parallel: bool) -> None:
+        self.parallel = parallel
 
-    checked = tuple(stage for stage in (*PREPARE_STAGES, *scored) if stage != "plot")
-    if not all(up_to_date(i, checked) for i in ids):
-        return None
-    stages = {i: {stage: {"key": key, "status": "cached"} for stage, key in keys[i].items()} for i in ids}
-    if "plot" in scored:
-        for series_id in ids if config.plots == "all" else shown_series(store, stages):
-            keys[series_id]["plot"] = planned_key("plot", configs[series_id], keys[series_id])
-            if not up_to_date(series_id, ("plot",)):
-                return None
-            stages[series_id]["plot"] = {"key": keys[series_id]["plot"], "status": "cached"}
-    return stages, model
+    async def stage(
+        self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
+    ) -> dict[str, SeriesResult]:
+        return await each_chunk(stage, configs, stages, self.parallel, digest)
+
+    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+        model_stages: Stages = {}
+        run_stage(train_global, config, model_stages, upstream=upstream)
+        return model_stages
+
+
+class StoreRunner:
+    """Answers a global run's stages from the store alone, in this process without a task run: each output
+    by its planned key, when it is complete and up to date; `NotStoredError` at the first one that is not. A
+    rerun on unchanged data then costs a store check per output, not a task run per stage and chunk."""
+
+    announces = False
+
+    async def stage(
+        self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
+    ) -> dict[str, SeriesResult]:
+        return await anyio.to_thread.run_sync(stored_stage, stage, configs, stages, digest)
+
+    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+        _, model = await anyio.to_thread.run_sync(stored_output, "train", config, upstream)
+        if model is None:
+            raise NotStoredError("train")
+        return {"train": {"key": model, "status": "cached"}}
+
+
+def stored_stage(
+    stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
+) -> dict[str, SeriesResult]:
+    """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
+    each series' `series_facts`). Raises `NotStoredError` at the first output the store lacks."""
+    results: dict[str, SeriesResult] = {}
+    for series_id, config in configs.items():
+        own = dict(stages.get(series_id, {}))
+        try:
+            output = planned_inline(stage, config, own, digest)[2]
+        except Exception as error:  # a series that cannot be planned fails in a real run, which reports it
+            raise NotStoredError(stage) from error
+        if output is None:
+            raise NotStoredError(stage)
+        results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
+        if stage == "generate":
+            results[series_id]["facts"] = stored_facts(config, Store(config.artifacts_dir), output)
+    return results
 
 
 ChunkFilter = Callable[[dict[str, SeriesResult]], dict[str, SeriesResult]]
@@ -351,14 +340,14 @@ def failures_into(outcomes: dict[str, Stages | Exception]) -> ChunkFilter:
 async def generate_and_share(
     config: ForecastConfig,
     ids: list[str],
-    parallel: bool,
+    runner: ChunkRunner | StoreRunner,
     keep_failures: ChunkFilter,
 ) -> tuple[dict[str, SeriesResult], dict[str, Any]]:
-    """Generate each series (its own sized config) and draw the settings one network shares across them
-    (`global_settings`); returns the generated series' results and those settings."""
+    """Generate each series (with what its sizing reads: `series_facts`) and draw the settings one network
+    shares across them (`global_settings`); returns the generated series' results and those settings."""
     digest = file_digest(config.input) if config.input else None
     own = {i: with_fields(config, series_id=i) for i in ids}
-    generated = keep_failures(await each_chunk("generate", own, {}, parallel, digest))
+    generated = keep_failures(await runner.stage("generate", own, {}, digest))
     if not generated:
         return generated, {}
     return generated, shared_settings(config, {i: r["facts"] for i, r in generated.items()})
@@ -384,7 +373,7 @@ async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfi
     search's base); the series are generated as in a run (cached)."""
     failures: dict[str, Stages | Exception] = {}
     config = with_fields(config, scope="global")
-    generated, shared = await generate_and_share(config, ids, runs_on_cluster(), failures_into(failures))
+    generated, shared = await generate_and_share(config, ids, ChunkRunner(runs_on_cluster()), failures_into(failures))
     if not generated:
         reasons = "; ".join(f"{i}: {failure_message(e)}" for i, e in failures.items() if isinstance(e, Exception))
         raise InputError(f"no series of {config.input} could be read ({reasons[:500]})", "fix the input file")
@@ -396,66 +385,70 @@ async def forecast_global(
 ) -> tuple[dict[str, Stages | Exception], str | None]:
     """One network across the series `ids`; returns each series' stages (or its error) and the model key.
 
-    The per-series stages run in a task per phase and chunk of series (`generate-series`,
-    `prepare-series`, `finish-series`), each stage inside it without a task run of its own: a task
-    run costs more than most of these stages (benchmarks/README.md has the measurements).
+    One plan (`global_run`), answered first from the store alone (`StoreRunner`: a rerun on unchanged data
+    runs no task), else run (`ChunkRunner`): each per-series stage as one task per chunk of series, named
+    after the stage, each chunk's outputs in one pack.
     """
-    logger = get_run_logger()
     config = with_fields(config, scope="global")
-    stored = await anyio.to_thread.run_sync(stored_global_run, config, ids, last_stage)
-    if stored is not None:
-        logger.info("all %d series and their global model are in the store, up to date: nothing to run", len(ids))
-        stages, model = stored
-        return dict(stages), model
+    with contextlib.suppress(NotStoredError):
+        stages, model = await global_run(config, ids, last_stage, StoreRunner())
+        get_run_logger().info(
+            "all %d series and their global model are in the store, up to date: nothing to run", len(ids)
+        )
+        return stages, model
+    return await global_run(config, ids, last_stage, ChunkRunner(parallel))
 
+
+async def global_run(
+    config: ForecastConfig, ids: list[str], last_stage: str, runner: ChunkRunner | StoreRunner
+) -> tuple[dict[str, Stages | Exception], str | None]:
+    """The plan of a global run, each stage done by `runner`: generate every series and size it, share the
+    network's settings, prepare each series (split, normalize, window), train one network on them all, then
+    predict, evaluate and (the series the UI shows) plot each one. Returns each series' stages (or its
+    error) and the model key."""
+    logger = get_run_logger()
     outcomes: dict[str, Stages | Exception] = {}
     keep_failures = failures_into(outcomes)
-    generated, shared = await generate_and_share(config, ids, parallel, keep_failures)
+    generated, shared = await generate_and_share(config, ids, runner, keep_failures)
     if not generated:
         return outcomes, None
-    logger.info("one network across %d series: %s", len(generated), ", ".join(f"{k} {v}" for k, v in shared.items()))
-    store = Store(config.artifacts_dir)
-    sampled = statistical_sample(list(generated), config.baseline_sample, config.seed)
-    if len(sampled) < len(generated) and shared["baselines"] != "naive":
+    facts = {i: r["facts"] for i, r in generated.items()}
+    configs = panel_configs(config, shared, facts)
+    if runner.announces:
         logger.info(
-            "statistical baselines (AutoETS, AutoARIMA) on %d of %d series, a sample fixed by their ids and "
-            "the seed (about a second per series; --baseline-sample 0 scores every series); naive and "
-            "seasonal naive on every series",
-            len(sampled),
-            len(generated),
+            "one network across %d series: %s", len(generated), ", ".join(f"{k} {v}" for k, v in shared.items())
         )
-    configs = panel_configs(config, shared, {i: r["facts"] for i, r in generated.items()})
-    prepared = await each_stage(
-        PREPARE_STAGES, configs, {i: r["stages"] for i, r in generated.items()}, parallel, keep_failures
-    )
+        sampled = sum(c.baselines != "naive" for c in configs.values())
+        if sampled < len(generated) and shared["baselines"] != "naive":
+            logger.info(
+                "statistical baselines (AutoETS, AutoARIMA) on %d of %d series, a sample fixed by their ids and "
+                "the seed (about a second per series; --baseline-sample 0 scores every series); naive and "
+                "seasonal naive on every series",
+                sampled,
+                len(generated),
+            )
+
+    async def each_stage(stage_names: tuple[str, ...], going: dict[str, Stages]) -> dict[str, Stages]:
+        for stage in stage_names:
+            done = keep_failures(await runner.stage(stage, {i: configs[i] for i in going}, going))
+            going = {i: result["stages"] for i, result in done.items()}
+        return going
+
+    prepared = await each_stage(PREPARE_STAGES, {i: r["stages"] for i, r in generated.items()})
     members = [i for i in ids if i in prepared]
     if not members:
         return outcomes, None
-    keys = {name: [prepared[i][name]["key"] for i in members] for name in ("generate", "normalize", "window")}
-    model_stages: Stages = {}
-    model = run_stage(
-        train_global,
-        with_fields(config, **shared),
-        model_stages,
-        upstream={
-            "series": keys["generate"],
-            "normalize": keys["normalize"],
-            "window": keys["window"],
-            "series_ids": members,
-        },
-    )
+    inputs = {name: [prepared[i][stage]["key"] for i in members] for name, stage in STAGE["train"].inputs.items()}
+    model_stages = await runner.train(with_fields(config, **shared), {**inputs, "series_ids": members})
     scored = stages_until(FINISH_STAGES, last_stage)
     finished = await each_stage(
-        tuple(s for s in scored if s != "plot"),
-        {i: configs[i] for i in members},
-        {i: prepared[i] | model_stages for i in members},
-        parallel,
-        keep_failures,
+        tuple(s for s in scored if s != "plot"), {i: prepared[i] | model_stages for i in members}
     )
     if "plot" in scored:
+        store = Store(config.artifacts_dir)
         plotted = list(finished) if config.plots == "all" else shown_series(store, finished)
-        finished |= await each_stage(("plot",), {i: configs[i] for i in plotted}, finished, parallel, keep_failures)
-    return outcomes | {i: finished[i] for i in members if i in finished}, model
+        finished |= await each_stage(("plot",), {i: finished[i] for i in plotted})
+    return outcomes | {i: finished[i] for i in members if i in finished}, model_stages["train"]["key"]
 
 
 def shown_series(store: Store, stages: dict[str, Stages]) -> list[str]:

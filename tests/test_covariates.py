@@ -24,7 +24,7 @@ from lstm_forecast.tasks.core.covariates import (
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.windows import window_inputs
 from lstm_forecast.tasks.stages.generate import check_covariate_columns
-from tests.helpers import store_snapshot
+from tests.helpers import store_snapshot, task_runs
 
 
 def test_calendar_phases_are_anchored_to_the_clock_and_the_year() -> None:
@@ -214,6 +214,13 @@ def test_a_panel_reads_each_series_future_values_by_id_and_predict_repeats_the_r
     assert result["scope"] == "global" and not result["failed"]
     run_rows = pd.read_parquet(result["forecasts"]).sort_values(["unique_id", "ds"], ignore_index=True)
     assert run_rows["unique_id"].tolist() == ["s0", "s0", "s1", "s1", "s2", "s2"]
+    # the same run again: answered from the store, with no stage's task run, the same model and keys
+    assert cli.main(["run", "--input", str(tmp_path / "panel.csv"), *covariates, *args, "--json"]) == 0
+    warm = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert warm["model"] == result["model"] and warm["series"] == {
+        i: done | {"stages": dict.fromkeys(done["stages"], "cached")} for i, done in result["series"].items()
+    }
+    assert sorted(r.name.rsplit("-", 1)[0] for r in task_runs(warm["flow_run_id"])) == ["forecast-table", "register"]
 
     again = tmp_path / "again.csv"  # the stored data and future values: the run's table
     assert cli.main(["predict", "--horizon", "2", "--output", str(again), "--artifacts-dir", store]) == 0
