@@ -1,12 +1,12 @@
-"""Statistical baselines (tasks/stages/baselines.py) without Prefect: layout, causality, accuracy, fallbacks."""
+"""Statistical baselines (tasks/core/baselines.py) without Prefect: layout, causality, accuracy, fallbacks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import lstm_forecast.tasks.stages.baselines as baselines
-from lstm_forecast.tasks.stages.baselines import statistical_forecasts
+import lstm_forecast.tasks.core.baselines as baselines
+from lstm_forecast.tasks.core.baselines import statistical_forecasts
 
 N, FIT_STOP, HORIZON = 120, 96, 4  # ten seasons of 12, the last 20 % held out
 

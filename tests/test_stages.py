@@ -249,3 +249,19 @@ def test_values_whose_squares_would_overflow_are_refused_naming_the_column_and_r
     with pytest.raises(InputError, match="infinite .* data row 3") as caught:
         clean_series(raw.assign(y=np.r_[0.0, 1.0, -np.inf, raw["y"].to_numpy()[3:]]), "ds", "y")
     assert "rescale" in caught.value.fix
+
+
+def test_no_stage_module_imports_another() -> None:
+    import ast
+    from pathlib import Path
+
+    import lstm_forecast.tasks.stages as stages_package
+
+    folder = Path(stages_package.__file__).parent
+    modules = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # imports inside functions too
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                assert not any(name.endswith(f"tasks.stages.{m}") for m in modules if m != path.stem), (path, name)

@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from lstm_forecast.tasks.core.baselines import statistical_forecasts
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
-from lstm_forecast.tasks.stages.baselines import statistical_forecasts
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
 MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")
