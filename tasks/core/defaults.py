@@ -50,7 +50,7 @@ from lstm_forecast.tasks.core.calendar import calendar_seasons, infer_frequency
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.space import LOG_RATIO
-from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT
+from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT, split_starts
 
 SEASON_EVIDENCE = 0.2  # least autocorrelation at the season's lag, after removing the trend, to keep a season
 # Numeric time: each calendar's seasons (its first cycle identifies it), for the autocorrelation to choose from.
@@ -205,10 +205,8 @@ def series_facts(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> dict[s
         InputError: the series is too short for the config's split and horizon.
     """
     y = np.asarray(y, dtype="float64")
-    test_start = int(len(y) * config.train_fraction)
-    if test_start < config.horizon + MIN_TRAIN_ROWS or len(y) - test_start < config.horizon:
-        raise _too_short(len(y), config)
-    train_y = y[:test_start]
+    check_long_enough(len(y), config)
+    train_y = y[: split_starts(len(y), config.train_fraction)[1]]
     freq = config.freq or infer_frequency(ds)
     if freq is not None:
         calendar = confirmed_seasons(train_y, calendar_seasons(freq))
@@ -232,9 +230,7 @@ def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfi
     """`config` with every empty data-dependent field filled from its series' `series_facts` (computed with a
     config of the same `facts_basis`)."""
     n = int(facts["points"])
-    test_start = int(n * config.train_fraction)
-    if test_start < config.horizon + MIN_TRAIN_ROWS or n - test_start < config.horizon:
-        raise _too_short(n, config)
+    test_start = check_long_enough(n, config)
     fields: dict[str, Any] = {"freq": facts["freq"]}
     calendar = tuple(facts["calendar"])
     seasons = calendar if config.seasons is None else config.seasons
@@ -247,7 +243,7 @@ def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfi
     if validation_fraction > 0 and test_start * validation_fraction < config.horizon + 2:
         validation_fraction = min(0.5, (config.horizon + 2) / test_start)
     fields["validation_fraction"] = validation_fraction
-    validation_start = test_start - int(test_start * validation_fraction)
+    validation_start = split_starts(n, config.train_fraction, validation_fraction)[0]
 
     look_back = config.look_back
     if look_back is None:
@@ -314,14 +310,7 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     fields["baselines"] = "statistical" if config.baselines == "auto" else config.baselines
     context = GLOBAL_MIN_CONTEXT
     windows = [
-        max(
-            1,
-            int(n * c.train_fraction)
-            - int(int(n * c.train_fraction) * c.validation_fraction)
-            - context
-            - c.horizon
-            + 1,
-        )
+        max(1, split_starts(n, c.train_fraction, c.validation_fraction)[0] - context - c.horizon + 1)
         for c, n in zip(sized, lengths, strict=True)
     ]
     cap = window_cap(windows)
@@ -370,18 +359,23 @@ def statistical_sample(ids: list[str], size: int, seed: int) -> set[str]:
     return set(ranked[:size])
 
 
-def _too_short(n: int, config: ForecastConfig) -> InputError:
-    least = next(
-        length
-        for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS))
-        if int(length * config.train_fraction) >= config.horizon + MIN_TRAIN_ROWS
-        and length - int(length * config.train_fraction) >= config.horizon
-    )
-    return InputError(
-        f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
-        f"{config.horizon} (at least {least} points are needed)",
-        "pass a longer series, a smaller --horizon, or a larger --train-fraction",
-    )
+def _fits(n: int, config: ForecastConfig) -> bool:
+    """Whether `n` points hold a horizon and `MIN_TRAIN_ROWS` before the test split, and a horizon in it."""
+    test_start = split_starts(n, config.train_fraction)[1]
+    return test_start >= config.horizon + MIN_TRAIN_ROWS and n - test_start >= config.horizon
+
+
+def check_long_enough(n: int, config: ForecastConfig) -> int:
+    """The test split's first row of a series of `n` points; `InputError` naming the least length that fits
+    when it is too short for the config's split and horizon."""
+    if not _fits(n, config):
+        least = next(length for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS)) if _fits(length, config))
+        raise InputError(
+            f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
+            f"{config.horizon} (at least {least} points are needed)",
+            "pass a longer series, a smaller --horizon, or a larger --train-fraction",
+        )
+    return split_starts(n, config.train_fraction)[1]
 
 
 def stored_facts(config: ForecastConfig, store: Any, series_key: str) -> dict[str, Any]:

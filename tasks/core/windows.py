@@ -28,10 +28,16 @@ def split_bounds(n_points: int, train_fraction: float, validation_fraction: floa
     return pd.DataFrame(split_rows(n_points, train_fraction, validation_fraction))
 
 
+def split_starts(n_points: int, train_fraction: float, validation_fraction: float = 0.0) -> tuple[int, int]:
+    """The first rows of the validation and test splits of a series of `n_points` (the one place they are
+    computed; nothing checked)."""
+    test_start = int(n_points * train_fraction)
+    return test_start - int(test_start * validation_fraction), test_start
+
+
 def split_rows(n_points: int, train_fraction: float, validation_fraction: float) -> dict[str, list[Any]]:
     """`split_bounds` as its columns (lists), for checks that need no table."""
-    test_start = int(n_points * train_fraction)
-    validation_start = test_start - int(test_start * validation_fraction)
+    validation_start, test_start = split_starts(n_points, train_fraction, validation_fraction)
     if n_points - test_start < 1 or validation_start < 2:
         raise InputError(
             f"the series has {n_points} points: too few to split {train_fraction:.0%} / {1 - train_fraction:.0%}",

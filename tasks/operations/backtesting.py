@@ -13,12 +13,13 @@ import pandas as pd
 
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.core.windows import split_starts
 from lstm_forecast.tasks.stages.evaluate import select_metrics
 
 
 def backtest_folds(n_points: int, train_fraction: float, folds: int) -> list[tuple[int, float]]:
     """(series_end, train_fraction) of each fold, oldest first; each fold tests the next chunk."""
-    test_points = n_points - int(n_points * train_fraction)
+    test_points = n_points - split_starts(n_points, train_fraction)[1]
     chunk = test_points // folds if folds >= 1 else 0
     if chunk < 1:
         raise InputError(f"{folds} folds do not fit in {test_points} test points", "use fewer --folds")
