@@ -322,8 +322,11 @@ def test_a_pack_is_the_same_file_as_when_each_output_was_labelled_before_they_we
     }
     labelled = pd.concat([frame.assign(**{KEY_COLUMN: key}) for key, frame in frames.items()], ignore_index=True)
     labelled[KEY_COLUMN] = labelled[KEY_COLUMN].astype("category")
+    labelled["split"] = labelled["split"].astype("category")  # strings are packed as a dictionary
+    labelled.attrs["strings"] = ["split"]
     packed = pack_table(frames)
     pd.testing.assert_frame_equal(packed, labelled, check_exact=True)
+    assert packed.attrs["strings"] == ["split"]
     assert _parquet_bytes(packed, {"keys": list(frames)}) == _parquet_bytes(labelled, {"keys": list(frames)})
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import lstm_forecast.tasks.core.store as store_module
-from lstm_forecast.tasks.core.store import KEY_LENGTH, Store, fingerprint, frame_digest
+from lstm_forecast.tasks.core.store import KEY_COLUMN, KEY_LENGTH, Store, fingerprint, frame_digest
 
 
 def test_a_table_appears_under_its_final_name_only_when_complete(
@@ -165,9 +165,12 @@ def test_a_batch_writes_one_pack_per_stage_and_every_output_reads_back_by_its_ow
     store = Store(tmp_path)
     keys = [fingerprint("series", number) for number in range(3)]
     frames = {
-        key: pd.DataFrame({"ds": [float(t) for t in range(1 + number)], "y": [float(number)] * (1 + number)})
+        key: pd.DataFrame(
+            {"ds": [float(t) for t in range(1 + number)], "y": [float(number)] * (1 + number), "split": "train"}
+        )
         for number, key in enumerate(keys)
     }
+    frames[keys[2]].loc[0, "split"] = "test"
     source = fingerprint("source")
     with store.batched():
         for key in keys:
@@ -185,6 +188,12 @@ def test_a_batch_writes_one_pack_per_stage_and_every_output_reads_back_by_its_ow
         assert reread.read_table_metadata("generate", key) == {"key": key}
         assert reread.location("generate", key).parent.name == "packs"
     assert reread.read_source(source) == keys[0]
+    # strings, packed as a dictionary, read back as strings: one output, several, some columns
+    pd.testing.assert_frame_equal(
+        reread.read_tables("generate", keys, where={"split": "train"}).drop(columns=KEY_COLUMN),
+        pd.concat(frames.values(), ignore_index=True).query("split == 'train'").reset_index(drop=True),
+    )
+    assert reread.read_columns("generate", keys, ("split",))[keys[2]]["split"].tolist() == ["test", "train", "train"]
     assert not reread.is_complete("generate", fingerprint("another"))
     with pytest.raises(FileNotFoundError):
         reread.read_table("generate", fingerprint("another"))
