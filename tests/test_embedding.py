@@ -66,7 +66,8 @@ def test_a_global_run_with_an_embedding_stores_its_rows_and_predict_repeats_its_
     )
     panel.to_csv(tmp_path / "panel.csv", index=False)
     store = str(tmp_path / "store")
-    args = ["--preset", "smoke", "--horizon", "2", "--epochs", "2", "--seasons", "none", "--artifacts-dir", store]
+    args = ["--preset", "smoke", "--horizon", "2", "--epochs", "2", "--seasons", "none", "--baselines", "naive"]
+    args += ["--artifacts-dir", store]
     run = ["run", "--input", str(tmp_path / "panel.csv"), "--series-embedding", "4", *args, "--json"]
     assert cli.main(run) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
