@@ -48,6 +48,7 @@ FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--future-columns": ("future_columns", "columns"),
     "--past-columns": ("past_columns", "columns"),
     "--static-columns": ("static_columns", "columns"),
+    "--series-embedding": ("series_embedding", int),
     "--future": ("future", str),
     "--calendar": ("calendar", "seasons"),
     "--holidays": ("holidays", str),

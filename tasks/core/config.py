@@ -199,6 +199,13 @@ class ForecastConfig(BaseModel):
         description="Final weights = moving average of the weights with this momentum (about 1/(1-m) steps; "
         "0: the best epoch's weights). Use 0 for runs of only a few dozen steps.",
     )
+    series_embedding: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="A global model: each training series' own learned vector of this many values, read beside "
+        "every step's values (a series it was not trained on reads a shared one); 0: none. Local models ignore it.",
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of weight initialisation and shuffling.")
 
     # --- forecasts and baselines -------------------------------------------
@@ -472,6 +479,8 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
             holidays=config.holidays,
             horizon=config.horizon,
         )
+    if stage == "train" and config.series_embedding and config.scope == "global":  # off: the keys stay as they were
+        fields["series_embedding"] = config.series_embedding
     if stage == "window":  # only a global model's windows differ (padded short contexts)
         fields["scope"] = "global" if config.scope == "global" else "local"
     return fields

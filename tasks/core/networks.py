@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.embedding import embedding_layer, series_row, with_series_channel
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.space import ModelSpace
 from lstm_forecast.tasks.core.store import Store
@@ -100,6 +103,7 @@ def load_model(path: Path) -> Any:
 @functools.lru_cache(maxsize=4)
 def _load_model(path: Path, modified_ns: int) -> Any:
     member_layers()  # registered before an ensemble's file names them
+    embedding_layer()  # and before a series embedding's
     return import_keras().saving.load_model(path, compile=False, safe_mode=True)
 
 
@@ -114,11 +118,19 @@ class SavedModel:
     patch: int
     horizon: int
     config: dict[str, Any] = field(default_factory=dict)  # the config it was trained with (its metadata's)
+    series_rows: dict[str, int] = field(default_factory=dict)  # its series embedding's rows by id; empty: none
 
     @functools.cached_property
     def forecast_config(self) -> ForecastConfig:
         """`config` validated (once per loaded model, not once per series it forecasts)."""
         return ForecastConfig.model_validate(self.config)
+
+    def series_inputs(self, series_id: str | None, inputs: np.ndarray) -> np.ndarray:
+        """Inputs (m, steps, C) of one series as the model reads them: with its series embedding's row as a
+        last channel (a series it was not trained on: the unknown row) when it has one; else unchanged."""
+        if not self.series_rows:
+            return inputs
+        return with_series_channel(inputs, series_row(self.series_rows, series_id))
 
     @property
     def is_global(self) -> bool:
@@ -151,4 +163,5 @@ def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
         int(config.get("patch", 1)),
         int(config.get("horizon", 1)),
         config,
+        {str(i): int(row) for i, row in metadata.get("series_embedding", {}).get("rows", {}).items()},
     )

@@ -131,10 +131,12 @@ def recursive_forecasts(
     histories: list[History],
     steps: int,
     progress: Callable[[int, int], None] | None = None,
+    series_ids: list[str] | None = None,
 ) -> list[np.ndarray]:
     """Forecasts in original units (steps,) after the end of each history, all series in one model call
     per `saved.horizon` steps: each call's outputs are fed back as inputs of the next.
-    `progress(done, steps)` is called after each call."""
+    `progress(done, steps)` is called after each call. `series_ids`: each history's id (the row of a series
+    embedding it reads; None: no ids, the unknown row)."""
     level = [h.space.kind == "level" for h in histories]
     ys = [h.frame["y"].to_numpy() for h in histories]
     zs = [np.asarray(h.space.encode(y), dtype="float64") for h, y in zip(histories, ys, strict=True)]
@@ -142,8 +144,8 @@ def recursive_forecasts(
     done = 0
     while done < steps:
         windows = [
-            h.space.inputs(z, np.array([len(z)]), saved.look_back, saved.patch, h.features)
-            for h, z in zip(histories, zs, strict=True)
+            saved.series_inputs(i, h.space.inputs(z, np.array([len(z)]), saved.look_back, saved.patch, h.features))
+            for i, h, z in zip(series_ids or [None] * len(histories), histories, zs, strict=True)
         ]
         outputs = predict_many(saved.model, windows)
         zs = [
@@ -447,7 +449,7 @@ def forecast_every_series(
                 "pass a longer --input, or leave those series out with --series-id",
             )
         series = with_features(saved, series, horizon)
-        values = recursive_forecasts(saved, list(series.values()), horizon, progress)
+        values = recursive_forecasts(saved, list(series.values()), horizon, progress, list(series))
         labels = {i: i or series_label(metadata["config"]) for i in ids}
         freq = metadata["config"].get("freq")
         for (series_id, history), y_hat in zip(series.items(), values, strict=True):

@@ -19,20 +19,25 @@ from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.registry import record_decision, utc_now
-from lstm_forecast.tasks.stages.predict import predict_rows
+from lstm_forecast.tasks.stages.predict import predict_many
 
 
 def holdout_errors(
-    saved: SavedModel, frame: pd.DataFrame, holdout_start: int, space: ModelSpace | None = None
+    saved: SavedModel,
+    frame: pd.DataFrame,
+    holdout_start: int,
+    space: ModelSpace | None = None,
+    series_id: str | None = None,
 ) -> np.ndarray:
     """Errors of a model's one-step forecasts of `y[holdout_start:]` of a series `frame` (`ds, y`, covariate
-    columns, `attrs["future"]`), in the series' units (a global model in the series' `space`), with the
-    feature channels the model reads."""
+    columns, `attrs["future"]`), in the series' units (a global model in the series' `space`, reading its
+    `series_id`'s embedding row when it has one), with the feature channels the model reads."""
     space = space or saved.space
     y = frame["y"].to_numpy()
     rows = np.arange(max(holdout_start, saved.first_origin), len(y))
     features = model_features(saved.forecast_config, frame, frame.attrs.get("future"))
-    z_hat = predict_rows(saved.model, space, space.encode(y), rows, saved.look_back, saved.patch, features)
+    inputs = space.inputs(space.encode(y), rows, saved.look_back, saved.patch, features)
+    (z_hat,) = predict_many(saved.model, [saved.series_inputs(series_id, inputs)])
     return space.decode(z_hat, y, rows)[:, 0] - y[rows]
 
 
@@ -41,12 +46,15 @@ def holdout_rmse(saved: SavedModel, frame: pd.DataFrame, holdout_start: int) -> 
     return float(np.sqrt(np.mean(holdout_errors(saved, frame, holdout_start) ** 2)))
 
 
-def holdout_mase(saved: SavedModel, space: ModelSpace, frame: pd.DataFrame, holdout_start: int) -> float:
-    """MASE of a global model's one-step forecasts of `y[holdout_start:]`: their mean absolute error over
-    the mean absolute one-step change before the holdout (scale-free, so series can be pooled)."""
+def holdout_mase(
+    saved: SavedModel, space: ModelSpace, frame: pd.DataFrame, holdout_start: int, series_id: str | None = None
+) -> float:
+    """MASE of a global model's one-step forecasts of `y[holdout_start:]` of series `series_id`: their mean
+    absolute error over the mean absolute one-step change before the holdout (scale-free, so series can be
+    pooled)."""
     y = frame["y"].to_numpy()
     scale = float(np.mean(np.abs(np.diff(y[:holdout_start])))) or 1.0
-    return float(np.mean(np.abs(holdout_errors(saved, frame, holdout_start, space)))) / scale
+    return float(np.mean(np.abs(holdout_errors(saved, frame, holdout_start, space, series_id)))) / scale
 
 
 def current_series(store: Store, config: ForecastConfig, series: str) -> pd.DataFrame:
@@ -108,7 +116,7 @@ def challenge_global(
         holdout_start = int(store.read_table("split", split_key).set_index("split").loc["test", "start"])
         space = read_model_space(store, normalize_key)
         per_series[series_id] = {
-            name: holdout_mase(saved, space, frame, holdout_start) for name, saved in models.items()
+            name: holdout_mase(saved, space, frame, holdout_start, series_id) for name, saved in models.items()
         }
         holdout_rows += len(y) - holdout_start
     scores = {name: float(np.mean([values[name] for values in per_series.values()])) for name in models}

@@ -194,8 +194,9 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     store = Store(config.artifacts_dir)
     data = series_to_predict(store, series, normalize, window, feature_width(config))
     x, x_next = data.inputs(config.look_back, config.patch)
-    (z_hat,) = predict_many(load_saved(store, model).model, [x])
-    (z_next,) = predict_many(load_saved(store, model, forecaster=True).model, [x_next])
+    saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
+    (z_hat,) = predict_many(saved.model, [saved.series_inputs(config.series_id, x)])
+    (z_next,) = predict_many(forecaster.model, [forecaster.series_inputs(config.series_id, x_next)])
     predictions, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
     store.write_table("predict", key, predictions)
     log_predictions(config, widths, forecast, calibration)
@@ -224,8 +225,15 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
     for (root, model), indices in by_model.items():
         store = Store(root)
         try:
-            outputs = predict_many(load_saved(store, model).model, [prepared[i][1] for i in indices])
-            ahead = predict_many(load_saved(store, model, forecaster=True).model, [prepared[i][2] for i in indices])
+            saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
+            ids = [work[i][0].series_id for i in indices]
+            outputs = predict_many(
+                saved.model, [saved.series_inputs(s, prepared[i][1]) for s, i in zip(ids, indices, strict=True)]
+            )
+            ahead = predict_many(
+                forecaster.model,
+                [forecaster.series_inputs(s, prepared[i][2]) for s, i in zip(ids, indices, strict=True)],
+            )
         except Exception as error:  # every series of this model fails
             for index in indices:
                 errors[index] = error

@@ -31,6 +31,15 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import feature_columns, read_features
 from lstm_forecast.tasks.core.defaults import window_cap
+from lstm_forecast.tasks.core.embedding import (
+    UNKNOWN_ROW,
+    UNKNOWN_SHARE,
+    embedding_layer,
+    embedding_rows,
+    series_row,
+    training_rows,
+    with_series_channel,
+)
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.networks import import_keras
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
@@ -74,26 +83,33 @@ class Architecture:
     ema_momentum: float
     member_look_backs: tuple[int, ...]
     features: int = 0
+    series_rows: int = 0  # rows of the series embedding table (training series + the unknown row); 0: none
+    series_embedding: int = 0  # values per row
 
     @classmethod
-    def of(cls, config: ForecastConfig) -> Architecture:
-        names = [field.name for field in fields(cls) if field.name not in ("member_look_backs", "features")]
+    def of(cls, config: ForecastConfig, series_rows: int = 0) -> Architecture:
+        derived = ("member_look_backs", "features", "series_rows", "series_embedding")
+        names = [field.name for field in fields(cls) if field.name not in derived]
+        embedded = series_rows > 0 and config.series_embedding > 0
         return cls(
             **{name: getattr(config, name) for name in names},
             member_look_backs=tuple(member_look_backs(config)),
             features=feature_width(config),
+            series_rows=series_rows if embedded else 0,
+            series_embedding=config.series_embedding if embedded else 0,
         )
 
 
-def build_model(config: ForecastConfig) -> Any:
+def build_model(config: ForecastConfig, series_rows: int = 0) -> Any:
     """A compiled stack of `layers` LSTM (or GRU) layers of `units` + Dense(horizon), MSE and Adam.
 
     Inputs (batch, look_back / patch, patch * (1 + features)); outputs (batch, horizon), one per step ahead. With
     `ensemble` N > 1: N such stacks side by side, each from its own initial weights, outputs
     (batch, N * horizon) trained on N copies of the targets (each member's loss is its own);
-    `inference_model` averages them.
+    `inference_model` averages them. With `series_rows` and a `series_embedding`: one more input channel, the
+    series' row of a learned (series_rows, series_embedding) table (`embedding.SeriesEmbedding`).
     """
-    net = Architecture.of(config)
+    net = Architecture.of(config, series_rows)
     keras = import_keras()
     init = keras.initializers
     # Every random initial weight gets its own seed from the config's `seed`. Keras would otherwise draw
@@ -140,17 +156,24 @@ def build_model(config: ForecastConfig) -> Any:
         return layers["MemberDense"](count, net.horizon, [own[-1] for own in member_seeds], name="members")(tensor)
 
     steps = net.look_back // net.patch
-    inputs = keras.Input(shape=(steps, net.patch * (1 + net.features)))
+    inputs = keras.Input(shape=(steps, net.patch * (1 + net.features) + int(net.series_embedding > 0)))
+    # The series' vector joins every step (embedding.py says why); its seed is past every member's.
+    embedded = (
+        [embedding_layer()(net.series_rows, net.series_embedding, seed=net.seed * 1000 + 999, name="series")]
+        if net.series_embedding
+        else []
+    )
     look_backs = net.member_look_backs
     name = f"{net.cell}_ensemble_of_{count}"
     if count == 1:
-        model = keras.Sequential([inputs, *member(member_seeds[0])], name=f"{net.cell}_forecaster")
+        model = keras.Sequential([inputs, *embedded, *member(member_seeds[0])], name=f"{net.cell}_forecaster")
     elif net.cell == "lstm" and len(set(look_backs)) == 1:
-        model = keras.Model(inputs, side_by_side(inputs), name=name)
+        model = keras.Model(inputs, side_by_side(embedded[0](inputs) if embedded else inputs), name=name)
     else:
+        read = embedded[0](inputs) if embedded else inputs
         outputs = []
         for look_back, own_seeds in zip(look_backs, member_seeds, strict=True):
-            tensor = inputs
+            tensor = read
             if look_back < net.look_back:  # this member reads only the window's most recent values
                 tensor = keras.layers.Cropping1D((steps - look_back // net.patch, 0))(tensor)
             for layer in member(own_seeds):
@@ -262,19 +285,20 @@ _kept_lock = threading.Lock()
 
 
 @contextmanager
-def compiled_network(config: ForecastConfig) -> Iterator[CompiledNetwork]:
-    """A network for `config`'s architecture in its as-built state: a kept one, else a new build.
+def compiled_network(config: ForecastConfig, series_rows: int = 0) -> Iterator[CompiledNetwork]:
+    """A network for `config`'s architecture (`series_rows`: of its series embedding) in its as-built state: a
+    kept one, else a new build.
 
     A network is lent to one caller at a time; it is kept again (the newest `KEPT_NETWORKS`) after.
     """
-    architecture = Architecture.of(config)
+    architecture = Architecture.of(config, series_rows)
     with _kept_lock:
         idle = _kept_networks.pop(architecture, [])
         network = idle.pop() if idle else None
         if idle:
             _kept_networks[architecture] = idle
     if network is None:
-        model = build_model(config)
+        model = build_model(config, series_rows)
         model.optimizer.build(model.trainable_variables)
         network = CompiledNetwork(
             model, [variable.numpy() for variable in [*model.variables, *model.optimizer.variables]]
@@ -413,8 +437,10 @@ def fit_with_forecaster(
     validation_set: tuple[np.ndarray, np.ndarray],
     every_window: tuple[np.ndarray, np.ndarray],
     config: ForecastConfig,
+    series_rows: int = 0,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Fit a model on the train split (early stopping on validation), then its forecaster on every window.
+    `series_rows`: the rows of a series embedding (the inputs then end with each window's row).
 
     Returns the model, the forecaster and what metadata records of the fit (history, epochs, times).
     """
@@ -423,7 +449,7 @@ def fit_with_forecaster(
     logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
     report, done = training_progress(config)
     started = time.perf_counter()
-    with compiled_network(config) as network:
+    with compiled_network(config, series_rows) as network:
         history = train_network(network, x_train, y_train, x_val, y_val, config, on_epoch=report)
         model = network.detached()
         fit_seconds = time.perf_counter() - started
@@ -500,9 +526,12 @@ class MemberSeries:
     space: ModelSpace
     full_space: ModelSpace
     features: np.ndarray | None = None  # (n, F) channels read beside the values
+    series_row: int = 0  # its row of the series embedding (0: the model has none)
 
     def arrays(self, config: ForecastConfig, split_name: str | None, cap: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets of the last `cap` windows of one split (None: every window, forecaster space)."""
+        """Inputs and targets of the last `cap` windows of one split (None: every window, forecaster space);
+        with a series embedding the inputs end with each window's row (`embedding.training_rows` outside
+        the validation split)."""
         space = self.full_space if split_name is None else self.space
         z = space.encode(self.y)
         rows = np.asarray(self.targets["row"])
@@ -510,6 +539,13 @@ class MemberSeries:
             rows = rows[self.split_mask(split_name)]
         rows = rows[-cap:]
         inputs = space.inputs(z, rows, config.look_back, config.patch, self.features)
+        if self.series_row:
+            own = (
+                self.series_row
+                if split_name == "validation"
+                else training_rows(self.series_row, len(rows), config.seed)
+            )
+            inputs = with_series_channel(inputs, own)
         return inputs, space.targets(z, rows, config.horizon)
 
     def split_mask(self, split_name: str) -> np.ndarray:
@@ -545,6 +581,7 @@ def train_global(
     width = feature_width(config)
     channels = tuple(feature_columns(width))
     scaled = store.read_columns("normalize", normalize, channels) if width else {}
+    rows = embedding_rows(series_ids) if config.series_embedding else {}
     members = [
         MemberSeries(
             store.read_own_columns("generate", s, ("y",), values)["y"],
@@ -552,8 +589,9 @@ def train_global(
             read_model_space(store, n),
             read_model_space(store, n, forecaster=True),
             read_features(store.read_own_columns("normalize", n, channels, scaled), width) if width else None,
+            series_row(rows, i) if rows else 0,
         )
-        for s, n, w in zip(series, normalize, window, strict=True)
+        for s, n, w, i in zip(series, normalize, window, series_ids, strict=True)
     ]
     del values, origins, scaled
     cap = window_cap([int(m.split_mask("train").sum()) for m in members])
@@ -563,6 +601,7 @@ def train_global(
         stacked_arrays(members, config, "validation", cap),
         stacked_arrays(members, config, None, cap),
         config,
+        series_rows=len(rows) + 1 if rows else 0,
     )
     metadata = {
         "key": key,
@@ -574,6 +613,11 @@ def train_global(
         "data_fingerprint": fingerprint("global", series),
         "upstream": upstream,
         "member_look_backs": member_look_backs(config),
+        **(
+            {"series_embedding": {"rows": rows, "unknown_row": UNKNOWN_ROW, "unknown_share": UNKNOWN_SHARE}}
+            if rows
+            else {}
+        ),
         **fit,
     }
     store.write_model(key, save_models(model, forecaster, combine="median"), metadata)
