@@ -53,7 +53,7 @@ def momentum_walk(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_a_series_without_a_cycle_gets_a_short_window_sized_by_its_rows() -> None:
-    for n, look_back in ((100, 8), (203, 16), (2000, 32)):  # a ninth of the rows before validation, 8 to 32
+    for n, look_back in ((100, 4), (203, 8), (400, 16), (2000, 32)):  # 16 windows per value, from 4 to 32
         y = momentum_walk(n)
         config = adapt_config(build_config("default"), pd.Series(np.arange(float(n))), y)
         assert (config.seasons, config.season_length) == ((), 1)
