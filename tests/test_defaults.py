@@ -37,10 +37,10 @@ def test_a_short_monthly_series_gets_its_calendar_season_and_a_window_that_fits(
     assert config.epochs > 60  # few windows: more epochs for about the same number of optimizer steps
 
 
-def test_a_window_reads_at_most_a_third_of_the_rows_before_validation() -> None:
+def test_a_window_reads_at_most_a_quarter_of_the_rows_before_validation() -> None:
     series = monthly(72)  # 57 training rows, 52 before the validation tail
     config = adapt_config(build_config("default"), series["ds"], series["y"].to_numpy())
-    assert config.seasons == (12,) and config.look_back == 17  # two seasons (24) would leave 28 windows
+    assert config.seasons == (12,) and config.look_back == 13  # two seasons (24) would leave 28 windows
 
 
 def momentum_walk(n: int, seed: int = 0) -> np.ndarray:
