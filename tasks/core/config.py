@@ -149,7 +149,8 @@ class ForecastConfig(BaseModel):
         ge=1,
         le=100_000,
         description="Past values the model sees for each target; empty: sized from the data "
-        "(four seasons, or two once seasons are removed, within half the training part).",
+        "(four seasons, two once seasons are removed, 4 to 32 with no cycle; within a quarter of the "
+        "rows before validation).",
     )
     horizon: int = Field(1, ge=1, le=1000, description="Steps ahead the model forecasts at once (direct multi-output).")
 
