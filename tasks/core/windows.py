@@ -61,6 +61,37 @@ def test_start(splits: np.ndarray, starts: np.ndarray) -> int:
 GLOBAL_MIN_CONTEXT = 8
 
 
+def origin_ranges(
+    n_points: int,
+    bounds: pd.DataFrame | Mapping[str, np.ndarray],
+    look_back: int,
+    horizon: int = 1,
+    offset: int = 0,
+    padded: bool = False,
+) -> list[tuple[int, int]]:
+    """Each split's window origins as a range `[first, stop)` (`window_targets`' rows, without building them).
+
+    Raises:
+        InputError: the train or test split (or a non-empty validation split) has no origin left.
+    """
+    context = min(look_back, GLOBAL_MIN_CONTEXT) if padded else look_back
+    names, starts, stops = (np.asarray(bounds[column]) for column in ("split", "start", "stop"))
+    parts = [
+        (max(int(start), context + offset), max(max(int(start), context + offset), int(stop) - horizon + 1))
+        for start, stop in zip(starts, stops, strict=True)
+    ]
+    counts = {name: stop - first for name, (first, stop) in zip(names, parts, strict=True)}
+    needed = {"train": 1, "test": 1, "validation": int(stops[1] > starts[1])}
+    short = [name for name, least in needed.items() if counts.get(name, 0) < least]
+    if short:
+        raise InputError(
+            f"the series has {n_points} points: too few for look_back {look_back} and horizon {horizon} "
+            f"(no {' or '.join(short)} targets left)",
+            "use a smaller --look-back or --horizon, or a longer series",
+        )
+    return parts
+
+
 def window_targets(
     ds: pd.Series | np.ndarray,
     bounds: pd.DataFrame | Mapping[str, np.ndarray],
@@ -79,23 +110,9 @@ def window_targets(
     Returns:
         DataFrame with `row` (origin: the first target's position), `ds` and `split`, in row order.
     """
-    context = min(look_back, GLOBAL_MIN_CONTEXT) if padded else look_back
-    names, starts, stops = (np.asarray(bounds[column]) for column in ("split", "start", "stop"))
-    parts = [
-        np.arange(max(int(start), context + offset), int(stop) - horizon + 1)
-        for start, stop in zip(starts, stops, strict=True)
-    ]
-    counts = {name: len(part) for name, part in zip(names, parts, strict=True)}
-    needed = {"train": 1, "test": 1, "validation": int(stops[1] > starts[1])}
-    short = [name for name, least in needed.items() if counts.get(name, 0) < least]
-    if short:
-        raise InputError(
-            f"the series has {len(ds)} points: too few for look_back {look_back} and horizon {horizon} "
-            f"(no {' or '.join(short)} targets left)",
-            "use a smaller --look-back or --horizon, or a longer series",
-        )
-    rows = np.concatenate(parts)
-    split_column = np.repeat(names.astype(object), [len(part) for part in parts])
+    ranges = origin_ranges(len(ds), bounds, look_back, horizon, offset, padded)
+    rows = np.concatenate([np.arange(first, stop) for first, stop in ranges])
+    split_column = np.repeat(np.asarray(bounds["split"]).astype(object), [stop - first for first, stop in ranges])
     return pd.DataFrame({"row": rows, "ds": np.asarray(ds)[rows], "split": split_column})
 
 

@@ -27,7 +27,7 @@ from lstm_forecast.tasks.core.errors import InputError, quoted
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import fit_minmax
 from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
-from lstm_forecast.tasks.core.windows import split_rows, window_targets
+from lstm_forecast.tasks.core.windows import origin_ranges, split_rows
 
 TIME, VALUE = "ds", "y"
 
@@ -348,8 +348,8 @@ def check_series_fits(
             config.horizon,
             allow_constant=config.scope == "global",
         )
-    window_targets(
-        series["ds"].to_numpy(),
+    origin_ranges(  # every split keeps a window origin
+        len(series),
         bounds,
         config.look_back,
         config.horizon,
