@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from lstm_forecast.flows.cluster import cluster_slots, runs_on_cluster
+from lstm_forecast.flows.cluster import cluster_slots, preload_keras_on_workers, runs_on_cluster
 from lstm_forecast.flows.forecast import (
     DEFAULT_CONFIG,
     Stages,
@@ -279,7 +279,9 @@ class ChunkRunner:
 
     async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
         model_stages: Stages = {}
+        preloading = preload_keras_on_workers() if self.parallel else []
         run_stage(train_global, config, model_stages, upstream=upstream)
+        del preloading  # done by now, on the core training left free
         return model_stages
 
 

@@ -73,6 +73,12 @@ def stderr_without(chatter: re.Pattern[bytes]) -> Iterator[None]:
         os.dup2(real, 2)  # the pipe's last writer in this process is gone: the copy ends at its end
 
 
+def preload_keras() -> None:
+    """`import_keras`, returning nothing: for a Dask worker to load Keras ahead of its first model (a worker
+    sends back what the function returns, and a module does not travel)."""
+    import_keras()
+
+
 def import_keras() -> Any:
     """Keras (and TensorFlow behind it), with TensorFlow's thread pools sized once per process. This is the one
     place that imports them: quietly (`TF_CPP_MIN_LOG_LEVEL`, and `_TF_LOAD_CHATTER` dropped from stderr)."""
