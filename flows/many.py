@@ -310,6 +310,7 @@ def stored_stage(
     """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
     each series' `series_facts`). Raises `NotStoredError` at the first output the store lacks."""
     results: dict[str, SeriesResult] = {}
+    store = Store(next(iter(configs.values())).artifacts_dir) if configs else None
     for series_id, config in configs.items():
         own = dict(stages.get(series_id, {}))
         try:
@@ -320,7 +321,7 @@ def stored_stage(
             raise NotStoredError(stage)
         results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
         if stage == "generate":
-            results[series_id]["facts"] = stored_facts(config, Store(config.artifacts_dir), output)
+            results[series_id]["facts"] = stored_facts(config, store, output)
     return results
 
 

@@ -186,13 +186,18 @@ def clean_numbers(raw: pd.DataFrame, time_column: str, value_column: str) -> tup
     ] if irregular else []
 
 
+def as_numbers(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """A file's column as float numbers (empty cells NaN), and where a cell held something that is not one."""
+    values = pd.to_numeric(column, errors="coerce")
+    return values, (values.isna() & column.notna()).to_numpy()
+
+
 def clean_any(
     raw: pd.DataFrame, time_column: str, value_column: str, nan_policy: str, duplicate_policy: str
 ) -> tuple[pd.DataFrame, list[str]]:
     """`clean_series` of any table holding both columns: parsed, sorted, repeats and gaps handled by policy."""
     notes: list[str] = []
-    y = pd.to_numeric(raw[value_column], errors="coerce")
-    non_numeric = (y.isna() & raw[value_column].notna()).to_numpy()
+    y, non_numeric = as_numbers(raw[value_column])
     if non_numeric.any():
         raise InputError(
             f"value column {value_column!r} has {int(non_numeric.sum())} non-numeric value(s), "
@@ -397,8 +402,7 @@ def check_covariate_columns(raw: pd.DataFrame, columns: tuple[str, ...], flag_of
                 f"covariate column {quoted(column)} is not in the input's header",
                 f"name an existing column with {flag}",
             )
-        values = pd.to_numeric(raw[column], errors="coerce")
-        bad = (values.isna() & raw[column].notna()).to_numpy()
+        values, bad = as_numbers(raw[column])
         if bad.any():
             raise InputError(
                 f"covariate column {quoted(column)} holds {int(bad.sum())} value(s) that are not numbers, the first "
