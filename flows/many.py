@@ -1,9 +1,9 @@
 """Many series: a long-format input, as one global model across its series or one model per series.
 
-Global (the default for more than one series): each series is generated and sized, the settings one
-network shares are drawn from them, each series is prepared (split, normalize, window), one `train`
-fits the network on every series' windows, and each series is predicted, evaluated and plotted with
-it. Local (`scope: local`): one whole pipeline per series.
+Global (the default for more than one series): the plan of every run (`flows/plan.py: planned_run`) with
+one network across the series, answered from the store first (`StoreRunner`), else by chunk tasks
+(`ChunkRunner`). Local (`scope: local`): the same plan on each series alone (`run_pipeline`), one
+Dask task per series on a cluster.
 
 A global run's per-series stages run in chunks of series (`chunk_size`): one task per stage and chunk,
 named after the stage, on the flow's Dask cluster when it has one. Each chunk's outputs of a stage are
@@ -22,59 +22,38 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from lstm_forecast.flows.cluster import cluster_slots, preload_keras_on_workers, runs_on_cluster
-from lstm_forecast.flows.forecast import (
-    DEFAULT_CONFIG,
+from lstm_forecast.flows.forecast import DEFAULT_CONFIG, artifact_paths, run_pipeline
+from lstm_forecast.flows.plan import (
+    NotStoredError,
+    Outcomes,
+    SeriesId,
+    SeriesResult,
     Stages,
-    artifact_paths,
-    run_pipeline,
+    StoreRunner,
+    evaluate_tables,
+    failure_message,
+    failures_into,
+    generate_and_size,
+    planned_inline,
+    planned_run,
     run_stage,
 )
-from lstm_forecast.tasks.core.caching import stored_output
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
-from lstm_forecast.tasks.core.defaults import global_settings, sized_config, statistical_sample, stored_facts
+from lstm_forecast.tasks.core.defaults import stored_facts
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.graph import (
-    FINISH_STAGES,
-    PREPARE_STAGES,
-    STAGE,
-    STAGES,
-    stage_chunk_function,
-    stage_task,
-    stages_until,
-)
-from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, upstream_keys
+from lstm_forecast.tasks.core.graph import FINISH_STAGES, STAGES, stage_chunk_function, stage_task, stages_until
+from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.ahead import publish_forecasts
 from lstm_forecast.tasks.operations.registry import register_models
 from lstm_forecast.tasks.operations.report import publish_forecast_table
-from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary, series_to_show
+from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary
 from lstm_forecast.tasks.stages.generate import read_series_ids
 from lstm_forecast.tasks.stages.train import train_global
-
-
-class SeriesFailedError(Exception):
-    """A series that failed inside a task covering several series; its message says why."""
-
-
-def failure_message(error: Exception) -> str:
-    if isinstance(error, InputError):
-        return f"{error.problem}; fix: {error.fix}"
-    return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
-
-
-def planned_inline(
-    stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None
-) -> tuple[dict[str, str], str | None, str | None]:
-    """One stage of one series as `run_stage_inline` would run it: its inputs' keys, its planned key, and
-    its output's key when that is complete and up to date in the store (else None: it must run)."""
-    upstream = upstream_keys(stage, {name: done["key"] for name, done in stages.items()})
-    planned, output = stored_output(stage, config, upstream, digest)
-    return upstream, planned, output
 
 
 def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
@@ -91,9 +70,6 @@ def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest:
         key = stage_task(stage).fn(config=config, **upstream, key=planned)
     stages[stage] = {"key": key, "status": status}
     return key
-
-
-SeriesResult = dict[str, Any]  # {"stages": ..., maybe "facts": its `series_facts`} or {"error": message}
 
 
 # A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
@@ -259,21 +235,18 @@ async def each_chunk(
     return results
 
 
-class NotStoredError(Exception):
-    """An output a run needs is not in the store, complete and up to date: the run has work to do."""
-
-
 class ChunkRunner:
     """Runs a global run's stages: the per-series stages in chunk tasks (`each_chunk`), on the flow's Dask
     cluster when `parallel`, and `train_global` as a task; a series that fails drops out alone."""
 
-    announces = True  # logs the shared settings and the statistical sample
+    announces = True
+    keys_by_digest = True
 
     def __init__(self, parallel: bool) -> None:
         self.parallel = parallel
 
     async def stage(
-        self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
+        self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None
     ) -> dict[str, SeriesResult]:
         return await each_chunk(stage, configs, stages, self.parallel, digest)
 
@@ -285,207 +258,37 @@ class ChunkRunner:
         return model_stages
 
 
-class StoreRunner:
-    """Answers a global run's stages from the store alone, in this process without a task run: each output
-    by its planned key, when it is complete and up to date; `NotStoredError` at the first one that is not. A
-    rerun on unchanged data then costs a store check per output, not a task run per stage and chunk."""
-
-    announces = False
-
-    async def stage(
-        self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
-    ) -> dict[str, SeriesResult]:
-        return await anyio.to_thread.run_sync(stored_stage, stage, configs, stages, digest)
-
-    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
-        _, model = await anyio.to_thread.run_sync(stored_output, "train", config, upstream)
-        if model is None:
-            raise NotStoredError("train")
-        return {"train": {"key": model, "status": "cached"}}
-
-
-def stored_stage(
-    stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
-) -> dict[str, SeriesResult]:
-    """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
-    each series' `series_facts`). Raises `NotStoredError` at the first output the store lacks."""
-    results: dict[str, SeriesResult] = {}
-    store = Store(next(iter(configs.values())).artifacts_dir) if configs else None
-    for series_id, config in configs.items():
-        own = dict(stages.get(series_id, {}))
-        try:
-            output = planned_inline(stage, config, own, digest)[2]
-        except Exception as error:  # a series that cannot be planned fails in a real run, which reports it
-            raise NotStoredError(stage) from error
-        if output is None:
-            raise NotStoredError(stage)
-        results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
-        if stage == "generate":
-            results[series_id]["facts"] = stored_facts(config, store, output)
-    return results
-
-
-ChunkFilter = Callable[[dict[str, SeriesResult]], dict[str, SeriesResult]]
-
-
-def failures_into(outcomes: dict[str, Stages | Exception]) -> ChunkFilter:
-    """A filter of chunk results that notes each failed series' error in `outcomes` and keeps the rest."""
-
-    def keep_failures(results: dict[str, SeriesResult]) -> dict[str, SeriesResult]:
-        for series_id, result in results.items():
-            if "error" in result:
-                outcomes[series_id] = SeriesFailedError(result["error"])
-        return {i: r for i, r in results.items() if "error" not in r}
-
-    return keep_failures
-
-
-async def generate_and_share(
-    config: ForecastConfig,
-    ids: list[str],
-    runner: ChunkRunner | StoreRunner,
-    keep_failures: ChunkFilter,
-) -> tuple[dict[str, SeriesResult], dict[str, Any]]:
-    """Generate each series (with what its sizing reads: `series_facts`) and draw the settings one network
-    shares across them (`global_settings`); returns the generated series' results and those settings."""
-    digest = file_digest(config.input) if config.input else None
-    own = {i: with_fields(config, series_id=i) for i in ids}
-    generated = keep_failures(await runner.stage("generate", own, {}, digest))
-    if not generated:
-        return generated, {}
-    return generated, shared_settings(config, {i: r["facts"] for i, r in generated.items()})
-
-
-def shared_settings(config: ForecastConfig, facts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The settings one network shares across the series whose `series_facts` are `facts` (by id)."""
-    sized = [sized_config(with_fields(config, series_id=i), own) for i, own in facts.items()]
-    return global_settings(config, sized, [int(own["points"]) for own in facts.values()])
-
-
-def panel_configs(
-    config: ForecastConfig, shared: dict[str, Any], facts: dict[str, dict[str, Any]]
-) -> dict[str, ForecastConfig]:
-    """Each series' config in a global run (by id): the shared settings, then its own data-sized fields
-    from its `series_facts`; naive baselines outside the statistical baselines' sample."""
-    sampled = statistical_sample(list(facts), config.baseline_sample, config.seed)
-    return {i: sized_config(panel_config(config, shared, i, i in sampled), own) for i, own in facts.items()}
-
-
 async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfig:
     """`config` with the settings one network shares across the series `ids` filled in (a tuning
     search's base); the series are generated as in a run (cached)."""
-    failures: dict[str, Stages | Exception] = {}
+    failures: Outcomes = {}
     config = with_fields(config, scope="global")
-    generated, shared = await generate_and_share(config, ids, ChunkRunner(runs_on_cluster()), failures_into(failures))
-    if not generated:
+    runner = ChunkRunner(runs_on_cluster())
+    sized = await generate_and_size(config, list(ids), True, runner, failures_into(failures))
+    if not sized.generated:
         reasons = "; ".join(f"{i}: {failure_message(e)}" for i, e in failures.items() if isinstance(e, Exception))
         raise InputError(f"no series of {config.input} could be read ({reasons[:500]})", "fix the input file")
-    return with_fields(config, **shared)
+    return with_fields(config, **sized.shared)
 
 
 async def forecast_global(
     config: ForecastConfig, ids: list[str], parallel: bool, last_stage: str = "plot"
-) -> tuple[dict[str, Stages | Exception], str | None]:
+) -> tuple[Outcomes, str | None]:
     """One network across the series `ids`; returns each series' stages (or its error) and the model key.
 
-    One plan (`global_run`), answered first from the store alone (`StoreRunner`: a rerun on unchanged data
-    runs no task), else run (`ChunkRunner`): each per-series stage as one task per chunk of series, named
-    after the stage, each chunk's outputs in one pack.
+    The plan of every run (`planned_run`), answered first from the store alone (`StoreRunner`: a rerun on
+    unchanged data runs no task), else run (`ChunkRunner`): each per-series stage as one task per chunk of
+    series, named after the stage, each chunk's outputs in one pack.
     """
     config = with_fields(config, scope="global")
+    series: list[SeriesId] = list(ids)
     with contextlib.suppress(NotStoredError):
-        stages, model = await global_run(config, ids, last_stage, StoreRunner())
+        stages, model = await planned_run(config, series, True, last_stage, StoreRunner())
         get_run_logger().info(
             "all %d series and their global model are in the store, up to date: nothing to run", len(ids)
         )
         return stages, model
-    return await global_run(config, ids, last_stage, ChunkRunner(parallel))
-
-
-async def global_run(
-    config: ForecastConfig, ids: list[str], last_stage: str, runner: ChunkRunner | StoreRunner
-) -> tuple[dict[str, Stages | Exception], str | None]:
-    """The plan of a global run, each stage done by `runner`: generate every series and size it, share the
-    network's settings, prepare each series (split, normalize, window), train one network on them all, then
-    predict, evaluate and (the series the UI shows) plot each one. Returns each series' stages (or its
-    error) and the model key."""
-    logger = get_run_logger()
-    outcomes: dict[str, Stages | Exception] = {}
-    keep_failures = failures_into(outcomes)
-    generated, shared = await generate_and_share(config, ids, runner, keep_failures)
-    if not generated:
-        return outcomes, None
-    facts = {i: r["facts"] for i, r in generated.items()}
-    configs = panel_configs(config, shared, facts)
-    if runner.announces:
-        logger.info(
-            "one network across %d series: %s", len(generated), ", ".join(f"{k} {v}" for k, v in shared.items())
-        )
-        sampled = sum(c.baselines != "naive" for c in configs.values())
-        if sampled < len(generated) and shared["baselines"] != "naive":
-            logger.info(
-                "statistical baselines (AutoETS, AutoARIMA) on %d of %d series, a sample fixed by their ids and "
-                "the seed (about a second per series; --baseline-sample 0 scores every series); naive and "
-                "seasonal naive on every series",
-                sampled,
-                len(generated),
-            )
-
-    async def each_stage(stage_names: tuple[str, ...], going: dict[str, Stages]) -> dict[str, Stages]:
-        for stage in stage_names:
-            done = keep_failures(await runner.stage(stage, {i: configs[i] for i in going}, going))
-            going = {i: result["stages"] for i, result in done.items()}
-        return going
-
-    prepared = await each_stage(PREPARE_STAGES, {i: r["stages"] for i, r in generated.items()})
-    members = [i for i in ids if i in prepared]
-    if not members:
-        return outcomes, None
-    inputs = {name: [prepared[i][stage]["key"] for i in members] for name, stage in STAGE["train"].inputs.items()}
-    model_stages = await runner.train(with_fields(config, **shared), {**inputs, "series_ids": members})
-    scored = stages_until(FINISH_STAGES, last_stage)
-    finished = await each_stage(
-        tuple(s for s in scored if s != "plot"), {i: prepared[i] | model_stages for i in members}
-    )
-    if "plot" in scored:
-        store = Store(config.artifacts_dir)
-        plotted = list(finished) if config.plots == "all" else shown_series(store, finished)
-        finished |= await each_stage(("plot",), {i: finished[i] for i in plotted})
-    return outcomes | {i: finished[i] for i in members if i in finished}, model_stages["train"]["key"]
-
-
-def shown_series(store: Store, stages: dict[str, Stages]) -> list[str]:
-    """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by
-    their evaluate outputs."""
-    tables = evaluate_tables(store, {i: s["evaluate"]["key"] for i, s in stages.items()})
-    outcomes = [SeriesOutcome(i, tables[i]) for i in stages]
-    return [outcome.series_id for outcome, _ in series_to_show(outcomes, plotted_only=False)]
-
-
-# The pooled rows of the evaluate outputs the flow read last, by (store root, key): the UI's choice of series
-# and the summary read the same outputs, and an output's key names its content.
-_POOLED_READ: dict[tuple[str, str], pd.DataFrame] = {}
-
-
-def evaluate_tables(store: Store, keys: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Series id -> its evaluate table's rows of all steps pooled (step 0: what the summary, the registry
-    and the UI read), for many series at once (each pack read once; the per-step rows left out keep
-    100,000 series' tables small). Outputs the last call read are not read again."""
-    root = str(store.root)
-    if any((root, key) not in _POOLED_READ for key in keys.values()):
-        stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
-        positions = stacked.groupby(KEY_COLUMN, observed=True).indices
-        pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
-        _POOLED_READ.clear()
-        _POOLED_READ.update({(root, str(key)): pooled.iloc[rows] for key, rows in positions.items()})
-    return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
-
-
-def panel_config(config: ForecastConfig, shared: dict[str, Any], series_id: str, sampled: bool) -> ForecastConfig:
-    """One series' config in a global run, before its own data-sized fields: the settings the network
-    shares, and naive baselines only when it is outside the statistical baselines' sample."""
-    own = {} if sampled or shared.get("baselines") == "naive" else {"baselines": "naive"}
-    return with_fields(config, series_id=series_id, **(shared | own))
+    return await planned_run(config, series, True, last_stage, ChunkRunner(parallel))
 
 
 async def forecast_local(

@@ -11,7 +11,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
 from lstm_forecast.flows.cluster import cluster_slots, on_same_cluster, runs_on_cluster
-from lstm_forecast.flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_config
+from lstm_forecast.flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_series_config
 from lstm_forecast.flows.many import forecast_many, shared_config
 from lstm_forecast.tasks.core.config import ForecastConfig, Trials, with_fields
 from lstm_forecast.tasks.core.errors import InputError
@@ -54,7 +54,7 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: Trials = 20) -> 
     # Many series: each trial is one global model across them, scored by the mean of the series'
     # validation MASE (RMSE would weigh series by their scale). The space is around the shared settings.
     ids = long_format_ids(config)
-    config = await shared_config(config, ids) if ids else sized_config(config)
+    config = await shared_config(config, ids) if ids else await sized_series_config(config)
     score_column = "validation_mase" if ids else "validation_rmse"
     score_name = score_column.replace("_", " ").replace("rmse", "RMSE").replace("mase", "MASE")
     logger = get_run_logger()

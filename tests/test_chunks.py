@@ -348,7 +348,7 @@ def test_gaps_in_numeric_time_are_counted_as_the_pandas_steps_count_them() -> No
 
 
 def test_the_flow_reads_each_series_pooled_metrics_as_a_table_per_series_did(tmp_path: Path) -> None:
-    from lstm_forecast.flows.many import evaluate_tables
+    from lstm_forecast.flows.plan import evaluate_tables
     from lstm_forecast.tasks.core.store import KEY_COLUMN
 
     store = Store(tmp_path)

@@ -1,0 +1,327 @@
+"""The one plan of a run, for a single series or many: the order of the stages written once.
+
+`planned_run` generates each series and sizes it from what generate stored with it (`series_facts`),
+prepares each series (split, normalize, window), trains (one network across every series, or one per
+series), then predicts, evaluates and plots. A runner does each step:
+
+- `TaskRunner`: each stage of each series as a task run of its own, here, with Prefect's cache and
+  retries (a single series, or one series of a local panel); the first failure raises.
+- `StoreRunner` (flows/many.py uses it first for a panel): every output from the store alone, no task run;
+  `NotStoredError` at the first one missing.
+- `ChunkRunner` (flows/many.py): one task per stage and chunk of series; a failed series drops out alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio.to_thread
+import pandas as pd
+from prefect import get_run_logger
+
+from lstm_forecast.tasks.core.caching import stored_output, with_store_cache
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.defaults import (
+    describe_adapted,
+    global_settings,
+    sized_config,
+    statistical_sample,
+    stored_facts,
+)
+from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, stage_task, stages_until
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
+from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_to_show
+
+Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
+SeriesResult = dict[str, Any]  # {"stages": ..., maybe "facts": its `series_facts`} or {"error": message}
+SeriesId = str | None  # None: the one series of a single-series input
+
+
+class SeriesFailedError(Exception):
+    """A series that failed inside a task covering several series; its message says why."""
+
+
+class NotStoredError(Exception):
+    """An output a run needs is not in the store, complete and up to date: the run has work to do."""
+
+
+def failure_message(error: Exception) -> str:
+    if isinstance(error, InputError):
+        return f"{error.problem}; fix: {error.fix}"
+    return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
+
+
+class Runner(Protocol):
+    """Does a run's steps for `planned_run`."""
+
+    announces: bool  # logs the settings it sized and the statistical sample
+    keys_by_digest: bool  # reads an input file's digest once for all its series' generate keys
+
+    async def stage(
+        self, stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None
+    ) -> dict[SeriesId, SeriesResult]:
+        """Stage `stage` of each series of `configs`, after its `stages` so far (`generate`: with its facts)."""
+        ...
+
+    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+        """The one network of a global run, from its members' outputs `upstream`."""
+        ...
+
+
+def run_stage(stage: str | Any, config: ForecastConfig, stages: Stages, upstream: dict[str, Any] | None = None) -> str:
+    """Run one stage (by name, or a task of its own such as `train_global`) as a task run, cached in the
+    store, in this process; note it in `stages` and return its key.
+
+    Its inputs are the keys in `stages` of the stages its `STAGE_TABLE` entry names, unless `upstream` gives them.
+    Raises:
+        the stage's error if it failed.
+    """
+    task_ = stage_task(stage) if isinstance(stage, str) else stage
+    if upstream is None:
+        upstream = upstream_keys(task_.name, {name: done["key"] for name, done in stages.items()})
+    arguments = dict(upstream)
+    if task_.name != "generate":  # generate keys its output by the series it reads
+        arguments["key"] = stage_key(task_.name, config, upstream)  # computed once: the cache policy reuses it
+    state = with_store_cache(task_, config)(config=config, **arguments, return_state=True)
+    key = state.result(_sync=True)
+    stages[task_.name] = {"key": key, "status": "cached" if state.name == "Cached" else "computed"}
+    return key
+
+
+class TaskRunner:
+    """Each stage of each series as a task run of its own (`run_stage`), in this process: Prefect's cache,
+    retries and states per stage, as the UI shows a single series' run. The first failure raises."""
+
+    announces = True
+    keys_by_digest = False
+
+    async def stage(
+        self, stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None
+    ) -> dict[SeriesId, SeriesResult]:
+        results: dict[SeriesId, SeriesResult] = {}
+        for series_id, config in configs.items():
+            own = dict(stages.get(series_id, {}))
+            key = run_stage(stage, config, own)
+            results[series_id] = {"stages": own}
+            if stage == "generate":
+                results[series_id]["facts"] = stored_facts(config, Store(config.artifacts_dir), key)
+        return results
+
+    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+        from lstm_forecast.tasks.stages.train import train_global
+
+        model_stages: Stages = {}
+        run_stage(train_global, config, model_stages, upstream=upstream)
+        return model_stages
+
+
+def planned_inline(
+    stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None
+) -> tuple[dict[str, str], str | None, str | None]:
+    """One stage of one series without a task run of its own: its inputs' keys, its planned key, and its
+    output's key when that is complete and up to date in the store (else None: it must run)."""
+    upstream = upstream_keys(stage, {name: done["key"] for name, done in stages.items()})
+    planned, output = stored_output(stage, config, upstream, digest)
+    return upstream, planned, output
+
+
+class StoreRunner:
+    """Answers a run's stages from the store alone, in this process without a task run: each output by its
+    planned key, when it is complete and up to date; `NotStoredError` at the first one that is not. A rerun
+    on unchanged data then costs a store check per output, not a task run per stage and chunk."""
+
+    announces = False
+    keys_by_digest = True
+
+    async def stage(
+        self, stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None
+    ) -> dict[SeriesId, SeriesResult]:
+        return await anyio.to_thread.run_sync(stored_stage, stage, configs, stages, digest)
+
+    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+        _, model = await anyio.to_thread.run_sync(stored_output, "train", config, upstream)
+        if model is None:
+            raise NotStoredError("train")
+        return {"train": {"key": model, "status": "cached"}}
+
+
+def stored_stage(
+    stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None = None
+) -> dict[SeriesId, SeriesResult]:
+    """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
+    each series' `series_facts`). Raises `NotStoredError` at the first output the store lacks."""
+    results: dict[SeriesId, SeriesResult] = {}
+    store = Store(next(iter(configs.values())).artifacts_dir) if configs else None
+    for series_id, config in configs.items():
+        own = dict(stages.get(series_id, {}))
+        try:
+            output = planned_inline(stage, config, own, digest)[2]
+        except Exception as error:  # a series that cannot be planned fails in a real run, which reports it
+            raise NotStoredError(stage) from error
+        if output is None:
+            raise NotStoredError(stage)
+        results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
+        if stage == "generate":
+            results[series_id]["facts"] = stored_facts(config, store, output)
+    return results
+
+
+ChunkFilter = Callable[[dict[SeriesId, SeriesResult]], dict[SeriesId, SeriesResult]]
+Outcomes = dict[SeriesId, Stages | Exception]  # each series' stages, or why it failed
+
+
+def failures_into(outcomes: Outcomes) -> ChunkFilter:
+    """A filter of a stage's results that notes each failed series' error in `outcomes` and keeps the rest."""
+
+    def keep_failures(results: dict[SeriesId, SeriesResult]) -> dict[SeriesId, SeriesResult]:
+        for series_id, result in results.items():
+            if "error" in result:
+                outcomes[series_id] = SeriesFailedError(result["error"])
+        return {i: r for i, r in results.items() if "error" not in r}
+
+    return keep_failures
+
+
+class Sized:
+    """The generated series of a run and the configs sized for them."""
+
+    __slots__ = ("configs", "generated", "shared")
+
+    def __init__(
+        self, generated: dict[SeriesId, SeriesResult], configs: dict[SeriesId, ForecastConfig], shared: dict[str, Any]
+    ) -> None:
+        self.generated, self.configs, self.shared = generated, configs, shared
+
+
+async def generate_and_size(
+    config: ForecastConfig, ids: list[SeriesId], global_model: bool, runner: Runner, keep_failures: ChunkFilter
+) -> Sized:
+    """Generate each series (with what its sizing reads: `series_facts`) and size each one's config from
+    its facts: with one network across them (`global_model`), first the settings it shares (`shared`)."""
+    digest = file_digest(config.input) if config.input and runner.keys_by_digest else None
+    own = {i: with_fields(config, series_id=i) for i in ids}
+    generated = keep_failures(await runner.stage("generate", own, {}, digest))
+    facts = {i: r["facts"] for i, r in generated.items()}
+    if not global_model:
+        return Sized(generated, {i: sized_config(own[i], facts[i]) for i in generated}, {})
+    shared = shared_settings(config, facts) if generated else {}
+    return Sized(generated, panel_configs(config, shared, facts), shared)
+
+
+def shared_settings(config: ForecastConfig, facts: dict[SeriesId, dict[str, Any]]) -> dict[str, Any]:
+    """The settings one network shares across the series whose `series_facts` are `facts` (by id)."""
+    sized = [sized_config(with_fields(config, series_id=i), own) for i, own in facts.items()]
+    return global_settings(config, sized, [int(own["points"]) for own in facts.values()])
+
+
+def panel_configs(
+    config: ForecastConfig, shared: dict[str, Any], facts: dict[SeriesId, dict[str, Any]]
+) -> dict[SeriesId, ForecastConfig]:
+    """Each series' config in a global run (by id): the shared settings, then its own data-sized fields
+    from its `series_facts`; naive baselines outside the statistical baselines' sample."""
+    sampled = statistical_sample([str(i) for i in facts], config.baseline_sample, config.seed)
+    return {i: sized_config(panel_config(config, shared, i, str(i) in sampled), own) for i, own in facts.items()}
+
+
+def panel_config(config: ForecastConfig, shared: dict[str, Any], series_id: SeriesId, sampled: bool) -> ForecastConfig:
+    """One series' config in a global run, before its own data-sized fields: the settings the network
+    shares, and naive baselines only when it is outside the statistical baselines' sample."""
+    own = {} if sampled or shared.get("baselines") == "naive" else {"baselines": "naive"}
+    return with_fields(config, series_id=series_id, **(shared | own))
+
+
+def announce(sized: Sized, global_model: bool) -> None:
+    """Log the settings sized from the data: one network's shared settings and the statistical baselines'
+    sample, or each series' own settings."""
+    logger = get_run_logger()
+    if not global_model:
+        for config in sized.configs.values():
+            logger.info(describe_adapted(config))
+        return
+    count = len(sized.generated)
+    logger.info("one network across %d series: %s", count, ", ".join(f"{k} {v}" for k, v in sized.shared.items()))
+    sampled = sum(c.baselines != "naive" for c in sized.configs.values())
+    if sampled < count and sized.shared["baselines"] != "naive":
+        logger.info(
+            "statistical baselines (AutoETS, AutoARIMA) on %d of %d series, a sample fixed by their ids and "
+            "the seed (about a second per series; --baseline-sample 0 scores every series); naive and "
+            "seasonal naive on every series",
+            sampled,
+            count,
+        )
+
+
+async def planned_run(
+    config: ForecastConfig, ids: list[SeriesId], global_model: bool, last_stage: str, runner: Runner
+) -> tuple[Outcomes, str | None]:
+    """The plan of every run, each step done by `runner`: generate every series and size it (with one
+    network across them, `global_model`: share its settings first), prepare each series (split, normalize,
+    window), train (that one network on them all, or each series' own), then predict, evaluate and plot
+    each one (a global run plots the series the UI shows; `plots: all` every one).
+
+    Returns each series' stages (or its error) and the global model's key (None for models of their own).
+    """
+    outcomes: Outcomes = {}
+    keep_failures = failures_into(outcomes)
+    sized = await generate_and_size(config, ids, global_model, runner, keep_failures)
+    if not sized.generated:
+        return outcomes, None
+    if runner.announces:
+        announce(sized, global_model)
+    configs = sized.configs
+
+    async def each_stage(stage_names: tuple[str, ...], going: dict[SeriesId, Stages]) -> dict[SeriesId, Stages]:
+        for stage in stage_names:
+            done = keep_failures(await runner.stage(stage, {i: configs[i] for i in going}, going, None))
+            going = {i: result["stages"] for i, result in done.items()}
+        return going
+
+    prepared = await each_stage(PREPARE_STAGES, {i: r["stages"] for i, r in sized.generated.items()})
+    members = [i for i in ids if i in prepared]
+    if not members:
+        return outcomes, None
+    model = None
+    if global_model:
+        inputs = {name: [prepared[i][stage]["key"] for i in members] for name, stage in STAGE["train"].inputs.items()}
+        model_stages = await runner.train(with_fields(config, **sized.shared), {**inputs, "series_ids": members})
+        trained = {i: prepared[i] | model_stages for i in members}
+        model = model_stages["train"]["key"]
+    else:
+        trained = await each_stage(("train",), {i: prepared[i] for i in members})
+    scored = stages_until(FINISH_STAGES, last_stage)
+    finished = await each_stage(tuple(s for s in scored if s != "plot"), trained)
+    if "plot" in scored:
+        shown = list(finished)
+        if global_model and config.plots != "all":
+            shown = shown_series(Store(config.artifacts_dir), finished)
+        finished |= await each_stage(("plot",), {i: finished[i] for i in shown})
+    return outcomes | {i: finished[i] for i in members if i in finished}, model
+
+
+def shown_series(store: Store, stages: dict[SeriesId, Stages]) -> list[SeriesId]:
+    """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by
+    their evaluate outputs."""
+    tables = evaluate_tables(store, {i: s["evaluate"]["key"] for i, s in stages.items()})
+    outcomes = [SeriesOutcome(i, tables[i]) for i in stages]
+    return [outcome.series_id for outcome, _ in series_to_show(outcomes, plotted_only=False)]
+
+
+# The pooled rows of the evaluate outputs the flow read last, by (store root, key): the UI's choice of series
+# and the summary read the same outputs, and an output's key names its content.
+_POOLED_READ: dict[tuple[str, str], pd.DataFrame] = {}
+
+
+def evaluate_tables(store: Store, keys: dict[Any, str]) -> dict[Any, pd.DataFrame]:
+    """Series id -> its evaluate table's rows of all steps pooled (step 0: what the summary, the registry
+    and the UI read), for many series at once (each pack read once; the per-step rows left out keep
+    100,000 series' tables small). Outputs the last call read are not read again."""
+    root = str(store.root)
+    if any((root, key) not in _POOLED_READ for key in keys.values()):
+        stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
+        positions = stacked.groupby(KEY_COLUMN, observed=True).indices
+        pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
+        _POOLED_READ.clear()
+        _POOLED_READ.update({(root, str(key)): pooled.iloc[rows] for key, rows in positions.items()})
+    return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
