@@ -46,7 +46,7 @@ from lstm_forecast.flows.plan import (
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.defaults import stored_facts
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.graph import FINISH_STAGES, STAGES, stage_chunk_function, stage_task, stages_until
+from lstm_forecast.tasks.core.graph import FINISH_STAGES, STAGE, STAGES, stage_chunk_function, stage_task, stages_until
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.ahead import publish_forecasts
 from lstm_forecast.tasks.operations.registry import register_models
@@ -64,7 +64,7 @@ def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest:
     status = "cached" if output is not None else "computed"
     if output is not None:
         key = output
-    elif stage == "generate":  # generate keys its output by the series it reads
+    elif STAGE[stage].reads_input:  # it keys its output by the series it reads
         key = stage_task(stage).fn(config=config, **upstream)
     else:
         key = stage_task(stage).fn(config=config, **upstream, key=planned)

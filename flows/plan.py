@@ -82,7 +82,7 @@ def run_stage(stage: str | Any, config: ForecastConfig, stages: Stages, upstream
     if upstream is None:
         upstream = upstream_keys(task_.name, {name: done["key"] for name, done in stages.items()})
     arguments = dict(upstream)
-    if task_.name != "generate":  # generate keys its output by the series it reads
+    if not STAGE[task_.name].reads_input:
         arguments["key"] = stage_key(task_.name, config, upstream)  # computed once: the cache policy reuses it
     state = with_store_cache(task_, config)(config=config, **arguments, return_state=True)
     key = state.result(_sync=True)

@@ -27,6 +27,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.transactions import IsolationLevel
 
 from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.graph import STAGE
 from lstm_forecast.tasks.core.store import Store, file_digest, stage_key
 
 
@@ -149,7 +150,7 @@ def stored_output(
     For an input file the cache key is of the file's digest and settings, the output's key of the
     series it gave (`sources/`); `digest`: the file's, if known. The cache key is None when the file
     cannot be read now (the stage runs, retries and reports)."""
-    reads_file = stage == "generate" and bool(config.input)
+    reads_file = STAGE[stage].reads_input and bool(config.input)
     extra = ""
     if reads_file:
         try:
@@ -215,7 +216,7 @@ def with_store_cache(stage_task: Task[Any, str], config: ForecastConfig) -> Task
         persist_result=True,
         on_failure=[_drop_failure_records(store)],
     )
-    if stage_task.name == "generate":
+    if STAGE[stage_task.name].reads_input:
         options.update(
             retries=config.read_retries,
             retry_delay_seconds=[config.read_retry_delay_s * 2**attempt for attempt in range(config.read_retries)] or 0,

@@ -460,12 +460,13 @@ def build_config(
 def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     """The config values that `stage`'s output depends on (the input file's own bytes excluded)."""
     names = STAGE[stage].fields
-    if stage == "generate":
+    reads_input = STAGE[stage].reads_input
+    if reads_input:
         names = FILE_FIELDS if config.input else SYNTHETIC_FIELDS
     fields = {name: getattr(config, name) for name in names}
-    if stage == "generate" and config.series_keep < 1:  # only a cut series differs: whole ones keep their keys
+    if reads_input and config.series_keep < 1:  # only a cut series differs: whole ones keep their keys
         fields["series_keep"] = config.series_keep
-    if stage == "generate" and covariate_columns(config):  # the series carries them
+    if reads_input and covariate_columns(config):  # the series carries them
         fields.update(
             future_columns=config.future_columns,
             past_columns=config.past_columns,

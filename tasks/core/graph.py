@@ -30,6 +30,9 @@ class Stage:
         chunk: `module:function` that runs it for many series at once, where that is faster than one
             by one (one batched model call, inputs read once per chunk): it takes `(config, inputs' keys,
             key)` per series and returns each one's error or None. Empty: a chunk runs the task's function per series.
+        reads_input: it reads the run's input (a file, or the built-in series): it keys its output by the
+            series it reads (the flow computes no key for it), an input file by its digest, and it retries
+            a failed read.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Stage:
     version: int = 1
     output: OutputKind = "table"
     chunk: str = ""
+    reads_input: bool = False
 
 
 # generate's fields depend on its source (a file or the built-in series): see config.stage_fields.
@@ -52,7 +56,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
 # in one loop (`MemberLSTM`).
 STAGE_TABLE: tuple[Stage, ...] = (
-    Stage("generate", f"{_STAGES}.generate:generate"),
+    Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
     Stage(
         "split",
         f"{_STAGES}.split:split",

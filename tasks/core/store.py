@@ -153,7 +153,7 @@ def stage_key(stage: str, config: ForecastConfig, upstream: Mapping[str, str | l
         extra: anything else the output depends on (the input file's digest).
     """
     fields = stage_fields(stage, config)
-    if stage == "generate" and config.future:  # the future columns' values after the data are part of the series
+    if STAGE[stage].reads_input and config.future:  # the future columns' values after the data are part of the series
         extra = f"{extra} future {future_file_digest(config.future)}"
     return fingerprint(stage, STAGE[stage].version, fields, dict(sorted(upstream.items())), extra)
 
