@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -78,6 +79,36 @@ def preload_keras_on_workers() -> list[Any]:
 
     client = FlowRunContext.get().task_runner.client
     return [client.submit(preload_keras, workers=[worker], pure=False) for worker in client.scheduler_info()["workers"]]
+
+
+def _run_after(function: Callable[[Any], Any], argument: Any, previous: Any) -> Any:
+    """`function(argument)`; `previous` (the result of the task before it, unused) makes Dask start it after."""
+    return function(argument)
+
+
+def submit_in_turn(function: Callable[[Any], Any], arguments: list[Any]) -> list[Any]:
+    """`function(argument)` for each of `arguments` on the flow run's Dask cluster as plain Dask tasks, one at a
+    time in order (each waits for the one before: one core of the cluster works on them, whichever is free);
+    returns their futures (hold them: a released future's task may be dropped). None off a cluster."""
+    if not runs_on_cluster():
+        return []
+    client = FlowRunContext.get().task_runner.client
+    futures: list[Any] = []
+    previous = None
+    for argument in arguments:
+        previous = client.submit(_run_after, function, argument, previous, pure=False)
+        futures.append(previous)
+    return futures
+
+
+def finished_results(futures: list[Any]) -> list[Any]:
+    """The results of those of `futures` (from `submit_in_turn`) that have finished; the rest are cancelled."""
+    if not futures:
+        return []
+    unfinished = [future for future in futures if future.status != "finished"]
+    if unfinished:
+        FlowRunContext.get().task_runner.client.cancel(unfinished)
+    return [future.result() for future in futures if future.status == "finished"]
 
 
 def cluster_slots() -> int:

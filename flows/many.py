@@ -26,7 +26,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from lstm_forecast.flows.cluster import cluster_slots, preload_keras_on_workers, runs_on_cluster
+from lstm_forecast.flows.cluster import (
+    cluster_slots,
+    finished_results,
+    preload_keras_on_workers,
+    runs_on_cluster,
+    submit_in_turn,
+)
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, artifact_paths, run_pipeline
 from lstm_forecast.flows.plan import (
     NotStoredError,
@@ -43,10 +49,19 @@ from lstm_forecast.flows.plan import (
     planned_run,
     run_stage,
 )
+from lstm_forecast.tasks.core.caching import stored_output
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.defaults import stored_facts
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.graph import FINISH_STAGES, STAGE, STAGES, stage_chunk_function, stage_task, stages_until
+from lstm_forecast.tasks.core.graph import (
+    FINISH_STAGES,
+    STAGE,
+    STAGES,
+    stage_ahead_function,
+    stage_chunk_function,
+    stage_task,
+    stages_until,
+)
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.ahead import publish_forecasts
 from lstm_forecast.tasks.operations.registry import register_models
@@ -110,14 +125,19 @@ def quiet_after_first() -> Iterator[Callable[[], None]]:
 
 
 def stage_of_chunk(
-    stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None = None
+    stage: str,
+    configs: dict[str, ForecastConfig],
+    stages: dict[str, Stages],
+    digest: str | None = None,
+    ahead: dict[str, Any] | None = None,
 ) -> dict[str, SeriesResult]:
     """Stage `stage` of each series of a chunk (its own config, after its `stages` so far), the chunk's
-    outputs written as one pack; `generate` also returns what each series' sizing reads (`facts`)."""
+    outputs written as one pack; `generate` also returns what each series' sizing reads (`facts`). `ahead`:
+    by id, what the stage's `Stage.ahead` function computed for a series while the network trained."""
     store = Store(next(iter(configs.values())).artifacts_dir)
     if (run_chunk := stage_chunk_function(stage)) is not None:
         with store.batched():
-            return run_whole_chunk(stage, run_chunk, configs, stages)
+            return run_whole_chunk(stage, run_chunk, configs, stages, ahead or {})
     results: dict[str, SeriesResult] = {}
     with store.batched(), quiet_after_first() as next_series:
         for series_id, config in configs.items():
@@ -134,10 +154,14 @@ def stage_of_chunk(
 
 
 def run_whole_chunk(
-    stage: str, run_chunk: Callable[..., list[Exception | None]], configs: dict[str, ForecastConfig], stages: dict
+    stage: str,
+    run_chunk: Callable[..., list[Exception | None]],
+    configs: dict[str, ForecastConfig],
+    stages: dict,
+    ahead: dict[str, Any],
 ) -> dict[str, SeriesResult]:
     """Stage `stage` of each series of a chunk by its chunk function (`Stage.chunk`), for the series whose
-    output is not in the store already."""
+    output is not in the store already; it also takes what was computed `ahead` for them, if anything."""
     results: dict[str, SeriesResult] = {}
     pending: list[tuple[str, Stages, tuple[ForecastConfig, dict[str, str], str]]] = []
     for series_id, config in configs.items():
@@ -151,7 +175,11 @@ def run_whole_chunk(
             results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
         else:
             pending.append((series_id, own, (config, upstream, str(planned))))
-    errors = run_chunk([work for _, _, work in pending]) if pending else []
+    works = [work for _, _, work in pending]
+    if ahead:
+        errors = run_chunk(works, ahead=[ahead.get(series_id) for series_id, _, _ in pending]) if pending else []
+    else:
+        errors = run_chunk(works) if pending else []
     for (series_id, own, (_, _, planned)), error in zip(pending, errors, strict=True):
         done = {"key": planned, "status": "computed"}
         results[series_id] = {"error": failure_message(error)} if error else {"stages": own | {stage: done}}
@@ -166,15 +194,17 @@ class ChunkSeries:
     itself, in the flow's one process. There are no futures in here, and Prefect does not walk into it.
     """
 
-    __slots__ = ("configs", "stages")
+    __slots__ = ("ahead", "configs", "stages")
 
-    def __init__(self, configs: dict[str, ForecastConfig], stages: dict[str, Stages]) -> None:
-        self.configs, self.stages = configs, stages
+    def __init__(
+        self, configs: dict[str, ForecastConfig], stages: dict[str, Stages], ahead: dict[str, Any] | None = None
+    ) -> None:
+        self.configs, self.stages, self.ahead = configs, stages, ahead
 
 
 def stage_of_chunk_task(stage: str, series: ChunkSeries, digest: str | None = None) -> dict[str, SeriesResult]:
     """`stage_of_chunk` of the chunk `series` (the function of a chunk's task)."""
-    return stage_of_chunk(stage, series.configs, series.stages, digest)
+    return stage_of_chunk(stage, series.configs, series.stages, digest, series.ahead)
 
 
 # One task per stage, named after it: a panel's run shows the stages in the UI as a single series' run does.
@@ -209,16 +239,18 @@ async def each_chunk(
     stages: dict[str, Stages],
     parallel: bool,
     digest: str | None = None,
+    ahead: dict[str, Any] | None = None,
 ) -> dict[str, SeriesResult]:
     """Stage `stage` of every series of `configs`, one task per chunk (`chunk_size`): on the flow's Dask
-    cluster when `parallel`, else one after another here."""
+    cluster when `parallel`, else one after another here. `ahead`: by id, what was computed ahead for it."""
     ids = list(configs)
     parts = chunks(ids, chunk_size(len(ids), cluster_slots() if parallel else 1))
     progress = Progress(stage, len(ids))
     chunk_task = CHUNK_TASKS[stage]
 
     def arguments(chunk: list[str]) -> dict[str, Any]:
-        series = ChunkSeries({i: configs[i] for i in chunk}, {i: stages[i] for i in chunk if i in stages})
+        own = {i: ahead[i] for i in chunk if i in ahead} if ahead else None
+        series = ChunkSeries({i: configs[i] for i in chunk}, {i: stages[i] for i in chunk if i in stages}, own)
         return {"stage": stage, "series": series, "digest": digest}
 
     results: dict[str, SeriesResult] = {}
@@ -244,18 +276,57 @@ class ChunkRunner:
 
     def __init__(self, parallel: bool) -> None:
         self.parallel = parallel
+        self.ahead: dict[str, list[Any]] = {}  # stage -> the futures of its work computed ahead
 
     async def stage(
         self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None
     ) -> dict[str, SeriesResult]:
-        return await each_chunk(stage, configs, stages, self.parallel, digest)
+        computed: dict[str, Any] = {}
+        for part in finished_results(self.ahead.pop(stage, [])):
+            computed |= part
+        if computed:
+            get_run_logger().info("%s: %d series' work done ahead, while the network trained", stage, len(computed))
+        return await each_chunk(stage, configs, stages, self.parallel, digest, computed)
 
-    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+    async def train(
+        self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
+    ) -> Stages:
+        """`train_global` as a task run here, on one TensorFlow thread; meanwhile, on the cluster, each worker
+        loads Keras and one core computes the parts of later stages that read no model (`Stage.ahead`), for
+        at most `AHEAD_SERIES` series (their results wait in this process)."""
         model_stages: Stages = {}
         preloading = preload_keras_on_workers() if self.parallel else []
+        if self.parallel and stored_output("train", config, upstream)[1] is None:  # the network will train
+            self.ahead = submit_ahead(prepared)
         run_stage(train_global, config, model_stages, upstream=upstream)
         del preloading  # done by now, on the core training left free
         return model_stages
+
+
+# The most series whose ahead work (the statistical baselines: about 40 kB of forecasts each) a run keeps in
+# the flow process until their stage runs; beyond them the stage computes its own as usual.
+AHEAD_SERIES = 1000
+
+
+def submit_ahead(prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]) -> dict[str, list[Any]]:
+    """Submit, one chunk after another on one core of the cluster (`submit_in_turn`), the ahead work
+    (`Stage.ahead`) of each later stage for the prepared series whose configs score the statistical
+    baselines (the sample the plan drew), at most `AHEAD_SERIES`; returns each stage's futures."""
+    wanted = [i for i, (config, _) in prepared.items() if config.baselines != "naive"][:AHEAD_SERIES]
+    submitted: dict[str, list[Any]] = {}
+    for stage in FINISH_STAGES:
+        if not wanted or (function := stage_ahead_function(stage)) is None:
+            continue
+        works = []
+        for series_id in wanted:
+            config, own = prepared[series_id]
+            inputs = {name: own[source]["key"] for name, source in STAGE[stage].inputs.items() if source in own}
+            works.append((config, inputs, series_id))
+        submitted[stage] = submit_in_turn(function, chunks(works, AHEAD_CHUNK_SERIES))
+    return submitted
+
+
+AHEAD_CHUNK_SERIES = 10  # small: the chunks not finished when their stage starts are dropped, and it computes them
 
 
 async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfig:

@@ -65,8 +65,11 @@ class Runner(Protocol):
         """Stage `stage` of each series of `configs`, after its `stages` so far (`generate`: with its facts)."""
         ...
 
-    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
-        """The one network of a global run, from its members' outputs `upstream`."""
+    async def train(
+        self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
+    ) -> Stages:
+        """The one network of a global run, from its members' outputs `upstream` (each member's config and
+        stages so far: `prepared`)."""
         ...
 
 
@@ -109,7 +112,9 @@ class TaskRunner:
                 results[series_id]["facts"] = stored_facts(config, Store(config.artifacts_dir), key)
         return results
 
-    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+    async def train(
+        self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
+    ) -> Stages:
         from lstm_forecast.tasks.stages.train import train_global
 
         model_stages: Stages = {}
@@ -140,7 +145,9 @@ class StoreRunner:
     ) -> dict[SeriesId, SeriesResult]:
         return await anyio.to_thread.run_sync(stored_stage, stage, configs, stages, digest)
 
-    async def train(self, config: ForecastConfig, upstream: dict[str, Any]) -> Stages:
+    async def train(
+        self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
+    ) -> Stages:
         _, model = await anyio.to_thread.run_sync(stored_output, "train", config, upstream)
         if model is None:
             raise NotStoredError("train")
@@ -285,7 +292,9 @@ async def planned_run(
     model = None
     if global_model:
         inputs = {name: [prepared[i][stage]["key"] for i in members] for name, stage in STAGE["train"].inputs.items()}
-        model_stages = await runner.train(with_fields(config, **sized.shared), {**inputs, "series_ids": members})
+        upstream = {**inputs, "series_ids": members}
+        members_so_far = {i: (configs[i], prepared[i]) for i in members}
+        model_stages = await runner.train(with_fields(config, **sized.shared), upstream, members_so_far)
         trained = {i: prepared[i] | model_stages for i in members}
         model = model_stages["train"]["key"]
     else:

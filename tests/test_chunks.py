@@ -14,7 +14,13 @@ from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.space import fit_model_space
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets
-from lstm_forecast.tasks.stages.evaluate import error_metrics, evaluate, evaluate_chunk, evaluate_predictions
+from lstm_forecast.tasks.stages.evaluate import (
+    error_metrics,
+    evaluate,
+    evaluate_chunk,
+    evaluate_predictions,
+    statistical_ahead,
+)
 from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.predict import assemble_predictions
 
@@ -99,7 +105,7 @@ def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_serie
 ) -> None:
     base = dict(horizon=2, look_back=8, season_length=4, train_fraction=0.8, validation_fraction=0.2)
     lengths = {0: 80, 1: 120, 2: 97, 3: 64}
-    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk", "ahead")}
     work: dict[str, list] = {path: [] for path in stores}
     for path, store in stores.items():
         for number, n in lengths.items():
@@ -122,17 +128,43 @@ def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_serie
             one_by_one.append(error)
     with stores["chunk"].batched():  # as a chunk runs: its outputs written as one pack
         chunked = evaluate_chunk(work["chunk"])
+    # The statistical baselines computed before the model exists (as a global run does while its network
+    # trains), then handed to the chunk: the same tables. Series 3, whose window is missing, is left out.
+    before_model = [(c, {k: u[k] for k in ("series", "window")}, str(i)) for i, (c, u, _) in enumerate(work["ahead"])]
+    ahead = statistical_ahead(before_model)
+    assert sorted(ahead) == ["1"] and set(ahead["1"][0]) == {"auto_ets", "auto_arima"}
+    with stores["ahead"].batched():
+        from_ahead = evaluate_chunk(work["ahead"], ahead=[ahead.get(str(i)) for i in range(len(work["ahead"]))])
+    assert [error is None for error in from_ahead] == [True, True, True, False]
+    doctored = Store(tmp_path / "doctored")  # the chunk scores what it is handed, not forecasts of its own
+    with doctored.batched():
+        write_inputs(doctored, 1, lengths[1], work["ahead"][1][0])
+        forecasts, described = ahead["1"]
+        config, upstream, key = work["ahead"][1]
+        handed = ({name: values + 1.0 for name, values in forecasts.items()}, described)
+        evaluate_chunk(
+            [(config.model_copy(update={"artifacts_dir": str(tmp_path / "doctored")}), upstream, key)], [handed]
+        )
+
+    def auto_ets_test_mae(store: Store) -> float:
+        table = store.read_table("evaluate", key)
+        chosen = (table["split"] == "test") & (table["model"] == "auto_ets") & (table["step"] == 0)
+        return float(table.loc[chosen & (table["metric"] == "mae"), "value"].iloc[0])
+
+    assert auto_ets_test_mae(doctored) != auto_ets_test_mae(stores["ahead"])
 
     assert [error is None for error in chunked] == [error is None for error in one_by_one] == [True, True, True, False]
     assert type(chunked[3]) is type(one_by_one[3]) is FileNotFoundError
     assert str(chunked[3]).replace(str(tmp_path / "chunk"), str(tmp_path / "one-by-one")) == str(one_by_one[3])
     assert len(list((tmp_path / "chunk" / "evaluate" / "packs").glob("*.parquet"))) == 1
     for _, _, key in work["chunk"][:3]:
-        expected, written = (store.read_table("evaluate", key) for store in stores.values())
-        pd.testing.assert_frame_equal(written, expected, check_exact=True)
-        assert stores["chunk"].read_table_metadata("evaluate", key) == stores["one-by-one"].read_table_metadata(
-            "evaluate", key
-        )
+        expected, *written = (store.read_table("evaluate", key) for store in stores.values())
+        for table in written:
+            pd.testing.assert_frame_equal(table, expected, check_exact=True)
+        for path in ("chunk", "ahead"):
+            assert stores[path].read_table_metadata("evaluate", key) == stores["one-by-one"].read_table_metadata(
+                "evaluate", key
+            )
     described = stores["chunk"].read_table_metadata("evaluate", work["chunk"][1][2])["statistical_baselines"]
     assert set(described) == {"auto_ets", "auto_arima"}
 
@@ -193,7 +225,7 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
         "normalize": (normalize, normalize_chunk),
         "window": (window, window_chunk),
     }
-    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk", "ahead")}
     keys: dict[str, dict[str, dict[str, str]]] = {path: {} for path in stores}
     configs: dict[str, dict[str, ForecastConfig]] = {path: {} for path in stores}
     for path, store in stores.items():

@@ -30,6 +30,9 @@ class Stage:
         chunk: `module:function` that runs it for many series at once, where that is faster than one
             by one (one batched model call, inputs read once per chunk): it takes `(config, inputs' keys,
             key)` per series and returns each one's error or None. Empty: a chunk runs the task's function per series.
+        ahead: `module:function` for the part of it that reads no model, which a global run computes on its
+            cluster while the network trains: it takes `(config, inputs' keys so far, series id)` per series
+            and returns its results by id, which the chunk function then takes (`ahead=`, per series).
         reads_input: it reads the run's input (a file, or the built-in series): it keys its output by the
             series it reads (the flow computes no key for it), an input file by its digest, and it retries
             a failed read.
@@ -42,6 +45,7 @@ class Stage:
     version: int = 1
     output: OutputKind = "table"
     chunk: str = ""
+    ahead: str = ""
     reads_input: bool = False
 
 
@@ -122,6 +126,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         ("season_length", "arima_order", "arima_fit_points", "baselines"),
         version=4,
         chunk=f"{_STAGES}.evaluate:evaluate_chunk",
+        ahead=f"{_STAGES}.evaluate:statistical_ahead",
     ),
     Stage(
         "plot",
@@ -153,6 +158,11 @@ def stage_task(name: str) -> Any:
 def stage_chunk_function(name: str) -> Any | None:
     """The function that runs stage `name` for many series at once (`Stage.chunk`), or None."""
     return _imported(STAGE[name].chunk) if STAGE[name].chunk else None
+
+
+def stage_ahead_function(name: str) -> Any | None:
+    """The function that computes ahead the part of stage `name` that reads no model (`Stage.ahead`), or None."""
+    return _imported(STAGE[name].ahead) if STAGE[name].ahead else None
 
 
 def stage_logger() -> Any:

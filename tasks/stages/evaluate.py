@@ -285,8 +285,27 @@ def series_to_evaluate(y: np.ndarray, targets: pd.DataFrame, predictions: pd.Dat
     )
 
 
-def score_series(config: ForecastConfig, data: SeriesToEvaluate) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The evaluate table of one series (the LSTM and the baselines `config` names) and its metadata."""
+# The statistical baselines' forecasts of one series (name -> (len(rows), horizon)) and what each one fitted.
+Statistical = tuple[dict[str, np.ndarray], dict[str, str]]
+
+
+def statistical_part(config: ForecastConfig, y: np.ndarray, rows: np.ndarray, splits: np.ndarray) -> Statistical:
+    """The statistical baselines `config` names (AutoETS, AutoARIMA; none: empty) of the series `y` (n,), for
+    its windows' first targets `rows` in splits `splits`. They read no model: a global run computes them while
+    its network trains (`statistical_ahead`)."""
+    if config.baselines not in ("all", "auto", "statistical"):
+        return {}, {}
+    fit_stop = int(rows[splits == "test"].min())  # the test split's first row
+    season = config.season_length or detect_season(y[:fit_stop])
+    seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
+    return statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop)
+
+
+def score_series(
+    config: ForecastConfig, data: SeriesToEvaluate, statistical: Statistical | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The evaluate table of one series (the LSTM and the baselines `config` names) and its metadata;
+    `statistical`: its `statistical_part` when it was computed ahead."""
     y, rows = data.y, data.rows
     fit_stop = int(rows[data.splits == "test"].min())  # the test split's first row
     season = config.season_length or detect_season(y[:fit_stop])
@@ -295,17 +314,12 @@ def score_series(config: ForecastConfig, data: SeriesToEvaluate) -> tuple[pd.Dat
         "naive": naive_predictions(y, rows, config.horizon),
         "seasonal_naive": seasonal_naive_predictions(y, rows, config.horizon, season),
     }
-    described: dict[str, str] = {}
     if config.baselines in ("all", "auto"):
         baselines["arima"] = arima_predictions(
             y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop, order
         )
-    if config.baselines in ("all", "auto", "statistical"):
-        seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
-        statistical, described = statistical_forecasts(
-            y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop
-        )
-        baselines.update(statistical)
+    forecasts, described = statistical if statistical is not None else statistical_part(config, y, rows, data.splits)
+    baselines.update(forecasts)
     horizon = len(data.fitted["y_hat"]) // len(rows)
     metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, baselines)
     return metrics, {"season_length": season, "arima_order": list(order), "statistical_baselines": described}
@@ -340,10 +354,12 @@ def evaluate(
     return key
 
 
-def evaluate_chunk(work: ChunkWork) -> list[Exception | None]:
+def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = None) -> list[Exception | None]:
     """`evaluate` of many series at once, each `(config, its inputs' keys, its key)`: each input stage's
     outputs read once for the chunk (`Store.read_columns`), the metrics table logged for the first series
-    only. Returns, per series, None or the error it failed with (it fails alone)."""
+    only; `ahead`: per series, its `statistical_part` when it was computed ahead (else None). Returns, per
+    series, None or the error it failed with (it fails alone)."""
+    computed = {key: part for (_, _, key), part in zip(work, ahead or [], strict=False) if part is not None}
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         predicted = own["predictions"]
@@ -355,11 +371,27 @@ def evaluate_chunk(work: ChunkWork) -> list[Exception | None]:
             {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
             read_model_space(store, upstream["normalize"]).kind,
         )
-        metrics, metadata = score_series(config, data)
+        metrics, metadata = score_series(config, data, computed.get(key))
         store.write_table("evaluate", key, metrics, metadata=metadata)
         return lambda: log_metrics(metrics, metadata)
 
     return each_series_of_chunk(work, EVALUATE_COLUMNS, one)
+
+
+def statistical_ahead(work: ChunkWork) -> dict[str, Statistical]:
+    """The part of `evaluate` that reads no model, for many series before their model exists (`Stage.ahead`),
+    each `(config, its prepared inputs' keys, its id)`: the `statistical_part` of each series whose config
+    names statistical baselines, by id. A series that fails here is left out: evaluate computes it again and
+    reports why."""
+    wanted = [(config, upstream, series_id) for config, upstream, series_id in work if config.baselines != "naive"]
+    done: dict[str, Statistical] = {}
+
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        done[key] = statistical_part(config, own["series"]["y"], own["window"]["row"], own["window"]["split"])
+        return lambda: None  # the series' id stands in its work's key
+
+    each_series_of_chunk(wanted, {name: EVALUATE_COLUMNS[name] for name in ("series", "window")}, one)
+    return done
 
 
 # evaluate's table inputs read for a whole chunk: argument -> (stage, the columns it needs)
