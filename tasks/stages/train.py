@@ -129,7 +129,6 @@ def build_model(config: ForecastConfig, series_rows: int = 0) -> Any:
                 cell(
                     net.units,
                     return_sequences=layer < net.layers - 1,
-                    unroll=net.look_back // net.patch <= UNROLL_MAX_STEPS,
                     kernel_initializer=init.GlorotUniform(seed=own_seeds[at]),
                     recurrent_initializer=init.Orthogonal(seed=own_seeds[at + 1]),
                 )
@@ -199,10 +198,6 @@ def build_model(config: ForecastConfig, series_rows: int = 0) -> Any:
 # per 16 batches. The same weights and losses; one epoch of a global model (100,000 windows, batches of 256, one
 # TensorFlow thread) 13 % faster (benchmarks/README.md).
 STEPS_PER_EXECUTION = 16
-# A recurrent layer over this many steps or fewer is unrolled (one op per step, no loop): the same weights and
-# losses; one epoch of a 13-step global model about 12 % faster on CPU. Longer ones keep the loop: an unrolled
-# graph grows with its steps, and so does the time to trace it.
-UNROLL_MAX_STEPS = 32
 
 
 # The members of a global model's ensemble read windows of different lengths: the input window divided by
