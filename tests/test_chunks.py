@@ -225,7 +225,7 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
         "normalize": (normalize, normalize_chunk),
         "window": (window, window_chunk),
     }
-    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk", "ahead")}
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
     keys: dict[str, dict[str, dict[str, str]]] = {path: {} for path in stores}
     configs: dict[str, dict[str, ForecastConfig]] = {path: {} for path in stores}
     for path, store in stores.items():
