@@ -563,13 +563,14 @@ class Store:
             FileNotFoundError: an output that is in no file, pack or batch.
         """
 
-        def kept(frame: pd.DataFrame) -> pd.DataFrame:
-            if not where:
-                return frame
+        def matching(frame: pd.DataFrame) -> np.ndarray:
             mask = np.ones(len(frame), dtype=bool)
-            for column, value in where.items():
+            for column, value in (where or {}).items():
                 mask &= (frame[column] == value).to_numpy()
-            return frame[mask]
+            return mask
+
+        def kept(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[matching(frame)] if where else frame
 
         wanted = pd.Index(keys)
         parts: list[pd.DataFrame] = []
@@ -584,9 +585,18 @@ class Store:
             else:
                 by_pack.setdefault(pack, []).append(key)
         for pack, pack_keys in by_pack.items():
+            if where and not self._pack_is_read(pack):  # only the rows `where` keeps are read and converted
+                part = self._read_pack_rows(pack, where)
+                if len(pack_keys) < part[KEY_COLUMN].nunique():
+                    part = part[part[KEY_COLUMN].isin(pack_keys).to_numpy()]
+                parts.append(part.astype(dict.fromkeys(part.attrs.get("strings", []), object)))
+                continue
             table, rows, _ = self._read_pack(pack)
-            positions = np.sort(np.concatenate([rows[key] for key in pack_keys]))
-            part = kept(table.iloc[positions])
+            if len(pack_keys) == len(rows):  # every output of the pack: no rows to pick (a run reads them all)
+                part = kept(table)
+            else:  # the rows `where` keeps picked first: a pack holds millions of rows, a run wants a few
+                positions = np.sort(np.concatenate([rows[key] for key in pack_keys]))
+                part = table.iloc[positions[matching(table)[positions]] if where else positions]
             parts.append(part.astype(dict.fromkeys(table.attrs.get("strings", []), object)))
         if not parts:
             return pd.DataFrame({KEY_COLUMN: pd.Series([], dtype=str)})
@@ -710,6 +720,20 @@ class Store:
                 index.update(dict.fromkeys(keys, pack))
             known = _pack_index[folder] = (changed, index)
         return known[1].get(key)
+
+    @staticmethod
+    def _pack_is_read(pack: Path) -> bool:
+        """True when `_read_pack` holds the pack's current table."""
+        return (pack, pack.stat().st_mtime_ns) in _pack_tables
+
+    @staticmethod
+    def _read_pack_rows(pack: Path, where: Mapping[str, Any]) -> pd.DataFrame:
+        """The rows of a pack whose columns equal `where`'s values, filtered as the file is read (not cached)."""
+        table = pq.read_table(pack, filters=[(column, "=", value) for column, value in where.items()])
+        footer = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
+        frame = table.to_pandas()
+        frame.attrs["strings"] = footer.get("strings", [])
+        return frame
 
     @staticmethod
     def _read_pack(pack: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
