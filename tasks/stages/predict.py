@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import read_features
+from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.networks import load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import Store
@@ -179,7 +180,7 @@ def series_to_predict(store: Store, series: str, normalize: str, window: str, wi
 
 
 def log_predictions(config: ForecastConfig, widths: np.ndarray, forecast: np.ndarray, calibration: str) -> None:
-    get_run_logger().info(
+    stage_logger().info(
         "intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
         100 * config.interval_level,
         calibration,
