@@ -2,8 +2,8 @@
 
 Global (the default for more than one series): the plan of every run (`flows/plan.py: planned_run`) with
 one network across the series, answered from the store first (`StoreRunner`), else by chunk tasks
-(`ChunkRunner`). Local (`scope: local`): the same plan on each series alone (`run_pipeline`), one
-Dask task per series on a cluster.
+(`ChunkRunner`). Local (`scope: local`): the same plan and runners, each series training its own
+model (in chunk tasks too).
 
 A global run's per-series stages run in chunks of series (`chunk_size`): one task per stage and chunk,
 named after the stage, on the flow's Dask cluster when it has one. Each chunk's outputs of a stage are
@@ -14,7 +14,6 @@ series (`statistical_sample`) and only the series the UI shows are plotted (`plo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -33,7 +32,7 @@ from lstm_forecast.flows.cluster import (
     runs_on_cluster,
     submit_in_turn,
 )
-from lstm_forecast.flows.forecast import DEFAULT_CONFIG, artifact_paths, run_pipeline
+from lstm_forecast.flows.forecast import DEFAULT_CONFIG, artifact_paths
 from lstm_forecast.flows.plan import (
     NotStoredError,
     Outcomes,
@@ -211,7 +210,6 @@ def stage_of_chunk_task(stage: str, series: ChunkSeries, digest: str | None = No
 CHUNK_TASKS = {
     name: task(stage_of_chunk_task, name=name, result_serializer="json", cache_policy=NO_CACHE, persist_result=False)
     for name in STAGES
-    if name != "train"
 }
 
 
@@ -342,40 +340,24 @@ async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfi
     return with_fields(config, **sized.shared)
 
 
-async def forecast_global(
-    config: ForecastConfig, ids: list[str], parallel: bool, last_stage: str = "plot"
+async def forecast_panel(
+    config: ForecastConfig, ids: list[str], global_model: bool, parallel: bool, last_stage: str = "plot"
 ) -> tuple[Outcomes, str | None]:
-    """One network across the series `ids`; returns each series' stages (or its error) and the model key.
+    """Every series of `ids`: one network across them (`global_model`), or each series' own. Returns each
+    series' stages (or its error) and the global model's key (None for models of their own).
 
     The plan of every run (`planned_run`), answered first from the store alone (`StoreRunner`: a rerun on
-    unchanged data runs no task), else run (`ChunkRunner`): each per-series stage as one task per chunk of
-    series, named after the stage, each chunk's outputs in one pack.
+    unchanged data runs no task), else run (`ChunkRunner`): each per-series stage, a local panel's training
+    included, as one task per chunk of series, named after the stage, each chunk's tables in one pack.
     """
-    config = with_fields(config, scope="global")
+    config = with_fields(config, scope="global" if global_model else "local")
     series: list[SeriesId] = list(ids)
     with contextlib.suppress(NotStoredError):
-        stages, model = await planned_run(config, series, True, last_stage, StoreRunner())
-        get_run_logger().info(
-            "all %d series and their global model are in the store, up to date: nothing to run", len(ids)
-        )
+        stages, model = await planned_run(config, series, global_model, last_stage, StoreRunner())
+        what = "and their global model are" if global_model else "and their models are"
+        get_run_logger().info("all %d series %s in the store, up to date: nothing to run", len(ids), what)
         return stages, model
-    return await planned_run(config, series, True, last_stage, ChunkRunner(parallel))
-
-
-async def forecast_local(
-    config: ForecastConfig, ids: list[str], parallel: bool, last_stage: str = "plot"
-) -> dict[str, Stages | Exception]:
-    """One whole pipeline per series."""
-
-    async def one(series_id: str) -> Stages | Exception:
-        try:
-            return await run_pipeline(with_fields(config, series_id=series_id), parallel, last_stage)
-        except Exception as error:
-            return error
-
-    if parallel:
-        return dict(zip(ids, await asyncio.gather(*(one(i) for i in ids)), strict=True))
-    return {i: await one(i) for i in ids}
+    return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel))
 
 
 LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every one
@@ -407,10 +389,7 @@ async def forecast_many(
     parallel = runs_on_cluster()
     scope = chosen_scope(config, len(ids))
     model = None
-    if scope == "global":
-        results, model = await forecast_global(config, ids, parallel, last_stage)
-    else:
-        results = await forecast_local(with_fields(config, scope="local"), ids, parallel, last_stage)
+    results, model = await forecast_panel(config, ids, scope == "global", parallel, last_stage)
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
     failures = 0

@@ -243,9 +243,12 @@ def announce(sized: Sized, global_model: bool) -> None:
     """Log the settings sized from the data: one network's shared settings and the statistical baselines'
     sample, or each series' own settings."""
     logger = get_run_logger()
-    if not global_model:
-        for config in sized.configs.values():
-            logger.info(describe_adapted(config))
+    if not global_model:  # each series' own settings: one line for one series, the first for a panel
+        first = next(iter(sized.configs.values()))
+        count = len(sized.configs)
+        logger.info(
+            describe_adapted(first) + (f" (the first of {count} series, each sized alike)" if count > 1 else "")
+        )
         return
     count = len(sized.generated)
     logger.info("one network across %d series: %s", count, ", ".join(f"{k} {v}" for k, v in sized.shared.items()))
