@@ -93,10 +93,10 @@ MIN_CHUNK_SERIES = 100
 MAX_CHUNK_SERIES = 500
 
 
-def chunk_size(count: int, slots: int) -> int:
+def chunk_size(count: int, slots: int, least: int = MIN_CHUNK_SERIES) -> int:
     """Series per chunk for `count` series on `slots` task slots: four chunks per slot (a slow chunk does not
-    hold the others up), each of `MIN_CHUNK_SERIES` to `MAX_CHUNK_SERIES` series."""
-    return max(MIN_CHUNK_SERIES, min(MAX_CHUNK_SERIES, -(-count // (4 * max(1, slots)))))
+    hold the others up), each of `least` to `MAX_CHUNK_SERIES` series."""
+    return max(least, min(MAX_CHUNK_SERIES, -(-count // (4 * max(1, slots)))))
 
 
 def chunks(ids: list[str], size: int) -> list[list[str]]:
@@ -242,7 +242,10 @@ async def each_chunk(
     """Stage `stage` of every series of `configs`, one task per chunk (`chunk_size`): on the flow's Dask
     cluster when `parallel`, else one after another here. `ahead`: by id, what was computed ahead for it."""
     ids = list(configs)
-    parts = chunks(ids, chunk_size(len(ids), cluster_slots() if parallel else 1))
+    # Models of their own take seconds per series and are a folder each, not rows of a pack: their chunks
+    # may be as small as one series, so that every worker trains.
+    least = 1 if STAGE[stage].output == "model" else MIN_CHUNK_SERIES
+    parts = chunks(ids, chunk_size(len(ids), cluster_slots() if parallel else 1, least))
     progress = Progress(stage, len(ids))
     chunk_task = CHUNK_TASKS[stage]
 
