@@ -9,8 +9,7 @@
 Each series is written as a CSV (`ds, y`) to a temporary folder and run with the CLI's defaults plus
 `--extra`, in its own temporary artifact store (nothing is cached between series or benchmark runs).
 One table: exit code, the LSTM's test RMSE, every baseline's test RMSE (whatever `metrics.test`
-holds), LSTM / best baseline, LSTM / seasonal naive, the factor its outputs were shrunk by toward no
-change (`shrink`, when they were), wall seconds; then the geometric mean of
+holds), LSTM / best baseline, LSTM / seasonal naive, wall seconds; then the geometric mean of
 LSTM / best baseline over the real series (the sine excluded) and on how many the LSTM loses to
 the seasonal-naive forecast. A series that fails shows its exit code and last stderr line.
 
@@ -175,7 +174,6 @@ class Row:
     rmse: dict[str, float]  # test RMSE per model: 'lstm' and every baseline the run scored
     error: str = ""
     frequency: str = ""
-    shrinkage: float | None = None  # the factor the network's outputs were scaled by toward no change, if any
 
     @property
     def baselines(self) -> dict[str, float]:
@@ -208,16 +206,7 @@ def run_series(name: str, folder: Path, extra: list[str], env: dict[str, str], t
     rmse = {model: float(values["rmse"]) for model, values in test.items() if "rmse" in values}
     if name == SINE and run.result:
         points = _series_points(run.result)
-    return Row(name, points, run.exit, run.wall_s, rmse, run.error, frequency, _shrinkage(run.result))
-
-
-def _shrinkage(result: dict[str, Any] | None) -> float | None:
-    """The shrinkage factor the run's model metadata records (None: its outputs were not shrunk)."""
-    try:
-        metadata = json.loads((Path(result["artifacts"]["model"]) / "metadata.json").read_text())
-        return float(metadata["shrinkage"]) if "shrinkage" in metadata else None
-    except Exception:  # only a label: never fail the benchmark for it
-        return None
+    return Row(name, points, run.exit, run.wall_s, rmse, run.error, frequency)
 
 
 def _series_points(result: dict[str, Any]) -> int | None:
@@ -254,7 +243,7 @@ def print_table(rows: list[Row]) -> None:
     head = (
         f"{'series':<{width}}{'freq':<12}{'points':>7}{'exit':>5}{'lstm':>11}"
         + "".join(f"{name:>{max(len(name), 9) + 2}}" for name in baselines)
-        + f"{'best baseline':>16}{'lstm/best':>10}{'lstm/snaive':>12}{'shrink':>8}{'wall s':>8}"
+        + f"{'best baseline':>16}{'lstm/best':>10}{'lstm/snaive':>12}{'wall s':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -264,7 +253,7 @@ def print_table(rows: list[Row]) -> None:
             f"{row.exit:>5}{_fmt(row.rmse.get('lstm'), '.4g'):>11}"
             + "".join(f"{_fmt(row.rmse.get(name), '.4g'):>{max(len(name), 9) + 2}}" for name in baselines)
             + f"{row.best_baseline or '-':>16}{_fmt(row.ratio(row.best_baseline), '.3f'):>10}"
-            f"{_fmt(row.ratio('seasonal_naive'), '.3f'):>12}{_fmt(row.shrinkage, '.3f'):>8}{row.wall_s:>8.0f}"
+            f"{_fmt(row.ratio('seasonal_naive'), '.3f'):>12}{row.wall_s:>8.0f}"
         )
     print("-" * len(head))
     real = [row for row in rows if row.series != SINE]

@@ -196,43 +196,6 @@ def test_stacked_gru_with_dropout_and_horizon_saves_and_loads(tmp_path: Path) ->
     np.testing.assert_allclose(loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0), rtol=1e-6)
 
 
-def test_shrinkage_factor_is_the_least_squares_scale_of_the_outputs_moved_up_by_its_uncertainty() -> None:
-    random = np.random.RandomState(0)
-    outputs = random.normal(size=(50, 2))
-    targets = 0.3 * outputs + 0.5 * random.normal(size=(50, 2))
-    fitted = train_module.shrinkage_factor(outputs, targets, z=0.0)
-    errors = [np.mean((a * outputs - targets) ** 2) for a in (fitted - 0.01, fitted, fitted + 0.01)]
-    assert errors[1] < min(errors[0], errors[2])  # z = 0: the least-squares factor
-    residuals = targets - fitted * outputs
-    standard_error = np.sqrt(np.sum(residuals**2) / (residuals.size - 1) / np.sum(outputs**2))
-    assert train_module.shrinkage_factor(outputs, targets) == pytest.approx(fitted + 1.96 * standard_error)
-    few = train_module.shrinkage_factor(outputs[:6], targets[:6])  # fewer windows: less sure, less shrunk
-    assert few > train_module.shrinkage_factor(outputs, targets)
-    assert train_module.shrinkage_factor(outputs, -outputs) == 0.0  # wrong way round, surely: no change
-    assert train_module.shrinkage_factor(outputs, 2 * outputs) == 1.0  # never amplified
-    assert train_module.shrinkage_factor(np.zeros((3, 1)), np.ones((3, 1))) == 1.0
-
-
-def test_only_a_small_local_level_model_is_shrunk() -> None:
-    config = build_config("default")
-    y = np.cumsum(np.random.RandomState(0).normal(size=200))
-    level, plain = fit_model_space(y, 160, "level"), fit_model_space(y, 160, "none")
-    assert train_module.shrinks(config, level, 100)
-    assert not train_module.shrinks(config, level, 5000)  # enough windows to trust the network
-    assert not train_module.shrinks(config, plain, 100)  # an output of 0 is no forecast there
-    assert not train_module.shrinks(build_config("default", overrides={"shrink": False}), level, 100)
-
-
-def test_a_shrunk_model_saves_and_loads_with_its_factor(tmp_path: Path) -> None:
-    config = build_config("smoke", overrides={"ensemble": 3, "horizon": 2, "look_back": 8, "patch": 2})
-    model = build_model(config)
-    inputs = np.random.RandomState(0).random_sample((5, 4, 2)).astype("float32")
-    train_module.save_models(model, model, shrinkage=0.25)(tmp_path)
-    expected = 0.25 * inference_model(model).predict(inputs, verbose=0)
-    for name in ("model.keras", "forecaster.keras"):
-        np.testing.assert_allclose(load_model(tmp_path / name).predict(inputs, verbose=0), expected, rtol=1e-5)
-
-
 def test_model_space_survives_its_dict() -> None:
     space = fit_model_space(np.array([1.0, 3.0, 2.0, 6.0]), 4, "diff")
     assert ModelSpace.from_dict(space.to_dict()) == space

@@ -207,12 +207,6 @@ class ForecastConfig(BaseModel):
         description="A global model: each training series' own learned vector of this many values, read beside "
         "every step's values (a series it was not trained on reads a shared one); 0: none. Local models ignore it.",
     )
-    shrink: bool = Field(
-        True,
-        description="A one-series model on fewer than 2,000 training windows whose network forecasts a change "
-        "('level', 'diff'): its output scaled toward no change (the last value, season removed) by the factor in "
-        "[0, 1] that fits the validation windows best; false: never.",
-    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of weight initialisation and shuffling.")
 
     # --- forecasts and baselines -------------------------------------------

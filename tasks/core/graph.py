@@ -58,7 +58,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # Versions: train 2 seeded initializers; 3 its own tf.data pipeline, averaged weights validated; 4 (normalize 2)
 # seasons, log and window-level model spaces, the forecaster refitted on every row; 7 (normalize 4, window 3)
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
-# in one loop (`MemberLSTM`); 9 a small local model's output shrunk toward no change (`shrink`).
+# in one loop (`MemberLSTM`).
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
     Stage(
@@ -100,10 +100,9 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "learning_rate",
             "patience",
             "ema_momentum",
-            "shrink",
             "seed",
         ),
-        version=9,
+        version=8,
         output="model",
     ),
     Stage(

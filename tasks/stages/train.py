@@ -30,7 +30,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import feature_columns, read_features
-from lstm_forecast.tasks.core.defaults import SMALL_DATA_WINDOWS, window_cap
+from lstm_forecast.tasks.core.defaults import window_cap
 from lstm_forecast.tasks.core.embedding import (
     UNKNOWN_ROW,
     UNKNOWN_SHARE,
@@ -445,14 +445,11 @@ def fit_with_forecaster(
     every_window: tuple[np.ndarray, np.ndarray],
     config: ForecastConfig,
     series_rows: int = 0,
-    shrink: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Fit a model on the train split (early stopping on validation), then its forecaster on every window.
-    `series_rows`: the rows of a series embedding (the inputs then end with each window's row). `shrink`: fit
-    the factor that scales the outputs toward 0, no change (`shrinks`), on the validation windows.
+    `series_rows`: the rows of a series embedding (the inputs then end with each window's row).
 
-    Returns the model, the forecaster and what metadata records of the fit (history, epochs, times, and
-    `shrinkage`, that factor: `save_models` applies it to both networks).
+    Returns the model, the forecaster and what metadata records of the fit (history, epochs, times).
     """
     logger = get_run_logger()
     (x_train, y_train), (x_val, y_val) = train_set, validation_set
@@ -468,19 +465,11 @@ def fit_with_forecaster(
         train_further(network, *every_window, config, extra_epochs)
         forecaster = network.detached()
     logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(every_window[0]))
-    shrinkage: dict[str, float] = {}
-    if shrink and len(x_val):
-        # The validation windows are the only ones the network did not fit (early stopping read their loss).
-        outputs = inference_model(model).predict(x_val, batch_size=config.batch_size, verbose=0)
-        alpha = round(shrinkage_factor(outputs, y_val), 6)
-        shrinkage = {"shrinkage": alpha}
-        logger.info("outputs shrunk toward no change by %.3f (fitted on %d validation windows)", alpha, len(x_val))
     done()
     return (
         model,
         forecaster,
         {
-            **shrinkage,
             "history": history,
             "epochs_run": epochs_run,
             "device": training_device(),
@@ -494,52 +483,14 @@ def fit_with_forecaster(
     )
 
 
-def save_models(
-    model: Any, forecaster: Any, combine: str = "mean", shrinkage: float | None = None
-) -> Callable[[Path], None]:
-    """What `Store.write_model` calls to write both networks (ensembles combined by `combine`; with a
-    `shrinkage` factor, their outputs scaled by it: `shrunk_model`)."""
-
-    def saved(network: Any) -> Any:
-        forecasting = inference_model(network, combine)
-        return forecasting if shrinkage is None else shrunk_model(forecasting, shrinkage)
+def save_models(model: Any, forecaster: Any, combine: str = "mean") -> Callable[[Path], None]:
+    """What `Store.write_model` calls to write both networks (ensembles combined by `combine`)."""
 
     def save_both(folder: Path) -> None:
-        saved(model).save(folder / MODEL_FILE)
-        saved(forecaster).save(folder / FORECASTER_FILE)
+        inference_model(model, combine).save(folder / MODEL_FILE)
+        inference_model(forecaster, combine).save(folder / FORECASTER_FILE)
 
     return save_both
-
-
-def shrinks(config: ForecastConfig, space: ModelSpace, training_windows: int) -> bool:
-    """Whether a one-series model's outputs are shrunk toward no change: `shrink` on, a 'level' space (an
-    output of 0 forecasts the last value, season removed, in the model and the forecaster alike) and fewer
-    than `SMALL_DATA_WINDOWS` training windows, where the network's learned correction is least sure."""
-    return config.shrink and space.kind == "level" and training_windows < SMALL_DATA_WINDOWS
-
-
-# The shrinkage factor is the upper end of its 95 % confidence interval: a few validation windows move the
-# outputs away from the trained network's only as far as they are sure of.
-SHRINKAGE_Z = 1.96
-
-
-def shrinkage_factor(outputs: np.ndarray, targets: np.ndarray, z: float = SHRINKAGE_Z) -> float:
-    """The alpha in [0, 1] of `alpha * outputs` against `targets` (both (n, horizon), model space): the least
-    squares fit through 0 plus `z` of its standard errors, clipped; 1 when the outputs are all 0."""
-    outputs, targets = np.asarray(outputs, dtype="float64").ravel(), np.asarray(targets, dtype="float64").ravel()
-    energy = float(np.vdot(outputs, outputs))
-    if energy == 0 or len(outputs) < 2:
-        return 1.0
-    fitted = float(np.vdot(outputs, targets)) / energy
-    residual_variance = float(np.sum((targets - fitted * outputs) ** 2)) / (len(outputs) - 1)
-    return float(np.clip(fitted + z * np.sqrt(residual_variance / energy), 0.0, 1.0))
-
-
-def shrunk_model(model: Any, alpha: float) -> Any:
-    """`model` with its outputs scaled by `alpha`: one built-in `Rescaling` layer, which every load of the
-    saved file applies."""
-    keras = import_keras()
-    return keras.Model(model.inputs, keras.layers.Rescaling(alpha, name="shrinkage")(model.outputs[0]), name=model.name)
 
 
 @task(name="train", result_serializer="json")
@@ -557,7 +508,6 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
         training_arrays(scaled, targets, config, "validation", space, features),
         training_arrays(full_space.encode(y), targets, config, None, full_space, features),
         config,
-        shrink=shrinks(config, space, int((targets["split"] == "train").sum())),
     )
     fit["forecaster"]["model_space"] = full_space.to_dict()
     metadata = {
@@ -570,7 +520,7 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
         "upstream": upstream,
         **fit,
     }
-    store.write_model(key, save_models(model, forecaster, shrinkage=fit.get("shrinkage")), metadata)
+    store.write_model(key, save_models(model, forecaster), metadata)
     return key
 
 
