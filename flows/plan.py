@@ -5,7 +5,7 @@ prepares each series (split, normalize, window), trains (one network across ever
 series), then predicts, evaluates and plots. A runner does each step:
 
 - `TaskRunner`: each stage of each series as a task run of its own, here, with Prefect's cache and
-  retries (a single series, or one series of a local panel); the first failure raises.
+  retries (a single series: a run, a tuning trial, a backtest fold); the first failure raises.
 - `StoreRunner` (flows/many.py uses it first for a panel): every output from the store alone, no task run;
   `NotStoredError` at the first one missing.
 - `ChunkRunner` (flows/many.py): one task per stage and chunk of series; a failed series drops out alone.
