@@ -47,10 +47,10 @@ from lstm_forecast.flows.plan import (
     planned_inline,
     planned_run,
     run_stage,
+    series_result,
 )
 from lstm_forecast.tasks.core.caching import stored_output
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
-from lstm_forecast.tasks.core.defaults import stored_facts
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import (
     FINISH_STAGES,
@@ -142,10 +142,8 @@ def stage_of_chunk(
         for series_id, config in configs.items():
             try:
                 own = dict(stages.get(series_id, {}))
-                key = run_stage_inline(stage, config, own, digest)
-                results[series_id] = {"stages": own}
-                if stage == "generate":
-                    results[series_id]["facts"] = stored_facts(config, store, key)
+                run_stage_inline(stage, config, own, digest)
+                results[series_id] = series_result(stage, config, own, store)
             except Exception as error:  # one series failing must not stop the others
                 results[series_id] = {"error": failure_message(error)}
             next_series()
@@ -174,11 +172,8 @@ def run_whole_chunk(
             results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
         else:
             pending.append((series_id, own, (config, upstream, str(planned))))
-    works = [work for _, _, work in pending]
-    if ahead:
-        errors = run_chunk(works, ahead=[ahead.get(series_id) for series_id, _, _ in pending]) if pending else []
-    else:
-        errors = run_chunk(works) if pending else []
+    handed = {"ahead": [ahead.get(series_id) for series_id, _, _ in pending]} if ahead else {}
+    errors = run_chunk([work for _, _, work in pending], **handed) if pending else []
     for (series_id, own, (_, _, planned)), error in zip(pending, errors, strict=True):
         done = {"key": planned, "status": "computed"}
         results[series_id] = {"error": failure_message(error)} if error else {"stages": own | {stage: done}}

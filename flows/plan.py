@@ -53,6 +53,14 @@ def failure_message(error: Exception) -> str:
     return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
 
 
+def series_result(stage: str, config: ForecastConfig, stages: Stages, store: Store) -> SeriesResult:
+    """A series' result after stage `stage` (its `stages` so far, `stage` included): the stage that reads the
+    input also returns what the series' sizing reads (its `series_facts`, stored with it)."""
+    if not STAGE[stage].reads_input:
+        return {"stages": stages}
+    return {"stages": stages, "facts": stored_facts(config, store, stages[stage]["key"])}
+
+
 class Runner(Protocol):
     """Does a run's steps for `planned_run`."""
 
@@ -106,10 +114,8 @@ class TaskRunner:
         results: dict[SeriesId, SeriesResult] = {}
         for series_id, config in configs.items():
             own = dict(stages.get(series_id, {}))
-            key = run_stage(stage, config, own)
-            results[series_id] = {"stages": own}
-            if stage == "generate":
-                results[series_id]["facts"] = stored_facts(config, Store(config.artifacts_dir), key)
+            run_stage(stage, config, own)
+            results[series_id] = series_result(stage, config, own, Store(config.artifacts_dir))
         return results
 
     async def train(
@@ -160,7 +166,9 @@ def stored_stage(
     """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
     each series' `series_facts`). Raises `NotStoredError` at the first output the store lacks."""
     results: dict[SeriesId, SeriesResult] = {}
-    store = Store(next(iter(configs.values())).artifacts_dir) if configs else None
+    if not configs:
+        return results
+    store = Store(next(iter(configs.values())).artifacts_dir)
     for series_id, config in configs.items():
         own = dict(stages.get(series_id, {}))
         try:
@@ -169,9 +177,8 @@ def stored_stage(
             raise NotStoredError(stage) from error
         if output is None:
             raise NotStoredError(stage)
-        results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
-        if stage == "generate":
-            results[series_id]["facts"] = stored_facts(config, store, output)
+        own[stage] = {"key": output, "status": "cached"}
+        results[series_id] = series_result(stage, config, own, store)
     return results
 
 
