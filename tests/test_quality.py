@@ -310,3 +310,29 @@ def test_ensemble_members_in_one_loop_compute_what_separate_lstm_layers_compute(
     np.testing.assert_allclose(
         load_model(path).predict(inputs, verbose=0), forecaster.predict(inputs, verbose=0), atol=1e-6
     )
+
+
+def test_a_single_network_runs_keras_lstm_arithmetic_in_the_fused_kernel(tmp_path: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    config = build_config("smoke", overrides={"layers": 2, "units": 6, "horizon": 2, "look_back": 12, "patch": 3})
+    model = build_model(config)
+    assert [type(layer).__name__ for layer in model.layers] == ["FusedLSTM", "FusedLSTM", "Dense"]
+    inputs = tf.constant(np.random.RandomState(0).normal(size=(7, 4, 3)).astype("float32"))
+    reference = keras.Sequential(
+        [keras.Input((4, 3)), keras.layers.LSTM(6, return_sequences=True), keras.layers.LSTM(6), keras.layers.Dense(2)]
+    )
+    reference.set_weights(model.get_weights())  # the same weights, in the same layout
+    gradients = []
+    for network in (model, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(network(inputs) ** 2)
+        gradients.append(tape.gradient(loss, [inputs, *network.trainable_weights]))
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), reference.predict(inputs, verbose=0), atol=1e-6)
+    for fused, loop in zip(*gradients, strict=True):
+        np.testing.assert_allclose(fused.numpy(), loop.numpy(), atol=1e-5)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.testing.assert_allclose(load_model(path).predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6)

@@ -102,7 +102,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "ema_momentum",
             "seed",
         ),
-        version=8,
+        version=9,
         output="model",
     ),
     Stage(

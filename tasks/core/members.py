@@ -10,6 +10,9 @@ training step took about three times longer. `MemberDense` is each member's own 
 The classes are built on first use (Keras is imported late) and registered, so saved models that use
 them load in safe mode. Their arithmetic is Keras' `LSTMCell`'s (gates i, f, c, o; sigmoid and tanh; a
 forget-gate bias of 1): with the same weights a member gives what a separate LSTM layer gives.
+
+A network of one member uses `FusedLSTM`, Keras' LSTM as TensorFlow's fused kernel: a 13-step global model's
+epoch (100,000 windows, one thread) about 16 % faster than Keras' loop, its forward pass 2.5 times faster.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def per_member(initializer: Any, seeds: list[int]) -> Any:
 
 @functools.cache
 def member_layers() -> dict[str, Any]:
-    """The layer classes by name: `MemberLSTM`, `MemberDense`, `MemberMedian`, `MemberMean`."""
+    """The layer classes by name: `FusedLSTM`, `MemberLSTM`, `MemberDense`, `MemberMedian`, `MemberMean`."""
     from lstm_forecast.tasks.core.networks import import_keras  # networks imports this module
 
     keras = import_keras()
@@ -182,7 +185,82 @@ def member_layers() -> dict[str, Any]:
             per_member = ops.reshape(outputs, (-1, self.members, outputs.shape[-1] // self.members))
             return ops.mean(per_member, axis=1)
 
+    @keras.saving.register_keras_serializable(package="lstm_forecast")
+    class FusedLSTM(keras.layers.Layer):
+        """Keras' `LSTM(units)` as TensorFlow's fused `BlockLSTMV2` kernel: the whole sequence, and its gradient, in
+        one op instead of a loop of small ones. The same weights (kernel (features, 4 units), recurrent kernel
+        (units, 4 units), bias (4 units), gates i, f, c, o), the same arithmetic up to float32 rounding.
+        Inputs (batch, steps, features); outputs (batch, units), or (batch, steps, units) with `return_sequences`."""
+
+        def __init__(
+            self,
+            units: int,
+            return_sequences: bool = False,
+            kernel_initializer: Any = "glorot_uniform",
+            recurrent_initializer: Any = "orthogonal",
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(**kwargs)
+            self.units, self.return_sequences = units, return_sequences
+            self.kernel_initializer = keras.initializers.get(kernel_initializer)
+            self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+
+        def build(self, input_shape: Any) -> None:
+            units = self.units
+            self.kernel = self.add_weight(
+                shape=(input_shape[-1], 4 * units), initializer=self.kernel_initializer, name="kernel"
+            )
+            self.recurrent_kernel = self.add_weight(
+                shape=(units, 4 * units), initializer=self.recurrent_initializer, name="recurrent_kernel"
+            )
+
+            def forget_gate_ones(shape: tuple[int, ...], dtype: Any = None) -> Any:
+                return ops.concatenate([ops.zeros(units), ops.ones(units), ops.zeros(2 * units)])
+
+            self.bias = self.add_weight(shape=(4 * units,), initializer=forget_gate_ones, name="bias")
+
+        def call(self, inputs: Any) -> Any:
+            import tensorflow as tf
+
+            # `BlockLSTM` wants gates in the order i, c, f, o (and adds `forget_bias` itself: 0 here, the bias holds
+            # it). Not `BlockLSTMV2`, whose layout is Keras': TensorFlow registers the first op's gradient for it
+            # too, which is wrong for it.
+            kernel = tf.concat([self.kernel, self.recurrent_kernel], axis=0)
+            i, f, c, o = tf.split(kernel, 4, axis=1)
+            bias_i, bias_f, bias_c, bias_o = tf.split(self.bias, 4)
+            start = tf.zeros((tf.shape(inputs)[0], self.units), inputs.dtype)
+            no_peephole = tf.zeros((self.units,), inputs.dtype)
+            h = tf.raw_ops.BlockLSTM(
+                seq_len_max=tf.cast(tf.shape(inputs)[1], tf.int64),
+                x=tf.transpose(inputs, (1, 0, 2)),  # time-major
+                cs_prev=start,
+                h_prev=start,
+                w=tf.concat([i, c, f, o], axis=1),
+                wci=no_peephole,
+                wcf=no_peephole,
+                wco=no_peephole,
+                b=tf.concat([bias_i, bias_c, bias_f, bias_o], axis=0),
+                forget_bias=0.0,
+                cell_clip=0.0,  # no clipping of the cell state
+                use_peephole=False,
+            )[6]
+            return tf.transpose(h, (1, 0, 2)) if self.return_sequences else h[-1]
+
+        def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+            if self.return_sequences:
+                return (input_shape[0], input_shape[1], self.units)
+            return (input_shape[0], self.units)
+
+        def get_config(self) -> dict[str, Any]:
+            return super().get_config() | {
+                "units": self.units,
+                "return_sequences": self.return_sequences,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            }
+
     return {
+        "FusedLSTM": FusedLSTM,
         "MemberLSTM": MemberLSTM,
         "MemberDense": MemberDense,
         "MemberMedian": MemberMedian,
