@@ -58,7 +58,8 @@ _STAGES = "lstm_forecast.tasks.stages"
 # Versions: train 2 seeded initializers; 3 its own tf.data pipeline, averaged weights validated; 4 (normalize 2)
 # seasons, log and window-level model spaces, the forecaster refitted on every row; 7 (normalize 4, window 3)
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
-# in one loop (`MemberLSTM`).
+# in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
+# profiles from STL's loess with R's default jumps.
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
     Stage(
@@ -73,7 +74,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         f"{_STAGES}.normalize:normalize",
         {"series": "generate", "split": "split"},
         ("scaler", "transform", "log", "seasons"),
-        version=4,
+        version=5,
         chunk=f"{_STAGES}.normalize:normalize_chunk",
     ),
     Stage(
