@@ -187,7 +187,7 @@ def member_layers() -> dict[str, Any]:
 
     @keras.saving.register_keras_serializable(package="lstm_forecast")
     class FusedLSTM(keras.layers.Layer):
-        """Keras' `LSTM(units)` as TensorFlow's fused `BlockLSTMV2` kernel: the whole sequence, and its gradient, in
+        """Keras' `LSTM(units)` as TensorFlow's fused `BlockLSTM` kernel: the whole sequence, and its gradient, in
         one op instead of a loop of small ones. The same weights (kernel (features, 4 units), recurrent kernel
         (units, 4 units), bias (4 units), gates i, f, c, o), the same arithmetic up to float32 rounding.
         Inputs (batch, steps, features); outputs (batch, units), or (batch, steps, units) with `return_sequences`."""

@@ -1,4 +1,5 @@
-"""Stage 5, train: a Keras `LSTM(units) + Dense(horizon)` fitted with MSE and Adam.
+"""Stage 5, train: a Keras `LSTM(units) + Dense(horizon)` fitted with MSE and Adam (the LSTM in TensorFlow's fused
+kernel, `members.FusedLSTM`; an ensemble's members side by side in one loop, `members.MemberLSTM`).
 
 Windows are reshuffled every epoch; the optimizer keeps a moving average of the weights, which
 is what validation losses judge and what training keeps. Early stopping watches the validation
