@@ -52,7 +52,7 @@ def test_auto_transform_scales_a_random_walk_by_window_level_not_a_sine() -> Non
 
 def test_level_windows_are_relative_to_their_last_value_and_decode_back() -> None:
     y = np.array([10.0, 12.0, 11.0, 15.0, 14.0, 18.0, 17.0])
-    space = fit_model_space(y, 5, "level", log="no")
+    space = replace(fit_model_space(y, 5, "level", log="no"), smoothing=1.0)
     z = space.encode(y)
     rows = np.array([3, 5])
     inputs = space.inputs(z, rows, look_back=3)
@@ -61,6 +61,35 @@ def test_level_windows_are_relative_to_their_last_value_and_decode_back() -> Non
     targets = space.targets(z, rows, horizon=2)
     # Decoding the true targets gives the true values back: step h is the level plus one output, no cumsum.
     np.testing.assert_allclose(space.decode(targets, y, rows), [[15.0, 14.0], [18.0, 17.0]], rtol=1e-5)
+
+
+def test_level_windows_of_a_noisy_level_are_relative_to_its_smoothed_level_and_decode_back() -> None:
+    rng = np.random.RandomState(7)
+    walk = np.cumsum(rng.normal(size=400))
+    noisy = 50 + np.repeat(rng.normal(size=4), 100) + rng.normal(scale=3.0, size=400)  # level shifts under noise
+    # A walk is forecast about as well by its last value; without `smooth_level` (a global model) it is the last value.
+    assert fit_model_space(walk, 320, "level", log="no", smooth_level=True).smoothing > 0.8
+    assert fit_model_space(noisy, 320, "level", log="no").smoothing == 1.0
+    space = fit_model_space(noisy, 320, "level", log="no", smooth_level=True)
+    assert 0.01 <= space.smoothing < 0.3
+    level, weight = [noisy[0]], space.smoothing
+    for value in noisy[1:]:
+        level.append(weight * value + (1 - weight) * level[-1])
+    np.testing.assert_allclose(space.reference(noisy), level)
+    z = space.encode(noisy)
+    rows = np.array([330, 390])
+    inputs = space.inputs(z, rows, look_back=4)
+    np.testing.assert_allclose(
+        inputs[:, :, 0],
+        space.scaler.scale(noisy[rows[:, None] + np.arange(-4, 0)])
+        - space.scaler.scale(np.asarray(level)[rows - 1])[:, None],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    targets = space.targets(z, rows, horizon=3)
+    np.testing.assert_allclose(space.decode(targets, noisy, rows), noisy[rows[:, None] + np.arange(3)], rtol=1e-5)
+    restored = ModelSpace.from_dict(space.to_dict())
+    assert restored == space
 
 
 def test_seasonal_profile_and_log_are_fitted_on_the_training_part_and_added_back() -> None:
@@ -241,6 +270,15 @@ def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
     # Each step is one unit above the previous forecast: the level moves with what was fed back.
     for forecast in forecasts:  # two series in one call, each fed its own outputs
         np.testing.assert_allclose(forecast, y[-1] + np.arange(1, 5), rtol=1e-6)
+    # Relative to a smoothed level: each step one unit above the level smoothed over what was fed back.
+    smoothed = replace(space, smoothing=0.5)
+    level, expected = smoothed.reference(y)[-1], []
+    for _ in range(4):
+        expected.append(level + 1.0)
+        level = 0.5 * expected[-1] + 0.5 * level
+    saved = SavedModel("k" * 24, OneStepUp(), smoothed, look_back=8, patch=1, horizon=1)
+    (forecast,) = recursive_forecasts(saved, [History(pd.DataFrame({"ds": np.arange(len(y)), "y": y}), smoothed)], 4)
+    np.testing.assert_allclose(forecast, expected, rtol=1e-6)
 
 
 def test_a_kept_compiled_network_trains_exactly_as_a_fresh_build() -> None:

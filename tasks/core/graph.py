@@ -59,7 +59,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # seasons, log and window-level model spaces, the forecaster refitted on every row; 7 (normalize 4, window 3)
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
 # in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
-# profiles from STL's loess with R's default jumps.
+# profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level.
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
     Stage(
@@ -74,7 +74,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         f"{_STAGES}.normalize:normalize",
         {"series": "generate", "split": "split"},
         ("scaler", "transform", "log", "seasons"),
-        version=5,
+        version=6,
         chunk=f"{_STAGES}.normalize:normalize_chunk",
     ),
     Stage(

@@ -32,6 +32,7 @@ LOG_RATIO = 2.0
 
 
 SEASONAL_FIT_CYCLES = 12  # MSTL sees at most this many cycles of the longest season (its cost grows with length)
+SMOOTHING_FIT_ROWS = 5000  # the level's smoothing weight is fitted on at most this many of the last training rows
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ class ModelSpace:
     """How values map to what the model sees, and back.
 
     `v = log(y) (if log) - seasonal component of the row`; then per `kind` the model sees
-    `scale(v)` ('none'), `scale(diff v)` ('diff') or `scale(v) - scale(v[last row of the window])`
-    ('level'). `offset` is the number of leading rows without a model-space value.
+    `scale(v)` ('none'), `scale(diff v)` ('diff') or `scale(v) - scale(L[last row of the window])`
+    ('level'), where `L` is `v`'s level by simple exponential smoothing with weight `smoothing` on the newest
+    value (1: `v` itself, the window's last value). `offset` is the number of leading rows without a
+    model-space value.
     """
 
     kind: str  # "none", "diff" or "level"
@@ -62,6 +65,7 @@ class ModelSpace:
     log: bool = False
     seasonal: tuple[tuple[float, ...], ...] = field(default=())  # per season: its value at phase `row % length`
     refits: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = field(default=())  # (first row, profiles)
+    smoothing: float = 1.0  # 'level': the newest value's weight in the reference level
 
     @property
     def offset(self) -> int:
@@ -94,6 +98,12 @@ class ModelSpace:
         base = np.log(np.maximum(y, 1e-12)) if self.log else y
         return base - self.season_at(np.arange(len(y))) if self.seasonal else base
 
+    def reference(self, values: np.ndarray) -> np.ndarray:
+        """Each row's reference level (n,) for 'level', in the units of `values` (`v`, or its scaled `z`: the
+        smoothing commutes with the scaler): `values` themselves when `smoothing` is 1."""
+        values = np.asarray(values, dtype="float64")
+        return values if self.smoothing >= 1.0 or not len(values) else smoothed_level(values, self.smoothing)
+
     def encode(self, y: np.ndarray) -> np.ndarray:
         """Model-space values (n,), NaN where undefined; 'level' windows subtract their last value later."""
         v = self.adjusted(y)
@@ -104,11 +114,13 @@ class ModelSpace:
     ) -> np.ndarray:
         """Model inputs (len(rows), look_back / patch, patch * (1 + F)) float32 for origin rows of encoded `z`,
         with each row's F `features` (n, F) beside its value (`window_inputs`)."""
-        return window_inputs(z, rows, look_back, patch, relative=self.kind == "level", features=features)
+        reference = self.reference(z) if self.kind == "level" else None
+        return window_inputs(z, rows, look_back, patch, reference=reference, features=features)
 
     def targets(self, z: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
-        """Training targets (len(rows), horizon) float32: `z[row + h]`, minus `z[row - 1]` for 'level'."""
-        return window_targets_matrix(z, rows, horizon, relative=self.kind == "level")
+        """Training targets (len(rows), horizon) float32: `z[row + h]`, minus the reference `L[row - 1]` for 'level'."""
+        reference = self.reference(z) if self.kind == "level" else None
+        return window_targets_matrix(z, rows, horizon, reference=reference)
 
     def decode(self, z_hat: np.ndarray, y: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """Values (m, H) from model-space forecasts `z_hat` (m, H) made at origin rows (m,).
@@ -118,7 +130,7 @@ class ModelSpace:
         origins = np.asarray(origins)
         z_hat = np.asarray(z_hat, dtype="float64").reshape(len(origins), -1)
         v = self.adjusted(y)
-        last = v[origins - 1][:, None]
+        last = (self.reference(v) if self.kind == "level" else v)[origins - 1][:, None]
         if self.kind == "diff":
             adjusted = last + np.cumsum(self.scaler.unscale(z_hat), axis=1)
         elif self.kind == "level":
@@ -137,6 +149,7 @@ class ModelSpace:
             "log": self.log,
             "seasonal": [list(profile) for profile in self.seasonal],
             "refits": [[start, [list(profile) for profile in profiles]] for start, profiles in self.refits],
+            "smoothing": self.smoothing,
         }
 
     @classmethod
@@ -147,7 +160,34 @@ class ModelSpace:
             bool(data.get("log", False)),
             tuple(tuple(p) for p in data.get("seasonal", ())),
             tuple((int(start), tuple(tuple(p) for p in profiles)) for start, profiles in data.get("refits", ())),
+            float(data.get("smoothing", 1.0)),
         )
+
+
+def smoothed_level(values: np.ndarray, weight: float) -> np.ndarray:
+    """Simple exponential smoothing of `values` (n,): `L[t] = weight * values[t] + (1 - weight) * L[t - 1]`,
+    `L[0] = values[0]`."""
+    from scipy.signal import lfilter
+
+    values = np.asarray(values, dtype="float64")
+    return lfilter([weight], [1.0, weight - 1.0], values, zi=[(1.0 - weight) * values[0]])[0]
+
+
+def fit_smoothing(train_values: np.ndarray) -> float:
+    """The weight (0.01 to 1) whose smoothed level best forecasts each next training value (least squares, as
+    simple exponential smoothing is fitted), on the last `SMOOTHING_FIT_ROWS`; 1 (the last value) unless a
+    smaller weight forecasts better."""
+    from scipy.optimize import minimize_scalar
+
+    values = np.asarray(train_values, dtype="float64")[-SMOOTHING_FIT_ROWS:]
+    if len(values) < 3:
+        return 1.0
+
+    def squared_errors(weight: float) -> float:
+        return float(np.sum((values[1:] - smoothed_level(values, weight)[:-1]) ** 2))
+
+    found = minimize_scalar(squared_errors, bounds=(0.01, 1.0), method="bounded", options={"xatol": 1e-3}).x
+    return min((float(found), 1.0), key=squared_errors)
 
 
 def fit_minmax(train_values: np.ndarray) -> MinMaxParams:
@@ -215,10 +255,17 @@ def seasonal_profiles(values: np.ndarray, seasons: tuple[int, ...]) -> tuple[tup
 
 
 def fit_model_space(
-    y: np.ndarray, fit_stop: int, transform: str, seasons: tuple[int, ...] = (), log: str = "no"
+    y: np.ndarray,
+    fit_stop: int,
+    transform: str,
+    seasons: tuple[int, ...] = (),
+    log: str = "no",
+    smooth_level: bool = False,
 ) -> ModelSpace:
     """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only; the seasonal
     profiles again at `fit_stop` + k x the longest season (k >= 1) on the rows before, for the rows from there.
+    `smooth_level`: 'level' windows relative to a smoothed level whose weight is fitted (`fit_smoothing`), not
+    to their last value.
 
     The profile is the current cycle of a season that may drift: frozen over a long test part it went stale
     (quarterly beer production: the LSTM's one-step test RMSE 1.005 x the seasonal naive's, 0.88 x refitted).
@@ -231,11 +278,14 @@ def fit_model_space(
     space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles)
     adjusted = space.adjusted(train)
     kind = transform if transform != "auto" else ("level" if has_unit_root(adjusted) else "none")
+    smoothing = 1.0
     if kind == "level":
         # Window-relative values: a unit of model space is a few typical one-step moves.
         steps = np.diff(adjusted)
         spread = float(np.std(steps)) or float(np.ptp(adjusted))
         scaler = MinMaxParams(0.0, 4.0 * spread)
+        if smooth_level:
+            smoothing = fit_smoothing(adjusted)
     else:
         scaler = fit_minmax(np.diff(adjusted) if kind == "diff" else adjusted)
     refits: list[tuple[int, tuple[tuple[float, ...], ...]]] = []
@@ -245,7 +295,7 @@ def fit_model_space(
         full = np.log(np.maximum(full, 1e-12)) if logged else full
         for start in range(fit_stop + cycle, len(y), cycle):
             refits.append((start, seasonal_profiles(full[:start], tuple(len(p) for p in profiles))))
-    return ModelSpace(kind, scaler, logged, profiles, tuple(refits))
+    return ModelSpace(kind, scaler, logged, profiles, tuple(refits), smoothing)
 
 
 def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:

@@ -121,14 +121,15 @@ def window_inputs(
     rows: np.ndarray,
     look_back: int,
     patch: int = 1,
-    relative: bool = False,
+    reference: np.ndarray | None = None,
     features: np.ndarray | None = None,
 ) -> np.ndarray:
     """Model inputs for origin rows: `out[i, :, :patch].ravel() = values[rows[i] - look_back : rows[i]]`, minus
-    its last value when `relative` (each window scaled by its own level). Rows before `look_back` get windows
-    padded on the left with the first finite value (and the first row's features).
+    `reference[rows[i] - 1]` when given (each window relative to its own level). Rows before `look_back` get
+    windows padded on the left with the first finite value (and the first row's features).
 
     Args:
+        reference: per row, the level a window that ends there is read relative to (n,), or None.
         features: per row, channels read beside the value (n, F), or None.
     Returns:
         float32 array of shape (len(rows), look_back // patch, patch * (1 + F)): each step holds `patch`
@@ -139,8 +140,8 @@ def window_inputs(
     if pad:
         values = np.concatenate([np.full(pad, values[np.isfinite(values)][0]), values])
     windows = sliding_window_view(values, look_back)[rows + pad - look_back]
-    if relative:  # in float64: large levels keep their small differences
-        windows = windows - windows[:, -1:]
+    if reference is not None:  # in float64: large levels keep their small differences
+        windows = windows - np.asarray(reference, dtype="float64")[rows - 1][:, None]
     steps = look_back // patch
     out = windows.astype("float32").reshape(len(rows), steps, patch)
     if features is None or not features.shape[1]:
@@ -153,12 +154,16 @@ def window_inputs(
     return np.concatenate([out, grouped], axis=2)
 
 
-def window_targets_matrix(values: np.ndarray, rows: np.ndarray, horizon: int, relative: bool = False) -> np.ndarray:
-    """Targets of origin rows: `out[i, h] = values[rows[i] + h]`, minus `values[rows[i] - 1]` when
-    `relative`; float32 (len(rows), horizon)."""
+def window_targets_matrix(
+    values: np.ndarray, rows: np.ndarray, horizon: int, reference: np.ndarray | None = None
+) -> np.ndarray:
+    """Targets of origin rows: `out[i, h] = values[rows[i] + h]`, minus `reference[rows[i] - 1]` when given;
+    float32 (len(rows), horizon)."""
     values, rows = np.asarray(values, dtype="float64"), np.asarray(rows)
     targets = values[rows[:, None] + np.arange(horizon)]
-    return (targets - values[rows - 1][:, None] if relative else targets).astype("float32")
+    if reference is not None:
+        targets = targets - np.asarray(reference, dtype="float64")[rows - 1][:, None]
+    return targets.astype("float32")
 
 
 SPLIT_COLUMNS = ("split", "start", "stop")

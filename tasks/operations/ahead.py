@@ -148,16 +148,16 @@ def recursive_forecasts(
             for i, h, z in zip(series_ids or [None] * len(histories), histories, zs, strict=True)
         ]
         outputs = predict_many(saved.model, windows)
-        zs = [
-            np.append(z, out.reshape(-1) + z[-1] if is_level else out.reshape(-1))  # back to absolute model space
-            for z, out, is_level in zip(zs, outputs, level, strict=True)
+        zs = [  # back to absolute model space: plus the reference level at the call's origin
+            np.append(z, out.reshape(-1) + h.space.reference(z)[-1] if is_level else out.reshape(-1))
+            for h, z, out, is_level in zip(histories, zs, outputs, level, strict=True)
         ]
         done = min(done + outputs[0].shape[1] if outputs else steps, steps)
         if progress is not None:
             progress(done, steps)
     forecasts = []
     for history, y, z, first, is_level in zip(histories, ys, zs, start, level, strict=True):
-        z_hat = z[first : first + steps] - (z[first - 1] if is_level else 0.0)
+        z_hat = z[first : first + steps] - (history.space.reference(z[:first])[-1] if is_level else 0.0)
         forecasts.append(history.space.decode(z_hat.reshape(1, -1), y, np.array([len(y)]))[0])
     return forecasts
 

@@ -59,6 +59,16 @@ def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     return key
 
 
+def smooth_level(config: ForecastConfig) -> bool:
+    """Whether 'level' windows are read relative to the series' smoothed level (`fit_smoothing`): for a network of
+    its own. Its few hundred windows at most are too few to learn how far to trust a noisy last value; relative to
+    exponential smoothing's level, as ES-RNN normalises its windows, the network's zero output is that smoothing's
+    forecast (20 real series: geometric mean of LSTM / best baseline 1.032 -> 1.021, UK lung-disease deaths
+    236.4 -> 197.4). A global model learns it across series: on M4 Weekly its OWA went from 0.729 to 0.750 with
+    each series' smoothed level."""
+    return config.scope != "global"
+
+
 def normalized_series(
     config: ForecastConfig, frame: Mapping[str, np.ndarray], fit_stop: int, future: dict[str, list] | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -72,8 +82,9 @@ def normalized_series(
         future: the future columns' values after the series (generate's metadata `future`).
     """
     ds, y = frame["ds"], np.asarray(frame["y"], dtype="float64")
-    space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
-    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no")
+    smooth = smooth_level(config)
+    space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log, smooth)
+    full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no", smooth)
     scaled = pd.DataFrame({"ds": ds, "y": y, "y_scaled": space.encode(y)})
     metadata = space.to_dict() | {"forecaster": full_space.to_dict()}
     if has_features(config):
