@@ -89,8 +89,9 @@ class ForecastConfig(BaseModel):
     scaler: Literal["minmax"] = Field("minmax", description="Scaler fitted on the training part only.")
     transform: Literal["auto", "none", "level", "diff"] = Field(
         "auto",
-        description="Model the values ('none'), each window relative to its own last value ('level', for trends "
-        "and level shifts) or first differences ('diff'); 'auto' chooses 'level' when an ADF test on the training "
+        description="Model the values ('none'), each window relative to its level ('level', for trends and level "
+        "shifts: the series' smoothed level for a network of its own, the window's last value for a global one) "
+        "or first differences ('diff'); 'auto' chooses 'level' when an ADF test on the training "
         "part does not reject a unit root at 1 %.",
     )
     log: Literal["auto", "yes", "no"] = Field(
