@@ -58,6 +58,10 @@ def test_a_series_without_a_cycle_gets_a_short_window_sized_by_its_rows() -> Non
         config = adapt_config(build_config("default"), pd.Series(np.arange(float(n))), y)
         assert (config.seasons, config.season_length) == ((), 1)
         assert config.look_back == look_back
+    # Forecasting 13 steps, a window holds at least 13 values (a quarter of the rows before validation allows it).
+    short = momentum_walk(100)
+    ahead = adapt_config(build_config("default", overrides={"horizon": 13}), pd.Series(np.arange(100.0)), short)
+    assert ahead.look_back == 13
 
 
 def test_the_calendar_cycles_are_the_seasons_for_a_multi_step_model_and_none_for_one_step() -> None:

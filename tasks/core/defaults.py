@@ -27,8 +27,8 @@ stages' keys and the model's metadata.
 - `look_back`: two seasons once seasons are removed (at least 16), four autocorrelation seasons
   otherwise (at least 32); with no cycle at all 16 training windows per value of the window, from 4
   to 32 (nothing asks for a long memory, and short windows leave more of them to learn from); at
-  least the horizon with known-future columns (the window carries them); never more than a quarter of
-  the rows before the validation split.
+  least the horizon (every step ahead sees as much past, and known-future columns ride in the window);
+  never more than a quarter of the rows before the validation split.
 - `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
 - `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256.
 - `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400).
@@ -264,8 +264,9 @@ def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfi
             look_back = max(4 * season_length, 32)
         else:  # no cycle asks for a long memory: a short window, and more windows to learn from
             look_back = int(np.clip(validation_start // (CYCLELESS_WINDOWS_PER_VALUE + 1), 4, 32))
-        if config.future_columns:  # every step ahead sees its known-future values in the window (they lead by H)
-            look_back = max(look_back, config.horizon)
+        # At least the horizon: every step ahead sees as much past (and its known-future values, which lead by H).
+        # One model per M4 Weekly series (13 steps), 16-series sample: OWA 0.887 -> 0.873 (windows of 4 values).
+        look_back = max(look_back, config.horizon)
         look_back = max(1, min(look_back, longest))
     patch = config.patch or auto_patch(look_back)
     if config.look_back is None:  # a whole number of patches, within a quarter of the rows before validation
