@@ -375,3 +375,11 @@ def test_a_single_network_runs_keras_lstm_arithmetic_in_the_fused_kernel(tmp_pat
     path = tmp_path / "model.keras"
     model.save(path)
     np.testing.assert_allclose(load_model(path).predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6)
+
+
+def test_a_season_with_exactly_two_cycles_is_left_out_not_a_crash() -> None:
+    from lstm_forecast.tasks.core.space import seasonal_profiles
+
+    two_cycles = np.sin(np.arange(24) * np.pi / 6) + np.arange(24) * 0.1
+    assert seasonal_profiles(two_cycles, (12,)) == ()  # MSTL drops a period of half the rows
+    assert len(seasonal_profiles(np.append(two_cycles, 0.5), (12,))[0]) == 12

@@ -105,7 +105,7 @@ class ModelSpace:
         return values if self.smoothing >= 1.0 or not len(values) else smoothed_level(values, self.smoothing)
 
     def encode(self, y: np.ndarray) -> np.ndarray:
-        """Model-space values (n,), NaN where undefined; 'level' windows subtract their last value later."""
+        """Model-space values (n,), NaN where undefined; 'level' windows subtract their reference level later."""
         v = self.adjusted(y)
         return self.scaler.scale(np.concatenate([[np.nan], np.diff(v)]) if self.kind == "diff" else v)
 
@@ -226,10 +226,10 @@ def use_log(train_values: np.ndarray, choice: str) -> bool:
 def seasonal_profiles(values: np.ndarray, seasons: tuple[int, ...]) -> tuple[tuple[float, ...], ...]:
     """One profile per season (length = the season) from MSTL on `values` (n,); phase = row % length.
 
-    Seasons with fewer than two cycles in `values` are left out. The profile is the last cycle of
+    Seasons with two cycles or fewer in `values` are left out (MSTL needs more). The profile is the last cycle of
     the season's MSTL component (STL lets seasonality drift slowly; the last cycle is the current one).
     """
-    seasons = tuple(sorted(s for s in set(seasons) if s >= 2 and len(values) >= 2 * s))
+    seasons = tuple(sorted(s for s in set(seasons) if s >= 2 and len(values) > 2 * s))  # MSTL drops s >= n / 2
     if not seasons:
         return ()
     from statsmodels.tsa.seasonal import MSTL, STL
