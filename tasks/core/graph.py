@@ -103,7 +103,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "ema_momentum",
             "seed",
         ),
-        version=9,
+        version=10,
         output="model",
     ),
     Stage(

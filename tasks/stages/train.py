@@ -31,7 +31,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import feature_columns, read_features
-from lstm_forecast.tasks.core.defaults import window_cap
+from lstm_forecast.tasks.core.defaults import GLOBAL_VALIDATION_BUDGET, window_cap
 from lstm_forecast.tasks.core.embedding import (
     UNKNOWN_ROW,
     UNKNOWN_SHARE,
@@ -607,10 +607,16 @@ def train_global(
     ]
     del values, origins, scaled
     cap = window_cap([int(m.split_mask("train").sum()) for m in members])
-    get_run_logger().info("one model across %d series, at most %d training windows from each", len(members), cap)
+    validation_cap = window_cap([int(m.split_mask("validation").sum()) for m in members], GLOBAL_VALIDATION_BUDGET)
+    get_run_logger().info(
+        "one model across %d series, at most %d training and %d validation windows from each",
+        len(members),
+        cap,
+        validation_cap,
+    )
     model, forecaster, fit = fit_with_forecaster(
         stacked_arrays(members, config, "train", cap),
-        stacked_arrays(members, config, "validation", cap),
+        stacked_arrays(members, config, "validation", validation_cap),
         stacked_arrays(members, config, None, cap),
         config,
         series_rows=len(rows) + 1 if rows else 0,
@@ -622,6 +628,7 @@ def train_global(
         "series_count": len(series),
         "series_ids": series_ids,
         "window_cap": cap,
+        "validation_window_cap": validation_cap,
         "data_fingerprint": fingerprint("global", series),
         "upstream": upstream,
         "member_look_backs": member_look_backs(config),
