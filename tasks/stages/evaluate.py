@@ -19,6 +19,7 @@ part); for the LSTM also `coverage`, the share of targets inside its prediction 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,10 +202,6 @@ def metrics_frame(parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[s
     the order split, step, model, metric (coverage after the LSTM's four)."""
     per_model = [4 + (name == "lstm") for name in names]
     block = sum(per_model)  # rows per split and step
-    model_column = np.repeat(np.array(names, dtype=object), per_model)
-    metric_column = np.concatenate(
-        [np.array(["rmse", "mae", "smape", "mase", "coverage"][:count], dtype=object) for count in per_model]
-    )
     starts = np.cumsum([0, *per_model[:-1]])
     lstm = names.index("lstm")
     values = np.empty((len(parts), horizon + 1, block))
@@ -212,16 +209,34 @@ def metrics_frame(parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[s
         for index, start in enumerate(starts):
             values[number, :, start : start + 4] = metrics[:, index, :]
         values[number, :, starts[lstm] + 4] = coverage
-    blocks = len(parts) * (horizon + 1)
-    return pd.DataFrame(
-        {
-            "split": np.repeat(np.array([name for name, _, _ in parts], dtype=object), (horizon + 1) * block),
-            "model": np.tile(model_column, blocks),
-            "step": np.tile(np.repeat(np.arange(horizon + 1, dtype="int64"), block), len(parts)),
-            "metric": np.tile(metric_column, blocks),
-            "value": values.reshape(-1),
-        }
+    split, model, step, metric = _label_columns(tuple(name for name, _, _ in parts), tuple(names), horizon)
+    # pandas puts the three label columns into one block of its own (a copy): the cached arrays stay unshared.
+    frame = {"split": split, "model": model, "step": step.copy(), "metric": metric, "value": values.reshape(-1)}
+    return pd.DataFrame(frame)
+
+
+@functools.lru_cache(maxsize=64)
+def _label_columns(
+    splits: tuple[str, ...], names: tuple[str, ...], horizon: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`metrics_frame`'s `split, model, step, metric` columns: the same for every series of a run with the same
+    splits, models and horizon, so built once (a panel's evaluate builds tens of thousands of tables)."""
+    per_model = [4 + (name == "lstm") for name in names]
+    block = sum(per_model)
+    model_column = np.repeat(np.array(names, dtype=object), per_model)
+    metric_column = np.concatenate(
+        [np.array(["rmse", "mae", "smape", "mase", "coverage"][:count], dtype=object) for count in per_model]
     )
+    blocks = len(splits) * (horizon + 1)
+    columns = (
+        np.repeat(np.array(splits, dtype=object), (horizon + 1) * block),
+        np.tile(model_column, blocks),
+        np.tile(np.repeat(np.arange(horizon + 1, dtype="int64"), block), len(splits)),
+        np.tile(metric_column, blocks),
+    )
+    for column in columns:
+        column.flags.writeable = False
+    return columns
 
 
 def select_metrics(
