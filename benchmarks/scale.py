@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,16 +55,29 @@ def write_series(path: Path, count: int, points: int) -> None:
     pd.concat(parts, ignore_index=True).to_csv(path, index=False)
 
 
-def stage_seconds(url: str, flow_run_id: str) -> dict[str, float]:
-    """Total run time (s) per stage over all task runs of one flow run, read from the Prefect server."""
+def flow_task_runs(url: str, flow_run_id: str) -> list[Any]:
+    """Every task run of one flow run, read from the Prefect server page by page (a page holds 200 at most: a
+    100,000-series run has about 1,400)."""
     os.environ["PREFECT_API_URL"] = url
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    totals = dict.fromkeys(STAGES, 0.0)
+    runs: list[Any] = []
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
-    for run in runs:
+        while True:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200, offset=len(runs)
+            )
+            runs.extend(page)
+            if len(page) < 200:
+                return runs
+
+
+def stage_seconds(url: str, flow_run_id: str) -> dict[str, float]:
+    """Total run time (s) per stage over all task runs of one flow run, read from the Prefect server."""
+
+    totals = dict.fromkeys(STAGES, 0.0)
+    for run in flow_task_runs(url, flow_run_id):
         stage = run.name.rsplit("-", 1)[0]
         if stage in totals:
             totals[stage] += run.total_run_time.total_seconds()
@@ -114,14 +128,8 @@ def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> int:
 
 def stage_walls(url: str, flow_run_id: str) -> dict[str, float]:
     """Wall seconds of each stage over one flow run: its first task run's start to its last one's end."""
-    os.environ["PREFECT_API_URL"] = url
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     spans: dict[str, list] = {}
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    for run in runs:
+    for run in flow_task_runs(url, flow_run_id):
         stage = run.name.rsplit("-", 1)[0]
         if run.start_time and run.end_time:
             spans.setdefault(stage, []).append((run.start_time, run.end_time))
