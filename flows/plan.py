@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio.to_thread
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger
 
@@ -332,6 +333,14 @@ def shown_series(store: Store, stages: dict[SeriesId, Stages]) -> list[SeriesId]
 _POOLED_READ: dict[tuple[str, str], pd.DataFrame] = {}
 
 
+def _rows_of(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """`frame.iloc[positions]`, as a slice when the positions are consecutive (an output's rows are, in the order
+    it was read): about six times faster than a take, and a panel's run takes one per series."""
+    if len(positions) and positions[-1] - positions[0] == len(positions) - 1:
+        return frame.iloc[positions[0] : positions[-1] + 1]
+    return frame.iloc[positions]
+
+
 def evaluate_tables(store: Store, keys: dict[Any, str]) -> dict[Any, pd.DataFrame]:
     """Series id -> its evaluate table's rows of all steps pooled (step 0: what the summary, the registry
     and the UI read), for many series at once (each pack read once; the per-step rows left out keep
@@ -342,5 +351,5 @@ def evaluate_tables(store: Store, keys: dict[Any, str]) -> dict[Any, pd.DataFram
         positions = stacked.groupby(KEY_COLUMN, observed=True).indices
         pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
         _POOLED_READ.clear()
-        _POOLED_READ.update({(root, str(key)): pooled.iloc[rows] for key, rows in positions.items()})
+        _POOLED_READ.update({(root, str(key)): _rows_of(pooled, rows) for key, rows in positions.items()})
     return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
