@@ -16,7 +16,7 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
-from lstm_forecast.tasks.core.windows import split_bounds, window_targets
+from lstm_forecast.tasks.core.windows import origin_ranges, split_bounds
 
 
 @task(name="split", result_serializer="json")
@@ -32,8 +32,8 @@ def split(config: ForecastConfig, series: str, key: str) -> str:
 def series_bounds(config: ForecastConfig, ds: pd.Series | np.ndarray) -> pd.DataFrame:
     """One series' split bounds; refuses a look_back or horizon too long for it before anything is written."""
     bounds = split_bounds(len(ds), config.train_fraction, config.validation_fraction)
-    window_targets(
-        ds, bounds, config.look_back, config.horizon, int(config.transform == "diff"), padded=config.scope == "global"
+    origin_ranges(  # the same check as `window_targets`, without building the windows' table
+        len(ds), bounds, config.look_back, config.horizon, int(config.transform == "diff"), config.scope == "global"
     )
     return bounds
 
