@@ -208,6 +208,7 @@ def is_key(value: Any) -> bool:
 
 
 LATEST_FORECASTS = "latest.parquet"
+PLOTS = "plots"  # the folder of the plot stage's images
 PACKS = "packs"  # the folder of a stage's packs, inside the stage's folder
 KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs to
 _PACKS_KEPT = 4  # decoded packs kept per process (a chunk's stage reads the same pack for each series)
@@ -317,8 +318,8 @@ class StoreNotWritableError(InputError):
     """A run needs to write in a store this process may only read (exit 2, with the fix)."""
 
 
-# A panel's stages ask for a few hundred thousand paths: pathlib costs about 15 microseconds to build each one, and
-# resolving a root costs system calls. Both are remembered (a relative root per working folder).
+# A panel's stages ask for a few hundred thousand paths and open a store per series: pathlib takes microseconds to
+# build each path, and resolving a root takes system calls. Both are remembered (a relative root per working folder).
 @functools.lru_cache(maxsize=64)
 def _resolved_root(root: str, working_folder: str) -> Path:
     return Path(root).expanduser().resolve()
@@ -330,7 +331,7 @@ def _output_path(root: Path, stage: str, key: str) -> Path:
     if output == "model":
         return root / "models" / key
     if output == "image":
-        return root / "plots" / f"{key}.png"
+        return root / PLOTS / f"{key}.png"
     return root / stage / f"{key}.parquet"
 
 
@@ -395,7 +396,7 @@ class Store:
 
     @property
     def plots_dir(self) -> Path:
-        return self.root / "plots"
+        return self.root / PLOTS
 
     def registration_path(self, key: str) -> Path:
         """One registered model's entry (`registrations/<key>.json`): the registry is rebuilt from these."""
