@@ -319,13 +319,14 @@ class StoreNotWritableError(InputError):
 
 
 # A panel's stages ask for a few hundred thousand paths and open a store per series: pathlib takes microseconds to
-# build each path, and resolving a root takes system calls. Both are remembered (a relative root per working folder).
+# build each path, and resolving a root takes system calls. Both are remembered (a relative root per working folder);
+# the paths only as many as a few chunks ask for again, so that the cache stays a few MB whatever the panel.
 @functools.lru_cache(maxsize=64)
 def _resolved_root(root: str, working_folder: str) -> Path:
     return Path(root).expanduser().resolve()
 
 
-@functools.lru_cache(maxsize=1 << 18)
+@functools.lru_cache(maxsize=8192)
 def _output_path(root: Path, stage: str, key: str) -> Path:
     output = STAGE[stage].output
     if output == "model":

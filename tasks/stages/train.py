@@ -120,10 +120,8 @@ def build_model(config: ForecastConfig, series_rows: int = 0) -> Any:
     count = len(net.member_look_backs)
     per_layer = 3 if net.dropout > 0 else 2  # kernel, recurrent kernel, dropout
     member_seeds = [[next(seeds) for _ in range(net.layers * per_layer + 1)] for _ in range(count)]
-    import tensorflow as tf
-
     # On CPU TensorFlow's fused kernel; on a GPU Keras' own LSTM, which runs cuDNN's.
-    lstm = keras.layers.LSTM if tf.config.list_physical_devices("GPU") else member_layers()["FusedLSTM"]
+    lstm = member_layers()["FusedLSTM"] if training_device() == "CPU" else keras.layers.LSTM
     cell = {"lstm": lstm, "gru": keras.layers.GRU}[net.cell]
 
     def member(own_seeds: list[int]) -> list[Any]:
