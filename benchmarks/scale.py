@@ -141,6 +141,18 @@ def stage_walls(url: str, flow_run_id: str) -> dict[str, float]:
     }
 
 
+def write_timeline(url: str, flow_run_id: str, started: float, path: Path) -> None:
+    """Every task run of one flow run as CSV rows `task, start_s, end_s`, in seconds from the command's
+    start (`started`, a Unix time): where the stages overlap and where the flow works alone."""
+    rows = [
+        (run.name, run.start_time.timestamp() - started, run.end_time.timestamp() - started)
+        for run in flow_task_runs(url, flow_run_id)
+        if run.start_time and run.end_time
+    ]
+    frame = pd.DataFrame(rows, columns=["task", "start_s", "end_s"]).sort_values("start_s")
+    frame.round(3).to_csv(path, index=False)
+
+
 def opponent_python(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
@@ -178,8 +190,11 @@ def panel_main(args: argparse.Namespace) -> None:
     command += ["--horizon", "13", "--workers", str(args.workers), "--json", *args.extra.split()]
     try:
         print(f"lstm-forecast cold on {args.panel} series ...", file=sys.stderr, flush=True)
+        started = time.time()
         cold = timed(command, env, work)
         stages = stage_walls(url, cold["result"]["flow_run_id"])
+        if args.timeline:
+            write_timeline(url, cold["result"]["flow_run_id"], started, Path(args.timeline))
         print(f"cold: {cold['wall_s']:.1f} s, peak RSS {cold['rss_gb']:.2f} GB, stages {stages}", file=sys.stderr)
         files = {folder.name: sum(1 for p in folder.rglob("*") if p.is_file()) for folder in store.iterdir()}
         print("lstm-forecast warm ...", file=sys.stderr, flush=True)
@@ -233,6 +248,7 @@ def main() -> None:
         "--opponent-runs", type=int, default=3, help="mlforecast runs; the ratio uses their median (default 3)"
     )
     parser.add_argument("--extra", default="", help="more options for the panel's lstm-forecast run")
+    parser.add_argument("--timeline", default="", help="CSV file for the cold run's task runs (start, end in s)")
     parser.add_argument("--series", type=int, default=16)
     parser.add_argument("--points", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)

@@ -396,3 +396,28 @@ def test_the_flow_reads_each_series_pooled_metrics_as_a_table_per_series_did(tmp
     for series_id, key in keys.items():
         pd.testing.assert_frame_equal(tables[series_id], expected[key], check_exact=True)
         assert (tables[series_id]["step"] == 0).all() and len(tables[series_id]) > 1
+
+
+def test_outputs_written_as_one_table_make_the_same_pack_as_written_one_by_one(tmp_path: Path) -> None:
+    frames = {
+        fingerprint("predict", number): panel_series(number, n).assign(split=np.where(np.arange(n) < 3, "train", "test"))
+        for number, n in enumerate((7, 0, 4, 9))  # the second output has no rows
+    }
+    keys, lengths = list(frames), [len(frame) for frame in frames.values()]
+    one_by_one, at_once, unbatched = (Store(tmp_path / name) for name in ("one-by-one", "at-once", "unbatched"))
+    with one_by_one.batched():
+        for key, frame in frames.items():
+            one_by_one.write_table("predict", key, frame)
+    with at_once.batched():
+        at_once.write_tables("predict", keys, pd.concat(list(frames.values()), ignore_index=True), lengths)
+        held = at_once.read_table("predict", keys[2])  # readable inside the batch, as a table written alone
+        pd.testing.assert_frame_equal(held, frames[keys[2]], check_exact=True)
+    packs = [sorted((tmp_path / name / "predict" / "packs").glob("*.parquet")) for name in ("one-by-one", "at-once")]
+    assert len(packs[0]) == len(packs[1]) == 1
+    assert packs[0][0].read_bytes() == packs[1][0].read_bytes()
+    unbatched.write_tables("predict", keys, pd.concat(list(frames.values()), ignore_index=True), lengths)
+    for key, frame in frames.items():  # outside a batch: a file each
+        assert unbatched.path("predict", key).exists()
+        pd.testing.assert_frame_equal(unbatched.read_table("predict", key), frame, check_exact=True)
+    with pytest.raises(ValueError, match="4 outputs of 20 rows in all given 19 rows"):
+        at_once.write_tables("predict", keys, pd.concat(list(frames.values()), ignore_index=True).iloc[1:], lengths)

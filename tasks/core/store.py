@@ -214,12 +214,25 @@ KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs t
 _PACKS_KEPT = 4  # decoded packs kept per process (a chunk's stage reads the same pack for each series)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Rows `start:stop` of `table`, a table that holds many outputs of one stage one after another
+    (`Store.write_tables`): an output held in a batch without a table of its own."""
+
+    table: pd.DataFrame
+    start: int
+    stop: int
+
+    def frame(self) -> pd.DataFrame:
+        return self.table.iloc[self.start : self.stop].reset_index(drop=True)
+
+
 @dataclass
 class _Batch:
-    """Outputs written inside `Store.batched()`, not yet on disk: stage -> key -> (frame, metadata,
-    when written in ns), and input key -> series key for `sources`."""
+    """Outputs written inside `Store.batched()`, not yet on disk: stage -> key -> (frame or its rows of a
+    shared table, metadata, when written in ns), and input key -> series key for `sources`."""
 
-    tables: dict[str, dict[str, tuple[pd.DataFrame, dict[str, Any] | None, int]]] = field(default_factory=dict)
+    tables: dict[str, dict[str, tuple[pd.DataFrame | _Rows, dict[str, Any] | None, int]]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -279,8 +292,13 @@ def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output.
     Columns of strings are held as categoricals (named in `attrs["strings"]`): Parquet writes and reads
     them as a dictionary, several times faster than a string per row (a pack holds millions of rows)."""
-    keys, lengths = list(frames), [len(frame) for frame in frames.values()]
     packed = pd.concat(list(frames.values()), ignore_index=True)
+    return packed_table(packed, list(frames), [len(frame) for frame in frames.values()])
+
+
+def packed_table(packed: pd.DataFrame, keys: list[str], lengths: list[int]) -> pd.DataFrame:
+    """`pack_table` of outputs already one after another in `packed` (modified in place), `lengths[i]` rows
+    of output `keys[i]` each."""
     strings = [
         str(name)
         for name in packed.columns
@@ -301,6 +319,38 @@ def schema_groups(frames: Mapping[str, pd.DataFrame]) -> list[list[str]]:
     for key, frame in frames.items():
         groups.setdefault(tuple((str(c), str(t)) for c, t in frame.dtypes.items()), []).append(key)
     return list(groups.values())
+
+
+def _pack_tables_of(
+    outputs: Mapping[str, tuple[pd.DataFrame | _Rows, dict[str, Any] | None, int]],
+) -> Iterator[tuple[list[str], pd.DataFrame]]:
+    """A batch's outputs of one stage as packs: (their keys, the pack's table). Outputs that are every row of
+    one shared table, in order (`Store.write_tables`), are packed from it as it is; the rest by column layout."""
+    shared: dict[int, list[tuple[str, _Rows]]] = {}
+    for key, (held, _, _) in outputs.items():
+        if isinstance(held, _Rows):
+            shared.setdefault(id(held.table), []).append((key, held))
+    whole: set[str] = set()
+    for parts in shared.values():
+        keys, rows = [key for key, _ in parts], [held for _, held in parts]
+        table = rows[0].table
+        in_order = all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
+        if in_order and rows[0].start == 0 and rows[-1].stop == len(table):
+            whole.update(keys)
+            yield keys, packed_table(table.copy(deep=False), keys, [held.stop - held.start for held in rows])
+    rest = {
+        key: held.frame() if isinstance(held, _Rows) else held
+        for key, (held, _, _) in outputs.items()
+        if key not in whole
+    }
+    for keys in schema_groups(rest):
+        yield keys, pack_table({key: rest[key] for key in keys})
+
+
+def _column_kind(name: str, values: np.ndarray) -> tuple[str, str, str]:
+    """A column's name, dtype and, for objects, its first value's type: columns of one kind concatenate."""
+    first = type(values[0]).__name__ if values.dtype == object and len(values) else ""
+    return name, values.dtype.str, first
 
 
 def _taken(table: pd.DataFrame, name: str, positions: np.ndarray) -> Any:
@@ -549,10 +599,59 @@ class Store:
             return path
         return self._write_bytes(path, _parquet_bytes(frame, metadata))
 
+    def write_tables(
+        self,
+        stage: str,
+        keys: list[str],
+        table: pd.DataFrame,
+        lengths: list[int],
+        metadata: list[dict[str, Any] | None] | None = None,
+    ) -> None:
+        """Many outputs of a table stage at once: `lengths[i]` rows of `table`, in order, are output `keys[i]`,
+        with `metadata[i]` if given. Inside `batched()` the table is held whole and becomes the chunk's pack as it
+        is, with no table per output; outside, each output is written on its own."""
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+        if len(table) != bounds[-1] or len(keys) != len(lengths):
+            raise ValueError(f"{len(keys)} outputs of {bounds[-1]} rows in all given {len(table)} rows")
+        batch = self._batch()
+        described = metadata or [None] * len(keys)
+        for key, start, stop, own in zip(keys, bounds[:-1], bounds[1:], described, strict=True):
+            rows = _Rows(table, int(start), int(stop))
+            if batch is None:
+                self.write_table(stage, key, rows.frame(), metadata=own)
+            else:
+                batch.tables.setdefault(stage, {})[key] = (rows, own, time.time_ns())
+
+    def write_columns(
+        self,
+        stage: str,
+        outputs: list[tuple[str, Mapping[str, np.ndarray], dict[str, Any] | None]],
+        dtypes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Many outputs of a table stage given as columns, each `(key, its columns, its metadata)`: one table for
+        all those whose columns have the same names and kinds (`write_tables`), its columns cast to `dtypes`
+        where given."""
+        groups: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
+        for index, (_, columns, _) in enumerate(outputs):
+            groups.setdefault(tuple(_column_kind(name, np.asarray(v)) for name, v in columns.items()), []).append(index)
+        for indices in groups.values():
+            group = [outputs[index] for index in indices]
+            names = list(group[0][1])
+            table = pd.DataFrame(
+                {name: np.concatenate([np.asarray(columns[name]) for _, columns, _ in group]) for name in names},
+                copy=False,  # new arrays: a copy of a chunk's millions of rows would be waste
+            )
+            for name, dtype in (dtypes or {}).items():
+                if table[name].dtype != dtype:
+                    table[name] = table[name].astype(dtype)
+            lengths = [len(columns[names[0]]) for _, columns, _ in group]
+            self.write_tables(stage, [key for key, _, _ in group], table, lengths, [own for _, _, own in group])
+
     def read_table(self, stage: str, key: str) -> pd.DataFrame:
         batch = self._batch()
         if batch is not None and key in batch.tables.get(stage, {}):
-            return batch.tables[stage][key][0].copy()
+            held = batch.tables[stage][key][0]
+            return held.frame() if isinstance(held, _Rows) else held.copy()
         path = self.path(stage, key)
         if path.exists() or (pack := self._pack_of(self._packs_dir(stage), key)) is None:
             return pq.read_table(path).to_pandas()  # absent from every pack: FileNotFoundError
@@ -688,8 +787,7 @@ class Store:
         """Write a batch's outputs: one pack per stage (per column layout), then its sources' pack."""
         written = []
         for stage, outputs in batch.tables.items():
-            for keys in schema_groups({key: frame for key, (frame, _, _) in outputs.items()}):
-                table = pack_table({key: outputs[key][0] for key in keys})
+            for keys, table in _pack_tables_of(outputs):
                 metadata = {
                     "keys": keys,
                     "metadata": {k: outputs[k][1] for k in keys if outputs[k][1] is not None},

@@ -110,10 +110,22 @@ def window_targets(
     Returns:
         DataFrame with `row` (origin: the first target's position), `ds` and `split`, in row order.
     """
+    return pd.DataFrame(window_target_columns(ds, bounds, look_back, horizon, offset, padded))
+
+
+def window_target_columns(
+    ds: pd.Series | np.ndarray,
+    bounds: pd.DataFrame | Mapping[str, np.ndarray],
+    look_back: int,
+    horizon: int = 1,
+    offset: int = 0,
+    padded: bool = False,
+) -> dict[str, np.ndarray]:
+    """The columns `row, ds, split` of `window_targets`, as arrays (a chunk of series puts many together)."""
     ranges = origin_ranges(len(ds), bounds, look_back, horizon, offset, padded)
     rows = np.concatenate([np.arange(first, stop) for first, stop in ranges])
     split_column = np.repeat(np.asarray(bounds["split"]).astype(object), [stop - first for first, stop in ranges])
-    return pd.DataFrame({"row": rows, "ds": np.asarray(ds)[rows], "split": split_column})
+    return {"row": rows, "ds": np.asarray(ds)[rows], "split": split_column}
 
 
 def window_inputs(

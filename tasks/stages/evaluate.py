@@ -119,7 +119,8 @@ def evaluate_predictions(
     fitted = (predictions["split"] != "forecast").to_numpy()
     columns = {name: predictions[name].to_numpy()[fitted] for name in ("y", "y_hat", "y_lo", "y_hi")}
     horizon = int(predictions["step"].to_numpy()[fitted].max())
-    return metrics_of_arrays(y, targets["row"].to_numpy(), targets["split"].to_numpy(), columns, horizon, baselines)
+    rows, splits = targets["row"].to_numpy(), targets["split"].to_numpy()
+    return pd.DataFrame(metrics_of_arrays(y, rows, splits, columns, horizon, baselines))
 
 
 def metrics_of_arrays(
@@ -129,9 +130,9 @@ def metrics_of_arrays(
     fitted: dict[str, np.ndarray],
     horizon: int,
     baselines: dict[str, np.ndarray],
-) -> pd.DataFrame:
-    """`evaluate_predictions` on arrays: origin `rows` (m,) and their `splits` (m,); `fitted` holds the
-    predictions' fitted rows (m·horizon,) by column (`y`, `y_hat`, `y_lo`, `y_hi`).
+) -> dict[str, np.ndarray]:
+    """The columns of `evaluate_predictions`, on arrays: origin `rows` (m,) and their `splits` (m,); `fitted`
+    holds the predictions' fitted rows (m·horizon,) by column (`y`, `y_hat`, `y_lo`, `y_hi`).
 
     Every model's metrics of a split are computed at once for all steps (`split_metrics`), with the same
     reductions over the same values as `error_metrics` per step, so the numbers are the same to the bit.
@@ -151,7 +152,7 @@ def metrics_of_arrays(
             values = split_metrics(truth[mask], stacked, mase_scale)
             coverage = step_means(inside[mask].astype("float64"))
             parts.append((split_name, values, coverage))
-    return metrics_frame(parts, names, horizon)
+    return metric_columns(parts, names, horizon)
 
 
 def step_means(values: np.ndarray) -> np.ndarray:
@@ -197,9 +198,11 @@ def pooled_and_per_step(values: np.ndarray) -> np.ndarray:
     return np.concatenate([pooled[None, :], per_step])
 
 
-def metrics_frame(parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[str], horizon: int) -> pd.DataFrame:
-    """The long table `split, model, step, metric, value` of each split's `split_metrics` and LSTM coverage, in
-    the order split, step, model, metric (coverage after the LSTM's four)."""
+def metric_columns(
+    parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[str], horizon: int
+) -> dict[str, np.ndarray]:
+    """The columns of the long table `split, model, step, metric, value` of each split's `split_metrics` and LSTM
+    coverage, in the order split, step, model, metric (coverage after the LSTM's four)."""
     per_model = [4 + (name == "lstm") for name in names]
     block = sum(per_model)  # rows per split and step
     starts = np.cumsum([0, *per_model[:-1]])
@@ -210,16 +213,15 @@ def metrics_frame(parts: list[tuple[str, np.ndarray, np.ndarray]], names: list[s
             values[number, :, start : start + 4] = metrics[:, index, :]
         values[number, :, starts[lstm] + 4] = coverage
     split, model, step, metric = _label_columns(tuple(name for name, _, _ in parts), tuple(names), horizon)
-    # pandas puts the three label columns into one block of its own (a copy): the cached arrays stay unshared.
-    frame = {"split": split, "model": model, "step": step.copy(), "metric": metric, "value": values.reshape(-1)}
-    return pd.DataFrame(frame)
+    # The label columns are shared and read-only: a table made of them copies them (pandas' default for a dict).
+    return {"split": split, "model": model, "step": step, "metric": metric, "value": values.reshape(-1)}
 
 
 @functools.lru_cache(maxsize=64)
 def _label_columns(
     splits: tuple[str, ...], names: tuple[str, ...], horizon: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`metrics_frame`'s `split, model, step, metric` columns: the same for every series of a run with the same
+    """`metric_columns`' `split, model, step, metric` columns: the same for every series of a run with the same
     splits, models and horizon, so built once (a panel's evaluate builds tens of thousands of tables)."""
     per_model = [4 + (name == "lstm") for name in names]
     block = sum(per_model)
@@ -318,8 +320,8 @@ def statistical_part(config: ForecastConfig, y: np.ndarray, rows: np.ndarray, sp
 
 def score_series(
     config: ForecastConfig, data: SeriesToEvaluate, statistical: Statistical | None = None
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The evaluate table of one series (the LSTM and the baselines `config` names) and its metadata;
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The evaluate table's columns of one series (the LSTM and the baselines `config` names) and its metadata;
     `statistical`: its `statistical_part` when it was computed ahead."""
     y, rows = data.y, data.rows
     fit_stop = int(rows[data.splits == "test"].min())  # the test split's first row
@@ -363,7 +365,8 @@ def evaluate(
         store.read_table("predict", predictions),
         read_model_space(store, normalize).kind,
     )
-    metrics, metadata = score_series(config, data)
+    columns, metadata = score_series(config, data)
+    metrics = pd.DataFrame(columns)
     store.write_table("evaluate", key, metrics, metadata=metadata)
     log_metrics(metrics, metadata)
     return key
@@ -375,6 +378,7 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
     only; `ahead`: per series, its `statistical_part` when it was computed ahead (else None). Returns, per
     series, None or the error it failed with (it fails alone)."""
     computed = {key: part for (_, _, key), part in zip(work, ahead or [], strict=False) if part is not None}
+    scored: dict[str, list[tuple[str, dict[str, np.ndarray], dict[str, Any]]]] = {}  # store -> its series' tables
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         predicted = own["predictions"]
@@ -386,11 +390,14 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
             {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
             read_model_space(store, upstream["normalize"]).kind,
         )
-        metrics, metadata = score_series(config, data, computed.get(key))
-        store.write_table("evaluate", key, metrics, metadata=metadata)
-        return lambda: log_metrics(metrics, metadata)
+        columns, metadata = score_series(config, data, computed.get(key))
+        scored.setdefault(config.artifacts_dir, []).append((key, columns, metadata))
+        return lambda: log_metrics(pd.DataFrame(columns), metadata)
 
-    return each_series_of_chunk(work, EVALUATE_COLUMNS, one)
+    errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one)
+    for root, tables in scored.items():  # one table of the chunk's series, not a table each
+        Store(root).write_columns("evaluate", tables)
+    return errors
 
 
 def statistical_ahead(work: ChunkWork) -> dict[str, Statistical]:

@@ -30,7 +30,7 @@ from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.networks import load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
-from lstm_forecast.tasks.core.store import Store
+from lstm_forecast.tasks.core.store import Store, by_store
 
 
 def predict_rows(
@@ -56,6 +56,41 @@ def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.
     return np.quantile(errors, quantile, axis=0, method="inverted_cdf")  # the k-th smallest error
 
 
+def prediction_columns(
+    ds: pd.Series,
+    y: np.ndarray,
+    rows: np.ndarray,
+    splits: np.ndarray,
+    y_hat: np.ndarray,
+    forecast: np.ndarray,
+    widths: np.ndarray,
+    freq: str | None = None,
+) -> dict[str, np.ndarray]:
+    """The columns of `assemble_predictions`, as arrays (a chunk of series puts many together)."""
+    horizon = y_hat.shape[1]
+    target_rows = (rows[:, None] + np.arange(horizon)).reshape(-1)
+    hat = np.concatenate([y_hat.reshape(-1), forecast])
+    wide = np.concatenate([np.tile(widths, len(rows)), widths])
+    times = np.concatenate([ds.to_numpy()[target_rows], future_times(ds, horizon, freq).to_numpy()])
+    return {
+        "ds": times,
+        "y": np.concatenate([np.asarray(y, dtype="float64")[target_rows], np.full(horizon, np.nan)]),
+        "y_hat": hat,
+        "y_lo": hat - wide,
+        "y_hi": hat + wide,
+        "split": np.concatenate([np.repeat(np.asarray(splits, dtype=object), horizon), ["forecast"] * horizon]),
+        "step": np.tile(np.arange(1, horizon + 1, dtype="int64"), len(rows) + 1),
+    }
+
+
+def predictions_frame(columns: dict[str, np.ndarray], ds_dtype: Any) -> pd.DataFrame:
+    """A DataFrame of `prediction_columns` (of one series or many, concatenated), `ds` in `ds_dtype`."""
+    predictions = pd.DataFrame(columns, copy=False)  # new arrays: a copy of a chunk's millions of rows is waste
+    if predictions["ds"].dtype != ds_dtype:  # times with a zone: numpy holds them as objects
+        predictions["ds"] = predictions["ds"].astype(ds_dtype)
+    return predictions
+
+
 def assemble_predictions(
     series: pd.DataFrame,
     targets: pd.DataFrame,
@@ -76,28 +111,11 @@ def assemble_predictions(
     Returns:
         DataFrame `ds, y, y_hat, y_lo, y_hi, split, step`: per origin its steps, then the forecast rows.
     """
-    horizon = y_hat.shape[1]
-    target_rows = (targets["row"].to_numpy()[:, None] + np.arange(horizon)).reshape(-1)
-    fitted_hat, half = y_hat.reshape(-1), np.tile(widths, len(targets))
-    # Columns built whole with numpy, in their final dtypes: a DataFrame per part, concatenated and cast,
-    # cost several times the arithmetic (most of predict's time on a panel of short series).
-    hat = np.concatenate([fitted_hat, forecast])
-    wide = np.concatenate([half, widths])
-    splits = np.concatenate([np.repeat(targets["split"].to_numpy(dtype=object), horizon), ["forecast"] * horizon])
-    predictions = pd.DataFrame(
-        {
-            "ds": np.concatenate([series["ds"].to_numpy()[target_rows], future_times(series["ds"], horizon, freq)]),
-            "y": np.concatenate([series["y"].to_numpy(dtype="float64")[target_rows], np.full(horizon, np.nan)]),
-            "y_hat": hat,
-            "y_lo": hat - wide,
-            "y_hi": hat + wide,
-            "split": splits.astype(object),
-            "step": np.tile(np.arange(1, horizon + 1, dtype="int64"), len(targets) + 1),
-        }
-    )
-    if predictions["ds"].dtype != series["ds"].dtype:  # times with a zone: numpy holds them as objects
-        predictions["ds"] = predictions["ds"].astype(series["ds"].dtype)
-    return predictions
+    columns = prediction_columns(
+        series["ds"], series["y"].to_numpy(), targets["row"].to_numpy(), targets["split"].to_numpy(),
+        y_hat, forecast, widths, freq,
+    )  # fmt: skip
+    return predictions_frame(columns, series["ds"].dtype)
 
 
 def forecast_all(
@@ -133,46 +151,64 @@ PREDICT_BATCH = 4096  # windows per forward pass of a batched prediction
 
 @dataclass(frozen=True)
 class SeriesToPredict:
-    """One series' data for predict: its rows, window origins and model spaces (fitted on the rows
-    before the test split, and on every row for the forecaster)."""
+    """One series' data for predict: its times and values, its window origins (rows and splits) and model
+    spaces (fitted on the rows before the test split, and on every row for the forecaster)."""
 
-    frame: pd.DataFrame
-    targets: pd.DataFrame
+    ds: pd.Series
+    y: np.ndarray
+    rows: np.ndarray
+    splits: np.ndarray
     space: ModelSpace
     forecaster_space: ModelSpace
     features: np.ndarray | None = None  # (n, F) channels read beside the values
 
     def inputs(self, look_back: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
         """Model inputs of every window origin (m, steps, …), and the forecaster's after the end (1, …)."""
-        y = self.frame["y"].to_numpy()
         space, ahead, features = self.space, self.forecaster_space, self.features
         return (
-            space.inputs(space.encode(y), self.targets["row"].to_numpy(), look_back, patch, features),
-            ahead.inputs(ahead.encode(y), np.array([len(y)]), look_back, patch, features),
+            space.inputs(space.encode(self.y), self.rows, look_back, patch, features),
+            ahead.inputs(ahead.encode(self.y), np.array([len(self.y)]), look_back, patch, features),
         )
 
     def predictions(
         self, z_hat: np.ndarray, z_next: np.ndarray, config: ForecastConfig
-    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, str]:
-        """Predictions in original units (`assemble_predictions`) from the model's outputs for `inputs`;
-        also the interval half-widths, the forecast and the split the widths were calibrated on."""
-        y = self.frame["y"].to_numpy()
-        targets = self.targets
-        y_hat = self.space.decode(z_hat, y, targets["row"].to_numpy())
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, str]:
+        """The columns of its predictions in original units (`prediction_columns`) from the model's outputs for
+        `inputs`; also the interval half-widths, the forecast and the split the widths were calibrated on."""
+        y, rows = self.y, self.rows
+        y_hat = self.space.decode(z_hat, y, rows)
         forecast = self.forecaster_space.decode(z_next, y, np.array([len(y)]))[0]
-        calibration = "validation" if (targets["split"] == "validation").any() else "train"
-        mask = (targets["split"] == calibration).to_numpy()
-        truth = y[targets["row"].to_numpy()[mask][:, None] + np.arange(config.horizon)]
+        calibrated = self.splits == "validation"
+        calibration = "validation" if calibrated.any() else "train"
+        mask = calibrated if calibration == "validation" else self.splits == "train"
+        truth = np.asarray(y, dtype="float64")[rows[mask][:, None] + np.arange(config.horizon)]
         widths = conformal_widths(truth, y_hat[mask], config.interval_level)
-        predictions = assemble_predictions(self.frame, targets, y_hat, forecast, widths, config.freq)
-        return predictions, widths, forecast, calibration
+        columns = prediction_columns(self.ds, y, rows, self.splits, y_hat, forecast, widths, config.freq)
+        return columns, widths, forecast, calibration
 
 
-def series_to_predict(store: Store, series: str, normalize: str, window: str, width: int = 0) -> SeriesToPredict:
-    """One series' data for predict; `width` feature channels read from its normalize output."""
+# What predict reads of its inputs: argument -> (stage, columns).
+PREDICT_INPUTS = {"series": ("generate", ("ds", "y")), "window": ("window", ("row", "split"))}
+
+
+def series_to_predict(
+    store: Store,
+    upstream: dict[str, str],
+    width: int = 0,
+    read: dict[str, dict[str, dict[str, np.ndarray]]] | None = None,
+) -> SeriesToPredict:
+    """One series' data for predict, from its inputs' keys `upstream`; `width` feature channels read from its
+    normalize output. `read`: a chunk's columns of each input read at once (`Store.read_columns`)."""
+    own = {
+        name: store.read_own_columns(stage, upstream[name], columns, (read or {}).get(name, {}))
+        for name, (stage, columns) in PREDICT_INPUTS.items()
+    }
+    normalize = upstream["normalize"]
     return SeriesToPredict(
-        store.read_table("generate", series),
-        store.read_table("window", window),
+        pd.Series(own["series"]["ds"], name="ds"),
+        own["series"]["y"],
+        np.asarray(own["window"]["row"]),
+        np.asarray(own["window"]["split"], dtype=object),
         read_model_space(store, normalize),
         read_model_space(store, normalize, forecaster=True),
         read_features(store.read_table("normalize", normalize), width) if width else None,
@@ -193,31 +229,36 @@ def log_predictions(config: ForecastConfig, widths: np.ndarray, forecast: np.nda
 def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str, key: str) -> str:
     """Forecast every window and the steps after the end; returns the predict key."""
     store = Store(config.artifacts_dir)
-    data = series_to_predict(store, series, normalize, window, feature_width(config))
+    data = series_to_predict(store, {"series": series, "normalize": normalize, "window": window}, feature_width(config))
     x, x_next = data.inputs(config.look_back, config.patch)
     saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
     (z_hat,) = predict_many(saved.model, [saved.series_inputs(config.series_id, x)])
     (z_next,) = predict_many(forecaster.model, [forecaster.series_inputs(config.series_id, x_next)])
-    predictions, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
-    store.write_table("predict", key, predictions)
+    columns, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
+    store.write_table("predict", key, predictions_frame(columns, data.ds.dtype))
     log_predictions(config, widths, forecast, calibration)
     return key
 
 
 def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> list[Exception | None]:
-    """`predict` of many series at once, each `(config, its inputs' keys, its key)`: one model call per
-    model for all of them. Returns, per series, None or the error it failed with (it fails alone)."""
+    """`predict` of many series at once, each `(config, its inputs' keys, its key)`: their inputs read once per
+    pack, one model call per model for all of them, and one table for all their predictions. Returns, per
+    series, None or the error it failed with (it fails alone)."""
     errors: list[Exception | None] = [None] * len(work)
     prepared: dict[int, tuple[SeriesToPredict, np.ndarray, np.ndarray]] = {}
-    for index, (config, upstream, _) in enumerate(work):
-        try:
-            store = Store(config.artifacts_dir)
-            data = series_to_predict(
-                store, upstream["series"], upstream["normalize"], upstream["window"], feature_width(config)
-            )
-            prepared[index] = (data, *data.inputs(config.look_back, config.patch))
-        except Exception as error:  # reported per series: it fails alone
-            errors[index] = error
+    for root, indices in by_store(work).items():
+        store = Store(root)
+        read = {
+            name: store.read_columns(stage, [work[i][1][name] for i in indices], columns)
+            for name, (stage, columns) in PREDICT_INPUTS.items()
+        }
+        for index in indices:
+            config, upstream, _ = work[index]
+            try:
+                data = series_to_predict(store, upstream, feature_width(config), read)
+                prepared[index] = (data, *data.inputs(config.look_back, config.patch))
+            except Exception as error:  # reported per series: it fails alone
+                errors[index] = error
     by_model: dict[tuple[str, str], list[int]] = {}
     for index in prepared:
         config, upstream, _ = work[index]
@@ -239,14 +280,24 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
             for index in indices:
                 errors[index] = error
             continue
+        done: list[tuple[str, dict[str, np.ndarray], None]] = []
+        dtypes: set[Any] = set()
         for index, z_hat, z_next in zip(indices, outputs, ahead, strict=True):
             config, _, key = work[index]
             try:
-                predictions, widths, forecast, calibration = prepared[index][0].predictions(z_hat, z_next, config)
-                store.write_table("predict", key, predictions)
-                if not logged:
-                    log_predictions(config, widths, forecast, calibration)
-                    logged = True
+                data = prepared[index][0]
+                columns, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
             except Exception as error:  # reported per series: it fails alone
                 errors[index] = error
+                continue
+            done.append((key, columns, None))
+            dtypes.add(data.ds.dtype)
+            if not logged:
+                log_predictions(config, widths, forecast, calibration)
+                logged = True
+        if len(dtypes) == 1:  # one input's times: one table of the chunk's series, not a table each
+            store.write_columns("predict", done, {"ds": dtypes.pop()})
+        else:
+            for key, columns, _ in done:
+                store.write_table("predict", key, predictions_frame(columns, pd.Series(columns["ds"]).dtype))
     return errors

@@ -16,7 +16,7 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
-from lstm_forecast.tasks.core.windows import origin_ranges, split_bounds
+from lstm_forecast.tasks.core.windows import origin_ranges, split_rows
 
 
 @task(name="split", result_serializer="json")
@@ -31,11 +31,17 @@ def split(config: ForecastConfig, series: str, key: str) -> str:
 
 def series_bounds(config: ForecastConfig, ds: pd.Series | np.ndarray) -> pd.DataFrame:
     """One series' split bounds; refuses a look_back or horizon too long for it before anything is written."""
-    bounds = split_bounds(len(ds), config.train_fraction, config.validation_fraction)
+    return pd.DataFrame(bound_columns(config, len(ds)))
+
+
+def bound_columns(config: ForecastConfig, n_points: int) -> dict[str, np.ndarray]:
+    """The columns `split, start, stop` of `series_bounds` for a series of `n_points`, as arrays."""
+    rows = split_rows(n_points, config.train_fraction, config.validation_fraction)
+    columns = {"split": np.array(rows["split"], dtype=object), **{n: np.array(rows[n]) for n in ("start", "stop")}}
     origin_ranges(  # the same check as `window_targets`, without building the windows' table
-        len(ds), bounds, config.look_back, config.horizon, int(config.transform == "diff"), config.scope == "global"
+        n_points, columns, config.look_back, config.horizon, int(config.transform == "diff"), config.scope == "global"
     )
-    return bounds
+    return columns
 
 
 def log_bounds(bounds: pd.DataFrame) -> None:
@@ -48,9 +54,14 @@ def split_chunk(work: ChunkWork) -> list[Exception | None]:
     """`split` of many series at once, each `(config, its inputs' keys, its key)`: their times read once for
     the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
 
-    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
-        bounds = series_bounds(config, own["series"]["ds"])
-        store.write_table("split", key, bounds)
-        return lambda: log_bounds(bounds)
+    found: dict[str, list[tuple[str, dict[str, np.ndarray], None]]] = {}  # store -> its series' bounds
 
-    return each_series_of_chunk(work, {"series": ("generate", ("ds",))}, one)
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        columns = bound_columns(config, len(own["series"]["ds"]))
+        found.setdefault(config.artifacts_dir, []).append((key, columns, None))
+        return lambda: log_bounds(pd.DataFrame(columns))
+
+    errors = each_series_of_chunk(work, {"series": ("generate", ("ds",))}, one)
+    for root, tables in found.items():  # one table of the chunk's series, not a table each
+        Store(root).write_columns("split", tables)
+    return errors
