@@ -400,7 +400,7 @@ def test_the_flow_reads_each_series_pooled_metrics_as_a_table_per_series_did(tmp
 
 def test_outputs_written_as_one_table_make_the_same_pack_as_written_one_by_one(tmp_path: Path) -> None:
     frames = {
-        fingerprint("predict", number): panel_series(number, n).assign(split=np.where(np.arange(n) < 3, "train", "test"))
+        fingerprint("predict", number): panel_series(number, n).assign(split=np.where(np.arange(n) < 3, "tr", "te"))
         for number, n in enumerate((7, 0, 4, 9))  # the second output has no rows
     }
     keys, lengths = list(frames), [len(frame) for frame in frames.values()]

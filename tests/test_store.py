@@ -215,6 +215,34 @@ def test_a_batch_that_fails_writes_nothing_and_a_newer_pack_wins(tmp_path: Path)
     assert store.read_table("split", key)["a"].tolist() == [2]
 
 
+def test_each_pack_s_keys_are_read_once_while_other_chunks_add_packs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    footers: list[str] = []
+    read_schema = store_module.pq.read_schema
+
+    def counted(path: Path) -> object:
+        footers.append(Path(path).name)
+        return read_schema(path)
+
+    monkeypatch.setattr(store_module.pq, "read_schema", counted)
+    keys = [fingerprint("chunk", number) for number in range(4)]
+    for number, key in enumerate(keys):  # each chunk looks for its output, then writes its pack
+        assert not store.is_complete("split", key)
+        with store.batched():
+            store.write_table("split", key, pd.DataFrame({"a": [number]}))
+        assert store.is_complete("split", key)
+    assert len(footers) == len(set(footers)) == 4  # not 1 + 2 + 3 + 4: a pack never changes under its name
+    # a pack another process wrote (a copy of one, under another name) is found as the folder changes
+    folder = tmp_path / "split" / "packs"
+    (source,) = [pack for pack in folder.iterdir() if store_module._pack_index[folder][1][keys[0]] == pack]
+    time.sleep(0.01)
+    (folder / "another.parquet").write_bytes(source.read_bytes())
+    assert store.read_table("split", keys[0])["a"].tolist() == [0] and len(footers) == 5
+    assert store_module._pack_index[folder][1][keys[0]].name == "another.parquet"  # the newest pack wins
+
+
 def test_a_damaged_pack_holds_nothing_and_is_removed(tmp_path: Path) -> None:
     store = Store(tmp_path)
     key = fingerprint("damaged")

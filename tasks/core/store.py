@@ -237,8 +237,8 @@ class _Batch:
 
 
 _batches: ContextVar[dict[Path, _Batch] | None] = ContextVar("lstm_forecast_store_batches", default=None)
-# pack folder -> (its mtime in ns, output key -> the newest pack holding it)
-_pack_index: dict[Path, tuple[int, dict[str, Path]]] = {}
+# pack folder -> (its mtime in ns, output key -> the newest pack holding it, pack -> (its mtime in ns, its keys))
+_pack_index: dict[Path, tuple[int, dict[str, Path], dict[Path, tuple[int, list[str]]]]] = {}
 # (pack, mtime ns) -> (its table, output key -> row positions, output key -> metadata)
 _pack_tables: OrderedDict[tuple[Path, int], tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]] = OrderedDict()
 
@@ -802,7 +802,8 @@ class Store:
 
     def _write_pack(self, folder: Path, keys: list[str], data: bytes) -> Path:
         path = self._write_bytes(folder / f"{fingerprint('pack', keys, bytes_digest(data))}.parquet", data)
-        _pack_index.pop(folder, None)
+        if (known := _pack_index.get(folder)) is not None:  # looked at again even within the folder's mtime tick
+            _pack_index[folder] = (-1, *known[1:])
         return path
 
     def _packs_dir(self, stage: str) -> Path:
@@ -814,29 +815,35 @@ class Store:
 
     def _pack_of(self, folder: Path, key: str) -> Path | None:
         """The newest pack in `folder` holding output `key`, or None. The index of a folder's packs (the
-        keys in each pack's footer) is kept per process until the folder changes."""
+        keys in each pack's footer) is kept per process until the folder changes; then only the packs not
+        read before are read (a pack never changes under its name): the chunks of a stage each look for
+        their outputs while the others add packs, and reading every footer again each time grew with the
+        square of the number of chunks."""
         try:
             changed = folder.stat().st_mtime_ns
         except OSError:
             return None
         known = _pack_index.get(folder)
         if known is None or known[0] != changed:
-            index: dict[str, Path] = {}
-            dated = []
+            read = known[2] if known is not None else {}
+            packs: dict[Path, tuple[int, list[str]]] = {}
             for pack in folder.glob("*.parquet"):
                 try:
-                    dated.append((pack.stat().st_mtime_ns, pack))
+                    written = pack.stat().st_mtime_ns
                 except OSError:
                     continue
-            for _, pack in sorted(dated):
+                if pack in read and read[pack][0] == written:
+                    packs[pack] = read[pack]
+                    continue
                 try:
-                    keys = json.loads((pq.read_schema(pack).metadata or {})[_METADATA_KEY])["keys"]
+                    packs[pack] = (written, json.loads((pq.read_schema(pack).metadata or {})[_METADATA_KEY])["keys"])
                 except Exception as error:  # a damaged pack holds nothing: its outputs are rebuilt
                     log.warning("store: pack %s is damaged (%s); it is removed", pack, type(error).__name__)
                     pack.unlink(missing_ok=True)
-                    continue
+            index: dict[str, Path] = {}
+            for pack, (_, keys) in sorted(packs.items(), key=lambda item: (item[1][0], item[0])):
                 index.update(dict.fromkeys(keys, pack))
-            known = _pack_index[folder] = (changed, index)
+            known = _pack_index[folder] = (changed, index, packs)
         return known[1].get(key)
 
     @staticmethod
