@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,10 +88,13 @@ def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest:
 
 
 # A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
-# writes as one pack file (`Store.batched`). The bounds keep a chunk's outputs small in memory (about 50 MB
-# for 500 series of a few hundred points) and the store at one file per stage and 100 series or fewer.
+# writes as one pack file (`Store.batched`). The bounds keep a chunk's outputs small in memory (about 100 MB
+# for 1,000 series of a few hundred points: predict's table, every window's steps) and the store at one file
+# per stage and 100 series or fewer. A task costs about 0.1 s of Prefect's own work besides its chunk (its
+# context and settings sent, a client made on the worker): 500 series a chunk spent about 7 % of a 10,000
+# series run's per-series stages on it (benchmarks/README.md).
 MIN_CHUNK_SERIES = 100
-MAX_CHUNK_SERIES = 500
+MAX_CHUNK_SERIES = 1000
 
 
 def chunk_size(count: int, slots: int, least: int = MIN_CHUNK_SERIES) -> int:
@@ -188,12 +192,18 @@ class ChunkSeries:
     itself, in the flow's one process. There are no futures in here, and Prefect does not walk into it.
     """
 
-    __slots__ = ("ahead", "configs", "stages")
+    __slots__ = ("ahead", "configs", "stages", "token")
 
     def __init__(
         self, configs: dict[str, ForecastConfig], stages: dict[str, Stages], ahead: dict[str, Any] | None = None
     ) -> None:
         self.configs, self.stages, self.ahead = configs, stages, ahead
+        self.token = uuid.uuid4().hex
+
+    def __dask_tokenize__(self) -> str:
+        """What Dask hashes for the task's key: without it, Dask pickles the whole chunk to hash it (about 5 s of
+        the flow process's time over a 10,000-series run). Each chunk's task is its own."""
+        return self.token
 
 
 def stage_of_chunk_task(stage: str, series: ChunkSeries, digest: str | None = None) -> dict[str, SeriesResult]:

@@ -475,6 +475,7 @@ def test_chunks_keep_every_slot_busy_within_their_bounds() -> None:
 
     assert chunk_size(5, 2) == MIN_CHUNK_SERIES  # a few series: one chunk
     assert chunk_size(2_000, 2) == 250  # four chunks per slot
+    assert chunk_size(6_000, 2) == 750
     assert chunk_size(100_000, 2) == MAX_CHUNK_SERIES
     assert chunks(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
 
