@@ -86,7 +86,8 @@ def test_evaluate_s_vectorised_metrics_equal_error_metrics_per_split_step_and_mo
 
 
 def write_inputs(store: Store, number: int, n: int, config: ForecastConfig) -> dict[str, str]:
-    """One series' generate, normalize, window and predict outputs as evaluate reads them; their keys."""
+    """One series' generate, normalize, window and predict outputs as evaluate and predict read them; their
+    keys (the forecaster's model space is the model's)."""
     keys = {name: fingerprint(name, number) for name in ("series", "normalize", "window", "predictions", "model")}
     series = panel_series(number, n)
     bounds = split_bounds(n, config.train_fraction, config.validation_fraction)
@@ -94,7 +95,9 @@ def write_inputs(store: Store, number: int, n: int, config: ForecastConfig) -> d
     fit_stop = int(bounds["start"].iloc[-1])
     space = fit_model_space(series["y"].to_numpy(), fit_stop, "level")
     store.write_table("generate", keys["series"], series)
-    store.write_table("normalize", keys["normalize"], series, metadata=space.to_dict() | {"forecaster": {}})
+    store.write_table(
+        "normalize", keys["normalize"], series, metadata=space.to_dict() | {"forecaster": space.to_dict()}
+    )
     store.write_table("window", keys["window"], targets)
     store.write_table("predict", keys["predictions"], fake_predictions(series, targets, config.horizon, number))
     return keys
@@ -421,3 +424,48 @@ def test_outputs_written_as_one_table_make_the_same_pack_as_written_one_by_one(t
         pd.testing.assert_frame_equal(unbatched.read_table("predict", key), frame, check_exact=True)
     with pytest.raises(ValueError, match="4 outputs of 20 rows in all given 19 rows"):
         at_once.write_tables("predict", keys, pd.concat(list(frames.values()), ignore_index=True).iloc[1:], lengths)
+
+
+def test_predict_chunk_writes_the_tables_of_predict_run_per_series_and_a_series_missing_an_input_fails_alone(
+    tmp_path: Path,
+) -> None:
+    from lstm_forecast.tasks.stages.predict import predict, predict_chunk
+    from lstm_forecast.tasks.stages.train import build_model, save_models
+
+    config = ForecastConfig(
+        horizon=2, look_back=8, patch=2, units=4, train_fraction=0.8, validation_fraction=0.2, scope="global"
+    )
+    model_key = fingerprint("train", "untrained")
+    stores = {path: Store(tmp_path / path) for path in ("one-by-one", "chunk")}
+    work: dict[str, list] = {path: [] for path in stores}
+    for path, store in stores.items():
+        own = config.model_copy(update={"artifacts_dir": str(tmp_path / path)})
+        metadata = {"config": own.model_dump(mode="json"), "forecaster": {}}
+        store.write_model(model_key, save_models(build_model(own), build_model(own)), metadata)
+        for number, n in enumerate((80, 120, 97, 64)):
+            with store.batched():  # the chunk's inputs in packs, as a panel's earlier chunks write them
+                upstream = {k: v for k, v in write_inputs(store, number, n, own).items() if k != "predictions"}
+            if number == 2:
+                upstream["window"] = fingerprint("window", "never written")
+            work[path].append((own, upstream | {"model": model_key}, fingerprint("predict", number)))
+    one_by_one = []
+    for own, upstream, key in work["one-by-one"]:
+        try:
+            predict.fn(config=own, **upstream, key=key)
+            one_by_one.append(None)
+        except Exception as error:
+            one_by_one.append(error)
+    packs = tmp_path / "chunk" / "predict" / "packs"
+    before = set(packs.glob("*.parquet"))  # the inputs' fake predictions, not read here
+    with stores["chunk"].batched():  # as a chunk runs: its outputs written as one pack
+        chunked = predict_chunk(work["chunk"])
+    assert [error is None for error in chunked] == [error is None for error in one_by_one] == [True, True, False, True]
+    assert type(chunked[2]) is type(one_by_one[2]) is FileNotFoundError
+    assert len(set(packs.glob("*.parquet")) - before) == 1
+    for _, _, key in work["chunk"]:
+        if key == work["chunk"][2][2]:
+            continue
+        expected, written = (store.read_table("predict", key) for store in stores.values())
+        # one forward pass over every series' windows: float32 sums in other batches, the last digits may differ
+        pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-6)
+        assert list(written.columns) == ["ds", "y", "y_hat", "y_lo", "y_hi", "split", "step"]

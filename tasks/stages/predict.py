@@ -17,6 +17,7 @@ there is none), added on both sides of the forecast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.networks import load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
-from lstm_forecast.tasks.core.store import Store, by_store
+from lstm_forecast.tasks.core.store import ChunkColumns, Store, each_series_of_chunk
 
 
 def predict_rows(
@@ -192,17 +193,15 @@ PREDICT_INPUTS = {"series": ("generate", ("ds", "y")), "window": ("window", ("ro
 
 
 def series_to_predict(
-    store: Store,
-    upstream: dict[str, str],
-    width: int = 0,
-    read: dict[str, dict[str, dict[str, np.ndarray]]] | None = None,
+    store: Store, upstream: dict[str, str], own: ChunkColumns | None = None, width: int = 0
 ) -> SeriesToPredict:
-    """One series' data for predict, from its inputs' keys `upstream`; `width` feature channels read from its
-    normalize output. `read`: a chunk's columns of each input read at once (`Store.read_columns`)."""
-    own = {
-        name: store.read_own_columns(stage, upstream[name], columns, (read or {}).get(name, {}))
-        for name, (stage, columns) in PREDICT_INPUTS.items()
-    }
+    """One series' data for predict, from its inputs' keys `upstream`: its inputs' columns `own` (as a chunk
+    reads them; read here when None) and `width` feature channels read from its normalize output."""
+    if own is None:
+        own = {
+            name: store.read_own_columns(stage, upstream[name], columns, {})
+            for name, (stage, columns) in PREDICT_INPUTS.items()
+        }
     normalize = upstream["normalize"]
     return SeriesToPredict(
         pd.Series(own["series"]["ds"], name="ds"),
@@ -229,7 +228,8 @@ def log_predictions(config: ForecastConfig, widths: np.ndarray, forecast: np.nda
 def predict(config: ForecastConfig, series: str, normalize: str, window: str, model: str, key: str) -> str:
     """Forecast every window and the steps after the end; returns the predict key."""
     store = Store(config.artifacts_dir)
-    data = series_to_predict(store, {"series": series, "normalize": normalize, "window": window}, feature_width(config))
+    upstream = {"series": series, "normalize": normalize, "window": window}
+    data = series_to_predict(store, upstream, width=feature_width(config))
     x, x_next = data.inputs(config.look_back, config.patch)
     saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
     (z_hat,) = predict_many(saved.model, [saved.series_inputs(config.series_id, x)])
@@ -244,38 +244,27 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
     """`predict` of many series at once, each `(config, its inputs' keys, its key)`: their inputs read once per
     pack, one model call per model for all of them, and one table for all their predictions. Returns, per
     series, None or the error it failed with (it fails alone)."""
-    errors: list[Exception | None] = [None] * len(work)
-    prepared: dict[int, tuple[SeriesToPredict, np.ndarray, np.ndarray]] = {}
-    for root, indices in by_store(work).items():
-        store = Store(root)
-        read = {
-            name: store.read_columns(stage, [work[i][1][name] for i in indices], columns)
-            for name, (stage, columns) in PREDICT_INPUTS.items()
-        }
-        for index in indices:
-            config, upstream, _ = work[index]
-            try:
-                data = series_to_predict(store, upstream, feature_width(config), read)
-                prepared[index] = (data, *data.inputs(config.look_back, config.patch))
-            except Exception as error:  # reported per series: it fails alone
-                errors[index] = error
+    prepared: dict[str, tuple[SeriesToPredict, np.ndarray, np.ndarray]] = {}  # by the series' predict key
+
+    def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
+        data = series_to_predict(store, upstream, own, feature_width(config))
+        prepared[key] = (data, *data.inputs(config.look_back, config.patch))
+        return lambda: None  # predict logs once the model has run
+
+    errors = each_series_of_chunk(work, PREDICT_INPUTS, one)
     by_model: dict[tuple[str, str], list[int]] = {}
-    for index in prepared:
-        config, upstream, _ = work[index]
+    for index, (config, upstream, _) in enumerate(work):
+        if errors[index] is not None:
+            continue
         by_model.setdefault((config.artifacts_dir, upstream["model"]), []).append(index)
     logged = False
     for (root, model), indices in by_model.items():
         store = Store(root)
         try:
             saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
-            ids = [work[i][0].series_id for i in indices]
-            outputs = predict_many(
-                saved.model, [saved.series_inputs(s, prepared[i][1]) for s, i in zip(ids, indices, strict=True)]
-            )
-            ahead = predict_many(
-                forecaster.model,
-                [forecaster.series_inputs(s, prepared[i][2]) for s, i in zip(ids, indices, strict=True)],
-            )
+            series = [(work[i][0].series_id, prepared[work[i][2]]) for i in indices]
+            outputs = predict_many(saved.model, [saved.series_inputs(s, inputs) for s, (_, inputs, _) in series])
+            ahead = predict_many(forecaster.model, [forecaster.series_inputs(s, last) for s, (_, _, last) in series])
         except Exception as error:  # every series of this model fails
             for index in indices:
                 errors[index] = error
@@ -285,7 +274,7 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
         for index, z_hat, z_next in zip(indices, outputs, ahead, strict=True):
             config, _, key = work[index]
             try:
-                data = prepared[index][0]
+                data = prepared[key][0]
                 columns, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
             except Exception as error:  # reported per series: it fails alone
                 errors[index] = error
