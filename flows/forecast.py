@@ -4,6 +4,7 @@ task run of its own. No computation here."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -64,11 +65,24 @@ async def run_pipeline(config: ForecastConfig, on_cluster: bool = False, last_st
     return await future.state.aresult()  # raises the failed stage's error
 
 
+ARTIFACTS = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate", "plot": "plot"}
+
+
 def artifact_paths(store: Store, stages: dict[str, dict[str, str]]) -> dict[str, str]:
     """Where a pipeline run's outputs are (a panel's per-series tables: the pack holding them, rows `_key`)."""
-    outputs = {"series": "generate", "model": "train", "predictions": "predict", "metrics": "evaluate", "plot": "plot"}
-    found = {name: stages[stage]["key"] for name, stage in outputs.items() if stage in stages}
-    return {name: str(store.location(outputs[name], key)) for name, key in found.items()}
+    return many_artifact_paths(store, {None: stages})[None]
+
+
+def many_artifact_paths(store: Store, runs: dict[Any, dict[str, dict[str, str]]]) -> dict[Any, dict[str, str]]:
+    """`artifact_paths` of many runs (by series id), each stage's outputs looked up at once."""
+    where: dict[str, dict[str, Path]] = {
+        stage: store.locations(stage, [s[stage]["key"] for s in runs.values() if stage in s])
+        for stage in ARTIFACTS.values()
+    }
+    return {
+        run: {name: str(where[stage][s[stage]["key"]]) for name, stage in ARTIFACTS.items() if stage in s}
+        for run, s in runs.items()
+    }
 
 
 # Async although every stage is sync: an async flow run does not wait up to a second at exit

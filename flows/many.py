@@ -33,7 +33,7 @@ from lstm_forecast.flows.cluster import (
     runs_on_cluster,
     submit_in_turn,
 )
-from lstm_forecast.flows.forecast import DEFAULT_CONFIG, artifact_paths
+from lstm_forecast.flows.forecast import DEFAULT_CONFIG, many_artifact_paths
 from lstm_forecast.flows.plan import (
     NotStoredError,
     Outcomes,
@@ -403,6 +403,7 @@ async def forecast_many(
     failures = 0
     evaluated = {i: r["evaluate"]["key"] for i, r in results.items() if not isinstance(r, Exception)}
     tables = evaluate_tables(store, evaluated)
+    artifacts = many_artifact_paths(store, {i: r for i, r in results.items() if not isinstance(r, Exception)})
     for series_id in ids:
         result = results[series_id]
         if isinstance(result, Exception):
@@ -416,7 +417,7 @@ async def forecast_many(
         metrics_key = result["evaluate"]["key"]
         plot_key = result["plot"]["key"] if "plot" in result else ""
         outcomes.append(SeriesOutcome(series_id, tables[series_id], metrics_key, "", plot_key))
-        details[series_id] = {"status": "completed", "stages": result, "artifacts": artifact_paths(store, result)}
+        details[series_id] = {"status": "completed", "stages": result, "artifacts": artifacts[series_id]}
     completed = {i: d["stages"] for i, d in details.items() if d["status"] == "completed"}
     if completed and to_registry:
         evaluations = (

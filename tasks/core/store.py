@@ -757,10 +757,16 @@ class Store:
 
     def location(self, stage: str, key: str) -> Path:
         """The file (or model folder) that holds an output: its own, or the pack it was written in."""
-        path = self.path(stage, key)
-        if STAGE[stage].output != "table" or path.exists():
-            return path
-        return self._pack_of(self._packs_dir(stage), key) or path
+        return self.locations(stage, [key])[key]
+
+    def locations(self, stage: str, keys: list[str]) -> dict[str, Path]:
+        """`location` of many outputs of one stage: a table in a pack is found in the folder's index (its own
+        file, if it also has one, holds the same content: a key names it), the others by their own path."""
+        paths = {key: self.path(stage, key) for key in keys}
+        if STAGE[stage].output != "table":
+            return paths
+        folder = self._packs_dir(stage)
+        return {key: self._pack_of(folder, key) or path for key, path in paths.items()}
 
     # --- batches and packs ------------------------------------------------------
     @contextlib.contextmanager
