@@ -288,6 +288,22 @@ def each_series_of_chunk(work: ChunkWork, inputs: ChunkInputs, one: SeriesOfChun
     return errors
 
 
+class ChunkTables:
+    """A chunk's outputs of one table stage as columns (`Store.write_columns`), added series by series and
+    written as one table per store when the chunk's series are done."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.outputs: dict[Path, list[tuple[str, Mapping[str, np.ndarray], dict[str, Any] | None]]] = {}
+
+    def add(self, store: Store, key: str, columns: Mapping[str, np.ndarray], metadata: dict | None = None) -> None:
+        self.outputs.setdefault(store.root, []).append((key, columns, metadata))
+
+    def write(self, dtypes: Mapping[str, Any] | None = None) -> None:
+        for root, outputs in self.outputs.items():
+            Store(root).write_columns(self.stage, outputs, dtypes)
+
+
 def pack_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Many outputs of one stage as one table: their rows in order, column `_key` naming each row's output.
     Columns of strings are held as categoricals (named in `attrs["strings"]`): Parquet writes and reads

@@ -34,7 +34,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import read_model_space
-from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
 MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")
@@ -378,7 +378,7 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
     only; `ahead`: per series, its `statistical_part` when it was computed ahead (else None). Returns, per
     series, None or the error it failed with (it fails alone)."""
     computed = {key: part for (_, _, key), part in zip(work, ahead or [], strict=False) if part is not None}
-    scored: dict[str, list[tuple[str, dict[str, np.ndarray], dict[str, Any]]]] = {}  # store -> its series' tables
+    tables = ChunkTables("evaluate")
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         predicted = own["predictions"]
@@ -391,12 +391,11 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
             read_model_space(store, upstream["normalize"]).kind,
         )
         columns, metadata = score_series(config, data, computed.get(key))
-        scored.setdefault(config.artifacts_dir, []).append((key, columns, metadata))
+        tables.add(store, key, columns, metadata)
         return lambda: log_metrics(pd.DataFrame(columns), metadata)
 
     errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one)
-    for root, tables in scored.items():  # one table of the chunk's series, not a table each
-        Store(root).write_columns("evaluate", tables)
+    tables.write()  # one table of the chunk's series, not a table each
     return errors
 
 

@@ -31,7 +31,7 @@ from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.networks import load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
-from lstm_forecast.tasks.core.store import ChunkColumns, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, Store, each_series_of_chunk
 
 
 def predict_rows(
@@ -269,7 +269,7 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
             for index in indices:
                 errors[index] = error
             continue
-        done: list[tuple[str, dict[str, np.ndarray], None]] = []
+        tables = ChunkTables("predict")
         dtypes: set[Any] = set()
         for index, z_hat, z_next in zip(indices, outputs, ahead, strict=True):
             config, _, key = work[index]
@@ -279,14 +279,11 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
             except Exception as error:  # reported per series: it fails alone
                 errors[index] = error
                 continue
-            done.append((key, columns, None))
+            tables.add(store, key, columns)
             dtypes.add(data.ds.dtype)
             if not logged:
                 log_predictions(config, widths, forecast, calibration)
                 logged = True
-        if len(dtypes) == 1:  # one input's times: one table of the chunk's series, not a table each
-            store.write_columns("predict", done, {"ds": dtypes.pop()})
-        else:
-            for key, columns, _ in done:
-                store.write_table("predict", key, predictions_frame(columns, pd.Series(columns["ds"]).dtype))
+        # one table of the chunk's series, not a table each (their times' dtype: one input's)
+        tables.write({"ds": dtypes.pop()} if len(dtypes) == 1 else None)
     return errors

@@ -15,7 +15,7 @@ from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
-from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import origin_ranges, split_rows
 
 
@@ -54,14 +54,13 @@ def split_chunk(work: ChunkWork) -> list[Exception | None]:
     """`split` of many series at once, each `(config, its inputs' keys, its key)`: their times read once for
     the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
 
-    found: dict[str, list[tuple[str, dict[str, np.ndarray], None]]] = {}  # store -> its series' bounds
+    tables = ChunkTables("split")
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         columns = bound_columns(config, len(own["series"]["ds"]))
-        found.setdefault(config.artifacts_dir, []).append((key, columns, None))
+        tables.add(store, key, columns)
         return lambda: log_bounds(pd.DataFrame(columns))
 
     errors = each_series_of_chunk(work, {"series": ("generate", ("ds",))}, one)
-    for root, tables in found.items():  # one table of the chunk's series, not a table each
-        Store(root).write_columns("split", tables)
+    tables.write()  # one table of the chunk's series, not a table each
     return errors

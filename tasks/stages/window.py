@@ -23,7 +23,7 @@ from prefect import task
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import read_model_space
-from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import SPLIT_COLUMNS, window_target_columns, window_targets
 
 
@@ -59,18 +59,16 @@ def window_chunk(work: ChunkWork) -> list[Exception | None]:
     """`window` of many series at once, each `(config, its inputs' keys, its key)`: their times and splits
     read once for the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
 
-    found: dict[str, list[tuple[str, dict[str, np.ndarray], None]]] = {}  # store -> its series' origins
+    tables = ChunkTables("window")
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         offset = read_model_space(store, upstream["normalize"]).offset
         ds = own["series"]["ds"]
         padded = config.scope == "global"
         columns = window_target_columns(ds, own["split"], config.look_back, config.horizon, offset, padded)
-        found.setdefault(config.artifacts_dir, []).append((key, columns, None))
+        tables.add(store, key, columns)
         return lambda: log_targets(pd.DataFrame(columns))
 
-    inputs = {"series": ("generate", ("ds",)), "split": ("split", SPLIT_COLUMNS)}
-    errors = each_series_of_chunk(work, inputs, one)
-    for root, tables in found.items():  # one table of the chunk's series, not a table each
-        Store(root).write_columns("window", tables)
+    errors = each_series_of_chunk(work, {"series": ("generate", ("ds",)), "split": ("split", SPLIT_COLUMNS)}, one)
+    tables.write()  # one table of the chunk's series, not a table each
     return errors
