@@ -42,14 +42,14 @@ def stacked_metrics(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
     return stacked.reset_index(level=0)
 
 
-def test_metrics(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
+def wide_test_metrics(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
     """The pooled test metrics of the outcomes that have metrics, one row per series (`pooled_test_metrics`)."""
     return pooled_test_metrics(stacked_metrics(outcomes), ID)
 
 
 def series_summary(outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per series: status, test RMSE and MAE of each model (all steps pooled), the winner; `wide`:
-    the outcomes' `test_metrics` when they were computed already.
+    the outcomes' `wide_test_metrics` when they were computed already.
 
     Returns:
         columns `unique_id, status, winner, <model>_rmse…, <model>_mae…, baselines, error`; `winner` is
@@ -57,7 +57,7 @@ def series_summary(outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = No
         large panel scores the statistical ones on a sample); failed series have NaN metrics and their
         error.
     """
-    wide = test_metrics(outcomes) if wide is None else wide
+    wide = wide_test_metrics(outcomes) if wide is None else wide
     rmse = wide[[f"{model}_rmse" for model in MODELS if f"{model}_rmse" in wide]]
     winners = rmse.idxmin(axis=1, skipna=True).str.removesuffix("_rmse") if len(rmse.columns) else None
     columns = [ID, "status", "winner", *(f"{m}_{k}" for k in ("rmse", "mae") for m in MODELS), "error"]
@@ -90,9 +90,9 @@ def series_to_show(
 ) -> list[tuple[SeriesOutcome, str]]:
     """A handful of completed (and, with `plotted_only`, plotted) series to show in the UI, each with a
     label: the LSTM's best and worst by test MASE (half each), or every one when there are no more than
-    `count`. `wide`: `test_metrics` of the outcomes (or more) when they were computed already."""
+    `count`. `wide`: `wide_test_metrics` of the outcomes (or more) when they were computed already."""
     candidates = [o for o in outcomes if o.metrics is not None and (o.plot_key or not plotted_only)]
-    wide = test_metrics(candidates) if wide is None else wide
+    wide = wide_test_metrics(candidates) if wide is None else wide
     mase = wide["lstm_mase"] if "lstm_mase" in wide else pd.Series(float("nan"), index=wide.index)
     scored = [(float(mase.get(outcome.series_id, float("nan"))), outcome) for outcome in candidates]
     scored = sorted(((mase, o) for mase, o in scored if math.isfinite(mase)), key=lambda pair: pair[0])
@@ -106,7 +106,7 @@ def series_to_show(
 
 def plots_markdown(store: Store, outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = None) -> str:
     """Markdown of the chosen series' plots (thumbnails inline) and where every series' plot is; `wide`: the
-    outcomes' `test_metrics` when they were computed already."""
+    outcomes' `wide_test_metrics` when they were computed already."""
     shown = series_to_show(outcomes, wide=wide)
     parts = []
     for outcome, label in shown:
@@ -122,7 +122,7 @@ def plots_markdown(store: Store, outcomes: list[SeriesOutcome], wide: pd.DataFra
 
 async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[pd.DataFrame, str]:
     """Write the summary table to the store and as a Prefect table artifact; returns it and its path."""
-    wide = test_metrics(outcomes)  # once for the table and the plots shown (100,000 series: seconds each)
+    wide = wide_test_metrics(outcomes)  # once for the table and the plots shown (100,000 series: seconds each)
     summary = series_summary(outcomes, wide)
     path = store.write_summary(summary_key(outcomes), summary)
     failed = int((summary["status"] == "failed").sum())

@@ -112,10 +112,8 @@ def assemble_predictions(
     Returns:
         DataFrame `ds, y, y_hat, y_lo, y_hi, split, step`: per origin its steps, then the forecast rows.
     """
-    columns = prediction_columns(
-        series["ds"], series["y"].to_numpy(), targets["row"].to_numpy(), targets["split"].to_numpy(),
-        y_hat, forecast, widths, freq,
-    )  # fmt: skip
+    rows, splits = targets["row"].to_numpy(), targets["split"].to_numpy()
+    columns = prediction_columns(series["ds"], series["y"].to_numpy(), rows, splits, y_hat, forecast, widths, freq)
     return predictions_frame(columns, series["ds"].dtype)
 
 
@@ -179,9 +177,8 @@ class SeriesToPredict:
         y, rows = self.y, self.rows
         y_hat = self.space.decode(z_hat, y, rows)
         forecast = self.forecaster_space.decode(z_next, y, np.array([len(y)]))[0]
-        calibrated = self.splits == "validation"
-        calibration = "validation" if calibrated.any() else "train"
-        mask = calibrated if calibration == "validation" else self.splits == "train"
+        calibration = "validation" if (self.splits == "validation").any() else "train"
+        mask = self.splits == calibration
         truth = np.asarray(y, dtype="float64")[rows[mask][:, None] + np.arange(config.horizon)]
         widths = conformal_widths(truth, y_hat[mask], config.interval_level)
         columns = prediction_columns(self.ds, y, rows, self.splits, y_hat, forecast, widths, config.freq)
