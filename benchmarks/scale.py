@@ -41,6 +41,7 @@ from lstm_forecast.tasks.core.graph import STAGES
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import BIN, start_server, timed  # noqa: E402
 
+HORIZON = 13  # the panel's forecast steps (M4 Weekly's horizon)
 # Per series: the default preset (what a user gets), on 4,000 points.
 SETTINGS = ["--preset", "default"]
 
@@ -102,21 +103,27 @@ forecaster = MLForecast(
 )
 forecaster.fit(panel)
 forecast = forecaster.predict(13)
-print(f"{time.perf_counter() - started:.3f} {forecast['unique_id'].nunique()}")
+wall = time.perf_counter() - started
+forecast.rename(columns={"LGBMRegressor": "y_hat"}).to_parquet(sys.argv[2], index=False)
+print(f"{wall:.3f} {forecast['unique_id'].nunique()}")
 """
 
 
-def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> int:
+def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> tuple[int, dict[str, np.ndarray]]:
     """`count` crops of 150-250 points of the M4 Weekly train series that have 250 or more, in long
-    format with numeric time; returns the number of rows."""
+    format with numeric time; returns the number of rows and, for each crop its source continues by
+    `HORIZON` points or more, those next points (the truth its forecast is scored on)."""
     train = pd.read_parquet(data_dir / "train.parquet")
     sources = [g["y"].to_numpy() for _, g in train.groupby("unique_id", sort=True) if len(g) >= 250]
     rng = np.random.default_rng(seed)
     parts = []
+    futures = {}
     for number in range(count):
         source = sources[rng.integers(len(sources))]
         length = int(rng.integers(150, 251))
         start = int(rng.integers(0, len(source) - length + 1))
+        if start + length + HORIZON <= len(source):
+            futures[f"s{number:06d}"] = source[start + length :][:HORIZON]
         parts.append(
             pd.DataFrame(
                 {"unique_id": f"s{number:06d}", "ds": np.arange(length, dtype="float64"), "y": source[start:][:length]}
@@ -124,7 +131,38 @@ def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> int:
         )
     panel = pd.concat(parts, ignore_index=True)
     panel.to_parquet(path, index=False)
-    return len(panel)
+    return len(panel), futures
+
+
+def panel_accuracy(
+    panel: pd.DataFrame, futures: dict[str, np.ndarray], forecasts: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """sMAPE (%) and MASE (scaled by each crop's in-sample mean absolute one-step change, as M4 scores weekly
+    data) of each forecast table (`unique_id, ds, y_hat`) over the crops of `futures` (`HORIZON` true next
+    values each), with the naive forecast (the crop's last value) as a row of its own; a model missing a
+    crop's forecast is scored on the naive forecast there and the count says so."""
+    ids = sorted(futures)
+    history = panel.loc[panel["unique_id"].isin(futures)].sort_values(["unique_id", "ds"])
+    groups = dict(tuple(history.groupby("unique_id", sort=True)["y"]))
+    truth = np.stack([futures[i] for i in ids])
+    last = np.array([groups[i].to_numpy()[-1] for i in ids])
+    scale = np.array([np.mean(np.abs(np.diff(groups[i].to_numpy()))) for i in ids])
+    naive = np.repeat(last[:, None], HORIZON, axis=1)
+    rows = []
+    for name, table in {"naive": None, **forecasts}.items():
+        predicted, found = naive.copy(), len(ids)
+        if table is not None:
+            table = table.sort_values(["unique_id", "ds"])
+            by_id = {i: g.to_numpy() for i, g in table.groupby("unique_id", sort=False)["y_hat"] if len(g) == HORIZON}
+            found = 0
+            for row, series_id in enumerate(ids):
+                if series_id in by_id:
+                    predicted[row], found = by_id[series_id], found + 1
+        denominator = np.abs(truth) + np.abs(predicted)
+        ratio = np.divide(2 * np.abs(truth - predicted), denominator, out=np.zeros_like(truth), where=denominator > 0)
+        mase = np.mean(np.abs(truth - predicted), axis=1) / np.where(scale > 0, scale, np.nan)
+        rows.append((name, found, 100 * ratio.mean(), float(np.nanmean(mase))))
+    return pd.DataFrame(rows, columns=["model", "series", "smape", "mase"]).set_index("model")
 
 
 def stage_walls(url: str, flow_run_id: str) -> dict[str, float]:
@@ -167,7 +205,7 @@ def opponent_python(venv: Path) -> Path:
 def panel_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="lstm-forecast-panel-"))
     source = work / "panel.parquet"
-    rows = write_panel(source, args.panel, Path(args.data_dir))
+    rows, futures = write_panel(source, args.panel, Path(args.data_dir))
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base_env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     python = opponent_python(Path(args.opponent_venv))
@@ -177,7 +215,8 @@ def panel_main(args: argparse.Namespace) -> None:
     for attempt in range(args.opponent_runs):
         print(f"mlforecast + LightGBM ({attempt + 1} of {args.opponent_runs}) ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        done = subprocess.run([str(python), str(opponent), str(source)], capture_output=True, text=True)
+        opponent_command = [str(python), str(opponent), str(source), str(work / "opponent-forecast.parquet")]
+        done = subprocess.run(opponent_command, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"mlforecast failed: {done.stderr[-2000:]}")
         opponent_walls.append(time.perf_counter() - started)
@@ -187,7 +226,7 @@ def panel_main(args: argparse.Namespace) -> None:
     env = base_env | {"PREFECT_HOME": str(work / "home-client"), "PREFECT_API_URL": url}
     store = work / "store"
     command = [str(BIN / "lstm-forecast"), "run", "--input", str(source), "--artifacts-dir", str(store)]
-    command += ["--horizon", "13", "--workers", str(args.workers), "--json", *args.extra.split()]
+    command += ["--horizon", str(HORIZON), "--workers", str(args.workers), "--json", *args.extra.split()]
     try:
         print(f"lstm-forecast cold on {args.panel} series ...", file=sys.stderr, flush=True)
         started = time.time()
@@ -197,6 +236,7 @@ def panel_main(args: argparse.Namespace) -> None:
             write_timeline(url, cold["result"]["flow_run_id"], started, Path(args.timeline))
         print(f"cold: {cold['wall_s']:.1f} s, peak RSS {cold['rss_gb']:.2f} GB, stages {stages}", file=sys.stderr)
         files = {folder.name: sum(1 for p in folder.rglob("*") if p.is_file()) for folder in store.iterdir()}
+        forecast_table = pd.read_parquet(cold["result"]["forecasts"], columns=["unique_id", "ds", "y_hat"])
         print("lstm-forecast warm ...", file=sys.stderr, flush=True)
         warm = timed(command, env, work)
     finally:
@@ -231,6 +271,19 @@ def panel_main(args: argparse.Namespace) -> None:
             if stage != "train" and seconds > 0
         ),
     )
+    accuracy = panel_accuracy(
+        pd.read_parquet(source),
+        futures,
+        {
+            "lstm-forecast": forecast_table,
+            "mlforecast + LightGBM": pd.read_parquet(work / "opponent-forecast.parquet"),
+        },
+    )
+    print(
+        f"accuracy over the {len(futures)} crops whose source goes on for {HORIZON} points (the next {HORIZON} "
+        "as truth; MASE scaled by the crop's mean absolute step):"
+    )
+    print(accuracy.round(4).to_string())
     total = sum(files.values())
     print(
         f"files in the store: {total} ({total / args.panel * 100:.1f} per 100 series): "
