@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,6 +124,19 @@ def test_global_settings_see_four_horizons_in_a_dozen_lstm_steps_and_share_one_n
     assert shared["look_back"] == 52 and shared["patch"] == 4  # max(32, 4 x 13), 13 steps of 4
     three = global_settings(with_fields(base, ensemble=3), sized, [400, 800, 1200])
     assert three["look_back"] == 104 and three["patch"] == 4  # members read 52, 104 and 24
+
+
+def test_a_global_model_on_a_full_window_budget_trains_for_a_bounded_number_of_optimizer_steps() -> None:
+    from lstm_forecast.tasks.core.defaults import GLOBAL_OPTIMIZER_STEPS, GLOBAL_WINDOW_BUDGET, global_settings
+
+    base = with_fields(ForecastConfig(), horizon=13)
+    many = [with_fields(base, look_back=32, season_length=1, seasons=())] * 2000
+    shared = global_settings(base, many, [400] * 2000)  # 2,000 x 300 windows: the budget binds
+    steps = math.ceil(GLOBAL_WINDOW_BUDGET / shared["batch_size"])
+    assert shared["batch_size"] == 256 and shared["epochs"] == math.ceil(GLOBAL_OPTIMIZER_STEPS / steps) < 60
+    few = [with_fields(base, look_back=32, season_length=1, seasons=())] * 3
+    assert global_settings(base, few, [400, 800, 1200])["epochs"] == 60  # short epochs: the usual rule
+    assert global_settings(with_fields(base, epochs=40), many, [400] * 2000)["epochs"] == 40  # a user's own
 
 
 def test_auto_baselines_are_all_for_one_series_and_statistical_for_a_global_model() -> None:
