@@ -247,9 +247,10 @@ async def each_chunk(
     """Stage `stage` of every series of `configs`, one task per chunk (`chunk_size`): on the flow's Dask
     cluster when `parallel`, else one after another here. `ahead`: by id, what was computed ahead for it."""
     ids = list(configs)
-    # Models of their own take seconds per series and are a folder each, not rows of a pack: their chunks
-    # may be as small as one series, so that every worker trains.
-    least = 1 if STAGE[stage].output == "model" else MIN_CHUNK_SERIES
+    # Models of their own and plots take a second or more per series and are files of their own, not rows of
+    # a pack: their chunks may be as small as one series, so that every worker trains or draws (a global run
+    # plots the few series the UI shows).
+    least = 1 if STAGE[stage].output in ("model", "image") else MIN_CHUNK_SERIES
     parts = chunks(ids, chunk_size(len(ids), cluster_slots() if parallel else 1, least))
     progress = Progress(stage, len(ids))
     chunk_task = CHUNK_TASKS[stage]

@@ -222,10 +222,12 @@ def test_a_global_model_is_one_model_with_a_plot_per_series_and_one_registry_ent
 
 
 def test_a_global_run_shows_the_eight_stages_as_a_task_per_chunk_of_series(global_runs: GlobalRuns) -> None:
-    # Five series make one chunk: one task per stage; the bad series fails inside the generate chunk.
+    # Five series make one chunk: one task per stage, but a task per plot (a plot takes a second or more, so
+    # its chunks may be as small as one series); the bad series fails inside the generate chunk.
     runs = task_runs(global_runs.dask_json["flow_run_id"])
     names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
-    assert names == sorted([*STAGES, "register", "forecast-table"]) and not [r for r in runs if r.state.is_failed()]
+    expected = sorted([*STAGES, "plot", "plot", "plot", "register", "forecast-table"])
+    assert names == expected and not [r for r in runs if r.state.is_failed()]
     in_process = [r.name.rsplit("-", 1)[0] for r in task_runs(global_runs.sequential_json["flow_run_id"])]
     assert sorted(in_process) == names
     # one pack file per table stage, not one file per series
@@ -325,13 +327,13 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
     assert summary.set_index("unique_id").loc["flat", "status"] == "failed"
 
     # The Dask workers reported to the same Prefect server: every task run is in the flow run, one per stage
-    # and chunk of series (five series make one chunk; models of their own train in chunks as small as one
-    # series, so that both workers train); the bad series fails inside its chunk alone.
+    # and chunk of series (five series make one chunk; models of their own and plots come in chunks as small as
+    # one series, so that both workers train and draw); the bad series fails inside its chunk alone.
     runs = task_runs(dask_json["flow_run_id"])
     names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
-    assert names.count("train") == 4 and not [r for r in runs if r.state.is_failed()]
-    others = [stage for stage in STAGES if stage != "train"]
-    assert [name for name in names if name != "train"] == sorted([*others, "register", "forecast-table"])
+    assert names.count("train") == names.count("plot") == 4 and not [r for r in runs if r.state.is_failed()]
+    others = [stage for stage in STAGES if stage not in ("train", "plot")]
+    assert [name for name in names if name not in ("train", "plot")] == sorted([*others, "register", "forecast-table"])
     assert "lstm-forecast-series" in run_artifacts(dask_json["flow_run_id"])
 
     # Edit one series and add one: only those two are computed again; the others stay cached.

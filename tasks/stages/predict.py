@@ -29,7 +29,7 @@ from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.graph import stage_logger
-from lstm_forecast.tasks.core.networks import load_saved
+from lstm_forecast.tasks.core.networks import forward, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, Store, each_series_of_chunk
 
@@ -45,8 +45,7 @@ def predict_rows(
 ) -> np.ndarray:
     """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len), with
     its feature channels (n, F) when the model reads any."""
-    outputs = model.predict(space.inputs(scaled, rows, look_back, patch, features), batch_size=1024, verbose=0)
-    return np.asarray(outputs).reshape(len(rows), -1)
+    return forward(model, space.inputs(scaled, rows, look_back, patch, features)).reshape(len(rows), -1)
 
 
 def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndarray:
@@ -140,12 +139,9 @@ def predict_many(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """
     if not inputs:
         return []
-    outputs = np.asarray(model.predict(np.concatenate(inputs), batch_size=PREDICT_BATCH, verbose=0))
+    outputs = forward(model, np.concatenate(inputs))
     outputs = outputs.reshape(len(outputs), -1)
     return np.split(outputs, np.cumsum([len(x) for x in inputs])[:-1])
-
-
-PREDICT_BATCH = 4096  # windows per forward pass of a batched prediction
 
 
 @dataclass(frozen=True)
