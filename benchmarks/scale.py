@@ -14,9 +14,10 @@ Weekly train part (`--data-dir`, seeded), run cold and warm on the defaults with
 per stage (first task start to last task end, from the Prefect API), series/s, peak RSS, the files in
 the store, and mlforecast + LightGBM (lags 1-13 and 52, 300 trees) fitting and forecasting the same
 panel in the same sitting, as a ratio to the median of `--opponent-runs` runs (default 3: its time alone
-varied from 9.7 to 15.3 s on 10,000 series in one sitting). mlforecast runs from its own virtual environment
-(`--opponent-venv`, created on first use): its wheel installs a top-level `tests` package that would
-shadow this project's tests in `.venv`.
+varied from 9.7 to 15.3 s on 10,000 series in one sitting). Both forecasts are then scored on the crops
+whose source series goes on for 13 points (sMAPE, MASE; the naive forecast beside them). mlforecast runs
+from its own virtual environment (`--opponent-venv`, created on first use): its wheel installs a top-level
+`tests` package that would shadow this project's tests in `.venv`.
 
     .venv/bin/python benchmarks/scale.py --panel 10000 --workers 2
 """
