@@ -261,7 +261,7 @@ def test_recursive_forecast_in_level_space_feeds_absolute_values_back() -> None:
     class OneStepUp:
         """A stand-in network: "one unit above the window's level", one step at a time."""
 
-        def predict(self, windows: np.ndarray, batch_size: int = 0, verbose: int = 0) -> np.ndarray:
+        def __call__(self, windows: np.ndarray, training: bool = False) -> np.ndarray:
             return np.full((len(windows), 1), space.scaler.scale(1.0))
 
     saved = SavedModel("k" * 24, OneStepUp(), space, look_back=8, patch=1, horizon=1)
