@@ -5,6 +5,7 @@ folder, without Prefect."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,19 @@ def write_inputs(store: Store, number: int, n: int, config: ForecastConfig) -> d
     return keys
 
 
+def errors_one_by_one(stage_task: Any, work: list[tuple[ForecastConfig, dict, str]]) -> list[Exception | None]:
+    """A stage's task function run series by series on `(config, inputs' keys, key)`: None or each one's error,
+    as a chunk function reports them."""
+    errors: list[Exception | None] = []
+    for config, upstream, key in work:
+        try:
+            stage_task.fn(config=config, **upstream, key=key)
+            errors.append(None)
+        except Exception as error:
+            errors.append(error)
+    return errors
+
+
 def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_series_missing_an_input_fails_alone(
     tmp_path: Path,
 ) -> None:
@@ -122,13 +136,7 @@ def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_serie
                 upstream["window"] = fingerprint("window", "never written")
             work[path].append((config, upstream, fingerprint("evaluate", number)))
 
-    one_by_one = []
-    for config, upstream, key in work["one-by-one"]:
-        try:
-            evaluate.fn(config=config, **upstream, key=key)
-            one_by_one.append(None)
-        except Exception as error:
-            one_by_one.append(error)
+    one_by_one = errors_one_by_one(evaluate, work["one-by-one"])
     with stores["chunk"].batched():  # as a chunk runs: its outputs written as one pack
         chunked = evaluate_chunk(work["chunk"])
     # The statistical baselines computed before the model exists (as a global run does while its network
@@ -448,13 +456,7 @@ def test_predict_chunk_writes_the_tables_of_predict_run_per_series_and_a_series_
             if number == 2:
                 upstream["window"] = fingerprint("window", "never written")
             work[path].append((own, upstream | {"model": model_key}, fingerprint("predict", number)))
-    one_by_one = []
-    for own, upstream, key in work["one-by-one"]:
-        try:
-            predict.fn(config=own, **upstream, key=key)
-            one_by_one.append(None)
-        except Exception as error:
-            one_by_one.append(error)
+    one_by_one = errors_one_by_one(predict, work["one-by-one"])
     packs = tmp_path / "chunk" / "predict" / "packs"
     before = set(packs.glob("*.parquet"))  # the inputs' fake predictions, not read here
     with stores["chunk"].batched():  # as a chunk runs: its outputs written as one pack
