@@ -8,10 +8,11 @@
 
 Each series is written as a CSV (`ds, y`) to a temporary folder and run with the CLI's defaults plus
 `--extra`, in its own temporary artifact store (nothing is cached between series or benchmark runs).
-One table: exit code, the LSTM's test RMSE, every baseline's test RMSE (whatever `metrics.test`
-holds), LSTM / best baseline, LSTM / seasonal naive, wall seconds; then the geometric mean of
-LSTM / best baseline over the real series (the sine excluded) and on how many the LSTM loses to
-the seasonal-naive forecast. A series that fails shows its exit code and last stderr line.
+One table: exit code, the LSTM's test RMSE, the combined forecast's (half the LSTM, half the mean of
+AutoETS and AutoARIMA), every baseline's test RMSE (whatever else `metrics.test` holds), LSTM / best
+baseline, LSTM / seasonal naive, combined / best baseline, wall seconds; then, for the LSTM and for the
+combination, the geometric mean of it over the best baseline on the real series (the sine excluded) and
+on how many it loses to the seasonal-naive forecast. A series that fails shows its exit code and last stderr line.
 
 Prefect: the runs report to the server PREFECT_API_URL names; without one the script starts one
 `prefect server start` for all runs (wall times then leave out the few seconds a temporary
@@ -46,6 +47,7 @@ from benchmarks.datasets import DATASETS  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SINE = "sine"
+MODELS = ("lstm", "combined")  # the project's forecasts; every other model of `metrics.test` is a baseline
 
 
 # --- running the CLI (m4.py uses these too) ----------------------------------------------------------------------
@@ -171,21 +173,22 @@ class Row:
     points: int | None
     exit: int
     wall_s: float
-    rmse: dict[str, float]  # test RMSE per model: 'lstm' and every baseline the run scored
+    rmse: dict[str, float]  # test RMSE per model: 'lstm', 'combined' and every baseline the run scored
     error: str = ""
     frequency: str = ""
 
     @property
     def baselines(self) -> dict[str, float]:
-        return {name: value for name, value in self.rmse.items() if name != "lstm" and math.isfinite(value)}
+        return {name: value for name, value in self.rmse.items() if name not in MODELS and math.isfinite(value)}
 
     @property
     def best_baseline(self) -> str | None:
         return min(self.baselines, key=self.baselines.__getitem__) if self.baselines else None
 
-    def ratio(self, baseline: str | None) -> float:
-        lstm, base = self.rmse.get("lstm", math.nan), self.rmse.get(baseline or "", math.nan)
-        return lstm / base if base and math.isfinite(base) and math.isfinite(lstm) else math.nan
+    def ratio(self, baseline: str | None, model: str = "lstm") -> float:
+        """`model`'s test RMSE over `baseline`'s (NaN when either is missing)."""
+        ours, base = self.rmse.get(model, math.nan), self.rmse.get(baseline or "", math.nan)
+        return ours / base if base and math.isfinite(base) and math.isfinite(ours) else math.nan
 
 
 def run_series(name: str, folder: Path, extra: list[str], env: dict[str, str], timeout: float | None) -> Row:
@@ -237,43 +240,42 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_table(rows: list[Row]) -> None:
     baselines: list[str] = []
     for row in rows:
-        baselines += [name for name in row.rmse if name != "lstm" and name not in baselines]
+        baselines += [name for name in row.rmse if name not in MODELS and name not in baselines]
     baselines.sort(key=lambda name: (name != "seasonal_naive", name))
     width = max([6, *(len(row.series) for row in rows)]) + 2
     head = (
-        f"{'series':<{width}}{'freq':<12}{'points':>7}{'exit':>5}{'lstm':>11}"
+        f"{'series':<{width}}{'freq':<12}{'points':>7}{'exit':>5}{'lstm':>11}{'combined':>11}"
         + "".join(f"{name:>{max(len(name), 9) + 2}}" for name in baselines)
-        + f"{'best baseline':>16}{'lstm/best':>10}{'lstm/snaive':>12}{'wall s':>8}"
+        + f"{'best baseline':>16}{'lstm/best':>10}{'lstm/snaive':>12}{'comb/best':>10}{'wall s':>8}"
     )
     print(head)
     print("-" * len(head))
     for row in rows:
         print(
             f"{row.series:<{width}}{row.frequency:<12}{_fmt(row.points, 'd') if row.points else '-':>7}"
-            f"{row.exit:>5}{_fmt(row.rmse.get('lstm'), '.4g'):>11}"
+            f"{row.exit:>5}{_fmt(row.rmse.get('lstm'), '.4g'):>11}{_fmt(row.rmse.get('combined'), '.4g'):>11}"
             + "".join(f"{_fmt(row.rmse.get(name), '.4g'):>{max(len(name), 9) + 2}}" for name in baselines)
             + f"{row.best_baseline or '-':>16}{_fmt(row.ratio(row.best_baseline), '.3f'):>10}"
-            f"{_fmt(row.ratio('seasonal_naive'), '.3f'):>12}{row.wall_s:>8.0f}"
+            f"{_fmt(row.ratio('seasonal_naive'), '.3f'):>12}"
+            f"{_fmt(row.ratio(row.best_baseline, 'combined'), '.3f'):>10}{row.wall_s:>8.0f}"
         )
     print("-" * len(head))
     real = [row for row in rows if row.series != SINE]
-    ratios = [row.ratio(row.best_baseline) for row in real]
-    ratios = [value for value in ratios if math.isfinite(value) and value > 0]
-    scored = [row for row in real if math.isfinite(row.ratio("seasonal_naive"))]
-    worse = [row.series for row in scored if row.ratio("seasonal_naive") > 1]
-    failed = [row for row in rows if row.exit != 0 or "lstm" not in row.rmse]
-    if ratios:
+    for model, label in (("lstm", "LSTM"), ("combined", "combined (half LSTM, half AutoETS/AutoARIMA)")):
+        ratios = [row.ratio(row.best_baseline, model) for row in real]
+        ratios = [value for value in ratios if math.isfinite(value) and value > 0]
+        scored = [row for row in real if math.isfinite(row.ratio("seasonal_naive", model))]
+        worse = [row.series for row in scored if row.ratio("seasonal_naive", model) > 1]
+        if not ratios:
+            print(f"Geometric mean of {label} / best baseline: no real series scored it")
+            continue
         geomean = math.exp(sum(math.log(value) for value in ratios) / len(ratios))
         print(
-            f"Geometric mean of LSTM / best baseline over {len(ratios)} real series (sine excluded): {geomean:.3f}"
-            f"  ({'the LSTM loses on average' if geomean > 1 else 'the LSTM wins on average'})"
+            f"Geometric mean of {label} / best baseline over {len(ratios)} real series (sine excluded): "
+            f"{geomean:.3f}  ({'loses' if geomean > 1 else 'wins'} on average); worse than seasonal naive "
+            f"(test RMSE) on {len(worse)} of {len(scored)}" + (f": {', '.join(worse)}" if worse else "")
         )
-    else:
-        print("Geometric mean of LSTM / best baseline: no real series finished")
-    print(
-        f"LSTM worse than seasonal naive (test RMSE) on {len(worse)} of {len(scored)} real series"
-        + (f": {', '.join(worse)}" if worse else "")
-    )
+    failed = [row for row in rows if row.exit != 0 or "lstm" not in row.rmse]
     if failed:
         print(f"{len(failed)} run(s) failed:")
         for row in failed:
@@ -333,6 +335,7 @@ def main() -> None:
                 "best_baseline": row.best_baseline,
                 "lstm_over_best": row.ratio(row.best_baseline),
                 "lstm_over_seasonal_naive": row.ratio("seasonal_naive"),
+                "combined_over_best": row.ratio(row.best_baseline, "combined"),
             }
             for row in ordered
         ]

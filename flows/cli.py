@@ -104,7 +104,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 def verdict(test: dict[str, dict[str, float]]) -> str:
     """One plain sentence: does the LSTM beat every baseline on the test split (RMSE)?"""
-    baselines = {name: values["rmse"] for name, values in test.items() if name != "lstm"}
+    from lstm_forecast.tasks.stages.evaluate import BASELINES
+
+    baselines = {name: values["rmse"] for name, values in test.items() if name in BASELINES}
     best = min(baselines, key=baselines.__getitem__)
     lstm = test["lstm"]["rmse"]
     if lstm < baselines[best]:

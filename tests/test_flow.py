@@ -287,6 +287,6 @@ def test_backtest_reports_mean_and_spread_over_folds(
     summary = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"])
     lstm_rmse = summary[(summary["model"] == "lstm") & (summary["metric"] == "rmse")].iloc[0]
     assert lstm_rmse["folds"] == 2 and lstm_rmse["min"] <= lstm_rmse["mean"] <= lstm_rmse["max"]
-    assert set(summary["model"]) == {"lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima"}
+    assert set(summary["model"]) == {"lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima", "combined"}
     registry = pd.read_parquet(tmp_path / "store" / "registry.parquet")
     assert registry["status"].tolist() == ["champion"]  # the run on all the data; the folds never register

@@ -13,7 +13,12 @@ from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.space import fit_minmax
 from lstm_forecast.tasks.core.windows import split_bounds, window_inputs, window_targets
-from lstm_forecast.tasks.stages.evaluate import error_metrics, evaluate_predictions, naive_predictions
+from lstm_forecast.tasks.stages.evaluate import (
+    combined_predictions,
+    error_metrics,
+    evaluate_predictions,
+    naive_predictions,
+)
 from lstm_forecast.tasks.stages.generate import clean_series, synthetic_series
 from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.plot import draw_figure
@@ -150,6 +155,15 @@ def test_naive_baseline_and_evaluation_share_targets() -> None:
     assert lstm_test == pytest.approx(0.0, abs=1e-9)
     assert naive_test == pytest.approx(np.mean(np.abs(y[16:20] - y[15:19])))
     assert set(metrics["split"]) == {"train", "validation", "test"}
+
+
+def test_combined_forecast_is_half_lstm_half_the_statistical_mean_and_missing_where_one_is() -> None:
+    lstm = np.array([[2.0, 4.0], [6.0, 8.0]])
+    statistical = {"auto_ets": np.array([[0.0, 2.0], [np.nan, 4.0]]), "auto_arima": np.array([[2.0, 2.0], [2.0, 0.0]])}
+    combined = combined_predictions(lstm, statistical)
+    np.testing.assert_array_equal(combined, [[1.5, 3.0], [np.nan, 5.0]])
+    np.testing.assert_array_equal(combined_predictions(lstm, {"auto_ets": lstm + 2}), lstm + 1)
+    assert combined_predictions(lstm, {}) is None
 
 
 # --- cleaning the user's file -------------------------------------------------

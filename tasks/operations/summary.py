@@ -15,7 +15,7 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.operations.report import table_records
-from lstm_forecast.tasks.stages.evaluate import MODELS, pooled_test_metrics
+from lstm_forecast.tasks.stages.evaluate import BASELINES, MODELS, pooled_test_metrics
 
 ID = "unique_id"
 SHOWN_PLOTS = 4  # series whose plots a many-series run shows in the UI
@@ -72,7 +72,7 @@ def series_summary(outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = No
     for column in columns[3:-1]:
         summary[column] = found[column].to_numpy() if column in found else None
     summary["winner"] = winners.reindex(summary[ID]).fillna("").to_numpy() if winners is not None else ""
-    scored = pd.DataFrame({m: summary[f"{m}_rmse"].notna() for m in MODELS if m != "lstm"})
+    scored = pd.DataFrame({m: summary[f"{m}_rmse"].notna() for m in BASELINES})
     summary["baselines"] = [",".join(scored.columns[row]) for row in scored.to_numpy()]
     return summary.reindex(columns=[*columns[:-1], "baselines", "error"])
 

@@ -12,6 +12,9 @@ Baselines, each forecasting every window's `horizon` targets from the same origi
   filtered over the rest the same way (`tasks/baselines.py`); for horizons above 1 they
   forecast the test origins only.
 
+One combination is scored beside them where the statistical baselines were fitted: `combined`, half the
+LSTM's forecast and half the mean of AutoETS' and AutoARIMA's (`combined_predictions`).
+
 Metrics per split, model and step ahead (`step` 0 pools all steps): RMSE, MAE (series
 units), sMAPE (percent), MASE (MAE over the in-sample one-step naive MAE of the training
 part); for the LSTM also `coverage`, the share of targets inside its prediction interval.
@@ -37,7 +40,9 @@ from lstm_forecast.tasks.core.space import read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
-MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima")
+COMBINED = "combined"
+MODELS = ("lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima", COMBINED)
+BASELINES = tuple(name for name in MODELS if name not in ("lstm", COMBINED))
 
 
 def error_metrics(y: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> dict[str, float]:
@@ -102,6 +107,20 @@ def arima_predictions(
     return forecasts
 
 
+def combined_predictions(lstm: np.ndarray, statistical: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Half the LSTM's forecasts plus half the mean of the statistical ones (each the same shape as `lstm`);
+    NaN wherever one is missing, None when there is no statistical forecast.
+
+    A combination across model families with fixed weights, as the M4 competition's combinations and the
+    ES-RNN hybrid combine: weights fitted on a short series' few validation windows are mostly noise, and the
+    statistical models have seen the validation part. The LSTM keeps half whatever number of statistical
+    models was fitted (one is left out when all its fits fail).
+    """
+    if not statistical:
+        return None
+    return 0.5 * np.asarray(lstm, dtype="float64") + 0.5 * np.mean(np.stack(list(statistical.values())), axis=0)
+
+
 def evaluate_predictions(
     y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, baselines: dict[str, np.ndarray]
 ) -> pd.DataFrame:
@@ -112,7 +131,7 @@ def evaluate_predictions(
         targets: `row, split` of the window origins (m rows).
         predictions: `y, y_hat, y_lo, y_hi, split, step` (from `assemble_predictions`), m·horizon fitted rows
             first.
-        baselines: name -> (m, horizon) forecasts of the same targets.
+        baselines: name -> (m, horizon) forecasts of the same targets (the baselines and the combination).
     Returns:
         Long table `split, model, step, metric, value`; step 0 pools all steps.
     """
@@ -321,24 +340,28 @@ def statistical_part(config: ForecastConfig, y: np.ndarray, rows: np.ndarray, sp
 def score_series(
     config: ForecastConfig, data: SeriesToEvaluate, statistical: Statistical | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The evaluate table's columns of one series (the LSTM and the baselines `config` names) and its metadata;
-    `statistical`: its `statistical_part` when it was computed ahead."""
+    """The evaluate table's columns of one series (the LSTM, the baselines `config` names and, with statistical
+    baselines, their combination with the LSTM) and its metadata; `statistical`: its `statistical_part` when it
+    was computed ahead."""
     y, rows = data.y, data.rows
     fit_stop = int(rows[data.splits == "test"].min())  # the test split's first row
     season = config.season_length or detect_season(y[:fit_stop])
     order = config.arima_order or (2, int(data.kind in ("diff", "level")), 2)  # a unit root was found
-    baselines = {
+    others = {
         "naive": naive_predictions(y, rows, config.horizon),
         "seasonal_naive": seasonal_naive_predictions(y, rows, config.horizon, season),
     }
     if config.baselines in ("all", "auto"):
-        baselines["arima"] = arima_predictions(
+        others["arima"] = arima_predictions(
             y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop, order
         )
     forecasts, described = statistical if statistical is not None else statistical_part(config, y, rows, data.splits)
-    baselines.update(forecasts)
+    others.update(forecasts)
     horizon = len(data.fitted["y_hat"]) // len(rows)
-    metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, baselines)
+    combined = combined_predictions(np.asarray(data.fitted["y_hat"]).reshape(len(rows), horizon), forecasts)
+    if combined is not None:
+        others[COMBINED] = combined
+    metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, others)
     return metrics, {"season_length": season, "arima_order": list(order), "statistical_baselines": described}
 
 
