@@ -40,6 +40,7 @@ FIELD_FLAGS: dict[str, tuple[str, type | str]] = {
     "--season-length": ("season_length", int),
     "--baselines": ("baselines", str),
     "--baseline-sample": ("baseline_sample", int),
+    "--forecast-model": ("forecast_model", str),
     "--plots": ("plots", str),
     "--ensemble": ("ensemble", int),
     "--seasons": ("seasons", "seasons"),

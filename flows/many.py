@@ -429,7 +429,7 @@ async def forecast_many(
         register_models(config, evaluations)
     forecasts = None
     if completed and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
-        predictions = {s["predict"]["key"]: [i, s["train"]["key"]] for i, s in completed.items()}
+        predictions = {s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()}
         forecasts = publish_forecasts(config, predictions)
         await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
     if failures > LOGGED_FAILURES:

@@ -150,9 +150,9 @@ def test_evaluate_chunk_writes_the_tables_of_evaluate_run_per_series_and_a_serie
     doctored = Store(tmp_path / "doctored")  # the chunk scores what it is handed, not forecasts of its own
     with doctored.batched():
         write_inputs(doctored, 1, lengths[1], work["ahead"][1][0])
-        forecasts, described = ahead["1"]
+        forecasts, described, future = ahead["1"]
         config, upstream, key = work["ahead"][1]
-        handed = ({name: values + 1.0 for name, values in forecasts.items()}, described)
+        handed = ({name: values + 1.0 for name, values in forecasts.items()}, described, future)
         evaluate_chunk(
             [(config.model_copy(update={"artifacts_dir": str(tmp_path / "doctored")}), upstream, key)], [handed]
         )

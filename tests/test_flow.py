@@ -110,6 +110,24 @@ def test_a_second_identical_run_is_all_cached_writes_nothing_and_gives_the_same_
     assert {"lstm-forecast-metrics", "lstm-forecast-plot"} <= set(run_artifacts(again["flow_run_id"]))
 
 
+def test_a_combined_forecast_model_publishes_evaluate_s_combination_without_recomputing_a_stage(
+    two_runs: TwoRuns, smoke_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result, _ = run_cli(
+        capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store), "--forecast-model", "combined"
+    )
+    assert code == 0 and result is not None
+    assert set(result["stages"].values()) == {"cached"}
+    assert "combined" in result["metrics"]["test"] and result["metrics"]["test"]["combined"]["rmse"] > 0
+    combined = pd.read_parquet(result["artifacts"]["forecasts"])
+    lstm = pd.read_parquet(two_runs.first["artifacts"]["forecasts"])
+    expected = Store(smoke_store).read_table_metadata("evaluate", result["keys"]["evaluate"])["combined_forecast"]
+    assert combined["model"].tolist() == ["combined"] * len(lstm) and (lstm["model"] == "lstm").all()
+    np.testing.assert_allclose(combined["y_hat"], expected)
+    assert not np.allclose(combined["y_hat"], lstm["y_hat"])
+    np.testing.assert_allclose(combined["y_hi"] - combined["y_lo"], lstm["y_hi"] - lstm["y_lo"])
+
+
 def test_changing_epochs_reruns_train_and_what_follows_only(
     smoke_store: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

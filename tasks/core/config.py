@@ -230,6 +230,11 @@ class ForecastConfig(BaseModel):
         "AutoARIMA), 'statistical' (all but the fixed-order ARIMA), 'naive' (the two naive forecasts: "
         "seconds less per series); 'auto': 'all' for one series, 'statistical' for a global model's series.",
     )
+    forecast_model: Literal["lstm", "combined"] = Field(
+        "lstm",
+        description="The model of the run's forecast table: 'lstm', or 'combined' (half the LSTM, half the mean of "
+        "AutoETS and AutoARIMA; a series without statistical baselines keeps the LSTM's forecast).",
+    )
     baseline_sample: int = Field(
         100,
         ge=0,

@@ -30,6 +30,7 @@ from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
+from lstm_forecast.tasks.stages.evaluate import COMBINED
 from lstm_forecast.tasks.stages.generate import clean_series, future_rows, long_input, long_series, with_covariates
 from lstm_forecast.tasks.stages.predict import predict_many
 
@@ -234,20 +235,33 @@ def interval_widths(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_from_predictions(
-    stacked: pd.DataFrame, series_of_key: dict[str, tuple[str, str]], made_at: str
+    stacked: pd.DataFrame,
+    series_of_key: dict[str, tuple[str, str]],
+    made_at: str,
+    combined: dict[str, list[float]] | None = None,
 ) -> pd.DataFrame:
     """The forecast table of a run: its predict outputs' `forecast` rows (stacked by `Store.read_tables`,
-    column `_key`), each predict key naming its `(unique_id, model key)`."""
+    column `_key`), each predict key naming its `(unique_id, model key)`. `combined`: predict key -> the
+    combined forecast of its steps (evaluate's `combined_forecast`); those series' rows carry it, model
+    `combined`, with the LSTM's interval moved along with the forecast."""
     forecasts = stacked.loc[stacked["split"] == "forecast"]
     keys = forecasts[KEY_COLUMN].astype(str)
+    y_hat = forecasts["y_hat"].to_numpy("float64")
+    shift = np.zeros(len(forecasts))
+    model = np.full(len(forecasts), MODEL_NAME, dtype=object)
+    if combined:
+        steps = forecasts["step"].to_numpy()
+        for index in np.flatnonzero(keys.isin(list(combined)).to_numpy()):
+            shift[index] = combined[keys.iat[index]][steps[index] - 1] - y_hat[index]
+            model[index] = COMBINED
     rows = pd.DataFrame(
         {
             "unique_id": keys.map(lambda k: series_of_key[k][0]).to_numpy(),
             "ds": forecasts["ds"].to_numpy(),
-            "y_hat": forecasts["y_hat"].to_numpy(),
-            "y_lo": forecasts["y_lo"].to_numpy(),
-            "y_hi": forecasts["y_hi"].to_numpy(),
-            "model": MODEL_NAME,
+            "y_hat": y_hat + shift,
+            "y_lo": forecasts["y_lo"].to_numpy() + shift,
+            "y_hi": forecasts["y_hi"].to_numpy() + shift,
+            "model": model,
             "model_key": keys.map(lambda k: series_of_key[k][1]).to_numpy(),
             "made_at": made_at,
         }
@@ -513,15 +527,22 @@ def publish_table(store: Store, table: pd.DataFrame, key: str) -> Path:
 
 @task(name="forecast-table", result_serializer="json")
 def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]]) -> str:
-    """A run's forecast table from its predict outputs (predict key -> `[unique_id, model key]`), kept by
-    a key of those outputs: a cached run finds it and writes nothing. Returns its path."""
+    """A run's forecast table from its predict outputs (predict key -> `[unique_id, model key, evaluate key]`),
+    kept by a key of those outputs and `config.forecast_model`: a cached run finds it and writes nothing.
+    Returns its path."""
     store = Store(config.artifacts_dir)
-    key = fingerprint("forecast-table", sorted(predictions.items()))
+    key = fingerprint("forecast-table", sorted(predictions.items()), config.forecast_model)
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
     stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
-    return str(publish_table(store, table_from_predictions(stacked, series_of_key, utc_now()), key))
+    combined = None
+    if config.forecast_model == COMBINED:  # the series whose statistical baselines were fitted
+        found = {
+            k: store.read_table_metadata("evaluate", v[2]).get("combined_forecast") for k, v in predictions.items()
+        }
+        combined = {k: values for k, values in found.items() if values}
+    return str(publish_table(store, table_from_predictions(stacked, series_of_key, utc_now(), combined), key))
 
 
 @task(name="publish-forecasts", result_serializer="json")

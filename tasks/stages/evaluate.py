@@ -301,13 +301,15 @@ def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
 @dataclass(frozen=True)
 class SeriesToEvaluate:
     """One series' inputs to evaluate: its values, window origins (`row`, `split`), the fitted rows of its
-    predictions (`y`, `y_hat`, `y_lo`, `y_hi`, m·horizon each) and its model space's kind."""
+    predictions (`y`, `y_hat`, `y_lo`, `y_hi`, m·horizon each), its model space's kind and the LSTM's forecast
+    past the end of the data (horizon,)."""
 
     y: np.ndarray
     rows: np.ndarray
     splits: np.ndarray
     fitted: dict[str, np.ndarray]
     kind: str
+    future: np.ndarray
 
 
 def series_to_evaluate(y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, kind: str) -> SeriesToEvaluate:
@@ -318,11 +320,13 @@ def series_to_evaluate(y: np.ndarray, targets: pd.DataFrame, predictions: pd.Dat
         targets["split"].to_numpy(),
         {name: predictions[name].to_numpy()[fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
         kind,
+        predictions["y_hat"].to_numpy()[~fitted],
     )
 
 
-# The statistical baselines' forecasts of one series (name -> (len(rows), horizon)) and what each one fitted.
-Statistical = tuple[dict[str, np.ndarray], dict[str, str]]
+# The statistical baselines' forecasts of one series (name -> (len(rows), horizon)), what each one fitted, and
+# each one's forecast past the end of the data (name -> (horizon,)).
+Statistical = tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray]]
 
 
 def statistical_part(config: ForecastConfig, y: np.ndarray, rows: np.ndarray, splits: np.ndarray) -> Statistical:
@@ -330,11 +334,17 @@ def statistical_part(config: ForecastConfig, y: np.ndarray, rows: np.ndarray, sp
     its windows' first targets `rows` in splits `splits`. They read no model: a global run computes them while
     its network trains (`statistical_ahead`)."""
     if config.baselines not in ("all", "auto", "statistical"):
-        return {}, {}
+        return {}, {}, {}
     fit_stop = int(rows[splits == "test"].min())  # the test split's first row
     season = config.season_length or detect_season(y[:fit_stop])
     seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
-    return statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop)
+    origins = np.append(rows, len(y))  # and the origin past the end: the forecast a combination publishes
+    forecasts, described = statistical_forecasts(y, origins, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop)
+    return (
+        {name: values[:-1] for name, values in forecasts.items()},
+        described,
+        {name: values[-1] for name, values in forecasts.items()},
+    )
 
 
 def score_series(
@@ -355,14 +365,20 @@ def score_series(
         others["arima"] = arima_predictions(
             y, rows, config.horizon, max(0, fit_stop - config.arima_fit_points), fit_stop, order
         )
-    forecasts, described = statistical if statistical is not None else statistical_part(config, y, rows, data.splits)
+    forecasts, described, future = (
+        statistical if statistical is not None else statistical_part(config, y, rows, data.splits)
+    )
     others.update(forecasts)
     horizon = len(data.fitted["y_hat"]) // len(rows)
     combined = combined_predictions(np.asarray(data.fitted["y_hat"]).reshape(len(rows), horizon), forecasts)
+    metadata = {"season_length": season, "arima_order": list(order), "statistical_baselines": described}
     if combined is not None:
         others[COMBINED] = combined
+        ahead = combined_predictions(np.asarray(data.future, dtype="float64"), future)
+        if ahead is not None and np.isfinite(ahead).all():  # the forecast table's rows with --forecast-model combined
+            metadata["combined_forecast"] = [float(value) for value in ahead]
     metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, others)
-    return metrics, {"season_length": season, "arima_order": list(order), "statistical_baselines": described}
+    return metrics, metadata
 
 
 def log_metrics(metrics: pd.DataFrame, metadata: dict[str, Any]) -> None:
@@ -412,6 +428,7 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
             own["window"]["split"],
             {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
             read_model_space(store, upstream["normalize"]).kind,
+            predicted["y_hat"][~fitted],
         )
         columns, metadata = score_series(config, data, computed.get(key))
         tables.add(store, key, columns, metadata)
