@@ -13,14 +13,16 @@ train part of the chosen series is written as one long-format Parquet file and r
 
     lstm-forecast run --input train.parquet --horizon 13 --json --artifacts-dir STORE [EXTRA]
 
-(`--horizon 48` for hourly), which trains one global model across the series (`--extra "--scope local"`: one
-model per series) and forecasts the 13 steps after each series' end (the `forecast` rows of
-the predictions Parquet that `series.<id>.artifacts.predictions` in the JSON names: a pack of many
-series, whose rows `_key == series.<id>.keys.predict` are the series'). Those are scored
-against test.parquet: sMAPE, MASE (m = 1: scale = mean |x_t - x_(t-1)| over the series' whole train
-part), both averaged over the series, and OWA = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2 with
-this script's own Naive2 (for weekly data the plain naive forecast) on the same series. A series the
-pipeline fails on is listed and left out of the LSTM's row; a second row fills it with Naive2.
+(`--horizon 48` for hourly), which trains one global model across the series (`--extra "--scope local"`:
+one model per series) and forecasts the 13 steps after each series' end: the run's forecast table
+(`forecasts` in the JSON; with `--extra "--forecast-model combined"` the combination with AutoETS and
+AutoARIMA where those were fitted), or for a run without one the `forecast` rows of the predictions Parquet
+that `series.<id>.artifacts.predictions` names (a pack of many series, whose rows
+`_key == series.<id>.keys.predict` are the series'). Those are scored against test.parquet: sMAPE, MASE
+(m = 1: scale = mean |x_t - x_(t-1)| over the series' whole train part), both averaged over the series, and
+OWA = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2 with this script's own Naive2 (for weekly data the
+plain naive forecast) on the same series. A series the pipeline fails on is listed and left out of the
+LSTM's row; a second row fills it with Naive2.
 
 Also printed: wall time and peak RSS of the run (getrusage of the child processes), and whether the
 script's Naive2 reproduces the published sMAPE 9.161 / MASE 2.777 (only meaningful on all 359 series).
@@ -210,6 +212,15 @@ def read_predictions(path: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def published_forecasts(path: str | None) -> dict[str, np.ndarray]:
+    """Each series' `y_hat` in the run's forecast table (the model `--forecast-model` chose), by `ds`; {} without
+    one."""
+    if not path:
+        return {}
+    table = pd.read_parquet(path, columns=["unique_id", "ds", "y_hat"]).sort_values(["unique_id", "ds"], kind="stable")
+    return {str(i): part["y_hat"].to_numpy("float64") for i, part in table.groupby("unique_id", sort=False)}
+
+
 def read_forecast(path: str, key: str, expected_ds: np.ndarray, horizon: int = HORIZON) -> tuple[np.ndarray, str]:
     """The `horizon` `forecast` rows of a series' predictions (its own file, or its rows `_key == key` of the
     pack of many series that holds them), by step; and a note if their `ds` differ from the test's."""
@@ -380,6 +391,7 @@ def main() -> None:
                 peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
             wall = run.wall_s
             details = (run.result or {}).get("series", {})
+            published = published_forecasts((run.result or {}).get("forecasts"))
             lstm_forecasts: dict[str, np.ndarray] = {}
             for i in ids:
                 detail = details.get(i, {})
@@ -387,12 +399,17 @@ def main() -> None:
                     failed[i] = detail.get("error") or run.error or f"exit {run.exit}, no result"
                     continue
                 try:
-                    lstm_forecasts[i], note = read_forecast(
-                        detail["artifacts"]["predictions"],
-                        detail.get("keys", {}).get("predict", ""),
-                        expected_ds[i],
-                        horizon,
-                    )
+                    if i in published:
+                        lstm_forecasts[i], note = published[i], ""
+                        if len(published[i]) != horizon:
+                            raise ValueError(f"{len(published[i])} forecast rows, not {horizon}")
+                    else:
+                        lstm_forecasts[i], note = read_forecast(
+                            detail["artifacts"]["predictions"],
+                            detail.get("keys", {}).get("predict", ""),
+                            expected_ds[i],
+                            horizon,
+                        )
                 except (KeyError, OSError, ValueError) as error:
                     failed[i] = f"forecast unreadable: {error}"
                     continue
