@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lstm_forecast.flows.cli import verdict
 from lstm_forecast.tasks.core.graph import STAGES
 from tests.helpers import BIN, quiet_env
 
@@ -48,6 +49,14 @@ def test_a_run_prints_its_metrics_stages_and_a_plain_verdict(
     text = temporary_server_run.stdout
     assert "Metrics (every model forecasts the same targets" in text and "Stages: generate computed" in text
     assert "on the test split" in text  # the plain verdict: LSTM or the best baseline
+
+
+def test_the_verdict_names_the_combination_only_when_it_beats_every_model() -> None:
+    scores = {"lstm": {"rmse": 2.0}, "naive": {"rmse": 1.5}, "combined": {"rmse": 1.0}}
+    assert verdict(scores).startswith("A baseline beats the LSTM") and "--forecast-model combined" in verdict(scores)
+    scores["combined"]["rmse"] = 1.6
+    assert "naive RMSE 1.5000" in verdict(scores) and "combined" not in verdict(scores)
+    assert "combined" not in verdict({"lstm": {"rmse": 1.0}, "naive": {"rmse": 1.5}})
 
 
 def test_a_run_shows_training_progress_and_no_failed_log_delivery(
