@@ -101,14 +101,14 @@ def test_a_run_s_table_is_its_predict_outputs_forecast_rows() -> None:
         ["x", 3.0, 0.3, GLOBAL_KEY],
         ["y", 2.0, 0.5, LOCAL_KEY],
     ]
-    # --forecast-model combined: the series with a combined forecast carry it, the interval moved along with it
-    table = table_from_predictions(
-        predictions, {"p1": ("x", GLOBAL_KEY), "p2": ("y", LOCAL_KEY)}, "now", {"p1": [1, 2]}
-    )
+    # --forecast-model combined: the series with a combined forecast carry it, with its own interval
+    combined = {"p1": ([1.0, 2.0], [0.5, 0.75])}
+    table = table_from_predictions(predictions, {"p1": ("x", GLOBAL_KEY), "p2": ("y", LOCAL_KEY)}, "now", combined)
     assert table["model"].tolist() == ["combined", "combined", "lstm"]
     np.testing.assert_allclose(table["y_hat"], [1.0, 2.0, 0.5])
-    np.testing.assert_allclose(table["y_hi"] - table["y_lo"], [0.2, 0.2, 0.2])
-    np.testing.assert_allclose(table["y_lo"], [0.9, 1.9, 0.4])
+    np.testing.assert_allclose(table["y_lo"], [0.5, 1.25, 0.4])
+    np.testing.assert_allclose(table["y_hi"], [1.5, 2.75, 0.6])
+    assert predictions["y_hat"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]  # the predict outputs are left as they were
 
 
 def test_output_is_parquet_or_csv_by_its_suffix_and_nothing_else(tmp_path: Path) -> None:

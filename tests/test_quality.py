@@ -11,13 +11,14 @@ import pytest
 
 from lstm_forecast.tasks.core.config import build_config
 from lstm_forecast.tasks.core.defaults import detect_season
+from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.networks import load_model
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets, window_targets_matrix
 from lstm_forecast.tasks.stages import train as train_module
 from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
 from lstm_forecast.tasks.stages.normalize import scale_series
-from lstm_forecast.tasks.stages.predict import conformal_widths, forecast_all
+from lstm_forecast.tasks.stages.predict import forecast_all
 from lstm_forecast.tasks.stages.train import build_model, fit_model, inference_model, training_arrays
 
 

@@ -10,11 +10,14 @@ import pandas as pd
 import pytest
 
 from lstm_forecast.tasks.core.calendar import future_times
+from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.space import fit_minmax
 from lstm_forecast.tasks.core.windows import split_bounds, window_inputs, window_targets
 from lstm_forecast.tasks.stages.evaluate import (
+    SeriesToEvaluate,
     combined_predictions,
+    combined_widths,
     error_metrics,
     evaluate_predictions,
     naive_predictions,
@@ -164,6 +167,17 @@ def test_combined_forecast_is_half_lstm_half_the_statistical_mean_and_missing_wh
     np.testing.assert_array_equal(combined, [[1.5, 3.0], [np.nan, 5.0]])
     np.testing.assert_array_equal(combined_predictions(lstm, {"auto_ets": lstm + 2}), lstm + 1)
     assert combined_predictions(lstm, {}) is None
+
+
+def test_the_combined_interval_is_calibrated_on_the_combination_s_own_test_errors() -> None:
+    y = np.arange(30, dtype="float64")
+    rows = np.arange(10, 30)
+    splits = np.array(["train"] * 12 + ["validation"] * 3 + ["test"] * 5)
+    errors = np.array([[0.0], [0.0], [0.0], [0.0], [0.0]] * 3 + [[1.0], [-2.0], [3.0], [-4.0], [np.nan]])
+    combined = y[rows][:, None] + errors
+    data = SeriesToEvaluate(y, rows, splits, {}, "level", np.zeros(1))
+    config = ForecastConfig(interval_level=0.5)  # 4 scored test errors 1, 2, 3, 4: the 3rd smallest covers half
+    np.testing.assert_array_equal(combined_widths(config, data, combined), [3.0])
 
 
 # --- cleaning the user's file -------------------------------------------------

@@ -125,7 +125,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "model": "train",
         },
         ("season_length", "arima_order", "arima_fit_points", "baselines"),
-        version=5,
+        version=6,
         chunk=f"{_STAGES}.evaluate:evaluate_chunk",
         ahead=f"{_STAGES}.evaluate:statistical_ahead",
     ),

@@ -238,29 +238,31 @@ def table_from_predictions(
     stacked: pd.DataFrame,
     series_of_key: dict[str, tuple[str, str]],
     made_at: str,
-    combined: dict[str, list[float]] | None = None,
+    combined: dict[str, tuple[list[float], list[float]]] | None = None,
 ) -> pd.DataFrame:
     """The forecast table of a run: its predict outputs' `forecast` rows (stacked by `Store.read_tables`,
     column `_key`), each predict key naming its `(unique_id, model key)`. `combined`: predict key -> the
-    combined forecast of its steps (evaluate's `combined_forecast`); those series' rows carry it, model
-    `combined`, with the LSTM's interval moved along with the forecast."""
+    combined forecast of its steps and their interval half-widths (evaluate's `combined_forecast` and
+    `combined_widths`); those series' rows carry them, model `combined`."""
     forecasts = stacked.loc[stacked["split"] == "forecast"]
     keys = forecasts[KEY_COLUMN].astype(str)
-    y_hat = forecasts["y_hat"].to_numpy("float64")
-    shift = np.zeros(len(forecasts))
+    y_hat = forecasts["y_hat"].to_numpy("float64").copy()
+    y_lo, y_hi = forecasts["y_lo"].to_numpy("float64").copy(), forecasts["y_hi"].to_numpy("float64").copy()
     model = np.full(len(forecasts), MODEL_NAME, dtype=object)
     if combined:
         steps = forecasts["step"].to_numpy()
         for index in np.flatnonzero(keys.isin(list(combined)).to_numpy()):
-            shift[index] = combined[keys.iat[index]][steps[index] - 1] - y_hat[index]
+            values, widths = combined[keys.iat[index]]
+            y_hat[index] = values[steps[index] - 1]
+            y_lo[index], y_hi[index] = y_hat[index] - widths[steps[index] - 1], y_hat[index] + widths[steps[index] - 1]
             model[index] = COMBINED
     rows = pd.DataFrame(
         {
             "unique_id": keys.map(lambda k: series_of_key[k][0]).to_numpy(),
             "ds": forecasts["ds"].to_numpy(),
-            "y_hat": y_hat + shift,
-            "y_lo": forecasts["y_lo"].to_numpy() + shift,
-            "y_hi": forecasts["y_hi"].to_numpy() + shift,
+            "y_hat": y_hat,
+            "y_lo": y_lo,
+            "y_hi": y_hi,
             "model": model,
             "model_key": keys.map(lambda k: series_of_key[k][1]).to_numpy(),
             "made_at": made_at,
@@ -538,10 +540,12 @@ def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]])
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
     combined = None
     if config.forecast_model == COMBINED:  # the series whose statistical baselines were fitted
-        found = {
-            k: store.read_table_metadata("evaluate", v[2]).get("combined_forecast") for k, v in predictions.items()
+        found = {k: store.read_table_metadata("evaluate", v[2]) for k, v in predictions.items()}
+        combined = {
+            k: (meta["combined_forecast"], meta["combined_widths"])
+            for k, meta in found.items()
+            if meta.get("combined_forecast")
         }
-        combined = {k: values for k, values in found.items() if values}
     return str(publish_table(store, table_from_predictions(stacked, series_of_key, utc_now(), combined), key))
 
 

@@ -36,6 +36,7 @@ from lstm_forecast.tasks.core.baselines import statistical_forecasts
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.space import read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 
@@ -377,8 +378,20 @@ def score_series(
         ahead = combined_predictions(np.asarray(data.future, dtype="float64"), future)
         if ahead is not None and np.isfinite(ahead).all():  # the forecast table's rows with --forecast-model combined
             metadata["combined_forecast"] = [float(value) for value in ahead]
+            metadata["combined_widths"] = [float(value) for value in combined_widths(config, data, combined)]
     metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, others)
     return metrics, metadata
+
+
+def combined_widths(config: ForecastConfig, data: SeriesToEvaluate, combined: np.ndarray) -> np.ndarray:
+    """Split-conformal half-widths (horizon,) of the combined forecast (m, horizon), from its errors on the test
+    split: the one part of the data neither the network nor the statistical models were fitted on. Its published
+    interval is then calibrated for it, not borrowed from the LSTM's."""
+    horizon = combined.shape[1]
+    test = np.flatnonzero(data.splits == "test")
+    test = test[np.isfinite(combined[test]).all(axis=1)]
+    truth = np.asarray(data.y, dtype="float64")[data.rows[test][:, None] + np.arange(horizon)]
+    return conformal_widths(truth, combined[test], config.interval_level)
 
 
 def log_metrics(metrics: pd.DataFrame, metadata: dict[str, Any]) -> None:

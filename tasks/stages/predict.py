@@ -29,6 +29,7 @@ from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.graph import stage_logger
+from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.networks import forward, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, Store, each_series_of_chunk
@@ -46,14 +47,6 @@ def predict_rows(
     """Model-space forecasts (len(rows), horizon) for origin rows of a model-space series (rows <= len), with
     its feature channels (n, F) when the model reads any."""
     return forward(model, space.inputs(scaled, rows, look_back, patch, features)).reshape(len(rows), -1)
-
-
-def conformal_widths(y_true: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndarray:
-    """Half-widths (horizon,) covering `level` of the absolute errors (m, horizon), finite-sample corrected."""
-    errors = np.abs(np.asarray(y_true) - np.asarray(y_hat))
-    count = len(errors)
-    quantile = min(1.0, np.ceil((count + 1) * level) / count)
-    return np.quantile(errors, quantile, axis=0, method="inverted_cdf")  # the k-th smallest error
 
 
 def prediction_columns(
