@@ -270,6 +270,19 @@ def test_predict_forecasts_every_series_of_a_global_champion_in_one_table_as_the
     assert unknown.returncode == 2 and "'nope'" in unknown.stderr
 
 
+def test_a_global_run_publishes_the_combination_of_every_series_whose_statistical_baselines_it_scored(
+    global_runs: GlobalRuns,
+) -> None:
+    # the statistical baselines of a global run are computed on the workers while the network trains
+    shutil.copytree(global_runs.folder / "dask", global_runs.folder / "combined")
+    result, output = global_runs.run("combined", "--workers", "2", "--forecast-model", "combined")
+    assert result.returncode == 1, result.stderr[-3000:]  # the constant series still fails alone
+    table = pd.read_parquet(output["forecasts"]).set_index(["unique_id", "ds"])
+    lstm = pd.read_parquet(global_runs.dask_json["forecasts"]).set_index(["unique_id", "ds"]).loc[table.index]
+    assert sorted(set(table.index.get_level_values(0))) == list(GOOD) and (table["model"] == "combined").all()
+    assert not np.allclose(table["y_hat"], lstm["y_hat"]) and (table["y_lo"] < table["y_hi"]).all()
+
+
 def test_editing_one_series_recomputes_its_stages_and_the_network_and_reuses_the_others(
     global_runs: GlobalRuns, prefect_server: str
 ) -> None:
