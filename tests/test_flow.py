@@ -110,14 +110,15 @@ def test_a_second_identical_run_is_all_cached_writes_nothing_and_gives_the_same_
     assert {"lstm-forecast-metrics", "lstm-forecast-plot"} <= set(run_artifacts(again["flow_run_id"]))
 
 
-def test_a_combined_forecast_model_publishes_evaluate_s_combination_without_recomputing_a_stage(
+def test_a_combined_forecast_model_publishes_evaluate_s_combination_recomputing_evaluate_alone(
     two_runs: TwoRuns, smoke_store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, result, _ = run_cli(
         capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store), "--forecast-model", "combined"
     )
     assert code == 0 and result is not None
-    assert set(result["stages"].values()) == {"cached"}
+    # evaluate alone runs again: it refits the statistical models on every row for the published forecast
+    assert {stage for stage, status in result["stages"].items() if status != "cached"} == {"evaluate"}
     assert "combined" in result["metrics"]["test"] and result["metrics"]["test"]["combined"]["rmse"] > 0
     combined = pd.read_parquet(result["artifacts"]["forecasts"])
     lstm = pd.read_parquet(two_runs.first["artifacts"]["forecasts"])

@@ -124,7 +124,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "predictions": "predict",
             "model": "train",
         },
-        ("season_length", "arima_order", "arima_fit_points", "baselines"),
+        ("season_length", "arima_order", "arima_fit_points", "baselines", "forecast_model"),
         version=6,
         chunk=f"{_STAGES}.evaluate:evaluate_chunk",
         ahead=f"{_STAGES}.evaluate:statistical_ahead",
