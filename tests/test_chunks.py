@@ -266,13 +266,7 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
                 with stores[path].batched():
                     errors = chunk_function(work)
             else:
-                errors = []
-                for config, upstream, key in work:
-                    try:
-                        task_function.fn(config=config, **upstream, key=key)
-                        errors.append(None)
-                    except Exception as error:
-                        errors.append(error)
+                errors = errors_one_by_one(task_function, work)
             failed[path] |= {name: str(error) for name, error in zip(going, errors, strict=True) if error}
     assert failed["chunk"] == failed["one-by-one"] and list(failed["chunk"]) == ["too short"]
     assert "too few" in failed["chunk"]["too short"]
