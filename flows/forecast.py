@@ -102,7 +102,7 @@ async def forecast(config: ForecastConfig = DEFAULT_CONFIG) -> dict[str, Any]:
     register_models(config, {stages["train"]["key"]: [stages["evaluate"]["key"]]})
     label = series_label(config.model_dump())
     forecasts = publish_forecasts(
-        config, {stages["predict"]["key"]: [label, stages["train"]["key"], stages["evaluate"]["key"]]}
+        config, {stages["predict"]["key"]: [label, stages["train"]["key"], stages["evaluate"]["key"]]}, False
     )
     await publish_run(store, stages["evaluate"]["key"], stages["plot"]["key"], stages["train"]["key"])
     await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")

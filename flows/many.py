@@ -430,7 +430,7 @@ async def forecast_many(
     forecasts = None
     if completed and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
         predictions = {s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()}
-        forecasts = publish_forecasts(config, predictions)
+        forecasts = publish_forecasts(config, predictions, scope == "global")
         await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
     if failures > LOGGED_FAILURES:
         logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)

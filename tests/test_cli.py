@@ -49,6 +49,7 @@ def test_a_run_prints_its_metrics_stages_and_a_plain_verdict(
     text = temporary_server_run.stdout
     assert "Metrics (every model forecasts the same targets" in text and "Stages: generate computed" in text
     assert "on the test split" in text  # the plain verdict: LSTM or the best baseline
+    assert "The forecast table carries half the LSTM" in text  # a single series publishes the combination
 
 
 def test_the_verdict_names_the_combination_only_when_it_beats_every_model() -> None:
@@ -57,6 +58,13 @@ def test_the_verdict_names_the_combination_only_when_it_beats_every_model() -> N
     scores["combined"]["rmse"] = 1.6
     assert "naive RMSE 1.5000" in verdict(scores) and "combined" not in verdict(scores)
     assert "combined" not in verdict({"lstm": {"rmse": 1.0}, "naive": {"rmse": 1.5}})
+
+
+def test_the_verdict_says_when_the_forecast_table_carries_the_combination() -> None:
+    scores = {"lstm": {"rmse": 1.0}, "naive": {"rmse": 1.5}, "combined": {"rmse": 1.2}}
+    said = verdict(scores, "combined")
+    assert said.startswith("The LSTM wins") and "carries half the LSTM" in said and "RMSE 1.2000" in said
+    assert "--forecast-model lstm" in said and "carries" not in verdict(scores, "lstm")
 
 
 def test_a_run_shows_training_progress_and_no_failed_log_delivery(

@@ -150,6 +150,21 @@ def test_auto_baselines_are_all_for_one_series_and_statistical_for_a_global_mode
     assert global_settings(ForecastConfig(baselines="all"), sized, [400, 800])["baselines"] == "all"
 
 
+
+def test_auto_publishes_the_combination_for_a_network_of_one_series_without_covariates_or_holidays() -> None:
+    from lstm_forecast.tasks.core.defaults import global_settings
+
+    times, y = pd.Series(np.arange(500.0)), np.sin(np.arange(500) / 7.0) + np.arange(500) * 0.01
+    assert adapt_config(ForecastConfig(), times, y).forecast_model == "combined"
+    assert adapt_config(ForecastConfig(forecast_model="lstm"), times, y).forecast_model == "lstm"
+    assert adapt_config(ForecastConfig(past_columns=("price",)), times, y).forecast_model == "lstm"
+    dates = pd.Series(pd.date_range("2020-01-01", periods=500, freq="D"))
+    assert adapt_config(ForecastConfig(holidays="US"), dates, y).forecast_model == "lstm"
+    sized = [with_fields(ForecastConfig(), look_back=32, season_length=1, seasons=())] * 2
+    assert global_settings(ForecastConfig(), sized, [400, 800])["forecast_model"] == "lstm"
+    assert global_settings(ForecastConfig(forecast_model="combined"), sized, [400, 800])["forecast_model"] == "combined"
+
+
 def hourly_like(n: int = 1200, seed: int = 0) -> np.ndarray:
     """Numeric-time hourly-like values: a daily cycle, quieter weekends (a weekly cycle), a trend and noise."""
     t = np.arange(n)

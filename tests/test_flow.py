@@ -110,25 +110,30 @@ def test_a_second_identical_run_is_all_cached_writes_nothing_and_gives_the_same_
     assert {"lstm-forecast-metrics", "lstm-forecast-plot"} <= set(run_artifacts(again["flow_run_id"]))
 
 
-def test_a_combined_forecast_model_publishes_evaluate_s_combination_recomputing_evaluate_alone(
+def test_a_single_series_publishes_the_combination_and_forecast_model_lstm_the_network_alone(
     two_runs: TwoRuns, smoke_store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, result, _ = run_cli(
-        capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store), "--forecast-model", "combined"
-    )
-    assert code == 0 and result is not None
-    # evaluate alone runs again: it refits the statistical models on every row for the published forecast
-    assert {stage for stage, status in result["stages"].items() if status != "cached"} == {"evaluate"}
-    assert "combined" in result["metrics"]["test"] and result["metrics"]["test"]["combined"]["rmse"] > 0
-    combined = pd.read_parquet(result["artifacts"]["forecasts"])
-    lstm = pd.read_parquet(two_runs.first["artifacts"]["forecasts"])
-    metadata = Store(smoke_store).read_table_metadata("evaluate", result["keys"]["evaluate"])
-    assert combined["model"].tolist() == ["combined"] * len(lstm) and (lstm["model"] == "lstm").all()
+    first = two_runs.first
+    assert "combined" in first["metrics"]["test"] and first["metrics"]["test"]["combined"]["rmse"] > 0
+    combined = pd.read_parquet(first["artifacts"]["forecasts"])
+    metadata = Store(smoke_store).read_table_metadata("evaluate", first["keys"]["evaluate"])
     np.testing.assert_allclose(combined["y_hat"], metadata["combined_forecast"])
-    assert not np.allclose(combined["y_hat"], lstm["y_hat"])
     # its interval is calibrated on its own test errors (evaluate's `combined_widths`), not borrowed from the LSTM
     np.testing.assert_allclose(combined["y_hi"] - combined["y_hat"], metadata["combined_widths"])
     assert (combined["y_hi"] - combined["y_lo"] > 0).all()
+
+    code, result, _ = run_cli(
+        capsys, "--preset", "smoke", "--artifacts-dir", str(smoke_store), "--forecast-model", "lstm"
+    )
+    assert code == 0 and result is not None
+    # evaluate alone runs again: without the combination it fits the statistical models before the test split only
+    assert {stage for stage, status in result["stages"].items() if status != "cached"} == {"evaluate"}
+    assert result["metrics"]["test"] == first["metrics"]["test"]  # the same models scored on the same targets
+    lstm = pd.read_parquet(result["artifacts"]["forecasts"])
+    assert combined["model"].tolist() == ["combined"] * len(lstm) and (lstm["model"] == "lstm").all()
+    predictions = pd.read_parquet(result["artifacts"]["predictions"])
+    np.testing.assert_allclose(lstm["y_hat"], predictions.loc[predictions["split"] == "forecast", "y_hat"])
+    assert not np.allclose(combined["y_hat"], lstm["y_hat"])
 
 
 def test_changing_epochs_reruns_train_and_what_follows_only(

@@ -18,6 +18,7 @@ from lstm_forecast.tasks.operations.ahead import (
     forecast_table,
     interval_widths,
     models_by_series,
+    published_combined,
     series_label,
     table_from_predictions,
 )
@@ -79,7 +80,35 @@ def test_the_table_has_nixtla_s_columns_and_intervals_only_where_calibrated() ->
     assert tuple(table.columns) == FORECAST_COLUMNS == (*nixtla, "model_key", "made_at")
     assert table["y_lo"].tolist()[:2] == [0.5, 1.75] and np.isnan(table["y_hi"].iloc[2])  # past the model's horizon
     assert (table["model"] == "lstm").all()
-    assert interval_widths(table).equals(widths)  # what a run keeps is what a later predict reads back
+    kept = interval_widths(table)  # what a run keeps is what a later predict reads back, with the model named
+    assert kept.drop(columns="model").equals(widths) and (kept["model"] == "lstm").all()
+    assert published_combined(kept) == set() and published_combined(None) == set()
+
+
+def test_a_series_published_combined_gets_the_combination_s_interval_and_the_lstm_its_own() -> None:
+    rows = pd.DataFrame(
+        {
+            "unique_id": ["x", "x", "y"],
+            "ds": [10.0, 11.0, 10.0],
+            "step": [1, 2, 1],
+            "y_hat": [1.0, 2.0, 3.0],
+            "model": ["combined", "combined", "lstm"],
+            "model_key": GLOBAL_KEY,
+        }
+    )
+    widths = pd.DataFrame(
+        {
+            "unique_id": ["x", "x", "x", "y"],
+            "model_key": GLOBAL_KEY,
+            "model": ["lstm", "combined", "combined", "lstm"],
+            "step": [1, 1, 2, 1],
+            "half_width": [9.0, 0.5, 0.25, 1.0],
+        }
+    )
+    table = forecast_table(rows, widths, "now")
+    assert table["model"].tolist() == ["combined", "combined", "lstm"]
+    np.testing.assert_allclose(table["y_hi"] - table["y_hat"], [0.5, 0.25, 1.0])
+    assert published_combined(widths) == {"x"}
 
 
 def test_a_run_s_table_is_its_predict_outputs_forecast_rows() -> None:

@@ -332,7 +332,10 @@ def test_four_series_on_two_dask_workers_equal_the_sequential_run_and_a_bad_seri
         cli.main(["predict", "--horizon", "1", "--artifacts-dir", str(tmp_path / "dask"), "--output", str(output)]) == 0
     )
     predicted = pd.read_parquet(output).set_index("unique_id").loc[table["unique_id"]]
+    # networks of one series each publish the combination; predict refits the statistical models alike
+    assert (table["model"] == "combined").all() and (predicted["model"] == "combined").all()
     np.testing.assert_allclose(predicted["y_hat"], table["y_hat"], rtol=1e-6)
+    np.testing.assert_allclose(predicted["y_hi"], table["y_hi"], rtol=1e-6)
     assert predicted["model_key"].tolist() == table["model_key"].tolist()
 
     summary = pd.read_parquet(dask_json["summary"])

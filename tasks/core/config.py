@@ -230,10 +230,11 @@ class ForecastConfig(BaseModel):
         "AutoARIMA), 'statistical' (all but the fixed-order ARIMA), 'naive' (the two naive forecasts: "
         "seconds less per series); 'auto': 'all' for one series, 'statistical' for a global model's series.",
     )
-    forecast_model: Literal["lstm", "combined"] = Field(
-        "lstm",
+    forecast_model: Literal["auto", "lstm", "combined"] = Field(
+        "auto",
         description="The model of the run's forecast table: 'lstm', or 'combined' (half the LSTM, half the mean of "
-        "AutoETS and AutoARIMA; a series without statistical baselines keeps the LSTM's forecast).",
+        "AutoETS and AutoARIMA; a series without statistical baselines keeps the LSTM's forecast); 'auto': "
+        "'combined' for a series with its own network, unless it reads covariates or holidays, else 'lstm'.",
     )
     baseline_sample: int = Field(
         100,

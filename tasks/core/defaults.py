@@ -36,6 +36,8 @@ stages' keys and the model's metadata.
 - `ensemble`: 5 networks averaged when there are fewer than 2,000 training windows, else 1.
 - `patience`: 5 epochs, or about 100 optimizer steps when epochs are short.
 - `validation_fraction`: raised when the validation tail would hold fewer than `horizon` + 2 rows.
+- `forecast_model`: 'auto' is the combination with AutoETS and AutoARIMA for a series with its own network
+  and no covariates or holidays, the LSTM alone otherwise (`published_model`).
 - `calendar`: a model that forecasts more than one step reads its position in each season in use (for a
   global model: in each season that at least half of the series confirm).
 """
@@ -50,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast.tasks.core.calendar import calendar_seasons, infer_frequency
-from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, with_fields
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.space import LOG_RATIO
 from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT, split_starts
@@ -288,7 +290,22 @@ def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfi
 
     fields.update(training_settings(config, max(1, validation_start - look_back)))
     fields["baselines"] = "all" if config.baselines == "auto" else config.baselines
+    fields["forecast_model"] = published_model(config, global_model=False)
     return with_fields(config, **fields)
+
+
+def published_model(config: ForecastConfig, global_model: bool) -> str:
+    """The model of a series' rows in the run's forecast table: `config.forecast_model`, with 'auto' resolved.
+
+    'auto' is the combination with AutoETS and AutoARIMA for a series with its own network: a network fitted
+    to one series varies from fit to fit, and the statistical models pull it toward a steadier forecast (real
+    series 1.021 -> 0.981 of the best baseline; one network per M4 Weekly series, OWA 0.963 -> 0.855 on 48 of
+    them). A global model's network is steadier: the LSTM alone (M4 Weekly 0.729 against 0.741 combined), and
+    no statistical fit per series at scale. A network that reads covariates or holidays keeps its own forecast:
+    the statistical models do not see them, and half of their effect would be lost."""
+    if config.forecast_model != "auto":
+        return config.forecast_model
+    return "lstm" if global_model or covariate_columns(config) or config.holidays else "combined"
 
 
 def training_settings(config: ForecastConfig, windows: int) -> dict[str, int]:
@@ -330,6 +347,7 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     Seasons, `season_length`, `freq` and `validation_fraction` stay each series' own.
     """
     fields: dict[str, Any] = {"transform": "level" if config.transform == "auto" else config.transform}
+    fields["forecast_model"] = published_model(config, global_model=True)
     # Across many series AutoARIMA (searched per series) stands for ARIMA; the fixed-order ARIMA(2, d, 2)
     # of a single run would cost about as much again per long series and tell nothing more.
     fields["baselines"] = "statistical" if config.baselines == "auto" else config.baselines

@@ -25,12 +25,13 @@ from prefect import get_run_logger, task
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, feature_width
 from lstm_forecast.tasks.core.covariates import model_features
+from lstm_forecast.tasks.core.defaults import published_model
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
-from lstm_forecast.tasks.stages.evaluate import COMBINED
+from lstm_forecast.tasks.stages.evaluate import COMBINED, combined_future
 from lstm_forecast.tasks.stages.generate import clean_series, future_rows, long_input, long_series, with_covariates
 from lstm_forecast.tasks.stages.predict import predict_many
 
@@ -189,45 +190,56 @@ def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
 
 
 def forecast_rows(
-    series_id: str, history: pd.DataFrame, y_hat: np.ndarray, model_key: str, freq: str | None = None
+    series_id: str,
+    history: pd.DataFrame,
+    y_hat: np.ndarray,
+    model_key: str,
+    freq: str | None = None,
+    model: str = MODEL_NAME,
 ) -> pd.DataFrame:
-    """`unique_id, ds, step, y_hat, model_key` of the steps after `history` (`ds, y`), at the calendar's
-    next timestamps."""
+    """`unique_id, ds, step, y_hat, model, model_key` of the steps after `history` (`ds, y`), at the
+    calendar's next timestamps; `model`: what made them (the LSTM, or its combination)."""
     return pd.DataFrame(
         {
             "unique_id": series_id,
             "ds": future_times(history["ds"], len(y_hat), freq),
             "step": np.arange(1, len(y_hat) + 1),
             "y_hat": y_hat,
+            "model": model,
             "model_key": model_key,
         }
     )
 
 
+WIDTH_KEYS = ["unique_id", "model_key", "model", "step"]  # an interval half-width is a model's, per series and step
+
+
 def forecast_table(rows: pd.DataFrame, widths: pd.DataFrame | None, made_at: str) -> pd.DataFrame:
     """The forecast table (`FORECAST_COLUMNS`) from `forecast_rows` of many series and the interval
-    half-widths `unique_id, model_key, step, half_width` (rows without one get no interval)."""
+    half-widths `unique_id, model_key, model, step, half_width` (rows without one get no interval; widths
+    kept before they named their model are the LSTM's)."""
+    if "model" not in rows:
+        rows = rows.assign(model=MODEL_NAME)
     if widths is not None and len(widths):
-        rows = rows.merge(widths, on=["unique_id", "model_key", "step"], how="left", validate="one_to_one")
+        widths = widths if "model" in widths else widths.assign(model=MODEL_NAME)
+        rows = rows.merge(widths[[*WIDTH_KEYS, "half_width"]], on=WIDTH_KEYS, how="left", validate="one_to_one")
     else:
         rows = rows.assign(half_width=np.nan)
     table = rows.assign(
-        y_lo=rows["y_hat"] - rows["half_width"],
-        y_hi=rows["y_hat"] + rows["half_width"],
-        model=MODEL_NAME,
-        made_at=made_at,
+        y_lo=rows["y_hat"] - rows["half_width"], y_hi=rows["y_hat"] + rows["half_width"], made_at=made_at
     )
     return table.loc[:, list(FORECAST_COLUMNS)].reset_index(drop=True)
 
 
 def interval_widths(table: pd.DataFrame) -> pd.DataFrame:
-    """`unique_id, model_key, step, half_width` of a forecast table with intervals (steps numbered per
-    series and model in row order)."""
-    step = table.groupby(["unique_id", "model_key"], sort=False).cumcount() + 1
+    """`unique_id, model_key, model, step, half_width` of a forecast table with intervals (steps numbered per
+    series, model key and model in row order)."""
+    step = table.groupby(["unique_id", "model_key", "model"], sort=False).cumcount() + 1
     return pd.DataFrame(
         {
             "unique_id": table["unique_id"].to_numpy(),
             "model_key": table["model_key"].to_numpy(),
+            "model": table["model"].to_numpy(),
             "step": step.to_numpy(),
             "half_width": (table["y_hi"] - table["y_hat"]).to_numpy(),
         }
@@ -422,6 +434,14 @@ def with_features(saved: SavedModel, series: dict[str, History], steps: int) -> 
     return out
 
 
+def published_combined(calibration: pd.DataFrame | None) -> set[str]:
+    """The series whose run published the combination with the statistical models (their calibration holds
+    its interval): `predict` forecasts them the same way, the statistical models refitted on the data given."""
+    if calibration is None or "model" not in calibration:
+        return set()
+    return set(calibration.loc[calibration["model"] == COMBINED, "unique_id"].astype(str))
+
+
 def forecast_every_series(
     store: Store,
     reference: str,
@@ -468,10 +488,18 @@ def forecast_every_series(
         values = recursive_forecasts(saved, list(series.values()), horizon, progress, list(series))
         labels = {i: i or series_label(metadata["config"]) for i in ids}
         freq = metadata["config"].get("freq")
+        calibration = store.read_calibration(key)
+        combine = published_combined(calibration)
         for (series_id, history), y_hat in zip(series.items(), values, strict=True):
-            parts.append(forecast_rows(labels[series_id], history.frame, y_hat, key, freq))
-            histories[labels[series_id]] = history.frame
-        if (calibration := store.read_calibration(key)) is not None:
+            model, label = MODEL_NAME, labels[series_id]
+            if (
+                label in combine
+                and (mixed := combined_future(saved.forecast_config, history.frame["y"], y_hat)) is not None
+            ):
+                model, y_hat = COMBINED, mixed
+            parts.append(forecast_rows(label, history.frame, y_hat, key, freq, model))
+            histories[label] = history.frame
+        if calibration is not None:
             widths.append(calibration.loc[calibration["unique_id"].isin(set(labels.values()))])
     table = forecast_table(pd.concat(parts, ignore_index=True), pd.concat(widths) if widths else None, utc_now())
     return table, histories
@@ -515,38 +543,45 @@ def predict_table(
     }
 
 
-def publish_table(store: Store, table: pd.DataFrame, key: str) -> Path:
+def publish_table(store: Store, table: pd.DataFrame, key: str, calibrated: pd.DataFrame | None = None) -> Path:
     """Keep a run's forecast table under `key` (written once: a cached run finds it) and each model's
-    interval half-widths for later `predict` calls; returns the table's path."""
+    interval half-widths for later `predict` calls, from `calibrated` (forecast rows with intervals; default:
+    the table's); returns the table's path."""
     path = store.forecast_table_path(key)
     if not path.exists():
         path = store.write_forecast_table(key, table)
-        widths = interval_widths(table)
+        widths = interval_widths(table if calibrated is None else calibrated)
         for model_key, part in widths.groupby("model_key", sort=False):
             store.write_calibration(str(model_key), part.reset_index(drop=True))
     return path
 
 
 @task(name="forecast-table", result_serializer="json")
-def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]]) -> str:
+def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]], global_model: bool) -> str:
     """A run's forecast table from its predict outputs (predict key -> `[unique_id, model key, evaluate key]`),
-    kept by a key of those outputs and `config.forecast_model`: a cached run finds it and writes nothing.
-    Returns its path."""
+    kept by a key of those outputs and the model it publishes (`published_model`): a cached run finds it and
+    writes nothing. Returns its path."""
     store = Store(config.artifacts_dir)
-    key = fingerprint("forecast-table", sorted(predictions.items()), config.forecast_model)
+    model = published_model(config, global_model)
+    key = fingerprint("forecast-table", sorted(predictions.items()), model)
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
     stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
-    combined = None
-    if config.forecast_model == COMBINED:  # the series whose statistical baselines were fitted
-        found = {k: store.read_table_metadata("evaluate", v[2]) for k, v in predictions.items()}
-        combined = {
-            k: (meta["combined_forecast"], meta["combined_widths"])
-            for k, meta in found.items()
-            if meta.get("combined_forecast")
-        }
-    return str(publish_table(store, table_from_predictions(stacked, series_of_key, utc_now(), combined), key))
+    made_at = utc_now()
+    table = table_from_predictions(stacked, series_of_key, made_at)
+    if model != COMBINED:
+        return str(publish_table(store, table, key))
+    found = {k: store.read_table_metadata("evaluate", v[2]) for k, v in predictions.items()}
+    combined = {  # the series whose statistical baselines were fitted
+        k: (meta["combined_forecast"], meta["combined_widths"])
+        for k, meta in found.items()
+        if meta.get("combined_forecast")
+    }
+    published = table_from_predictions(stacked, series_of_key, made_at, combined)
+    # Both models' intervals are kept: `predict` forecasts a series with the model its run published.
+    both = pd.concat([table, published.loc[published["model"] == COMBINED]], ignore_index=True)
+    return str(publish_table(store, published, key, both))
 
 
 @task(name="publish-forecasts", result_serializer="json")

@@ -337,16 +337,36 @@ def statistical_part(config: ForecastConfig, y: np.ndarray, rows: np.ndarray, sp
     if config.baselines not in ("all", "auto", "statistical"):
         return {}, {}, {}
     fit_stop = int(rows[splits == "test"].min())  # the test split's first row
-    season = config.season_length or detect_season(y[:fit_stop])
-    seasons = tuple(config.seasons or ()) or ((season,) if season > 1 else ())
+    seasons = statistical_seasons(config, y[:fit_stop])
     forecasts, described = statistical_forecasts(y, rows, config.horizon, 0, fit_stop, seasons, eval_from=fit_stop)
     if config.forecast_model != COMBINED:
         return forecasts, described, {}
     # The forecast a combination publishes, from models refitted on every row as the network's forecaster is:
     # with the parameters fitted before the test split, M4 Weekly's combined OWA was 0.779; refitted, 0.741.
+    future = statistical_future(y, config.horizon, seasons)
+    return forecasts, described, {name: values for name, values in future.items() if name in forecasts}
+
+
+def statistical_seasons(config: ForecastConfig, train_y: np.ndarray) -> tuple[int, ...]:
+    """The season lengths AutoETS and AutoARIMA model: the config's seasons, else its (or `train_y`'s) season."""
+    season = config.season_length or detect_season(train_y)
+    return tuple(config.seasons or ()) or ((season,) if season > 1 else ())
+
+
+def statistical_future(y: np.ndarray, horizon: int, seasons: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """AutoETS' and AutoARIMA's forecasts (horizon,) after the end of `y` (n,), fitted on every row."""
     end = len(y)
-    future, _ = statistical_forecasts(y, np.array([end]), config.horizon, 0, end, seasons, eval_from=end)
-    return forecasts, described, {name: values[0] for name, values in future.items() if name in forecasts}
+    future, _ = statistical_forecasts(y, np.array([end]), horizon, 0, end, seasons, eval_from=end)
+    return {name: values[0] for name, values in future.items()}
+
+
+def combined_future(config: ForecastConfig, y: np.ndarray, lstm: np.ndarray) -> np.ndarray | None:
+    """The combination's forecast (steps,) after the end of `y` (n,), from the LSTM's `lstm` (steps,) and the
+    statistical models refitted on every row; None when none of them fits or a forecast is not finite."""
+    y = np.asarray(y, dtype="float64")
+    statistical = statistical_future(y, len(lstm), statistical_seasons(config, y))
+    combined = combined_predictions(np.asarray(lstm, dtype="float64"), statistical)
+    return combined if combined is not None and np.isfinite(combined).all() else None
 
 
 def score_series(
