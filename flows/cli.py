@@ -23,6 +23,7 @@ from lstm_forecast.flows.runtime import (
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import STAGES
+from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
 
 
 def run_flow(args: argparse.Namespace, flow_function: Any, on_cluster: bool = True, **parameters: Any) -> Any:
@@ -34,6 +35,8 @@ def run_flow(args: argparse.Namespace, flow_function: Any, on_cluster: bool = Tr
         task_runner = prepare_runtime()
     if task_runner is not None:
         flow_function = flow_function.with_options(task_runner=task_runner)
+    freeze_loaded_modules()  # Prefect and what the command imported live as long as the process
+    collect_less_often()
     with ctrl_c_stops_the_flow():
         return asyncio.run(flow_function(**parameters))
 

@@ -62,6 +62,7 @@ from lstm_forecast.tasks.core.graph import (
     stage_task,
     stages_until,
 )
+from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.ahead import publish_forecasts
 from lstm_forecast.tasks.operations.registry import register_models
@@ -137,6 +138,8 @@ def stage_of_chunk(
     """Stage `stage` of each series of a chunk (its own config, after its `stages` so far), the chunk's
     outputs written as one pack; `generate` also returns what each series' sizing reads (`facts`). `ahead`:
     by id, what the stage's `Stage.ahead` function computed for a series while the network trained."""
+    freeze_loaded_modules()  # a worker's imports so far: the collector need not walk them again
+    collect_less_often()
     store = Store(next(iter(configs.values())).artifacts_dir)
     if (run_chunk := stage_chunk_function(stage)) is not None:
         with store.batched():

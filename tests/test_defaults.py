@@ -150,7 +150,6 @@ def test_auto_baselines_are_all_for_one_series_and_statistical_for_a_global_mode
     assert global_settings(ForecastConfig(baselines="all"), sized, [400, 800])["baselines"] == "all"
 
 
-
 def test_auto_publishes_the_combination_for_a_network_of_one_series_without_covariates_or_holidays() -> None:
     from lstm_forecast.tasks.core.defaults import global_settings
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.embedding import embedding_layer, series_row, with_series_channel
+from lstm_forecast.tasks.core.heap import freeze_loaded_modules
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.space import ModelSpace
 from lstm_forecast.tasks.core.store import Store
@@ -86,6 +87,7 @@ def import_keras() -> Any:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _IMPORT_LOCK, stderr_without(_TF_LOAD_CHATTER):
             import keras  # noqa: F401
+        freeze_loaded_modules()
     import keras
     import tensorflow as tf
 
