@@ -13,13 +13,11 @@ from __future__ import annotations
 import gc
 import sys
 
-_modules_when_frozen = 0
-
-
 # Allocations between young collections (Python's default: 700). A process that orchestrates thousands of
 # task runs makes millions of short-lived objects; collecting them 70 times less often walks the survivors
 # 70 times less often.
 YOUNG_GENERATION_THRESHOLD = 50_000
+_modules_when_frozen = 0  # len(sys.modules) at the last freeze
 
 
 def collect_less_often() -> None:
