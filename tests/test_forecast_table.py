@@ -10,19 +10,23 @@ import pandas as pd
 import pytest
 
 from lstm_forecast.flows.serve import merged_config
-from lstm_forecast.tasks.core.config import ForecastConfig, build_config
+from lstm_forecast.tasks.core.config import ForecastConfig, build_config, with_fields
 from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.networks import SavedModel
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, export_table
 from lstm_forecast.tasks.operations.ahead import (
     FORECAST_COLUMNS,
+    History,
     forecast_table,
     interval_widths,
     models_by_series,
+    own_config,
     published_combined,
     series_label,
     table_from_predictions,
 )
 from lstm_forecast.tasks.operations.registry import register
+from tests.test_defaults import hourly_like
 
 GLOBAL_KEY, LOCAL_KEY, OTHER_KEY = "a" * 24, "b" * 24, "c" * 24
 
@@ -138,6 +142,17 @@ def test_a_run_s_table_is_its_predict_outputs_forecast_rows() -> None:
     np.testing.assert_allclose(table["y_lo"], [0.5, 1.25, 0.4])
     np.testing.assert_allclose(table["y_hi"], [1.5, 2.75, 0.6])
     assert predictions["y_hat"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]  # the predict outputs are left as they were
+
+
+def test_a_global_model_s_series_are_combined_with_statistical_models_of_their_own_seasons() -> None:
+    config = ForecastConfig(horizon=24).model_dump()
+    frame = pd.DataFrame({"ds": np.arange(1200.0), "y": hourly_like()})
+    global_model = SavedModel("g", None, None, look_back=96, patch=8, horizon=24, config=config)
+    assert global_model.forecast_config.seasons is None  # one network's config: the seasons are each series'
+    assert own_config(global_model, History(frame, None)).seasons == (24, 168)  # as evaluate sized them
+    local = with_fields(ForecastConfig(horizon=24), seasons=(24,)).model_dump()
+    own = SavedModel("l", None, object(), look_back=96, patch=8, horizon=24, config=local)
+    assert own_config(own, History(frame, None)).seasons == (24,)  # a model of one series: its own config
 
 
 def test_output_is_parquet_or_csv_by_its_suffix_and_nothing_else(tmp_path: Path) -> None:

@@ -271,7 +271,7 @@ def test_predict_forecasts_every_series_of_a_global_champion_in_one_table_as_the
 
 
 def test_a_global_run_publishes_the_combination_of_every_series_whose_statistical_baselines_it_scored(
-    global_runs: GlobalRuns,
+    global_runs: GlobalRuns, prefect_server: str
 ) -> None:
     # the statistical baselines of a global run are computed on the workers while the network trains
     shutil.copytree(global_runs.folder / "dask", global_runs.folder / "combined")
@@ -281,6 +281,15 @@ def test_a_global_run_publishes_the_combination_of_every_series_whose_statistica
     lstm = pd.read_parquet(global_runs.dask_json["forecasts"]).set_index(["unique_id", "ds"]).loc[table.index]
     assert sorted(set(table.index.get_level_values(0))) == list(GOOD) and (table["model"] == "combined").all()
     assert not np.allclose(table["y_hat"], lstm["y_hat"]) and (table["y_lo"] < table["y_hi"]).all()
+    # predict forecasts each series with the model its run published, each series' own seasons refitted
+    command = ["predict", "--artifacts-dir", str(global_runs.folder / "combined"), "--horizon", "1", "--json"]
+    env = quiet_env(global_runs.folder / "home-predict-combined", prefect_server)
+    done = subprocess.run([str(BIN / "lstm-forecast"), *command], env=env, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = pd.read_parquet(json.loads(done.stdout.strip().splitlines()[-1])["forecast"]).set_index(["unique_id", "ds"])
+    assert (again["model"] == "combined").all()
+    for column in ("y_hat", "y_lo", "y_hi"):
+        np.testing.assert_allclose(again.loc[table.index, column], table[column], rtol=1e-6)
 
 
 def test_editing_one_series_recomputes_its_stages_and_the_network_and_reuses_the_others(

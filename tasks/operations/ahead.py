@@ -434,6 +434,17 @@ def with_features(saved: SavedModel, series: dict[str, History], steps: int) -> 
     return out
 
 
+def own_config(saved: SavedModel, history: History) -> ForecastConfig:
+    """The config a series' statistical models read: a local model's own, or a global model's sized for the
+    series (its seasons are each series' own, as evaluate's were)."""
+    config = saved.forecast_config
+    if not saved.is_global:
+        return config
+    from lstm_forecast.tasks.core.defaults import adapt_config
+
+    return adapt_config(config, history.frame["ds"], history.frame["y"].to_numpy())
+
+
 def published_combined(calibration: pd.DataFrame | None) -> set[str]:
     """The series whose run published the combination with the statistical models (their calibration holds
     its interval): `predict` forecasts them the same way, the statistical models refitted on the data given."""
@@ -492,10 +503,8 @@ def forecast_every_series(
         combine = published_combined(calibration)
         for (series_id, history), y_hat in zip(series.items(), values, strict=True):
             model, label = MODEL_NAME, labels[series_id]
-            if (
-                label in combine
-                and (mixed := combined_future(saved.forecast_config, history.frame["y"], y_hat)) is not None
-            ):
+            mixed = combined_future(own_config(saved, history), history.frame["y"], y_hat) if label in combine else None
+            if mixed is not None:
                 model, y_hat = COMBINED, mixed
             parts.append(forecast_rows(label, history.frame, y_hat, key, freq, model))
             histories[label] = history.frame

@@ -362,7 +362,8 @@ def statistical_future(y: np.ndarray, horizon: int, seasons: tuple[int, ...]) ->
 
 def combined_future(config: ForecastConfig, y: np.ndarray, lstm: np.ndarray) -> np.ndarray | None:
     """The combination's forecast (steps,) after the end of `y` (n,), from the LSTM's `lstm` (steps,) and the
-    statistical models refitted on every row; None when none of them fits or a forecast is not finite."""
+    statistical models refitted on every row (with the seasons of `config`, the series' own sized config);
+    None when none of them fits or a forecast is not finite."""
     y = np.asarray(y, dtype="float64")
     statistical = statistical_future(y, len(lstm), statistical_seasons(config, y))
     combined = combined_predictions(np.asarray(lstm, dtype="float64"), statistical)
