@@ -11,7 +11,7 @@ from prefect.artifacts import acreate_table_artifact
 from lstm_forecast.flows.cluster import on_same_cluster
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, forecast, run_pipeline
 from lstm_forecast.flows.many import forecast_many
-from lstm_forecast.tasks.core.config import Folds, ForecastConfig, with_fields
+from lstm_forecast.tasks.core.config import NOT_PUBLISHED, Folds, ForecastConfig, with_fields
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.backtesting import (
     backtest_folds,
@@ -40,7 +40,7 @@ async def backtest_many(config: ForecastConfig, ids: list[str], folds: int) -> d
     await forecast(config=config)  # a run on all the data, registered as any run
     results, fold_metrics = [], []
     for keep, train_fraction in fraction_folds(config.train_fraction, folds):
-        fold_config = with_fields(config, series_keep=keep, train_fraction=train_fraction)
+        fold_config = with_fields(config, series_keep=keep, train_fraction=train_fraction, forecast_model=NOT_PUBLISHED)
         fold = await on_same_cluster(forecast_many)(config=fold_config, last_stage="evaluate", to_registry=False)
         done = [d for d in fold["series"].values() if d["status"] == "completed"]
         fold_metrics.append(mean_over_series([fold_test_metrics(store, d["stages"]["evaluate"]["key"]) for d in done]))
@@ -60,7 +60,9 @@ async def backtest(config: ForecastConfig = DEFAULT_CONFIG, folds: Folds = 3) ->
     n_points = series_length(store, full["stages"]["generate"]["key"])
     results = []
     for series_end, train_fraction in backtest_folds(n_points, config.train_fraction, folds):
-        fold_config = with_fields(config, series_end=series_end, train_fraction=train_fraction)
+        fold_config = with_fields(
+            config, series_end=series_end, train_fraction=train_fraction, forecast_model=NOT_PUBLISHED
+        )
         results.append({"stages": await run_pipeline(fold_config)})  # folds are never registered
     summary = summarize_folds([fold_test_metrics(store, r["stages"]["evaluate"]["key"]) for r in results])
     await publish_backtest(summary, folds, "")

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from lstm_forecast.flows.cluster import cluster_slots, on_same_cluster, runs_on_cluster
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, run_pipeline, sized_series_config
 from lstm_forecast.flows.many import forecast_many, shared_config
-from lstm_forecast.tasks.core.config import ForecastConfig, Trials, with_fields
+from lstm_forecast.tasks.core.config import NOT_PUBLISHED, ForecastConfig, Trials, with_fields
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.operations.report import table_records
@@ -70,7 +70,7 @@ async def tune(config: ForecastConfig = DEFAULT_CONFIG, trials: Trials = 20) -> 
     store = Store(config.artifacts_dir)
 
     async def score(trial: Any) -> None:
-        trial_config = suggest_config(trial, config)
+        trial_config = with_fields(suggest_config(trial, config), forecast_model=NOT_PUBLISHED)
         row = {"trial": trial.number, **{name: getattr(trial_config, name) for name in TUNED_FIELDS}}
         try:
             if ids:

@@ -311,6 +311,12 @@ def test_backtest_reports_mean_and_spread_over_folds(
     )
     assert code == 0
     summary = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"])
+    # the folds score the combination, but refit no statistical model for a forecast they do not publish
+    store = Store(tmp_path / "store")
+    evaluated = [
+        store.read_table_metadata("evaluate", p.stem) for p in (tmp_path / "store" / "evaluate").glob("*.parquet")
+    ]
+    assert len(evaluated) == 3 and sum("combined_forecast" in metadata for metadata in evaluated) == 1  # the full run
     lstm_rmse = summary[(summary["model"] == "lstm") & (summary["metric"] == "rmse")].iloc[0]
     assert lstm_rmse["folds"] == 2 and lstm_rmse["min"] <= lstm_rmse["mean"] <= lstm_rmse["max"]
     assert set(summary["model"]) == {"lstm", "naive", "seasonal_naive", "arima", "auto_ets", "auto_arima", "combined"}

@@ -495,6 +495,11 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     return fields
 
 
+# The forecast model of runs that publish no forecast (backtest folds, tuning trials): the combination is scored
+# all the same, and its statistical models are not refitted on every row for a table nobody reads.
+NOT_PUBLISHED = "lstm"
+
+
 def covariate_columns(config: ForecastConfig) -> tuple[str, ...]:
     """The input's covariate columns a series carries: past-only, known-future, static."""
     return (*config.past_columns, *config.future_columns, *config.static_columns)
