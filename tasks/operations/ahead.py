@@ -25,7 +25,7 @@ from prefect import get_run_logger, task
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, feature_width
 from lstm_forecast.tasks.core.covariates import model_features
-from lstm_forecast.tasks.core.defaults import published_model
+from lstm_forecast.tasks.core.defaults import adapt_config, published_model
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
@@ -181,9 +181,6 @@ class ProgressLine:
 def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
     """A global model's space for one series (`ds, y`) it reads anew: its seasons and log choice, fitted on
     every row, as the global model's training fitted them for its forecaster."""
-    from lstm_forecast.tasks.core.config import ForecastConfig
-    from lstm_forecast.tasks.core.defaults import adapt_config
-
     sized = adapt_config(ForecastConfig.model_validate(config), history["ds"], history["y"].to_numpy())
     y = history["y"].to_numpy()
     return fit_model_space(y, len(y), sized.transform, tuple(sized.seasons or ()), sized.log)
@@ -440,8 +437,6 @@ def own_config(saved: SavedModel, history: History) -> ForecastConfig:
     config = saved.forecast_config
     if not saved.is_global:
         return config
-    from lstm_forecast.tasks.core.defaults import adapt_config
-
     return adapt_config(config, history.frame["ds"], history.frame["y"].to_numpy())
 
 
