@@ -18,9 +18,9 @@ Rows:
   AutoARIMA search on all 16,000 points takes far too long, and eight weeks hold the current season's
   level and temperature response), then, per origin, `forward`: the fitted model's Kalman filter over
   the window's start to the origin, then 48 steps (parameters fixed, as the pipeline's own baselines do);
-- lstm-forecast: the model trained once on everything before the first origin,
+- lstm-forecast: the model trained once on everything before the first origin, the network alone,
 
-      lstm-forecast run --input train.parquet --horizon 48 --json --artifacts-dir STORE [EXTRA]
+      lstm-forecast run --input train.parquet --horizon 48 --json --artifacts-dir STORE --forecast-model lstm [EXTRA]
 
   then one process per origin, forecasting from the data up to it:
 
@@ -153,6 +153,10 @@ def lstm_forecasts(
     train = folder / "train.parquet"
     frame.iloc[: origins[0]][columns].to_parquet(train, index=False)
     run_args = ["run", "--input", str(train), "--horizon", str(HORIZON), "--json", "--artifacts-dir", str(store)]
+    # The network alone, with and without the covariates: a single series without them publishes its combination
+    # with AutoETS and AutoARIMA by default (`--forecast-model auto`), and `predict` would follow it. An
+    # `--extra "--forecast-model auto"` given later wins.
+    run_args += ["--forecast-model", "lstm"]
     if covariates:  # the run's own forecast of the first day needs that day's covariates
         first_day = folder / "future_run.parquet"
         frame.iloc[origins[0] : origins[0] + HORIZON][["ds", *covariates]].to_parquet(first_day, index=False)
