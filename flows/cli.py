@@ -230,6 +230,14 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         print(f"  series '{shown(row.unique_id)}' failed: {shown(row.error, 400)}")
     if len(failed) > PRINTED_FAILURES:
         print(f"  … {len(failed) - PRINTED_FAILURES} more failed series: each one and its error in the summary file")
+    unscored = summary.loc[summary["status"] == "forecast_only", "unique_id"]
+    if len(unscored):
+        first = ", ".join(shown(i) for i in unscored.head(PRINTED_FAILURES))
+        more = f" and {len(unscored) - PRINTED_FAILURES} more" if len(unscored) > PRINTED_FAILURES else ""
+        print(
+            f"  {len(unscored)} series too short for a test split of their own ({first}{more}): forecast by the "
+            "global model and not scored (status 'forecast_only' in the summary)"
+        )
     print(f"Summary      {result['summary']}")
     if result.get("forecasts"):
         print(f"Forecasts    {result['forecasts']}")

@@ -37,11 +37,14 @@ from lstm_forecast.flows.forecast import DEFAULT_CONFIG, many_artifact_paths
 from lstm_forecast.flows.plan import (
     NotStoredError,
     Outcomes,
+    SeriesFailedError,
     SeriesId,
     SeriesResult,
     Stages,
     StoreRunner,
+    TooShortSeriesError,
     evaluate_tables,
+    failed_result,
     failure_message,
     failures_into,
     generate_and_size,
@@ -64,10 +67,10 @@ from lstm_forecast.tasks.core.graph import (
 )
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
 from lstm_forecast.tasks.core.store import Store
-from lstm_forecast.tasks.operations.ahead import publish_forecasts
+from lstm_forecast.tasks.operations.ahead import publish_forecasts, unscored_frames
 from lstm_forecast.tasks.operations.registry import register_models
 from lstm_forecast.tasks.operations.report import publish_forecast_table
-from lstm_forecast.tasks.operations.summary import SeriesOutcome, publish_summary
+from lstm_forecast.tasks.operations.summary import FORECAST_ONLY, SeriesOutcome, publish_summary
 from lstm_forecast.tasks.stages.generate import read_series_ids
 from lstm_forecast.tasks.stages.train import train_global
 
@@ -152,7 +155,7 @@ def stage_of_chunk(
                 run_stage_inline(stage, config, own, digest)
                 results[series_id] = series_result(stage, config, own, store)
             except Exception as error:  # one series failing must not stop the others
-                results[series_id] = {"error": failure_message(error)}
+                results[series_id] = failed_result(error)
             next_series()
     return results
 
@@ -173,7 +176,7 @@ def run_whole_chunk(
         try:
             upstream, planned, output = planned_inline(stage, config, own)
         except Exception as error:  # one series failing must not stop the others
-            results[series_id] = {"error": failure_message(error)}
+            results[series_id] = failed_result(error)
             continue
         if output is not None:
             results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
@@ -183,7 +186,7 @@ def run_whole_chunk(
     errors = run_chunk([work for _, _, work in pending], **handed) if pending else []
     for (series_id, own, (_, _, planned)), error in zip(pending, errors, strict=True):
         done = {"key": planned, "status": "computed"}
-        results[series_id] = {"error": failure_message(error)} if error else {"stages": own | {stage: done}}
+        results[series_id] = failed_result(error) if error else {"stages": own | {stage: done}}
     return {i: results[i] for i in configs}  # in the chunk's order
 
 
@@ -402,6 +405,18 @@ async def forecast_many(
     scope = chosen_scope(config, len(ids))
     model = None
     results, model = await forecast_panel(config, ids, scope == "global", parallel, last_stage)
+    unscored: dict[str, Any] = {}
+    too_short = [i for i in ids if isinstance(results[i], TooShortSeriesError)]
+    if model and too_short and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
+        unscored, unforecastable = unscored_frames(config, model, too_short)
+        for series_id, why in unforecastable.items():
+            results[series_id] = SeriesFailedError(f"{failure_message(results[series_id])}; {why}")
+        logger.warning(
+            "%d series too short for a test split of their own: forecast by the global model from padded windows "
+            "and not scored (status '%s' in the summary)",
+            len(unscored),
+            FORECAST_ONLY,
+        )
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
     failures = 0
@@ -410,6 +425,11 @@ async def forecast_many(
     artifacts = many_artifact_paths(store, {i: r for i, r in results.items() if not isinstance(r, Exception)})
     for series_id in ids:
         result = results[series_id]
+        if series_id in unscored:
+            message = failure_message(result)
+            outcomes.append(SeriesOutcome(series_id, error=message, forecast_only=True))
+            details[series_id] = {"status": FORECAST_ONLY, "reason": message}
+            continue
         if isinstance(result, Exception):
             message = failure_message(result)
             failures += 1
@@ -433,12 +453,18 @@ async def forecast_many(
     forecasts = None
     if completed and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
         predictions = {s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()}
-        forecasts = publish_forecasts(config, predictions, scope == "global")
+        forecasts = publish_forecasts(config, predictions, scope == "global", (model, unscored) if unscored else None)
         await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
     if failures > LOGGED_FAILURES:
         logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)
     summary, path = await publish_summary(store, outcomes)
-    logger.info("%d series, %d failed; summary %s", len(ids), int((summary["status"] == "failed").sum()), path)
+    logger.info(
+        "%d series, %d failed, %d forecast only; summary %s",
+        len(ids),
+        int((summary["status"] == "failed").sum()),
+        len(unscored),
+        path,
+    )
     return {
         "flow_run_id": str(flow_run.id),
         "scope": scope,

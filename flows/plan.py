@@ -30,18 +30,23 @@ from lstm_forecast.tasks.core.defaults import (
     statistical_sample,
     stored_facts,
 )
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, TooShortError
 from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, stage_task, stages_until
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
 from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_to_show
 
 Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
-SeriesResult = dict[str, Any]  # {"stages": ..., maybe "facts": its `series_facts`} or {"error": message}
+SeriesResult = dict[str, Any]  # {"stages": ..., maybe "facts": its `series_facts`} or `failed_result`
 SeriesId = str | None  # None: the one series of a single-series input
 
 
 class SeriesFailedError(Exception):
     """A series that failed inside a task covering several series; its message says why."""
+
+
+class TooShortSeriesError(SeriesFailedError):
+    """A series of a panel too short for a test split and windows of its own (`TooShortError`): one network
+    across the panel still forecasts it, unscored."""
 
 
 class NotStoredError(Exception):
@@ -52,6 +57,12 @@ def failure_message(error: Exception) -> str:
     if isinstance(error, InputError):
         return f"{error.problem}; fix: {error.fix}"
     return str(error) if isinstance(error, SeriesFailedError) else f"{type(error).__name__}: {error}"
+
+
+def failed_result(error: Exception) -> SeriesResult:
+    """A series' result when a stage failed for it: the message, and whether the series is only too short."""
+    too_short = isinstance(error, TooShortError | TooShortSeriesError)
+    return {"error": failure_message(error), **({"too_short": True} if too_short else {})}
 
 
 def series_result(stage: str, config: ForecastConfig, stages: Stages, store: Store) -> SeriesResult:
@@ -193,7 +204,8 @@ def failures_into(outcomes: Outcomes) -> ChunkFilter:
     def keep_failures(results: dict[SeriesId, SeriesResult]) -> dict[SeriesId, SeriesResult]:
         for series_id, result in results.items():
             if "error" in result:
-                outcomes[series_id] = SeriesFailedError(result["error"])
+                failed = TooShortSeriesError if result.get("too_short") else SeriesFailedError
+                outcomes[series_id] = failed(result["error"])
         return {i: r for i, r in results.items() if "error" not in r}
 
     return keep_failures

@@ -533,3 +533,34 @@ def test_many_failed_series_print_a_count_the_first_few_and_where_all_are(tmp_pa
     summary = pd.read_parquet(summary_path)
     assert (summary["status"] == "failed").all() and summary["error"].str.contains("too few").all()
     assert result.stdout.count("failed:") == 5
+
+
+def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_shortest_fail_alone(
+    tmp_path: Path, prefect_server: str
+) -> None:
+    frame = long_frame({"s0": 300, "s1": 300, "s2": 300, "short": 8, "tiny": 3})
+    source = tmp_path / "panel.csv"
+    frame.to_csv(source, index=False)
+    run = long_run(tmp_path, source, prefect_server, "global")
+    result, output = run("store")
+    assert result.returncode == 1, result.stderr[-3000:]  # `tiny` fails alone: fewer points than a window reads
+    assert output["failed"] == ["tiny"] and "the global model reads at least" in output["series"]["tiny"]["error"]
+    assert output["series"]["short"]["status"] == "forecast_only" and sorted(output["metrics"]) == ["s0", "s1", "s2"]
+    assert "too few for a 20% test split" in output["series"]["short"]["reason"]
+    assert "1 series too short for a test split of their own (short)" in result.stdout
+    summary = pd.read_parquet(output["summary"]).set_index("unique_id")
+    assert summary.loc["short", "status"] == "forecast_only" and np.isnan(summary.loc["short", "lstm_rmse"])
+    table = pd.read_parquet(output["forecasts"])
+    short = table.loc[table["unique_id"] == "short"]
+    horizon = int((table["unique_id"] == "s0").sum())
+    assert len(short) == horizon and short["y_lo"].isna().all() and np.isfinite(short["y_hat"]).all()
+    assert short["model_key"].iloc[0] == output["model"] and short["model"].iloc[0] == "lstm"
+    assert (short["ds"].to_numpy() > frame.loc[frame["unique_id"] == "short", "ds"].max()).all()
+    # read in its own space (relative to its last value): the same series 100 higher is forecast 100 higher,
+    # by the same network (the members are unchanged, so the model is cached)
+    frame.loc[frame["unique_id"] == "short", "y"] += 100.0
+    frame.to_csv(source, index=False)
+    again, again_json = run("store")
+    assert again.returncode == 1 and again_json["model"] == output["model"]
+    raised = pd.read_parquet(again_json["forecasts"]).query("unique_id == 'short'")
+    np.testing.assert_allclose(raised["y_hat"].to_numpy(), short["y_hat"].to_numpy() + 100.0, rtol=1e-6)

@@ -53,7 +53,7 @@ import pandas as pd
 
 from lstm_forecast.tasks.core.calendar import calendar_seasons, infer_frequency
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, with_fields
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import TooShortError
 from lstm_forecast.tasks.core.space import LOG_RATIO
 from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT, split_starts
 
@@ -224,7 +224,7 @@ def series_facts(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> dict[s
     stored with it by `generate` (JSON: plain numbers, strings and lists); `sized_config` does the rest.
 
     Raises:
-        InputError: the series is too short for the config's split and horizon.
+        TooShortError: the series is too short for the config's split and horizon.
     """
     y = np.asarray(y, dtype="float64")
     check_long_enough(len(y), config)
@@ -413,11 +413,11 @@ def _fits(n: int, config: ForecastConfig) -> bool:
 
 
 def check_long_enough(n: int, config: ForecastConfig) -> int:
-    """The test split's first row of a series of `n` points; `InputError` naming the least length that fits
+    """The test split's first row of a series of `n` points; `TooShortError` naming the least length that fits
     when it is too short for the config's split and horizon."""
     if not _fits(n, config):
         least = next(length for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS)) if _fits(length, config))
-        raise InputError(
+        raise TooShortError(
             f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
             f"{config.horizon} (at least {least} points are needed)",
             "pass a longer series, a smaller --horizon, or a larger --train-fraction",

@@ -20,6 +20,11 @@ class InputError(ValueError):
         return (type(self), (self.problem, self.fix))
 
 
+class TooShortError(InputError):
+    """A series too short for a test split and windows of its own. One network across a panel still forecasts
+    it from a padded window (the run publishes that forecast, unscored); a model of its own cannot."""
+
+
 def shown(value: object, limit: int = 80) -> str:
     """A value from the user's data or from a file (an id, a column name, a lock file's host), fit for a message:
     every character that is not printable (ANSI escape codes, newlines, bidirectional overrides) written as its

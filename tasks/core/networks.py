@@ -24,7 +24,7 @@ from lstm_forecast.tasks.core.heap import freeze_loaded_modules
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.space import ModelSpace
 from lstm_forecast.tasks.core.store import Store
-from lstm_forecast.tasks.core.windows import GLOBAL_MIN_CONTEXT
+from lstm_forecast.tasks.core.windows import least_context
 
 # TensorFlow threads per process. These recurrent nets' per-step matrices are too small to split:
 # one thread fitted a default-sized LSTM no slower than TensorFlow's default pools (measured on 2 cores),
@@ -163,7 +163,7 @@ class SavedModel:
     def first_origin(self) -> int:
         """The first row it can forecast (a local model needs `look_back` model-space values before it)."""
         if self.space is None:
-            return min(self.look_back, GLOBAL_MIN_CONTEXT)
+            return least_context(self.look_back)
         return self.look_back + self.space.offset
 
 

@@ -710,11 +710,9 @@ class Store:
         wanted = pd.Index(keys)
         parts: list[pd.DataFrame] = []
         by_pack: dict[Path, list[str]] = {}
-        batch = self._batch()
+        in_packs = self._in_packs(stage, keys)
         for key in keys:
-            pack = None
-            if (batch is None or key not in batch.tables.get(stage, {})) and not self.path(stage, key).exists():
-                pack = self._pack_of(self._packs_dir(stage), key)
+            pack = in_packs.get(key)
             if pack is None:
                 parts.append(kept(self.read_table(stage, key)).assign(**{KEY_COLUMN: key}))
             else:
@@ -744,14 +742,9 @@ class Store:
         that output's values in its row order. Outputs elsewhere (their own file, the current batch) or
         nowhere are left out: a chunk's series read those on their own (`read_own_columns`), which reports
         what is missing as a single read does."""
-        batch = self._batch()
-        held = batch.tables.get(stage, {}) if batch is not None else {}
         by_pack: dict[Path, list[str]] = {}
-        for key in dict.fromkeys(keys):
-            if key not in held and not self.path(stage, key).exists():
-                pack = self._pack_of(self._packs_dir(stage), key)
-                if pack is not None:
-                    by_pack.setdefault(pack, []).append(key)
+        for key, pack in self._in_packs(stage, list(dict.fromkeys(keys))).items():
+            by_pack.setdefault(pack, []).append(key)
         read: dict[str, dict[str, np.ndarray]] = {}
         for pack, pack_keys in by_pack.items():
             try:
@@ -836,15 +829,18 @@ class Store:
         return self.root / "sources" / PACKS
 
     def _pack_of(self, folder: Path, key: str) -> Path | None:
-        """The newest pack in `folder` holding output `key`, or None. The index of a folder's packs (the
-        keys in each pack's footer) is kept per process until the folder changes; then only the packs not
-        read before are read (a pack never changes under its name): the chunks of a stage each look for
-        their outputs while the others add packs, and reading every footer again each time grew with the
-        square of the number of chunks."""
+        """The newest pack in `folder` holding output `key`, or None."""
+        return self._packs_index(folder).get(key)
+
+    def _packs_index(self, folder: Path) -> dict[str, Path]:
+        """Output key -> the newest pack in `folder` holding it. The index (the keys in each pack's footer) is
+        kept per process until the folder changes; then only the packs not read before are read (a pack never
+        changes under its name): the chunks of a stage each look for their outputs while the others add packs,
+        and reading every footer again each time grew with the square of the number of chunks."""
         try:
             changed = folder.stat().st_mtime_ns
         except OSError:
-            return None
+            return {}
         known = _pack_index.get(folder)
         if known is None or known[0] != changed:
             read = known[2] if known is not None else {}
@@ -866,7 +862,25 @@ class Store:
             for pack, (_, keys) in sorted(packs.items(), key=lambda item: (item[1][0], item[0])):
                 index.update(dict.fromkeys(keys, pack))
             known = _pack_index[folder] = (changed, index, packs)
-        return known[1].get(key)
+        return known[1]
+
+    def _in_packs(self, stage: str, keys: list[str]) -> dict[str, Path]:
+        """The pack of each of `keys` read from a pack: not held in the current batch, without a file of its
+        own, and in a pack of the stage's folder. One listing of the folder and one look at its packs for all
+        of them: a chunk asks for a thousand outputs at once."""
+        batch = self._batch()
+        held = batch.tables.get(stage, {}) if batch is not None else {}
+        folder = self.root / stage
+        try:
+            own = {entry.name for entry in os.scandir(folder)}
+        except OSError:
+            own = set()
+        index = self._packs_index(self._packs_dir(stage))
+        found: dict[str, Path] = {}
+        for key in keys:
+            if key not in held and f"{key}.parquet" not in own and (pack := index.get(key)) is not None:
+                found[key] = pack
+        return found
 
     @staticmethod
     def _pack_is_read(pack: Path) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import TooShortError
 
 SPLITS = ("train", "validation", "test")
 
@@ -39,7 +39,7 @@ def split_rows(n_points: int, train_fraction: float, validation_fraction: float)
     """`split_bounds` as its columns (lists), for checks that need no table."""
     validation_start, test_start = split_starts(n_points, train_fraction, validation_fraction)
     if n_points - test_start < 1 or validation_start < 2:
-        raise InputError(
+        raise TooShortError(
             f"the series has {n_points} points: too few to split {train_fraction:.0%} / {1 - train_fraction:.0%}",
             "pass a longer series or change --train-fraction",
         )
@@ -61,6 +61,11 @@ def test_start(splits: np.ndarray, starts: np.ndarray) -> int:
 GLOBAL_MIN_CONTEXT = 8
 
 
+def least_context(look_back: int) -> int:
+    """The fewest real values a global model's window holds: its first origin row."""
+    return min(look_back, GLOBAL_MIN_CONTEXT)
+
+
 def origin_ranges(
     n_points: int,
     bounds: pd.DataFrame | Mapping[str, np.ndarray],
@@ -72,9 +77,9 @@ def origin_ranges(
     """Each split's window origins as a range `[first, stop)` (`window_targets`' rows, without building them).
 
     Raises:
-        InputError: the train or test split (or a non-empty validation split) has no origin left.
+        TooShortError: the train or test split (or a non-empty validation split) has no origin left.
     """
-    context = min(look_back, GLOBAL_MIN_CONTEXT) if padded else look_back
+    context = least_context(look_back) if padded else look_back
     names, starts, stops = (np.asarray(bounds[column]) for column in ("split", "start", "stop"))
     parts = [
         (max(int(start), context + offset), max(max(int(start), context + offset), int(stop) - horizon + 1))
@@ -84,7 +89,7 @@ def origin_ranges(
     needed = {"train": 1, "test": 1, "validation": int(stops[1] > starts[1])}
     short = [name for name, least in needed.items() if counts.get(name, 0) < least]
     if short:
-        raise InputError(
+        raise TooShortError(
             f"the series has {n_points} points: too few for look_back {look_back} and horizon {horizon} "
             f"(no {' or '.join(short)} targets left)",
             "use a smaller --look-back or --horizon, or a longer series",

@@ -26,10 +26,11 @@ from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, feature_width
 from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.defaults import adapt_config, published_model
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import InputError, TooShortError
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
-from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint
+from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint, frame_digest
+from lstm_forecast.tasks.core.windows import least_context
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
 from lstm_forecast.tasks.stages.evaluate import COMBINED, combined_future
 from lstm_forecast.tasks.stages.generate import clean_series, future_rows, long_input, long_series, with_covariates
@@ -181,8 +182,12 @@ class ProgressLine:
 def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
     """A global model's space for one series (`ds, y`) it reads anew: its seasons and log choice, fitted on
     every row, as the global model's training fitted them for its forecaster."""
-    sized = adapt_config(ForecastConfig.model_validate(config), history["ds"], history["y"].to_numpy())
+    own = ForecastConfig.model_validate(config)
     y = history["y"].to_numpy()
+    try:
+        sized = adapt_config(own, history["ds"], y)
+    except TooShortError:  # too short for a test split of its own: too short to confirm a season too
+        return fit_model_space(y, len(y), own.transform, tuple(own.seasons or ()), own.log)
     return fit_model_space(y, len(y), sized.transform, tuple(sized.seasons or ()), sized.log)
 
 
@@ -560,20 +565,64 @@ def publish_table(store: Store, table: pd.DataFrame, key: str, calibrated: pd.Da
     return path
 
 
+def unscored_frames(
+    config: ForecastConfig, model_key: str, series_ids: list[str]
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The series of a panel too short to be scored that its global model `model_key` can forecast (read from
+    the run's input, cleaned as a run cleans them), and why it cannot forecast the others (fewer points than
+    a window's least context). Reads no network."""
+    metadata = Store(config.artifacts_dir).read_model_metadata(model_key)
+    least = least_context(int(metadata["config"]["look_back"]))
+    frames = input_frames(str(config.input), future_path=config.future)(metadata, series_ids)
+    fewer = {i: f"fewer than the {least} points the global model reads at least" for i, f in frames.items()}
+    return (
+        {i: f for i, f in frames.items() if len(f) >= least},
+        {i: why for i, why in fewer.items() if len(frames[i]) < least},
+    )
+
+
+def unscored_forecasts(store: Store, model_key: str, frames: dict[str, pd.DataFrame], made_at: str) -> pd.DataFrame:
+    """The forecast table rows of series too short to be scored, by the global model `model_key` trained on
+    every row: each read in a space fitted on its own rows, from a window padded with its first value as the
+    model's training padded short windows. No interval: there are no held-out errors of theirs to size one."""
+    metadata, saved = model_for_forecasts(store, model_key)
+    histories = {i: History(f, series_space(metadata["config"], f)) for i, f in frames.items()}
+    histories = with_features(saved, histories, saved.horizon)
+    values = recursive_forecasts(saved, list(histories.values()), saved.horizon, series_ids=list(histories))
+    freq = metadata["config"].get("freq")
+    rows = [
+        forecast_rows(i, h.frame, y_hat, model_key, freq)
+        for (i, h), y_hat in zip(histories.items(), values, strict=True)
+    ]
+    return forecast_table(pd.concat(rows, ignore_index=True), None, made_at)
+
+
 @task(name="forecast-table", result_serializer="json")
-def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]], global_model: bool) -> str:
+def publish_forecasts(
+    config: ForecastConfig,
+    predictions: dict[str, list[str]],
+    global_model: bool,
+    unscored: tuple[str, dict[str, pd.DataFrame]] | None = None,
+) -> str:
     """A run's forecast table from its predict outputs (predict key -> `[unique_id, model key, evaluate key]`),
-    kept by a key of those outputs and the model it publishes (`published_model`): a cached run finds it and
-    writes nothing. Returns its path."""
+    and with `unscored` (a global model's key, and the series too short to be scored it forecasts:
+    `unscored_frames`) their rows; kept by a key of those outputs and series and the model it publishes
+    (`published_model`): a cached run finds it and writes nothing. Returns its path."""
     store = Store(config.artifacts_dir)
     model = published_model(config, global_model)
-    key = fingerprint("forecast-table", sorted(predictions.items()), model)
+    unscored_key = None
+    if unscored is not None:
+        unscored_key = [unscored[0], sorted((i, frame_digest(f)) for i, f in unscored[1].items())]
+    key = fingerprint("forecast-table", sorted(predictions.items()), model, *([unscored_key] if unscored else []))
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
     stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
     made_at = utc_now()
     table = table_from_predictions(stacked, series_of_key, made_at)
+    extra = unscored_forecasts(store, *unscored, made_at) if unscored is not None and unscored[1] else None
+    if extra is not None:
+        table = pd.concat([table, extra], ignore_index=True)
     if model != COMBINED:
         return str(publish_table(store, table, key))
     found = {k: store.read_table_metadata("evaluate", v[2]) for k, v in predictions.items()}
@@ -583,6 +632,8 @@ def publish_forecasts(config: ForecastConfig, predictions: dict[str, list[str]],
         if meta.get("combined_forecast")
     }
     published = table_from_predictions(stacked, series_of_key, made_at, combined)
+    if extra is not None:  # the network's forecast: there is no statistical fit of theirs to combine it with
+        published = pd.concat([published, extra], ignore_index=True)
     # Both models' intervals are kept: `predict` forecasts a series with the model its run published.
     both = pd.concat([table, published.loc[published["model"] == COMBINED]], ignore_index=True)
     return str(publish_table(store, published, key, both))

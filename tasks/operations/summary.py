@@ -20,6 +20,7 @@ from lstm_forecast.tasks.stages.evaluate import BASELINES, MODELS, pooled_test_m
 ID = "unique_id"
 SHOWN_PLOTS = 4  # series whose plots a many-series run shows in the UI
 TABLE_ROWS = 500  # rows of the summary shown as a UI table (the file holds every series)
+FORECAST_ONLY = "forecast_only"  # a summary status: too short to be scored, forecast by one network across the panel
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class SeriesOutcome:
     metrics_key: str = ""
     error: str = ""
     plot_key: str = ""
+    forecast_only: bool = False  # too short to be scored: forecast by a global model, its reason in `error`
 
 
 def stacked_metrics(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
@@ -55,7 +57,7 @@ def series_summary(outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = No
         columns `unique_id, status, winner, <model>_rmse…, <model>_mae…, baselines, error`; `winner` is
         the model with the lowest test RMSE; `baselines` names the baselines scored on the series (a
         large panel scores the statistical ones on a sample); failed series have NaN metrics and their
-        error.
+        error, series forecast only (too short to be scored) NaN metrics and the reason.
     """
     wide = wide_test_metrics(outcomes) if wide is None else wide
     rmse = wide[[f"{model}_rmse" for model in MODELS if f"{model}_rmse" in wide]]
@@ -64,7 +66,7 @@ def series_summary(outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = No
     summary = pd.DataFrame(
         {
             ID: [outcome.series_id for outcome in outcomes],
-            "status": ["failed" if outcome.error else "completed" for outcome in outcomes],
+            "status": [outcome_status(outcome) for outcome in outcomes],
             "error": [outcome.error for outcome in outcomes],
         }
     )
@@ -77,9 +79,14 @@ def series_summary(outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = No
     return summary.reindex(columns=[*columns[:-1], "baselines", "error"])
 
 
+def outcome_status(outcome: SeriesOutcome) -> str:
+    """`completed`, `failed`, or `forecast_only` (too short to be scored, forecast by a global model)."""
+    return FORECAST_ONLY if outcome.forecast_only else "failed" if outcome.error else "completed"
+
+
 def summary_key(outcomes: list[SeriesOutcome]) -> str:
-    """Content key of a summary: its series and each one's metrics key or error."""
-    return fingerprint("summary", [(o.series_id, o.metrics_key, o.error) for o in outcomes])
+    """Content key of a summary: its series and each one's metrics key or error (and status)."""
+    return fingerprint("summary", [(o.series_id, o.metrics_key, o.error, outcome_status(o)) for o in outcomes])
 
 
 def series_to_show(
@@ -126,13 +133,15 @@ async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[
     summary = series_summary(outcomes, wide)
     path = store.write_summary(summary_key(outcomes), summary)
     failed = int((summary["status"] == "failed").sum())
+    unscored = int((summary["status"] == FORECAST_ONLY).sum())
     shown = summary if len(summary) <= TABLE_ROWS else summary.head(TABLE_ROWS)
     statistical = int(summary["baselines"].str.contains("auto_").sum())
     listed = "each" if shown is summary else f"the first {len(shown)}"
     await acreate_table_artifact(
         key="lstm-forecast-series",
         table=table_records(shown.round(5)),
-        description=f"Test metrics and winning model of {listed} of {len(summary)} series ({failed} failed; "
+        description=f"Test metrics and winning model of {listed} of {len(summary)} series ({failed} failed, "
+        f"{unscored} too short to be scored and forecast only; "
         f"statistical baselines scored on {statistical} of them, a fixed sample when there are many: "
         f"--baseline-sample); every series: `{path}`.",
     )
