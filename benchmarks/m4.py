@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/m4.py --sample 30 --seed 0 [--extra "--epochs 20"] [--json-out FILE]
     .venv/bin/python benchmarks/m4.py --ids W1 W246                 # named series
     .venv/bin/python benchmarks/m4.py [--data-dir DIR] [--store DIR] [--extra "--workers 2"]   # all 359 series
+    .venv/bin/python benchmarks/m4.py --short-share 0.5 [--short-points 16 60]   # half of them cut short
 
 The data (`unique_id, ds, y`; `train.parquet`, `test.parquet`; see its README.md) is read from
 `--data-dir` (default: ../shared/data/m4-weekly from the repository root, or m4-hourly-dev: below). The
@@ -23,6 +24,11 @@ that `series.<id>.artifacts.predictions` names (a pack of many series, whose row
 OWA = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2 with this script's own Naive2 (for weekly data the
 plain naive forecast) on the same series. A series the pipeline fails on is listed and left out of the
 LSTM's row; a second row fills it with Naive2.
+
+`--short-share P` cuts a seeded share P of the series to their last 16-60 values (`--short-points`) before the
+run: too short for a test split of their own, they are forecast by the global model the other series train
+(status `forecast_only`) and scored here on the same test and MASE scale (the whole train part's) as the
+others, each group beside Naive2 on the same series.
 
 Also printed: wall time and peak RSS of the run (getrusage of the child processes), and whether the
 script's Naive2 reproduces the published sMAPE 9.161 / MASE 2.777 (only meaningful on all 359 series).
@@ -300,6 +306,16 @@ def main() -> None:
         "after); run twice with the same store to time a warm rerun",
     )
     parser.add_argument("--json-out", metavar="FILE", help="write the scores (and per-series LSTM errors) as JSON")
+    parser.add_argument(
+        "--short-share",
+        type=float,
+        default=0.0,
+        help="cut this share of the series (seeded) to their last --short-points values before the run: too short "
+        "for a test split of their own, the global model forecasts them unscored; scored here on the same test",
+    )
+    parser.add_argument(
+        "--short-points", type=int, nargs=2, default=(16, 60), metavar=("LEAST", "MOST"), help="(default 16 60)"
+    )
     args = parser.parse_args()
     dataset = DATASETS[args.dataset]
     data_dir = args.data_dir or REPO.parent / "shared" / "data" / dataset.name
@@ -331,6 +347,15 @@ def main() -> None:
     else:
         last_ds = train_frame[train_frame["unique_id"].isin(ids)].groupby("unique_id")["ds"].max()
         expected_ds = {key: last_ds[key] + group["step"].to_numpy() for key, group in test_groups.items()}
+    cut: dict[str, int] = {}  # series cut short for the run -> the values kept (their MASE scale stays M4's)
+    if args.short_share > 0:
+        rng = np.random.default_rng(args.seed + 1)
+        chosen = rng.choice(len(ids), size=round(args.short_share * len(ids)), replace=False)
+        cut = {ids[int(k)]: int(rng.integers(args.short_points[0], args.short_points[1] + 1)) for k in sorted(chosen)}
+        ranked = train_frame.groupby("unique_id").cumcount(ascending=False)  # 0: each series' last row
+        kept = train_frame["unique_id"].map(cut).fillna(np.inf)
+        train_frame = train_frame.loc[ranked < kept].reset_index(drop=True)
+        print(f"{len(cut)} series cut to their last {args.short_points[0]}-{args.short_points[1]} values", flush=True)
     lengths = [len(train[i]) for i in ids]
     print(
         f"{dataset.title}: {len(ids)} of {len(all_ids)} series, train lengths {min(lengths)}-{max(lengths)} "
@@ -395,7 +420,7 @@ def main() -> None:
             lstm_forecasts: dict[str, np.ndarray] = {}
             for i in ids:
                 detail = details.get(i, {})
-                if detail.get("status") != "completed":
+                if detail.get("status") not in ("completed", "forecast_only"):
                     failed[i] = detail.get("error") or run.error or f"exit {run.exit}, no result"
                     continue
                 try:
@@ -425,6 +450,14 @@ def main() -> None:
                 rows.append(("lstm-forecast, failed series -> Naive2", filled_score, reference))
             else:
                 rows.append(("lstm-forecast", lstm, reference))
+            if cut:
+                for name, part in (("cut short", set(cut)), ("not cut", set(ids) - set(cut))):
+                    found = {i: f for i, f in lstm_forecasts.items() if i in part}
+                    if found:
+                        same = score("Naive2", {i: naive2_forecasts[i] for i in found}, train, test, m)
+                        rows.append(
+                            (f"lstm-forecast, the {len(found)} series {name}", score(name, found, train, test, m), same)
+                        )
             report["lstm_per_series"] = {
                 i: {
                     "smape": smape(test[i], f),
