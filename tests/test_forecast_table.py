@@ -49,6 +49,11 @@ def test_champion_forecasts_every_series_each_by_its_own_champion_else_the_globa
     with pytest.raises(InputError, match="no champion for series 'w'"):
         models_by_series(registry, "champion", ["x", "w"], members)
     assert models_by_series(registry, "champion", ["x", "w"], members, skip_missing=True) == {"x": GLOBAL_KEY}
+    # given the data of a series it was not trained on, the global champion forecasts it
+    assert models_by_series(registry, "champion", ["w", "y"], members, any_named=True) == {
+        "w": GLOBAL_KEY,
+        "y": LOCAL_KEY,
+    }
 
 
 def test_a_model_key_forecasts_its_own_series_and_refuses_others() -> None:
@@ -57,6 +62,11 @@ def test_a_model_key_forecasts_its_own_series_and_refuses_others() -> None:
     assert models_by_series(registry, LOCAL_KEY, [], members) == {"y": LOCAL_KEY}
     with pytest.raises(InputError, match="does not forecast series 'x'"):
         models_by_series(registry, LOCAL_KEY, ["x"], members)
+    with pytest.raises(InputError, match="does not forecast series 'x'"):  # a model of its own: only its series
+        models_by_series(registry, LOCAL_KEY, ["x"], members, any_named=True)
+    assert models_by_series(registry, GLOBAL_KEY, ["w"], members, any_named=True) == {"w": GLOBAL_KEY}
+    with pytest.raises(InputError, match="does not forecast series 'w'"):
+        models_by_series(registry, GLOBAL_KEY, ["w"], members)
     with pytest.raises(InputError, match="matches 0 registered models"):
         models_by_series(registry, OTHER_KEY, [], members)
 

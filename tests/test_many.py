@@ -556,6 +556,19 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     assert len(short) == horizon and short["y_lo"].isna().all() and np.isfinite(short["y_hat"]).all()
     assert short["model_key"].iloc[0] == output["model"] and short["model"].iloc[0] == "lstm"
     assert (short["ds"].to_numpy() > frame.loc[frame["unique_id"] == "short", "ds"].max()).all()
+    # `predict` with the data forecasts it as the run did (a global model reads any series given to it) ...
+    env = quiet_env(tmp_path / "home-predict", prefect_server)
+    command = [str(BIN / "lstm-forecast"), "predict", "--artifacts-dir", str(tmp_path / "store"), "--json"]
+    command += ["--horizon", str(horizon), "--series-id", "short,s0"]
+    given = subprocess.run([*command, "--input", str(source)], env=env, capture_output=True, text=True, timeout=200)
+    assert given.returncode == 0, given.stderr[-3000:]
+    again_table = pd.read_parquet(json.loads(given.stdout.strip().splitlines()[-1])["forecast"])
+    merged = again_table.merge(table, on=["unique_id", "ds"], suffixes=("", "_run"), validate="one_to_one")
+    assert sorted(set(merged["unique_id"])) == ["s0", "short"] and len(merged) == 2 * horizon
+    np.testing.assert_allclose(merged["y_hat"], merged["y_hat_run"], rtol=1e-6)
+    # ... and without it there is nothing stored to forecast it from
+    stored = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
+    assert stored.returncode == 2 and "'short'" in stored.stderr
     # read in its own space (relative to its last value): the same series 100 higher is forecast 100 higher,
     # by the same network (the members are unchanged, so the model is cached)
     frame.loc[frame["unique_id"] == "short", "y"] += 100.0

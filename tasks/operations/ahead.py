@@ -65,6 +65,7 @@ def models_by_series(
     series_ids: list[str],
     global_members: Callable[[str], list[str]],
     skip_missing: bool = False,
+    any_named: bool = False,
 ) -> dict[str, str]:
     """Series id -> the registry key of the model that forecasts it ("" is a single-series input's series).
 
@@ -74,6 +75,7 @@ def models_by_series(
         series_ids: the series wanted; empty for every series the chosen model(s) know.
         global_members: a global model's series ids, by its key.
         skip_missing: leave out the named series without a champion instead of refusing them.
+        any_named: a global model also forecasts named series it was not trained on (their data is given).
     """
     registry = with_series_ids(registry)
     if reference == "champion":
@@ -86,7 +88,7 @@ def models_by_series(
                 own.pop("", None)  # a long-format store: its series, not a single-series champion beside them
             series_ids = list(dict.fromkeys([*members, *own])) if (members or own) else []
         known = set(members)
-        chosen = {i: own.get(i) or (global_key if i in known else None) for i in series_ids}
+        chosen = {i: own.get(i) or (global_key if i in known or any_named else None) for i in series_ids}
         missing = [i for i, key in chosen.items() if key is None]
         if skip_missing:
             chosen, missing = {i: key for i, key in chosen.items() if key is not None}, []
@@ -106,7 +108,7 @@ def models_by_series(
         )
     key, own_series = str(matches["key"].iloc[0]), str(matches["series_id"].iloc[0])
     known = global_members(key) if own_series == GLOBAL_SERIES else [own_series]
-    unknown = [i for i in series_ids if i not in set(known)]
+    unknown = [i for i in series_ids if i not in set(known) and not (any_named and own_series == GLOBAL_SERIES)]
     if unknown:
         raise InputError(
             f"model {key} does not forecast series {named(unknown)}",
@@ -477,7 +479,10 @@ def forecast_every_series(
     registry = load_registry(store)
     if registry is None or registry.empty:
         raise InputError(f"the store {store.root} has no registered model", "train one with `lstm-forecast run`")
-    assigned = models_by_series(registry, reference, list(series_ids or []), global_members(store))
+    # With new data a global model also forecasts series it was not trained on (too short to be scored, or new).
+    assigned = models_by_series(
+        registry, reference, list(series_ids or []), global_members(store), any_named=frames_of is not None
+    )
     parts: list[pd.DataFrame] = []
     widths: list[pd.DataFrame] = []
     histories: dict[str, pd.DataFrame] = {}
