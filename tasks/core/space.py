@@ -106,7 +106,10 @@ class ModelSpace:
 
     def encode(self, y: np.ndarray) -> np.ndarray:
         """Model-space values (n,), NaN where undefined; 'level' windows subtract their reference level later."""
-        v = self.adjusted(y)
+        return self.encode_adjusted(self.adjusted(y))
+
+    def encode_adjusted(self, v: np.ndarray) -> np.ndarray:
+        """`encode` of values already `adjusted` (n,)."""
         return self.scaler.scale(np.concatenate([[np.nan], np.diff(v)]) if self.kind == "diff" else v)
 
     def inputs(
