@@ -201,13 +201,6 @@ class ForecastConfig(BaseModel):
         description="Final weights = moving average of the weights with this momentum (about 1/(1-m) steps; "
         "0: the best epoch's weights). Use 0 for runs of only a few dozen steps.",
     )
-    augment: int = Field(
-        0,
-        ge=0,
-        le=20,
-        description="A model of one series: also train on this many moving-block bootstraps of its training "
-        "rows (loess trend plus the remainder resampled in blocks, in the model space); 0: none.",
-    )
     series_embedding: int = Field(
         0,
         ge=0,
@@ -495,8 +488,6 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
             holidays=config.holidays,
             horizon=config.horizon,
         )
-    if stage == "train" and config.augment:  # off: the keys stay as they were
-        fields["augment"] = config.augment
     if stage == "train" and config.series_embedding and config.scope == "global":  # off: the keys stay as they were
         fields["series_embedding"] = config.series_embedding
     if stage in ("normalize", "window"):  # a global model's level and windows differ (`smooth_level`, padding)

@@ -106,10 +106,7 @@ class ModelSpace:
 
     def encode(self, y: np.ndarray) -> np.ndarray:
         """Model-space values (n,), NaN where undefined; 'level' windows subtract their reference level later."""
-        return self.encode_adjusted(self.adjusted(y))
-
-    def encode_adjusted(self, v: np.ndarray) -> np.ndarray:
-        """`encode` of values already `adjusted` (n,)."""
+        v = self.adjusted(y)
         return self.scaler.scale(np.concatenate([[np.nan], np.diff(v)]) if self.kind == "diff" else v)
 
     def inputs(

@@ -29,7 +29,6 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from lstm_forecast.tasks.core.augment import bootstrapped_copies
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import feature_columns, read_features
 from lstm_forecast.tasks.core.defaults import GLOBAL_VALIDATION_BUDGET, window_cap
@@ -67,39 +66,6 @@ def training_arrays(
     )
     inputs = space.inputs(scaled, rows, config.look_back, config.patch, features)
     return inputs, space.targets(scaled, rows, config.horizon)
-
-
-def with_bootstrapped_copies(
-    arrays: tuple[np.ndarray, np.ndarray],
-    y: np.ndarray,
-    targets: Any,
-    config: ForecastConfig,
-    split_name: str | None,
-    space: ModelSpace,
-    features: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`arrays` (a split's inputs and targets, `training_arrays`) followed by the same split's windows of
-    `config.augment` moving-block bootstraps of `y` in `space` (`augment.bootstrapped_copies`), each made from
-    the rows up to the split's last target only."""
-    if not config.augment:
-        return arrays
-    rows = (
-        targets["row"].to_numpy()
-        if split_name is None
-        else targets.loc[targets["split"] == split_name, "row"].to_numpy()
-    )
-    if not len(rows):
-        return arrays
-    stop = int(rows.max()) + config.horizon
-    adjusted = space.adjusted(np.asarray(y, dtype="float64")[:stop])
-    first = space.offset
-    copies = bootstrapped_copies(adjusted[first:], config.augment, space.seasons, config.seed)
-    inputs, outputs = [arrays[0]], [arrays[1]]
-    for copy in copies:
-        z = space.encode_adjusted(np.concatenate([adjusted[:first], copy]))
-        inputs.append(space.inputs(z, rows, config.look_back, config.patch, features))
-        outputs.append(space.targets(z, rows, config.horizon))
-    return np.concatenate(inputs), np.concatenate(outputs)
 
 
 @dataclass(frozen=True)
@@ -541,25 +507,9 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
     space, full_space = read_model_space(store, normalize), read_model_space(store, normalize, forecaster=True)
     y = store.read_table("generate", series)["y"].to_numpy()
     model, forecaster, fit = fit_with_forecaster(
-        with_bootstrapped_copies(
-            training_arrays(scaled, targets, config, "train", space, features),
-            y,
-            targets,
-            config,
-            "train",
-            space,
-            features,
-        ),
+        training_arrays(scaled, targets, config, "train", space, features),
         training_arrays(scaled, targets, config, "validation", space, features),
-        with_bootstrapped_copies(
-            training_arrays(full_space.encode(y), targets, config, None, full_space, features),
-            y,
-            targets,
-            config,
-            None,
-            full_space,
-            features,
-        ),
+        training_arrays(full_space.encode(y), targets, config, None, full_space, features),
         config,
     )
     fit["forecaster"]["model_space"] = full_space.to_dict()
