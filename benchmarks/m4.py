@@ -237,6 +237,29 @@ def published_forecasts(path: str | None) -> dict[str, np.ndarray]:
     return {str(i): part["y_hat"].to_numpy("float64") for i, part in table.groupby("unique_id", sort=False)}
 
 
+def published_intervals(path: str | None) -> dict[str, np.ndarray]:
+    """Each series' interval bounds (2, steps) `y_lo, y_hi` in the run's forecast table, by `ds`; {} without one."""
+    if not path:
+        return {}
+    table = pd.read_parquet(path, columns=["unique_id", "ds", "y_lo", "y_hi"])
+    table = table.sort_values(["unique_id", "ds"], kind="stable")
+    return {str(i): part[["y_lo", "y_hi"]].to_numpy("float64").T for i, part in table.groupby("unique_id", sort=False)}
+
+
+def coverage(intervals: dict[str, np.ndarray], test: dict[str, np.ndarray], ids: set[str]) -> tuple[float, int]:
+    """The share of the test values of `ids` inside their series' interval, and the number of series that have
+    one (rows without an interval are left out)."""
+    inside, count, series = 0, 0, 0
+    for i in sorted(ids & set(intervals)):
+        low, high = intervals[i]
+        known = np.isfinite(low) & np.isfinite(high)
+        if known.any():
+            actual = test[i][: len(low)][known]
+            inside += int(((actual >= low[known]) & (actual <= high[known])).sum())
+            count, series = count + int(known.sum()), series + 1
+    return (inside / count if count else float("nan")), series
+
+
 def read_forecast(path: str, key: str, expected_ds: np.ndarray, horizon: int = HORIZON) -> tuple[np.ndarray, str]:
     """The `horizon` `forecast` rows of a series' predictions (its own file, or its rows `_key == key` of the
     pack of many series that holds them), by step; and a note if their `ds` differ from the test's."""
@@ -427,6 +450,7 @@ def main() -> None:
             wall = run.wall_s
             details = (run.result or {}).get("series", {})
             published = published_forecasts((run.result or {}).get("forecasts"))
+            intervals = published_intervals((run.result or {}).get("forecasts"))
             lstm_forecasts: dict[str, np.ndarray] = {}
             for i in ids:
                 detail = details.get(i, {})
@@ -472,6 +496,16 @@ def main() -> None:
                         rows.append(
                             (f"lstm-forecast, the {len(found)} series {name}", score(name, found, train, test, m), same)
                         )
+            groups = [("all", set(lstm_forecasts))]
+            if cut:
+                groups += [("cut short", set(cut) & set(lstm_forecasts)), ("not cut", set(lstm_forecasts) - set(cut))]
+            shares = {name: coverage(intervals, test, part) for name, part in groups}
+            if any(series for _, series in shares.values()):
+                report["interval_coverage"] = {name: share for name, (share, _) in shares.items()}
+                print(
+                    "interval coverage of the test values (nominal: --interval-level, 90% by default): "
+                    + ", ".join(f"{name} {share:.1%} ({series} series)" for name, (share, series) in shares.items())
+                )
             report["lstm_per_series"] = {
                 i: {
                     "smape": smape(test[i], f),

@@ -553,7 +553,9 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     table = pd.read_parquet(output["forecasts"])
     short = table.loc[table["unique_id"] == "short"]
     horizon = int((table["unique_id"] == "s0").sum())
-    assert len(short) == horizon and short["y_lo"].isna().all() and np.isfinite(short["y_hat"]).all()
+    assert len(short) == horizon and np.isfinite(short["y_hat"]).all()
+    # an interval sized by the members' validation errors in their own units, times its own unit
+    assert (short["y_lo"] < short["y_hat"]).all() and (short["y_hat"] < short["y_hi"]).all()
     assert short["model_key"].iloc[0] == output["model"] and short["model"].iloc[0] == "lstm"
     assert (short["ds"].to_numpy() > frame.loc[frame["unique_id"] == "short", "ds"].max()).all()
     # `predict` with the data forecasts it as the run did (a global model reads any series given to it) ...
@@ -566,6 +568,7 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     merged = again_table.merge(table, on=["unique_id", "ds"], suffixes=("", "_run"), validate="one_to_one")
     assert sorted(set(merged["unique_id"])) == ["s0", "short"] and len(merged) == 2 * horizon
     np.testing.assert_allclose(merged["y_hat"], merged["y_hat_run"], rtol=1e-6)
+    np.testing.assert_allclose(merged["y_hi"] - merged["y_hat"], merged["y_hi_run"] - merged["y_hat_run"], rtol=1e-6)
     # ... and without it there is nothing stored to forecast it from
     stored = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
     assert stored.returncode == 2 and "'short'" in stored.stderr
@@ -577,3 +580,4 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     assert again.returncode == 1 and again_json["model"] == output["model"]
     raised = pd.read_parquet(again_json["forecasts"]).query("unique_id == 'short'")
     np.testing.assert_allclose(raised["y_hat"].to_numpy(), short["y_hat"].to_numpy() + 100.0, rtol=1e-6)
+    np.testing.assert_allclose(raised["y_hi"] - raised["y_hat"], (short["y_hi"] - short["y_hat"]).to_numpy(), rtol=1e-6)

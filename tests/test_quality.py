@@ -11,7 +11,7 @@ import pytest
 
 from lstm_forecast.tasks.core.config import build_config
 from lstm_forecast.tasks.core.defaults import detect_season
-from lstm_forecast.tasks.core.intervals import conformal_widths
+from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths
 from lstm_forecast.tasks.core.networks import load_model
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets, window_targets_matrix
@@ -161,6 +161,25 @@ def test_conformal_widths_cover_the_calibration_errors() -> None:
     widths = conformal_widths(np.zeros_like(errors), errors, level=0.9)
     assert widths.tolist() == [91.0]  # ceil(101 * 0.9) / 100 = 0.91 quantile, "higher"
     assert np.mean(errors[:, 0] <= widths[0]) >= 0.9
+
+
+def test_pooled_widths_are_a_quantile_of_errors_in_each_series_own_units() -> None:
+    # a: step-1 actuals 0, 2, 4 (mean one-step change 2), errors 2 and 4 at step 1 and 2 (scaled 1, 2);
+    # b: actuals 0, 10, 20 (change 10), errors 10 and 30 (scaled 1, 3); c: constant, no scale, left out
+    calibration = pd.DataFrame(
+        {
+            "_key": ["a"] * 6 + ["b"] * 6 + ["c"] * 2,
+            "step": [1, 2] * 7,
+            "y": np.array([0, 2, 2, 4, 4, 6, 0, 10, 10, 20, 20, 30, 5, 5], dtype="float64"),
+            "y_hat": np.array([2, 4, 2, 2, 4, 10, 10, 40, 10, 20, 20, 30, 0, 0], dtype="float64"),
+        }
+    )
+    # scaled errors: step 1: a 1, 0, 0 and b 1, 0, 0; step 2: a 1, 1, 2 and b 3, 0, 0
+    widths = pooled_scaled_widths(calibration, level=0.5)
+    assert widths is not None and widths.tolist() == [0.0, 1.0]  # the 4th of 6 (ceil(7 * 0.5) / 6)
+    assert pooled_scaled_widths(calibration, level=0.99).tolist() == [1.0, 3.0]
+    assert pooled_scaled_widths(calibration.loc[calibration["_key"] == "c"], 0.9) is None
+    assert naive_scale(np.array([1.0, 3.0, np.nan, 2.0])) == 2.0 and np.isnan(naive_scale(np.array([1.0])))
 
 
 def train_small(series: pd.DataFrame, tmp_path: Path, **overrides: object) -> dict[str, float]:

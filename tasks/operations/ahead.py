@@ -27,6 +27,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, f
 from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.defaults import adapt_config, published_model
 from lstm_forecast.tasks.core.errors import InputError, TooShortError
+from lstm_forecast.tasks.core.intervals import naive_scale, pooled_scaled_widths
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint, frame_digest
@@ -586,20 +587,55 @@ def unscored_frames(
     )
 
 
-def unscored_forecasts(store: Store, model_key: str, frames: dict[str, pd.DataFrame], made_at: str) -> pd.DataFrame:
+# The series whose calibration errors size the intervals of series too short to be scored: at most this many,
+# spread evenly over the panel (their errors are read from their predict outputs).
+UNSCORED_CALIBRATION_SERIES = 1000
+
+
+def unscored_widths(store: Store, predict_keys: list[str], level: float) -> np.ndarray | None:
+    """Interval half-widths per step (horizon,), in units of a series' `naive_scale`, for the series too short
+    to be scored: the split-conformal quantile of the scored series' calibration errors (validation, or train
+    where there is none), pooled over up to `UNSCORED_CALIBRATION_SERIES` of them, each error divided by its
+    series' naive scale (`pooled_scaled_widths`)."""
+    keys = sorted(predict_keys)
+    keys = keys[:: max(1, math.ceil(len(keys) / UNSCORED_CALIBRATION_SERIES))]
+    for split in ("validation", "train"):
+        rows = store.read_tables("predict", keys, where={"split": split})
+        if len(rows):
+            return pooled_scaled_widths(rows, level)
+    return None
+
+
+def unscored_forecasts(
+    store: Store,
+    model_key: str,
+    frames: dict[str, pd.DataFrame],
+    made_at: str,
+    scaled_widths: np.ndarray | None = None,
+) -> pd.DataFrame:
     """The forecast table rows of series too short to be scored, by the global model `model_key` trained on
     every row: each read in a space fitted on its own rows, from a window padded with its first value as the
-    model's training padded short windows. No interval: there are no held-out errors of theirs to size one."""
+    model's training padded short windows. Their intervals are `scaled_widths` (`unscored_widths`) times each
+    series' own naive scale; none where either is missing: there are no held-out errors of theirs."""
     metadata, saved = model_for_forecasts(store, model_key)
     histories = {i: History(f, series_space(metadata["config"], f)) for i, f in frames.items()}
     histories = with_features(saved, histories, saved.horizon)
     values = recursive_forecasts(saved, list(histories.values()), saved.horizon, series_ids=list(histories))
     freq = metadata["config"].get("freq")
-    rows = [
-        forecast_rows(i, h.frame, y_hat, model_key, freq)
-        for (i, h), y_hat in zip(histories.items(), values, strict=True)
-    ]
-    return forecast_table(pd.concat(rows, ignore_index=True), None, made_at)
+    rows = pd.concat(
+        [
+            forecast_rows(i, h.frame, y_hat, model_key, freq)
+            for (i, h), y_hat in zip(histories.items(), values, strict=True)
+        ],
+        ignore_index=True,
+    )
+    widths = None
+    if scaled_widths is not None:
+        scale = {i: naive_scale(f["y"].to_numpy()) for i, f in frames.items()}
+        widths = rows[WIDTH_KEYS].assign(
+            half_width=rows["unique_id"].map(scale).to_numpy("float64") * scaled_widths[rows["step"].to_numpy() - 1]
+        )
+    return forecast_table(rows, widths, made_at)
 
 
 @task(name="forecast-table", result_serializer="json")
@@ -617,7 +653,8 @@ def publish_forecasts(
     model = published_model(config, global_model)
     unscored_key = None
     if unscored is not None:
-        unscored_key = [unscored[0], sorted((i, frame_digest(f)) for i, f in unscored[1].items())]
+        # "pooled widths": their intervals, added later than their rows (a table kept without them is not reused)
+        unscored_key = [unscored[0], sorted((i, frame_digest(f)) for i, f in unscored[1].items()), "pooled widths"]
     key = fingerprint("forecast-table", sorted(predictions.items()), model, *([unscored_key] if unscored else []))
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
@@ -625,7 +662,10 @@ def publish_forecasts(
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
     made_at = utc_now()
     table = table_from_predictions(stacked, series_of_key, made_at)
-    extra = unscored_forecasts(store, *unscored, made_at) if unscored is not None and unscored[1] else None
+    extra = None
+    if unscored is not None and unscored[1]:
+        scaled_widths = unscored_widths(store, list(predictions), config.interval_level)
+        extra = unscored_forecasts(store, *unscored, made_at, scaled_widths)
     if extra is not None:
         table = pd.concat([table, extra], ignore_index=True)
     if model != COMBINED:
