@@ -51,6 +51,7 @@ from lstm_forecast.flows.plan import (
     planned_inline,
     planned_run,
     run_stage,
+    run_stage_inline,
     series_result,
 )
 from lstm_forecast.tasks.core.caching import stored_output
@@ -62,7 +63,6 @@ from lstm_forecast.tasks.core.graph import (
     STAGES,
     stage_ahead_function,
     stage_chunk_function,
-    stage_task,
     stages_until,
 )
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
@@ -73,23 +73,6 @@ from lstm_forecast.tasks.operations.report import publish_forecast_table
 from lstm_forecast.tasks.operations.summary import FORECAST_ONLY, SeriesOutcome, publish_summary
 from lstm_forecast.tasks.stages.generate import read_series_ids
 from lstm_forecast.tasks.stages.train import train_global
-
-
-def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
-    """One stage of one series inside the current task run, without a task run of its own: its output is
-    reused when it is complete and up to date in the store (the check of `tasks/core/caching.py`), else its
-    function computes it. Returns its key and notes it in `stages`."""
-    upstream, planned, output = planned_inline(stage, config, stages, digest)
-    status = "cached" if output is not None else "computed"
-    if output is not None:
-        key = output
-    elif STAGE[stage].reads_input:  # it keys its output by the series it reads
-        key = stage_task(stage).fn(config=config, **upstream)
-    else:
-        key = stage_task(stage).fn(config=config, **upstream, key=planned)
-    stages[stage] = {"key": key, "status": status}
-    return key
-
 
 # A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
 # writes as one pack file (`Store.batched`). The bounds keep a chunk's outputs small in memory (about 100 MB

@@ -172,15 +172,42 @@ class StoreRunner:
         return {"train": {"key": model, "status": "cached"}}
 
 
+def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
+    """One stage of one series inside the current task run, without a task run of its own: its output is
+    reused when it is complete and up to date in the store (the check of `tasks/core/caching.py`), else its
+    function computes it. Returns its key and notes it in `stages`."""
+    upstream, planned, output = planned_inline(stage, config, stages, digest)
+    status = "cached" if output is not None else "computed"
+    if output is not None:
+        key = output
+    elif STAGE[stage].reads_input:  # it keys its output by the series it reads
+        key = stage_task(stage).fn(config=config, **upstream)
+    else:
+        key = stage_task(stage).fn(config=config, **upstream, key=planned)
+    stages[stage] = {"key": key, "status": status}
+    return key
+
+
+# A rerun runs again, in its own process, the stages before training of the series whose output is missing,
+# when they are at most this share of the panel (or this many): a series that fails on its own data (too short
+# to be scored, constant) stores nothing, and would otherwise send every rerun of its panel through the chunk
+# tasks. Those stages read no network.
+REREAD_STAGES = ("generate", *PREPARE_STAGES)
+REREAD_SHARE, REREAD_LEAST = 0.1, 100
+
+
 def stored_stage(
     stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None = None
 ) -> dict[SeriesId, SeriesResult]:
     """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
-    each series' `series_facts`). Raises `NotStoredError` at the first output the store lacks."""
+    each series' `series_facts`). Missing outputs of the stages before training are run again here
+    (`failed_again`).
+    Raises `NotStoredError` at the first output the store lacks otherwise."""
     results: dict[SeriesId, SeriesResult] = {}
     if not configs:
         return results
     store = Store(next(iter(configs.values())).artifacts_dir)
+    missing: list[SeriesId] = []
     for series_id, config in configs.items():
         own = dict(stages.get(series_id, {}))
         try:
@@ -188,9 +215,32 @@ def stored_stage(
         except Exception as error:  # a series that cannot be planned fails in a real run, which reports it
             raise NotStoredError(stage) from error
         if output is None:
-            raise NotStoredError(stage)
+            if stage not in REREAD_STAGES or len(missing) >= max(REREAD_LEAST, REREAD_SHARE * len(configs)):
+                raise NotStoredError(stage)
+            missing.append(series_id)
+            continue
         own[stage] = {"key": output, "status": "cached"}
         results[series_id] = series_result(stage, config, own, store)
+    results |= failed_again(stage, {i: configs[i] for i in missing}, stages, digest)
+    return {i: results[i] for i in configs}
+
+
+def failed_again(
+    stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None = None
+) -> dict[SeriesId, SeriesResult]:
+    """Stage `stage` of series whose output is not stored (after their `stages` so far), run here, when each
+    one fails on its own data as its chunk's task would fail it (`failed_result`); `NotStoredError` at the first
+    that does not fail: its output is new, and the run has work to do."""
+    results: dict[SeriesId, SeriesResult] = {}
+    for series_id, config in configs.items():
+        try:
+            run_stage_inline(stage, config, dict(stages.get(series_id, {})), digest)
+        except InputError as error:  # its data's own fault: a chunk task would fail it the same way
+            results[series_id] = failed_result(error)
+            continue
+        except Exception as error:
+            raise NotStoredError(stage) from error
+        raise NotStoredError(stage)
     return results
 
 

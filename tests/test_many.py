@@ -538,13 +538,15 @@ def test_many_failed_series_print_a_count_the_first_few_and_where_all_are(tmp_pa
 def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_shortest_fail_alone(
     tmp_path: Path, prefect_server: str
 ) -> None:
-    frame = long_frame({"s0": 300, "s1": 300, "s2": 300, "short": 8, "tiny": 3})
+    frame = long_frame({"s0": 300, "s1": 300, "s2": 300, "short": 8, "tiny": 3, "flat": 300})
+    frame.loc[frame["unique_id"] == "flat", "y"] = 1.0
     source = tmp_path / "panel.csv"
     frame.to_csv(source, index=False)
     run = long_run(tmp_path, source, prefect_server, "global")
     result, output = run("store")
     assert result.returncode == 1, result.stderr[-3000:]  # `tiny` fails alone: fewer points than a window reads
-    assert output["failed"] == ["tiny"] and "the global model reads at least" in output["series"]["tiny"]["error"]
+    assert sorted(output["failed"]) == ["flat", "tiny"]
+    assert "the global model reads at least" in output["series"]["tiny"]["error"]
     assert output["series"]["short"]["status"] == "forecast_only" and sorted(output["metrics"]) == ["s0", "s1", "s2"]
     assert "too few for a 20% test split" in output["series"]["short"]["reason"]
     assert "1 series too short for a test split of their own (short)" in result.stdout
@@ -578,6 +580,9 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     frame.to_csv(source, index=False)
     again, again_json = run("store")
     assert again.returncode == 1 and again_json["model"] == output["model"]
+    # answered from the store: the failed series' stages run again in the flow's process, and fail alike
+    assert not {r.name.rsplit("-", 1)[0] for r in task_runs(again_json["flow_run_id"])} & set(STAGES)
+    assert {i: again_json["series"][i] for i in ("flat", "tiny")} == {i: output["series"][i] for i in ("flat", "tiny")}
     raised = pd.read_parquet(again_json["forecasts"]).query("unique_id == 'short'")
     np.testing.assert_allclose(raised["y_hat"].to_numpy(), short["y_hat"].to_numpy() + 100.0, rtol=1e-6)
     np.testing.assert_allclose(raised["y_hi"] - raised["y_hat"], (short["y_hi"] - short["y_hat"]).to_numpy(), rtol=1e-6)
