@@ -20,6 +20,10 @@ from its own virtual environment (`--opponent-venv`, created on first use): its 
 `tests` package that would shadow this project's tests in `.venv`.
 
     .venv/bin/python benchmarks/scale.py --panel 10000 --workers 2
+
+`--short-share P` cuts a seeded share P of the crops to their last 30 values: too short for a test split of
+their own, the global model forecasts them unscored (status `forecast_only`), and a warm rerun still runs no
+chunk task.
 """
 
 from __future__ import annotations
@@ -110,13 +114,20 @@ print(f"{wall:.3f} {forecast['unique_id'].nunique()}")
 """
 
 
-def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> tuple[int, dict[str, np.ndarray]]:
+SHORT_POINTS = 30  # `--short-share`: too few for a test split of their own at 13 steps ahead
+
+
+def write_panel(
+    path: Path, count: int, data_dir: Path, seed: int = 0, short_share: float = 0.0
+) -> tuple[int, dict[str, np.ndarray]]:
     """`count` crops of 150-250 points of the M4 Weekly train series that have 250 or more, in long
-    format with numeric time; returns the number of rows and, for each crop its source continues by
-    `HORIZON` points or more, those next points (the truth its forecast is scored on)."""
+    format with numeric time, a seeded `short_share` of them cut to their last `SHORT_POINTS` (the same
+    crops otherwise); returns the number of rows and, for each crop its source continues by `HORIZON` points
+    or more, those next points (the truth its forecast is scored on)."""
     train = pd.read_parquet(data_dir / "train.parquet")
     sources = [g["y"].to_numpy() for _, g in train.groupby("unique_id", sort=True) if len(g) >= 250]
     rng = np.random.default_rng(seed)
+    cut = np.random.default_rng(seed + 1).random(count) < short_share
     parts = []
     futures = {}
     for number in range(count):
@@ -125,11 +136,10 @@ def write_panel(path: Path, count: int, data_dir: Path, seed: int = 0) -> tuple[
         start = int(rng.integers(0, len(source) - length + 1))
         if start + length + HORIZON <= len(source):
             futures[f"s{number:06d}"] = source[start + length :][:HORIZON]
-        parts.append(
-            pd.DataFrame(
-                {"unique_id": f"s{number:06d}", "ds": np.arange(length, dtype="float64"), "y": source[start:][:length]}
-            )
+        part = pd.DataFrame(
+            {"unique_id": f"s{number:06d}", "ds": np.arange(length, dtype="float64"), "y": source[start:][:length]}
         )
+        parts.append(part.iloc[-SHORT_POINTS:] if cut[number] else part)
     panel = pd.concat(parts, ignore_index=True)
     panel.to_parquet(path, index=False)
     return len(panel), futures
@@ -206,7 +216,7 @@ def opponent_python(venv: Path) -> Path:
 def panel_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="lstm-forecast-panel-"))
     source = work / "panel.parquet"
-    rows, futures = write_panel(source, args.panel, Path(args.data_dir))
+    rows, futures = write_panel(source, args.panel, Path(args.data_dir), short_share=args.short_share)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base_env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     python = opponent_python(Path(args.opponent_venv))
@@ -243,7 +253,8 @@ def panel_main(args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    completed = sum(detail["status"] == "completed" for detail in cold["result"]["series"].values())
+    statuses = [detail["status"] for detail in cold["result"]["series"].values()]
+    completed, forecast_only = statuses.count("completed"), statuses.count("forecast_only")
 
     print(f"\n{args.panel} series, {rows} rows (M4 Weekly crops of 150-250 points), CPU cores: {os.cpu_count()}")
     print(f"lstm-forecast run --horizon 13 --workers {args.workers} {args.extra}".rstrip())
@@ -260,8 +271,8 @@ def panel_main(args: argparse.Namespace) -> None:
     if len(opponent_walls) > 1:
         print(f"mlforecast's runs (the median above): {', '.join(f'{wall:.1f}' for wall in opponent_walls)} s")
     print(
-        f"cold / mlforecast: {cold['wall_s'] / opponent_wall:.2f} x; series forecast: {completed} (lstm-forecast), "
-        f"{opponent_series} (mlforecast)"
+        f"cold / mlforecast: {cold['wall_s'] / opponent_wall:.2f} x; series forecast: {completed + forecast_only} "
+        f"(lstm-forecast; {forecast_only} of them too short to be scored), {opponent_series} (mlforecast)"
     )
     print("stage wall s (cold):", ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in stages.items()))
     print(
@@ -300,6 +311,12 @@ def main() -> None:
     parser.add_argument("--opponent-venv", default=str(REPO / ".venv-bench"), help="mlforecast's virtual env")
     parser.add_argument(
         "--opponent-runs", type=int, default=3, help="mlforecast runs; the ratio uses their median (default 3)"
+    )
+    parser.add_argument(
+        "--short-share",
+        type=float,
+        default=0.0,
+        help=f"--panel: cut this share of the crops (seeded) to their last {SHORT_POINTS} values (default 0)",
     )
     parser.add_argument("--extra", default="", help="more options for the panel's lstm-forecast run")
     parser.add_argument("--timeline", default="", help="CSV file for the cold run's task runs (start, end in s)")
