@@ -221,6 +221,8 @@ def stored_stage(
             continue
         own[stage] = {"key": output, "status": "cached"}
         results[series_id] = series_result(stage, config, own, store)
+    if missing and not results:  # none stored: a new panel, or a new config
+        raise NotStoredError(stage)
     results |= failed_again(stage, {i: configs[i] for i in missing}, stages, digest)
     return {i: results[i] for i in configs}
 
@@ -232,15 +234,20 @@ def failed_again(
     one fails on its own data as its chunk's task would fail it (`failed_result`); `NotStoredError` at the first
     that does not fail: its output is new, and the run has work to do."""
     results: dict[SeriesId, SeriesResult] = {}
-    for series_id, config in configs.items():
-        try:
-            run_stage_inline(stage, config, dict(stages.get(series_id, {})), digest)
-        except InputError as error:  # its data's own fault: a chunk task would fail it the same way
-            results[series_id] = failed_result(error)
-            continue
-        except Exception as error:
-            raise NotStoredError(stage) from error
-        raise NotStoredError(stage)
+    if not configs:
+        return results
+    # A series that does not fail raises out of the batch, and what it wrote is not kept: its chunk's task
+    # writes it in its pack.
+    with Store(next(iter(configs.values())).artifacts_dir).batched():
+        for series_id, config in configs.items():
+            try:
+                run_stage_inline(stage, config, dict(stages.get(series_id, {})), digest)
+            except InputError as error:  # its data's own fault: a chunk task would fail it the same way
+                results[series_id] = failed_result(error)
+                continue
+            except Exception as error:
+                raise NotStoredError(stage) from error
+            raise NotStoredError(stage)
     return results
 
 

@@ -35,7 +35,7 @@ def pooled_scaled_widths(calibration: pd.DataFrame, level: float) -> np.ndarray 
     """
     frame = calibration.loc[np.isfinite(calibration["y"]) & np.isfinite(calibration["y_hat"])]
     first = frame.loc[frame["step"] == 1]
-    scales = first.groupby(KEY_COLUMN, sort=False)["y"].agg(naive_scale)
+    scales = first.groupby(KEY_COLUMN, sort=False, observed=True)["y"].agg(naive_scale)
     scales = scales[np.isfinite(scales) & (scales > 0)]
     frame = frame.loc[frame[KEY_COLUMN].isin(scales.index)]
     if frame.empty:
