@@ -12,7 +12,7 @@ import pytest
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.space import fit_minmax
+from lstm_forecast.tasks.core.space import MinMaxParams, ModelSpace, fit_minmax
 from lstm_forecast.tasks.core.windows import split_bounds, window_inputs, window_targets
 from lstm_forecast.tasks.stages.evaluate import (
     SeriesToEvaluate,
@@ -25,7 +25,7 @@ from lstm_forecast.tasks.stages.evaluate import (
 from lstm_forecast.tasks.stages.generate import clean_series, synthetic_series
 from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.plot import draw_figure
-from lstm_forecast.tasks.stages.predict import assemble_predictions
+from lstm_forecast.tasks.stages.predict import SeriesToPredict, assemble_predictions
 
 
 def tiny_series(n: int = 20) -> pd.DataFrame:
@@ -293,3 +293,19 @@ def test_no_stage_module_imports_another() -> None:
             names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             for name in names:
                 assert not any(name.endswith(f"tasks.stages.{m}") for m in modules if m != path.stem), (path, name)
+
+
+def test_the_forecast_interval_is_calibrated_on_every_held_out_error_and_each_origin_on_validation() -> None:
+    # 'none' space with the identity scaler: the model's outputs are the forecasts themselves
+    space = ModelSpace("none", MinMaxParams(0.0, 1.0))
+    y = np.zeros(40)
+    rows = np.arange(10, 39)  # one step ahead; 19 train, 5 validation and 5 test origins
+    splits = np.array(["train"] * 19 + ["validation"] * 5 + ["test"] * 5, dtype=object)
+    errors = np.concatenate([np.full(19, 5.0), np.full(5, 0.1), np.full(5, 1.0)])  # a calm validation split
+    data = SeriesToPredict(pd.Series(np.arange(40.0)), y, rows, splits, space, space)
+    config = ForecastConfig(interval_level=0.5)
+    columns, widths, forecast, calibration = data.predictions(errors[:, None], np.array([[2.0]]), config)
+    half = columns["y_hi"] - columns["y_hat"]
+    np.testing.assert_allclose(half[:-1], 0.1)  # every origin, the test split's included: validation's errors
+    np.testing.assert_allclose(half[-1], 1.0)  # the forecast: the 6th of validation's and test's 10 errors
+    assert widths.tolist() == [1.0] and forecast.tolist() == [2.0] and calibration == "validation and test"

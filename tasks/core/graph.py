@@ -60,6 +60,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
 # in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
 # profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level.
+# predict 3: the forecast's interval calibrated on the validation and test errors.
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
     Stage(
@@ -111,7 +112,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         f"{_STAGES}.predict:predict",
         {"series": "generate", "normalize": "normalize", "window": "window", "model": "train"},
         ("interval_level", "freq"),
-        version=2,
+        version=3,
         chunk=f"{_STAGES}.predict:predict_chunk",
     ),
     Stage(

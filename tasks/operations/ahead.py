@@ -35,7 +35,7 @@ from lstm_forecast.tasks.core.windows import least_context
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
 from lstm_forecast.tasks.stages.evaluate import COMBINED, combined_future
 from lstm_forecast.tasks.stages.generate import clean_series, future_rows, long_input, long_series, with_covariates
-from lstm_forecast.tasks.stages.predict import predict_many
+from lstm_forecast.tasks.stages.predict import HELD_OUT_SPLITS, predict_many
 
 FORECAST_COLUMNS = ("unique_id", "ds", "y_hat", "y_lo", "y_hi", "model", "model_key", "made_at")
 MODEL_NAME = "lstm"  # the `model` column, as Nixtla's tables name the model that made a row
@@ -594,16 +594,16 @@ UNSCORED_CALIBRATION_SERIES = 1000
 
 def unscored_widths(store: Store, predict_keys: list[str], level: float) -> np.ndarray | None:
     """Interval half-widths per step (horizon,), in units of a series' `naive_scale`, for the series too short
-    to be scored: the split-conformal quantile of the scored series' calibration errors (validation, or train
-    where there is none), pooled over up to `UNSCORED_CALIBRATION_SERIES` of them, each error divided by its
-    series' naive scale (`pooled_scaled_widths`)."""
+    to be scored: the split-conformal quantile of the scored series' held-out errors (validation and test, as
+    their own forecasts' intervals; train where there are none), pooled over up to `UNSCORED_CALIBRATION_SERIES`
+    of them, each error divided by its series' naive scale (`pooled_scaled_widths`)."""
     keys = sorted(predict_keys)
     keys = keys[:: max(1, math.ceil(len(keys) / UNSCORED_CALIBRATION_SERIES))]
-    for split in ("validation", "train"):
-        rows = store.read_tables("predict", keys, where={"split": split})
-        if len(rows):
-            return pooled_scaled_widths(rows, level)
-    return None
+    held_out = [store.read_tables("predict", keys, where={"split": split}) for split in HELD_OUT_SPLITS]
+    rows = pd.concat(held_out, ignore_index=True).sort_values(KEY_COLUMN, kind="stable")  # each series' in time order
+    if not len(rows):
+        rows = store.read_tables("predict", keys, where={"split": "train"})
+    return pooled_scaled_widths(rows, level) if len(rows) else None
 
 
 def unscored_forecasts(

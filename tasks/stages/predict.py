@@ -58,12 +58,15 @@ def prediction_columns(
     forecast: np.ndarray,
     widths: np.ndarray,
     freq: str | None = None,
+    forecast_widths: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The columns of `assemble_predictions`, as arrays (a chunk of series puts many together)."""
+    """The columns of `assemble_predictions`, as arrays (a chunk of series puts many together); the forecast
+    rows' intervals are `forecast_widths` when given, else `widths` as every origin's."""
     horizon = y_hat.shape[1]
     target_rows = (rows[:, None] + np.arange(horizon)).reshape(-1)
     hat = np.concatenate([y_hat.reshape(-1), forecast])
-    wide = np.concatenate([np.tile(widths, len(rows)), widths])
+    ahead = widths if forecast_widths is None else forecast_widths
+    wide = np.concatenate([np.tile(widths, len(rows)), ahead])
     times = np.concatenate([ds.to_numpy()[target_rows], future_times(ds, horizon, freq).to_numpy()])
     return {
         "ds": times,
@@ -137,6 +140,10 @@ def predict_many(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return np.split(outputs, np.cumsum([len(x) for x in inputs])[:-1])
 
 
+# The splits whose rows the model was not fitted on: the forecast's interval is calibrated on their errors.
+HELD_OUT_SPLITS = ("validation", "test")
+
+
 @dataclass(frozen=True)
 class SeriesToPredict:
     """One series' data for predict: its times and values, its window origins (rows and splits) and model
@@ -162,16 +169,30 @@ class SeriesToPredict:
         self, z_hat: np.ndarray, z_next: np.ndarray, config: ForecastConfig
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, str]:
         """The columns of its predictions in original units (`prediction_columns`) from the model's outputs for
-        `inputs`; also the interval half-widths, the forecast and the split the widths were calibrated on."""
+        `inputs`; also the forecast's interval half-widths, the forecast and the splits the widths were calibrated
+        on.
+
+        Each origin's interval is calibrated on the validation errors (on the train errors without a validation
+        split), so that the test split's coverage is scored on rows the widths did not see. The forecast's is
+        calibrated on every error of the rows the model was not fitted on, validation and test: on M4 Hourly the
+        validation split holds about three days of each series, and intervals sized on it alone covered 57 % of
+        the M4 test instead of 90 % (85 % with the test split's errors too)."""
         y, rows = self.y, self.rows
         y_hat = self.space.decode(z_hat, y, rows)
         forecast = self.forecaster_space.decode(z_next, y, np.array([len(y)]))[0]
+        truth = np.asarray(y, dtype="float64")[rows[:, None] + np.arange(config.horizon)]
         calibration = "validation" if (self.splits == "validation").any() else "train"
         mask = self.splits == calibration
-        truth = np.asarray(y, dtype="float64")[rows[mask][:, None] + np.arange(config.horizon)]
-        widths = conformal_widths(truth, y_hat[mask], config.interval_level)
-        columns = prediction_columns(self.ds, y, rows, self.splits, y_hat, forecast, widths, config.freq)
-        return columns, widths, forecast, calibration
+        widths = conformal_widths(truth[mask], y_hat[mask], config.interval_level)
+        held_out = np.isin(self.splits, HELD_OUT_SPLITS)
+        forecast_widths, forecast_calibration = widths, calibration
+        if held_out.any():
+            forecast_widths = conformal_widths(truth[held_out], y_hat[held_out], config.interval_level)
+            forecast_calibration = " and ".join(s for s in HELD_OUT_SPLITS if (self.splits == s).any())
+        columns = prediction_columns(
+            self.ds, y, rows, self.splits, y_hat, forecast, widths, config.freq, forecast_widths
+        )
+        return columns, forecast_widths, forecast, forecast_calibration
 
 
 # What predict reads of its inputs: argument -> (stage, columns).
