@@ -200,9 +200,8 @@ def stored_stage(
     stage: str, configs: dict[SeriesId, ForecastConfig], stages: dict[SeriesId, Stages], digest: str | None = None
 ) -> dict[SeriesId, SeriesResult]:
     """Stage `stage` of each series from the store, as its chunk's task would return it (`generate` with
-    each series' `series_facts`). Missing outputs of the stages before training are run again here
-    (`failed_again`).
-    Raises `NotStoredError` at the first output the store lacks otherwise."""
+    each series' `series_facts`). The few missing outputs of a stage before training are run again here
+    (`failed_again`); any other missing output raises `NotStoredError`."""
     results: dict[SeriesId, SeriesResult] = {}
     if not configs:
         return results
