@@ -193,6 +193,15 @@ def test_a_batch_writes_one_pack_per_stage_and_every_output_reads_back_by_its_ow
         reread.read_tables("generate", keys, where={"split": "train"}).drop(columns=KEY_COLUMN),
         pd.concat(frames.values(), ignore_index=True).query("split == 'train'").reset_index(drop=True),
     )
+    either = ("train", "test")  # one of several values: filtered as the pack is read, then from the pack in memory
+    store_module._pack_tables.clear()
+    for read_whole_first in (False, True):
+        if read_whole_first:
+            reread.read_table("generate", keys[0])
+        pd.testing.assert_frame_equal(
+            reread.read_tables("generate", keys, where={"split": either}).drop(columns=KEY_COLUMN),
+            pd.concat(frames.values(), ignore_index=True).query("split in @either").reset_index(drop=True),
+        )
     assert reread.read_columns("generate", keys, ("split",))[keys[2]]["split"].tolist() == ["test", "train", "train"]
     assert not reread.is_complete("generate", fingerprint("another"))
     with pytest.raises(FileNotFoundError):

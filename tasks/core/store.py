@@ -692,7 +692,7 @@ class Store:
     def read_tables(self, stage: str, keys: list[str], where: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Many outputs of a table stage as one table, column `_key` naming each row's output (in the order
         of `keys`): each pack is read once, not once per output. `where`: only the rows whose columns equal
-        these values (taken before the outputs are put together, so the result stays small).
+        these values, or one of a tuple's (taken before the outputs are put together, so the result stays small).
 
         Raises:
             FileNotFoundError: an output that is in no file, pack or batch.
@@ -701,7 +701,7 @@ class Store:
         def matching(frame: pd.DataFrame) -> np.ndarray:
             mask = np.ones(len(frame), dtype=bool)
             for column, value in (where or {}).items():
-                mask &= (frame[column] == value).to_numpy()
+                mask &= (frame[column].isin(value) if isinstance(value, tuple) else frame[column] == value).to_numpy()
             return mask
 
         def kept(frame: pd.DataFrame) -> pd.DataFrame:
@@ -889,8 +889,10 @@ class Store:
 
     @staticmethod
     def _read_pack_rows(pack: Path, where: Mapping[str, Any]) -> pd.DataFrame:
-        """The rows of a pack whose columns equal `where`'s values, filtered as the file is read (not cached)."""
-        table = pq.read_table(pack, filters=[(column, "=", value) for column, value in where.items()])
+        """The rows of a pack whose columns equal `where`'s values (one of a tuple's), filtered as the file is read
+        (not cached)."""
+        filters = [(c, "in", list(v)) if isinstance(v, tuple) else (c, "=", v) for c, v in where.items()]
+        table = pq.read_table(pack, filters=filters)
         footer = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
         frame = table.to_pandas()
         frame.attrs["strings"] = footer.get("strings", [])

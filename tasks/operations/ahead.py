@@ -599,8 +599,7 @@ def unscored_widths(store: Store, predict_keys: list[str], level: float) -> np.n
     of them, each error divided by its series' naive scale (`pooled_scaled_widths`)."""
     keys = sorted(predict_keys)
     keys = keys[:: max(1, math.ceil(len(keys) / UNSCORED_CALIBRATION_SERIES))]
-    held_out = [store.read_tables("predict", keys, where={"split": split}) for split in HELD_OUT_SPLITS]
-    rows = pd.concat(held_out, ignore_index=True).sort_values(KEY_COLUMN, kind="stable")  # each series' in time order
+    rows = store.read_tables("predict", keys, where={"split": HELD_OUT_SPLITS})  # each series' rows in time order
     if not len(rows):
         rows = store.read_tables("predict", keys, where={"split": "train"})
     return pooled_scaled_widths(rows, level) if len(rows) else None
