@@ -403,6 +403,7 @@ def predict_command(args: argparse.Namespace) -> int:
     for name in ("output", "plot"):
         if result.get(name):
             print(f"{name.capitalize():<12} {result[name]}")
+    result["tensorflow_imported"] = "tensorflow" in sys.modules  # numpy applies a saved network's arrays
     emit_json(args, result)
     return 0
 

@@ -68,19 +68,6 @@ def on_same_cluster(flow_function: Any) -> Any:
     return flow_function.with_options(task_runner=DaskTaskRunner(address=address))
 
 
-def preload_keras_on_workers() -> list[Any]:
-    """Start loading Keras in every worker of the flow run's Dask cluster, one plain Dask task each; returns
-    their futures (hold them until the workers are needed: a released future's task may be dropped). Called
-    as the flow process starts training, on one TensorFlow thread: a core is free then, and each worker's
-    first predict chunk no longer pays for the import (about 9 s of CPU per worker)."""
-    if not runs_on_cluster():
-        return []
-    from lstm_forecast.tasks.core.networks import preload_keras
-
-    client = FlowRunContext.get().task_runner.client
-    return [client.submit(preload_keras, workers=[worker], pure=False) for worker in client.scheduler_info()["workers"]]
-
-
 def _run_after(function: Callable[[Any], Any], argument: Any, previous: Any) -> Any:
     """`function(argument)`; `previous` (the result of the task before it, unused) makes Dask start it after."""
     return function(argument)

@@ -29,7 +29,6 @@ from prefect.runtime import flow_run
 from lstm_forecast.flows.cluster import (
     cluster_slots,
     finished_results,
-    preload_keras_on_workers,
     runs_on_cluster,
     submit_in_turn,
 )
@@ -287,15 +286,14 @@ class ChunkRunner:
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
     ) -> Stages:
-        """`train_global` as a task run here, on one TensorFlow thread; meanwhile, on the cluster, each worker
-        loads Keras and one core computes the parts of later stages that read no model (`Stage.ahead`), for
-        at most `AHEAD_SERIES` series (their results wait in this process)."""
+        """`train_global` as a task run here, on one TensorFlow thread; meanwhile, on the cluster, one core
+        computes the parts of later stages that read no model (`Stage.ahead`), for at most `AHEAD_SERIES`
+        series (their results wait in this process). The workers need no Keras: predict applies the saved
+        network with numpy (`inference.py`)."""
         model_stages: Stages = {}
-        preloading = preload_keras_on_workers() if self.parallel else []
         if self.parallel and stored_output("train", config, upstream)[1] is None:  # the network will train
             self.ahead = submit_ahead(prepared)
         run_stage(train_global, config, model_stages, upstream=upstream)
-        del preloading  # done by now, on the core training left free
         return model_stages
 
 

@@ -235,11 +235,11 @@ def test_predict_reports_a_damaged_model_and_a_bad_input_as_run_does(
         assert code == 2, errors
     assert errors["predict"] == errors["run"] and "cannot be read as csv" in errors["run"][0]
 
-    (store / "models" / model / "forecaster.keras").write_bytes(b"not a keras file")
+    (store / "models" / model / "forecaster.npz").write_bytes(b"not a numpy file")  # what predict reads
     before = sorted(str(p) for p in store.rglob("*"))
     assert cli.main(predict) == 2
     err = capsys.readouterr().err
-    assert f"error: model {model} cannot be loaded: forecaster.keras is damaged" in err, err[-2000:]
+    assert f"error: model {model} cannot be loaded: forecaster.npz is damaged" in err, err[-2000:]
     assert "fix: rerun the `lstm-forecast run` that trained it" in err
     assert "File not found" not in err and "the run failed" not in err and "Traceback" not in err
     assert sorted(str(p) for p in store.rglob("*")) == before

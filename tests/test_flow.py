@@ -269,7 +269,7 @@ def test_file_input_with_dates_and_a_transient_read_failure_is_retried(
     assert "AwaitingRetry" in history and history[-1] == "Completed"
 
 
-def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow(
+def test_two_identical_runs_at_once_train_once_and_a_cached_run_and_predict_skip_tensorflow(
     tmp_path: Path, prefect_server: str
 ) -> None:
     store = tmp_path / "store"
@@ -301,6 +301,14 @@ def test_two_identical_runs_at_once_train_once_and_a_cached_run_skips_tensorflow
     summary = json.loads(warm.stdout.strip().splitlines()[-1])
     assert set(summary["stages"].values()) == {"cached"}
     assert summary["tensorflow_imported"] is False
+
+    # Nor does `predict`: it applies the saved network's numpy arrays.
+    predict = [str(BIN / "lstm-forecast"), "predict", "--horizon", "3", "--artifacts-dir", str(store), "--json"]
+    forecast = subprocess.run(
+        predict, env=quiet_env(tmp_path / "home4", prefect_server), capture_output=True, text=True, timeout=120
+    )
+    assert forecast.returncode == 0, forecast.stderr[-2000:]
+    assert json.loads(forecast.stdout.strip().splitlines()[-1])["tensorflow_imported"] is False
 
 
 def test_backtest_reports_mean_and_spread_over_folds(

@@ -397,6 +397,45 @@ def test_a_single_network_runs_keras_lstm_arithmetic_in_the_fused_kernel(tmp_pat
     np.testing.assert_allclose(load_model(path).predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "series_rows", "combine"),
+    [
+        ({"ensemble": 1}, 0, "mean"),  # a single network (the fused kernel on CPU)
+        ({"ensemble": 1, "layers": 2}, 0, "mean"),  # stacked, the first returning sequences
+        ({"ensemble": 3, "layers": 2, "dropout": 0.1}, 0, "median"),  # members side by side (MemberLSTM)
+        ({"ensemble": 3, "scope": "global", "series_embedding": 2}, 5, "mean"),  # members on cropped look-backs
+    ],
+)
+def test_a_saved_network_applied_by_numpy_gives_what_keras_gives(
+    tmp_path: Path, overrides: dict[str, object], series_rows: int, combine: str
+) -> None:
+    from lstm_forecast.tasks.core.inference import NumpyNetwork, network_arrays, save_network_arrays
+    from lstm_forecast.tasks.core.networks import forward
+
+    config = build_config("smoke", overrides={"look_back": 32, "patch": 4, "horizon": 3, **overrides})
+    model = inference_model(build_model(config, series_rows), combine)
+    random = np.random.default_rng(0)  # weights away from their initial values, so every bias and gate counts
+    model.set_weights([w + random.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    steps, channels = model.inputs[0].shape[1:]
+    inputs = random.normal(size=(1500, steps, channels)).astype("float32")
+    if series_rows:
+        inputs[..., -1] = random.integers(0, series_rows, (1500, 1))  # each window's embedding row
+    arrays = network_arrays(model)
+    assert arrays is not None
+    save_network_arrays(tmp_path / "model.npz", arrays)
+    network = NumpyNetwork.load(tmp_path / "model.npz")
+    expected = forward(model, inputs)
+    np.testing.assert_allclose(network(inputs), expected, atol=2e-6 * np.abs(expected).max())
+    assert network(inputs[:0]).shape == (0, expected.shape[1])
+
+
+def test_a_network_numpy_cannot_apply_gets_no_arrays() -> None:
+    from lstm_forecast.tasks.core.inference import network_arrays
+
+    gru = inference_model(build_model(build_config("smoke", overrides={"cell": "gru", "look_back": 16, "patch": 4})))
+    assert network_arrays(gru) is None
+
+
 def test_a_season_with_exactly_two_cycles_is_left_out_not_a_crash() -> None:
     from lstm_forecast.tasks.core.space import seasonal_profiles
 

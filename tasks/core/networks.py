@@ -1,4 +1,5 @@
-"""Networks: the one place Keras is imported, and a trained model loaded back with what applying it needs.
+"""Networks: the one place Keras is imported, and a trained model loaded back with what applying it needs
+(its numpy arrays where it has them: then without Keras).
 
 TensorFlow is imported only when a function here is called: a fully cached run never pays for it.
 """
@@ -21,6 +22,7 @@ import numpy as np
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.embedding import embedding_layer, series_row, with_series_channel
 from lstm_forecast.tasks.core.heap import freeze_loaded_modules
+from lstm_forecast.tasks.core.inference import NumpyNetwork
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.space import ModelSpace
 from lstm_forecast.tasks.core.store import Store
@@ -74,12 +76,6 @@ def stderr_without(chatter: re.Pattern[bytes]) -> Iterator[None]:
         os.dup2(real, 2)  # the pipe's last writer in this process is gone: the copy ends at its end
 
 
-def preload_keras() -> None:
-    """`import_keras`, returning nothing: for a Dask worker to load Keras ahead of its first model (a worker
-    sends back what the function returns, and a module does not travel)."""
-    import_keras()
-
-
 def import_keras() -> Any:
     """Keras (and TensorFlow behind it), with TensorFlow's thread pools sized once per process. This is the one
     place that imports them: quietly (`TF_CPP_MIN_LOG_LEVEL`, and `_TF_LOAD_CHATTER` dropped from stderr)."""
@@ -101,11 +97,19 @@ def import_keras() -> Any:
     return keras
 
 
-def load_model(path: Path) -> Any:
-    """A saved model, loaded in Keras safe mode (no arbitrary code from the file). Kept per process while
-    the file is unchanged: a global model predicts every series, and each load and first prediction costs
-    most of a second."""
+def load_model(path: Path, arrays: Path | None = None) -> Any:
+    """A saved network: its numpy arrays (`inference.NumpyNetwork`) when `arrays` exists, which needs no
+    TensorFlow; else the Keras file, loaded in Keras safe mode (no arbitrary code from the file). Kept per
+    process while the file is unchanged: a global model predicts every series, and each Keras load and first
+    prediction costs most of a second."""
+    if arrays is not None and arrays.exists():
+        return _load_arrays(Path(arrays), Path(arrays).stat().st_mtime_ns)
     return _load_model(Path(path), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_arrays(path: Path, modified_ns: int) -> NumpyNetwork:
+    return NumpyNetwork.load(path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,11 +123,14 @@ FORWARD_BATCH = 4096  # windows per forward pass
 
 
 def forward(model: Any, inputs: np.ndarray, batch: int = FORWARD_BATCH) -> np.ndarray:
-    """A model's outputs (n, outputs) for inputs (n, steps, channels), called eagerly `batch` windows at a time.
+    """A model's outputs (n, outputs) for inputs (n, steps, channels): a `NumpyNetwork`'s own pass, or a Keras
+    model called eagerly `batch` windows at a time.
 
     Keras' `predict` traces a function at its first call in each process (about half a second per model) and
     cost about 20 % more per window on CPU (a 13-step global model, 170,000 windows: 1.12 s against 0.93 s).
     """
+    if isinstance(model, NumpyNetwork):
+        return model(inputs)
     if len(inputs) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), dtype="float32")
     parts = [np.asarray(model(inputs[start : start + batch], training=False)) for start in range(0, len(inputs), batch)]
@@ -180,7 +187,7 @@ def load_saved(store: Store, key: str, forecaster: bool = False) -> SavedModel:
     path = store.forecaster_file(key) if use_forecaster else store.model_file(key)
     return SavedModel(
         key,
-        load_model(path),
+        load_model(path, store.arrays_file(path)),
         ModelSpace.from_dict(space) if space else None,
         int(config["look_back"]),
         int(config.get("patch", 1)),

@@ -70,6 +70,9 @@ log = get_logger("lstm_forecast.store")
 
 MODEL_FILE = "model.keras"
 FORECASTER_FILE = "forecaster.keras"  # the same network trained further on every row
+# Each network again as numpy arrays (inference.py), applied without TensorFlow; absent: Keras applies the network.
+MODEL_ARRAYS_FILE = "model.npz"
+FORECASTER_ARRAYS_FILE = "forecaster.npz"
 METADATA_FILE = "metadata.json"
 _METADATA_KEY = b"lstm_forecast"
 
@@ -501,9 +504,9 @@ class Store:
         try:
             if output == "model":
                 json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-                for name in (MODEL_FILE, FORECASTER_FILE):
-                    if name == FORECASTER_FILE and not (path / name).exists():
-                        continue  # a model folder written before forecasters existed
+                for name in (MODEL_FILE, FORECASTER_FILE, MODEL_ARRAYS_FILE, FORECASTER_ARRAYS_FILE):
+                    if name != MODEL_FILE and not (path / name).exists():
+                        continue  # a model folder written before forecasters (or arrays) existed
                     with zipfile.ZipFile(path / name) as archive:
                         if archive.testzip() is not None:
                             raise zipfile.BadZipFile("corrupt member")
@@ -947,6 +950,10 @@ class Store:
 
     def forecaster_file(self, key: str) -> Path:
         return self.path("train", key) / FORECASTER_FILE
+
+    def arrays_file(self, network_file: Path) -> Path:
+        """The numpy arrays file of a model folder's network file (`model_file` or `forecaster_file`)."""
+        return network_file.with_name(MODEL_ARRAYS_FILE if network_file.name == MODEL_FILE else FORECASTER_ARRAYS_FILE)
 
     def read_model_metadata(self, key: str) -> dict[str, Any]:
         return json.loads((self.path("train", key) / METADATA_FILE).read_text(encoding="utf-8"))

@@ -13,6 +13,7 @@ import io
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,8 +331,9 @@ def model_for_forecasts(store: Store, key: str) -> tuple[dict[str, Any], SavedMo
         raise damaged_model(key, "metadata.json", error) from error
     try:
         return metadata, load_saved(store, key, forecaster=True)
-    except (ValueError, OSError, KeyError, TypeError) as error:
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         tried = store.forecaster_file(key) if store.forecaster_file(key).exists() else store.model_file(key)
+        tried = store.arrays_file(tried) if store.arrays_file(tried).exists() else tried  # what was read
         raise damaged_model(key, tried.name, error) from error
 
 

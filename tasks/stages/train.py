@@ -41,10 +41,18 @@ from lstm_forecast.tasks.core.embedding import (
     training_rows,
     with_series_channel,
 )
+from lstm_forecast.tasks.core.inference import network_arrays, save_network_arrays
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.networks import import_keras
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
-from lstm_forecast.tasks.core.store import FORECASTER_FILE, MODEL_FILE, Store, fingerprint
+from lstm_forecast.tasks.core.store import (
+    FORECASTER_ARRAYS_FILE,
+    FORECASTER_FILE,
+    MODEL_ARRAYS_FILE,
+    MODEL_FILE,
+    Store,
+    fingerprint,
+)
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
@@ -487,11 +495,18 @@ def fit_with_forecaster(
 
 
 def save_models(model: Any, forecaster: Any, combine: str = "mean") -> Callable[[Path], None]:
-    """What `Store.write_model` calls to write both networks (ensembles combined by `combine`)."""
+    """What `Store.write_model` calls to write both networks (ensembles combined by `combine`), each as a Keras
+    file and, where numpy can apply it, as arrays (`inference.network_arrays`)."""
 
     def save_both(folder: Path) -> None:
-        inference_model(model, combine).save(folder / MODEL_FILE)
-        inference_model(forecaster, combine).save(folder / FORECASTER_FILE)
+        for network, keras_file, arrays_file in (
+            (model, MODEL_FILE, MODEL_ARRAYS_FILE),
+            (forecaster, FORECASTER_FILE, FORECASTER_ARRAYS_FILE),
+        ):
+            applied = inference_model(network, combine)
+            applied.save(folder / keras_file)
+            if (arrays := network_arrays(applied)) is not None:
+                save_network_arrays(folder / arrays_file, arrays)
 
     return save_both
 
