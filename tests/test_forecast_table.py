@@ -16,13 +16,17 @@ from lstm_forecast.tasks.core.networks import SavedModel
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, export_table
 from lstm_forecast.tasks.operations.ahead import (
     FORECAST_COLUMNS,
+    POOLED,
     History,
     forecast_table,
     interval_widths,
     models_by_series,
     own_config,
+    pooled_rows,
+    pooled_widths_for,
     published_combined,
     series_label,
+    spread_sample,
     table_from_predictions,
 )
 from lstm_forecast.tasks.operations.registry import register
@@ -216,3 +220,26 @@ def test_a_reader_never_sees_a_part_of_the_latest_table_while_it_is_replaced(tmp
         lengths.add(len(pd.read_parquet(store.latest_forecasts_path)))
     writer.join()
     assert lengths <= {1, 200_000} and lengths  # every read is one whole table, never a part of one
+
+
+def test_the_calibration_sample_reads_few_packs_spread_over_the_panel() -> None:
+    packs = {f"k{n:04d}": Path(f"pack{n // 1000:02d}.parquet") for n in range(10_000)}  # ten packs of 1,000
+    chosen = spread_sample(packs, 1000)
+    assert len(chosen) == 1000 == len(set(chosen))
+    assert sorted({packs[k].name for k in chosen}) == [f"pack{n:02d}.parquet" for n in (0, 2, 4, 6)]
+    own_files = {f"k{n}": Path(f"k{n}.parquet") for n in range(30)}  # one file each: every key, up to `most`
+    assert sorted(spread_sample(own_files, 1000)) == sorted(own_files)
+    assert len(spread_sample(own_files, 10)) == 10
+    few = {f"k{n}": Path("one.parquet") for n in range(5)}
+    assert sorted(spread_sample(few, 1000)) == sorted(few)
+
+
+def test_a_series_without_widths_of_its_own_gets_the_pooled_ones_in_its_own_units() -> None:
+    own = pd.DataFrame({"unique_id": "x", "model_key": GLOBAL_KEY, "model": "lstm", "step": [1, 2], "half_width": 9.0})
+    calibration = pd.concat([own, pooled_rows(GLOBAL_KEY, np.array([0.5, 1.0]))], ignore_index=True)
+    assert (calibration.loc[calibration["model"] == POOLED, "unique_id"] == "").all()
+    histories = {"x": pd.DataFrame({"y": [0.0, 1.0]}), "new": pd.DataFrame({"y": [0.0, 4.0, 0.0]})}
+    widths = pooled_widths_for(calibration, histories)  # "new" moves 4 a step on average: widths 2 and 4
+    assert widths["unique_id"].tolist() == ["new", "new"] and widths["model"].tolist() == ["lstm", "lstm"]
+    assert widths["half_width"].tolist() == [2.0, 4.0] and widths["step"].tolist() == [1, 2]
+    assert pooled_widths_for(own, histories).empty  # kept before pooled widths were: none

@@ -573,14 +573,27 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     # `predict` with the data forecasts it as the run did (a global model reads any series given to it) ...
     env = quiet_env(tmp_path / "home-predict", prefect_server)
     command = [str(BIN / "lstm-forecast"), "predict", "--artifacts-dir", str(tmp_path / "store"), "--json"]
-    command += ["--horizon", str(horizon), "--series-id", "short,s0"]
-    given = subprocess.run([*command, "--input", str(source)], env=env, capture_output=True, text=True, timeout=200)
+    command += ["--horizon", str(horizon)]
+    with_new = tmp_path / "with_new.csv"  # and a series the run never saw: `short` twice as large
+    newcomer = frame.loc[frame["unique_id"] == "short"].assign(unique_id="newcomer", y=lambda f: 2 * f["y"])
+    pd.concat([frame, newcomer]).to_csv(with_new, index=False)
+    given = subprocess.run(
+        [*command, "--series-id", "short,s0,newcomer", "--input", str(with_new)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert given.returncode == 0, given.stderr[-3000:]
     again_table = pd.read_parquet(json.loads(given.stdout.strip().splitlines()[-1])["forecast"])
     merged = again_table.merge(table, on=["unique_id", "ds"], suffixes=("", "_run"), validate="one_to_one")
     assert sorted(set(merged["unique_id"])) == ["s0", "short"] and len(merged) == 2 * horizon
     np.testing.assert_allclose(merged["y_hat"], merged["y_hat_run"], rtol=1e-6)
     np.testing.assert_allclose(merged["y_hi"] - merged["y_hat"], merged["y_hi_run"] - merged["y_hat_run"], rtol=1e-6)
+    # the new series gets the panel's pooled widths in its own units: twice `short`'s
+    new_widths = again_table.query("unique_id == 'newcomer'").eval("y_hi - y_hat").to_numpy()
+    np.testing.assert_allclose(new_widths, 2 * (short["y_hi"] - short["y_hat"]).to_numpy(), rtol=1e-6)
+    command += ["--series-id", "short,s0"]
     # ... and without it there is nothing stored to forecast it from
     stored = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
     assert stored.returncode == 2 and "'short'" in stored.stderr

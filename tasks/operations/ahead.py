@@ -517,7 +517,11 @@ def forecast_every_series(
             parts.append(forecast_rows(label, history.frame, y_hat, key, freq, model))
             histories[label] = history.frame
         if calibration is not None:
-            widths.append(calibration.loc[calibration["unique_id"].isin(set(labels.values()))])
+            own = calibration.loc[calibration["unique_id"].isin(set(labels.values()))]
+            widths.append(own.loc[own["model"] != POOLED] if "model" in own else own)
+            # a series the model has no widths of (a new one): the panel's pooled widths in its own units
+            labelled = {labels[i]: history.frame for i, history in series.items() if labels[i] not in combine}
+            widths.append(pooled_widths_for(calibration, labelled))
     table = forecast_table(pd.concat(parts, ignore_index=True), pd.concat(widths) if widths else None, utc_now())
     return table, histories
 
@@ -560,14 +564,22 @@ def predict_table(
     }
 
 
-def publish_table(store: Store, table: pd.DataFrame, key: str, calibrated: pd.DataFrame | None = None) -> Path:
+def publish_table(
+    store: Store,
+    table: pd.DataFrame,
+    key: str,
+    calibrated: pd.DataFrame | None = None,
+    pooled: pd.DataFrame | None = None,
+) -> Path:
     """Keep a run's forecast table under `key` (written once: a cached run finds it) and each model's
     interval half-widths for later `predict` calls, from `calibrated` (forecast rows with intervals; default:
-    the table's); returns the table's path."""
+    the table's), with a global model's `pooled_rows`; returns the table's path."""
     path = store.forecast_table_path(key)
     if not path.exists():
         path = store.write_forecast_table(key, table)
         widths = interval_widths(table if calibrated is None else calibrated)
+        if pooled is not None:
+            widths = pd.concat([widths, pooled], ignore_index=True)
         for model_key, part in widths.groupby("model_key", sort=False):
             store.write_calibration(str(model_key), part.reset_index(drop=True))
     return path
@@ -589,22 +601,82 @@ def unscored_frames(
     )
 
 
-# The series whose calibration errors size the intervals of series too short to be scored: at most this many,
-# spread evenly over the panel (their errors are read from their predict outputs).
+# The series whose calibration errors size the intervals of series too short to be scored (and of new series
+# `predict --input` forecasts): at most this many, from at most `CALIBRATION_PACKS` of the run's predict packs
+# spread over the panel (each pack read is a whole file, and a 100,000-series run has a hundred of them).
 UNSCORED_CALIBRATION_SERIES = 1000
+CALIBRATION_PACKS = 4
+# The `model` of a global model's calibration rows that hold its pooled widths in units of a series' naive scale
+# (one per step, `unique_id` empty): the intervals of series it forecasts without widths of their own.
+POOLED = "pooled"
+
+
+def spread_sample(locations: dict[str, Path], most: int, files: int = CALIBRATION_PACKS) -> list[str]:
+    """Up to `most` of the keys of `locations` (key -> the file that holds it), read from few files: every
+    `len(files) / files`-th file from the first, `most / files` keys from each, then the other files' keys in
+    order until `most` are taken."""
+    by_file: dict[Path, list[str]] = {}
+    for key in sorted(locations):
+        by_file.setdefault(locations[key], []).append(key)
+    paths = sorted(by_file)
+    spread = paths[:: max(1, len(paths) // files)][:files]
+    per_file = math.ceil(most / max(1, len(spread)))
+    chosen = [key for path in spread for key in by_file[path][:per_file]]
+    if len(chosen) < most:
+        taken = set(chosen)
+        chosen += [key for path in paths for key in by_file[path] if key not in taken][: most - len(chosen)]
+    return chosen[:most]
 
 
 def unscored_widths(store: Store, predict_keys: list[str], level: float) -> np.ndarray | None:
-    """Interval half-widths per step (horizon,), in units of a series' `naive_scale`, for the series too short
-    to be scored: the split-conformal quantile of the scored series' held-out errors (validation and test, as
-    their own forecasts' intervals; train where there are none), pooled over up to `UNSCORED_CALIBRATION_SERIES`
-    of them, each error divided by its series' naive scale (`pooled_scaled_widths`)."""
-    keys = sorted(predict_keys)
-    keys = keys[:: max(1, math.ceil(len(keys) / UNSCORED_CALIBRATION_SERIES))]
+    """Interval half-widths per step (horizon,), in units of a series' `naive_scale`, for the series that have
+    no held-out errors of their own (too short to be scored, or new): the split-conformal quantile of the
+    scored series' held-out errors (validation and test, as their own forecasts' intervals; train where there
+    are none), pooled over a `spread_sample` of them, each error divided by its series' naive scale
+    (`pooled_scaled_widths`)."""
+    keys = spread_sample(store.locations("predict", predict_keys), UNSCORED_CALIBRATION_SERIES)
     rows = store.read_tables("predict", keys, where={"split": HELD_OUT_SPLITS})  # each series' rows in time order
     if not len(rows):
         rows = store.read_tables("predict", keys, where={"split": "train"})
     return pooled_scaled_widths(rows, level) if len(rows) else None
+
+
+def pooled_rows(model_key: str, scaled_widths: np.ndarray) -> pd.DataFrame:
+    """A global model's calibration rows (`POOLED`) for its pooled `scaled_widths` (horizon,)."""
+    return pd.DataFrame(
+        {
+            "unique_id": "",
+            "model_key": model_key,
+            "model": POOLED,
+            "step": np.arange(1, len(scaled_widths) + 1),
+            "half_width": scaled_widths,
+        }
+    )
+
+
+def pooled_widths_for(
+    calibration: pd.DataFrame, histories: dict[str, pd.DataFrame], model: str = MODEL_NAME
+) -> pd.DataFrame:
+    """Interval half-widths (`WIDTH_KEYS`, `half_width`) for the series of `histories` (label -> frame with `y`)
+    that have none in `calibration`: its `POOLED` widths times each series' own naive scale; empty when it
+    has none (a model of one series, or kept before they were)."""
+    pooled = calibration.loc[calibration["model"] == POOLED] if "model" in calibration else calibration.iloc[:0]
+    own = set(calibration.loc[calibration["model"] != POOLED, "unique_id"].astype(str)) if len(pooled) else set()
+    missing = [label for label in histories if label not in own]
+    if pooled.empty or not missing:
+        return calibration.iloc[:0]
+    steps = pooled.sort_values("step")
+    return pd.concat(
+        [
+            steps.assign(
+                unique_id=label,
+                model=model,
+                half_width=steps["half_width"].to_numpy() * naive_scale(histories[label]["y"].to_numpy()),
+            )
+            for label in missing
+        ],
+        ignore_index=True,
+    )
 
 
 def unscored_forecasts(
@@ -656,21 +728,26 @@ def publish_forecasts(
     if unscored is not None:
         # "pooled widths": their intervals, added later than their rows (a table kept without them is not reused)
         unscored_key = [unscored[0], sorted((i, frame_digest(f)) for i, f in unscored[1].items()), "pooled widths"]
-    key = fingerprint("forecast-table", sorted(predictions.items()), model, *([unscored_key] if unscored else []))
+    # a global model's calibration keeps its pooled widths, for the new series `predict --input` forecasts
+    tags = [*([unscored_key] if unscored else []), *(["pooled widths kept"] if global_model else [])]
+    key = fingerprint("forecast-table", sorted(predictions.items()), model, *tags)
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
     stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
     made_at = utc_now()
     table = table_from_predictions(stacked, series_of_key, made_at)
-    extra = None
-    if unscored is not None and unscored[1]:
+    scaled_widths, pooled, extra = None, None, None
+    if global_model and predictions:
         scaled_widths = unscored_widths(store, list(predictions), config.interval_level)
+        model_key = str(next(iter(predictions.values()))[1])
+        pooled = pooled_rows(model_key, scaled_widths) if scaled_widths is not None else None
+    if unscored is not None and unscored[1]:
         extra = unscored_forecasts(store, *unscored, made_at, scaled_widths)
     if extra is not None:
         table = pd.concat([table, extra], ignore_index=True)
     if model != COMBINED:
-        return str(publish_table(store, table, key))
+        return str(publish_table(store, table, key, pooled=pooled))
     found = {k: store.read_table_metadata("evaluate", v[2]) for k, v in predictions.items()}
     combined = {  # the series whose statistical baselines were fitted
         k: (meta["combined_forecast"], meta["combined_widths"])
@@ -682,7 +759,7 @@ def publish_forecasts(
         published = pd.concat([published, extra], ignore_index=True)
     # Both models' intervals are kept: `predict` forecasts a series with the model its run published.
     both = pd.concat([table, published.loc[published["model"] == COMBINED]], ignore_index=True)
-    return str(publish_table(store, published, key, both))
+    return str(publish_table(store, published, key, both, pooled))
 
 
 @task(name="publish-forecasts", result_serializer="json")
