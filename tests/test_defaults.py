@@ -104,6 +104,14 @@ def test_validation_grows_to_hold_a_horizon_and_a_too_short_series_names_the_min
         adapt_config(six_ahead, tiny["ds"], tiny["y"].to_numpy())
     least = monthly(26)
     assert adapt_config(six_ahead, least["ds"], least["y"].to_numpy()).look_back >= 1
+    # 40 points, 13 ahead: the 20 % test split (8 points) cannot hold a horizon; the fix names a train
+    # fraction with which they fit (not a larger one, which would shrink the test split further)
+    forty, thirteen_ahead = monthly(40), build_config("default", overrides={"horizon": 13})
+    with pytest.raises(InputError, match=r"at least 61 points") as refused:
+        adapt_config(thirteen_ahead, forty["ds"], forty["y"].to_numpy())
+    assert "--train-fraction 0.65, with which they fit" in refused.value.fix
+    fitted = with_fields(thirteen_ahead, train_fraction=0.65)
+    assert adapt_config(fitted, forty["ds"], forty["y"].to_numpy()).horizon == 13
 
 
 def test_window_cap_takes_the_same_number_from_every_long_series_within_the_budget() -> None:

@@ -406,23 +406,35 @@ def statistical_sample(ids: list[str], size: int, seed: int) -> set[str]:
     return set(ranked[:size])
 
 
-def _fits(n: int, config: ForecastConfig) -> bool:
+def _fits(n: int, horizon: int, train_fraction: float) -> bool:
     """Whether `n` points hold a horizon and `MIN_TRAIN_ROWS` before the test split, and a horizon in it."""
-    test_start = split_starts(n, config.train_fraction)[1]
-    return test_start >= config.horizon + MIN_TRAIN_ROWS and n - test_start >= config.horizon
+    test_start = split_starts(n, train_fraction)[1]
+    return test_start >= horizon + MIN_TRAIN_ROWS and n - test_start >= horizon
+
+
+def fitting_train_fraction(n: int, horizon: int) -> float | None:
+    """The largest `--train-fraction` of 0.5, 0.55, …, 0.95 with which `n` points fit a horizon (`_fits`), or None."""
+    fractions = [round(0.95 - 0.05 * step, 2) for step in range(10)]
+    return next((fraction for fraction in fractions if _fits(n, horizon, fraction)), None)
 
 
 def check_long_enough(n: int, config: ForecastConfig) -> int:
     """The test split's first row of a series of `n` points; `TooShortError` naming the least length that fits
-    when it is too short for the config's split and horizon."""
-    if not _fits(n, config):
-        least = next(length for length in range(n, 100 * (config.horizon + MIN_TRAIN_ROWS)) if _fits(length, config))
-        raise TooShortError(
-            f"the series has {n} points: too few for a {1 - config.train_fraction:.0%} test split and horizon "
-            f"{config.horizon} (at least {least} points are needed)",
-            "pass a longer series, a smaller --horizon, or a larger --train-fraction",
+    when it is too short for the config's split and horizon, and the train fraction that would fit it."""
+    horizon, fraction = config.horizon, config.train_fraction
+    if not _fits(n, horizon, fraction):
+        least = next(
+            length for length in range(n, 100 * (horizon + MIN_TRAIN_ROWS)) if _fits(length, horizon, fraction)
         )
-    return split_starts(n, config.train_fraction)[1]
+        fitting = fitting_train_fraction(n, horizon)
+        # a test split too short for a horizon needs a smaller train fraction; too few rows before it, a larger one
+        other = f", or --train-fraction {fitting:g}, with which they fit" if fitting is not None else ""
+        raise TooShortError(
+            f"the series has {n} points: too few for a {1 - fraction:.0%} test split and horizon "
+            f"{horizon} (at least {least} points are needed)",
+            f"pass a longer series or a smaller --horizon{other}",
+        )
+    return split_starts(n, fraction)[1]
 
 
 def stored_facts(config: ForecastConfig, store: Any, series_key: str) -> dict[str, Any]:
