@@ -94,6 +94,21 @@ def test_retraining_a_long_format_input_decides_its_global_model_on_every_series
 
     assert keys(unchanged) == keys(second)  # the keys found are those the stages gave
 
+    # The panel grows by a series the champion was not trained on and one too short to be scored, and a worse
+    # challenger is kept out: the kept global champion still forecasts every series of the run, both included
+    write_long_series(source, 420)
+    frame = pd.read_csv(source)
+    newcomer = frame.loc[frame["unique_id"] == "a"].assign(unique_id="d", y=lambda f: 3 * f["y"])
+    pd.concat([frame, newcomer, frame.loc[frame["unique_id"] == "b"].tail(8).assign(unique_id="short")]).to_csv(
+        source, index=False
+    )
+    third = retrain_once(store_dir, source, WEAK)
+    assert third["retrain"]["outcome"] == "kept out", third["retrain"]
+    assert third["series"]["short"]["status"] == "forecast_only"
+    latest = pd.read_parquet(store_dir / "forecasts" / "latest.parquet")
+    assert sorted(latest["unique_id"]) == ["a", "b", "c", "d", "short"] and (latest["ds"] == 420).all()
+    assert (latest["model_key"] == second["model"]).all() and latest[["y_hat", "y_lo", "y_hi"]].notna().all().all()
+
 
 def test_retraining_promotes_a_better_challenger_and_keeps_out_a_worse_one(
     tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]

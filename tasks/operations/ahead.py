@@ -428,6 +428,23 @@ def generated_frames(store: Store, series_keys: dict[str, str]) -> FramesOf:
     return frames
 
 
+def generated_and_input_frames(store: Store, series_keys: dict[str, str], config: ForecastConfig) -> FramesOf:
+    """`generated_frames` for the series a run generated, and for the others (too short to be generated) the
+    run's input file as `input_frames` reads it."""
+    generated = generated_frames(store, series_keys)
+    given = input_frames(str(config.input), future_path=config.future) if config.input else None
+
+    def frames(metadata: dict[str, Any], series_ids: list[str]) -> dict[str, pd.DataFrame]:
+        stored = [i for i in series_ids if i in series_keys]
+        found = generated(metadata, stored) if stored else {}
+        others = [i for i in series_ids if i not in series_keys]
+        if others and given is not None:
+            found |= given(metadata, others)
+        return {i: found[i] for i in series_ids if i in found}
+
+    return frames
+
+
 def with_features(saved: SavedModel, series: dict[str, History], steps: int) -> dict[str, History]:
     """The histories with the feature channels `saved` reads (`model_features`), for every row a forecast of
     `steps` (fed back every `saved.horizon` steps) looks at; unchanged for a model that reads none."""
@@ -764,31 +781,39 @@ def publish_forecasts(
 
 @task(name="publish-forecasts", result_serializer="json")
 def publish_latest(config: ForecastConfig, series_keys: dict[str, str], run_table: str | None) -> dict[str, Any]:
-    """After a retraining: every series of the run (series id -> its generate key) forecast by the champion
-    left in place, published as `forecasts/latest.parquet`. When the champions are the run's own models
-    that is the run's table (`run_table`); otherwise the champions forecast the run's data anew.
-    Returns the paths, the champions and the number of series."""
+    """After a retraining: every series of the run forecast by the champion left in place, published as
+    `forecasts/latest.parquet`. The series are those the run generated (series id -> its generate key) and those
+    its table forecast without scoring them (too short: read from the run's input). When the champions are the
+    run's own models that is the run's table (`run_table`); otherwise the champions forecast the run's data
+    anew: a kept global champion also forecasts the series it was not trained on (new ones, too short ones),
+    as `predict --input` does. Returns the paths, the champions and the number of series."""
     store = Store(config.artifacts_dir)
     registry = load_registry(store)
-    if registry is None or not series_keys:
+    run_ids = [] if run_table is None else pd.read_parquet(run_table, columns=["unique_id"])["unique_id"].unique()
+    unscored = [str(i) for i in run_ids if str(i) not in series_keys] if config.input else []
+    if registry is None or not (series_keys or unscored):
         raise InputError("nothing to publish: no series was forecast", "fix the errors above, then retrain")
-    assigned = models_by_series(registry, "champion", list(series_keys), global_members(store), skip_missing=True)
-    if len(assigned) < len(series_keys):
+    wanted = [*series_keys, *unscored]
+    assigned = models_by_series(
+        registry, "champion", wanted, global_members(store), skip_missing=True, any_named=bool(config.input)
+    )
+    if len(assigned) < len(wanted):
         get_run_logger().warning(
-            "%d of %d series have no champion yet (new series the kept champion was not trained on): "
+            "%d of %d series have no champion yet (new series the kept champions were not trained on): "
             "they are left out of the published table until a model of them is promoted",
-            len(series_keys) - len(assigned),
-            len(series_keys),
+            len(wanted) - len(assigned),
+            len(wanted),
         )
     champions = sorted(set(assigned.values()))
     run_models = set() if run_table is None else set(pd.read_parquet(run_table, columns=["model_key"])["model_key"])
     if run_table is not None and set(champions) <= run_models:
         path = Path(run_table)
     else:  # kept by a key of its champions and the run's series: a retraining that changed nothing reuses it
-        key = fingerprint("published", sorted(assigned.items()), sorted(series_keys.items()), config.horizon)
+        run_data = [Path(run_table).stem] if unscored and run_table else []  # the unscored series' data, by the table
+        key = fingerprint("published", sorted(assigned.items()), sorted(series_keys.items()), config.horizon, *run_data)
         path = store.forecast_table_path(key)
         if not path.exists():
-            frames = generated_frames(store, series_keys)
+            frames = generated_and_input_frames(store, series_keys, config)
             table, _ = forecast_every_series(store, "champion", config.horizon, list(assigned), frames)
             path = store.write_forecast_table(key, table)
     latest = store.publish_latest_forecasts(path.stem)
