@@ -104,14 +104,20 @@ def test_validation_grows_to_hold_a_horizon_and_a_too_short_series_names_the_min
         adapt_config(six_ahead, tiny["ds"], tiny["y"].to_numpy())
     least = monthly(26)
     assert adapt_config(six_ahead, least["ds"], least["y"].to_numpy()).look_back >= 1
-    # 40 points, 13 ahead: the 20 % test split (8 points) cannot hold a horizon; the fix names a train
-    # fraction with which they fit (not a larger one, which would shrink the test split further)
-    forty, thirteen_ahead = monthly(40), build_config("default", overrides={"horizon": 13})
+    # 50 points, 13 ahead: the 20 % test split (10 points) cannot hold a horizon; the fix names a train
+    # fraction with which they fit (not a larger one, which would shrink the test split further) ...
+    fifty, thirteen_ahead = monthly(50), build_config("default", overrides={"horizon": 13})
     with pytest.raises(InputError, match=r"at least 61 points") as refused:
+        adapt_config(thirteen_ahead, fifty["ds"], fifty["y"].to_numpy())
+    assert "--train-fraction 0.75, with which they fit" in refused.value.fix
+    fitted = adapt_config(with_fields(thirteen_ahead, train_fraction=0.75), fifty["ds"], fifty["y"].to_numpy())
+    validation_start = int(50 * 0.75) - int(int(50 * 0.75) * fitted.validation_fraction)
+    assert validation_start >= fitted.look_back + 13  # a train target before validation
+    # ... and none when no fraction leaves a horizon to test, one to validate and one to train on
+    forty = monthly(40)
+    with pytest.raises(InputError) as refused:
         adapt_config(thirteen_ahead, forty["ds"], forty["y"].to_numpy())
-    assert "--train-fraction 0.65, with which they fit" in refused.value.fix
-    fitted = with_fields(thirteen_ahead, train_fraction=0.65)
-    assert adapt_config(fitted, forty["ds"], forty["y"].to_numpy()).horizon == 13
+    assert refused.value.fix == "pass a longer series or a smaller --horizon"
 
 
 def test_window_cap_takes_the_same_number_from_every_long_series_within_the_budget() -> None:

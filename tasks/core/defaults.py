@@ -261,9 +261,7 @@ def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfi
     fields["season_length"] = season_length
     fields["calendar"] = calendar_cycles(config, tuple(seasons)) if config.calendar is None else config.calendar
 
-    validation_fraction = config.validation_fraction
-    if validation_fraction > 0 and test_start * validation_fraction < config.horizon + 2:
-        validation_fraction = min(0.5, (config.horizon + 2) / test_start)
+    validation_fraction = held_validation_fraction(config.validation_fraction, test_start, config.horizon)
     fields["validation_fraction"] = validation_fraction
     validation_start = split_starts(n, config.train_fraction, validation_fraction)[0]
 
@@ -406,27 +404,42 @@ def statistical_sample(ids: list[str], size: int, seed: int) -> set[str]:
     return set(ranked[:size])
 
 
-def _fits(n: int, horizon: int, train_fraction: float) -> bool:
-    """Whether `n` points hold a horizon and `MIN_TRAIN_ROWS` before the test split, and a horizon in it."""
+def held_validation_fraction(validation_fraction: float, test_start: int, horizon: int) -> float:
+    """`validation_fraction`, grown (up to a half) so that the validation split of the `test_start` rows before
+    the test split holds a horizon and two more rows."""
+    if validation_fraction > 0 and test_start * validation_fraction < horizon + 2:
+        return min(0.5, (horizon + 2) / test_start)
+    return validation_fraction
+
+
+def _fits(n: int, horizon: int, train_fraction: float, validation_fraction: float) -> bool:
+    """Whether `n` points hold a horizon in the test split, a horizon and `MIN_TRAIN_ROWS` before it, and a train
+    target before the validation split with the longest window the sizing may choose (a quarter of the rows)."""
     test_start = split_starts(n, train_fraction)[1]
-    return test_start >= horizon + MIN_TRAIN_ROWS and n - test_start >= horizon
+    if test_start < horizon + MIN_TRAIN_ROWS or n - test_start < horizon:
+        return False
+    held = held_validation_fraction(validation_fraction, test_start, horizon)
+    validation_start = split_starts(n, train_fraction, held)[0]
+    return validation_start - max(1, validation_start // LOOK_BACK_SHARE) >= horizon
 
 
-def fitting_train_fraction(n: int, horizon: int) -> float | None:
+def fitting_train_fraction(n: int, horizon: int, validation_fraction: float) -> float | None:
     """The largest `--train-fraction` of 0.5, 0.55, …, 0.95 with which `n` points fit a horizon (`_fits`), or None."""
     fractions = [round(0.95 - 0.05 * step, 2) for step in range(10)]
-    return next((fraction for fraction in fractions if _fits(n, horizon, fraction)), None)
+    return next((f for f in fractions if _fits(n, horizon, f, validation_fraction)), None)
 
 
 def check_long_enough(n: int, config: ForecastConfig) -> int:
     """The test split's first row of a series of `n` points; `TooShortError` naming the least length that fits
     when it is too short for the config's split and horizon, and the train fraction that would fit it."""
-    horizon, fraction = config.horizon, config.train_fraction
-    if not _fits(n, horizon, fraction):
+    horizon, fraction, validation = config.horizon, config.train_fraction, config.validation_fraction
+    if not _fits(n, horizon, fraction, validation):
         least = next(
-            length for length in range(n, 100 * (horizon + MIN_TRAIN_ROWS)) if _fits(length, horizon, fraction)
+            length
+            for length in range(n, 100 * (horizon + MIN_TRAIN_ROWS))
+            if _fits(length, horizon, fraction, validation)
         )
-        fitting = fitting_train_fraction(n, horizon)
+        fitting = fitting_train_fraction(n, horizon, validation)
         # a test split too short for a horizon needs a smaller train fraction; too few rows before it, a larger one
         other = f", or --train-fraction {fitting:g}, with which they fit" if fitting is not None else ""
         raise TooShortError(
