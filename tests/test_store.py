@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -90,6 +91,17 @@ def test_garbled_model_file_is_not_complete(tmp_path: Path) -> None:
     (folder / "model.keras").write_bytes(bytes(data))
     assert not store.is_complete("train", key)
     assert not folder.exists()
+
+    def save_with_arrays(folder: Path) -> None:  # and the numpy arrays beside it, garbled
+        save(folder)
+        np.savez(folder / "forecaster.npz", weights=np.arange(1000.0))
+
+    folder = store.write_model(key, save_with_arrays, {"history": {}})
+    assert store.is_complete("train", key)
+    arrays = bytearray((folder / "forecaster.npz").read_bytes())
+    arrays[200:220] = b"\x00" * 20  # inside the stored (uncompressed) member: its checksum no longer matches
+    (folder / "forecaster.npz").write_bytes(bytes(arrays))
+    assert not store.is_complete("train", key)
 
 
 def _hold_lock_repeatedly(store_root: str, log_path: str, rounds: int) -> None:
