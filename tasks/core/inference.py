@@ -52,9 +52,9 @@ class UnsupportedNetworkError(ValueError):
 
 
 def network_arrays(model: Any) -> dict[str, np.ndarray] | None:
-    """A Keras model (Sequential or Functional, built by `train.build_model`) as the arrays `save_network` writes:
-    its graph as JSON under `GRAPH_KEY`, and each layer's weights as 'layer/weight'. None when a layer is not
-    one numpy inference implements."""
+    """A Keras model (Sequential or Functional, built by `train.build_model`) as the arrays that
+    `save_network_arrays` writes: its graph as JSON under `GRAPH_KEY`, and each layer's weights as
+    'layer/weight'. None when a layer is not one numpy inference implements."""
     try:
         nodes = _graph_nodes(model)
     except UnsupportedNetworkError:
@@ -135,7 +135,7 @@ def _settings(layer: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedNetworkError(f"layer {config['name']} has an activation")
     if kind == "Concatenate" and config.get("axis", -1) != -1:
         raise UnsupportedNetworkError(f"layer {config['name']} concatenates another axis")
-    keep = ("return_sequences", "members", "units", "shared_input", "cropping", "use_bias")
+    keep = ("return_sequences", "members", "units", "shared_input", "cropping")
     return {key: config[key] for key in keep if key in config}
 
 
@@ -210,7 +210,7 @@ def _apply_layer(node: _Node, read: list[np.ndarray]) -> np.ndarray:
     if kind in _LSTM_CLASSES:
         return _lstm(x, weights, settings.get("shared_input", True), settings.get("return_sequences", False))
     if kind == "Dense":
-        return x @ weights["kernel"] + weights["bias"]
+        return x @ weights["kernel"] + weights.get("bias", 0.0)
     if kind == "MemberDense":
         members = settings["members"]
         per_member = x.reshape(len(x), members, -1).transpose(1, 0, 2)  # (M, n, F)
