@@ -445,7 +445,7 @@ def check_long_enough(n: int, config: ForecastConfig) -> int:
         raise TooShortError(
             f"the series has {n} points: too few for a {1 - fraction:.0%} test split and horizon "
             f"{horizon} (at least {least} points are needed)",
-            f"pass a longer series or a smaller --horizon{other}",
+            f"pass a longer series{' or a smaller --horizon' if horizon > 1 else ''}{other}",
         )
     return split_starts(n, fraction)[1]
 
