@@ -629,9 +629,9 @@ POOLED = "pooled"
 
 
 def spread_sample(locations: dict[str, Path], most: int, files: int = CALIBRATION_PACKS) -> list[str]:
-    """Up to `most` of the keys of `locations` (key -> the file that holds it), read from few files: every
-    `len(files) / files`-th file from the first, `most / files` keys from each, then the other files' keys in
-    order until `most` are taken."""
+    """Up to `most` of the keys of `locations` (key -> the file that holds it), read from few files: `files` of
+    them evenly spaced from the first (in path order), `most / files` keys from each, then the other files'
+    keys in order until `most` are taken."""
     by_file: dict[Path, list[str]] = {}
     for key in sorted(locations):
         by_file.setdefault(locations[key], []).append(key)
