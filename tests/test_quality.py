@@ -404,6 +404,8 @@ def test_a_single_network_runs_keras_lstm_arithmetic_in_the_fused_kernel(tmp_pat
         ({"ensemble": 1, "layers": 2}, 0, "mean"),  # stacked, the first returning sequences
         ({"ensemble": 3, "layers": 2, "dropout": 0.1}, 0, "median"),  # members side by side (MemberLSTM)
         ({"ensemble": 3, "scope": "global", "series_embedding": 2}, 5, "mean"),  # members on cropped look-backs
+        ({"ensemble": 1, "cell": "gru", "layers": 2}, 0, "mean"),  # Keras' GRU, stacked
+        ({"ensemble": 2, "cell": "gru"}, 0, "median"),  # GRU members, each its own stack
     ],
 )
 def test_a_saved_network_applied_by_numpy_gives_what_keras_gives(
@@ -430,10 +432,12 @@ def test_a_saved_network_applied_by_numpy_gives_what_keras_gives(
 
 
 def test_a_network_numpy_cannot_apply_gets_no_arrays() -> None:
+    import keras
+
     from lstm_forecast.tasks.core.inference import network_arrays
 
-    gru = inference_model(build_model(build_config("smoke", overrides={"cell": "gru", "look_back": 16, "patch": 4})))
-    assert network_arrays(gru) is None
+    other = keras.Sequential([keras.Input((4, 2)), keras.layers.LSTM(3, activation="relu"), keras.layers.Dense(2)])
+    assert network_arrays(other) is None  # an activation the numpy LSTM does not implement: Keras applies it
 
 
 def test_a_season_with_exactly_two_cycles_is_left_out_not_a_crash() -> None:

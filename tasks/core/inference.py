@@ -1,7 +1,7 @@
 """A saved network applied with numpy alone, so that forecasting from a stored model never imports TensorFlow.
 
 When a model is saved, `network_arrays` turns it into a small graph of the layers this project builds (LSTM
-layers, TensorFlow's fused one included, ensembles' member layers, the series embedding, Dense, cropping,
+and GRU layers, TensorFlow's fused LSTM included, ensembles' member layers, the series embedding, Dense, cropping,
 concatenation, the members' mean or median) and their weights: one `.npz` file beside the `.keras` one.
 `NumpyNetwork` reads that file and computes the same outputs with numpy, up to float32 rounding (about 1e-6
 of the outputs' scale).
@@ -12,8 +12,8 @@ LSTM loop runs about as fast as TensorFlow's fused kernel: each step is one matr
 over all four gates (the sigmoid gates' weights are halved when the file is read, as sigmoid(z) =
 (1 + tanh(z / 2)) / 2).
 
-A network with any other layer (a GRU, an activation other than the ones Keras' LSTM defaults to) gets no
-file (`network_arrays` returns None) and is applied by Keras, as before.
+A network with any other layer or setting (an activation other than the ones Keras' LSTM and GRU default to)
+gets no file (`network_arrays` returns None) and is applied by Keras, as before.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _CLASSES = (
     _LSTM_CLASSES
     | _IDENTITY_CLASSES
     | {
+        "GRU",
         "Dense",
         "MemberDense",
         "MemberMean",
@@ -121,16 +122,17 @@ def _settings(layer: dict[str, Any]) -> dict[str, Any]:
     kind, config = layer["class_name"], layer["config"]
     if kind not in _CLASSES:
         raise UnsupportedNetworkError(f"layer {config['name']} is a {kind}")
-    if kind == "LSTM":
+    if kind in ("LSTM", "GRU"):
         expected = {
             "activation": "tanh",
             "recurrent_activation": "sigmoid",
             "use_bias": True,
             "go_backwards": False,
             "return_state": False,
+            **({"reset_after": True} if kind == "GRU" else {}),
         }
         if any(config.get(key, value) != value for key, value in expected.items()):
-            raise UnsupportedNetworkError(f"layer {config['name']} is an LSTM with other settings")
+            raise UnsupportedNetworkError(f"layer {config['name']} is a {kind} with other settings")
     if kind == "Dense" and config.get("activation") not in (None, "linear"):
         raise UnsupportedNetworkError(f"layer {config['name']} has an activation")
     if kind == "Concatenate" and config.get("axis", -1) != -1:
@@ -209,6 +211,8 @@ def _apply_layer(node: _Node, read: list[np.ndarray]) -> np.ndarray:
         return x
     if kind in _LSTM_CLASSES:
         return _lstm(x, weights, settings.get("shared_input", True), settings.get("return_sequences", False))
+    if kind == "GRU":
+        return _gru(x, weights, settings.get("return_sequences", False))
     if kind == "Dense":
         return x @ weights["kernel"] + weights.get("bias", 0.0)
     if kind == "MemberDense":
@@ -266,3 +270,20 @@ def _lstm(x: np.ndarray, weights: dict[str, np.ndarray], shared_input: bool, ret
     if sequence is not None:
         return sequence.transpose(2, 0, 1, 3).reshape(n, steps, members * units)
     return h.transpose(1, 0, 2).reshape(n, members * units)
+
+
+def _gru(x: np.ndarray, weights: dict[str, np.ndarray], return_sequences: bool) -> np.ndarray:
+    """Keras' GRU (`reset_after`, gates z, r, h) over inputs (n, T, F): outputs (n, U), or (n, T, U)."""
+    kernel, recurrent, bias = weights["kernel"], weights["recurrent_kernel"], weights["bias"]
+    units = recurrent.shape[0]
+    projected = np.matmul(x.transpose(1, 0, 2), kernel) + bias[0]  # (T, n, 3U)
+    h = np.zeros((x.shape[0], units), dtype="float32")
+    sequence = []
+    for step in range(x.shape[1]):
+        own = h @ recurrent + bias[1]
+        update = 0.5 * np.tanh(0.5 * (projected[step, :, :units] + own[:, :units])) + 0.5  # sigmoid
+        reset = 0.5 * np.tanh(0.5 * (projected[step, :, units : 2 * units] + own[:, units : 2 * units])) + 0.5
+        candidate = np.tanh(projected[step, :, 2 * units :] + reset * own[:, 2 * units :])
+        h = (update * h + (1 - update) * candidate).astype("float32")
+        sequence.append(h)
+    return np.stack(sequence, axis=1) if return_sequences else h
