@@ -222,8 +222,9 @@ def prepare_runtime(workers: int | None = None, dask_address: str | None = None)
         required=dask_address is not None and not is_loopback(dask_address),
         why="Dask workers on other machines cannot reach this machine's temporary Prefect server",
     )
-    # With Dask the workers import it ahead of their models; a global network, trained in this process, imports it
-    # when it is built (prefetched beside the prepare chunks, it gained nothing: both cores are busy then).
+    # With Dask, workers that train import it themselves and predict needs none (numpy applies the saved arrays);
+    # a global network, trained in this process, imports it when it is built (prefetched beside the prepare
+    # chunks, it gained nothing: both cores are busy then).
     if task_runner is None:
         prefetch_tensorflow_while_prefect_starts()
     start_temporary_server()

@@ -137,7 +137,7 @@ def _settings(layer: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedNetworkError(f"layer {config['name']} has an activation")
     if kind == "Concatenate" and config.get("axis", -1) != -1:
         raise UnsupportedNetworkError(f"layer {config['name']} concatenates another axis")
-    keep = ("return_sequences", "members", "units", "shared_input", "cropping")
+    keep = ("return_sequences", "members", "shared_input", "cropping")
     return {key: config[key] for key in keep if key in config}
 
 

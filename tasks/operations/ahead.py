@@ -789,7 +789,10 @@ def publish_latest(config: ForecastConfig, series_keys: dict[str, str], run_tabl
     as `predict --input` does. Returns the paths, the champions and the number of series."""
     store = Store(config.artifacts_dir)
     registry = load_registry(store)
-    run_ids = [] if run_table is None else pd.read_parquet(run_table, columns=["unique_id"])["unique_id"].unique()
+    run_rows = pd.DataFrame(columns=["unique_id", "model_key"])
+    if run_table is not None:
+        run_rows = pd.read_parquet(run_table, columns=["unique_id", "model_key"])
+    run_ids = run_rows["unique_id"].unique()
     unscored = [str(i) for i in run_ids if str(i) not in series_keys] if config.input else []
     if registry is None or not (series_keys or unscored):
         raise InputError("nothing to publish: no series was forecast", "fix the errors above, then retrain")
@@ -805,7 +808,7 @@ def publish_latest(config: ForecastConfig, series_keys: dict[str, str], run_tabl
             len(wanted),
         )
     champions = sorted(set(assigned.values()))
-    run_models = set() if run_table is None else set(pd.read_parquet(run_table, columns=["model_key"])["model_key"])
+    run_models = set(run_rows["model_key"])
     if run_table is not None and set(champions) <= run_models:
         path = Path(run_table)
     else:  # kept by a key of its champions and the run's series: a retraining that changed nothing reuses it
