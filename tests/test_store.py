@@ -292,3 +292,25 @@ def test_read_tables_reads_many_outputs_at_once_in_the_order_asked_and_keeps_onl
     assert len(store.read_tables("evaluate", keys)) == 6  # every row: the packs are now held in memory
     pd.testing.assert_frame_equal(store.read_tables("evaluate", [keys[1]], where={"step": 0}), one)
     assert one["value"].tolist() == [1.0] and one["_key"].astype(str).tolist() == [keys[1]]
+
+
+def test_a_global_model_s_unscored_series_read_back_with_their_future_values_and_a_later_run_replaces_them(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    key = "a" * KEY_LENGTH
+    assert store.read_unscored_series(key) == {} and store.unscored_series_ids(key) == []
+    short = pd.DataFrame({"ds": [0.0, 1.0, 2.0], "y": [1.0, 2.0, 3.0], "price": [5.0, 6.0, 7.0]})
+    short.attrs["future"] = {"price": [8.0, 9.0]}
+    other = pd.DataFrame({"ds": [0.0, 1.0], "y": [4.0, 5.0], "price": [1.0, 1.0]})
+    store.write_unscored_series(key, {"short": short, "other": other})
+    assert store.unscored_series_ids(key) == ["short", "other"]
+    found = store.read_unscored_series(key, ["short"])
+    assert list(found) == ["short"]
+    pd.testing.assert_frame_equal(found["short"], short)
+    assert found["short"].attrs["future"] == {"price": [8.0, 9.0]}
+    assert store.read_unscored_series(key)["other"].attrs["future"] is None
+    store.write_unscored_series(key, {})  # a later run with none: none kept
+    assert store.read_unscored_series(key) == {} and store.unscored_series_ids(key) == []
+    with pytest.raises(ValueError, match="invalid model key"):
+        store.unscored_series_path("../outside")

@@ -10,6 +10,8 @@ Layout under the root (default `artifacts/`):
                                  the plot of one series), a run, a retraining
     forecasts/latest.parquet     the table the last retraining published (replaced atomically)
     forecasts/calibration/<key>.parquet  a model's interval half-widths per series and step
+    forecasts/unscored/<key>.parquet     the series a global model's last run forecast without scoring them
+                                 (too short), as that run read them: `predict` forecasts them from these
     summaries/<key>.parquet      one row per series of a long-format input (many-series runs)
     tuning/<key>.parquet         the trials of `lstm-forecast tune`; tuning/<key>.yaml its best config
     registry.parquet             every model, its metrics and status (champion, challenger, retired)
@@ -447,6 +449,12 @@ class Store:
         if not _is_stage_key(model_key):
             raise ValueError(f"invalid model key {model_key!r}")
         return self.root / "forecasts" / "calibration" / f"{model_key}.parquet"
+
+    def unscored_series_path(self, model_key: str) -> Path:
+        """The series a global model's last run forecast without scoring them (`write_unscored_series`)."""
+        if not _is_stage_key(model_key):
+            raise ValueError(f"invalid model key {model_key!r}")
+        return self.root / "forecasts" / "unscored" / f"{model_key}.parquet"
 
     def source_path(self, key: str) -> Path:
         """Which series an input file's contents gave (`generate` keys its output by the series itself)."""
@@ -981,6 +989,40 @@ class Store:
         """A model's interval half-widths (`write_calibration`), or None when no run of it kept them."""
         path = self.calibration_path(model_key)
         return pd.read_parquet(path) if path.exists() else None
+
+    def write_unscored_series(self, model_key: str, frames: Mapping[str, pd.DataFrame]) -> Path:
+        """Replace the series a run of the global model `model_key` forecast without scoring them (id -> its rows
+        `ds, y` and covariate columns, `attrs["future"]` the future columns' values after them, if any): one
+        long table (`unique_id` first), the future values in its footer. An empty mapping leaves an empty table."""
+        parts = [frame.assign(unique_id=series_id) for series_id, frame in frames.items()]
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"ds": [], "y": []}).assign(unique_id="")
+        table = table.loc[:, ["unique_id", *(c for c in table.columns if c != "unique_id")]]
+        future = {i: f.attrs.get("future") for i, f in frames.items() if f.attrs.get("future") is not None}
+        return self._write_bytes(self.unscored_series_path(model_key), _parquet_bytes(table, {"future": future}))
+
+    def read_unscored_series(self, model_key: str, series_ids: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        """`write_unscored_series`' frames (those of `series_ids`, or all), each with `attrs["future"]` (None when
+        its model reads no future columns); empty when no run of the model kept any."""
+        path = self.unscored_series_path(model_key)
+        if not path.exists():
+            return {}
+        table = pq.read_table(path)
+        future = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}")).get("future", {})
+        frame = table.to_pandas()
+        wanted = None if series_ids is None else set(series_ids)
+        found = {}
+        for series_id, rows in frame.groupby("unique_id", sort=False):
+            if wanted is None or series_id in wanted:
+                found[str(series_id)] = rows.drop(columns="unique_id").reset_index(drop=True)
+                found[str(series_id)].attrs["future"] = future.get(str(series_id))
+        return found
+
+    def unscored_series_ids(self, model_key: str) -> list[str]:
+        """The ids of `read_unscored_series` (reads that column alone)."""
+        path = self.unscored_series_path(model_key)
+        if not path.exists():
+            return []
+        return [str(i) for i in dict.fromkeys(pq.read_table(path, columns=["unique_id"]).column(0).to_pylist())]
 
     def write_summary(self, key: str, frame: pd.DataFrame) -> Path:
         return self._write_bytes(self.summary_path(key), _parquet_bytes(frame))

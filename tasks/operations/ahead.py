@@ -338,15 +338,23 @@ def model_for_forecasts(store: Store, key: str) -> tuple[dict[str, Any], SavedMo
 
 
 def global_members(store: Store) -> Callable[[str], list[str]]:
-    """A global model's series ids, by its key (from its metadata)."""
-    return lambda key: [str(i) for i in store.read_model_metadata(key).get("series_ids", [])]
+    """A global model's series ids, by its key: those it was trained on (its metadata), then those its last run
+    forecast without scoring them (too short: `Store.read_unscored_series`)."""
+
+    def members(key: str) -> list[str]:
+        trained = [str(i) for i in store.read_model_metadata(key).get("series_ids", [])]
+        return list(dict.fromkeys([*trained, *store.unscored_series_ids(key)]))
+
+    return members
 
 
 def stored_histories(
     store: Store, metadata: dict[str, Any], series_ids: list[str], saved_space: ModelSpace | None
 ) -> dict[str, History]:
     """The series a model was trained on, as its training stored them, each with the forecaster's space
-    of that training (what the run's predict stage used): a local model's own, a global model's per series."""
+    of that training (what the run's predict stage used): a local model's own, a global model's per series.
+    A global model's series too short to be scored are read as its last run kept them, each in a space fitted on
+    its own rows (as the run forecast them)."""
     upstream = metadata["upstream"]
     future = metadata["config"].get("future_columns")
     if saved_space is not None:
@@ -354,17 +362,22 @@ def stored_histories(
         frame.attrs["future"] = store.future_values(upstream["series"]) if future else None
         return {series_ids[0]: History(frame, saved_space)}
     position = {str(i): n for n, i in enumerate(metadata["series_ids"])}
-    series_keys = [upstream["series"][position[i]] for i in series_ids]
-    frames = store.read_tables("generate", series_keys)
+    trained = [i for i in series_ids if i in position]
+    others = [i for i in series_ids if i not in position]
+    unscored = store.read_unscored_series(metadata["key"], others) if others else {}
+    series_keys = [upstream["series"][position[i]] for i in trained]
+    frames = store.read_tables("generate", series_keys) if series_keys else pd.DataFrame(columns=[KEY_COLUMN])
     by_key = {
         str(k): f.drop(columns=KEY_COLUMN).reset_index(drop=True) for k, f in frames.groupby(KEY_COLUMN, observed=True)
     }
     for key, frame in by_key.items():
         frame.attrs["future"] = store.future_values(key) if future else None
-    return {
+    histories = {
         i: History(by_key[key], read_model_space(store, upstream["normalize"][position[i]], forecaster=True))
-        for i, key in zip(series_ids, series_keys, strict=True)
+        for i, key in zip(trained, series_keys, strict=True)
     }
+    histories |= {i: History(f, series_space(metadata["config"], f)) for i, f in unscored.items()}
+    return {i: histories[i] for i in series_ids if i in histories}
 
 
 # (model metadata, ids) -> each series' `ds, y` and covariate columns; `frame.attrs["future"]` holds the future
@@ -748,6 +761,9 @@ def publish_forecasts(
     # a global model's calibration keeps its pooled widths, for the new series `predict --input` forecasts
     tags = [*([unscored_key] if unscored else []), *(["pooled widths kept"] if global_model else [])]
     key = fingerprint("forecast-table", sorted(predictions.items()), model, *tags)
+    if global_model and predictions:  # what `predict` forecasts them from: this run's, whatever an earlier one kept
+        model_key = str(next(iter(predictions.values()))[1])
+        store.write_unscored_series(model_key, unscored[1] if unscored is not None else {})
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
     stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
@@ -757,7 +773,6 @@ def publish_forecasts(
     scaled_widths, pooled, extra = None, None, None
     if global_model and predictions:
         scaled_widths = unscored_widths(store, list(predictions), config.interval_level)
-        model_key = str(next(iter(predictions.values()))[1])
         pooled = pooled_rows(model_key, scaled_widths) if scaled_widths is not None else None
     if unscored is not None and unscored[1]:
         extra = unscored_forecasts(store, *unscored, made_at, scaled_widths)
