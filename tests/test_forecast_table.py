@@ -26,6 +26,7 @@ from lstm_forecast.tasks.operations.ahead import (
     pooled_widths_for,
     published_combined,
     series_label,
+    series_space,
     spread_sample,
     table_from_predictions,
 )
@@ -243,3 +244,13 @@ def test_a_series_without_widths_of_its_own_gets_the_pooled_ones_in_its_own_unit
     assert widths["unique_id"].tolist() == ["new", "new"] and widths["model"].tolist() == ["lstm", "lstm"]
     assert widths["half_width"].tolist() == [2.0, 4.0] and widths["step"].tolist() == [1, 2]
     assert pooled_widths_for(own, histories).empty  # kept before pooled widths were: none
+
+
+def test_a_series_too_short_to_be_scored_is_read_with_the_model_s_calendar_cycles_it_confirms() -> None:
+    short = pd.DataFrame({"ds": np.arange(120.0), "y": hourly_like(120)})  # five days: no 48-step test split
+    panel = build_config(overrides={"horizon": 48, "transform": "level"}).model_dump(mode="json")
+    hourly = series_space(panel | {"calendar": [24, 168]}, short)  # 24 held twice and confirmed; 168 not held
+    assert [len(profile) for profile in hourly.seasonal] == [24]
+    assert series_space(panel | {"calendar": []}, short).seasonal == ()  # a panel without cycles: none
+    noise = short.assign(y=100 + np.random.RandomState(3).normal(size=120))
+    assert series_space(panel | {"calendar": [24, 168]}, noise).seasonal == ()  # its own rows do not confirm 24

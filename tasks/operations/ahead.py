@@ -26,7 +26,7 @@ from prefect import get_run_logger, task
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, feature_width
 from lstm_forecast.tasks.core.covariates import model_features
-from lstm_forecast.tasks.core.defaults import adapt_config, published_model
+from lstm_forecast.tasks.core.defaults import adapt_config, confirmed_seasons, published_model
 from lstm_forecast.tasks.core.errors import InputError, TooShortError
 from lstm_forecast.tasks.core.intervals import naive_scale, pooled_scaled_widths
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
@@ -185,13 +185,17 @@ class ProgressLine:
 
 def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
     """A global model's space for one series (`ds, y`) it reads anew: its seasons and log choice, fitted on
-    every row, as the global model's training fitted them for its forecaster."""
+    every row, as the global model's training fitted them for its forecaster. A series too short for a test
+    split of its own has its seasons judged on every row: those of the model's calendar cycles (the seasons most
+    of its panel confirmed) that it holds two cycles of and confirms itself (the network read its members'
+    windows with those seasons removed)."""
     own = ForecastConfig.model_validate(config)
     y = history["y"].to_numpy()
     try:
         sized = adapt_config(own, history["ds"], y)
-    except TooShortError:  # too short for a test split of its own: too short to confirm a season too
-        return fit_model_space(y, len(y), own.transform, tuple(own.seasons or ()), own.log)
+    except TooShortError:
+        seasons = own.seasons if own.seasons is not None else confirmed_seasons(y, tuple(own.calendar or ()))
+        return fit_model_space(y, len(y), own.transform, tuple(seasons), own.log)
     return fit_model_space(y, len(y), sized.transform, tuple(sized.seasons or ()), sized.log)
 
 
