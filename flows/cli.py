@@ -235,8 +235,8 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         first = ", ".join(shown(i) for i in unscored.head(PRINTED_FAILURES))
         more = f" and {len(unscored) - PRINTED_FAILURES} more" if len(unscored) > PRINTED_FAILURES else ""
         print(
-            f"  {len(unscored)} series too short for a test split of their own ({first}{more}): forecast by the "
-            "global model and not scored (status 'forecast_only' in the summary)"
+            f"  {len(unscored)} series too short for a test split of their own, or constant before it ({first}"
+            f"{more}): forecast by the global model and not scored (status 'forecast_only' in the summary)"
         )
     print(f"Summary      {result['summary']}")
     if result.get("forecasts"):

@@ -393,8 +393,8 @@ async def forecast_many(
         for series_id, why in unforecastable.items():
             results[series_id] = SeriesFailedError(f"{failure_message(results[series_id])}; {why}")
         logger.warning(
-            "%d series too short for a test split of their own: forecast by the global model from padded windows "
-            "and not scored (status '%s' in the summary)",
+            "%d series too short for a test split of their own, or constant before it: forecast by the global "
+            "model and not scored (status '%s' in the summary)",
             len(unscored),
             FORECAST_ONLY,
         )

@@ -30,7 +30,7 @@ from lstm_forecast.tasks.core.defaults import (
     statistical_sample,
     stored_facts,
 )
-from lstm_forecast.tasks.core.errors import InputError, TooShortError
+from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError, TooShortError
 from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, stage_task, stages_until
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
 from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_to_show
@@ -45,8 +45,8 @@ class SeriesFailedError(Exception):
 
 
 class TooShortSeriesError(SeriesFailedError):
-    """A series of a panel too short for a test split and windows of its own (`TooShortError`): one network
-    across the panel still forecasts it, unscored."""
+    """A series of a panel too short for a test split and windows of its own (`TooShortError`), or constant
+    before it (`ConstantSeriesError`): one network across the panel still forecasts it, unscored."""
 
 
 class NotStoredError(Exception):
@@ -60,8 +60,9 @@ def failure_message(error: Exception) -> str:
 
 
 def failed_result(error: Exception) -> SeriesResult:
-    """A series' result when a stage failed for it: the message, and whether the series is only too short."""
-    too_short = isinstance(error, TooShortError | TooShortSeriesError)
+    """A series' result when a stage failed for it: the message, and whether the series is only too short (or
+    constant) to be scored."""
+    too_short = isinstance(error, TooShortError | ConstantSeriesError | TooShortSeriesError)
     return {"error": failure_message(error), **({"too_short": True} if too_short else {})}
 
 

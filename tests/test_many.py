@@ -167,8 +167,8 @@ def five_series_one_flat(source: Path) -> pd.DataFrame:
 
 @dataclass
 class GlobalRuns:
-    """One long-format file of five series (one constant), run with one global model in process and
-    on two Dask workers, each into a store of its own."""
+    """One long-format file of six series (one constant, one of 3 points), run with one global model in process
+    and on two Dask workers, each into a store of its own."""
 
     folder: Path
     source: Path
@@ -184,7 +184,8 @@ class GlobalRuns:
 def global_runs(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, prefect_api: str) -> GlobalRuns:
     folder = tmp_path_factory.mktemp("global")
     source = folder / "long.csv"
-    frame = five_series_one_flat(source)
+    frame = pd.concat([five_series_one_flat(source), long_frame({"tiny": 3})], ignore_index=True)
+    frame.to_csv(source, index=False)
     run = long_run(folder, source, prefect_server, "global")
     sequential, sequential_json = run("sequential")
     on_dask, dask_json = run("dask", "--workers", "2")
@@ -200,8 +201,11 @@ def test_a_global_model_on_dask_gives_the_sequential_run_s_numbers_and_a_bad_ser
     runs = global_runs
     for result, output in ((runs.sequential, runs.sequential_json), (runs.on_dask, runs.dask_json)):
         assert result.returncode == 1, result.stderr[-3000:]
-        assert "one network across them" in result.stdout and output["failed"] == ["flat"]
-        assert "is constant" in output["series"]["flat"]["error"]
+        assert "one network across them" in result.stdout and output["failed"] == ["tiny"]
+        assert "the global model reads at least" in output["series"]["tiny"]["error"]
+        # a constant series has nothing to score the network on: forecast as its constant, unscored
+        assert output["series"]["flat"]["status"] == "forecast_only"
+        assert "is constant" in output["series"]["flat"]["reason"]
         assert sorted(output["metrics"]) == list(GOOD)
     assert runs.dask_json["metrics"] == runs.sequential_json["metrics"]  # the same numbers wherever they ran
 
@@ -242,14 +246,17 @@ def test_predict_forecasts_every_series_of_a_global_champion_in_one_table_as_the
     store = global_runs.folder / "dask"
     run_table = pd.read_parquet(global_runs.dask_json["forecasts"])
     assert list(run_table.columns) == ["unique_id", "ds", "y_hat", "y_lo", "y_hi", "model", "model_key", "made_at"]
-    assert sorted(run_table["unique_id"]) == list(GOOD) and (run_table["y_lo"] < run_table["y_hi"]).all()
+    assert sorted(run_table["unique_id"]) == sorted([*GOOD, "flat"])
+    scored = run_table["unique_id"] != "flat"
+    assert (run_table.loc[scored, "y_lo"] < run_table.loc[scored, "y_hi"]).all()
+    assert (run_table.loc[~scored, ["y_lo", "y_hat", "y_hi"]].to_numpy() == 1.0).all()
     env = quiet_env(global_runs.folder / "home-predict", prefect_server)
     command = [str(BIN / "lstm-forecast"), "predict", "--artifacts-dir", str(store), "--json"]
     every = subprocess.run(command + ["--horizon", "1"], env=env, capture_output=True, text=True, timeout=200)
     assert every.returncode == 0, every.stderr[-3000:]
     result = json.loads(every.stdout.strip().splitlines()[-1])
     table = pd.read_parquet(result["forecast"])
-    assert result["series"] == 4 and sorted(table["unique_id"]) == list(GOOD)
+    assert result["series"] == 5 and sorted(table["unique_id"]) == sorted([*GOOD, "flat"])
     merged = table.merge(run_table, on=["unique_id", "ds"], suffixes=("", "_run"), validate="one_to_one")
     for column in ("y_hat", "y_lo", "y_hi"):  # one batched call gives each series' own forecast
         np.testing.assert_allclose(merged[column], merged[f"{column}_run"], rtol=1e-6, atol=1e-6)
@@ -276,10 +283,13 @@ def test_a_global_run_publishes_the_combination_of_every_series_whose_statistica
     # the statistical baselines of a global run are computed on the workers while the network trains
     shutil.copytree(global_runs.folder / "dask", global_runs.folder / "combined")
     result, output = global_runs.run("combined", "--workers", "2", "--forecast-model", "combined")
-    assert result.returncode == 1, result.stderr[-3000:]  # the constant series still fails alone
+    assert result.returncode == 1, result.stderr[-3000:]  # the 3-point series still fails alone
     table = pd.read_parquet(output["forecasts"]).set_index(["unique_id", "ds"])
-    lstm = pd.read_parquet(global_runs.dask_json["forecasts"]).set_index(["unique_id", "ds"]).loc[table.index]
-    assert sorted(set(table.index.get_level_values(0))) == list(GOOD) and (table["model"] == "combined").all()
+    lstm = pd.read_parquet(global_runs.dask_json["forecasts"]).set_index(["unique_id", "ds"])
+    assert sorted(set(table.index.get_level_values(0))) == sorted([*GOOD, "flat"])
+    table = table.drop(index="flat", level=0)  # unscored, without statistical baselines: the LSTM's constant
+    lstm = lstm.loc[table.index]
+    assert (table["model"] == "combined").all()
     assert not np.allclose(table["y_hat"], lstm["y_hat"]) and (table["y_lo"] < table["y_hi"]).all()
     # predict forecasts each series with the model its run published, each series' own seasons refitted
     command = ["predict", "--artifacts-dir", str(global_runs.folder / "combined"), "--horizon", "1", "--json"]
@@ -287,7 +297,7 @@ def test_a_global_run_publishes_the_combination_of_every_series_whose_statistica
     done = subprocess.run([str(BIN / "lstm-forecast"), *command], env=env, capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stderr[-3000:]
     again = pd.read_parquet(json.loads(done.stdout.strip().splitlines()[-1])["forecast"]).set_index(["unique_id", "ds"])
-    assert (again["model"] == "combined").all()
+    assert (again.drop(index="flat", level=0)["model"] == "combined").all()
     for column in ("y_hat", "y_lo", "y_hi"):
         np.testing.assert_allclose(again.loc[table.index, column], table[column], rtol=1e-6)
 
@@ -545,11 +555,13 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     run = long_run(tmp_path, source, prefect_server, "global")
     result, output = run("store")
     assert result.returncode == 1, result.stderr[-3000:]  # `tiny` fails alone: fewer points than a window reads
-    assert sorted(output["failed"]) == ["flat", "tiny"]
+    assert output["failed"] == ["tiny"]
     assert "the global model reads at least" in output["series"]["tiny"]["error"]
     assert output["series"]["short"]["status"] == "forecast_only" and sorted(output["metrics"]) == ["s0", "s1", "s2"]
     assert "too few for a 20% test split" in output["series"]["short"]["reason"]
-    assert "1 series too short for a test split of their own (short)" in result.stdout
+    assert output["series"]["flat"]["status"] == "forecast_only"
+    assert "constant" in output["series"]["flat"]["reason"]
+    assert "2 series too short for a test split of their own, or constant before it (short, flat)" in result.stdout
     summary = pd.read_parquet(output["summary"]).set_index("unique_id")
     assert summary.loc["short", "status"] == "forecast_only" and np.isnan(summary.loc["short", "lstm_rmse"])
     table = pd.read_parquet(output["forecasts"])
@@ -560,6 +572,8 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     assert (short["y_lo"] < short["y_hat"]).all() and (short["y_hat"] < short["y_hi"]).all()
     assert short["model_key"].iloc[0] == output["model"] and short["model"].iloc[0] == "lstm"
     assert (short["ds"].to_numpy() > frame.loc[frame["unique_id"] == "short", "ds"].max()).all()
+    flat = table.loc[table["unique_id"] == "flat"]  # a constant series: its constant, with no spread to widen it
+    assert len(flat) == horizon and (flat[["y_hat", "y_lo", "y_hi"]].to_numpy() == 1.0).all()
     # A rerun is answered from the store: the failed series' stages run again in the flow's process, and fail
     # alike, without a task
     warm, warm_json = run("store")
@@ -598,7 +612,8 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     assert stored.returncode == 0, stored.stderr[-3000:]
     stored_table = pd.read_parquet(json.loads(stored.stdout.strip().splitlines()[-1])["forecast"])
     merged = stored_table.merge(table, on=["unique_id", "ds"], suffixes=("", "_run"), validate="one_to_one")
-    assert sorted(set(stored_table["unique_id"])) == sorted(set(table["unique_id"])) == ["s0", "s1", "s2", "short"]
+    every = ["flat", "s0", "s1", "s2", "short"]
+    assert sorted(set(stored_table["unique_id"])) == sorted(set(table["unique_id"])) == every
     assert len(merged) == len(table)
     np.testing.assert_allclose(merged["y_hat"], merged["y_hat_run"], rtol=1e-6)
     np.testing.assert_allclose(merged["y_hi"] - merged["y_hat"], merged["y_hi_run"] - merged["y_hat_run"], rtol=1e-6)

@@ -11,8 +11,8 @@ import pytest
 
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
-from lstm_forecast.tasks.core.errors import InputError
-from lstm_forecast.tasks.core.space import MinMaxParams, ModelSpace, fit_minmax
+from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError
+from lstm_forecast.tasks.core.space import MinMaxParams, ModelSpace, constant_space, fit_minmax
 from lstm_forecast.tasks.core.windows import split_bounds, window_inputs, window_targets
 from lstm_forecast.tasks.stages.evaluate import (
     SeriesToEvaluate,
@@ -66,8 +66,18 @@ def test_fix_scaler_is_fitted_on_the_training_part_only() -> None:
 
 
 def test_constant_training_part_is_refused() -> None:
-    with pytest.raises(InputError, match="constant"):
+    with pytest.raises(ConstantSeriesError, match="constant"):
         fit_minmax(np.ones(10))
+
+
+def test_a_constant_series_space_decodes_any_network_output_to_its_constant() -> None:
+    assert constant_space(np.array([1.0, 2.0, 1.0])) is None
+    space = constant_space(np.array([3.5, np.nan, 3.5, 3.5]))
+    assert space is not None and space.kind == "level"
+    z = space.encode(np.full(8, 3.5))
+    inputs = space.inputs(z, np.array([8]), look_back=4)
+    assert inputs.shape == (1, 4, 1) and not inputs.any()  # the network reads a window of zeros
+    np.testing.assert_array_equal(space.decode(np.array([[0.7, -2.0]]), np.full(8, 3.5), np.array([8])), [[3.5, 3.5]])
 
 
 def test_fix_no_window_is_dropped_and_every_test_point_is_forecast() -> None:

@@ -25,6 +25,12 @@ class TooShortError(InputError):
     it from a padded window (the run publishes that forecast, unscored); a model of its own cannot."""
 
 
+class ConstantSeriesError(InputError):
+    """A series whose training part is constant: a model of its own has nothing to learn. One network across a
+    panel still forecasts it, unscored, as it does a series too short (a discontinued product's zeros, a new
+    one's before its launch)."""
+
+
 def shown(value: object, limit: int = 80) -> str:
     """A value from the user's data or from a file (an id, a column name, a lock file's host), fit for a message:
     every character that is not printable (ANSI escape codes, newlines, bidirectional overrides) written as its

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_forecast.tasks.core.errors import InputError
+from lstm_forecast.tasks.core.errors import ConstantSeriesError
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.core.windows import window_inputs, window_targets_matrix
 
@@ -66,6 +66,7 @@ class ModelSpace:
     seasonal: tuple[tuple[float, ...], ...] = field(default=())  # per season: its value at phase `row % length`
     refits: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = field(default=())  # (first row, profiles)
     smoothing: float = 1.0  # 'level': the newest value's weight in the reference level
+    constant: float | None = None  # a series constant on every row (`constant_space`): every forecast is this
 
     @property
     def offset(self) -> int:
@@ -129,6 +130,8 @@ class ModelSpace:
         """
         origins = np.asarray(origins)
         z_hat = np.asarray(z_hat, dtype="float64").reshape(len(origins), -1)
+        if self.constant is not None:
+            return np.full(z_hat.shape, self.constant)
         v = self.adjusted(y)
         last = (self.reference(v) if self.kind == "level" else v)[origins - 1][:, None]
         if self.kind == "diff":
@@ -191,16 +194,26 @@ def fit_smoothing(train_values: np.ndarray) -> float:
 
 
 def fit_minmax(train_values: np.ndarray) -> MinMaxParams:
-    """Min and max of the training values; `InputError` if they are all equal."""
+    """Min and max of the training values; `ConstantSeriesError` if they are all equal."""
     values = np.asarray(train_values, dtype="float64")
     values = values[np.isfinite(values)]
     low, high = float(np.min(values)), float(np.max(values))
     if not high > low:  # the message does not echo the value: it comes from the user's file
-        raise InputError(
+        raise ConstantSeriesError(
             "the training part of the series is constant: there is nothing to learn",
             "check the value column, or forecast a series that varies",
         )
     return MinMaxParams(low, high)
+
+
+def constant_space(y: np.ndarray) -> ModelSpace | None:
+    """For a series whose finite values `y` (n,) are all equal: a 'level' space (a network reads windows of
+    zeros) whose every forecast decodes to the constant itself. None otherwise."""
+    values = np.asarray(y, dtype="float64")
+    values = values[np.isfinite(values)]
+    if not len(values) or np.ptp(values) > 0:
+        return None
+    return ModelSpace("level", MinMaxParams(0.0, 1.0), constant=float(values[0]))
 
 
 def has_unit_root(train_values: np.ndarray) -> bool:

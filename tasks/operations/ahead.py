@@ -30,7 +30,7 @@ from lstm_forecast.tasks.core.defaults import adapt_config, confirmed_seasons, p
 from lstm_forecast.tasks.core.errors import InputError, TooShortError
 from lstm_forecast.tasks.core.intervals import naive_scale, pooled_scaled_widths
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
-from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space, read_model_space
+from lstm_forecast.tasks.core.space import ModelSpace, constant_space, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint, frame_digest
 from lstm_forecast.tasks.core.windows import least_context
 from lstm_forecast.tasks.operations.registry import GLOBAL_SERIES, load_registry, utc_now, with_series_ids
@@ -188,9 +188,12 @@ def series_space(config: dict[str, Any], history: pd.DataFrame) -> ModelSpace:
     every row, as the global model's training fitted them for its forecaster. A series too short for a test
     split of its own has its seasons judged on every row: those of the model's calendar cycles (the seasons most
     of its panel confirmed) that it holds two cycles of and confirms itself (the network read its members'
-    windows with those seasons removed)."""
-    own = ForecastConfig.model_validate(config)
+    windows with those seasons removed). A series constant on every row is forecast as that constant
+    (`constant_space`)."""
     y = history["y"].to_numpy()
+    if (constant := constant_space(y)) is not None:
+        return constant
+    own = ForecastConfig.model_validate(config)
     try:
         sized = adapt_config(own, history["ds"], y)
     except TooShortError:
