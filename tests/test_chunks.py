@@ -284,8 +284,10 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
         if name in failed["chunk"]:
             continue
         config, store = configs["chunk"][name], stores["chunk"]
-        fit_stop = int(store.read_table("split", keys["chunk"][name]["split"])["start"].iloc[-1])
-        scaled, _ = scale_series(series, fit_stop, config.transform, tuple(config.seasons or ()), config.log)
+        bounds = store.read_table("split", keys["chunk"][name]["split"])
+        fit_stop, season_stop = int(bounds["start"].iloc[-1]), int(bounds["start"].iloc[1])
+        seasons = tuple(config.seasons or ())
+        scaled, _ = scale_series(series, fit_stop, config.transform, seasons, config.log, season_stop)
         pd.testing.assert_frame_equal(store.read_table("normalize", keys["chunk"][name]["normalize"]), scaled)
     seasonal = stores["chunk"].read_table_metadata("normalize", keys["chunk"]["dates, seasons, log"]["normalize"])
     assert len(seasonal["seasonal"]) == 1

@@ -130,6 +130,31 @@ def test_seasonal_profile_is_refitted_once_a_cycle_past_the_training_part_from_e
         )
 
 
+def test_validation_rows_are_deseasonalised_by_profiles_fitted_on_earlier_rows_only() -> None:
+    """The space is fitted on the rows before the test split (160), its profiles on the train split's (128): a
+    profile fitted on the validation rows would forecast them with their own noise."""
+    rng = np.random.default_rng(1)
+    t = np.arange(200)
+    y = 100 + 0.1 * t + 5 * np.sin(2 * np.pi * t / 4) + rng.normal(0, 1, len(t))
+    space = fit_model_space(y, 160, "level", seasons=(4,), season_stop=128)
+    assert [start for start, _ in space.refits] == list(range(132, 200, 4))
+    noisier = y.copy()
+    noisier[128:160] += rng.normal(0, 5, 32)  # the validation rows
+    rows = np.arange(128, 160)
+    other = fit_model_space(noisier, 160, "level", seasons=(4,), season_stop=128)
+    for origin in (128, 131, 140, 156):  # a forecast's season uses no row from its origin on
+        changed = y.copy()
+        changed[origin:] = noisier[origin:]
+        moved = fit_model_space(changed, 160, "level", seasons=(4,), season_stop=128)
+        np.testing.assert_allclose(moved.season_at(rows, origin), space.season_at(rows, origin))
+    # without the stop the validation rows' own values move the profile they are read with
+    assert not np.allclose(
+        fit_model_space(noisier, 160, "level", seasons=(4,)).season_at(rows),
+        fit_model_space(y, 160, "level", seasons=(4,)).season_at(rows),
+    )
+    assert not np.allclose(other.season_at(rows[-4:]), space.season_at(rows[-4:]))  # refitted from earlier rows
+
+
 def test_season_is_detected_from_the_training_part() -> None:
     t = np.arange(0, 800, 0.1)
     y = np.sin(t) + np.random.RandomState(0).normal(scale=0.5, size=len(t))

@@ -59,7 +59,8 @@ _STAGES = "lstm_forecast.tasks.stages"
 # seasons, log and window-level model spaces, the forecaster refitted on every row; 7 (normalize 4, window 3)
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
 # in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
-# profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level.
+# profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level; 7 seasonal
+# profiles the mean of three cycles, fitted on the train split and refitted from its end.
 # predict 3: the forecast's interval calibrated on the validation and test errors.
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
@@ -75,7 +76,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         f"{_STAGES}.normalize:normalize",
         {"series": "generate", "split": "split"},
         ("scaler", "transform", "log", "seasons"),
-        version=6,
+        version=7,
         chunk=f"{_STAGES}.normalize:normalize_chunk",
     ),
     Stage(

@@ -281,11 +281,17 @@ def fit_model_space(
     seasons: tuple[int, ...] = (),
     log: str = "no",
     smooth_level: bool = False,
+    season_stop: int | None = None,
 ) -> ModelSpace:
     """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only; the seasonal
-    profiles again at `fit_stop` + k x the longest season (k >= 1) on the rows before, for the rows from there.
-    `smooth_level`: 'level' windows relative to a smoothed level whose weight is fitted (`fit_smoothing`), not
-    to their last value.
+    profiles on rows `[0, season_stop)` (default `fit_stop`), then again at `season_stop` + k x the longest season
+    (k >= 1) on the rows before, for the rows from there. `smooth_level`: 'level' windows relative to a smoothed
+    level whose weight is fitted (`fit_smoothing`), not to their last value.
+
+    A `season_stop` at the end of the train split keeps the validation rows out of the profiles that read them:
+    a profile averages its last cycles' values, so one fitted on them forecasts them with their own noise (on an
+    hourly sine with noise of unit spread, the LSTM's validation RMSE was 0.66, and test intervals sized on such
+    errors covered 62 % instead of 90 %).
 
     The profile is the current cycle of a season that may drift: frozen over a long test part it went stale
     (quarterly beer production: the LSTM's one-step test RMSE 1.005 x the seasonal naive's, 0.88 x refitted).
@@ -294,8 +300,16 @@ def fit_model_space(
     fit_minmax(train)  # refuses a constant training part, whatever the transform
     logged = use_log(train, log)
     base = np.log(train) if logged else train
-    profiles = seasonal_profiles(base, tuple(seasons))
-    space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles)
+    seasons_from = fit_stop if season_stop is None else min(season_stop, fit_stop)
+    profiles = seasonal_profiles(base[:seasons_from], tuple(seasons))
+    full = np.asarray(y, dtype="float64")
+    full = np.log(np.maximum(full, 1e-12)) if logged else full
+    refits: list[tuple[int, tuple[tuple[float, ...], ...]]] = []
+    if profiles and seasons_from < len(y):
+        cycle = max(len(p) for p in profiles)
+        for start in range(seasons_from + cycle, len(y), cycle):
+            refits.append((start, seasonal_profiles(full[:start], tuple(len(p) for p in profiles))))
+    space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles, tuple(refits))
     adjusted = space.adjusted(train)
     kind = transform if transform != "auto" else ("level" if has_unit_root(adjusted) else "none")
     smoothing = 1.0
@@ -308,13 +322,6 @@ def fit_model_space(
             smoothing = fit_smoothing(adjusted)
     else:
         scaler = fit_minmax(np.diff(adjusted) if kind == "diff" else adjusted)
-    refits: list[tuple[int, tuple[tuple[float, ...], ...]]] = []
-    if profiles and fit_stop < len(y):
-        cycle = max(len(p) for p in profiles)
-        full = np.asarray(y, dtype="float64")
-        full = np.log(np.maximum(full, 1e-12)) if logged else full
-        for start in range(fit_stop + cycle, len(y), cycle):
-            refits.append((start, seasonal_profiles(full[:start], tuple(len(p) for p in profiles))))
     return ModelSpace(kind, scaler, logged, profiles, tuple(refits), smoothing)
 
 

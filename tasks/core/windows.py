@@ -55,6 +55,13 @@ def test_start(splits: np.ndarray, starts: np.ndarray) -> int:
     return int(starts[np.flatnonzero(splits == "test")[0]])
 
 
+def train_stop(splits: np.ndarray, starts: np.ndarray) -> int:
+    """The first row after the train split (the validation split's first; the test split's when there is no
+    validation split), from a split table's `split` and `start` columns."""
+    validation = np.flatnonzero(np.asarray(splits) == "validation")
+    return int(starts[validation[0]]) if len(validation) else test_start(splits, starts)
+
+
 # A global model (one network across many series) also trains on, and forecasts from, windows with
 # as few as this many real values (fewer than `look_back`): the rest of the window is padded with the
 # series' first value, so series shorter than a window still take part and get forecasts.

@@ -33,14 +33,20 @@ from lstm_forecast.tasks.core.covariates import CovariateSpace, config_features,
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
-from lstm_forecast.tasks.core.windows import test_start
+from lstm_forecast.tasks.core.windows import test_start, train_stop
 
 
 def scale_series(
-    series: pd.DataFrame, fit_stop: int, transform: str = "none", seasons: tuple[int, ...] = (), log: str = "no"
+    series: pd.DataFrame,
+    fit_stop: int,
+    transform: str = "none",
+    seasons: tuple[int, ...] = (),
+    log: str = "no",
+    season_stop: int | None = None,
 ) -> tuple[pd.DataFrame, ModelSpace]:
-    """Add `y_scaled` (model space) to a `ds, y` series, fitting on rows `[0, fit_stop)` only."""
-    space = fit_model_space(series["y"].to_numpy(), fit_stop, transform, seasons, log)
+    """Add `y_scaled` (model space) to a `ds, y` series, fitting on rows `[0, fit_stop)` only (the seasonal
+    profiles on `[0, season_stop)`)."""
+    space = fit_model_space(series["y"].to_numpy(), fit_stop, transform, seasons, log, season_stop=season_stop)
     return series.assign(y_scaled=space.encode(series["y"].to_numpy())), space
 
 
@@ -51,9 +57,10 @@ def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     bounds = store.read_table("split", split)
     frame = store.read_table("generate", series)
     fit_stop = test_start(bounds["split"].to_numpy(), bounds["start"].to_numpy())
+    season_stop = train_stop(bounds["split"].to_numpy(), bounds["start"].to_numpy())
     future = store.future_values(series) if config.future_columns else None
     columns = {name: frame[name].to_numpy() for name in frame.columns}
-    scaled, metadata = normalized_series(config, columns, fit_stop, future)
+    scaled, metadata = normalized_series(config, columns, fit_stop, future, season_stop)
     store.write_table("normalize", key, scaled, metadata=metadata)
     log_model_space(fit_stop, metadata)
     return key
@@ -70,12 +77,17 @@ def smooth_level(config: ForecastConfig) -> bool:
 
 
 def normalized_series(
-    config: ForecastConfig, frame: Mapping[str, np.ndarray], fit_stop: int, future: dict[str, list] | None = None
+    config: ForecastConfig,
+    frame: Mapping[str, np.ndarray],
+    fit_stop: int,
+    future: dict[str, list] | None = None,
+    season_stop: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One series' `ds, y` with `y_scaled` (model space) added, and the metadata normalize stores with it: its
-    model space fitted on rows `[0, fit_stop)`, and the forecaster's, the same choices refitted on every row
-    (seasonal profiles up to the last cycle). With features (`has_features`) the table also holds their
-    channels `x_0, x_1, …` per row (`CovariateSpace.features`) and the metadata their space.
+    model space fitted on rows `[0, fit_stop)` (the rows before the test split; its seasonal profiles on rows
+    `[0, season_stop)`, the train split's, then refitted once a cycle), and the forecaster's, the same choices
+    refitted on every row (seasonal profiles up to the last cycle). With features (`has_features`) the table
+    also holds their channels `x_0, x_1, …` per row (`CovariateSpace.features`) and the metadata their space.
 
     Args:
         frame: the generate output's columns (`ds`, `y` and any covariate columns).
@@ -83,7 +95,7 @@ def normalized_series(
     """
     ds, y = frame["ds"], np.asarray(frame["y"], dtype="float64")
     smooth = smooth_level(config)
-    space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log, smooth)
+    space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log, smooth, season_stop)
     full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no", smooth)
     scaled = pd.DataFrame({"ds": ds, "y": y, "y_scaled": space.encode(y)})
     metadata = space.to_dict() | {"forecaster": full_space.to_dict()}
@@ -117,8 +129,9 @@ def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         series, bounds = own["series"], own["split"]
         fit_stop = test_start(bounds["split"], bounds["start"])
+        season_stop = train_stop(bounds["split"], bounds["start"])
         future = store.future_values(upstream["series"]) if config.future_columns else None
-        scaled, metadata = normalized_series(config, series, fit_stop, future)
+        scaled, metadata = normalized_series(config, series, fit_stop, future, season_stop)
         store.write_table("normalize", key, scaled, metadata=metadata)
         return lambda: log_model_space(fit_stop, metadata)
 
