@@ -284,8 +284,10 @@ def fit_model_space(
     season_stop: int | None = None,
 ) -> ModelSpace:
     """Choose log, seasons and kind (for 'auto') and fit them on rows `[0, fit_stop)` only; the seasonal
-    profiles on rows `[0, season_stop)` (default `fit_stop`), then again at `season_stop` + k x the longest season
-    (k >= 1) on the rows before, for the rows from there. `smooth_level`: 'level' windows relative to a smoothed
+    profiles on rows `[0, season_stop)` (default `fit_stop`), then again on the rows before, for the rows from
+    there: at `season_stop` + k x the longest season (k >= 1) up to `fit_stop`, and at `fit_stop` + k x the longest
+    season (k >= 0; k >= 1 when `season_stop` is `fit_stop`), so the test split's are those of a space fitted on
+    the rows before it. `smooth_level`: 'level' windows relative to a smoothed
     level whose weight is fitted (`fit_smoothing`), not to their last value.
 
     A `season_stop` at the end of the train split keeps the validation rows out of the profiles that read them:
@@ -307,7 +309,8 @@ def fit_model_space(
     refits: list[tuple[int, tuple[tuple[float, ...], ...]]] = []
     if profiles and seasons_from < len(y):
         cycle = max(len(p) for p in profiles)
-        for start in range(seasons_from + cycle, len(y), cycle):
+        starts = [*range(seasons_from + cycle, fit_stop, cycle), *range(fit_stop, len(y), cycle)]
+        for start in starts[1:] if seasons_from == fit_stop else starts:  # fit_stop itself: once validated
             refits.append((start, seasonal_profiles(full[:start], tuple(len(p) for p in profiles))))
     space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles, tuple(refits))
     adjusted = space.adjusted(train)
