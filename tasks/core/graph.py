@@ -60,7 +60,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
 # in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
 # profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level; 7 seasonal
-# profiles the mean of three cycles, fitted on the train split and refitted from its end.
+# profiles the mean of three cycles (a network of its own's fitted on the train split, refitted from its end).
 # predict 3: the forecast's interval calibrated on the validation and test errors.
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),

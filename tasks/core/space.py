@@ -70,7 +70,7 @@ class ModelSpace:
     seasonal: tuple[tuple[float, ...], ...] = field(default=())  # per season: its value at phase `row % length`
     refits: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = field(default=())  # (first row, profiles)
     smoothing: float = 1.0  # 'level': the newest value's weight in the reference level
-    constant: float | None = None  # a series constant on every row (`constant_space`): every forecast is this
+    constant: float | None = None  # every forecast, for a series constant on every row (`constant_space`; not stored)
 
     @property
     def offset(self) -> int:
@@ -287,13 +287,9 @@ def fit_model_space(
     profiles on rows `[0, season_stop)` (default `fit_stop`), then again on the rows before, for the rows from
     there: at `season_stop` + k x the longest season (k >= 1) up to `fit_stop`, and at `fit_stop` + k x the longest
     season (k >= 0; k >= 1 when `season_stop` is `fit_stop`), so the test split's are those of a space fitted on
-    the rows before it. `smooth_level`: 'level' windows relative to a smoothed
-    level whose weight is fitted (`fit_smoothing`), not to their last value.
-
-    A `season_stop` at the end of the train split keeps the validation rows out of the profiles that read them:
-    a profile averages its last cycles' values, so one fitted on them forecasts them with their own noise (on an
-    hourly sine with noise of unit spread, the LSTM's validation RMSE was 0.66, and test intervals sized on such
-    errors covered 62 % instead of 90 %).
+    the rows before it. A `season_stop` at the end of the train split keeps the validation rows out of the
+    profiles they are read with (`normalize.season_stop_for`). `smooth_level`: 'level' windows relative to a
+    smoothed level whose weight is fitted (`fit_smoothing`), not to their last value.
 
     The profile is the current cycle of a season that may drift: frozen over a long test part it went stale
     (quarterly beer production: the LSTM's one-step test RMSE 1.005 x the seasonal naive's, 0.88 x refitted).
@@ -310,7 +306,7 @@ def fit_model_space(
     if profiles and seasons_from < len(y):
         cycle = max(len(p) for p in profiles)
         starts = [*range(seasons_from + cycle, fit_stop, cycle), *range(fit_stop, len(y), cycle)]
-        for start in starts[1:] if seasons_from == fit_stop else starts:  # fit_stop itself: once validated
+        for start in starts[1:] if seasons_from == fit_stop else starts:  # the first fit already ends at fit_stop
             refits.append((start, seasonal_profiles(full[:start], tuple(len(p) for p in profiles))))
     space = ModelSpace("none", MinMaxParams(0.0, 1.0), logged, profiles, tuple(refits))
     adjusted = space.adjusted(train)
