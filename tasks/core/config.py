@@ -490,7 +490,7 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
         )
     if stage == "train" and config.series_embedding and config.scope == "global":  # off: the keys stay as they were
         fields["series_embedding"] = config.series_embedding
-    if stage in ("normalize", "window"):  # a global model's level and windows differ (`smooth_level`, padding)
+    if stage in ("normalize", "window"):  # a global model's level, profiles and windows differ (`smooth_level`)
         fields["scope"] = "global" if config.scope == "global" else "local"
     return fields
 
