@@ -11,7 +11,7 @@ import pytest
 
 from lstm_forecast.tasks.core.config import build_config
 from lstm_forecast.tasks.core.defaults import detect_season
-from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths
+from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths, since_first_change
 from lstm_forecast.tasks.core.networks import load_model
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets, window_targets_matrix
@@ -207,6 +207,9 @@ def test_pooled_widths_are_a_quantile_of_errors_in_each_series_own_units() -> No
     assert pooled_scaled_widths(calibration, level=0.99).tolist() == [1.0, 3.0]
     assert pooled_scaled_widths(calibration.loc[calibration["_key"] == "c"], 0.9) is None
     assert naive_scale(np.array([1.0, 3.0, np.nan, 2.0])) == 2.0 and np.isnan(naive_scale(np.array([1.0])))
+    # a late launch is measured from its first change; a series that never changes keeps every row
+    np.testing.assert_array_equal(since_first_change(np.array([0.0, 0.0, 0.0, 4.0, 2.0])), [0.0, 4.0, 2.0])
+    np.testing.assert_array_equal(since_first_change(np.array([5.0, 5.0])), [5.0, 5.0])
 
 
 def train_small(series: pd.DataFrame, tmp_path: Path, **overrides: object) -> dict[str, float]:

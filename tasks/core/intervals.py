@@ -24,6 +24,14 @@ def naive_scale(y: np.ndarray) -> float:
     return float(changes.mean()) if len(changes) else float("nan")
 
 
+def since_first_change(y: np.ndarray) -> np.ndarray:
+    """`y` (n,) from the last row of its leading run of equal values on (all of it when it never changes): a
+    product's zeros before its launch are no part of how much it moves since."""
+    values = np.asarray(y, dtype="float64")
+    changed = np.flatnonzero(values[1:] != values[:-1])
+    return values[changed[0] :] if len(changed) else values
+
+
 def pooled_scaled_widths(calibration: pd.DataFrame, level: float) -> np.ndarray | None:
     """Half-widths per step (horizon,) in units of a series' `naive_scale`, pooled over many series: the
     split-conformal quantile of every series' absolute errors, each divided by the naive scale of that series'

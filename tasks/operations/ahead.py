@@ -28,7 +28,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, f
 from lstm_forecast.tasks.core.covariates import model_features
 from lstm_forecast.tasks.core.defaults import adapt_config, confirmed_seasons, published_model
 from lstm_forecast.tasks.core.errors import InputError, TooShortError
-from lstm_forecast.tasks.core.intervals import naive_scale, pooled_scaled_widths
+from lstm_forecast.tasks.core.intervals import naive_scale, pooled_scaled_widths, since_first_change
 from lstm_forecast.tasks.core.networks import SavedModel, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, constant_space, fit_model_space, read_model_space
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, fingerprint, frame_digest
@@ -678,6 +678,12 @@ def unscored_widths(store: Store, predict_keys: list[str], level: float) -> np.n
     return pooled_scaled_widths(rows, level) if len(rows) else None
 
 
+def own_scale(y: np.ndarray) -> float:
+    """The unit a series without held-out errors of its own multiplies the pooled widths by: its `naive_scale`
+    since its first change (a late launch's interval is not narrowed by its zeros before it)."""
+    return naive_scale(since_first_change(y))
+
+
 def pooled_rows(model_key: str, scaled_widths: np.ndarray) -> pd.DataFrame:
     """A global model's calibration rows (`POOLED`) for its pooled `scaled_widths` (horizon,)."""
     return pd.DataFrame(
@@ -708,7 +714,7 @@ def pooled_widths_for(
             steps.assign(
                 unique_id=label,
                 model=model,
-                half_width=steps["half_width"].to_numpy() * naive_scale(histories[label]["y"].to_numpy()),
+                half_width=steps["half_width"].to_numpy() * own_scale(histories[label]["y"].to_numpy()),
             )
             for label in missing
         ],
@@ -741,7 +747,7 @@ def unscored_forecasts(
     )
     widths = None
     if scaled_widths is not None:
-        scale = {i: naive_scale(f["y"].to_numpy()) for i, f in frames.items()}
+        scale = {i: own_scale(f["y"].to_numpy()) for i, f in frames.items()}
         widths = rows[WIDTH_KEYS].assign(
             half_width=rows["unique_id"].map(scale).to_numpy("float64") * scaled_widths[rows["step"].to_numpy() - 1]
         )
