@@ -66,7 +66,7 @@ from lstm_forecast.tasks.core.graph import (
 )
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
 from lstm_forecast.tasks.core.store import Store
-from lstm_forecast.tasks.operations.ahead import publish_forecasts, unscored_frames
+from lstm_forecast.tasks.operations.ahead import named, publish_forecasts, unscored_frames
 from lstm_forecast.tasks.operations.registry import register_models
 from lstm_forecast.tasks.operations.report import publish_forecast_table
 from lstm_forecast.tasks.operations.summary import FORECAST_ONLY, SeriesOutcome, publish_summary
@@ -401,6 +401,7 @@ async def forecast_many(
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
     failures = 0
+    left_out: list[str] = []  # too short to be scored (or constant), in a run that publishes no forecast
     evaluated = {i: r["evaluate"]["key"] for i, r in results.items() if not isinstance(r, Exception)}
     tables = evaluate_tables(store, evaluated)
     artifacts = many_artifact_paths(store, {i: r for i, r in results.items() if not isinstance(r, Exception)})
@@ -410,6 +411,11 @@ async def forecast_many(
             message = failure_message(result)
             outcomes.append(SeriesOutcome(series_id, error=message, forecast_only=True))
             details[series_id] = {"status": FORECAST_ONLY, "reason": message}
+            continue
+        if isinstance(result, TooShortSeriesError) and model and not to_registry:
+            left_out.append(series_id)  # a backtest fold or a tuning trial: no forecast to publish them in
+            outcomes.append(SeriesOutcome(series_id, error=failure_message(result)))
+            details[series_id] = {"status": "failed", "error": failure_message(result)}
             continue
         if isinstance(result, Exception):
             message = failure_message(result)
@@ -436,6 +442,13 @@ async def forecast_many(
         predictions = {s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()}
         forecasts = publish_forecasts(config, predictions, scope == "global", (model, unscored) if unscored else None)
         await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
+    if left_out:
+        logger.warning(
+            "%d series too short for a test split of their own, or constant before it, are left out of this run, "
+            "which publishes no forecast (%s)",
+            len(left_out),
+            named(left_out),
+        )
     if failures > LOGGED_FAILURES:
         logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)
     summary, path = await publish_summary(store, outcomes)

@@ -65,6 +65,25 @@ def test_fix_scaler_is_fitted_on_the_training_part_only() -> None:
     np.testing.assert_allclose(space.scaler.unscale(scaled["y_scaled"].to_numpy()), series["y"])
 
 
+def test_a_task_logs_the_cleaning_notes_of_a_few_series_then_says_it_logs_no_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from lstm_forecast.tasks.stages import generate
+
+    generate._noted_series.pop("", None)  # outside a run: one count for the process
+    logger = logging.getLogger("lstm_forecast.test_notes")
+    with caplog.at_level(logging.WARNING, logger="lstm_forecast.test_notes"):
+        for number in range(generate.NOTED_SERIES_PER_TASK + 3):
+            generate.log_input_notes(logger, "panel.csv", f"s{number}", ["3 step(s) differ", "1 missing value(s)"])
+        generate.log_input_notes(logger, "panel.csv", "clean", [])
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2 * generate.NOTED_SERIES_PER_TASK + 1
+    assert lines[0] == "input panel.csv, series 's0': 3 step(s) differ"
+    assert lines[-1] == "input panel.csv: more series were cleaned alike; this task logs no more of them"
+
+
 def test_constant_training_part_is_refused() -> None:
     with pytest.raises(ConstantSeriesError, match="constant"):
         fit_minmax(np.ones(10))

@@ -537,6 +537,30 @@ def _retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefec
 
 
 # Its retries (`read_retries`, doubling delays from `read_retry_delay_s`) come from the config, set where the
+# A chunk task generates up to a thousand series: it logs the notes of the first few that have any (gaps, filled
+# values), then says that it logs no more, instead of a line per series.
+NOTED_SERIES_PER_TASK = 5
+_noted_series: dict[str, int] = {}  # task (or flow) run id -> series whose notes it logged
+
+
+def log_input_notes(logger: Any, input_path: str, series_id: str | None, notes: list[str]) -> None:
+    """Log what cleaning a series changed (`clean_series`' notes) as warnings, for at most
+    `NOTED_SERIES_PER_TASK` series per task run."""
+    if not notes:
+        return
+    from prefect.runtime import flow_run, task_run
+
+    run = str(task_run.id or flow_run.id or "")  # a stage run inline counts against its flow run
+    noted = _noted_series.get(run, 0)
+    _noted_series[run] = noted + 1
+    name = f"input {input_path}" + (f", series {quoted(series_id)}" if series_id is not None else "")
+    if noted < NOTED_SERIES_PER_TASK:
+        for note in notes:
+            logger.warning("%s: %s", name, note)
+    elif noted == NOTED_SERIES_PER_TASK:
+        logger.warning("input %s: more series were cleaned alike; this task logs no more of them", input_path)
+
+
 # stage is run (`tasks/caching.py: with_store_cache`); only transient read errors are retried.
 @task(name="generate", retry_condition_fn=_retry_on_transient, result_serializer="json")
 def generate(config: ForecastConfig) -> str:
@@ -558,8 +582,7 @@ def generate(config: ForecastConfig) -> str:
             raw, config.time_column, config.value_column, config.nan_policy, config.duplicate_policy
         )
         series = with_covariates(series, raw, config, covariate_columns(config))
-        for note in notes:
-            logger.warning("input %s: %s", config.input, note)
+        log_input_notes(logger, str(config.input), config.series_id, notes)
         source = {"input": str(config.input), "series_id": config.series_id}
     else:
         if covariate_columns(config):
