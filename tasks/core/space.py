@@ -300,10 +300,10 @@ def fit_model_space(
     base = np.log(train) if logged else train
     seasons_from = fit_stop if season_stop is None else min(season_stop, fit_stop)
     profiles = seasonal_profiles(base[:seasons_from], tuple(seasons))
-    full = np.asarray(y, dtype="float64")
-    full = np.log(np.maximum(full, 1e-12)) if logged else full
     refits: list[tuple[int, tuple[tuple[float, ...], ...]]] = []
     if profiles and seasons_from < len(y):
+        full = np.asarray(y, dtype="float64")
+        full = np.log(np.maximum(full, 1e-12)) if logged else full
         cycle = max(len(p) for p in profiles)
         starts = [*range(seasons_from + cycle, fit_stop, cycle), *range(fit_stop, len(y), cycle)]
         for start in starts[1:] if seasons_from == fit_stop else starts:  # the first fit already ends at fit_stop
