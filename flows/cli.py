@@ -26,6 +26,15 @@ from lstm_forecast.tasks.core.graph import STAGES
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
 
 
+def readable(value: float) -> str:
+    """A metric or a forecast for people: four decimals at everyday magnitudes, a whole-number part and one
+    decimal from 100,000 up, five significant digits below 0.01 (a series in 1e-9 units is not all zeros)."""
+    size = abs(value)
+    if 0.01 <= size < 1e5 or size == 0 or size != size or size == float("inf"):
+        return f"{value:.4f}"
+    return f"{value:.1f}" if size >= 1e5 else f"{value:.5g}"
+
+
 def run_flow(args: argparse.Namespace, flow_function: Any, on_cluster: bool = True, **parameters: Any) -> Any:
     """Run a flow with what it needs (`prepare_runtime`): on the Dask cluster that --workers or
     --dask-address ask for when `on_cluster`; returns its result."""
@@ -118,18 +127,22 @@ def verdict(test: dict[str, dict[str, float]], published: str = "lstm") -> str:
     also = ""
     if published == COMBINED:
         also = (
-            f" The forecast table carries half the LSTM and half AutoETS/AutoARIMA (test RMSE {combined:.4f});"
+            f" The forecast table carries half the LSTM and half AutoETS/AutoARIMA (test RMSE {readable(combined)});"
             " --forecast-model lstm publishes the LSTM alone."
         )
     elif combined < min(lstm, baselines[best]):
         also = (
-            f" Half the LSTM and half AutoETS/AutoARIMA scores {combined:.4f}: --forecast-model combined publishes it."
+            f" Half the LSTM and half AutoETS/AutoARIMA scores {readable(combined)}:"
+            " --forecast-model combined publishes it."
         )
     if lstm < baselines[best]:
-        return f"The LSTM wins on the test split: RMSE {lstm:.4f}, best baseline {best} {baselines[best]:.4f}." + also
+        return (
+            f"The LSTM wins on the test split: RMSE {readable(lstm)}, best baseline {best} {readable(baselines[best])}."
+            + also
+        )
     return (
-        f"A baseline beats the LSTM on the test split: {best} RMSE {baselines[best]:.4f} against the "
-        f"LSTM's {lstm:.4f}. Prefer {best} for this series, or tune the LSTM (--look-back, --epochs)." + also
+        f"A baseline beats the LSTM on the test split: {best} RMSE {readable(baselines[best])} against the "
+        f"LSTM's {readable(lstm)}. Prefer {best} for this series, or tune the LSTM (--look-back, --epochs)." + also
     )
 
 
@@ -138,20 +151,26 @@ def print_summary(summary: dict[str, Any], seconds: float) -> None:
 
     print()
     print("Metrics (every model forecasts the same targets; all steps ahead pooled):")
-    print(f"  {'split':<11}{'model':<16}{'rmse':>9}{'mae':>9}{'smape%':>9}{'mase':>8}{'coverage':>10}")
-    for split_name, models in summary["metrics"].items():
-        for model, values in models.items():
-            coverage = f"{values['coverage']:>10.3f}" if "coverage" in values else ""
-            print(
-                f"  {split_name:<11}{model:<16}{values['rmse']:>9.4f}{values['mae']:>9.4f}"
-                f"{values['smape']:>9.2f}{values['mase']:>8.3f}{coverage}"
-            )
+    rows = [
+        [split_name, model, readable(values["rmse"]), readable(values["mae"]), f"{values['smape']:.2f}"]
+        + [f"{values['mase']:.3f}", f"{values['coverage']:.3f}" if "coverage" in values else ""]
+        for split_name, models in summary["metrics"].items()
+        for model, values in models.items()
+    ]
+    header = ["split", "model", "rmse", "mae", "smape%", "mase", "coverage"]
+    widths = [max(len(row[column]) for row in [header, *rows]) + 1 for column in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        print(
+            "  "
+            + "".join(cells + [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]).rstrip()
+        )
     if "lstm" in summary["metrics"].get("test", {}):
         published = pd.read_parquet(summary["artifacts"]["forecasts"], columns=["model"])["model"]
         print("  " + verdict(summary["metrics"]["test"], str(published.iloc[0]) if len(published) else "lstm"))
     steps = summary["metrics_by_step"].get("test", {}).get("lstm", {}).get("rmse", [])
     if len(steps) > 1:
-        print("  LSTM test RMSE per step ahead: " + " ".join(f"{value:.4f}" for value in steps))
+        print("  LSTM test RMSE per step ahead: " + " ".join(readable(value) for value in steps))
     print("Stages: " + ", ".join(f"{stage} {status}" for stage, status in summary["stages"].items()))
     for name in ("plot", "model", "predictions", "forecasts"):
         print(f"{name.capitalize():<12} {summary['artifacts'][name]}")
@@ -188,7 +207,7 @@ def describe_decision(decision: dict[str, Any]) -> str:
     scores = (
         f" ({decision['reason']})"
         if "reason" in decision
-        else f" (challenger {decision['challenger_rmse']:.4f} vs champion {decision['champion_rmse']:.4f} "
+        else f" (challenger {readable(decision['challenger_rmse'])} vs champion {readable(decision['champion_rmse'])} "
         f"{decision.get('metric', 'RMSE')})"
     )
     return f"{decision['outcome']}{scores}; champion {decision['champion']}"
@@ -222,7 +241,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
     print(f"\nTest metrics per series (all steps pooled){'' if listed is summary else ', the first few'}:")
     table = printable(listed.drop(columns=["error"]).dropna(axis="columns", how="all"))
     with pd.option_context("display.width", 200):
-        print(table.to_string(index=False, float_format="%.4f"))
+        print(table.to_string(index=False, float_format=readable))
     if listed is not summary:
         print(f"  … {len(summary) - len(listed)} more series in the summary file")
     failed = summary.loc[summary["status"] == "failed"]
@@ -294,7 +313,7 @@ def backtest_command(args: argparse.Namespace) -> int:
 
     summary = pd.DataFrame(result["summary"])
     print(f"\nTest metrics over {args.folds} rolling-origin folds:")
-    print(summary.to_string(index=False, float_format="%.4f"))
+    print(summary.to_string(index=False, float_format=readable))
     emit_json(args, {"summary": result["summary"]})
     return 0
 
@@ -366,7 +385,7 @@ def models_command(args: argparse.Namespace) -> int:
     ]
     table = printable(registry.reindex(columns=columns))  # registries written before a column existed lack it
     with pd.option_context("display.width", 220, "display.max_colwidth", 70):
-        print(table.to_string(index=False, float_format="%.4f"))
+        print(table.to_string(index=False, float_format=readable))
     return 0
 
 
@@ -394,7 +413,7 @@ def predict_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
     with pd.option_context("display.width", 200):
-        print(table.head(PRINTED_FORECAST_ROWS).to_string(index=False, float_format="%.4f"))
+        print(table.head(PRINTED_FORECAST_ROWS).to_string(index=False, float_format=readable))
     if len(table) > PRINTED_FORECAST_ROWS:
         print(f"  … {len(table) - PRINTED_FORECAST_ROWS} more rows in the table")
     models = result["model"] if isinstance(result["model"], str) else f"{len(result['model'])} models"

@@ -1,4 +1,4 @@
-"""Statistical baselines (tasks/core/baselines.py) without Prefect: layout, causality, accuracy, fallbacks."""
+"""Statistical baselines (tasks/core/baselines.py; evaluate's ARIMA) without Prefect: layout, causality, fallbacks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 import lstm_forecast.tasks.core.baselines as baselines
 from lstm_forecast.tasks.core.baselines import statistical_forecasts
+from lstm_forecast.tasks.stages.evaluate import arima_predictions
 
 N, FIT_STOP, HORIZON = 120, 96, 4  # ten seasons of 12, the last 20 % held out
 
@@ -138,6 +139,22 @@ def test_a_constant_series_does_not_raise() -> None:
     assert forecasts, descriptions  # at least one baseline copes, and it forecasts the constant
     for values in forecasts.values():
         np.testing.assert_allclose(values[rows >= 48], 7.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("unit", [1e-6, 1e9])
+def test_the_forecasts_do_not_depend_on_the_series_unit(unit: float) -> None:
+    t = np.arange(N)
+    y = (1 + 0.002 * t + 0.05 * np.sin(2 * np.pi * t / 12)) * np.exp(np.random.RandomState(0).normal(0, 0.01, N))
+    rows = np.arange(1, N - HORIZON + 1)
+    forecasts, descriptions = statistical_forecasts(y, rows, HORIZON, 0, FIT_STOP, (12,), FIT_STOP)
+    scaled, scaled_descriptions = statistical_forecasts(y * unit, rows, HORIZON, 0, FIT_STOP, (12,), FIT_STOP)
+    assert scaled_descriptions == descriptions  # the same models chosen (in 1e-6 units AutoARIMA chose no ARMA)
+    for name, values in forecasts.items():
+        np.testing.assert_allclose(scaled[name] / unit, values, rtol=1e-6)
+    # statsmodels' ARIMA(2,1,2) lands on nearby optima at float rounding's touch; unscaled, 1e-6 units were 3.5 % off
+    last = rows[-3:]
+    plain = arima_predictions(y, last, 2, 0, FIT_STOP, (2, 1, 2))
+    np.testing.assert_allclose(arima_predictions(y * unit, last, 2, 0, FIT_STOP, (2, 1, 2)) / unit, plain, rtol=0.02)
 
 
 def test_a_failing_seasonal_fit_falls_back_and_a_failing_model_is_omitted(monkeypatch) -> None:

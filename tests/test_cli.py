@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lstm_forecast.flows.cli import verdict
+from lstm_forecast.flows.cli import readable, verdict
 from lstm_forecast.tasks.core.graph import STAGES
 from tests.helpers import BIN, quiet_env
 
@@ -65,6 +65,18 @@ def test_the_verdict_says_when_the_forecast_table_carries_the_combination() -> N
     said = verdict(scores, "combined")
     assert said.startswith("The LSTM wins") and "carries half the LSTM" in said and "RMSE 1.2000" in said
     assert "--forecast-model lstm" in said and "carries" not in verdict(scores, "lstm")
+
+
+def test_metrics_read_in_any_unit() -> None:
+    assert [readable(v) for v in (1.35971, 0.0, 14798041.08641, 3.2e-9, -0.00123456)] == [
+        "1.3597",
+        "0.0000",
+        "14798041.1",
+        "3.2e-09",
+        "-0.0012346",
+    ]
+    said = verdict({"lstm": {"rmse": 2.1e-9}, "naive": {"rmse": 3.4e-9}})
+    assert "RMSE 2.1e-09, best baseline naive 3.4e-09" in said  # not "0.0000 against 0.0000"
 
 
 def test_a_run_shows_training_progress_and_no_failed_log_delivery(

@@ -115,6 +115,8 @@ def statistical_forecasts(
             {name: np.full((len(rows), horizon), np.nan) for name in NAMES},
             {name: "not fitted: no origin to forecast" for name in NAMES},
         )
+    scale = fit_scale(y[start:fit_stop])
+    y = y / scale  # statsforecast's searches are not scale-free: 1e-9 and 1e9 chose different models
     with _quiet():
         decompositions: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
         for name in NAMES:
@@ -129,13 +131,20 @@ def statistical_forecasts(
                 except Exception as error:  # statsforecast raises many types on odd data; try the next plan
                     failures.append(f"{plan.label(name)} failed ({type(error).__name__}: {str(error)[:80]})")
                     continue
-                forecasts[name] = values
+                forecasts[name] = values * scale
                 fallback = f" [fallback; {'; '.join(failures)}]" if failures else ""
                 descriptions[name] = f"{plan.label(name)}: {fitted.summary}, fit on y[{start}:{fit_stop}]{fallback}"
                 break
             else:
                 descriptions[name] = "omitted: " + "; ".join(failures)
     return forecasts, descriptions
+
+
+def fit_scale(part: np.ndarray) -> float:
+    """The mean absolute value of a fit part, the unit a model is fitted in (1.0 for an all-zero part), so that
+    a fit does not depend on the series' units."""
+    scale = float(np.mean(np.abs(part))) if len(part) else 0.0
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 def _usable_seasons(seasons: tuple[int, ...], fit_points: int) -> tuple[int, ...]:

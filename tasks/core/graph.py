@@ -61,7 +61,8 @@ _STAGES = "lstm_forecast.tasks.stages"
 # in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
 # profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level; 7 seasonal
 # profiles the mean of three cycles (a network of its own's fitted on the train split, refitted from its end).
-# predict 3: the forecast's interval calibrated on the validation and test errors.
+# predict 3: the forecast's interval calibrated on the validation and test errors. evaluate 7: the statistical
+# baselines fitted in the series' own unit (its fit part's mean absolute value).
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
     Stage(
@@ -127,7 +128,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "model": "train",
         },
         ("season_length", "arima_order", "arima_fit_points", "baselines", "forecast_model"),
-        version=6,
+        version=7,
         chunk=f"{_STAGES}.evaluate:evaluate_chunk",
         ahead=f"{_STAGES}.evaluate:statistical_ahead",
     ),

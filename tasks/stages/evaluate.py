@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_forecast.tasks.core.baselines import statistical_forecasts
+from lstm_forecast.tasks.core.baselines import fit_scale, statistical_forecasts
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
@@ -89,7 +89,8 @@ def arima_predictions(
     """ARIMA forecasts (len(rows), horizon) from each origin, with parameters fitted on `y[fit_start:fit_stop]`."""
     from statsmodels.tsa.arima.model import ARIMA
 
-    y = np.asarray(y, dtype="float64")
+    scale = fit_scale(y[fit_start:fit_stop])
+    y = np.asarray(y, dtype="float64") / scale
     trend = "c" if order[1] == 0 else "n"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; the fit is still usable
@@ -105,7 +106,7 @@ def arima_predictions(
         forecasts[:, step] = (design @ state)[0] + obs_intercept
         state_intercept = results.state_intercept[:, at if results.state_intercept.shape[1] > 1 else [0]]
         state = transition @ state + state_intercept
-    return forecasts
+    return forecasts * scale
 
 
 def combined_predictions(lstm: np.ndarray, statistical: dict[str, np.ndarray]) -> np.ndarray | None:
