@@ -6,10 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lstm_forecast.flows.cli import readable, verdict
 from lstm_forecast.tasks.core.graph import STAGES
+from lstm_forecast.tasks.operations.report import significant
 from tests.helpers import BIN, quiet_env
 
 
@@ -77,6 +79,14 @@ def test_metrics_read_in_any_unit() -> None:
     ]
     said = verdict({"lstm": {"rmse": 2.1e-9}, "naive": {"rmse": 3.4e-9}})
     assert "RMSE 2.1e-09, best baseline naive 3.4e-09" in said  # not "0.0000 against 0.0000"
+
+
+def test_the_ui_s_metrics_keep_five_digits_of_a_series_in_any_unit() -> None:
+    frame = pd.DataFrame({"model": ["lstm", "naive"], "rmse": [1.23456789e-9, 12345678.987654], "windows": [3, 4]})
+    assert significant(frame).to_dict("records") == [
+        {"model": "lstm", "rmse": 1.2346e-09, "windows": 3},
+        {"model": "naive", "rmse": 12345678.98765, "windows": 4},
+    ]
 
 
 def test_a_run_shows_training_progress_and_no_failed_log_delivery(

@@ -21,6 +21,16 @@ def table_records(frame: pd.DataFrame) -> list[dict]:
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
+def significant(frame: pd.DataFrame, digits: int = 5) -> pd.DataFrame:
+    """`frame` with its floats rounded to `digits` decimals, or below 1 to `digits` significant digits (decimals
+    alone would zero a series in 1e-9 units)."""
+
+    def rounded(value: float) -> float:
+        return round(value, digits) if abs(value) >= 1 else float(f"{value:.{digits}g}")
+
+    return frame.assign(**{name: frame[name].map(rounded) for name in frame.select_dtypes("floating").columns})
+
+
 def registry_markdown(registry: pd.DataFrame | None, model: str) -> str:
     """A markdown table of one model's registry entry."""
     if registry is None or not (registry["key"] == model).any():
@@ -39,7 +49,7 @@ def registry_markdown(registry: pd.DataFrame | None, model: str) -> str:
         "decision",
     ):
         value = row[name]
-        lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
+        lines.append(f"| {name} | {value:.5g} |" if isinstance(value, float) else f"| {name} | {value} |")
     return "\n".join(lines)
 
 
@@ -48,7 +58,7 @@ async def publish_run(store: Store, evaluate_key: str, plot_key: str, model_key:
     metrics = store.read_table("evaluate", evaluate_key)
     await acreate_table_artifact(
         key="lstm-forecast-metrics",
-        table=metrics_table(metrics).round(5).to_dict("records"),
+        table=significant(metrics_table(metrics)).to_dict("records"),
         description="Error metrics per split and model, on the same targets.",
     )
     thumbnail = base64.b64encode(store.thumbnail_path(plot_key).read_bytes()).decode()

@@ -226,8 +226,8 @@ def log_predictions(config: ForecastConfig, widths: np.ndarray, forecast: np.nda
         "intervals (%.0f%%, from %s errors) half-widths per step: %s; next: %s",
         100 * config.interval_level,
         calibration,
-        np.round(widths, 4).tolist(),
-        np.round(forecast, 4).tolist(),
+        [float(f"{value:.5g}") for value in widths],
+        [float(f"{value:.5g}") for value in forecast],
     )
 
 
