@@ -179,9 +179,14 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ForecastConfig:
-    """The run's config: the preset, then the --config file, then each field flag given."""
+    """The run's config: the preset, then the --config file, then each field flag given; its input's header
+    checked."""
     overrides = {field: getattr(args, field) for field, _ in FIELD_FLAGS.values() if getattr(args, field) is not None}
-    return build_config(args.preset, args.config, overrides)
+    config = build_config(args.preset, args.config, overrides)
+    from lstm_forecast.tasks.stages.generate import check_input_header
+
+    check_input_header(config)  # a missing column refused before a Prefect server or a Dask cluster starts
+    return config
 
 
 def check_command_options(args: argparse.Namespace) -> None:

@@ -48,6 +48,10 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["--input", write_csv(tmp / "a.csv", frame.rename(columns={"y": "v"}))],
             "column 'y' is not in the input",
         ),
+        "semicolon-separated file": (
+            ["--input", _write_bytes(tmp / "semicolons.csv", b"ds;y\n1;0,5\n2;0,7\n")],
+            "header (1 column)",
+        ),
         "non-numeric column": (["--input", write_csv(tmp / "b.csv", frame.assign(y="high"))], "non-numeric"),
         "NaN under nan_policy error": (
             ["--config", str(tmp / "nan-error.yaml"), "--input", write_csv(tmp / "c.csv", nan_frame)],
@@ -73,6 +77,7 @@ CASES = [
     "missing file",
     "wrong file type",
     "missing column",
+    "semicolon-separated file",
     "non-numeric column",
     "NaN under nan_policy error",
     "duplicate timestamps",

@@ -339,8 +339,8 @@ def test_killing_a_run_stops_its_temporary_server(tmp_path: Path) -> None:
 
 
 def test_a_bad_input_with_the_temporary_server_exits_2_with_every_log_delivered(tmp_path: Path) -> None:
-    source = tmp_path / "no-value.csv"
-    source.write_text("ds,other\n" + "".join(f"{i},{i}\n" for i in range(300)))
+    source = tmp_path / "text-value.csv"  # found by generate, inside the flow (a missing column is found before)
+    source.write_text("ds,y\n" + "".join(f"{i},{i}\n" for i in range(300)) + "300,high\n")
     done = subprocess.run(
         [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--input", str(source)],
         env=quiet_env(tmp_path / "home", None),
@@ -350,7 +350,7 @@ def test_a_bad_input_with_the_temporary_server_exits_2_with_every_log_delivered(
         cwd=tmp_path,
     )
     assert done.returncode == 2, done.stderr[-3000:]
-    assert "not in the input's header" in done.stderr and "fix:" in done.stderr
+    assert "first in data row 301" in done.stderr and "fix:" in done.stderr
     assert "Error logging to API" not in done.stderr  # the logs were sent before the server stopped
 
 

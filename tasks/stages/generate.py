@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,15 +159,44 @@ def clean_series(
     Returns:
         (series with `ds` datetime64 or float and `y` float64, notes for the log)
     """
-    for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
-        if column not in raw.columns:
-            raise InputError(
-                f"column {column!r} is not in the input's header ({len(raw.columns)} columns)",
-                f"name the right column with {flag} (the header is the file's first line)",
-            )
+    check_columns(raw.columns, time_column, value_column)
     return clean_numbers(raw, time_column, value_column) or clean_any(
         raw, time_column, value_column, nan_policy, duplicate_policy
     )
+
+
+def check_columns(header: Sequence[str], time_column: str, value_column: str) -> None:
+    """Refuse a header without the time or the value column; for a header that reads as one column, name the
+    separator it seems to use (never the header's names: a message must not echo a file's contents)."""
+    for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
+        if column in header:
+            continue
+        fix = f"name the right column with {flag} (the header is the file's first line)"
+        separator = next((mark for mark in (";", "\t", "|") if len(header) == 1 and mark in str(header[0])), None)
+        if separator:
+            fix = f"save the file with commas between columns (its header looks separated by {separator!r})"
+        count = f"{len(header)} column{'s' if len(header) != 1 else ''}"
+        raise InputError(f"column {column!r} is not in the input's header ({count})", fix)
+
+
+def check_input_header(config: ForecastConfig) -> None:
+    """`check_columns` and the covariate columns on the input file's header alone, before a run starts anything;
+    a file that cannot be read is left to generate, which names what is wrong with it."""
+    if not config.input:
+        return
+    path = Path(config.input)
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            header = pq.read_schema(path).names
+        else:
+            header = pd.read_csv(path, nrows=0).columns.tolist()
+    except (ValueError, OSError, UnicodeDecodeError):
+        return
+    check_columns(header, config.time_column, config.value_column)
+    flags = covariate_flags(config)
+    check_covariate_columns(pd.DataFrame(columns=header), tuple(flags), flags)
 
 
 def clean_numbers(raw: pd.DataFrame, time_column: str, value_column: str) -> tuple[pd.DataFrame, list[str]] | None:
@@ -263,12 +293,7 @@ def with_covariates(
     times merged as `duplicate_policy` merges the values; rows dropped with their value dropped)."""
     if not columns:
         return series
-    flags = (
-        dict.fromkeys(config.past_columns, "--past-columns")
-        | dict.fromkeys(config.future_columns, "--future-columns")
-        | dict.fromkeys(config.static_columns, "--static-columns")
-    )
-    values = check_covariate_columns(raw, columns, flags)
+    values = check_covariate_columns(raw, columns, covariate_flags(config))
     varying = [c for c in config.static_columns if values[c].nunique() > 1]
     if varying:
         raise InputError(
@@ -385,6 +410,15 @@ def check_magnitude(values: np.ndarray, index: pd.Index, what: str) -> None:
             "replace infinite values with numbers or leave them empty, and rescale the column (divide it by a "
             "power of ten): squares and sums of larger values overflow 64-bit floats",
         )
+
+
+def covariate_flags(config: ForecastConfig) -> dict[str, str]:
+    """Each covariate column of `config` -> the flag that named it (for messages)."""
+    return (
+        dict.fromkeys(config.past_columns, "--past-columns")
+        | dict.fromkeys(config.future_columns, "--future-columns")
+        | dict.fromkeys(config.static_columns, "--static-columns")
+    )
 
 
 def check_covariate_columns(raw: pd.DataFrame, columns: tuple[str, ...], flag_of: dict[str, str]) -> pd.DataFrame:
