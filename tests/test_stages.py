@@ -248,6 +248,16 @@ def test_clean_nan_policies() -> None:
         clean_series(raw, "ds", "y", nan_policy="error")
 
 
+def test_missing_values_before_the_first_value_or_after_the_last_are_dropped_not_made_up() -> None:
+    raw = pd.DataFrame({"ds": [1, 2, 3, 4, 5, 6], "y": [np.nan, 1.0, np.nan, 3.0, np.nan, np.nan]})
+    series, notes = clean_series(raw, "ds", "y", nan_policy="interpolate")
+    assert series["ds"].tolist() == [2.0, 3.0, 4.0] and series["y"].tolist() == [1.0, 2.0, 3.0]
+    assert notes == [
+        "3 missing value(s) before its first value or after its last: rows dropped",
+        "1 missing value(s) filled by linear interpolation",
+    ]
+
+
 def test_clean_duplicate_policies() -> None:
     raw = pd.DataFrame({"ds": [1, 2, 2, 3], "y": [1.0, 2.0, 4.0, 5.0]})
     with pytest.raises(InputError, match="1 repeated timestamp"):

@@ -45,7 +45,9 @@ class ForecastConfig(BaseModel):
         "chooses it for more than one series) or one network per series ('local').",
     )
     nan_policy: Literal["interpolate", "drop", "error"] = Field(
-        "interpolate", description="What to do with missing values: fill linearly, drop the rows, or stop."
+        "interpolate",
+        description="What to do with missing values: fill linearly (inside the series; rows before its first"
+        " value or after its last are dropped), drop the rows, or stop.",
     )
     duplicate_policy: Literal["error", "last", "mean"] = Field(
         "error", description="What to do with repeated timestamps: stop, keep the last value, or average them."

@@ -55,7 +55,8 @@ FILE_FIELDS = ("time_column", "value_column", "id_column", "series_id", "nan_pol
 
 _STAGES = "lstm_forecast.tasks.stages"
 
-# Versions: train 2 seeded initializers; 3 its own tf.data pipeline, averaged weights validated; 4 (normalize 2)
+# Versions: generate 2 missing values before a series' first value or after its last dropped, not filled. train 2
+# seeded initializers; 3 its own tf.data pipeline, averaged weights validated; 4 (normalize 2)
 # seasons, log and window-level model spaces, the forecaster refitted on every row; 7 (normalize 4, window 3)
 # global models across series, the forecaster's space stored by normalize; 8 the members of a local ensemble
 # in one loop (`MemberLSTM`); 9 a single network's LSTM in the fused kernel (`FusedLSTM`). normalize 5: seasonal
@@ -64,7 +65,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # predict 3: the forecast's interval calibrated on the validation and test errors. evaluate 7: the statistical
 # baselines fitted in the series' own unit (its fit part's mean absolute value).
 STAGE_TABLE: tuple[Stage, ...] = (
-    Stage("generate", f"{_STAGES}.generate:generate", reads_input=True),
+    Stage("generate", f"{_STAGES}.generate:generate", reads_input=True, version=2),
     Stage(
         "split",
         f"{_STAGES}.split:split",

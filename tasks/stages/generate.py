@@ -272,9 +272,16 @@ def clean_any(
         if nan_policy == "drop":
             series = series.dropna(subset=[VALUE]).reset_index(drop=True)
             notes.append(f"{missing} missing value(s) dropped")
-        else:
-            series[VALUE] = series[VALUE].interpolate(limit_direction="both")
-            notes.append(f"{missing} missing value(s) filled by linear interpolation")
+        else:  # inside the series only: no value is made up before its first or after its last
+            present = np.flatnonzero(series[VALUE].notna().to_numpy())
+            if len(present):
+                edges = len(series) - (present[-1] + 1 - present[0])
+                series = series.iloc[present[0] : present[-1] + 1].reset_index(drop=True)
+                if edges:
+                    notes.append(f"{edges} missing value(s) before its first value or after its last: rows dropped")
+                if missing > edges:
+                    series[VALUE] = series[VALUE].interpolate()
+                    notes.append(f"{missing - edges} missing value(s) filled by linear interpolation")
     if series[VALUE].isna().all() or len(series) == 0:
         raise InputError("the input has no values", "pass a file with at least a few hundred rows")
 
