@@ -48,6 +48,10 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["--input", write_csv(tmp / "a.csv", frame.rename(columns={"y": "v"}))],
             "column 'y' is not in the input",
         ),
+        "missing id column": (
+            ["--input", write_csv(tmp / "g.csv", frame), "--id-column", "store"],
+            "id column 'store' is not in the input's header",
+        ),
         "semicolon-separated file": (
             ["--input", _write_bytes(tmp / "semicolons.csv", b"ds;y\n1;0,5\n2;0,7\n")],
             "header (1 column)",
@@ -77,6 +81,7 @@ CASES = [
     "missing file",
     "wrong file type",
     "missing column",
+    "missing id column",
     "semicolon-separated file",
     "non-numeric column",
     "NaN under nan_policy error",

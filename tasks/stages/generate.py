@@ -195,6 +195,12 @@ def check_input_header(config: ForecastConfig) -> None:
     except (ValueError, OSError, UnicodeDecodeError):
         return
     check_columns(header, config.time_column, config.value_column)
+    default_id = type(config).model_fields["id_column"].default
+    if config.id_column != default_id and config.id_column not in header:  # named, so meant: not one series
+        raise InputError(
+            f"id column {config.id_column!r} is not in the input's header",
+            "name the column that holds each row's series with --id-column (a file of one series needs none)",
+        )
     flags = covariate_flags(config)
     check_covariate_columns(pd.DataFrame(columns=header), tuple(flags), flags)
 
