@@ -128,6 +128,15 @@ def test_window_cap_takes_the_same_number_from_every_long_series_within_the_budg
     assert cap == 145 and 10 + 2 * cap <= 300 < 10 + 2 * (cap + 1)
 
 
+def test_a_network_of_its_own_trains_on_a_bounded_number_of_bytes_of_windows() -> None:
+    from lstm_forecast.tasks.core.defaults import LOCAL_WINDOW_BYTES, local_window_cap
+
+    assert local_window_cap(576, 5) == 46_603  # five-minute values: a look-back of 576, four calendar channels
+    assert local_window_cap(576, 5) * 576 * 5 * 4 <= LOCAL_WINDOW_BYTES < (local_window_cap(576, 5) + 1) * 576 * 20
+    assert local_window_cap(256, 1) > 500_000  # the built-in sine's 7,000 windows are far below it
+    assert local_window_cap(10**9, 1) == 1
+
+
 def test_global_settings_see_four_horizons_in_a_dozen_lstm_steps_and_share_one_network() -> None:
     from lstm_forecast.tasks.core.defaults import global_settings
 

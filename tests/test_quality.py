@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_forecast.tasks.core.config import build_config
+from lstm_forecast.tasks.core.config import ForecastConfig, build_config, with_fields
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths, since_first_change
 from lstm_forecast.tasks.core.networks import load_model
@@ -19,7 +19,13 @@ from lstm_forecast.tasks.stages import train as train_module
 from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
 from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.predict import forecast_all
-from lstm_forecast.tasks.stages.train import build_model, fit_model, inference_model, training_arrays
+from lstm_forecast.tasks.stages.train import (
+    build_model,
+    fit_model,
+    inference_model,
+    training_arrays,
+    training_dataset,
+)
 
 
 def test_multi_step_windows_keep_every_target_inside_its_split() -> None:
@@ -476,3 +482,40 @@ def test_a_season_with_exactly_two_cycles_is_left_out_not_a_crash() -> None:
     two_cycles = np.sin(np.arange(24) * np.pi / 6) + np.arange(24) * 0.1
     assert seasonal_profiles(two_cycles, (12,)) == ()  # MSTL drops a period of half the rows
     assert len(seasonal_profiles(np.append(two_cycles, 0.5), (12,))[0]) == 12
+
+
+def test_the_training_batches_are_the_windows_shuffled_by_the_seed_and_a_cap_keeps_the_newest() -> None:
+    import tensorflow as tf
+
+    x = np.arange(300, dtype="float32").reshape(100, 3, 1)
+    y = np.arange(100, dtype="float32").reshape(100, 1)
+    # the windows' numbers are shuffled and gathered: the same batches as shuffling the windows themselves
+    windows = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(100, seed=7, reshuffle_each_iteration=True).batch(16)
+    for (inputs, targets), (expected_inputs, expected_targets) in zip(
+        training_dataset(x, y, 16, seed=7), windows, strict=True
+    ):
+        np.testing.assert_array_equal(inputs.numpy(), expected_inputs.numpy())
+        np.testing.assert_array_equal(targets.numpy(), expected_targets.numpy())
+    unshuffled = np.concatenate([targets.numpy() for _, targets in training_dataset(x, y, 16, seed=None)])
+    np.testing.assert_array_equal(unshuffled, y)
+
+    z = np.sin(np.arange(200) / 3.0)
+    space = fit_model_space(z, fit_stop=160, transform="none")
+    targets = pd.DataFrame({"row": np.arange(20, 150), "split": ["train"] * 130})
+    config = with_fields(ForecastConfig(), look_back=8, patch=1, horizon=2)
+    every, _ = training_arrays(space.encode(z), targets, config, "train", space)
+    newest, _ = training_arrays(space.encode(z), targets, config, "train", space, cap=10)
+    np.testing.assert_array_equal(newest, every[-10:])
+
+
+def test_predict_builds_a_long_series_inputs_in_blocks_of_the_same_values() -> None:
+    from lstm_forecast.tasks.stages.predict import SeriesToPredict
+
+    y = 10 + np.sin(np.arange(120) / 4.0) + np.arange(120) / 50
+    space = fit_model_space(y, fit_stop=96, transform="level")
+    rows = np.arange(3, 110)  # the first windows are padded on the left
+    data = SeriesToPredict(pd.Series(np.arange(120.0)), y, rows, np.array(["train"] * len(rows)), space, space)
+    blocks = list(data.inputs_in_blocks(look_back=8, patch=2, block=10))
+    assert [len(block) for block in blocks] == [10] * 10 + [7]
+    np.testing.assert_array_equal(np.concatenate(blocks), data.inputs(8, 2)[0])
+    np.testing.assert_array_equal(data.inputs(8, 2)[0], space.inputs(space.encode(y), rows, 8, 2))

@@ -77,6 +77,10 @@ PATIENCE_STEPS = 100  # about the span of the weight average (momentum 0.99): ju
 # number from every series that has that many (M4 Weekly's 359 series: about 300 each). It bounds the
 # time per epoch and the memory whatever the number of series.
 GLOBAL_WINDOW_BUDGET = 100_000
+# A network of its own trains on at most this many bytes of input windows per split (its most recent ones): a
+# long series' wide windows (100,000 five-minute values, look-back 576, four calendar channels: 11.5 kB each)
+# otherwise fill gigabytes, held twice while training. Every series of the benchmarks is far below it.
+LOCAL_WINDOW_BYTES = 512 * 2**20
 # Early stopping judges a global model on at most this many validation windows, each series' most recent ones:
 # every series keeps at least one, and an epoch's validation pass stays a fraction of its training (on 10,000
 # short series, 42,878 validation windows took an epoch 1.48 s, 20,000 took it 1.37 s: benchmarks/README.md).
@@ -314,6 +318,12 @@ def training_settings(config: ForecastConfig, windows: int) -> dict[str, int]:
     patience = config.patience if config.patience is not None else max(5, math.ceil(PATIENCE_STEPS / steps))
     ensemble = config.ensemble or (SMALL_DATA_ENSEMBLE if windows < SMALL_DATA_WINDOWS else 1)
     return {"batch_size": batch_size, "epochs": epochs, "patience": patience, "ensemble": ensemble}
+
+
+def local_window_cap(look_back: int, channels: int) -> int:
+    """The most windows of `look_back` steps of `channels` float32 values each (the value and its features) that
+    a network of its own trains on per split: `LOCAL_WINDOW_BYTES` of them, at least one."""
+    return max(1, LOCAL_WINDOW_BYTES // (4 * look_back * channels))
 
 
 def window_cap(counts: list[int], budget: int = GLOBAL_WINDOW_BUDGET) -> int:

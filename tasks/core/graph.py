@@ -63,7 +63,8 @@ _STAGES = "lstm_forecast.tasks.stages"
 # profiles from STL's loess with R's default jumps; 6 'level' windows relative to a smoothed level; 7 seasonal
 # profiles the mean of three cycles (a network of its own's fitted on the train split, refitted from its end).
 # predict 3: the forecast's interval calibrated on the validation and test errors. evaluate 7: the statistical
-# baselines fitted in the series' own unit (its fit part's mean absolute value).
+# baselines fitted in the series' own unit (its fit part's mean absolute value). train 11: a network of its own
+# trains on at most `LOCAL_WINDOW_BYTES` of windows per split.
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage("generate", f"{_STAGES}.generate:generate", reads_input=True, version=2),
     Stage(
@@ -107,7 +108,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "ema_momentum",
             "seed",
         ),
-        version=10,
+        version=11,
         output="model",
     ),
     Stage(

@@ -17,7 +17,7 @@ there is none), added on both sides of the forecast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from prefect import task
 from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import read_features
+from lstm_forecast.tasks.core.defaults import local_window_cap
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.networks import forward, load_saved
@@ -159,11 +160,19 @@ class SeriesToPredict:
 
     def inputs(self, look_back: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
         """Model inputs of every window origin (m, steps, …), and the forecaster's after the end (1, …)."""
-        space, ahead, features = self.space, self.forecaster_space, self.features
-        return (
-            space.inputs(space.encode(self.y), self.rows, look_back, patch, features),
-            ahead.inputs(ahead.encode(self.y), np.array([len(self.y)]), look_back, patch, features),
-        )
+        (every,) = self.inputs_in_blocks(look_back, patch, len(self.rows))
+        return every, self.inputs_after_end(look_back, patch)
+
+    def inputs_in_blocks(self, look_back: int, patch: int, block: int) -> Iterator[np.ndarray]:
+        """`inputs` of the window origins, `block` origins at a time (the same values, fewer at once)."""
+        z = self.space.encode(self.y)
+        for start in range(0, max(len(self.rows), 1), block):
+            yield self.space.inputs(z, self.rows[start : start + block], look_back, patch, self.features)
+
+    def inputs_after_end(self, look_back: int, patch: int) -> np.ndarray:
+        """The forecaster's inputs after the end of the data (1, steps, …)."""
+        ahead = self.forecaster_space
+        return ahead.inputs(ahead.encode(self.y), np.array([len(self.y)]), look_back, patch, self.features)
 
     def predictions(
         self, z_hat: np.ndarray, z_next: np.ndarray, config: ForecastConfig
@@ -237,9 +246,16 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
     data = series_to_predict(store, upstream, width=feature_width(config))
-    x, x_next = data.inputs(config.look_back, config.patch)
     saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
-    (z_hat,) = predict_many(saved.model, [saved.series_inputs(config.series_id, x)])
+    # a long series' windows in blocks of at most a training split's bytes, not all at once
+    block = local_window_cap(config.look_back, 1 + feature_width(config))
+    z_hat = np.concatenate(
+        [
+            predict_many(saved.model, [saved.series_inputs(config.series_id, x)])[0]
+            for x in data.inputs_in_blocks(config.look_back, config.patch, block)
+        ]
+    )
+    x_next = data.inputs_after_end(config.look_back, config.patch)
     (z_next,) = predict_many(forecaster.model, [forecaster.series_inputs(config.series_id, x_next)])
     columns, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
     store.write_table("predict", key, predictions_frame(columns, data.ds.dtype))

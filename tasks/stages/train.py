@@ -31,7 +31,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import feature_columns, read_features
-from lstm_forecast.tasks.core.defaults import GLOBAL_VALIDATION_BUDGET, window_cap
+from lstm_forecast.tasks.core.defaults import GLOBAL_VALIDATION_BUDGET, local_window_cap, window_cap
 from lstm_forecast.tasks.core.embedding import (
     UNKNOWN_ROW,
     UNKNOWN_SHARE,
@@ -64,14 +64,16 @@ def training_arrays(
     split_name: str | None,
     space: ModelSpace,
     features: np.ndarray | None = None,
+    cap: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (n, look_back / patch, patch * (1 + F)) and targets (n, horizon) of one split (None: all),
-    float32; `features` (rows, F) are read beside the values."""
+    float32, its last `cap` windows when given; `features` (rows, F) are read beside the values."""
     rows = (
         targets["row"].to_numpy()
         if split_name is None
         else targets.loc[targets["split"] == split_name, "row"].to_numpy()
     )
+    rows = rows[-cap:] if cap else rows
     inputs = space.inputs(scaled, rows, config.look_back, config.patch, features)
     return inputs, space.targets(scaled, rows, config.horizon)
 
@@ -259,10 +261,14 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
     options.threading.private_threadpool_size = 1
     options.threading.max_intra_op_parallelism = 1
     options.autotune.enabled = False
-    data = tf.data.Dataset.from_tensor_slices((x, y))
+    # The window numbers are shuffled and each batch gathered from the arrays: a shuffle buffer of the windows
+    # themselves held one more copy of them (gigabytes for a long series' wide windows), and filled it window
+    # by window each epoch. The same seed gives the same order, so the same batches, as before.
+    inputs, targets = tf.constant(x), tf.constant(y)
+    data = tf.data.Dataset.range(len(x))
     if seed is not None:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
+    data = data.batch(batch_size).map(lambda rows: (tf.gather(inputs, rows), tf.gather(targets, rows)))
     if tf.config.list_physical_devices("GPU"):
         data = data.prefetch(1)  # let the CPU cut the next batch while the GPU runs this one
     return data.with_options(options)
@@ -521,10 +527,11 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
     targets = store.read_table("window", window)
     space, full_space = read_model_space(store, normalize), read_model_space(store, normalize, forecaster=True)
     y = store.read_table("generate", series)["y"].to_numpy()
+    cap = local_window_cap(config.look_back, 1 + feature_width(config))
     model, forecaster, fit = fit_with_forecaster(
-        training_arrays(scaled, targets, config, "train", space, features),
-        training_arrays(scaled, targets, config, "validation", space, features),
-        training_arrays(full_space.encode(y), targets, config, None, full_space, features),
+        training_arrays(scaled, targets, config, "train", space, features, cap),
+        training_arrays(scaled, targets, config, "validation", space, features, cap),
+        training_arrays(full_space.encode(y), targets, config, None, full_space, features, cap),
         config,
     )
     fit["forecaster"]["model_space"] = full_space.to_dict()
