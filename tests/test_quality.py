@@ -484,7 +484,7 @@ def test_a_season_with_exactly_two_cycles_is_left_out_not_a_crash() -> None:
     assert len(seasonal_profiles(np.append(two_cycles, 0.5), (12,))[0]) == 12
 
 
-def test_the_training_batches_are_the_windows_shuffled_by_the_seed_and_a_cap_keeps_the_newest() -> None:
+def test_the_training_batches_are_the_windows_shuffled_by_the_seed_and_a_cap_spreads_them_over_the_split() -> None:
     import tensorflow as tf
 
     x = np.arange(300, dtype="float32").reshape(100, 3, 1)
@@ -504,8 +504,8 @@ def test_the_training_batches_are_the_windows_shuffled_by_the_seed_and_a_cap_kee
     targets = pd.DataFrame({"row": np.arange(20, 150), "split": ["train"] * 130})
     config = with_fields(ForecastConfig(), look_back=8, patch=1, horizon=2)
     every, _ = training_arrays(space.encode(z), targets, config, "train", space)
-    newest, _ = training_arrays(space.encode(z), targets, config, "train", space, cap=10)
-    np.testing.assert_array_equal(newest, every[-10:])
+    spread, _ = training_arrays(space.encode(z), targets, config, "train", space, cap=10)
+    np.testing.assert_array_equal(spread, every[[0, 14, 29, 43, 57, 72, 86, 100, 115, 129]])
 
 
 def test_predict_builds_a_long_series_inputs_in_blocks_of_the_same_values() -> None:

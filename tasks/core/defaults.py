@@ -77,7 +77,7 @@ PATIENCE_STEPS = 100  # about the span of the weight average (momentum 0.99): ju
 # number from every series that has that many (M4 Weekly's 359 series: about 300 each). It bounds the
 # time per epoch and the memory whatever the number of series.
 GLOBAL_WINDOW_BUDGET = 100_000
-# A network of its own trains on at most this many bytes of input windows per split (its most recent ones): a
+# A network of its own trains on at most this many bytes of input windows per split, spread over it: a
 # long series' wide windows (100,000 five-minute values, look-back 576, four calendar channels: 11.5 kB each)
 # otherwise fill gigabytes, held twice while training. Every series of the benchmarks is far below it.
 LOCAL_WINDOW_BYTES = 512 * 2**20

@@ -67,13 +67,16 @@ def training_arrays(
     cap: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (n, look_back / patch, patch * (1 + F)) and targets (n, horizon) of one split (None: all),
-    float32, its last `cap` windows when given; `features` (rows, F) are read beside the values."""
+    float32, at most `cap` windows spread evenly over it when given (the newest and the oldest kept: a network
+    that reads values, not changes, must see every level the series went through); `features` (rows, F) are read
+    beside the values."""
     rows = (
         targets["row"].to_numpy()
         if split_name is None
         else targets.loc[targets["split"] == split_name, "row"].to_numpy()
     )
-    rows = rows[-cap:] if cap else rows
+    if cap and len(rows) > cap:
+        rows = rows[np.linspace(0, len(rows) - 1, cap).round().astype("int64")]
     inputs = space.inputs(scaled, rows, config.look_back, config.patch, features)
     return inputs, space.targets(scaled, rows, config.horizon)
 
