@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_forecast.tasks.core.baselines import fit_scale
 from lstm_forecast.tasks.core.config import ForecastConfig, build_config, with_fields
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths, since_first_change
@@ -182,10 +183,12 @@ def test_arima_one_step_equals_statsmodels_in_sample_predictions() -> None:
     y = np.sin(np.arange(600) / 5.0) + np.random.RandomState(2).normal(scale=0.3, size=600)
     rows = np.arange(500, 600)
     ours = arima_predictions(y, rows, horizon=3, fit_start=100, fit_stop=500, order=(2, 0, 1))
-    reference = ARIMA(y[100:500], order=(2, 0, 1), trend="c").fit().apply(y)
-    np.testing.assert_allclose(ours[:, 0], reference.fittedvalues[rows], rtol=1e-6, atol=1e-9)
+    unit = fit_scale(y[100:500])  # the baseline is fitted in the series' own unit
+    fitted = ARIMA(y[100:500] / unit, order=(2, 0, 1), trend="c").fit()
+    reference = fitted.apply(y / unit)
+    np.testing.assert_allclose(ours[:, 0], unit * reference.fittedvalues[rows], rtol=1e-6, atol=1e-9)
     # Three steps ahead from origin 550 equal the model's own out-of-sample forecast from there.
-    from_550 = ARIMA(y[100:500], order=(2, 0, 1), trend="c").fit().apply(y[:550]).forecast(3)
+    from_550 = unit * fitted.apply(y[:550] / unit).forecast(3)
     np.testing.assert_allclose(ours[50], from_550, rtol=1e-6, atol=1e-9)
 
 

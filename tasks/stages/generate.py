@@ -185,6 +185,8 @@ def check_input_header(config: ForecastConfig) -> None:
     if not config.input:
         return
     path = Path(config.input)
+    if path.suffix.lower() not in (".csv", ".parquet") or not path.is_file():
+        return  # generate names a missing file or another format
     try:
         if path.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
