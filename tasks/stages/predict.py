@@ -160,7 +160,7 @@ class SeriesToPredict:
 
     def inputs(self, look_back: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
         """Model inputs of every window origin (m, steps, …), and the forecaster's after the end (1, …)."""
-        (every,) = self.inputs_in_blocks(look_back, patch, len(self.rows))
+        (every,) = self.inputs_in_blocks(look_back, patch, max(1, len(self.rows)))  # one block, even of none
         return every, self.inputs_after_end(look_back, patch)
 
     def inputs_in_blocks(self, look_back: int, patch: int, block: int) -> Iterator[np.ndarray]:
