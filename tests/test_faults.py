@@ -192,7 +192,9 @@ def test_prefect_server_gone_mid_run_fails_clearly_and_keeps_the_store(tmp_path:
         store = tmp_path / "store"
         run = subprocess.Popen(
             [str(BIN / "lstm-forecast"), "run", "--preset", "smoke", "--epochs", "150", "--artifacts-dir", str(store)],
-            env=quiet_env(tmp_path / "home", url),
+            # Prefect's client retries a refused request 5 times over about a minute by default; one retry takes
+            # the same path to the same failure in seconds (a user can set this too)
+            env=quiet_env(tmp_path / "home", url) | {"PREFECT_CLIENT_MAX_RETRIES": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
