@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -135,6 +136,9 @@ def dask_task_runner(address: str | None, workers: int | None) -> Any:
     from prefect_dask import DaskTaskRunner
 
     dask.config.set(NO_PROFILER)
+    # Dask's own INFO lines (about 35 a run: nannies, workers, comms) and, at shutdown, a closed comm's
+    # traceback logged at INFO would end a successful run's stderr; its warnings and errors still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if address is not None:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers))

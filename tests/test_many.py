@@ -208,6 +208,8 @@ def test_a_global_model_on_dask_gives_the_sequential_run_s_numbers_and_a_bad_ser
         assert "is constant" in output["series"]["flat"]["reason"]
         assert sorted(output["metrics"]) == list(GOOD)
     assert runs.dask_json["metrics"] == runs.sequential_json["metrics"]  # the same numbers wherever they ran
+    # Dask's INFO chatter (nannies, comms; a closed comm's traceback at shutdown) stays out of stderr
+    assert "| INFO    | distributed." not in runs.on_dask.stderr, runs.on_dask.stderr[-3000:]
 
 
 def test_a_global_model_is_one_model_with_a_plot_per_series_and_one_registry_entry(global_runs: GlobalRuns) -> None:
