@@ -17,6 +17,7 @@ import pytest
 from lstm_forecast.flows import cli
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.graph import STAGES
+from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.registry import champion, register
 from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_summary, series_to_show
 from lstm_forecast.tasks.stages.generate import select_series, series_ids
@@ -302,6 +303,37 @@ def test_a_global_run_publishes_the_combination_of_every_series_whose_statistica
     assert (again.drop(index="flat", level=0)["model"] == "combined").all()
     for column in ("y_hat", "y_lo", "y_hi"):
         np.testing.assert_allclose(again.loc[table.index, column], table[column], rtol=1e-6)
+
+
+def test_series_outside_the_sample_skip_the_train_split_s_forecasts_and_keep_every_held_out_number(
+    global_runs: GlobalRuns,
+) -> None:
+    shutil.copytree(global_runs.folder / "dask", global_runs.folder / "sampled")
+    result, output = global_runs.run("sampled", "--workers", "2", "--baseline-sample", "2")
+    assert result.returncode == 1, result.stderr[-3000:]  # the 3-point series still fails alone
+    assert "the in-sample fit) on 2 of 4 series" in result.stderr
+    full = global_runs.dask_json
+    ours, theirs = Store(str(global_runs.folder / "sampled")), Store(str(global_runs.folder / "dask"))
+    splits = {}
+    for series_id in GOOD:
+        own, before = output["series"][series_id], full["series"][series_id]
+        assert own["stages"]["train"] == "cached"  # the same network: the sample is not one of its settings
+        predictions = ours.read_table("predict", own["keys"]["predict"])
+        splits[series_id] = set(predictions["split"])
+        held_out = predictions[predictions["split"] != "train"].reset_index(drop=True)
+        kept = theirs.read_table("predict", before["keys"]["predict"])
+        pd.testing.assert_frame_equal(held_out, kept[kept["split"] != "train"].reset_index(drop=True))
+        metrics = ours.read_table("evaluate", own["keys"]["evaluate"])
+        assert set(metrics["split"]) == splits[series_id] - {"forecast"}
+        everything = theirs.read_table("evaluate", before["keys"]["evaluate"])
+        for model in ("lstm", "naive", "seasonal_naive"):  # the same held-out scores, MASE's scale included
+            mine = metrics[(metrics["model"] == model) & (metrics["split"] != "train")].reset_index(drop=True)
+            full_run = everything[(everything["model"] == model) & (everything["split"] != "train")]
+            pd.testing.assert_frame_equal(mine, full_run.reset_index(drop=True))
+    outside = [i for i in GOOD if "train" not in splits[i]]
+    assert outside and len(outside) < len(GOOD)  # both kinds among the scored series
+    assert all(output["series"][i]["stages"]["predict"] == "computed" for i in outside)
+    assert all(output["series"][i]["stages"]["predict"] == "cached" for i in GOOD if i not in outside)
 
 
 def test_editing_one_series_recomputes_its_stages_and_the_network_and_reuses_the_others(

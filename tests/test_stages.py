@@ -13,7 +13,7 @@ from lstm_forecast.tasks.core.calendar import future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError
 from lstm_forecast.tasks.core.space import MinMaxParams, ModelSpace, constant_space, fit_minmax
-from lstm_forecast.tasks.core.windows import split_bounds, window_inputs, window_targets
+from lstm_forecast.tasks.core.windows import forecast_origins, split_bounds, window_inputs, window_targets
 from lstm_forecast.tasks.stages.evaluate import (
     SeriesToEvaluate,
     combined_predictions,
@@ -97,6 +97,15 @@ def test_a_constant_series_space_decodes_any_network_output_to_its_constant() ->
     inputs = space.inputs(z, np.array([8]), look_back=4)
     assert inputs.shape == (1, 4, 1) and not inputs.any()  # the network reads a window of zeros
     np.testing.assert_array_equal(space.decode(np.array([[0.7, -2.0]]), np.full(8, 3.5), np.array([8])), [[3.5, 3.5]])
+
+
+def test_without_train_forecasts_only_a_series_with_a_validation_split_drops_its_train_origins() -> None:
+    splits = np.array(["train"] * 5 + ["validation"] * 2 + ["test"] * 3, dtype=object)
+    assert forecast_origins(splits, True).all()
+    assert forecast_origins(splits, False).tolist() == [False] * 5 + [True] * 5
+    # without a validation split its train errors calibrate its intervals: every origin is kept
+    no_validation = np.array(["train"] * 5 + ["test"] * 3, dtype=object)
+    assert forecast_origins(no_validation, False).all()
 
 
 def test_fix_no_window_is_dropped_and_every_test_point_is_forecast() -> None:

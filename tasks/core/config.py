@@ -243,8 +243,15 @@ class ForecastConfig(BaseModel):
         ge=0,
         le=10_000_000,
         description="A global model over more series than this scores the statistical baselines (AutoETS, "
-        "AutoARIMA: about a second per series) on this many of them, a sample fixed by the series ids and "
-        "the seed; the naive ones on every series. 0: the statistical baselines on every series.",
+        "AutoARIMA: about a second per series) and forecasts the train split's windows (the in-sample fit) on "
+        "this many of them, a sample fixed by the series ids and the seed; the naive baselines and the "
+        "validation and test forecasts on every series. 0: all of it on every series.",
+    )
+    train_forecasts: bool = Field(
+        True,
+        description="Forecast the train split's windows too (the in-sample fit: the predictions' and metrics' "
+        "train rows). A global model over more than `baseline_sample` series forecasts them for that sample "
+        "only; a series without a validation split keeps them (its intervals are calibrated on them).",
     )
     plots: Literal["shown", "all"] = Field(
         "shown",
@@ -475,6 +482,8 @@ def stage_fields(stage: str, config: ForecastConfig) -> dict[str, Any]:
     fields = {name: getattr(config, name) for name in names}
     if reads_input and config.series_keep < 1:  # only a cut series differs: whole ones keep their keys
         fields["series_keep"] = config.series_keep
+    if stage == "predict" and not config.train_forecasts:  # likewise: predictions of every window keep theirs
+        fields["train_forecasts"] = False
     if reads_input and covariate_columns(config):  # the series carries them
         fields.update(
             future_columns=config.future_columns,

@@ -140,6 +140,16 @@ def window_target_columns(
     return {"row": rows, "ds": np.asarray(ds)[rows], "split": split_column}
 
 
+def forecast_origins(splits: np.ndarray, train_forecasts: bool) -> np.ndarray:
+    """Which window origins (splits (m,), from `window_targets`) predict forecasts and evaluate scores: every
+    one, or without `train_forecasts` those after the train split; a series without a validation split keeps
+    them all (its train errors calibrate its intervals). Boolean (m,)."""
+    splits = np.asarray(splits)
+    if train_forecasts or not (splits == "validation").any():
+        return np.ones(len(splits), dtype=bool)
+    return splits != "train"
+
+
 def window_inputs(
     values: np.ndarray,
     rows: np.ndarray,

@@ -39,6 +39,7 @@ from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.space import read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.windows import forecast_origins
 
 METRICS = ("rmse", "mae", "smape", "mase", "coverage")
 COMBINED = "combined"
@@ -151,9 +152,11 @@ def metrics_of_arrays(
     fitted: dict[str, np.ndarray],
     horizon: int,
     baselines: dict[str, np.ndarray],
+    train_stop: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The columns of `evaluate_predictions`, on arrays: origin `rows` (m,) and their `splits` (m,); `fitted`
-    holds the predictions' fitted rows (m·horizon,) by column (`y`, `y_hat`, `y_lo`, `y_hi`).
+    holds the predictions' fitted rows (m·horizon,) by column (`y`, `y_hat`, `y_lo`, `y_hi`). MASE is scaled by
+    the mean absolute step of the rows before `train_stop` (default: the row after the last train origin).
 
     Every model's metrics of a split are computed at once for all steps (`split_metrics`), with the same
     reductions over the same values as `error_metrics` per step, so the numbers are the same to the bit.
@@ -162,7 +165,8 @@ def metrics_of_arrays(
     truth = y[rows[:, None] + np.arange(horizon)]
     candidates = {"lstm": np.asarray(fitted["y_hat"]).reshape(len(rows), horizon), **baselines}
     inside = ((fitted["y_lo"] <= fitted["y"]) & (fitted["y"] <= fitted["y_hi"])).reshape(len(rows), -1)
-    train_stop = int(rows[splits == "train"].max()) + 1
+    if train_stop is None:
+        train_stop = int(rows[splits == "train"].max()) + 1
     mase_scale = float(np.mean(np.abs(np.diff(y[:train_stop]))))
     names = list(candidates)
     parts: list[tuple[str, np.ndarray, np.ndarray]] = []  # (split, `split_metrics`, LSTM coverage per step)
@@ -302,9 +306,10 @@ def metrics_table(metrics: pd.DataFrame, step: int = 0) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class SeriesToEvaluate:
-    """One series' inputs to evaluate: its values, window origins (`row`, `split`), the fitted rows of its
-    predictions (`y`, `y_hat`, `y_lo`, `y_hi`, m·horizon each), its model space's kind and the LSTM's forecast
-    past the end of the data (horizon,)."""
+    """One series' inputs to evaluate: its values, the window origins predict forecast (`row`, `split`), the
+    fitted rows of its predictions (`y`, `y_hat`, `y_lo`, `y_hi`, m·horizon each), its model space's kind, the
+    LSTM's forecast past the end of the data (horizon,) and the row after its last train origin (MASE's scale
+    ends there, whichever origins were forecast)."""
 
     y: np.ndarray
     rows: np.ndarray
@@ -312,17 +317,30 @@ class SeriesToEvaluate:
     fitted: dict[str, np.ndarray]
     kind: str
     future: np.ndarray
+    train_stop: int | None = None
 
 
-def series_to_evaluate(y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, kind: str) -> SeriesToEvaluate:
+def scored_origins(rows: np.ndarray, splits: np.ndarray, train_forecasts: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """The window origins (`rows`, `splits`, (m,) each) that predict forecast (`forecast_origins`), and the row
+    after the last train origin."""
+    rows, splits = np.asarray(rows), np.asarray(splits)
+    kept = forecast_origins(splits, train_forecasts)
+    return rows[kept], splits[kept], int(rows[splits == "train"].max()) + 1
+
+
+def series_to_evaluate(
+    y: np.ndarray, targets: pd.DataFrame, predictions: pd.DataFrame, kind: str, train_forecasts: bool = True
+) -> SeriesToEvaluate:
     fitted = (predictions["split"] != "forecast").to_numpy()
+    rows, splits, train_stop = scored_origins(targets["row"].to_numpy(), targets["split"].to_numpy(), train_forecasts)
     return SeriesToEvaluate(
         np.asarray(y),
-        targets["row"].to_numpy(),
-        targets["split"].to_numpy(),
+        rows,
+        splits,
         {name: predictions[name].to_numpy()[fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
         kind,
         predictions["y_hat"].to_numpy()[~fitted],
+        train_stop,
     )
 
 
@@ -402,7 +420,7 @@ def score_series(
         if ahead is not None and np.isfinite(ahead).all():  # the forecast table's rows with --forecast-model combined
             metadata["combined_forecast"] = [float(value) for value in ahead]
             metadata["combined_widths"] = [float(value) for value in combined_widths(config, data, combined)]
-    metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, others)
+    metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, others, data.train_stop)
     return metrics, metadata
 
 
@@ -439,6 +457,7 @@ def evaluate(
         store.read_table("window", window),
         store.read_table("predict", predictions),
         read_model_space(store, normalize).kind,
+        config.train_forecasts,
     )
     columns, metadata = score_series(config, data)
     metrics = pd.DataFrame(columns)
@@ -458,13 +477,15 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         predicted = own["predictions"]
         fitted = predicted["split"] != "forecast"
+        rows, splits, train_stop = scored_origins(own["window"]["row"], own["window"]["split"], config.train_forecasts)
         data = SeriesToEvaluate(
             own["series"]["y"],
-            own["window"]["row"],
-            own["window"]["split"],
+            rows,
+            splits,
             {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
             read_model_space(store, upstream["normalize"]).kind,
             predicted["y_hat"][~fitted],
+            train_stop,
         )
         columns, metadata = score_series(config, data, computed.get(key))
         tables.add(store, key, columns, metadata)
@@ -484,7 +505,8 @@ def statistical_ahead(work: ChunkWork) -> dict[str, Statistical]:
     done: dict[str, Statistical] = {}
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
-        done[key] = statistical_part(config, own["series"]["y"], own["window"]["row"], own["window"]["split"])
+        rows, splits, _ = scored_origins(own["window"]["row"], own["window"]["split"], config.train_forecasts)
+        done[key] = statistical_part(config, own["series"]["y"], rows, splits)
         return lambda: None  # the series' id stands in its work's key
 
     each_series_of_chunk(wanted, {name: EVALUATE_COLUMNS[name] for name in ("series", "window")}, one)

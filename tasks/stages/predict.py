@@ -1,4 +1,5 @@
-"""Stage 6, predict: the model's forecasts for every window, in original units, with intervals.
+"""Stage 6, predict: the model's forecasts for every window, in original units, with intervals (a large
+panel's series outside its sample skip the train split's windows: `ForecastConfig.train_forecasts`).
 
 Each forecast sits on its own target's row and timestamp, with `step` = how many steps
 ahead of its window it is (1 … horizon); these come from the model trained on the train
@@ -34,6 +35,7 @@ from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.networks import forward, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.windows import forecast_origins
 
 
 def predict_rows(
@@ -209,21 +211,28 @@ PREDICT_INPUTS = {"series": ("generate", ("ds", "y")), "window": ("window", ("ro
 
 
 def series_to_predict(
-    store: Store, upstream: dict[str, str], own: ChunkColumns | None = None, width: int = 0
+    store: Store,
+    upstream: dict[str, str],
+    own: ChunkColumns | None = None,
+    width: int = 0,
+    train_forecasts: bool = True,
 ) -> SeriesToPredict:
     """One series' data for predict, from its inputs' keys `upstream`: its inputs' columns `own` (as a chunk
-    reads them; read here when None) and `width` feature channels read from its normalize output."""
+    reads them; read here when None), `width` feature channels read from its normalize output, and the window
+    origins it forecasts (`forecast_origins`)."""
     if own is None:
         own = {
             name: store.read_own_columns(stage, upstream[name], columns, {})
             for name, (stage, columns) in PREDICT_INPUTS.items()
         }
     normalize = upstream["normalize"]
+    splits = np.asarray(own["window"]["split"], dtype=object)
+    kept = forecast_origins(splits, train_forecasts)
     return SeriesToPredict(
         pd.Series(own["series"]["ds"], name="ds"),
         own["series"]["y"],
-        np.asarray(own["window"]["row"]),
-        np.asarray(own["window"]["split"], dtype=object),
+        np.asarray(own["window"]["row"])[kept],
+        splits[kept],
         read_model_space(store, normalize),
         read_model_space(store, normalize, forecaster=True),
         read_features(store.read_table("normalize", normalize), width) if width else None,
@@ -245,7 +254,7 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     """Forecast every window and the steps after the end; returns the predict key."""
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
-    data = series_to_predict(store, upstream, width=feature_width(config))
+    data = series_to_predict(store, upstream, width=feature_width(config), train_forecasts=config.train_forecasts)
     saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
     # a long series' windows in blocks of at most a training split's bytes, not all at once
     block = local_window_cap(config.look_back, 1 + feature_width(config))
@@ -270,7 +279,7 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
     prepared: dict[str, tuple[SeriesToPredict, np.ndarray, np.ndarray]] = {}  # by the series' predict key
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
-        data = series_to_predict(store, upstream, own, feature_width(config))
+        data = series_to_predict(store, upstream, own, feature_width(config), config.train_forecasts)
         prepared[key] = (data, *data.inputs(config.look_back, config.patch))
         return lambda: None  # predict logs once the model has run
 
