@@ -269,7 +269,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
         "forecasts": result.get("forecasts"),
         "failed": failed["unique_id"].tolist(),
         "metrics": {},
-        "series": result["series"],
+        "series": dict(result["series"]),
     }
     from lstm_forecast.tasks.core.store import Store
 

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -359,6 +359,30 @@ async def forecast_panel(
 LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every one
 
 
+class SeriesDetails(Mapping[str, dict[str, Any]]):
+    """A panel run's details of each series (status, stages, artifacts), by id: a read-only mapping that is not
+    a dict. Prefect walks a flow's return value into every dict, list and model looking for futures, and
+    walks it again for each parent flow that returns it: for 10,000 series that took 2.7 s of the flow
+    process at the end of the run. It does not walk into this."""
+
+    __slots__ = ("_details",)
+
+    def __init__(self, details: dict[str, dict[str, Any]]) -> None:
+        self._details = details
+
+    def __getitem__(self, series_id: str) -> dict[str, Any]:
+        return self._details[series_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._details)
+
+    def __len__(self) -> int:
+        return len(self._details)
+
+    def __repr__(self) -> str:
+        return f"SeriesDetails({len(self._details)} series)"
+
+
 def chosen_scope(config: ForecastConfig, count: int) -> str:
     """`global` or `local`: the config's choice, or for `auto` global when there is more than one series."""
     return config.scope if config.scope != "auto" else "global" if count > 1 else "local"
@@ -463,7 +487,7 @@ async def forecast_many(
         "flow_run_id": str(flow_run.id),
         "scope": scope,
         "model": model,
-        "series": details,
+        "series": SeriesDetails(details),
         "summary": path,
         "forecasts": forecasts,
     }

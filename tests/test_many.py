@@ -551,6 +551,26 @@ def test_chunks_keep_every_slot_busy_within_their_bounds() -> None:
     assert chunks(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
 
 
+def test_a_panel_run_s_series_details_read_as_a_dict_but_prefect_does_not_walk_into_them() -> None:
+    from prefect.futures import resolve_futures_to_states
+    from prefect.utilities.collections import visit_collection
+
+    from lstm_forecast.flows.many import SeriesDetails
+
+    stages = {"train": {"key": "k", "status": "cached"}}
+    details = {f"s{n}": {"status": "completed", "stages": stages} for n in range(3)}
+    wrapped = SeriesDetails(details)
+    assert wrapped == details and dict(wrapped) == details and len(wrapped) == 3 and list(wrapped) == list(details)
+    assert json.loads(json.dumps(dict(wrapped))) == details  # the CLI's JSON output, as before
+    visited: list[Any] = []
+    visit_collection({"series": wrapped}, visit_fn=visited.append, return_data=False)
+    assert wrapped in visited and "s0" not in visited and "completed" not in visited
+    visited.clear()
+    visit_collection({"series": details}, visit_fn=visited.append, return_data=False)
+    assert "s0" in visited and "completed" in visited  # a plain dict is walked to its last string
+    assert resolve_futures_to_states({"series": wrapped})["series"] is wrapped
+
+
 def test_the_statistical_baselines_sample_is_fixed_by_ids_and_seed() -> None:
     from lstm_forecast.tasks.core.defaults import statistical_sample
 
