@@ -288,36 +288,24 @@ async def generate_and_size(
     own = {i: with_fields(config, series_id=i) for i in ids}
     generated = keep_failures(await runner.stage("generate", own, {}, digest))
     facts = {i: r["facts"] for i, r in generated.items()}
+    sized = {i: sized_config(own[i], facts[i]) for i in generated}  # once per series
     if not global_model:
-        return Sized(generated, {i: sized_config(own[i], facts[i]) for i in generated}, {})
-    shared = shared_settings(config, facts) if generated else {}
-    return Sized(generated, panel_configs(config, shared, facts), shared)
-
-
-def shared_settings(config: ForecastConfig, facts: dict[SeriesId, dict[str, Any]]) -> dict[str, Any]:
-    """The settings one network shares across the series whose `series_facts` are `facts` (by id)."""
-    sized = [sized_config(with_fields(config, series_id=i), own) for i, own in facts.items()]
-    return global_settings(config, sized, [int(own["points"]) for own in facts.values()])
+        return Sized(generated, sized, {})
+    shared = global_settings(config, list(sized.values()), [int(f["points"]) for f in facts.values()]) if sized else {}
+    return Sized(generated, panel_configs(config, shared, sized), shared)
 
 
 def panel_configs(
-    config: ForecastConfig, shared: dict[str, Any], facts: dict[SeriesId, dict[str, Any]]
+    config: ForecastConfig, shared: dict[str, Any], sized: dict[SeriesId, ForecastConfig]
 ) -> dict[SeriesId, ForecastConfig]:
-    """Each series' config in a global run (by id): the shared settings, then its own data-sized fields
-    from its `series_facts`; outside the sample (`statistical_sample`), naive baselines and no forecasts of
-    the train split's windows."""
-    sampled = statistical_sample([str(i) for i in facts], config.baseline_sample, config.seed)
-    return {i: sized_config(panel_config(config, shared, i, str(i) in sampled), own) for i, own in facts.items()}
-
-
-def panel_config(config: ForecastConfig, shared: dict[str, Any], series_id: SeriesId, sampled: bool) -> ForecastConfig:
-    """One series' config in a global run, before its own data-sized fields: the settings the network
-    shares and, outside the sample, naive baselines only and no forecasts of its train split's windows (their
-    in-sample fit: about four fifths of a short series' predictions, scored on no decision)."""
-    own: dict[str, Any] = {}
-    if not sampled:
-        own = {"train_forecasts": False} | ({} if shared.get("baselines") == "naive" else {"baselines": "naive"})
-    return with_fields(config, series_id=series_id, **(shared | own))
+    """Each series' config in a global run (by id), from its own `sized` config: the settings the network
+    shares over its own, and outside the sample (`statistical_sample`) naive baselines only and no forecasts of
+    its train split's windows (their in-sample fit: about four fifths of a short series' predictions, scored on
+    no decision). The shared settings replace every sized field that depends on another (look-back, patch,
+    training, baselines, calendar); those left (frequency, seasons, validation fraction) are the series' own."""
+    sampled = statistical_sample([str(i) for i in sized], config.baseline_sample, config.seed)
+    outside = {"train_forecasts": False} | ({} if shared.get("baselines") == "naive" else {"baselines": "naive"})
+    return {i: with_fields(own, **(shared | ({} if str(i) in sampled else outside))) for i, own in sized.items()}
 
 
 def announce(sized: Sized, global_model: bool) -> None:
