@@ -447,9 +447,17 @@ UNEXPECTED_FAILURE = {
 }
 
 
+# What `lstm-forecast --help` says before the commands (the module's docstring is for its readers).
+DESCRIPTION = (
+    "Turn a time series, or a panel of many in long format, into a trained Keras LSTM forecaster with Prefect: "
+    "generate, split, normalize, window, train, predict, evaluate and plot, each stage's output cached in the "
+    "store by its content. `lstm-forecast COMMAND --help` lists a command's options."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     set_environment_defaults()
-    args = build_parser(__doc__).parse_args(argv)
+    args = build_parser(DESCRIPTION).parse_args(argv)
     try:
         check_command_options(args)
         return COMMANDS[args.command](args)

@@ -106,6 +106,19 @@ def test_a_new_user_s_first_run_prints_no_library_chatter(
     assert "600 points, 0 to 59.9\n" in err  # not 59.900000000000006
 
 
+def test_the_top_level_help_says_what_the_tool_does_not_how_its_module_is_laid_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lstm_forecast.flows import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())  # as one line: argparse wraps the text
+    assert "Keras LSTM forecaster" in shown and "COMMAND --help" in shown
+    assert "run_flow" not in shown and "arguments.py" not in shown  # the module's docstring, for its readers
+
+
 @pytest.mark.parametrize("command", ["run", "retrain", "backtest", "tune", "serve", "models", "predict"])
 def test_every_command_s_help_prints_and_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     from lstm_forecast.flows.arguments import build_parser
