@@ -687,3 +687,40 @@ def test_series_too_short_to_be_scored_are_forecast_by_the_global_model_and_the_
     assert latest.returncode == 0, latest.stderr[-3000:]
     latest_table = pd.read_parquet(json.loads(latest.stdout.strip().splitlines()[-1])["forecast"])
     np.testing.assert_allclose(latest_table.query("unique_id == 'short'")["y_hat"], raised["y_hat"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"horizon": 13}, {"horizon": 1}, {"horizon": 24, "baseline_sample": 2}, {"horizon": 6, "ensemble": 3}],
+)
+def test_a_global_run_s_config_of_a_series_is_its_sizing_under_the_shared_settings(settings: dict[str, Any]) -> None:
+    """`panel_configs` lays the shared settings over each series' one sized config: the same config as sizing the
+    series again under them, as long as no sized field the shared settings leave depends on one they set."""
+    from lstm_forecast.flows.plan import panel_configs
+    from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+    from lstm_forecast.tasks.core.defaults import global_settings, series_facts, sized_config, statistical_sample
+
+    config = ForecastConfig(**settings)
+    rng = np.random.default_rng(0)
+    hours = pd.Series(pd.date_range("2024-01-01", periods=24 * 7 * 6, freq="h"))
+    weeks = pd.Series(pd.date_range("2015-01-04", periods=260, freq="W"))
+    step = np.arange(len(hours))
+    series = {  # hourly with daily and weekly cycles, weekly with a yearly one, numeric time without a cycle
+        "hourly": (hours, 50 + 10 * np.sin(2 * np.pi * step[: len(hours)] / 24) + rng.normal(size=len(hours))),
+        "weekly": (weeks, 100 + 20 * np.sin(2 * np.pi * step[:260] / 52) + rng.normal(size=260)),
+        "walk": (pd.Series(np.arange(300.0)), 10 + np.cumsum(rng.normal(size=300))),
+        "short": (pd.Series(np.arange(120.0)), 5 + rng.normal(size=120)),
+    }
+    facts = {i: series_facts(config, ds, y) for i, (ds, y) in series.items()}
+    sized = {i: sized_config(with_fields(config, series_id=i), own) for i, own in facts.items()}
+    shared = global_settings(config, list(sized.values()), [int(own["points"]) for own in facts.values()])
+    sampled = statistical_sample(list(facts), config.baseline_sample, config.seed)
+    outside = {"train_forecasts": False} | ({} if shared["baselines"] == "naive" else {"baselines": "naive"})
+    for series_id, own in panel_configs(config, shared, sized).items():
+        resized = sized_config(
+            with_fields(config, series_id=series_id, **(shared | ({} if series_id in sampled else outside))),
+            facts[series_id],
+        )
+        assert own.model_dump() == resized.model_dump(), series_id
+    if config.baseline_sample < len(facts):  # both kinds checked: series in the sample and outside it
+        assert 0 < len(sampled) < len(facts)
