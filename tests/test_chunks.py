@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_forecast.tasks.core.config import ForecastConfig
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.space import fit_model_space
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets
@@ -314,41 +314,76 @@ def test_cleaning_numbers_in_order_with_numpy_gives_what_the_general_cleaning_gi
     assert notes == expected_notes
 
 
-def test_a_global_model_trains_on_the_same_arrays_from_its_series_read_at_once(tmp_path: Path) -> None:
-    from lstm_forecast.tasks.core.space import read_model_space
-    from lstm_forecast.tasks.stages.train import MemberSeries, stacked_arrays
+def member_arrays(member: Any, config: ForecastConfig, split: str | None, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a global model trains on from one member series, built from its own arrays alone: the last `cap`
+    windows of `split` (None: every window, in the forecaster's space)."""
+    from lstm_forecast.tasks.core.embedding import training_rows, with_series_channel
+
+    space = member.full_space if split is None else member.space
+    z = space.encode(member.y)
+    rows = np.asarray(member.targets["row"])
+    rows = (rows if split is None else rows[np.asarray(member.targets["split"]) == split])[-cap:]
+    inputs = space.inputs(z, rows, config.look_back, config.patch, member.features)
+    if member.series_row:
+        own = member.series_row if split == "validation" else training_rows(member.series_row, len(rows), config.seed)
+        inputs = with_series_channel(inputs, own)
+    return inputs, space.targets(z, rows, config.horizon)
+
+
+@pytest.mark.parametrize("extras", ["none", "features and embedding"])
+def test_a_global_model_trains_on_each_series_windows_cut_at_once_from_its_series_read_at_once(
+    tmp_path: Path, extras: str
+) -> None:
+    from lstm_forecast.tasks.core.space import fit_model_space, read_model_space
+    from lstm_forecast.tasks.stages.train import MemberSeries, stacked_splits
 
     store = Store(tmp_path)
     config = ForecastConfig(horizon=2, look_back=8, patch=2, train_fraction=0.8, validation_fraction=0.2)
+    lengths = (80, 120, 97, 40)
     with store.batched():  # in a pack, as a panel's chunks write them
-        keys = [write_inputs(store, number, n, config) for number, n in enumerate((80, 120, 97))]
+        keys = [write_inputs(store, number, n, config) for number, n in enumerate(lengths)]
     values = store.read_columns("generate", [k["series"] for k in keys], ("y",))
     origins = store.read_columns("window", [k["window"] for k in keys], ("row", "split"))
-    members = {
-        "one by one": [
+    rng = np.random.default_rng(0)
+    members = []
+    for number, (k, n) in enumerate(zip(keys, lengths, strict=True)):
+        y = values[k["series"]]["y"]
+        # 'level' for the first two, then 'diff' and 'none': one member's windows must not depend on another's kind
+        kind = ("level", "level", "diff", "none")[number]
+        space = read_model_space(store, k["normalize"]) if kind == "level" else fit_model_space(y, n - 10, kind)
+        members.append(
             MemberSeries(
-                store.read_table("generate", k["series"])["y"].to_numpy(),
-                store.read_table("window", k["window"]),
-                read_model_space(store, k["normalize"]),
-                read_model_space(store, k["normalize"]),
-            )
-            for k in keys
-        ],
-        "at once": [
-            MemberSeries(
-                values[k["series"]]["y"],
+                y,
                 origins[k["window"]],
-                read_model_space(store, k["normalize"]),
-                read_model_space(store, k["normalize"]),
+                space,
+                read_model_space(store, k["normalize"], forecaster=True),
+                rng.normal(size=(n, 3)) if extras != "none" else None,
+                number + 1 if extras != "none" else 0,
             )
-            for k in keys
-        ],
-    }
-    for split_name in ("train", "validation", None):
-        for cap in (5, 1000):
-            (x, y), (x_at_once, y_at_once) = (stacked_arrays(m, config, split_name, cap) for m in members.values())
-            np.testing.assert_array_equal(x_at_once, x)
-            np.testing.assert_array_equal(y_at_once, y)
+        )
+    one_by_one = [  # the same members read one output at a time
+        MemberSeries(
+            store.read_table("generate", k["series"])["y"].to_numpy(),
+            store.read_table("window", k["window"]),
+            m.space,
+            m.full_space,
+            m.features,
+            m.series_row,
+        )
+        for k, m in zip(keys, members, strict=True)
+    ]
+    wide = with_fields(config, look_back=16, patch=4)  # a global look-back beyond the first origins: windows padded
+    assert min(int(np.asarray(m.targets["row"]).min()) for m in members) < wide.look_back
+    for cap in (5, 1000):
+        caps = {"train": cap, "validation": cap, None: cap}
+        at_once = stacked_splits(members, wide, caps)
+        assert stacked_splits(one_by_one, wide, caps).keys() == at_once.keys()
+        for split, (x, y) in stacked_splits(one_by_one, wide, caps).items():
+            parts = [member_arrays(m, wide, split, cap) for m in members]
+            np.testing.assert_array_equal(x, np.concatenate([inputs for inputs, _ in parts]))
+            np.testing.assert_array_equal(y, np.concatenate([targets for _, targets in parts]))
+            np.testing.assert_array_equal(at_once[split][0], x)
+            np.testing.assert_array_equal(at_once[split][1], y)
 
 
 def test_a_pack_is_the_same_file_as_when_each_output_was_labelled_before_they_were_put_together() -> None:

@@ -150,13 +150,22 @@ def test_global_settings_see_four_horizons_in_a_dozen_lstm_steps_and_share_one_n
 
 
 def test_a_global_model_on_a_full_window_budget_trains_for_a_bounded_number_of_optimizer_steps() -> None:
-    from lstm_forecast.tasks.core.defaults import GLOBAL_OPTIMIZER_STEPS, GLOBAL_WINDOW_BUDGET, global_settings
+    from lstm_forecast.tasks.core.defaults import (
+        GLOBAL_MAX_BATCH,
+        GLOBAL_OPTIMIZER_STEPS,
+        GLOBAL_WINDOW_BUDGET,
+        global_settings,
+    )
 
     base = with_fields(ForecastConfig(), horizon=13)
     many = [with_fields(base, look_back=32, season_length=1, seasons=())] * 2000
     shared = global_settings(base, many, [400] * 2000)  # 2,000 x 300 windows: the budget binds
     steps = math.ceil(GLOBAL_WINDOW_BUDGET / shared["batch_size"])
-    assert shared["batch_size"] == 256 and shared["epochs"] == math.ceil(GLOBAL_OPTIMIZER_STEPS / steps) < 60
+    assert shared["batch_size"] == GLOBAL_MAX_BATCH == 128  # one series' rule would take 256 here
+    assert shared["epochs"] == math.ceil(GLOBAL_OPTIMIZER_STEPS / steps) < 60
+    own = global_settings(with_fields(base, batch_size=512), many, [400] * 2000)
+    own_steps = math.ceil(GLOBAL_WINDOW_BUDGET / 512)  # a user's batch size stays theirs
+    assert own["batch_size"] == 512 and own["epochs"] == math.ceil(GLOBAL_OPTIMIZER_STEPS / own_steps)
     few = [with_fields(base, look_back=32, season_length=1, seasons=())] * 3
     assert global_settings(base, few, [400, 800, 1200])["epochs"] == 60  # short epochs: the usual rule
     assert global_settings(with_fields(base, epochs=40), many, [400] * 2000)["epochs"] == 40  # a user's own
