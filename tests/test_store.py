@@ -220,6 +220,34 @@ def test_a_batch_writes_one_pack_per_stage_and_every_output_reads_back_by_its_ow
         reread.read_table("generate", fingerprint("another"))
 
 
+def test_many_outputs_metadata_read_at_once_is_each_one_s_own_from_packs_files_and_the_batch(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    packed = [fingerprint("packed", number) for number in range(3)]
+    own, held, missing = fingerprint("own file"), fingerprint("held"), fingerprint("missing")
+    frame = pd.DataFrame({"y": [1.0, 2.0]})
+    with store.batched():
+        for key in packed:
+            store.write_table("normalize", key, frame, metadata={"key": key, "kind": "level"})
+    time.sleep(0.01)
+    with store.batched():  # a newer pack holds the first output again: its metadata wins
+        store.write_table("normalize", packed[0], frame, metadata={"key": packed[0], "kind": "diff"})
+    store.write_table("normalize", own, frame, metadata={"key": own})
+    store_module._pack_tables.clear()  # footers read from the files, not from a pack read whole before
+    wanted = [*packed, own]
+    with store.batched():
+        store.write_table("normalize", held, frame, metadata={"key": held})
+        at_once = store.read_metadata("normalize", [*wanted, held])
+        assert store.read_metadata("normalize", [*wanted, held], missing_ok=True).keys() == set(packed)
+        assert not store_module._pack_tables  # no pack's table was read for it
+        assert at_once == {key: store.read_table_metadata("normalize", key) for key in [*wanted, held]}
+        assert at_once[packed[0]]["kind"] == "diff" and at_once[packed[1]]["kind"] == "level"
+    at_once[packed[1]]["kind"] = "changed"  # a copy: the pack's footer is not changed through it
+    assert store.read_metadata("normalize", [packed[1]])[packed[1]]["kind"] == "level"
+    with pytest.raises(FileNotFoundError):
+        store.read_metadata("normalize", [packed[1], missing])
+    assert store.read_metadata("normalize", [packed[1], missing], missing_ok=True).keys() == {packed[1]}
+
+
 def test_a_batch_that_fails_writes_nothing_and_a_newer_pack_wins(tmp_path: Path) -> None:
     store = Store(tmp_path)
     key = fingerprint("one")

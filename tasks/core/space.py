@@ -327,5 +327,9 @@ def fit_model_space(
 def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:
     """The transform and scaler stored with a normalize output, fitted before the test split; or
     (`forecaster`) the same choices refitted on every row."""
-    metadata = store.read_table_metadata("normalize", normalize_key)
+    return stored_model_space(store.read_table_metadata("normalize", normalize_key), forecaster)
+
+
+def stored_model_space(metadata: dict[str, Any], forecaster: bool = False) -> ModelSpace:
+    """`read_model_space` from a normalize output's metadata already read (`Store.read_metadata`)."""
     return ModelSpace.from_dict(metadata["forecaster"] if forecaster else metadata)

@@ -37,7 +37,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.intervals import conformal_widths
-from lstm_forecast.tasks.core.space import read_model_space
+from lstm_forecast.tasks.core.space import read_model_space, stored_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import forecast_origins
 
@@ -483,7 +483,7 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
             rows,
             splits,
             {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
-            read_model_space(store, upstream["normalize"]).kind,
+            stored_model_space(own["normalize"]).kind,
             predicted["y_hat"][~fitted],
             train_stop,
         )
@@ -491,7 +491,7 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
         tables.add(store, key, columns, metadata)
         return lambda: log_metrics(pd.DataFrame(columns), metadata)
 
-    errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one)
+    errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one, described={"normalize": "normalize"})
     tables.write()  # one table of the chunk's series, not a table each
     return errors
 

@@ -33,7 +33,7 @@ from lstm_forecast.tasks.core.defaults import local_window_cap
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.networks import forward, load_saved
-from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
+from lstm_forecast.tasks.core.space import ModelSpace, stored_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import forecast_origins
 
@@ -226,6 +226,7 @@ def series_to_predict(
             for name, (stage, columns) in PREDICT_INPUTS.items()
         }
     normalize = upstream["normalize"]
+    described = own.get("normalize") or store.read_table_metadata("normalize", normalize)
     splits = np.asarray(own["window"]["split"], dtype=object)
     kept = forecast_origins(splits, train_forecasts)
     return SeriesToPredict(
@@ -233,8 +234,8 @@ def series_to_predict(
         own["series"]["y"],
         np.asarray(own["window"]["row"])[kept],
         splits[kept],
-        read_model_space(store, normalize),
-        read_model_space(store, normalize, forecaster=True),
+        stored_model_space(described),
+        stored_model_space(described, forecaster=True),
         read_features(store.read_table("normalize", normalize), width) if width else None,
     )
 
@@ -283,7 +284,7 @@ def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> lis
         prepared[key] = (data, *data.inputs(config.look_back, config.patch))
         return lambda: None  # predict logs once the model has run
 
-    errors = each_series_of_chunk(work, PREDICT_INPUTS, one)
+    errors = each_series_of_chunk(work, PREDICT_INPUTS, one, described={"normalize": "normalize"})
     by_model: dict[tuple[str, str], list[int]] = {}
     for index, (config, upstream, _) in enumerate(work):
         if errors[index] is not None:

@@ -44,7 +44,7 @@ from lstm_forecast.tasks.core.embedding import (
 from lstm_forecast.tasks.core.inference import network_arrays, save_network_arrays
 from lstm_forecast.tasks.core.members import member_layers
 from lstm_forecast.tasks.core.networks import import_keras
-from lstm_forecast.tasks.core.space import ModelSpace, read_model_space
+from lstm_forecast.tasks.core.space import ModelSpace, read_model_space, stored_model_space
 from lstm_forecast.tasks.core.store import (
     FORECASTER_ARRAYS_FILE,
     FORECASTER_FILE,
@@ -654,18 +654,19 @@ def train_global(
     channels = tuple(feature_columns(width))
     scaled = store.read_columns("normalize", normalize, channels) if width else {}
     rows = embedding_rows(series_ids) if config.series_embedding else {}
+    spaces = store.read_metadata("normalize", normalize)  # each pack's footer read once, not its table
     members = [
         MemberSeries(
             store.read_own_columns("generate", s, ("y",), values)["y"],
             store.read_own_columns("window", w, ("row", "split"), origins),
-            read_model_space(store, n),
-            read_model_space(store, n, forecaster=True),
+            stored_model_space(spaces[n]),
+            stored_model_space(spaces[n], forecaster=True),
             read_features(store.read_own_columns("normalize", n, channels, scaled), width) if width else None,
             series_row(rows, i) if rows else 0,
         )
         for s, n, w, i in zip(series, normalize, window, series_ids, strict=True)
     ]
-    del values, origins, scaled
+    del values, origins, scaled, spaces
     cap = window_cap([int(m.split_mask("train").sum()) for m in members])
     validation_cap = window_cap([int(m.split_mask("validation").sum()) for m in members], GLOBAL_VALIDATION_BUDGET)
     get_run_logger().info(

@@ -22,7 +22,7 @@ from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
-from lstm_forecast.tasks.core.space import read_model_space
+from lstm_forecast.tasks.core.space import read_model_space, stored_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import SPLIT_COLUMNS, window_target_columns, window_targets
 
@@ -62,13 +62,14 @@ def window_chunk(work: ChunkWork) -> list[Exception | None]:
     tables = ChunkTables("window")
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
-        offset = read_model_space(store, upstream["normalize"]).offset
+        offset = stored_model_space(own["normalize"]).offset
         ds = own["series"]["ds"]
         padded = config.scope == "global"
         columns = window_target_columns(ds, own["split"], config.look_back, config.horizon, offset, padded)
         tables.add(store, key, columns)
         return lambda: log_targets(pd.DataFrame(columns))
 
-    errors = each_series_of_chunk(work, {"series": ("generate", ("ds",)), "split": ("split", SPLIT_COLUMNS)}, one)
+    inputs = {"series": ("generate", ("ds",)), "split": ("split", SPLIT_COLUMNS)}
+    errors = each_series_of_chunk(work, inputs, one, described={"normalize": "normalize"})
     tables.write()  # one table of the chunk's series, not a table each
     return errors
