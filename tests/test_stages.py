@@ -309,6 +309,26 @@ def test_a_bad_value_is_named_by_its_own_data_row_even_in_one_series_of_a_long_f
         clean_series(long_series(table, rows, "unique_id", "b"), "ds", "y")
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["b", "a", "b", "c", "a", "a"],  # text, in order of first appearance
+        [7, 3, 7, 7, 10, 3],  # numbers: their text
+        ["x", None, "x", np.nan, "y", "y"],  # missing ids: the texts 'None' and 'nan'
+        [1, "1", 2, "2", 1, 1.5],  # values that read as the same text: one series each
+    ],
+)
+def test_a_long_file_s_rows_by_id_are_those_of_grouping_its_ids_as_text(ids: list) -> None:
+    from lstm_forecast.tasks.stages.generate import rows_by_id
+
+    column = pd.Series(ids, dtype=object)
+    expected = column.groupby(column.astype(str), sort=False).indices
+    found = rows_by_id(column)
+    assert list(found) == list(expected)
+    for text, positions in expected.items():
+        np.testing.assert_array_equal(found[text], positions)
+
+
 def test_values_whose_squares_would_overflow_are_refused_naming_the_column_and_row() -> None:
     from lstm_forecast.tasks.stages.generate import MAX_MAGNITUDE
 
