@@ -592,7 +592,7 @@ def stacked_splits(
     features: list[np.ndarray] = []
     rows: dict[str | None, list[np.ndarray]] = {split: [] for split in caps}
     series_rows: dict[str | None, list[np.ndarray]] = {split: [] for split in caps}
-    start = 0
+    start = 0  # where the member's pad begins in the values laid end to end
     for member in members:
         for full in spaces:
             space = member.full_space if full else member.space
@@ -621,7 +621,7 @@ def stacked_splits(
         full = split is None
         z, at = np.concatenate(values[full]), np.concatenate(rows[split])
         reference = np.concatenate(levels[full]) if relative else None
-        blocks = [at[start : start + WINDOW_BLOCK] for start in range(0, len(at), WINDOW_BLOCK)] or [at]
+        blocks = [at[first : first + WINDOW_BLOCK] for first in range(0, len(at), WINDOW_BLOCK)] or [at]
         inputs = np.concatenate(
             [window_inputs(z, block, look_back, config.patch, reference, channels) for block in blocks]
         )
