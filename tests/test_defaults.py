@@ -163,6 +163,8 @@ def test_a_global_model_on_a_full_window_budget_trains_for_a_bounded_number_of_o
     steps = math.ceil(GLOBAL_WINDOW_BUDGET / shared["batch_size"])
     assert shared["batch_size"] == GLOBAL_MAX_BATCH == 128  # one series' rule would take 256 here
     assert shared["epochs"] == math.ceil(GLOBAL_OPTIMIZER_STEPS / steps) < 60
+    mid = global_settings(base, many[:40], [400] * 40)  # 12,000 windows: 60 epochs of 256 stay under the budget
+    assert (mid["batch_size"], mid["epochs"]) == (256, 60)
     own = global_settings(with_fields(base, batch_size=512), many, [400] * 2000)
     own_steps = math.ceil(GLOBAL_WINDOW_BUDGET / 512)  # a user's batch size stays theirs
     assert own["batch_size"] == 512 and own["epochs"] == math.ceil(GLOBAL_OPTIMIZER_STEPS / own_steps)

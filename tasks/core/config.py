@@ -187,7 +187,7 @@ class ForecastConfig(BaseModel):
         ge=1,
         le=65_536,
         description="Windows per optimizer step; empty: about 1/30 of the training windows, 16 to 256 "
-        "(one model across series: to 128).",
+        "(one model across series, once its step budget binds: to 128).",
     )
     learning_rate: float = Field(0.005, gt=0, le=1, description="Adam learning rate.")
     patience: int | None = Field(

@@ -30,8 +30,8 @@ stages' keys and the model's metadata.
   least the horizon (every step ahead sees as much past, and known-future columns ride in the window);
   never more than a quarter of the rows before the validation split.
 - `patch`: 8 values per LSTM step from a look-back of 128, 4 from 64, else 1.
-- `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256 (a global model: to 128,
-  `GLOBAL_MAX_BATCH`).
+- `batch_size`: about 1/30 of the training windows, a power of two from 16 to 256 (a global model whose step
+  budget binds: to 128, `GLOBAL_MAX_BATCH`).
 - `epochs`: at least 60, or enough epochs for about 1,500 optimizer steps (up to 400); a global model
   trains for at most about 6,000 optimizer steps (`GLOBAL_OPTIMIZER_STEPS`).
 - `ensemble`: 5 networks averaged when there are fewer than 2,000 training windows, else 1.
@@ -91,10 +91,11 @@ GLOBAL_VALIDATION_BUDGET = 20_000
 # Weekly crops: 16 epochs against 33 early-stopped, sMAPE 6.882 against 6.869, training 47.9 s against 76.5 s;
 # M4 Weekly and M4 Hourly stop earlier on their own: benchmarks/README.md).
 GLOBAL_OPTIMIZER_STEPS = 6_000
-# A global model's batches hold at most this many windows. Its optimizer steps are budgeted, so the batch size sets
-# how many windows it reads: 6,000 steps of 128 windows read half of 256's, and forecast as well (10,000 M4 Weekly
-# crops: sMAPE 6.500 against 6.530, training 28.2 s against 41.0 s; M4 Weekly and M4 Hourly within their seeds'
-# spread: benchmarks/README.md). Smaller batches than 128 cost more per window and gained little more.
+# A global model whose optimizer-step budget binds trains in batches of at most this many windows: the batch size
+# then sets how many windows it reads, and 6,000 steps of 128 windows read half of 256's and forecast as well (10,000
+# M4 Weekly crops: sMAPE 6.500 against 6.530, training 28.2 s against 41.0 s; M4 Weekly and M4 Hourly within their
+# seeds' spread: benchmarks/README.md). Smaller batches than 128 cost more per window and gained little more. Where
+# the budget does not bind, smaller batches would only take more steps over the same windows.
 GLOBAL_MAX_BATCH = 128
 # A global model sees at least this many horizons of past (N-BEATS looks back 2 to 7 horizons): a series'
 # own look-back is sized for one step ahead.
@@ -357,8 +358,9 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     - `look_back`: the median of the series' own look-backs (a whole number of patches);
     - `baselines`: 'statistical' for 'auto' (AutoARIMA per series, no fixed-order ARIMA);
     - `batch_size`, `epochs`, `patience`, `ensemble`: the single-series rule on the windows the network
-      trains on (each series' most recent, at most `window_cap` from each), batches of at most
-      `GLOBAL_MAX_BATCH` windows, and at most `GLOBAL_OPTIMIZER_STEPS` optimizer steps' worth of epochs.
+      trains on (each series' most recent, at most `window_cap` from each), with at most
+      `GLOBAL_OPTIMIZER_STEPS` optimizer steps' worth of epochs, in batches of at most `GLOBAL_MAX_BATCH` windows
+      where that budget binds.
     Seasons, `season_length`, `freq` and `validation_fraction` stay each series' own.
     """
     fields: dict[str, Any] = {"transform": "level" if config.transform == "auto" else config.transform}
@@ -373,7 +375,10 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     ]
     cap = window_cap(windows)
     trained_windows = int(np.minimum(windows, cap).sum())
-    training = training_settings(config, trained_windows, GLOBAL_MAX_BATCH)
+    training = training_settings(config, trained_windows)
+    steps = math.ceil(trained_windows / training["batch_size"])
+    if config.epochs is None and training["epochs"] * steps > GLOBAL_OPTIMIZER_STEPS:  # the step budget binds
+        training = training_settings(config, trained_windows, GLOBAL_MAX_BATCH)
     if config.epochs is None:
         steps = math.ceil(trained_windows / training["batch_size"])
         training["epochs"] = min(training["epochs"], max(1, math.ceil(GLOBAL_OPTIMIZER_STEPS / steps)))
