@@ -376,10 +376,9 @@ def global_settings(config: ForecastConfig, sized: list[ForecastConfig], lengths
     cap = window_cap(windows)
     trained_windows = int(np.minimum(windows, cap).sum())
     training = training_settings(config, trained_windows)
-    steps = math.ceil(trained_windows / training["batch_size"])
-    if config.epochs is None and training["epochs"] * steps > GLOBAL_OPTIMIZER_STEPS:  # the step budget binds
-        training = training_settings(config, trained_windows, GLOBAL_MAX_BATCH)
     if config.epochs is None:
+        if training["epochs"] * math.ceil(trained_windows / training["batch_size"]) > GLOBAL_OPTIMIZER_STEPS:
+            training = training_settings(config, trained_windows, GLOBAL_MAX_BATCH)  # the step budget binds
         steps = math.ceil(trained_windows / training["batch_size"])
         training["epochs"] = min(training["epochs"], max(1, math.ceil(GLOBAL_OPTIMIZER_STEPS / steps)))
     ensemble = config.ensemble or GLOBAL_ENSEMBLE
