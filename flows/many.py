@@ -128,7 +128,7 @@ def stage_of_chunk(
     store = Store(next(iter(configs.values())).artifacts_dir)
     if (run_chunk := stage_chunk_function(stage)) is not None:
         with store.batched():
-            return run_whole_chunk(stage, run_chunk, configs, stages, ahead or {})
+            return run_whole_chunk(stage, run_chunk, configs, stages, store, ahead or {}, digest)
     results: dict[str, SeriesResult] = {}
     with store.batched(), quiet_after_first() as next_series:
         for series_id, config in configs.items():
@@ -144,31 +144,40 @@ def stage_of_chunk(
 
 def run_whole_chunk(
     stage: str,
-    run_chunk: Callable[..., list[Exception | None]],
+    run_chunk: Callable[..., list[Any]],
     configs: dict[str, ForecastConfig],
     stages: dict,
+    store: Store,
     ahead: dict[str, Any],
+    digest: str | None = None,
 ) -> dict[str, SeriesResult]:
     """Stage `stage` of each series of a chunk by its chunk function (`Stage.chunk`), for the series whose
-    output is not in the store already; it also takes what was computed `ahead` for them, if anything."""
+    output is not in `store` already; it also takes what was computed `ahead` for them, if anything. The
+    stage that reads the input (`digest`: its file's, if known) returns each series' key and facts."""
     results: dict[str, SeriesResult] = {}
     pending: list[tuple[str, Stages, tuple[ForecastConfig, dict[str, str], str]]] = []
     for series_id, config in configs.items():
         own = dict(stages.get(series_id, {}))
         try:
-            upstream, planned, output = planned_inline(stage, config, own)
+            upstream, planned, output = planned_inline(stage, config, own, digest)
+            if output is not None:
+                results[series_id] = series_result(
+                    stage, config, own | {stage: {"key": output, "status": "cached"}}, store
+                )
+            else:
+                pending.append((series_id, own, (config, upstream, str(planned))))
         except Exception as error:  # one series failing must not stop the others
             results[series_id] = failed_result(error)
-            continue
-        if output is not None:
-            results[series_id] = {"stages": own | {stage: {"key": output, "status": "cached"}}}
-        else:
-            pending.append((series_id, own, (config, upstream, str(planned))))
     handed = {"ahead": [ahead.get(series_id) for series_id, _, _ in pending]} if ahead else {}
-    errors = run_chunk([work for _, _, work in pending], **handed) if pending else []
-    for (series_id, own, (_, _, planned)), error in zip(pending, errors, strict=True):
-        done = {"key": planned, "status": "computed"}
-        results[series_id] = failed_result(error) if error else {"stages": own | {stage: done}}
+    outcomes = run_chunk([work for _, _, work in pending], **handed) if pending else []
+    for (series_id, own, (_, _, planned)), outcome in zip(pending, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            results[series_id] = failed_result(outcome)
+            continue
+        key, facts = outcome if outcome is not None else (planned, None)
+        results[series_id] = {"stages": own | {stage: {"key": key, "status": "computed"}}}
+        if facts is not None:
+            results[series_id]["facts"] = facts
     return {i: results[i] for i in configs}  # in the chunk's order
 
 

@@ -503,3 +503,87 @@ def test_predict_chunk_writes_the_tables_of_predict_run_per_series_and_a_series_
         # one forward pass over every series' windows: float32 sums in other batches, the last digits may differ
         pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-6)
         assert list(written.columns) == ["ds", "y", "y_hat", "y_lo", "y_hi", "split", "step"]
+
+
+@pytest.mark.parametrize("kind", ["parquet, numeric time", "parquet, timestamps", "csv, dates as text"])
+def test_generate_chunk_writes_the_series_keys_and_facts_of_generate_run_per_series(tmp_path: Path, kind: str) -> None:
+    from lstm_forecast.tasks.core.caching import stored_output
+    from lstm_forecast.tasks.core.defaults import stored_facts
+    from lstm_forecast.tasks.stages.generate import clean_chunk_columns, generate, generate_chunk
+
+    def weekly(number: int, n: int) -> pd.DataFrame:
+        series = panel_series(number, n)
+        if kind != "parquet, numeric time":
+            series["ds"] = pd.date_range("2019-01-06", periods=n, freq="W").to_numpy()
+        return series
+
+    gapped = weekly(6, 70).drop(index=[20, 21])  # a gap: kept, and noted
+    unsorted = weekly(2, 60).iloc[::-1]
+    repeated = pd.concat([weekly(3, 60), weekly(3, 60).iloc[[10]]])
+    missing = weekly(4, 60)
+    missing.loc[5, "y"] = np.nan
+    parts = {
+        "plain": weekly(0, 80),
+        "other": weekly(1, 64),
+        "gapped": gapped,
+        "unsorted": unsorted,  # sorted, and noted
+        "repeated": repeated,  # refused (duplicate_policy 'error')
+        "missing": missing,  # interpolated
+        "too short": weekly(5, 9),
+    }
+    table = pd.concat([part.assign(unique_id=name) for name, part in parts.items()], ignore_index=True)
+    if kind.startswith("csv"):
+        path = tmp_path / "panel.csv"
+        table.assign(ds=table["ds"].dt.strftime("%Y-%m-%d")).to_csv(path, index=False)
+    else:
+        path = tmp_path / "panel.parquet"
+        table.to_parquet(path)
+    names = [*parts, "not in the file"]
+    outcomes: dict[str, dict[str, Any]] = {}
+    for way in ("one-by-one", "chunk"):
+        store = Store(tmp_path / way)
+        configs = {
+            name: ForecastConfig(
+                input=str(path), series_id=name, horizon=4, scope="global", artifacts_dir=str(store.root)
+            )
+            for name in names
+        }
+        work = [(config, {}, str(stored_output("generate", config, {})[0])) for config in configs.values()]
+        with store.batched():
+            if way == "chunk":
+                found = generate_chunk(work)
+                plain = [work[i][0].series_id for indices, _, _ in clean_chunk_columns(work) for i in indices]
+            else:
+                found = []
+                for config in configs.values():
+                    try:
+                        key = generate.fn(config)
+                        found.append((key, stored_facts(config, store, key)))
+                    except Exception as error:
+                        found.append(error)
+        outcomes[way] = {
+            name: outcome if isinstance(outcome, tuple) else str(outcome)
+            for name, outcome in zip(names, found, strict=True)
+        }
+        for name, outcome in outcomes[way].items():
+            if isinstance(outcome, tuple):
+                key = outcome[0]
+                assert store.read_source(work[names.index(name)][2]) == key
+                outcomes[way][name] += (store.read_table("generate", key), store.read_table_metadata("generate", key))
+    # the series that need no cleaning took the chunk's way (one of them too short); the rest were cleaned one by one
+    assert plain == ["plain", "other", "gapped", "too short"]
+    assert list(outcomes["chunk"]) == list(outcomes["one-by-one"])
+    for name, expected in outcomes["one-by-one"].items():
+        written = outcomes["chunk"][name]
+        if isinstance(expected, str):
+            assert written == expected, name
+            continue
+        assert written[:2] == expected[:2], name  # key and facts
+        pd.testing.assert_frame_equal(written[2], expected[2], check_exact=True)
+        assert written[3] == expected[3]
+    assert {n for n, o in outcomes["chunk"].items() if isinstance(o, str)} == {
+        "repeated",
+        "too short",
+        "not in the file",
+    }
+    assert len(list((tmp_path / "chunk" / "generate").rglob("*.parquet"))) == 2  # packs: the chunk's, the others'

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
@@ -228,11 +229,14 @@ def facts_basis(config: ForecastConfig) -> dict[str, Any]:
     return {"freq": config.freq, "seasons_given": config.seasons is not None, "train_fraction": config.train_fraction}
 
 
-def series_facts(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> dict[str, Any]:
+def series_facts(
+    config: ForecastConfig, ds: pd.Series, y: np.ndarray, inferred: str | None | EllipsisType = ...
+) -> dict[str, Any]:
     """What the data-sized settings read from the series `ds` (n,), `y` (n,): its length, its frequency, the
     seasons its training part confirms and (when it confirms none) its autocorrelation's season. The
     one costly part of sizing (autocorrelations, the frequency's inference), computed once per series and
     stored with it by `generate` (JSON: plain numbers, strings and lists); `sized_config` does the rest.
+    `inferred`: what `infer_frequency(ds)` gives, when the caller has it already.
 
     Raises:
         TooShortError: the series is too short for the config's split and horizon.
@@ -240,7 +244,7 @@ def series_facts(config: ForecastConfig, ds: pd.Series, y: np.ndarray) -> dict[s
     y = np.asarray(y, dtype="float64")
     check_long_enough(len(y), config)
     train_y = y[: split_starts(len(y), config.train_fraction)[1]]
-    freq = config.freq or infer_frequency(ds)
+    freq = config.freq or (infer_frequency(ds) if inferred is ... else inferred)
     if freq is not None:
         calendar = confirmed_seasons(train_y, calendar_seasons(freq))
     else:  # no calendar: the cycles the autocorrelation confirms, unless the user set the seasons

@@ -29,7 +29,8 @@ class Stage:
         output: what it writes.
         chunk: `module:function` that runs it for many series at once, where that is faster than one
             by one (one batched model call, inputs read once per chunk): it takes `(config, inputs' keys,
-            key)` per series and returns each one's error or None. Empty: a chunk runs the task's function per series.
+            key)` per series and returns each one's error or None (the stage that reads the input: its error, or
+            its output's key and `series_facts`). Empty: a chunk runs the task's function per series.
         ahead: `module:function` for the part of it that reads no model, which a global run computes on its
             cluster while the network trains: it takes `(config, inputs' keys so far, series id)` per series
             and returns its results by id, which the chunk function then takes (`ahead=`, per series).
@@ -66,7 +67,13 @@ _STAGES = "lstm_forecast.tasks.stages"
 # baselines fitted in the series' own unit (its fit part's mean absolute value). train 11: a network of its own
 # trains on at most `LOCAL_WINDOW_BYTES` of windows per split.
 STAGE_TABLE: tuple[Stage, ...] = (
-    Stage("generate", f"{_STAGES}.generate:generate", reads_input=True, version=2),
+    Stage(
+        "generate",
+        f"{_STAGES}.generate:generate",
+        reads_input=True,
+        version=2,
+        chunk=f"{_STAGES}.generate:generate_chunk",
+    ),
     Stage(
         "split",
         f"{_STAGES}.split:split",

@@ -52,7 +52,7 @@ import tempfile
 import time
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +132,14 @@ def bytes_digest(data: bytes) -> str:
 
 def frame_digest(frame: pd.DataFrame) -> str:
     """SHA-256 (hex) of a table's column names, dtypes and values, row order included."""
+    return columns_digest((name, column.to_numpy()) for name, column in frame.items())
+
+
+def columns_digest(columns: Iterable[tuple[Any, np.ndarray]]) -> str:
+    """`frame_digest` of the table of these columns, (name, values) in order, without making the table."""
     digest = hashlib.sha256()
-    for name, column in frame.items():
-        values = np.ascontiguousarray(column.to_numpy())
+    for name, column in columns:
+        values = np.ascontiguousarray(column)
         digest.update(f"{name}:{values.dtype}:{len(values)};".encode())
         digest.update(values.tobytes() if values.dtype != object else json.dumps(values.tolist(), default=str).encode())
     return digest.hexdigest()

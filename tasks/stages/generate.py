@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,15 @@ from lstm_forecast.tasks.core.covariates import fit_covariate_space
 from lstm_forecast.tasks.core.errors import InputError, quoted
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import fit_minmax
-from lstm_forecast.tasks.core.store import Store, bytes_digest, frame_digest, stage_key
+from lstm_forecast.tasks.core.store import (
+    ChunkTables,
+    ChunkWork,
+    Store,
+    bytes_digest,
+    columns_digest,
+    frame_digest,
+    stage_key,
+)
 from lstm_forecast.tasks.core.windows import origin_ranges, split_rows
 
 TIME, VALUE = "ds", "y"
@@ -234,10 +243,15 @@ def clean_numbers(raw: pd.DataFrame, time_column: str, value_column: str) -> tup
     if not (within and (ds[1:] > ds[:-1]).all()):
         return None
     series = pd.DataFrame({TIME: ds, VALUE: y})
-    irregular = time_gaps(series[TIME], None)  # numeric time has no calendar frequency
-    return series, [
-        f"{irregular} step(s) differ from the usual time step: gaps are kept, not filled"
-    ] if irregular else []
+    return series, gap_notes(series[TIME], None)  # numeric time has no calendar frequency
+
+
+def gap_notes(ds: pd.Series, freq: str | None) -> list[str]:
+    """The note on a cleaned series' times (n,) whose steps are not all one `freq` step (or, without one, the
+    usual step): gaps are kept."""
+    irregular = time_gaps(ds, freq)
+    every = f"one {freq} step" if freq else "the usual time step"
+    return [f"{irregular} step(s) differ from {every}: gaps are kept, not filled"] if irregular else []
 
 
 def as_numbers(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -308,12 +322,7 @@ def clean_any(
     if series[VALUE].isna().all() or len(series) == 0:
         raise InputError("the input has no values", "pass a file with at least a few hundred rows")
 
-    freq = infer_frequency(series[TIME])
-    irregular = time_gaps(series[TIME], freq)
-    if irregular:
-        every = f"one {freq} step" if freq else "the usual time step"
-        notes.append(f"{irregular} step(s) differ from {every}: gaps are kept, not filled")
-    return series, notes
+    return series, notes + gap_notes(series[TIME], infer_frequency(series[TIME]))
 
 
 def with_covariates(
@@ -380,11 +389,7 @@ def check_series_fits(
 ) -> dict[str, Any]:
     """Refuse, before anything is written, a series this config cannot split, window or scale; returns its
     `series_facts` (what its data-sized settings read from it)."""
-    from lstm_forecast.tasks.core.defaults import series_facts, sized_config
-
-    facts = series_facts(config, series["ds"], series["y"].to_numpy())
-    config = sized_config(config, facts)
-    bounds = split_rows(len(series), config.train_fraction, config.validation_fraction)
+    facts, config, bounds = sized_split(config, series["ds"], series["y"].to_numpy())
     if config.future_columns and (future is None or len(future) < config.horizon):
         given = 0 if future is None else len(future)
         raise InputError(
@@ -409,16 +414,29 @@ def check_series_fits(
             config.horizon,
             allow_constant=config.scope == "global",
         )
-    origin_ranges(  # every split keeps a window origin
-        len(series),
-        bounds,
-        config.look_back,
-        config.horizon,
-        int(config.transform == "diff"),
-        padded=config.scope == "global",
-    )
-    fit_minmax(series["y"].to_numpy()[: int(bounds["start"][-1])])
+    check_windows_fit(series["y"].to_numpy(), config, bounds)
     return facts
+
+
+def sized_split(
+    config: ForecastConfig, ds: pd.Series, y: np.ndarray, inferred: str | None | EllipsisType = ...
+) -> tuple[dict[str, Any], ForecastConfig, dict[str, Any]]:
+    """A series' `series_facts` (`inferred`: its inferred frequency, when known), the config sized by them and
+    its split rows (`split_rows`)."""
+    from lstm_forecast.tasks.core.defaults import series_facts, sized_config
+
+    facts = series_facts(config, ds, y, inferred)
+    config = sized_config(config, facts)
+    return facts, config, split_rows(len(y), config.train_fraction, config.validation_fraction)
+
+
+def check_windows_fit(y: np.ndarray, config: ForecastConfig, bounds: dict[str, Any]) -> None:
+    """Refuse a series' values `y` (n,) of which a split would keep no window origin, or whose training part
+    cannot be scaled (`config`: sized; `bounds`: its split rows)."""
+    origin_ranges(
+        len(y), bounds, config.look_back, config.horizon, int(config.transform == "diff"), config.scope == "global"
+    )
+    fit_minmax(y[: int(bounds["start"][-1])])
 
 
 # The largest magnitude an input value may have. The pipeline squares differences of values (RMSE, variances,
@@ -684,3 +702,121 @@ def generate(config: ForecastConfig) -> str:
         "%s: %d points, %s to %s", name, len(series), time_text(series[TIME].iloc[0]), time_text(series[TIME].iloc[-1])
     )
     return key
+
+
+def generate_chunk(work: ChunkWork) -> list[Exception | tuple[str, dict[str, Any]]]:
+    """`generate` of many series at once, each `(config, {}, the key of its input and settings)`. The series of
+    a long-format file that need no cleaning (numeric values, times in order, nothing missing) are read from
+    the file's table and checked as arrays for the whole chunk, their times parsed at once; the others, and a
+    built-in or single-series input, as `generate` reads them. Returns, per series, the error it failed with,
+    or its output's key and `series_facts`."""
+    outcomes: list[Exception | tuple[str, dict[str, Any]] | None] = [None] * len(work)
+    tables = ChunkTables("generate")
+    first = True
+    for indices, digest, columns in clean_chunk_columns(work):
+        for index, (ds, y) in zip(indices, columns, strict=True):
+            config = work[index][0]
+            try:
+                source_key = stage_key("generate", config, {}, extra=digest)  # as `generate` keys it
+                outcomes[index] = generated_series(config, source_key, ds, y, tables, first)
+                first = False
+            except Exception as error:  # reported per series: it fails alone
+                outcomes[index] = error
+    tables.write()
+    from lstm_forecast.tasks.core.defaults import stored_facts
+
+    for index, outcome in enumerate(outcomes):  # the rest, one by one: they are cleaned (or refused) as they come
+        if outcome is None:
+            config = work[index][0]
+            try:
+                key = generate.fn(config)
+                outcomes[index] = key, stored_facts(config, Store(config.artifacts_dir), key)
+            except Exception as error:
+                outcomes[index] = error
+    return cast(list[Exception | tuple[str, dict[str, Any]]], outcomes)
+
+
+def clean_chunk_columns(work: ChunkWork) -> Iterator[tuple[list[int], str, list[tuple[pd.Series, np.ndarray]]]]:
+    """The series of a chunk that need no cleaning, by long-format file: their positions in `work`, the file's
+    digest, and each one's times (a Series) and values (n,), as `clean_series` would give them."""
+    by_file: dict[tuple[str, str, str, str], list[int]] = {}
+    for index, (config, _, _) in enumerate(work):
+        plain = config.series_end is None and config.series_keep >= 1 and not covariate_columns(config)
+        if config.input and config.series_id is not None and plain:
+            by_file.setdefault((config.input, config.id_column, config.time_column, config.value_column), []).append(
+                index
+            )
+    for (path, id_column, time_column, value_column), indices in by_file.items():
+        try:
+            digest, table, rows = long_input(path, id_column)
+        except (InputError, OSError):
+            continue  # each series reports it on its own
+        if time_column not in table or value_column not in table:
+            continue
+        present = [i for i in indices if work[i][0].series_id in rows]
+        positions = [rows[work[i][0].series_id] for i in present]
+        found = plain_columns(table[time_column], table[value_column], positions) if present else None
+        if found is not None:
+            ds, y, bounds, plain = found
+            kept = np.flatnonzero(plain)
+            series = [(pd.Series(ds[bounds[i] : bounds[i + 1]]), y[bounds[i] : bounds[i + 1]]) for i in kept]
+            yield [present[i] for i in kept], digest, series
+
+
+def plain_columns(
+    time: pd.Series, value: pd.Series, positions: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The times and values of many series of a long table (their rows `positions`, each ascending) as
+    `clean_series` reads them: (times, values, each series' row bounds in them (count + 1,), whether each series
+    needs no cleaning: numbers within ±`MAX_MAGNITUDE`, times strictly increasing). None when the chunk's times
+    do not all read as one kind: numbers, or dates with no number among them."""
+    rows = np.concatenate(positions)
+    bounds = np.concatenate([[0], np.cumsum([len(p) for p in positions])])
+    time, value = time.take(rows), value.take(rows)
+    numeric_time = isinstance(time.dtype, np.dtype) and time.dtype.kind in "iuf"
+    if numeric_time:
+        ds = time.to_numpy(dtype="float64")
+        fine = np.abs(ds) <= MAX_MAGNITUDE
+    else:
+        dated = pd.api.types.is_datetime64_any_dtype(time)
+        if not dated and (not isinstance(time.dtype, np.dtype) or pd.to_numeric(time, errors="coerce").notna().any()):
+            return None  # numbers among other values, or an unusual kind: each series is read on its own
+        try:
+            ds = _parse_times(time, str(time.name)).to_numpy()
+        except InputError:
+            return None
+        fine = ~pd.isna(ds)
+    values, non_numeric = as_numbers(value)
+    y = values.to_numpy(dtype="float64")
+    unordered = np.r_[False, ~(ds[1:] > ds[:-1])]  # NaN and NaT compare False
+    unordered[bounds[:-1]] = False  # a series' first row has no step before it
+    bad = ~fine | non_numeric | ~(np.abs(y) <= MAX_MAGNITUDE) | unordered  # NaN values: missing, cleaned by policy
+    return ds, y, bounds, np.add.reduceat(bad, bounds[:-1]) == 0
+
+
+def generated_series(
+    config: ForecastConfig,
+    source_key: str,
+    ds: pd.Series,
+    y: np.ndarray,
+    tables: ChunkTables,
+    logs: bool,
+) -> tuple[str, dict[str, Any]]:
+    """`generate` of one series of a long-format file that needs no cleaning, given its times `ds` and values
+    `y` (n,): checked, keyed by its values and added to the chunk's `tables` (unless stored already); its source
+    recorded under `source_key`. Returns its key and facts."""
+    store = Store(config.artifacts_dir)
+    freq = infer_frequency(ds)
+    log_input_notes(stage_logger(), str(config.input), config.series_id, gap_notes(ds, freq))
+    facts, sized, bounds = sized_split(config, ds, y, freq)
+    check_windows_fit(y, sized, bounds)
+    columns = {TIME: ds.to_numpy(), VALUE: y}
+    key = stage_key("generate", config, {}, extra=f"series {columns_digest(columns.items())}")
+    if not store.is_complete("generate", key):  # its id is in its key: no other series of the chunk has it
+        tables.add(store, key, columns, {"input": str(config.input), "series_id": config.series_id, "facts": facts})
+    store.write_source(source_key, key)
+    if logs:
+        stage_logger().info(
+            "series %r: %d points, %s to %s", config.series_id, len(y), time_text(ds.iloc[0]), time_text(ds.iloc[-1])
+        )
+    return key, facts
