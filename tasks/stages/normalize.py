@@ -32,7 +32,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns, h
 from lstm_forecast.tasks.core.covariates import CovariateSpace, config_features, describe, feature_columns
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
-from lstm_forecast.tasks.core.store import ChunkColumns, ChunkWork, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import test_start, train_stop
 
 
@@ -61,7 +61,7 @@ def normalize(config: ForecastConfig, series: str, split: str, key: str) -> str:
     future = store.future_values(series) if config.future_columns else None
     columns = {name: frame[name].to_numpy() for name in frame.columns}
     scaled, metadata = normalized_series(config, columns, fit_stop, future, season_stop)
-    store.write_table("normalize", key, scaled, metadata=metadata)
+    store.write_table("normalize", key, pd.DataFrame(scaled), metadata=metadata)
     log_model_space(fit_stop, metadata)
     return key
 
@@ -92,8 +92,9 @@ def normalized_series(
     fit_stop: int,
     future: dict[str, list] | None = None,
     season_stop: int | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One series' `ds, y` with `y_scaled` (model space) added, and the metadata normalize stores with it: its
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One series' columns `ds, y` with `y_scaled` (model space) added (n,) each, and the metadata normalize stores
+    with it: its
     model space fitted on rows `[0, fit_stop)` (the rows before the test split; its seasonal profiles on rows
     `[0, season_stop)`, `season_stop_for`, then refitted once a cycle), and the forecaster's, the same choices
     refitted on every row (seasonal profiles up to the last cycle). With features (`has_features`) the table
@@ -107,11 +108,11 @@ def normalized_series(
     smooth = smooth_level(config)
     space = fit_model_space(y, fit_stop, config.transform, tuple(config.seasons or ()), config.log, smooth, season_stop)
     full_space = fit_model_space(y, len(y), space.kind, space.seasons, "yes" if space.log else "no", smooth)
-    scaled = pd.DataFrame({"ds": ds, "y": y, "y_scaled": space.encode(y)})
+    scaled = {"ds": np.asarray(ds), "y": y, "y_scaled": space.encode(y)}
     metadata = space.to_dict() | {"forecaster": full_space.to_dict()}
     if has_features(config):
         features, covariates = config_features(config, frame, fit_stop, future)
-        scaled = pd.concat([scaled, pd.DataFrame(features, columns=feature_columns(covariates.width))], axis=1)
+        scaled |= dict(zip(feature_columns(covariates.width), np.asarray(features).T, strict=True))
         metadata["covariates"] = covariates.to_dict()
     return scaled, metadata
 
@@ -136,16 +137,20 @@ def normalize_chunk(work: ChunkWork) -> list[Exception | None]:
     """`normalize` of many series at once, each `(config, its inputs' keys, its key)`: their values and splits
     read once for the chunk. Returns, per series, None or the error it failed with (it fails alone)."""
 
+    tables = ChunkTables("normalize")
+
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         series, bounds = own["series"], own["split"]
         fit_stop = test_start(bounds["split"], bounds["start"])
         season_stop = season_stop_for(config, fit_stop, train_stop(bounds["split"], bounds["start"]))
         future = store.future_values(upstream["series"]) if config.future_columns else None
         scaled, metadata = normalized_series(config, series, fit_stop, future, season_stop)
-        store.write_table("normalize", key, scaled, metadata=metadata)
+        tables.add(store, key, scaled, metadata)
         return lambda: log_model_space(fit_stop, metadata)
 
     covariates = covariate_columns(work[0][0]) if work else ()  # one panel, one set
-    return each_series_of_chunk(
+    errors = each_series_of_chunk(
         work, {"series": ("generate", ("ds", "y", *covariates)), "split": ("split", ("split", "start"))}, one
     )
+    tables.write()  # one table of the chunk's series (per column layout), not a table each
+    return errors
