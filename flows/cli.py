@@ -17,6 +17,7 @@ from lstm_forecast.flows.runtime import (
     check_prefect_server,
     ctrl_c_stops_the_flow,
     exit_now,
+    prefect_server_known,
     prepare_runtime,
     set_environment_defaults,
 )
@@ -219,6 +220,10 @@ PRINTED_FAILURES = 5  # ... and names this many failed series
 
 def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_ids: list[str]) -> int:
     """A long-format input: one pipeline per series, on Dask when asked; exit 1 if any series failed."""
+    if args.workers and not args.dask_address and prefect_server_known():
+        from lstm_forecast.flows.cluster import start_local_cluster
+
+        start_local_cluster(args.workers)  # its workers start while this process gets the run ready
     from lstm_forecast.flows.many import chosen_scope, forecast_many
     from lstm_forecast.flows.retrain import retrain
 

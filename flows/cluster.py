@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import ipaddress
 import logging
 import socket
@@ -125,20 +127,54 @@ def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def dask_task_runner(address: str | None, workers: int | None) -> Any:
-    """A `DaskTaskRunner` for an existing scheduler or `workers` local processes; None for neither."""
+    """A `DaskTaskRunner` for an existing scheduler or `workers` local processes (those `start_local_cluster`
+    started, if it did); None for neither."""
     if address is None and workers is None:
         return None
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers} is not a positive number", "pass --workers 1 or more")
     if address is not None:
         check_scheduler_reachable(address)
-    import dask
     from prefect_dask import DaskTaskRunner
 
-    dask.config.set(NO_PROFILER)
-    # Dask's own INFO lines (about 35 a run: nannies, workers, comms) and, at shutdown, a closed comm's
-    # traceback logged at INFO would end a successful run's stderr; its warnings and errors still show.
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    configure_dask()
+    if address is None and workers in _starting:
+        address = _starting.pop(workers).result().scheduler_address
     if address is not None:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers))
+
+
+def configure_dask() -> None:
+    """Dask's settings for this project's clusters (no profiler), and its logs at warnings: its own INFO lines
+    (about 35 a run: nannies, workers, comms) and, at shutdown, a closed comm's traceback logged at INFO would end
+    a successful run's stderr."""
+    import dask
+
+    dask.config.set(NO_PROFILER)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+# Local clusters being started ahead of their run (`start_local_cluster`), by number of workers; each is
+# closed with this process.
+_starting: dict[int, concurrent.futures.Future[Any]] = {}
+
+
+def start_local_cluster(workers: int) -> None:
+    """Start a local Dask cluster of `workers` processes in a thread now: its workers start (about 4 s on two
+    cores: a process each, Dask and Prefect imported) while this process gets the run ready, and the run's
+    `dask_task_runner` takes it. It is closed when this process ends."""
+    if workers < 1 or workers in _starting:
+        return
+    configure_dask()
+
+    def started() -> Any:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(**local_cluster_options(workers))
+        atexit.register(cluster.close)
+        return cluster
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-cluster")
+    _starting[workers] = pool.submit(started)
+    pool.shutdown(wait=False)  # its thread ends once the cluster is up

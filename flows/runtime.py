@@ -39,6 +39,13 @@ def prefetch_tensorflow_while_prefect_starts() -> None:
         threading.Thread(target=_import_tensorflow, name="prefetch-tensorflow", daemon=True).start()
 
 
+def prefect_server_known() -> bool:
+    """Whether `PREFECT_API_URL` names a server (else a run starts a temporary one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 def check_prefect_server(
     required: bool = False,
     why: str = "serving needs a running Prefect server: the temporary one never fires schedules",

@@ -211,6 +211,24 @@ def test_a_global_model_on_dask_gives_the_sequential_run_s_numbers_and_a_bad_ser
     assert runs.dask_json["metrics"] == runs.sequential_json["metrics"]  # the same numbers wherever they ran
     # Dask's INFO chatter (nannies, comms; a closed comm's traceback at shutdown) stays out of stderr
     assert "| INFO    | distributed." not in runs.on_dask.stderr, runs.on_dask.stderr[-3000:]
+    # with a server to run on, the local workers were started while the command got the run ready
+    assert "Connecting to an existing Dask cluster" in runs.on_dask.stderr
+
+
+def test_a_local_cluster_started_ahead_is_the_one_the_run_s_task_runner_takes() -> None:
+    from distributed import Client
+
+    from lstm_forecast.flows import cluster
+
+    cluster.start_local_cluster(1)
+    started = cluster._starting[1].result()
+    runner = cluster.dask_task_runner(None, 1)
+    assert runner.address == started.scheduler_address and runner.address.startswith("tcp://127.0.0.1:")
+    with Client(runner.address) as client:
+        assert list(client.nthreads().values()) == [1]  # one worker of one thread, as `--workers 1` asks
+        assert client.submit(lambda: __import__("os").environ["OMP_NUM_THREADS"]).result() == "1"
+    started.close()
+    assert cluster.dask_task_runner(None, 1).address is None  # taken once: a second run starts a cluster of its own
 
 
 def test_a_global_model_is_one_model_with_a_plot_per_series_and_one_registry_entry(global_runs: GlobalRuns) -> None:
