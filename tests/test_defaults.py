@@ -245,3 +245,11 @@ def test_sizing_from_stored_facts_equals_sizing_from_the_series_and_other_bases_
     assert config_for_series(config, store, KEY).season_length == 6  # read, not computed again
     other = with_fields(config, train_fraction=0.7)  # another basis: computed from the series
     assert config_for_series(other, store, KEY) == adapt_config(other, series["ds"], series["y"].to_numpy())
+
+
+def test_the_refit_on_every_window_takes_a_tenth_of_the_kept_epochs_at_least_two_or_one_for_a_global_model() -> None:
+    from lstm_forecast.tasks.stages.train import refit_epochs
+
+    assert refit_epochs(60, 5) == refit_epochs(60, 5, global_model=True) == 6  # a tenth of the 55 kept, rounded
+    assert refit_epochs(8, 5) == 2  # a network of its own: at least two passes over its few hundred windows
+    assert refit_epochs(8, 5, global_model=True) == 1  # a panel's windows: one pass is thousands of steps

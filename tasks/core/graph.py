@@ -65,7 +65,7 @@ _STAGES = "lstm_forecast.tasks.stages"
 # profiles the mean of three cycles (a network of its own's fitted on the train split, refitted from its end).
 # predict 3: the forecast's interval calibrated on the validation and test errors. evaluate 7: the statistical
 # baselines fitted in the series' own unit (its fit part's mean absolute value). train 11: a network of its own
-# trains on at most `LOCAL_WINDOW_BYTES` of windows per split.
+# trains on at most `LOCAL_WINDOW_BYTES` of windows per split; 12 a global model's refit at least one epoch (was two).
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
         "generate",
@@ -115,7 +115,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
             "ema_momentum",
             "seed",
         ),
-        version=11,
+        version=12,
         output="model",
     ),
     Stage(

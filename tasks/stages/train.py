@@ -400,10 +400,11 @@ def fit_model(
         return network.detached(), history
 
 
-def refit_epochs(epochs_run: int, patience: int) -> int:
+def refit_epochs(epochs_run: int, patience: int, global_model: bool = False) -> int:
     """Epochs of the warm-started refit on every row: a tenth of the epochs that early stopping kept, at
-    least 2 (the refit only has to take in the newest rows)."""
-    return max(2, round((epochs_run - patience) / 10))
+    least 2 for a network of its own and 1 for a global model (the refit only has to take in the newest rows;
+    one pass over a panel's windows is thousands of steps)."""
+    return max(1 if global_model else 2, round((epochs_run - patience) / 10))
 
 
 def train_further(
@@ -482,7 +483,7 @@ def fit_with_forecaster(
         model = network.detached()
         fit_seconds = time.perf_counter() - started
         epochs_run = len(history["loss"])
-        extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0)
+        extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0, config.scope == "global")
         train_further(network, *every_window, config, extra_epochs)
         forecaster = network.detached()
     logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(every_window[0]))
