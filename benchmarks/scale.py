@@ -21,6 +21,9 @@ from its own virtual environment (`--opponent-venv`, created on first use): its 
 
     .venv/bin/python benchmarks/scale.py --panel 10000 --workers 2
 
+`--dated` gives the crops weekly timestamps (each ending on the same Sunday) instead of numeric time, as a real panel
+has: the dates are parsed, their frequency inferred and the calendar read (mlforecast steps them by 'W-SUN').
+
 `--short-share P` cuts a seeded share P of the crops to their last 30 values: too short for a test split of
 their own, the global model forecasts them unscored (status `forecast_only`), and a warm rerun still runs no
 chunk task.
@@ -102,9 +105,12 @@ from mlforecast import MLForecast
 
 started = time.perf_counter()
 panel = pd.read_parquet(sys.argv[1])
-panel["ds"] = panel["ds"].astype("int64")  # numeric time: mlforecast steps integer positions by freq=1
+if pd.api.types.is_datetime64_any_dtype(panel["ds"]):  # `--dated`: weeks ending on Sundays
+    freq = "W-SUN"
+else:  # numeric time: mlforecast steps integer positions by freq=1
+    panel["ds"], freq = panel["ds"].astype("int64"), 1
 forecaster = MLForecast(
-    models=[lgb.LGBMRegressor(n_estimators=300, verbosity=-1)], freq=1, lags=[*range(1, 14), 52]
+    models=[lgb.LGBMRegressor(n_estimators=300, verbosity=-1)], freq=freq, lags=[*range(1, 14), 52]
 )
 forecaster.fit(panel)
 forecast = forecaster.predict(13)
@@ -115,15 +121,17 @@ print(f"{wall:.3f} {forecast['unique_id'].nunique()}")
 
 
 SHORT_POINTS = 30  # `--short-share`: too few for a test split of their own at 13 steps ahead
+LAST_WEEK = "2024-12-29"  # `--dated`: the Sunday every crop ends on, as a retailer's panel ends on its last week
 
 
 def write_panel(
-    path: Path, count: int, data_dir: Path, seed: int = 0, short_share: float = 0.0
+    path: Path, count: int, data_dir: Path, seed: int = 0, short_share: float = 0.0, dated: bool = False
 ) -> tuple[int, dict[str, np.ndarray]]:
     """`count` crops of 150-250 points of the M4 Weekly train series that have 250 or more, in long
-    format with numeric time, a seeded `short_share` of them cut to their last `SHORT_POINTS` (the same
-    crops otherwise); returns the number of rows and, for each crop its source continues by `HORIZON` points
-    or more, those next points (the truth its forecast is scored on)."""
+    format with numeric time (`dated`: weekly timestamps, every crop ending on `LAST_WEEK`), a seeded
+    `short_share` of them cut to their last `SHORT_POINTS` (the same crops otherwise); returns the number of
+    rows and, for each crop its source continues by `HORIZON` points or more, those next points (the truth its
+    forecast is scored on)."""
     train = pd.read_parquet(data_dir / "train.parquet")
     sources = [g["y"].to_numpy() for _, g in train.groupby("unique_id", sort=True) if len(g) >= 250]
     rng = np.random.default_rng(seed)
@@ -136,9 +144,10 @@ def write_panel(
         start = int(rng.integers(0, len(source) - length + 1))
         if start + length + HORIZON <= len(source):
             futures[f"s{number:06d}"] = source[start + length :][:HORIZON]
-        part = pd.DataFrame(
-            {"unique_id": f"s{number:06d}", "ds": np.arange(length, dtype="float64"), "y": source[start:][:length]}
+        times = (
+            pd.date_range(end=LAST_WEEK, periods=length, freq="W-SUN") if dated else np.arange(length, dtype="float64")
         )
+        part = pd.DataFrame({"unique_id": f"s{number:06d}", "ds": times, "y": source[start:][:length]})
         parts.append(part.iloc[-SHORT_POINTS:] if cut[number] else part)
     panel = pd.concat(parts, ignore_index=True)
     panel.to_parquet(path, index=False)
@@ -216,7 +225,7 @@ def opponent_python(venv: Path) -> Path:
 def panel_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="lstm-forecast-panel-"))
     source = work / "panel.parquet"
-    rows, futures = write_panel(source, args.panel, Path(args.data_dir), short_share=args.short_share)
+    rows, futures = write_panel(source, args.panel, Path(args.data_dir), short_share=args.short_share, dated=args.dated)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base_env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     python = opponent_python(Path(args.opponent_venv))
@@ -256,7 +265,10 @@ def panel_main(args: argparse.Namespace) -> None:
     statuses = [detail["status"] for detail in cold["result"]["series"].values()]
     completed, forecast_only = statuses.count("completed"), statuses.count("forecast_only")
 
-    print(f"\n{args.panel} series, {rows} rows (M4 Weekly crops of 150-250 points), CPU cores: {os.cpu_count()}")
+    kind = "weekly timestamps" if args.dated else "numeric time"
+    print(
+        f"\n{args.panel} series, {rows} rows (M4 Weekly crops of 150-250 points, {kind}), CPU cores: {os.cpu_count()}"
+    )
     print(f"lstm-forecast run --horizon 13 --workers {args.workers} {args.extra}".rstrip())
     print(f"{'':<34}{'wall s':>9}{'series/s':>10}{'peak RSS GB':>13}")
     print(
@@ -317,6 +329,9 @@ def main() -> None:
         type=float,
         default=0.0,
         help=f"--panel: cut this share of the crops (seeded) to their last {SHORT_POINTS} values (default 0)",
+    )
+    parser.add_argument(
+        "--dated", action="store_true", help="--panel: weekly timestamps (ending on Sundays) instead of numeric time"
     )
     parser.add_argument("--extra", default="", help="more options for the panel's lstm-forecast run")
     parser.add_argument("--timeline", default="", help="CSV file for the cold run's task runs (start, end in s)")

@@ -43,6 +43,7 @@ from lstm_forecast.flows.plan import (
     StoreRunner,
     TooShortSeriesError,
     evaluate_tables,
+    evaluated_wide,
     failed_result,
     failure_message,
     failures_into,
@@ -484,7 +485,8 @@ async def forecast_many(
         )
     if failures > LOGGED_FAILURES:
         logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)
-    summary, path = await publish_summary(store, outcomes)
+    scored = {outcome.series_id: outcome.metrics_key for outcome in outcomes if outcome.metrics is not None}
+    summary, path = await publish_summary(store, outcomes, evaluated_wide(store, scored))
     logger.info(
         "%d series, %d failed, %d forecast only; summary %s",
         len(ids),

@@ -33,7 +33,8 @@ from lstm_forecast.tasks.core.defaults import (
 from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError, TooShortError
 from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, stage_task, stages_until
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
-from lstm_forecast.tasks.operations.summary import SeriesOutcome, series_to_show
+from lstm_forecast.tasks.operations.summary import ID, SeriesOutcome, series_to_show
+from lstm_forecast.tasks.stages.evaluate import pooled_test_metrics
 
 Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
 SeriesResult = dict[str, Any]  # {"stages": ..., maybe "facts": its `series_facts`} or `failed_result`
@@ -386,14 +387,17 @@ async def planned_run(
 def shown_series(store: Store, stages: dict[SeriesId, Stages]) -> list[SeriesId]:
     """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by
     their evaluate outputs."""
-    tables = evaluate_tables(store, {i: s["evaluate"]["key"] for i, s in stages.items()})
+    keys = {i: s["evaluate"]["key"] for i, s in stages.items()}
+    tables = evaluate_tables(store, keys)
     outcomes = [SeriesOutcome(i, tables[i]) for i in stages]
-    return [outcome.series_id for outcome, _ in series_to_show(outcomes, plotted_only=False)]
+    shown = series_to_show(outcomes, plotted_only=False, wide=evaluated_wide(store, keys))
+    return [outcome.series_id for outcome, _ in shown]
 
 
 # The pooled rows of the evaluate outputs the flow read last, by (store root, key): the UI's choice of series
 # and the summary read the same outputs, and an output's key names its content.
 _POOLED_READ: dict[tuple[str, str], pd.DataFrame] = {}
+_POOLED_STACKED: dict[str, pd.DataFrame] = {}  # store root -> those rows as read, column KEY_COLUMN naming each output
 
 
 def _rows_of(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
@@ -415,4 +419,18 @@ def evaluate_tables(store: Store, keys: dict[Any, str]) -> dict[Any, pd.DataFram
         pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
         _POOLED_READ.clear()
         _POOLED_READ.update({(root, str(key)): _rows_of(pooled, rows) for key, rows in positions.items()})
+        _POOLED_STACKED.clear()
+        _POOLED_STACKED[root] = stacked
     return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
+
+
+def evaluated_wide(store: Store, keys: dict[Any, str]) -> pd.DataFrame:
+    """`wide_test_metrics` of the series whose evaluate outputs are `keys` (series id -> key): one row per series,
+    from the pooled rows `evaluate_tables` reads for them, as one table (stacking a table per series again took
+    about a second for 10,000 series, each time the flow asked)."""
+    evaluate_tables(store, keys)  # read, unless read already
+    stacked = _POOLED_STACKED[str(store.root)]
+    ids = {key: series_id for series_id, key in keys.items()}
+    chosen = stacked[stacked[KEY_COLUMN].isin(list(ids))]
+    named = np.asarray(chosen[KEY_COLUMN].map(ids), dtype=object)
+    return pooled_test_metrics(chosen.drop(columns=KEY_COLUMN).assign(**{ID: named}), ID)

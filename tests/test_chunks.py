@@ -587,3 +587,34 @@ def test_generate_chunk_writes_the_series_keys_and_facts_of_generate_run_per_ser
         "not in the file",
     }
     assert len(list((tmp_path / "chunk" / "generate").rglob("*.parquet"))) == 2  # packs: the chunk's, the others'
+
+
+def test_the_flow_s_wide_test_metrics_of_many_series_are_those_of_their_tables_stacked_one_by_one(
+    tmp_path: Path,
+) -> None:
+    from lstm_forecast.flows.plan import evaluate_tables, evaluated_wide
+    from lstm_forecast.tasks.operations.summary import SeriesOutcome, wide_test_metrics
+
+    store = Store(tmp_path)
+    rng = np.random.default_rng(1)
+    keys = {f"s{number}": fingerprint("evaluate", number) for number in range(6)}
+    with store.batched():
+        for number, key in enumerate(keys.values()):
+            models = ["lstm", "naive"] + (["auto_ets"] if number % 2 else [])  # a sample scores more models
+            rows = [
+                (split, model, step, metric)
+                for split in ("validation", "test")
+                for model in models
+                for step in range(3)
+                for metric in ("rmse", "mase")
+            ]
+            table = pd.DataFrame(rows, columns=["split", "model", "step", "metric"]).assign(
+                value=rng.normal(size=len(rows))
+            )
+            store.write_table("evaluate", key, table)
+    chosen = {i: keys[i] for i in ("s4", "s1", "s2", "s5")}  # not every series read, nor in the packs' order
+    tables = evaluate_tables(store, keys)
+    expected = wide_test_metrics([SeriesOutcome(i, tables[i]) for i in chosen])
+    wide = evaluated_wide(store, chosen)
+    assert sorted(wide.index) == sorted(chosen) and "auto_ets_mase" in wide and "lstm_rmse" in wide
+    pd.testing.assert_frame_equal(wide.loc[expected.index], expected, check_exact=True)

@@ -127,9 +127,13 @@ def plots_markdown(store: Store, outcomes: list[SeriesOutcome], wide: pd.DataFra
     return "\n\n".join(parts)
 
 
-async def publish_summary(store: Store, outcomes: list[SeriesOutcome]) -> tuple[pd.DataFrame, str]:
-    """Write the summary table to the store and as a Prefect table artifact; returns it and its path."""
-    wide = wide_test_metrics(outcomes)  # once for the table and the plots shown (100,000 series: seconds each)
+async def publish_summary(
+    store: Store, outcomes: list[SeriesOutcome], wide: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Write the summary table to the store and as a Prefect table artifact; returns it and its path. `wide`:
+    the outcomes' `wide_test_metrics` when they were computed already."""
+    if wide is None:  # once for the table and the plots shown (100,000 series: seconds each)
+        wide = wide_test_metrics(outcomes)
     summary = series_summary(outcomes, wide)
     path = store.write_summary(summary_key(outcomes), summary)
     failed = int((summary["status"] == "failed").sum())
