@@ -288,7 +288,7 @@ def sized_config(config: ForecastConfig, facts: dict[str, Any]) -> ForecastConfi
         elif season_length > 1:
             look_back = max(4 * season_length, 32)
         else:  # no cycle asks for a long memory: a short window, and more windows to learn from
-            look_back = int(np.clip(validation_start // (CYCLELESS_WINDOWS_PER_VALUE + 1), 4, 32))
+            look_back = min(max(validation_start // (CYCLELESS_WINDOWS_PER_VALUE + 1), 4), 32)
         # At least the horizon: every step ahead sees as much past (and its known-future values, which lead by H).
         # One model per M4 Weekly series (13 steps), 16-series sample: OWA 0.887 -> 0.873 (windows of 4 values).
         look_back = max(look_back, config.horizon)
@@ -324,9 +324,9 @@ def published_model(config: ForecastConfig, global_model: bool) -> str:
 def training_settings(config: ForecastConfig, windows: int, max_batch: int = 256) -> dict[str, int]:
     """`batch_size` (at most `max_batch`), `epochs`, `patience` and `ensemble` for `windows` training windows
     (those not set)."""
-    batch_size = config.batch_size or int(np.clip(2 ** round(math.log2(max(windows / 30, 1))), 16, max_batch))
+    batch_size = config.batch_size or min(max(2 ** round(math.log2(max(windows / 30, 1))), 16), max_batch)
     steps = math.ceil(windows / batch_size)
-    epochs = config.epochs or int(np.clip(math.ceil(OPTIMIZER_STEPS / steps), 60, 400))
+    epochs = config.epochs or min(max(math.ceil(OPTIMIZER_STEPS / steps), 60), 400)
     patience = config.patience if config.patience is not None else max(5, math.ceil(PATIENCE_STEPS / steps))
     ensemble = config.ensemble or (SMALL_DATA_ENSEMBLE if windows < SMALL_DATA_WINDOWS else 1)
     return {"batch_size": batch_size, "epochs": epochs, "patience": patience, "ensemble": ensemble}
