@@ -33,7 +33,7 @@ from lstm_forecast.tasks.core.defaults import (
 from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError, TooShortError
 from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, stage_task, stages_until
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
-from lstm_forecast.tasks.operations.summary import ID, SeriesOutcome, series_to_show
+from lstm_forecast.tasks.operations.summary import ID, SeriesOutcome, series_to_show, wide_test_metrics
 from lstm_forecast.tasks.stages.evaluate import pooled_test_metrics
 
 Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
@@ -428,6 +428,8 @@ def evaluated_wide(store: Store, keys: dict[Any, str]) -> pd.DataFrame:
     """`wide_test_metrics` of the series whose evaluate outputs are `keys` (series id -> key): one row per series,
     from the pooled rows `evaluate_tables` reads for them, as one table (stacking a table per series again took
     about a second for 10,000 series, each time the flow asked)."""
+    if not keys:  # every series failed, or none was scored
+        return wide_test_metrics([])
     evaluate_tables(store, keys)  # read, unless read already
     stacked = _POOLED_STACKED[str(store.root)]
     ids = {key: series_id for series_id, key in keys.items()}

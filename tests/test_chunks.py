@@ -618,3 +618,4 @@ def test_the_flow_s_wide_test_metrics_of_many_series_are_those_of_their_tables_s
     wide = evaluated_wide(store, chosen)
     assert sorted(wide.index) == sorted(chosen) and "auto_ets_mase" in wide and "lstm_rmse" in wide
     pd.testing.assert_frame_equal(wide.loc[expected.index], expected, check_exact=True)
+    assert evaluated_wide(Store(tmp_path / "elsewhere"), {}).empty  # no series scored: an empty table, not an error
