@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -171,10 +172,15 @@ def start_local_cluster(workers: int) -> None:
     def started() -> Any:
         from distributed import LocalCluster
 
-        cluster = LocalCluster(**local_cluster_options(workers))
-        atexit.register(cluster.close)
-        return cluster
+        return LocalCluster(**local_cluster_options(workers))
 
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-cluster")
-    _starting[workers] = pool.submit(started)
+    starting = _starting[workers] = pool.submit(started)
     pool.shutdown(wait=False)  # its thread ends once the cluster is up
+    atexit.register(_close_once_started, starting)  # also when the command fails before its run takes the cluster
+
+
+def _close_once_started(starting: concurrent.futures.Future[Any]) -> None:
+    """Close a cluster `start_local_cluster` started, once it is up (a failed start has nothing to close)."""
+    with contextlib.suppress(Exception):
+        starting.result().close()
