@@ -162,9 +162,9 @@ _starting: dict[int, concurrent.futures.Future[Any]] = {}
 
 
 def start_local_cluster(workers: int) -> None:
-    """Start a local Dask cluster of `workers` processes in a thread now: its workers start (about 4 s on two
-    cores: a process each, Dask and Prefect imported) while this process gets the run ready, and the run's
-    `dask_task_runner` takes it. It is closed when this process ends."""
+    """Start a local Dask cluster of `workers` processes in a thread now: its workers start (about 2 s on two idle
+    cores, a process each) while this process gets the run ready, and the run's `dask_task_runner` takes it. It is
+    closed when this process ends."""
     if workers < 1 or workers in _starting:
         return
     configure_dask()
