@@ -697,11 +697,14 @@ def generate(config: ForecastConfig) -> str:
         store.write_table("generate", key, series, metadata=source)
     if source_key is not None:
         store.write_source(source_key, key)
-    name = f"series {config.series_id!r}" if config.series_id else "series"
-    logger.info(
-        "%s: %d points, %s to %s", name, len(series), time_text(series[TIME].iloc[0]), time_text(series[TIME].iloc[-1])
-    )
+    log_series_span(logger, config, series[TIME])
     return key
+
+
+def log_series_span(logger: Any, config: ForecastConfig, ds: pd.Series) -> None:
+    """Log a generated series' length and its first and last times `ds` (n,)."""
+    name = f"series {config.series_id!r}" if config.series_id else "series"
+    logger.info("%s: %d points, %s to %s", name, len(ds), time_text(ds.iloc[0]), time_text(ds.iloc[-1]))
 
 
 def generate_chunk(work: ChunkWork) -> list[Exception | tuple[str, dict[str, Any]]]:
@@ -816,7 +819,5 @@ def generated_series(
         tables.add(store, key, columns, {"input": str(config.input), "series_id": config.series_id, "facts": facts})
     store.write_source(source_key, key)
     if logs:
-        stage_logger().info(
-            "series %r: %d points, %s to %s", config.series_id, len(y), time_text(ds.iloc[0]), time_text(ds.iloc[-1])
-        )
+        log_series_span(stage_logger(), config, ds)
     return key, facts

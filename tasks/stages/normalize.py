@@ -94,10 +94,9 @@ def normalized_series(
     season_stop: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One series' columns `ds, y` with `y_scaled` (model space) added (n,) each, and the metadata normalize stores
-    with it: its
-    model space fitted on rows `[0, fit_stop)` (the rows before the test split; its seasonal profiles on rows
-    `[0, season_stop)`, `season_stop_for`, then refitted once a cycle), and the forecaster's, the same choices
-    refitted on every row (seasonal profiles up to the last cycle). With features (`has_features`) the table
+    with it: its model space fitted on rows `[0, fit_stop)` (the rows before the test split; its seasonal profiles
+    on rows `[0, season_stop)`, `season_stop_for`, then refitted once a cycle), and the forecaster's, the same
+    choices refitted on every row (seasonal profiles up to the last cycle). With features (`has_features`) the table
     also holds their channels `x_0, x_1, …` per row (`CovariateSpace.features`) and the metadata their space.
 
     Args:
