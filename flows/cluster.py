@@ -92,14 +92,20 @@ def submit_in_turn(function: Callable[[Any], Any], arguments: list[Any]) -> list
     return futures
 
 
-def finished_results(futures: list[Any]) -> list[Any]:
-    """The results of those of `futures` (from `submit_in_turn`) that have finished; the rest are cancelled."""
-    if not futures:
-        return []
-    unfinished = [future for future in futures if future.status != "finished"]
-    if unfinished:
-        FlowRunContext.get().task_runner.client.cancel(unfinished)
-    return [future.result() for future in futures if future.status == "finished"]
+def take_finished(futures: list[Any]) -> list[Any]:
+    """The results of those of `futures` (from `submit_in_turn`) that have finished; they leave the list."""
+    finished: list[Any] = []
+    running: list[Any] = []
+    for future in futures:
+        (finished if future.status == "finished" else running).append(future)
+    futures[:] = running
+    return [future.result() for future in finished]
+
+
+def cancel_futures(futures: list[Any]) -> None:
+    """Cancel `futures` (from `submit_in_turn`) on the flow run's Dask cluster, finished or not."""
+    if futures:
+        FlowRunContext.get().task_runner.client.cancel(futures)
 
 
 def cluster_slots() -> int:

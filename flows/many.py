@@ -14,6 +14,7 @@ series (`statistical_sample`) and only the series the UI shows are plotted (`plo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -27,13 +28,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from lstm_forecast.flows.cluster import (
+    cancel_futures,
     cluster_slots,
-    finished_results,
     runs_on_cluster,
     submit_in_turn,
+    take_finished,
 )
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, many_artifact_paths
 from lstm_forecast.flows.plan import (
+    ChunkFilter,
     NotStoredError,
     Outcomes,
     SeriesFailedError,
@@ -224,10 +227,24 @@ class Progress:
         self.stage, self.total, self.done = stage, total, 0
         self.started = self.logged = time.monotonic()
 
+    def start(self) -> None:
+        """The phase starts now (for its rate), if it has not started yet."""
+        if self.done == 0:
+            self.started = self.logged = time.monotonic()
+
     def add(self, count: int) -> None:
         self.done += count
+        self._log()
+
+    def dropped(self, count: int) -> None:
+        """`count` series of the total will not come (they failed before the phase)."""
+        if count:
+            self.total -= count
+            self._log()
+
+    def _log(self) -> None:
         now = time.monotonic()
-        if now - self.logged < 10 and self.done < self.total:
+        if not self.done or (now - self.logged < 10 and self.done < self.total):
             return
         self.logged = now
         rate = self.done / max(now - self.started, 1e-9)
@@ -236,41 +253,93 @@ class Progress:
 
 
 async def each_chunk(
-    stage: str,
+    names: tuple[str, ...],
     configs: dict[str, ForecastConfig],
     stages: dict[str, Stages],
     parallel: bool,
+    keep: ChunkFilter,
     digest: str | None = None,
-    ahead: dict[str, Any] | None = None,
+    ahead: AheadWork | None = None,
 ) -> dict[str, SeriesResult]:
-    """Stage `stage` of every series of `configs`, one task per chunk (`chunk_size`): on the flow's Dask
-    cluster when `parallel`, else one after another here. `ahead`: by id, what was computed ahead for it."""
+    """Stages `names` in order of every series of `configs` (after its `stages` so far), one task per stage and
+    chunk of series (`chunk_size`), each stage's results kept by `keep` (which notes the failed ones); returns
+    the last stage's results of the series that came through. `ahead`: what was computed ahead for them.
+
+    On the flow's Dask cluster (`parallel`) a chunk goes on to its next stage as soon as its last one is done:
+    no stage waits for the slowest chunks of the one before while cores idle, and the cluster runs the tasks
+    in the order they come (a stage's chunks before the next stage's). Else one chunk after another, here.
+    """
     ids = list(configs)
     # Models of their own and plots take a second or more per series and are files of their own, not rows of
     # a pack: their chunks may be as small as one series, so that every worker trains or draws (a global run
     # plots the few series the UI shows).
-    least = 1 if STAGE[stage].output in ("model", "image") else MIN_CHUNK_SERIES
+    least = 1 if any(STAGE[stage].output in ("model", "image") for stage in names) else MIN_CHUNK_SERIES
     parts = chunks(ids, chunk_size(len(ids), cluster_slots() if parallel else 1, least))
-    progress = Progress(stage, len(ids))
-    chunk_task = CHUNK_TASKS[stage]
+    progress = {stage: Progress(stage, len(ids)) for stage in names}
+    submitted = dict.fromkeys(names, 0)  # chunks handed each stage so far
 
-    def arguments(chunk: list[str]) -> dict[str, Any]:
-        own = {i: ahead[i] for i in chunk if i in ahead} if ahead else None
-        series = ChunkSeries({i: configs[i] for i in chunk}, {i: stages[i] for i in chunk if i in stages}, own)
-        return {"stage": stage, "series": series, "digest": digest}
+    def handed(stage: str, ids: list[str]) -> dict[str, Any]:
+        """Count a chunk handed to `stage` (its series `ids`); returns what was computed ahead for them."""
+        submitted[stage] += 1
+        return ahead.take(stage, ids, last=submitted[stage] == len(parts)) if ahead else {}
 
-    results: dict[str, SeriesResult] = {}
-    if not parallel:
-        for chunk in parts:
-            results |= chunk_task(**arguments(chunk))
-            progress.add(len(chunk))
+    async def through(chunk: list[str]) -> dict[str, SeriesResult]:
+        results: dict[str, SeriesResult] = {}
+        so_far = {i: stages[i] for i in chunk if i in stages}
+        for position, stage in enumerate(names):
+            progress[stage].start()
+            own = handed(stage, chunk)
+            series = ChunkSeries({i: configs[i] for i in chunk}, so_far, own or None)
+            arguments = {"stage": stage, "series": series, "digest": digest if STAGE[stage].reads_input else None}
+            if parallel:
+                future = CHUNK_TASKS[stage].submit(**arguments)
+                await anyio.to_thread.run_sync(future.wait)
+                done = await future.state.aresult()
+            else:
+                done = CHUNK_TASKS[stage](**arguments)
+            results = keep(done)
+            so_far = {i: result["stages"] for i, result in results.items() if "stages" in result}
+            progress[stage].add(len(chunk))
+            for later in names[position + 1 :]:
+                progress[later].dropped(len(chunk) - len(so_far))
+                if not so_far:  # the chunk hands it nothing
+                    handed(later, [])
+            if not so_far:
+                break
+            chunk = list(so_far)
         return results
-    futures = [chunk_task.submit(**arguments(chunk)) for chunk in parts]
-    for future, chunk in zip(futures, parts, strict=True):
-        await anyio.to_thread.run_sync(future.wait)
-        results |= await future.state.aresult()
-        progress.add(len(chunk))
-    return results
+
+    if not parallel:
+        return {i: r for chunk in parts for i, r in (await through(chunk)).items()}
+    chains = [asyncio.ensure_future(through(chunk)) for chunk in parts]
+    try:
+        outcomes = await asyncio.gather(*chains)
+    except BaseException:  # one chunk's failure fails the run: the others stop handing on work
+        for chain in chains:
+            chain.cancel()
+        raise
+    return {i: r for outcome in outcomes for i, r in outcome.items()}
+
+
+class AheadWork:
+    """The work of later stages computed on the cluster while the network trains (`submit_ahead`): each
+    stage's futures, whose results (dicts by series id) the stage's chunks take as they finish."""
+
+    def __init__(self, futures: dict[str, list[Any]]) -> None:
+        self.futures = futures
+        self.finished: dict[str, dict[str, Any]] = {}
+
+    def take(self, stage: str, ids: list[str], last: bool = False) -> dict[str, Any]:
+        """What was computed ahead for stage `stage` of the series `ids` and is done by now, by id. At the
+        stage's `last` chunk, the work not done yet is cancelled (the chunks compute their own)."""
+        finished = self.finished.setdefault(stage, {})
+        for part in take_finished(self.futures.get(stage, [])):
+            finished |= part
+        if last:
+            cancel_futures(self.futures.pop(stage, []))
+            if finished:
+                get_run_logger().info("%s: %d series' work done ahead, while the network trained", stage, len(finished))
+        return {i: finished[i] for i in ids if i in finished}
 
 
 class ChunkRunner:
@@ -282,17 +351,23 @@ class ChunkRunner:
 
     def __init__(self, parallel: bool) -> None:
         self.parallel = parallel
-        self.ahead: dict[str, list[Any]] = {}  # stage -> the futures of its work computed ahead
+        self.ahead: AheadWork | None = None  # the later stages' work computed while the network trains
 
     async def stage(
         self, stage: str, configs: dict[str, ForecastConfig], stages: dict[str, Stages], digest: str | None
     ) -> dict[str, SeriesResult]:
-        computed: dict[str, Any] = {}
-        for part in finished_results(self.ahead.pop(stage, [])):
-            computed |= part
-        if computed:
-            get_run_logger().info("%s: %d series' work done ahead, while the network trained", stage, len(computed))
-        return await each_chunk(stage, configs, stages, self.parallel, digest, computed)
+        return await each_chunk((stage,), configs, stages, self.parallel, lambda results: results, digest, self.ahead)
+
+    async def stages(
+        self,
+        names: tuple[str, ...],
+        configs: dict[str, ForecastConfig],
+        stages: dict[str, Stages],
+        keep: ChunkFilter,
+    ) -> dict[str, Stages]:
+        going = {i: configs[i] for i in stages}
+        done = await each_chunk(names, going, stages, self.parallel, keep, ahead=self.ahead)
+        return {i: result["stages"] for i, result in done.items()}
 
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
@@ -303,7 +378,7 @@ class ChunkRunner:
         network with numpy (`inference.py`)."""
         model_stages: Stages = {}
         if self.parallel and stored_output("train", config, upstream)[1] is None:  # the network will train
-            self.ahead = submit_ahead(prepared)
+            self.ahead = AheadWork(submit_ahead(prepared))
         run_stage(train_global, config, model_stages, upstream=upstream)
         return model_stages
 

@@ -92,6 +92,17 @@ class Runner(Protocol):
         """Stage `stage` of each series of `configs`, after its `stages` so far (`generate`: with its facts)."""
         ...
 
+    async def stages(
+        self,
+        names: tuple[str, ...],
+        configs: dict[SeriesId, ForecastConfig],
+        stages: dict[SeriesId, Stages],
+        keep: ChunkFilter,
+    ) -> dict[SeriesId, Stages]:
+        """Stages `names` in order for each series of `stages` (its stages so far), each stage's results kept by
+        `keep` (which notes the failed ones); returns the stages of each series that came through."""
+        ...
+
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
     ) -> Stages:
@@ -137,6 +148,15 @@ class TaskRunner:
             results[series_id] = series_result(stage, config, own, Store(config.artifacts_dir))
         return results
 
+    async def stages(
+        self,
+        names: tuple[str, ...],
+        configs: dict[SeriesId, ForecastConfig],
+        stages: dict[SeriesId, Stages],
+        keep: ChunkFilter,
+    ) -> dict[SeriesId, Stages]:
+        return await stages_in_turn(self, names, configs, stages, keep)
+
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
     ) -> Stages:
@@ -170,6 +190,15 @@ class StoreRunner:
     ) -> dict[SeriesId, SeriesResult]:
         return await anyio.to_thread.run_sync(stored_stage, stage, configs, stages, digest)
 
+    async def stages(
+        self,
+        names: tuple[str, ...],
+        configs: dict[SeriesId, ForecastConfig],
+        stages: dict[SeriesId, Stages],
+        keep: ChunkFilter,
+    ) -> dict[SeriesId, Stages]:
+        return await stages_in_turn(self, names, configs, stages, keep)
+
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
     ) -> Stages:
@@ -177,6 +206,21 @@ class StoreRunner:
         if model is None:
             raise NotStoredError("train")
         return {"train": {"key": model, "status": "cached"}}
+
+
+async def stages_in_turn(
+    runner: Runner,
+    names: tuple[str, ...],
+    configs: dict[SeriesId, ForecastConfig],
+    stages: dict[SeriesId, Stages],
+    keep: ChunkFilter,
+) -> dict[SeriesId, Stages]:
+    """`Runner.stages` one stage after another (`Runner.stage`), each for every series still going."""
+    going = stages
+    for stage in names:
+        done = keep(await runner.stage(stage, {i: configs[i] for i in going}, going, None))
+        going = {i: result["stages"] for i, result in done.items()}
+    return going
 
 
 def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
@@ -360,10 +404,7 @@ async def planned_run(
     configs = sized.configs
 
     async def each_stage(stage_names: tuple[str, ...], going: dict[SeriesId, Stages]) -> dict[SeriesId, Stages]:
-        for stage in stage_names:
-            done = keep_failures(await runner.stage(stage, {i: configs[i] for i in going}, going, None))
-            going = {i: result["stages"] for i, result in done.items()}
-        return going
+        return await runner.stages(stage_names, configs, going, keep_failures)
 
     prepared = await each_stage(PREPARE_STAGES, {i: r["stages"] for i, r in sized.generated.items()})
     members = [i for i in ids if i in prepared]
