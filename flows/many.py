@@ -69,7 +69,6 @@ from lstm_forecast.tasks.core.graph import (
     stages_until,
 )
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
-from lstm_forecast.tasks.core.networks import import_keras_ahead
 from lstm_forecast.tasks.core.store import Store
 from lstm_forecast.tasks.operations.ahead import named, publish_forecasts, unscored_frames
 from lstm_forecast.tasks.operations.registry import register_models
@@ -434,16 +433,12 @@ async def forecast_panel(
     """
     config = with_fields(config, scope="global" if global_model else "local")
     series: list[SeriesId] = list(ids)
-    try:
+    with contextlib.suppress(NotStoredError):
         stages, model = await planned_run(config, series, global_model, last_stage, StoreRunner())
-    except NotStoredError as missing:
-        if global_model and parallel and missing.stage not in FINISH_STAGES:
-            # The network will train in this process, which meanwhile mostly waits on the workers' chunks.
-            import_keras_ahead()
-        return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel))
-    what = "and their global model are" if global_model else "and their models are"
-    get_run_logger().info("all %d series %s in the store, up to date: nothing to run", len(ids), what)
-    return stages, model
+        what = "and their global model are" if global_model else "and their models are"
+        get_run_logger().info("all %d series %s in the store, up to date: nothing to run", len(ids), what)
+        return stages, model
+    return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel))
 
 
 LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every one

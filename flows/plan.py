@@ -53,11 +53,6 @@ class TooShortSeriesError(SeriesFailedError):
 class NotStoredError(Exception):
     """An output a run needs is not in the store, complete and up to date: the run has work to do."""
 
-    @property
-    def stage(self) -> str:
-        """The stage whose output is missing: the first the run computes."""
-        return str(self.args[0])
-
 
 def failure_message(error: Exception) -> str:
     if isinstance(error, InputError):

@@ -1,12 +1,8 @@
-"""Long-lived processes' housekeeping: the garbage collector's settings, and TensorFlow imported ahead on a
-thread (pure, no Prefect)."""
+"""The garbage collector's settings for long-lived processes (pure, no Prefect)."""
 
 from __future__ import annotations
 
 import gc
-import json
-import subprocess
-import sys
 
 import pytest
 
@@ -35,34 +31,3 @@ def test_young_collections_come_less_often_and_the_older_generations_keep_their_
         assert gc.get_threshold() == (heap.YOUNG_GENERATION_THRESHOLD, *saved[1:])
     finally:
         gc.set_threshold(*saved)
-
-
-KERAS_AHEAD = """
-import json, sys, threading
-from lstm_forecast.tasks.core.networks import import_keras, import_keras_ahead
-before = "keras" in sys.modules
-thread = import_keras_ahead()
-started = isinstance(thread, threading.Thread) and thread.name == "import-keras"
-keras = import_keras()  # waits for the thread's import
-thread.join(60)
-print(json.dumps({
-    "before": before,
-    "started": started,
-    "same": keras is sys.modules["keras"] and hasattr(keras, "layers"),
-    "done": not thread.is_alive(),
-    "again": import_keras_ahead() is None,
-}))
-"""
-
-
-def test_keras_imported_ahead_on_a_thread_is_the_one_the_next_import_waits_for_and_is_not_imported_twice() -> None:
-    done = subprocess.run([sys.executable, "-c", KERAS_AHEAD], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
-        "before": False,
-        "started": True,
-        "same": True,
-        "done": True,
-        "again": True,
-    }
-    assert "oneDNN" not in done.stderr  # imported as quietly as on the caller's thread

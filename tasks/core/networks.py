@@ -79,12 +79,11 @@ def stderr_without(chatter: re.Pattern[bytes]) -> Iterator[None]:
 def import_keras() -> Any:
     """Keras (and TensorFlow behind it), with TensorFlow's thread pools sized once per process. This is the one
     place that imports them: quietly (`TF_CPP_MIN_LOG_LEVEL`, and `_TF_LOAD_CHATTER` dropped from stderr)."""
-    with _IMPORT_LOCK:  # held by `import_keras_ahead`'s thread while it imports
-        if "keras" not in sys.modules:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            with stderr_without(_TF_LOAD_CHATTER):
-                import keras  # noqa: F401
-            freeze_loaded_modules()
+    if "keras" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _IMPORT_LOCK, stderr_without(_TF_LOAD_CHATTER):
+            import keras  # noqa: F401
+        freeze_loaded_modules()
     import keras
     import tensorflow as tf
 
@@ -96,17 +95,6 @@ def import_keras() -> Any:
         except RuntimeError:  # TensorFlow already ran an op in this process: its pools are fixed
             pass
     return keras
-
-
-def import_keras_ahead() -> threading.Thread | None:
-    """Start `import_keras` on a thread of its own and return it (None when Keras is already imported): for a
-    process that will train after minutes of waiting on other processes' work, which then need not wait
-    the import out (TensorFlow's: about 4.5 s of a core). The first `import_keras` after it waits for it."""
-    if "keras" in sys.modules:
-        return None
-    thread = threading.Thread(target=import_keras, name="import-keras", daemon=True)
-    thread.start()
-    return thread
 
 
 def load_model(path: Path, arrays: Path | None = None) -> Any:
