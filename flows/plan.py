@@ -126,7 +126,24 @@ def run_stage(stage: str | Any, config: ForecastConfig, stages: Stages, upstream
     return key
 
 
-class TaskRunner:
+class StagesInTurn:
+    """A runner whose `stages` are run one after another (its `stage`), each for every series still going."""
+
+    async def stages(
+        self: Runner,
+        names: tuple[str, ...],
+        configs: dict[SeriesId, ForecastConfig],
+        stages: dict[SeriesId, Stages],
+        keep: ChunkFilter,
+    ) -> dict[SeriesId, Stages]:
+        going = stages
+        for stage in names:
+            done = keep(await self.stage(stage, {i: configs[i] for i in going}, going, None))
+            going = {i: result["stages"] for i, result in done.items()}
+        return going
+
+
+class TaskRunner(StagesInTurn):
     """Each stage of each series as a task run of its own (`run_stage`), in this process: Prefect's cache,
     retries and states per stage, as the UI shows a single series' run. The first failure raises."""
 
@@ -142,15 +159,6 @@ class TaskRunner:
             run_stage(stage, config, own)
             results[series_id] = series_result(stage, config, own, Store(config.artifacts_dir))
         return results
-
-    async def stages(
-        self,
-        names: tuple[str, ...],
-        configs: dict[SeriesId, ForecastConfig],
-        stages: dict[SeriesId, Stages],
-        keep: ChunkFilter,
-    ) -> dict[SeriesId, Stages]:
-        return await stages_in_turn(self, names, configs, stages, keep)
 
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
@@ -172,7 +180,7 @@ def planned_inline(
     return upstream, planned, output
 
 
-class StoreRunner:
+class StoreRunner(StagesInTurn):
     """Answers a run's stages from the store alone, in this process without a task run: each output by its
     planned key, when it is complete and up to date; `NotStoredError` at the first one that is not. A rerun
     on unchanged data then costs a store check per output, not a task run per stage and chunk."""
@@ -185,15 +193,6 @@ class StoreRunner:
     ) -> dict[SeriesId, SeriesResult]:
         return await anyio.to_thread.run_sync(stored_stage, stage, configs, stages, digest)
 
-    async def stages(
-        self,
-        names: tuple[str, ...],
-        configs: dict[SeriesId, ForecastConfig],
-        stages: dict[SeriesId, Stages],
-        keep: ChunkFilter,
-    ) -> dict[SeriesId, Stages]:
-        return await stages_in_turn(self, names, configs, stages, keep)
-
     async def train(
         self, config: ForecastConfig, upstream: dict[str, Any], prepared: dict[SeriesId, tuple[ForecastConfig, Stages]]
     ) -> Stages:
@@ -201,21 +200,6 @@ class StoreRunner:
         if model is None:
             raise NotStoredError("train")
         return {"train": {"key": model, "status": "cached"}}
-
-
-async def stages_in_turn(
-    runner: Runner,
-    names: tuple[str, ...],
-    configs: dict[SeriesId, ForecastConfig],
-    stages: dict[SeriesId, Stages],
-    keep: ChunkFilter,
-) -> dict[SeriesId, Stages]:
-    """`Runner.stages` one stage after another (`Runner.stage`), each for every series still going."""
-    going = stages
-    for stage in names:
-        done = keep(await runner.stage(stage, {i: configs[i] for i in going}, going, None))
-        going = {i: result["stages"] for i, result in done.items()}
-    return going
 
 
 def run_stage_inline(stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None) -> str:
