@@ -224,11 +224,12 @@ class Progress:
 
     def __init__(self, stage: str, total: int) -> None:
         self.stage, self.total, self.done = stage, total, 0
-        self.started = self.logged = time.monotonic()
+        self.started: float | None = None
+        self.logged = time.monotonic()
 
     def start(self) -> None:
-        """The phase starts now (for its rate), if it has not started yet."""
-        if self.done == 0:
+        """The phase starts now (for its rate), unless it started before."""
+        if self.started is None:
             self.started = self.logged = time.monotonic()
 
     def add(self, count: int) -> None:
@@ -246,7 +247,7 @@ class Progress:
         if not self.done or (now - self.logged < 10 and self.done < self.total):
             return
         self.logged = now
-        rate = self.done / max(now - self.started, 1e-9)
+        rate = self.done / max(now - (self.started or now), 1e-9)
         left = f", about {(self.total - self.done) / rate:.0f} s left" if self.done < self.total else ""
         get_run_logger().info("%s: %d of %d series (%.1f series/s%s)", self.stage, self.done, self.total, rate, left)
 
