@@ -181,8 +181,12 @@ def print_summary(summary: dict[str, Any], seconds: float) -> None:
 def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.input and config.series_id is None:
-        from lstm_forecast.tasks.stages.generate import read_series_ids
+        from lstm_forecast.tasks.stages.generate import is_long_format, read_series_ids
 
+        if args.workers and not args.dask_address and is_long_format(config) and prefect_server_known():
+            from lstm_forecast.flows.cluster import start_local_cluster
+
+            start_local_cluster(args.workers)  # its workers start while this process reads the ids and plans
         if series_ids := read_series_ids(config):
             return run_many_command(args, config, series_ids)
     if args.command == "retrain":
@@ -220,10 +224,6 @@ PRINTED_FAILURES = 5  # ... and names this many failed series
 
 def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_ids: list[str]) -> int:
     """A long-format input: one pipeline per series, on Dask when asked; exit 1 if any series failed."""
-    if args.workers and not args.dask_address and prefect_server_known():
-        from lstm_forecast.flows.cluster import start_local_cluster
-
-        start_local_cluster(args.workers)  # its workers start while this process gets the run ready
     from lstm_forecast.flows.many import chosen_scope, forecast_many
     from lstm_forecast.flows.retrain import retrain
 
