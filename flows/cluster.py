@@ -66,10 +66,10 @@ def on_same_cluster(flow_function: Any) -> Any:
     starts a task runner of its own and would run its tasks in this process."""
     if not runs_on_cluster():
         return flow_function
-    from prefect_dask import DaskTaskRunner
+    from lstm_forecast.flows.dask_runner import KeptContextsTaskRunner
 
     address = FlowRunContext.get().task_runner.client.scheduler.address
-    return flow_function.with_options(task_runner=DaskTaskRunner(address=address))
+    return flow_function.with_options(task_runner=KeptContextsTaskRunner(address=address))
 
 
 def _run_after(function: Callable[[Any], Any], argument: Any, previous: Any) -> Any:
@@ -134,22 +134,24 @@ def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def dask_task_runner(address: str | None, workers: int | None) -> Any:
-    """A `DaskTaskRunner` for an existing scheduler or `workers` local processes (those `start_local_cluster`
-    started, if it did); None for neither."""
+    """A `DaskTaskRunner` (`KeptContextsTaskRunner`) for an existing scheduler or `workers` local processes
+    (those `start_local_cluster` started, if it did); None for neither."""
     if address is None and workers is None:
         return None
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers} is not a positive number", "pass --workers 1 or more")
     if address is not None:
         check_scheduler_reachable(address)
-    from prefect_dask import DaskTaskRunner
+    from lstm_forecast.flows.dask_runner import KeptContextsTaskRunner
 
     configure_dask()
     if address is None and workers in _starting:
         address = _starting.pop(workers).result().scheduler_address
     if address is not None:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers))
+        return KeptContextsTaskRunner(address=address)
+    return KeptContextsTaskRunner(
+        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(workers)
+    )
 
 
 def configure_dask() -> None:
