@@ -159,6 +159,7 @@ def configure_dask() -> None:
     (about 35 a run: nannies, workers, comms) and, at shutdown, a closed comm's traceback logged at INFO would end
     a successful run's stderr."""
     import dask
+    import distributed  # noqa: F401 - its import sets its loggers' levels from its config: set ours after it
 
     dask.config.set(NO_PROFILER)
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -175,11 +176,11 @@ def start_local_cluster(workers: int) -> None:
     closed when this process ends."""
     if workers < 1 or workers in _starting:
         return
-    configure_dask()
 
     def started() -> Any:
         from distributed import LocalCluster
 
+        configure_dask()  # here: importing Dask's packages takes a while, and this thread waits anyway
         return LocalCluster(**local_cluster_options(workers))
 
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-cluster")
