@@ -160,10 +160,12 @@ def run_whole_chunk(
     stage that reads the input (`digest`: its file's, if known) returns each series' key and facts."""
     results: dict[str, SeriesResult] = {}
     pending: list[tuple[str, Stages, tuple[ForecastConfig, dict[str, str], str]]] = []
+    first = next(iter(configs.values()))  # `store` is the first series' (`stage_of_chunk`)
     for series_id, config in configs.items():
         own = dict(stages.get(series_id, {}))
         try:
-            upstream, planned, output = planned_inline(stage, config, own, digest)
+            same_store = config.artifacts_dir == first.artifacts_dir  # a panel's series share one
+            upstream, planned, output = planned_inline(stage, config, own, digest, store if same_store else None)
             if output is not None:
                 results[series_id] = series_result(
                     stage, config, own | {stage: {"key": output, "status": "cached"}}, store

@@ -171,12 +171,13 @@ class TaskRunner(StagesInTurn):
 
 
 def planned_inline(
-    stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None
+    stage: str, config: ForecastConfig, stages: Stages, digest: str | None = None, store: Store | None = None
 ) -> tuple[dict[str, str], str | None, str | None]:
     """One stage of one series without a task run of its own: its inputs' keys, its planned key, and its
-    output's key when that is complete and up to date in the store (else None: it must run)."""
+    output's key when that is complete and up to date in the store (else None: it must run). `store`:
+    `config`'s, when the caller holds it."""
     upstream = upstream_keys(stage, {name: done["key"] for name, done in stages.items()})
-    planned, output = stored_output(stage, config, upstream, digest)
+    planned, output = stored_output(stage, config, upstream, digest, store=store)
     return upstream, planned, output
 
 

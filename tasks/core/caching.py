@@ -143,13 +143,18 @@ class StageCache(CachePolicy):
 
 
 def stored_output(
-    stage: str, config: ForecastConfig, upstream: dict[str, Any], digest: str | None = None, key: str | None = None
+    stage: str,
+    config: ForecastConfig,
+    upstream: dict[str, Any],
+    digest: str | None = None,
+    key: str | None = None,
+    store: Store | None = None,
 ) -> tuple[str | None, str | None]:
     """A stage's cache key, and its output's key when that output is complete in the store and newer
     than its inputs (None: it must run). `key`: the stage's key when the flow computed it already.
     For an input file the cache key is of the file's digest and settings, the output's key of the
     series it gave (`sources/`); `digest`: the file's, if known. The cache key is None when the file
-    cannot be read now (the stage runs, retries and reports)."""
+    cannot be read now (the stage runs, retries and reports). `store`: `config`'s, when the caller holds it."""
     reads_file = STAGE[stage].reads_input and bool(config.input)
     extra = ""
     if reads_file:
@@ -159,7 +164,7 @@ def stored_output(
             return None, None
     if key is None or reads_file:
         key = stage_key(stage, config, upstream, extra)
-    store = Store(config.artifacts_dir)
+    store = store or Store(config.artifacts_dir)
     if reads_file:  # the series is stored under the key its values gave
         series_key = store.read_source(key)
         return key, series_key if series_key is not None and store.is_complete(stage, series_key) else None

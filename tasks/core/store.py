@@ -244,6 +244,8 @@ class _Batch:
 
     tables: dict[str, dict[str, tuple[pd.DataFrame | _Rows, dict[str, Any] | None, int]]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    listed: dict[Path, frozenset[str]] = field(default_factory=dict)  # folder -> its names, as first listed
+    indexes: dict[Path, dict[str, Path]] = field(default_factory=dict)  # pack folder -> its index, as first read
 
 
 _batches: ContextVar[dict[Path, _Batch] | None] = ContextVar("lstm_forecast_store_batches", default=None)
@@ -520,11 +522,11 @@ class Store:
         current batch); damaged files are removed."""
         path = self.path(stage, key)
         output = STAGE[stage].output
-        if not path.exists():
+        if not (self._has_own_file(path) if output == "table" else path.exists()):
             batch = self._batch()
             if batch is not None and key in batch.tables.get(stage, {}):
                 return True
-            return output == "table" and self._pack_of(self._packs_dir(stage), key) is not None
+            return output == "table" and self._in_pack(self._packs_dir(stage), key) is not None
         try:
             if output == "model":
                 json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
@@ -622,7 +624,7 @@ class Store:
         try:
             if batch is not None and key in batch.sources:
                 series_key = batch.sources[key]
-            elif not path.exists() and (pack := self._pack_of(self._sources_packs_dir, key)) is not None:
+            elif not self._has_own_file(path) and (pack := self._in_pack(self._sources_packs_dir, key)) is not None:
                 table, rows, _ = self._read_pack(pack)
                 series_key = table["series"].iloc[rows[key][-1]]
             else:
@@ -874,6 +876,34 @@ class Store:
     @property
     def _sources_packs_dir(self) -> Path:
         return self.root / "sources" / PACKS
+
+    def _has_own_file(self, path: Path) -> bool:
+        """Whether a table output's or a source record's own file `path` exists. Inside a batch, from one listing of
+        its folder per batch: a chunk asks about a thousand outputs that do not exist yet, and these files are
+        written only outside batches (a batch writes packs when it ends)."""
+        batch = self._batch()
+        if batch is None:
+            return path.exists()
+        names = batch.listed.get(path.parent)
+        if names is None:
+            try:
+                names = frozenset(entry.name for entry in os.scandir(path.parent))
+            except OSError:
+                names = frozenset()
+            batch.listed[path.parent] = names
+        return path.name in names
+
+    def _in_pack(self, folder: Path, key: str) -> Path | None:
+        """`_pack_of`; inside a batch, from the folder's index as the batch first read it: a chunk asks about its
+        own series, whose outputs no other task writes meanwhile, and their inputs' packs were written before
+        its task began."""
+        batch = self._batch()
+        if batch is None:
+            return self._pack_of(folder, key)
+        index = batch.indexes.get(folder)
+        if index is None:
+            index = batch.indexes[folder] = self._packs_index(folder)
+        return index.get(key)
 
     def _pack_of(self, folder: Path, key: str) -> Path | None:
         """The newest pack in `folder` holding output `key`, or None."""
