@@ -12,6 +12,7 @@ Everything else is Prefect's own engine (`run_task_sync`): the same task runs, s
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 from collections.abc import Iterable
@@ -35,11 +36,19 @@ def kept_contexts(settings: dict[str, Any]) -> tuple[SettingsContext, SyncClient
         if kept is not None:
             kept[2].client.__exit__(None, None, None)
         settings_context = SettingsContext(**settings)
-        with settings_context:  # the client reads its API URL and options from these settings
-            client_context = SyncClientContext()
-            client_context.__enter__()  # opened (and the server's version checked) once; kept open
+        # In a context of its own: a client context current where this is called (the one replaced) is not reused.
+        client_context = contextvars.Context().run(opened_client, settings_context)
         kept = _kept.contexts = (settings, settings_context, client_context)
     return kept[1], kept[2]
+
+
+def opened_client(settings_context: SettingsContext) -> SyncClientContext:
+    """A client context for an API client opened with `settings_context`'s settings (its URL and options), the
+    server's version checked; it stays open."""
+    with settings_context:
+        client_context = SyncClientContext()
+        client_context.__enter__()
+    return client_context
 
 
 def run_in_kept_contexts(*, context: dict[str, Any], **run_task_kwargs: Any) -> Any:
