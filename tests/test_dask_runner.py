@@ -1,14 +1,17 @@
-"""The worker side of `KeptContextsTaskRunner`: a thread's Prefect settings and API client, kept across task runs
-(the runner itself runs every end-to-end test on Dask in tests/test_many.py)."""
+"""The worker side of `KeptContextsTaskRunner`: a thread's Prefect settings and API client, kept across task runs,
+and the flow sent by its import path (the runner itself runs every end-to-end test on Dask in tests/test_many.py)."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 
+from prefect import flow
 from prefect.context import SettingsContext
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-from lstm_forecast.flows.dask_runner import kept_contexts
+from lstm_forecast.flows.dask_runner import KeptContextsTaskRunner, kept_contexts, with_flow_by_path, with_flow_imported
+from lstm_forecast.flows.many import forecast_many
 
 
 def serialized_settings(values: dict) -> dict:
@@ -37,3 +40,25 @@ def test_a_thread_keeps_its_settings_and_client_while_the_settings_sent_stay_the
     assert settings_after is not settings and client_after is not client
     assert settings_after.settings.client.max_retries == 2
     assert client.client._closed and not client_after.client._closed  # the one it replaced is closed
+
+
+def test_a_modules_flow_is_sent_by_its_path_with_its_task_runner_and_comes_back_as_that_flow() -> None:
+    runner = KeptContextsTaskRunner(address="tcp://127.0.0.1:8786")
+    running = forecast_many.with_options(task_runner=runner)  # the CLI's copy, as the flow run's context holds it
+    context = {"flow_run_context": {"flow": running, "log_prints": True}, "tags_context": {}}
+    sent = pickle.dumps(with_flow_by_path(context))  # plain pickle: no cloudpickle fallback over the whole payload
+    assert len(sent) < 2000 and context["flow_run_context"]["flow"] is running  # its own dict is left as it was
+    received = with_flow_imported(pickle.loads(sent))
+    flow_there = received["flow_run_context"]["flow"]
+    assert flow_there.fn is forecast_many.fn and flow_there.name == forecast_many.name
+    assert flow_there.task_runner == runner and flow_there.task_runner is not forecast_many.task_runner
+    assert received["flow_run_context"]["log_prints"] is True and received["tags_context"] == {}
+    again = with_flow_imported(pickle.loads(sent))["flow_run_context"]["flow"]
+    assert again is flow_there  # the copy with that runner is made once per process
+
+    @flow(name="made-at-run-time")
+    def made_here() -> None:
+        return None
+
+    local = {"flow_run_context": {"flow": made_here}}
+    assert with_flow_by_path(local) is local  # not importable: sent by value, as Prefect does
