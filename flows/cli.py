@@ -20,6 +20,7 @@ from lstm_forecast.flows.runtime import (
     prefect_server_known,
     prepare_runtime,
     set_environment_defaults,
+    was_interrupted,
 )
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError, shown
@@ -452,6 +453,8 @@ UNEXPECTED_FAILURE = {
 }
 
 
+INTERRUPTED = "interrupted: finished stages are kept in the store; rerun to continue"
+
 # What `lstm-forecast --help` says before the commands (the module's docstring is for its readers).
 DESCRIPTION = (
     "Turn a time series, or a panel of many in long format, into a trained Keras LSTM forecaster with Prefect: "
@@ -470,9 +473,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {shown(error.problem, 2000)}\n  fix: {shown(error.fix, 2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept in the store; rerun to continue", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as error:  # a failed stage: say what failed; Prefect's log holds the traceback
+        if was_interrupted():
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
         what, kept = UNEXPECTED_FAILURE.get(args.command, UNEXPECTED_FAILURE["run"])
         print(f"error: {what} failed: {type(error).__name__}: {shown(error, 2000)}\n  {kept}", file=sys.stderr)
         return 1

@@ -73,11 +73,22 @@ def check_prefect_server(
         )
 
 
+_interrupts = threading.Event()  # set once Ctrl-C reached a running flow (`interrupt_at_once`)
+
+
 def interrupt_at_once(signum: int, frame: Any) -> None:
     """SIGINT raises KeyboardInterrupt where the main thread is, as Python's default handler does. Set while a
     flow runs: asyncio.run's own handler only cancels the flow's task, which a flow busy in a synchronous stage
     (training) sees at its next `await`, after it has trained on and registered its model."""
+    _interrupts.set()
     raise KeyboardInterrupt
+
+
+def was_interrupted() -> bool:
+    """Whether Ctrl-C reached a flow of this process. A KeyboardInterrupt raised inside Prefect's machinery can
+    reach the command as another exception (a failed state, a cancelled future): the run still ended because
+    the user stopped it."""
+    return _interrupts.is_set()
 
 
 @contextlib.contextmanager
@@ -86,6 +97,7 @@ def ctrl_c_stops_the_flow() -> Any:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _interrupts.clear()  # a new run: an earlier run's Ctrl-C is not this one's
     previous = signal.signal(signal.SIGINT, interrupt_at_once)
     try:
         yield
