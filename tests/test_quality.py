@@ -522,3 +522,18 @@ def test_predict_builds_a_long_series_inputs_in_blocks_of_the_same_values() -> N
     assert [len(block) for block in blocks] == [10] * 10 + [7]
     np.testing.assert_array_equal(np.concatenate(blocks), data.inputs(8, 2)[0])
     np.testing.assert_array_equal(data.inputs(8, 2)[0], space.inputs(space.encode(y), rows, 8, 2))
+
+
+def test_a_module_left_out_cannot_be_imported_inside_and_imports_as_usual_after() -> None:
+    """How Keras is imported without its optional scikit-learn wrappers and pyplot galleries (`import_keras`)."""
+    import importlib
+    import sys
+
+    from lstm_forecast.tasks.core.networks import modules_left_out
+
+    sys.modules.pop("wave", None)  # a standard module nothing here needs: not imported at the start
+    with modules_left_out(("wave", "json")):
+        with pytest.raises(ImportError):
+            importlib.import_module("wave")
+        assert importlib.import_module("json").dumps([1]) == "[1]"  # imported already: left as it is
+    assert importlib.import_module("wave").open  # importable again
