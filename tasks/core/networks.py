@@ -55,7 +55,8 @@ KERAS_OPTIONAL_MODULES = ("sklearn", "matplotlib.pyplot")
 @contextlib.contextmanager
 def modules_left_out(names: tuple[str, ...]) -> Iterator[None]:
     """While inside, importing a module of `names` not imported yet raises ImportError (a None in `sys.modules`
-    is Python's own mark of a module that cannot be imported); afterwards it imports as usual."""
+    is Python's own mark of a module that cannot be imported); afterwards it imports as usual. Another thread
+    importing one of them meanwhile would fail as well: nothing in this project imports these two."""
     left_out = [name for name in names if name not in sys.modules]
     for name in left_out:
         sys.modules[name] = None  # type: ignore[assignment]
