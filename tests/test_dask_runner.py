@@ -7,10 +7,16 @@ import pickle
 import threading
 
 from prefect import flow
-from prefect.context import SettingsContext
+from prefect.context import SettingsContext, serialize_context
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-from lstm_forecast.flows.dask_runner import KeptContextsTaskRunner, kept_contexts, with_flow_by_path, with_flow_imported
+from lstm_forecast.flows.dask_runner import (
+    KeptContextsTaskRunner,
+    kept_contexts,
+    settings_serialized_once,
+    with_flow_by_path,
+    with_flow_imported,
+)
 from lstm_forecast.flows.many import forecast_many
 
 
@@ -62,3 +68,19 @@ def test_a_modules_flow_is_sent_by_its_path_with_its_task_runner_and_comes_back_
 
     local = {"flow_run_context": {"flow": made_here}}
     assert with_flow_by_path(local) is local  # not importable: sent by value, as Prefect does
+
+
+def test_a_settings_context_is_serialized_once_and_again_only_for_other_settings() -> None:
+    current = SettingsContext.get()
+    once = settings_serialized_once(current)
+    token = SettingsContext.__var__.set(once)
+    try:
+        sent = serialize_context()["settings_context"]  # what a submission sends, through the copy
+    finally:
+        SettingsContext.__var__.reset(token)
+    assert sent == current.serialize() and once.settings is current.settings
+    assert settings_serialized_once(current) is once and settings_serialized_once(current).serialize() is sent
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        changed = settings_serialized_once(SettingsContext.get())
+        assert changed is not once and changed.serialize()["settings"]["api"]["url"] == "http://127.0.0.1:9/api"
+    assert once.serialize(include_secrets=False) == current.serialize(include_secrets=False)
