@@ -82,16 +82,22 @@ class FlowPath(NamedTuple):
     task_runner: Any
 
 
+_PACKAGE = __name__.split(".")[0]  # this project's package, which every worker imports
+
+
 def with_flow_by_path(context: dict[str, Any]) -> dict[str, Any]:
-    """`context` (`serialize_context`'s) with its flow run's flow as a `FlowPath`, where that flow is its module's
-    flow of the same name and function, maybe with another task runner (`Flow.with_options(task_runner=...)`);
-    unchanged otherwise (a flow made at run time is pickled by value)."""
+    """`context` (`serialize_context`'s) with its flow run's flow as a `FlowPath`, where that flow is one of this
+    project's modules' flows (same name and function), maybe with another task runner
+    (`Flow.with_options(task_runner=...)`); unchanged otherwise, pickled by value as Prefect does: a flow made at
+    run time, or one of a module a worker may not import by that name (Prefect loads a deployment's flow file as
+    a module named after the file)."""
     flow_run = context.get("flow_run_context") or {}
     flow = flow_run.get("flow")
     function = getattr(flow, "fn", None)
-    module = getattr(function, "__module__", None)
-    own = getattr(sys.modules.get(module or ""), getattr(function, "__name__", ""), None)
-    if function is None or getattr(own, "fn", None) is not function or own.name != flow.name:
+    module = getattr(function, "__module__", None) or ""
+    own = getattr(sys.modules.get(module), getattr(function, "__name__", ""), None)
+    ours = module.startswith(f"{_PACKAGE}.")
+    if function is None or not ours or getattr(own, "fn", None) is not function or own.name != flow.name:
         return context
     by_path = FlowPath(module, function.__name__, flow.task_runner.duplicate())
     return context | {"flow_run_context": flow_run | {"flow": by_path}}

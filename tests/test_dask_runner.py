@@ -4,6 +4,7 @@ and the flow sent by its import path (the runner itself runs every end-to-end te
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 
 from prefect import flow
@@ -68,6 +69,12 @@ def test_a_modules_flow_is_sent_by_its_path_with_its_task_runner_and_comes_back_
 
     local = {"flow_run_context": {"flow": made_here}}
     assert with_flow_by_path(local) is local  # not importable: sent by value, as Prefect does
+    test_module = sys.modules[__name__]
+    test_module.made_here = made_here  # a module's flow, but not of the project's package: a worker may lack it
+    try:
+        assert with_flow_by_path(local) is local
+    finally:
+        del test_module.made_here
 
 
 def test_a_settings_context_is_serialized_once_and_again_only_for_other_settings() -> None:
