@@ -26,6 +26,12 @@ from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import STAGES
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
+from lstm_forecast.tasks.core.training_process import training_process_started
+
+
+def tensorflow_imported() -> bool:
+    """Whether this command imported TensorFlow: here, or in the training process it started."""
+    return "tensorflow" in sys.modules or training_process_started()
 
 
 def readable(value: float) -> str:
@@ -199,7 +205,7 @@ def run_command(args: argparse.Namespace) -> int:
     result = run_flow(args, flow_function, on_cluster=False, config=config)  # one series: its stages in process
     summary = summarize(result)
     print_summary(summary, time.perf_counter() - started)
-    summary["tensorflow_imported"] = "tensorflow" in sys.modules  # a fully cached run never needs it
+    summary["tensorflow_imported"] = tensorflow_imported()  # a fully cached run never needs it
     if "retrain" in result:
         summary["retrain"], summary["latest"] = result["retrain"], result["latest"]
         print(f"Retraining: {describe_decision(result['retrain'])}")
@@ -289,7 +295,7 @@ def run_many_command(args: argparse.Namespace, config: ForecastConfig, series_id
             detail["winner"] = str(winners[series_id])
             detail["keys"] = {s: detail["stages"][s]["key"] for s in STAGES if s in detail["stages"]}
             detail["stages"] = {s: detail["stages"][s]["status"] for s in STAGES if s in detail["stages"]}
-    output["tensorflow_imported"] = "tensorflow" in sys.modules
+    output["tensorflow_imported"] = tensorflow_imported()
     output["scope"], output["model"] = result.get("scope"), result.get("model")
     if "retrain" in result:
         output["retrain"], output["latest"] = result["retrain"], result.get("latest")
@@ -428,7 +434,7 @@ def predict_command(args: argparse.Namespace) -> int:
     for name in ("output", "plot"):
         if result.get(name):
             print(f"{name.capitalize():<12} {result[name]}")
-    result["tensorflow_imported"] = "tensorflow" in sys.modules  # numpy applies a saved network's arrays
+    result["tensorflow_imported"] = tensorflow_imported()  # numpy applies a saved network's arrays
     emit_json(args, result)
     return 0
 

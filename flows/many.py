@@ -37,13 +37,11 @@ from lstm_forecast.flows.cluster import (
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, many_artifact_paths
 from lstm_forecast.flows.plan import (
     ChunkFilter,
-    NotStoredError,
     Outcomes,
     SeriesFailedError,
     SeriesId,
     SeriesResult,
     Stages,
-    StoreRunner,
     TooShortSeriesError,
     evaluate_tables,
     evaluated_wide,
@@ -56,6 +54,7 @@ from lstm_forecast.flows.plan import (
     run_stage,
     run_stage_inline,
     series_result,
+    stored_run,
 )
 from lstm_forecast.tasks.core.caching import stored_output
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
@@ -436,12 +435,12 @@ async def forecast_panel(
     """
     config = with_fields(config, scope="global" if global_model else "local")
     series: list[SeriesId] = list(ids)
-    with contextlib.suppress(NotStoredError):
-        stages, model = await planned_run(config, series, global_model, last_stage, StoreRunner())
-        what = "and their global model are" if global_model else "and their models are"
-        get_run_logger().info("all %d series %s in the store, up to date: nothing to run", len(ids), what)
-        return stages, model
-    return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel))
+    stored = await stored_run(config, series, global_model, last_stage, trains_here=global_model or not parallel)
+    if stored is None:
+        return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel))
+    what = "and their global model are" if global_model else "and their models are"
+    get_run_logger().info("all %d series %s in the store, up to date: nothing to run", len(ids), what)
+    return stored
 
 
 LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every one

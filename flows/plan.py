@@ -31,8 +31,9 @@ from lstm_forecast.tasks.core.defaults import (
     stored_facts,
 )
 from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError, TooShortError
-from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, stage_task, stages_until
+from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, STAGES, stage_task, stages_until
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
+from lstm_forecast.tasks.core.training_process import start_training_process
 from lstm_forecast.tasks.operations.summary import ID, SeriesOutcome, series_to_show, wide_test_metrics
 from lstm_forecast.tasks.stages.evaluate import pooled_test_metrics
 
@@ -51,7 +52,16 @@ class TooShortSeriesError(SeriesFailedError):
 
 
 class NotStoredError(Exception):
-    """An output a run needs is not in the store, complete and up to date: the run has work to do."""
+    """An output a run needs (of stage `stage`) is not in the store, complete and up to date: the run has work
+    to do."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
+
+
+# The stages whose output missing from the store means the run will train a network: theirs, or train's own.
+TRAINED_FROM: tuple[str, ...] = STAGES[: STAGES.index("train") + 1]
 
 
 def failure_message(error: Exception) -> str:
@@ -408,6 +418,20 @@ async def planned_run(
             shown = shown_series(Store(config.artifacts_dir), finished)
         finished |= await each_stage(("plot",), {i: finished[i] for i in shown})
     return outcomes | {i: finished[i] for i in members if i in finished}, model
+
+
+async def stored_run(
+    config: ForecastConfig, ids: list[SeriesId], global_model: bool, last_stage: str, trains_here: bool
+) -> tuple[Outcomes, str | None] | None:
+    """The run answered from the store alone (`StoreRunner`), or None when an output it needs is missing. Then,
+    when that output is a network's or one before it and the network would train in this process
+    (`trains_here`), the training process starts now: it imports TensorFlow while the stages before run."""
+    try:
+        return await planned_run(config, ids, global_model, last_stage, StoreRunner())
+    except NotStoredError as missing:
+        if trains_here and missing.stage in TRAINED_FROM:
+            start_training_process()
+        return None
 
 
 def shown_series(store: Store, stages: dict[SeriesId, Stages]) -> list[SeriesId]:

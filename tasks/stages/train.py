@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from lstm_forecast.tasks.core.store import (
     Store,
     fingerprint,
 )
+from lstm_forecast.tasks.core.training_process import in_training_process
 from lstm_forecast.tasks.core.windows import window_inputs, window_targets_matrix
 
 EpochReport = Callable[[int, dict[str, float], float], None]
@@ -461,48 +462,69 @@ def training_progress(config: ForecastConfig) -> tuple[EpochReport, Callable[[],
     return report, lambda: update_progress_artifact(progress, 100.0)
 
 
-def fit_with_forecaster(
-    train_set: tuple[np.ndarray, np.ndarray],
-    validation_set: tuple[np.ndarray, np.ndarray],
-    every_window: tuple[np.ndarray, np.ndarray],
-    config: ForecastConfig,
-    series_rows: int = 0,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Fit a model on the train split (early stopping on validation), then its forecaster on every window.
-    `series_rows`: the rows of a series embedding (the inputs then end with each window's row).
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything fitting a network and its forecaster takes, sent whole to the training process
+    (`training_process.py`): the windows (inputs, targets) of the train split, the validation split and every
+    row; the config; `series_rows` (the rows of a series embedding: the inputs then end with each window's row);
+    where the models go (the store, the model key, how an ensemble is combined) and the metadata written with
+    them, to which the fit's own is added (`forecaster_details` into its `forecaster` entry)."""
 
-    Returns the model, the forecaster and what metadata records of the fit (history, epochs, times).
-    """
-    logger = get_run_logger()
-    (x_train, y_train), (x_val, y_val) = train_set, validation_set
-    logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), config.epochs)
-    report, done = training_progress(config)
+    train_set: tuple[np.ndarray, np.ndarray]
+    validation_set: tuple[np.ndarray, np.ndarray]
+    every_window: tuple[np.ndarray, np.ndarray]
+    config: ForecastConfig
+    artifacts_dir: Path
+    key: str
+    metadata: dict[str, Any]
+    combine: str = "mean"
+    series_rows: int = 0
+    forecaster_details: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_and_save(job: TrainingJob, report: EpochReport) -> dict[str, Any]:
+    """Fit a model on the train split (early stopping on validation), then its forecaster on every window, and
+    write both to the store with the job's metadata; `report` is called after each epoch. Returns what the
+    metadata records of the fit (history, epochs, times)."""
+    config = job.config
+    (x_train, y_train), (x_val, y_val) = job.train_set, job.validation_set
     started = time.perf_counter()
-    with compiled_network(config, series_rows) as network:
+    with compiled_network(config, job.series_rows) as network:
         history = train_network(network, x_train, y_train, x_val, y_val, config, on_epoch=report)
         model = network.detached()
         fit_seconds = time.perf_counter() - started
         epochs_run = len(history["loss"])
         extra_epochs = refit_epochs(epochs_run, config.patience if len(x_val) else 0, config.scope == "global")
-        train_further(network, *every_window, config, extra_epochs)
+        train_further(network, *job.every_window, config, extra_epochs)
         forecaster = network.detached()
-    logger.info("forecaster: trained %d more epochs on all %d windows", extra_epochs, len(every_window[0]))
-    done()
-    return (
-        model,
-        forecaster,
-        {
-            "history": history,
-            "epochs_run": epochs_run,
-            "device": training_device(),
-            "fit_seconds": round(fit_seconds, 3),
-            "forecaster": {
-                "epochs": extra_epochs,
-                "windows": len(every_window[0]),
-                "fit_seconds": round(time.perf_counter() - started - fit_seconds, 3),
-            },
+    fit = {
+        "history": history,
+        "epochs_run": epochs_run,
+        "device": training_device(),
+        "fit_seconds": round(fit_seconds, 3),
+        "forecaster": {
+            "epochs": extra_epochs,
+            "windows": len(job.every_window[0]),
+            "fit_seconds": round(time.perf_counter() - started - fit_seconds, 3),
+            **job.forecaster_details,
         },
-    )
+    }
+    Store(job.artifacts_dir).write_model(job.key, save_models(model, forecaster, job.combine), job.metadata | fit)
+    return fit
+
+
+def fit_with_forecaster(job: TrainingJob) -> dict[str, Any]:
+    """`fit_and_save` in the training process when the run started one (else here), its epochs logged here and
+    shown in the Prefect UI's progress artifact. Returns what the metadata records of the fit."""
+    logger = get_run_logger()
+    x_train, x_val = job.train_set[0], job.validation_set[0]
+    logger.info("training on %d windows (validation %d), up to %d epochs", len(x_train), len(x_val), job.config.epochs)
+    report, done = training_progress(job.config)
+    fit = in_training_process(fit_and_save, job, report)
+    forecaster = fit["forecaster"]
+    logger.info("forecaster: trained %d more epochs on all %d windows", forecaster["epochs"], forecaster["windows"])
+    done()
+    return fit
 
 
 def save_models(model: Any, forecaster: Any, combine: str = "mean") -> Callable[[Path], None]:
@@ -533,13 +555,6 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
     space, full_space = read_model_space(store, normalize), read_model_space(store, normalize, forecaster=True)
     y = store.read_table("generate", series)["y"].to_numpy()
     cap = local_window_cap(config.look_back, 1 + feature_width(config))
-    model, forecaster, fit = fit_with_forecaster(
-        training_arrays(scaled, targets, config, "train", space, features, cap),
-        training_arrays(scaled, targets, config, "validation", space, features, cap),
-        training_arrays(full_space.encode(y), targets, config, None, full_space, features, cap),
-        config,
-    )
-    fit["forecaster"]["model_space"] = full_space.to_dict()
     metadata = {
         "key": key,
         "scope": "local",
@@ -548,9 +563,19 @@ def train(config: ForecastConfig, series: str, normalize: str, window: str, key:
         "covariates": store.read_table_metadata("normalize", normalize).get("covariates"),
         "data_fingerprint": series,
         "upstream": upstream,
-        **fit,
     }
-    store.write_model(key, save_models(model, forecaster), metadata)
+    fit_with_forecaster(
+        TrainingJob(
+            training_arrays(scaled, targets, config, "train", space, features, cap),
+            training_arrays(scaled, targets, config, "validation", space, features, cap),
+            training_arrays(full_space.encode(y), targets, config, None, full_space, features, cap),
+            config,
+            store.root,
+            key,
+            metadata,
+            forecaster_details={"model_space": full_space.to_dict()},
+        )
+    )
     return key
 
 
@@ -678,13 +703,6 @@ def train_global(
     )
     stacked = stacked_splits(members, config, {"train": cap, "validation": validation_cap, None: cap})
     del members
-    model, forecaster, fit = fit_with_forecaster(
-        stacked["train"],
-        stacked["validation"],
-        stacked[None],
-        config,
-        series_rows=len(rows) + 1 if rows else 0,
-    )
     metadata = {
         "key": key,
         "scope": "global",
@@ -701,7 +719,19 @@ def train_global(
             if rows
             else {}
         ),
-        **fit,
     }
-    store.write_model(key, save_models(model, forecaster, combine="median"), metadata)
+    embedded = len(rows) + 1 if rows else 0
+    fit_with_forecaster(
+        TrainingJob(
+            stacked["train"],
+            stacked["validation"],
+            stacked[None],
+            config,
+            store.root,
+            key,
+            metadata,
+            "median",
+            embedded,
+        )
+    )
     return key

@@ -1,0 +1,182 @@
+"""A process of its own that trains a panel's network: it imports TensorFlow while the run prepares the data.
+
+TensorFlow's import costs about 3 s of CPU, which a cold panel run used to pay in its flow process when the
+network was built, with both cores waiting on it. A run that will train (`flows/plan.py: stored_run`) starts
+this process first: a new Python (`python -m` this module) whose import thread runs at a low priority, so that
+it takes the moments the stages leave a core idle rather than the stages' time. Training itself runs in the
+process's main thread at the usual priority, and TensorFlow's thread pools, made at its first operation, are
+made there too.
+
+`in_training_process` sends a job there (pickled through a pipe) and relays the epoch reports back while the
+caller waits. Without a started process (a single series, whose stages before training take less time than
+this process takes to import: it imports numpy, pandas and Prefect as well; a Dask worker training networks
+of their own) the job runs in the calling process, as before. The process ends with the one that started it;
+Ctrl-C reaches only the caller, which stops it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+Job = TypeVar("Job")
+Report = Callable[..., None]
+
+# The import thread's nice value (0 to 19: higher yields more): the stages' processes run at 0, and a thread at
+# 10 gets about a tenth of a core that both want (Linux weighs 10 at 110 against 1024).
+IMPORT_NICENESS = 10
+# glibc's malloc hands blocks above a threshold back to the kernel when freed and trims the heap's free top: a
+# new process's training steps then fault in the same fresh pages step after step (a third of its compute
+# thread's time was system time). Blocks up to 64 MB are kept in the process instead.
+KEPT_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)}
+_WAIT_S = 0.2  # how often the caller looks whether the process is still there while it trains
+
+_lock = threading.Lock()  # one job at a time; a caller that finds it busy trains in its own process
+_starting = threading.Lock()
+_process: TrainingProcess | None = None
+
+
+class TrainingProcessError(RuntimeError):
+    """The training process ended before it answered (killed, or out of memory)."""
+
+
+class TrainingProcess:
+    """The child process and the two ends of its pipes."""
+
+    def __init__(self) -> None:
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(to_child), str(from_child)],
+            pass_fds=(to_child, from_child),
+            stdin=subprocess.DEVNULL,
+            env=os.environ | KEPT_MEMORY,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the caller, which stops it, not this process
+        )
+        os.close(to_child)
+        os.close(from_child)
+        self.jobs = Connection(from_parent, readable=False)
+        self.answers = Connection(to_parent, writable=False)
+
+    def call(self, function: Callable[[Job, Report], Any], job: Job, report: Report) -> Any:
+        """`function(job, report)` in the process; `report`'s calls there are made here, as they come."""
+        self.jobs.send((function, job))
+        while True:
+            if not self.answers.poll(_WAIT_S):
+                if self.process.poll() is not None:
+                    raise TrainingProcessError(f"the training process ended (exit code {self.process.returncode})")
+                continue
+            try:
+                kind, payload = self.answers.recv()
+            except EOFError as error:
+                raise TrainingProcessError("the training process ended while training") from error
+            if kind == "report":
+                report(*payload)
+            elif kind == "done":
+                return payload
+            else:
+                raise payload
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.jobs.close()
+            self.answers.close()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_training_process() -> None:
+    """Start this process's training process, unless it runs: from now on it imports TensorFlow at a low
+    priority, and networks trained here train there."""
+    global _process
+    with _starting:
+        if _process is None or _process.process.poll() is not None:
+            _process = TrainingProcess()
+            atexit.register(_process.stop)
+
+
+def stop_training_process() -> None:
+    """Stop this process's training process, if it runs (the next `start_training_process` starts another)."""
+    global _process
+    with _starting, _lock:
+        if _process is not None:
+            _process.stop()
+            _process = None
+
+
+def training_process_started() -> bool:
+    """Whether this process started a training process (which imports TensorFlow)."""
+    return _process is not None
+
+
+def in_training_process(function: Callable[[Job, Report], Any], job: Job, report: Report) -> Any:
+    """`function(job, report)` in the training process when one was started and is free, else here. The
+    function and the job must pickle (a module-level function, arrays and plain objects); `report` stays here.
+    An interrupt while it trains stops the process (the next run starts another)."""
+    global _process
+    if _process is None or not _lock.acquire(blocking=False):
+        return function(job, report)
+    try:
+        process = _process
+        if process is None or process.process.poll() is not None:  # it ended while idle: train here
+            return function(job, report)
+        try:
+            return process.call(function, job, report)
+        except BaseException as error:
+            if not isinstance(error, Exception) or isinstance(error, (TrainingProcessError, OSError)):
+                process.stop()  # interrupted, or the process is gone: none of its state is to be trusted
+                _process = None
+            raise
+    finally:
+        _lock.release()
+
+
+def _import_quietly(done: threading.Event) -> None:
+    """Import what training needs, at a low priority (on Linux a thread's nice value is its own)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, IMPORT_NICENESS)
+    try:
+        from lstm_forecast.tasks.core.networks import import_keras
+        from lstm_forecast.tasks.stages import train  # noqa: F401 - the jobs' functions live there
+
+        import_keras()
+    finally:
+        done.set()
+
+
+def serve(jobs: Connection, answers: Connection) -> None:
+    """The training process: import in a thread, answer each job in this one (at its usual priority)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle: it stops this process
+    imported = threading.Event()
+    threading.Thread(target=_import_quietly, args=(imported,), name="import-keras", daemon=True).start()
+    while True:
+        try:
+            message = jobs.recv_bytes()
+        except (EOFError, OSError):  # the caller has gone
+            return
+        imported.wait()  # unpickling the job imports its modules: not here, beside the import thread
+        try:
+            function, job = pickle.loads(message)
+            answer: tuple[str, Any] = ("done", function(job, lambda *values: answers.send(("report", values))))
+        except Exception as error:  # noqa: BLE001 - the caller raises it
+            answer = ("error", error)
+        try:
+            answers.send(answer)
+        except (pickle.PicklingError, TypeError, AttributeError):  # an error that does not pickle
+            answers.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+        except (BrokenPipeError, OSError):
+            return
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

@@ -1,0 +1,77 @@
+"""The training process (tasks/core/training_process.py): a network trained there is the one trained here."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_forecast.tasks.core import training_process
+from lstm_forecast.tasks.core.config import build_config
+from lstm_forecast.tasks.core.store import MODEL_ARRAYS_FILE, Store
+from lstm_forecast.tasks.stages.train import TrainingJob, fit_and_save
+
+
+@pytest.fixture
+def stopped_after():
+    yield
+    training_process.stop_training_process()
+
+
+def tiny_job(folder: Path, windows: int = 40) -> TrainingJob:
+    config = build_config(
+        "smoke", overrides={"horizon": 2, "look_back": 8, "patch": 2, "epochs": 2, "batch_size": 8, "ensemble": 1}
+    )
+    random = np.random.RandomState(1)
+    x = random.random_sample((windows, 4, 2)).astype("float32")
+    y = random.random_sample((windows, 2)).astype("float32")
+    train, validation = (x[:32], y[:32]), (x[32:], y[32:])
+    return TrainingJob(train, validation, (x, y), config, folder, "a" * 24, {"key": "a" * 24})
+
+
+def stored_arrays(job: TrainingJob) -> dict[str, np.ndarray]:
+    with np.load(Store(job.artifacts_dir).path("train", job.key) / MODEL_ARRAYS_FILE) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+def test_a_network_trained_in_the_training_process_is_the_one_trained_here(tmp_path, stopped_after) -> None:
+    here = tiny_job(tmp_path / "here")
+    reports_here: list[tuple] = []
+    fit_here = fit_and_save(here, lambda *report: reports_here.append(report))
+
+    training_process.start_training_process()
+    assert training_process.training_process_started()
+    child = training_process._process.process
+    assert os.getpgid(child.pid) != os.getpgid(0)  # a terminal's Ctrl-C reaches the caller alone, which stops it
+    there = tiny_job(tmp_path / "there")
+    reports_there: list[tuple] = []
+    fit_there = training_process.in_training_process(fit_and_save, there, lambda *r: reports_there.append(r))
+
+    assert child.poll() is None
+    assert [epoch for epoch, _, _ in reports_there] == [1, 2]  # each epoch reported here, as it ended there
+    assert [losses for _, losses, _ in reports_there] == [losses for _, losses, _ in reports_here]
+    assert fit_there["history"] == fit_here["history"]
+    assert fit_there["forecaster"]["epochs"] == fit_here["forecaster"]["epochs"]
+    stored_here, stored_there = stored_arrays(here), stored_arrays(there)
+    assert stored_here.keys() == stored_there.keys()
+    for name, values in stored_here.items():
+        np.testing.assert_array_equal(values, stored_there[name])
+
+    # An error there is raised here, and the process serves the next job.
+    broken = replace(here, train_set=(here.train_set[0][:, :, 0], here.train_set[1]))  # windows of one channel
+    with pytest.raises(ValueError):
+        training_process.in_training_process(fit_and_save, broken, lambda *report: None)
+    assert child.poll() is None
+
+    # A process that ended while idle is not waited on: the next job trains here.
+    child.kill()
+    child.wait()
+    started = time.perf_counter()
+    again = tiny_job(tmp_path / "again")
+    assert training_process.in_training_process(fit_and_save, again, lambda *r: None)["history"] == fit_here["history"]
+    assert time.perf_counter() - started < 60
+    assert not (training_process._process and training_process._process.process.poll() is None)
