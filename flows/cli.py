@@ -26,7 +26,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
 from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import STAGES
 from lstm_forecast.tasks.core.heap import collect_less_often, freeze_loaded_modules
-from lstm_forecast.tasks.core.training_process import training_process_started
+from lstm_forecast.tasks.core.training_process import start_training_process, training_process_started
 
 
 def tensorflow_imported() -> bool:
@@ -192,8 +192,11 @@ def run_command(args: argparse.Namespace) -> int:
 
         if args.workers and not args.dask_address and is_long_format(config) and prefect_server_known():
             from lstm_forecast.flows.cluster import start_local_cluster
+            from lstm_forecast.tasks.core.store import Store
 
             start_local_cluster(args.workers)  # its workers start while this process reads the ids and plans
+            if config.scope != "local" and not Store(config.artifacts_dir).holds_models():
+                start_training_process()  # a first run into this store trains its network: import TensorFlow now
         if series_ids := read_series_ids(config):
             return run_many_command(args, config, series_ids)
     if args.command == "retrain":

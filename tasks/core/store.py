@@ -451,6 +451,12 @@ class Store:
             raise ValueError(f"invalid store key {key!r}")
         return _output_path(self.root, stage, key)
 
+    def holds_models(self) -> bool:
+        """Whether any model folder is in the store (a first run into it will train)."""
+        with contextlib.suppress(OSError):
+            return any(not entry.name.startswith(".") for entry in os.scandir(self.root / "models"))
+        return False
+
     def thumbnail_path(self, key: str) -> Path:
         return self.path("plot", key).with_suffix(".small.png")
 
