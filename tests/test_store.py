@@ -73,6 +73,16 @@ def test_keys_cannot_name_paths_outside_the_store(tmp_path: Path) -> None:
         store.path("../models", fingerprint("k"))
 
 
+def test_a_store_holds_models_once_one_is_written_whole(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    assert not store.holds_models()  # no folder at all yet
+    key = fingerprint("model")
+    (store.root / "models" / f".{key}.staging").mkdir(parents=True)  # a write under way is not a model yet
+    assert not store.holds_models()
+    store.write_model(key, lambda folder: (folder / "model.keras").write_bytes(b"weights"), {"history": {}})
+    assert store.holds_models()
+
+
 def test_garbled_model_file_is_not_complete(tmp_path: Path) -> None:
     import json
     import zipfile
