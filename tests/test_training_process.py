@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -75,3 +76,12 @@ def test_a_network_trained_in_the_training_process_is_the_one_trained_here(tmp_p
     assert training_process.in_training_process(fit_and_save, again, lambda *r: None)["history"] == fit_here["history"]
     assert time.perf_counter() - started < 60
     assert not (training_process._process and training_process._process.process.poll() is None)
+
+
+def test_an_error_that_would_not_come_back_through_pickle_comes_back_named() -> None:
+    plain = ValueError("windows of the wrong shape")
+    assert training_process.portable(plain) is plain
+    held = RuntimeError("a lock held")
+    held.lock = threading.Lock()  # pickle refuses it
+    renamed = training_process.portable(held)
+    assert type(renamed) is RuntimeError and renamed is not held and str(renamed) == "RuntimeError: a lock held"

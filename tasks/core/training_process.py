@@ -59,6 +59,7 @@ class TrainingProcess:
             [sys.executable, "-m", __name__, str(to_child), str(from_child)],
             pass_fds=(to_child, from_child),
             stdin=subprocess.DEVNULL,
+            stdout=2,  # this process's stdout may carry a command's JSON: anything printed there goes to stderr
             env=os.environ | KEPT_MEMORY,
             start_new_session=True,  # a terminal's Ctrl-C reaches the caller, which stops it, not this process
         )
@@ -87,9 +88,9 @@ class TrainingProcess:
                 raise payload
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.jobs.close()
-            self.answers.close()
+        for end in (self.jobs, self.answers):
+            with contextlib.suppress(OSError):
+                end.close()
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -169,13 +170,21 @@ def serve(jobs: Connection, answers: Connection) -> None:
             function, job = pickle.loads(message)
             answer: tuple[str, Any] = ("done", function(job, lambda *values: answers.send(("report", values))))
         except Exception as error:  # noqa: BLE001 - the caller raises it
-            answer = ("error", error)
+            answer = ("error", portable(error))
         try:
             answers.send(answer)
-        except (pickle.PicklingError, TypeError, AttributeError):  # an error that does not pickle
-            answers.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
-        except (BrokenPipeError, OSError):
+        except OSError:  # the caller has gone
             return
+
+
+def portable(error: Exception) -> Exception:
+    """`error`, or a RuntimeError naming it when it would not come back through pickle (an error that holds what
+    pickle refuses, or whose class needs arguments its pickled form lacks)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure to round-trip
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 if __name__ == "__main__":
