@@ -57,10 +57,13 @@ def test_a_network_trained_in_the_training_process_is_the_one_trained_here(tmp_p
     assert [losses for _, losses, _ in reports_there] == [losses for _, losses, _ in reports_here]
     assert fit_there["history"] == fit_here["history"]
     assert fit_there["forecaster"]["epochs"] == fit_here["forecaster"]["epochs"]
-    stored_here, stored_there = stored_arrays(here), stored_arrays(there)
-    assert stored_here.keys() == stored_there.keys()
-    for name, values in stored_here.items():
-        np.testing.assert_array_equal(values, stored_there[name])
+    # The saved weights, in the order saved (Keras numbers its layers' names per process: those differ).
+    weights_here, weights_there = (
+        [values for values in stored_arrays(job).values() if values.dtype.kind == "f"] for job in (here, there)
+    )
+    assert len(weights_here) == len(weights_there) >= 4
+    for values_here, values_there in zip(weights_here, weights_there, strict=True):
+        np.testing.assert_array_equal(values_here, values_there)
 
     # An error there is raised here, and the process serves the next job.
     broken = replace(here, train_set=(here.train_set[0][:, :, 0], here.train_set[1]))  # windows of one channel
