@@ -32,8 +32,9 @@ Job = TypeVar("Job")
 Report = Callable[..., None]
 
 # The import thread's nice value (0 to 19: higher yields more): the stages' processes run at 0, and a thread at
-# 10 gets about a tenth of a core that both want (Linux weighs 10 at 110 against 1024).
-IMPORT_NICENESS = 10
+# 19 gets about 1.5 % of a core that both want (Linux weighs 19 at 15 against 1024). At 10 (weight 110) a panel's
+# first stage started 0.4 s later in turns, and the import was done before training either way.
+IMPORT_NICENESS = 19
 # glibc's malloc hands blocks above a threshold back to the kernel when freed and trims the heap's free top: a
 # new process's training steps then fault in the same fresh pages step after step (a third of its compute
 # thread's time was system time). Blocks up to 64 MB are kept in the process instead.
