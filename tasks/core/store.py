@@ -225,6 +225,7 @@ def is_key(value: Any) -> bool:
 
 LATEST_FORECASTS = "latest.parquet"
 PLOTS = "plots"  # the folder of the plot stage's images
+MODELS = "models"  # the folder of the train stage's model folders
 PACKS = "packs"  # the folder of a stage's packs, inside the stage's folder
 KEY_COLUMN = "_key"  # the column of a pack naming the output each row belongs to
 _PACKS_KEPT = 4  # decoded packs kept per process (a chunk's stage reads the same pack for each series)
@@ -425,7 +426,7 @@ def _resolved_root(root: str, working_folder: str) -> Path:
 def _output_path(root: Path, stage: str, key: str) -> Path:
     output = STAGE[stage].output
     if output == "model":
-        return root / "models" / key
+        return root / MODELS / key
     if output == "image":
         return root / PLOTS / f"{key}.png"
     return root / stage / f"{key}.parquet"
@@ -454,7 +455,7 @@ class Store:
     def holds_models(self) -> bool:
         """Whether any model folder is in the store (a first run into it will train)."""
         with contextlib.suppress(OSError):
-            return any(not entry.name.startswith(".") for entry in os.scandir(self.root / "models"))
+            return any(not entry.name.startswith(".") for entry in os.scandir(self.root / MODELS))
         return False
 
     def thumbnail_path(self, key: str) -> Path:
