@@ -47,12 +47,12 @@ def test_a_network_trained_in_the_training_process_is_the_one_trained_here(tmp_p
     training_process.start_training_process()
     assert training_process.training_process_started()
     child = training_process._process.process
-    assert os.getpgid(child.pid) != os.getpgid(0)  # a terminal's Ctrl-C reaches the caller alone, which stops it
     there = tiny_job(tmp_path / "there")
     reports_there: list[tuple] = []
     fit_there = training_process.in_training_process(fit_and_save, there, lambda *r: reports_there.append(r))
 
     assert child.poll() is None
+    assert os.getsid(child.pid) != os.getsid(0)  # its first job moved it to a session (a CPU share) of its own
     assert [epoch for epoch, _, _ in reports_there] == [1, 2]  # each epoch reported here, as it ended there
     assert [losses for _, losses, _ in reports_there] == [losses for _, losses, _ in reports_here]
     assert fit_there["history"] == fit_here["history"]

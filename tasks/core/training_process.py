@@ -4,8 +4,8 @@ TensorFlow's import costs about 3 s of CPU, which a cold panel run used to pay i
 network was built, with both cores waiting on it. A run that will train (`flows/plan.py: stored_run`) starts
 this process first: a new Python (`python -m` this module) whose import thread runs at a low priority, so that
 it takes the moments the stages leave a core idle rather than the stages' time. Training itself runs in the
-process's main thread at the usual priority, and TensorFlow's thread pools, made at its first operation, are
-made there too.
+process's main thread at the usual priority, in a session of its own (Linux's fair share between sessions),
+and TensorFlow's thread pools, made at its first operation, are made there too.
 
 `in_training_process` sends a job there (pickled through a pipe) and relays the epoch reports back while the
 caller waits. Without a started process (a single series, whose stages before training take less time than
@@ -62,7 +62,6 @@ class TrainingProcess:
             stdin=subprocess.DEVNULL,
             stdout=2,  # this process's stdout may carry a command's JSON: anything printed there goes to stderr
             env=os.environ | KEPT_MEMORY,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the caller, which stops it, not this process
         )
         os.close(to_child)
         os.close(from_child)
@@ -157,8 +156,14 @@ def _import_quietly(done: threading.Event) -> None:
 
 
 def serve(jobs: Connection, answers: Connection) -> None:
-    """The training process: import in a thread, answer each job in this one (at its usual priority)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle: it stops this process
+    """The training process: import in a thread, answer each job in this one (at its usual priority).
+
+    Linux shares the CPU fairly between sessions first (autogroups) and by nice value only within one. The
+    process starts in its caller's session, so that the import thread's low priority holds against the stages'
+    processes; at its first job it moves to a session of its own, so that training gets an equal share of the
+    cores against all of them (a panel's network trained 1-2 s slower beside the statistical sample without).
+    SIGINT is ignored: Ctrl-C is the caller's to handle, and it stops this process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     imported = threading.Event()
     threading.Thread(target=_import_quietly, args=(imported,), name="import-keras", daemon=True).start()
     while True:
@@ -166,6 +171,9 @@ def serve(jobs: Connection, answers: Connection) -> None:
             message = jobs.recv_bytes()
         except (EOFError, OSError):  # the caller has gone
             return
+        if os.getsid(0) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.setsid()  # a CPU share of its own from the first job on, the import thread's too
         imported.wait()  # unpickling the job imports its modules: not here, beside the import thread
         try:
             function, job = pickle.loads(message)
