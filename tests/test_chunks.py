@@ -16,10 +16,12 @@ from lstm_forecast.tasks.core.space import fit_model_space
 from lstm_forecast.tasks.core.store import Store, fingerprint
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets
 from lstm_forecast.tasks.stages.evaluate import (
+    MetricsInputs,
     error_metrics,
     evaluate,
     evaluate_chunk,
     evaluate_predictions,
+    metrics_of_many,
     statistical_ahead,
 )
 from lstm_forecast.tasks.stages.normalize import scale_series
@@ -84,6 +86,25 @@ def test_evaluate_s_vectorised_metrics_equal_error_metrics_per_split_step_and_mo
     }
     expected = metrics_one_by_one(y, targets, predictions, baselines)
     pd.testing.assert_frame_equal(evaluate_predictions(y, targets, predictions, baselines), expected, check_exact=True)
+
+
+def test_metrics_of_many_series_scored_together_equal_error_metrics_per_series_to_the_bit() -> None:
+    """Series whose splits hold as many origins are scored together; each one's table is still the reference's."""
+    horizon, cases, expected = 3, [], []
+    for number, n in enumerate([700, 700, 700, 300, 300, 700]):  # 700: over 128 targets per split
+        series = panel_series(number, n)
+        targets = window_targets(series["ds"], split_bounds(n, 0.6, 0.3), 16, horizon)
+        y, rows = series["y"].to_numpy(), targets["row"].to_numpy()
+        predictions = fake_predictions(series, targets, horizon, number)
+        baselines = {"naive": np.repeat(y[rows - 1][:, None], horizon, axis=1)}
+        if number == 5:  # a model with missing forecasts: scored alone, beside the others
+            baselines["auto_ets"] = np.where(np.arange(len(rows))[:, None] < 5, np.nan, baselines["naive"] * 1.01)
+        fitted = predictions[predictions["split"] != "forecast"]
+        columns = {name: fitted[name].to_numpy() for name in ("y", "y_hat", "y_lo", "y_hi")}
+        cases.append(MetricsInputs(y, rows, targets["split"].to_numpy(), columns, horizon, baselines))
+        expected.append(metrics_one_by_one(y, targets, predictions, baselines))
+    for columns, reference in zip(metrics_of_many(cases), expected, strict=True):
+        pd.testing.assert_frame_equal(pd.DataFrame(columns), reference, check_exact=True)
 
 
 def write_inputs(store: Store, number: int, n: int, config: ForecastConfig) -> dict[str, str]:

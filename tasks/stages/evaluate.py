@@ -161,38 +161,104 @@ def metrics_of_arrays(
     Every model's metrics of a split are computed at once for all steps (`split_metrics`), with the same
     reductions over the same values as `error_metrics` per step, so the numbers are the same to the bit.
     """
-    y = np.asarray(y, dtype="float64")
-    truth = y[rows[:, None] + np.arange(horizon)]
-    candidates = {"lstm": np.asarray(fitted["y_hat"]).reshape(len(rows), horizon), **baselines}
-    inside = ((fitted["y_lo"] <= fitted["y"]) & (fitted["y"] <= fitted["y_hi"])).reshape(len(rows), -1)
-    if train_stop is None:
-        train_stop = int(rows[splits == "train"].max()) + 1
-    mase_scale = float(np.mean(np.abs(np.diff(y[:train_stop]))))
-    names = list(candidates)
-    parts: list[tuple[str, np.ndarray, np.ndarray]] = []  # (split, `split_metrics`, LSTM coverage per step)
-    for split_name in ("train", "validation", "test"):
-        mask = splits == split_name
-        if mask.any():
-            stacked = np.stack([np.asarray(candidates[name], dtype="float64")[mask] for name in names])
-            values = split_metrics(truth[mask], stacked, mase_scale)
-            coverage = step_means(inside[mask].astype("float64"))
-            parts.append((split_name, values, coverage))
-    return metric_columns(parts, names, horizon)
+    return metrics_of_many([MetricsInputs(y, rows, splits, fitted, horizon, baselines, train_stop)])[0]
+
+
+@dataclass(frozen=True)
+class MetricsInputs:
+    """One series' arguments of `metrics_of_arrays`."""
+
+    y: np.ndarray
+    rows: np.ndarray
+    splits: np.ndarray
+    fitted: dict[str, np.ndarray]
+    horizon: int
+    baselines: dict[str, np.ndarray]
+    train_stop: int | None = None
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def metrics_of_many(inputs: list[MetricsInputs]) -> list[dict[str, np.ndarray]]:
+    """`metrics_of_arrays` of many series (the columns of each, in order), the same to the bit: the splits of
+    series with the same models, horizon and number of origins there are scored together (`split_metrics` on
+    their stacked arrays: its reductions run along the same contiguous rows as for one series), as a panel's
+    series mostly are; a series with a missing forecast (NaN) is scored alone."""
+    prepared = []
+    groups: dict[tuple, list[tuple[int, int]]] = {}  # (split, models, horizon, origins) -> (series, split number)
+    for number, one in enumerate(inputs):
+        y, rows, splits, horizon = np.asarray(one.y, dtype="float64"), one.rows, one.splits, one.horizon
+        candidates = {"lstm": np.asarray(one.fitted["y_hat"]).reshape(len(rows), horizon), **one.baselines}
+        names = tuple(candidates)
+        stacked = np.stack([np.asarray(candidates[name], dtype="float64") for name in names])  # (models, m, h)
+        truth = y[rows[:, None] + np.arange(horizon)]
+        inside = ((one.fitted["y_lo"] <= one.fitted["y"]) & (one.fitted["y"] <= one.fitted["y_hi"])).reshape(
+            len(rows), -1
+        )
+        train_stop = one.train_stop if one.train_stop is not None else int(rows[splits == "train"].max()) + 1
+        mase_scale = float(np.mean(np.abs(np.diff(y[:train_stop]))))
+        whole = bool(np.isfinite(stacked).all())  # else `split_metrics` scores each model with a NaN on its own
+        parts = []
+        for split_name in SPLITS:
+            mask = splits == split_name
+            if mask.any():
+                part = (split_name, truth[mask], stacked[:, mask], inside[mask].astype("float64"))
+                if whole:
+                    key = (split_name, names, horizon, int(mask.sum()))
+                    groups.setdefault(key, []).append((number, len(parts)))
+                parts.append(part)
+        prepared.append((names, horizon, mase_scale, whole, parts))
+    scored: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        truths = np.stack([prepared[i][4][j][1] for i, j in members])  # (series, m, h)
+        forecasts = np.stack([prepared[i][4][j][2] for i, j in members])  # (series, models, m, h)
+        insides = np.stack([prepared[i][4][j][3] for i, j in members])
+        scales = np.array([prepared[i][2] for i, _ in members])
+        values = split_metrics(truths, forecasts, scales)
+        coverage = step_means(insides)
+        for position, member in enumerate(members):
+            scored[member] = (values[position], coverage[position])
+    columns = []
+    for number, (names, horizon, mase_scale, _, parts) in enumerate(prepared):
+        results = []
+        for index, (split_name, truth, stacked, inside) in enumerate(parts):
+            found = scored.get((number, index))
+            if found is None:
+                found = (split_metrics(truth, stacked, mase_scale), step_means(inside))
+            results.append((split_name, *found))
+        columns.append(metric_columns(results, list(names), horizon))
+    return columns
 
 
 def step_means(values: np.ndarray) -> np.ndarray:
     """Means of an (m, horizon) array: all of it (pooled), then each column; (horizon + 1,). Each mean reduces
-    the same values in the same order as `np.mean` of that 1-d selection."""
-    pooled = np.mean(values.reshape(-1))
-    return np.concatenate([[pooled], np.mean(np.ascontiguousarray(values.T), axis=1)])
+    the same values in the same order as `np.mean` of that 1-d selection. Leading axes (series) are kept:
+    (…, m, horizon) -> (…, horizon + 1)."""
+    *lead, rows, horizon = values.shape
+    pooled = np.mean(values.reshape(*lead, rows * horizon), axis=-1)
+    per_step = np.mean(np.ascontiguousarray(np.swapaxes(values, -1, -2)), axis=-1)
+    return np.concatenate([pooled[..., None], per_step], axis=-1)
 
 
-def split_metrics(truth: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> np.ndarray:
+def split_metrics(truth: np.ndarray, y_hat: np.ndarray, mase_scale: float | np.ndarray) -> np.ndarray:
     """RMSE, MAE, sMAPE and MASE (`error_metrics`) of models' forecasts `y_hat` (models, m, horizon) of `truth`
-    (m, horizon), pooled over all steps and per step: (horizon + 1, models, 4), step 0 pooled.
+    (m, horizon), pooled over all steps and per step: (horizon + 1, models, 4), step 0 pooled. Many series at
+    once: `truth` (series, m, horizon), `y_hat` (series, models, m, horizon) and `mase_scale` (series,), each
+    forecast finite, give (series, horizon + 1, models, 4).
 
     A model with a missing forecast (NaN) is scored per step by `error_metrics` itself (it leaves those out).
     """
+    if truth.ndim == 3:
+        error = y_hat - truth[:, None]
+        denominator = np.abs(truth[:, None]) + np.abs(y_hat)
+        smape = np.where(denominator > 0, 2 * np.abs(error) / np.where(denominator > 0, denominator, 1), 0.0)
+        mse, mae, mean_smape = (pooled_and_per_step(values) for values in (error**2, np.abs(error), smape))
+        scales = np.asarray(mase_scale, dtype="float64")[:, None, None]
+        mase = np.divide(mae, scales, out=np.full_like(mae, np.nan), where=scales > 0)
+        return np.stack([np.sqrt(mse), mae, 100 * mean_smape, mase], axis=-1)
     models, _, horizon = y_hat.shape
     out = np.empty((horizon + 1, models, 4))
     finite = np.isfinite(y_hat).reshape(models, -1).all(axis=1)
@@ -216,11 +282,12 @@ def split_metrics(truth: np.ndarray, y_hat: np.ndarray, mase_scale: float) -> np
 
 def pooled_and_per_step(values: np.ndarray) -> np.ndarray:
     """Means of (models, m, horizon) values per model: pooled over rows and steps, then per step (the rows of
-    one step); (horizon + 1, models), each reducing its values in the order `np.mean` of a 1-d array does."""
-    models, rows, horizon = values.shape
-    pooled = np.mean(values.reshape(models, rows * horizon), axis=1)
-    per_step = np.mean(np.ascontiguousarray(values.transpose(2, 0, 1)), axis=2)  # (horizon, models)
-    return np.concatenate([pooled[None, :], per_step])
+    one step); (horizon + 1, models), each reducing its values in the order `np.mean` of a 1-d array does.
+    Leading axes (series) are kept: (…, models, m, horizon) -> (…, horizon + 1, models)."""
+    *lead, models, rows, horizon = values.shape
+    pooled = np.mean(values.reshape(*lead, models, rows * horizon), axis=-1)
+    per_step = np.mean(np.ascontiguousarray(np.moveaxis(values, -1, -3)), axis=-1)  # (…, horizon, models)
+    return np.concatenate([pooled[..., None, :], per_step], axis=-2)
 
 
 def metric_columns(
@@ -395,6 +462,15 @@ def score_series(
     """The evaluate table's columns of one series (the LSTM, the baselines `config` names and, with statistical
     baselines, their combination with the LSTM) and its metadata; `statistical`: its `statistical_part` when it
     was computed ahead."""
+    inputs, metadata = scoring_inputs(config, data, statistical)
+    return metrics_of_many([inputs])[0], metadata
+
+
+def scoring_inputs(
+    config: ForecastConfig, data: SeriesToEvaluate, statistical: Statistical | None = None
+) -> tuple[MetricsInputs, dict[str, Any]]:
+    """`score_series` up to its metrics: what they are computed from (every model's forecasts), and the
+    metadata."""
     y, rows = data.y, data.rows
     fit_stop = int(rows[data.splits == "test"].min())  # the test split's first row
     season = config.season_length or detect_season(y[:fit_stop])
@@ -420,8 +496,7 @@ def score_series(
         if ahead is not None and np.isfinite(ahead).all():  # the forecast table's rows with --forecast-model combined
             metadata["combined_forecast"] = [float(value) for value in ahead]
             metadata["combined_widths"] = [float(value) for value in combined_widths(config, data, combined)]
-    metrics = metrics_of_arrays(y, rows, data.splits, data.fitted, horizon, others, data.train_stop)
-    return metrics, metadata
+    return MetricsInputs(y, rows, data.splits, data.fitted, horizon, others, data.train_stop), metadata
 
 
 def combined_widths(config: ForecastConfig, data: SeriesToEvaluate, combined: np.ndarray) -> np.ndarray:
@@ -468,11 +543,12 @@ def evaluate(
 
 def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = None) -> list[Exception | None]:
     """`evaluate` of many series at once, each `(config, its inputs' keys, its key)`: each input stage's
-    outputs read once for the chunk (`Store.read_columns`), the metrics table logged for the first series
-    only; `ahead`: per series, its `statistical_part` when it was computed ahead (else None). Returns, per
-    series, None or the error it failed with (it fails alone)."""
+    outputs read once for the chunk (`Store.read_columns`), the metrics of all of them computed together
+    (`metrics_of_many`), the metrics table logged for the first series only; `ahead`: per series, its
+    `statistical_part` when it was computed ahead (else None). Returns, per series, None or the error it
+    failed with (it fails alone)."""
     computed = {key: part for (_, _, key), part in zip(work, ahead or [], strict=False) if part is not None}
-    tables = ChunkTables("evaluate")
+    scoring: list[tuple[Store, str, MetricsInputs, dict[str, Any]]] = []
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
         predicted = own["predictions"]
@@ -487,11 +563,22 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
             predicted["y_hat"][~fitted],
             train_stop,
         )
-        columns, metadata = score_series(config, data, computed.get(key))
-        tables.add(store, key, columns, metadata)
-        return lambda: log_metrics(pd.DataFrame(columns), metadata)
+        inputs, metadata = scoring_inputs(config, data, computed.get(key))
+        scoring.append((store, key, inputs, metadata))
+        return lambda: log_metrics(pd.DataFrame(metrics_of_many([inputs])[0]), metadata)
 
     errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one, described={"normalize": "normalize"})
+    try:
+        scored = metrics_of_many([inputs for _, _, inputs, _ in scoring])
+    except Exception:  # noqa: BLE001 - each series scored alone below, so that one that fails fails alone
+        scored = [None] * len(scoring)
+    positions = {key: index for index, (_, _, key) in enumerate(work)}
+    tables = ChunkTables("evaluate")
+    for (store, key, inputs, metadata), columns in zip(scoring, scored, strict=True):
+        try:
+            tables.add(store, key, columns if columns is not None else metrics_of_many([inputs])[0], metadata)
+        except Exception as error:  # noqa: BLE001 - reported per series
+            errors[positions[key]] = error
     tables.write()  # one table of the chunk's series, not a table each
     return errors
 
