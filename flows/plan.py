@@ -474,6 +474,16 @@ def evaluate_tables(store: Store, keys: dict[Any, str]) -> dict[Any, pd.DataFram
     return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
 
 
+def evaluate_rows(store: Store, keys: list[str]) -> pd.DataFrame:
+    """The pooled rows (step 0) of the evaluate outputs `keys`, stacked, column KEY_COLUMN naming each output: the
+    rows `evaluate_tables` read last when they hold every one (the command's JSON reads what the flow read)."""
+    if not keys:
+        return pd.DataFrame()
+    evaluate_tables(store, dict(enumerate(keys)))  # read, unless read already
+    stacked = _POOLED_STACKED[str(store.root)]
+    return stacked[stacked[KEY_COLUMN].isin(keys)]
+
+
 def evaluated_wide(store: Store, keys: dict[Any, str]) -> pd.DataFrame:
     """`wide_test_metrics` of the series whose evaluate outputs are `keys` (series id -> key): one row per series,
     from the pooled rows `evaluate_tables` reads for them, as one table (stacking a table per series again took

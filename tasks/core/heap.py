@@ -27,11 +27,11 @@ def collect_less_often() -> None:
 
 
 def freeze_loaded_modules() -> None:
-    """After new imports, exempt every object alive now from the cyclic collector (`gc.freeze`), first
-    collecting what is already garbage. Cheap when nothing was imported since the last call."""
+    """After new imports, exempt every object alive now from the cyclic collector (`gc.freeze`). Cheap when
+    nothing was imported since the last call. No collection first: after the command's imports one found 5
+    objects to free, and cost 0.16 s (0.6 s beside the workers' start)."""
     global _modules_when_frozen
     if len(sys.modules) == _modules_when_frozen:
         return
-    gc.collect()
     gc.freeze()
     _modules_when_frozen = len(sys.modules)
