@@ -199,6 +199,18 @@ def test_conformal_widths_cover_the_calibration_errors() -> None:
     assert np.mean(errors[:, 0] <= widths[0]) >= 0.9
 
 
+def test_conformal_widths_are_numpy_s_inverted_cdf_quantile_to_the_bit() -> None:
+    rng = np.random.default_rng(0)
+    for count in [*range(1, 140), 1000]:
+        for level in (0.05, 0.5, 0.8, 0.9, 0.95, 0.99):
+            errors = rng.standard_normal((count, 3)) * rng.integers(1, 3, size=(count, 3))  # ties too
+            errors[rng.integers(count), 2] = np.nan if count % 3 == 0 else errors[0, 2]  # a NaN: NaN, as numpy's
+            quantile = min(1.0, np.ceil((count + 1) * level) / count)
+            expected = np.quantile(np.abs(errors), quantile, axis=0, method="inverted_cdf")
+            got = conformal_widths(errors, np.zeros_like(errors), level)
+            assert np.array_equal(got, expected, equal_nan=True), (count, level)
+
+
 def test_pooled_widths_are_a_quantile_of_errors_in_each_series_own_units() -> None:
     # a: step-1 actuals 0, 2, 4 (mean one-step change 2), errors 2 and 4 at step 1 and 2 (scaled 1, 2);
     # b: actuals 0, 10, 20 (change 10), errors 10 and 30 (scaled 1, 3); c: constant, no scale, left out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_forecast.tasks.core.calendar import future_times
+from lstm_forecast.tasks.core.calendar import future_time_values, future_times
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError
 from lstm_forecast.tasks.core.space import MinMaxParams, ModelSpace, constant_space, fit_minmax
@@ -170,6 +170,11 @@ def test_future_times_continue_numbers_and_dates() -> None:
     assert future_times(pd.Series([0.0, 0.5, 1.0]), 1).iloc[0] == pytest.approx(1.5)
     dates = pd.Series(pd.date_range("2024-01-01", periods=3, freq="D"))
     assert future_times(dates, 1).iloc[0] == pd.Timestamp("2024-01-04")
+    for times in (pd.Series([0.0, np.nan, 1.0, 2.5]), pd.Series([3, 5, 9], dtype="int32"), dates):
+        np.testing.assert_array_equal(future_time_values(times, 4), future_times(times, 4).to_numpy())
+        assert future_time_values(times, 4).dtype == future_times(times, 4).dtype
+    with pytest.raises(InputError):
+        future_time_values(pd.Series([0.0, 1.0]), 2, freq="not-a-frequency")
 
 
 def test_error_metrics_exact_values() -> None:

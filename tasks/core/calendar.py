@@ -8,6 +8,7 @@ Frequencies are pandas offset aliases ('MS', 'ME', 'W-SUN', 'D', 'B', 'h', '30mi
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,13 +114,8 @@ def future_times(ds: pd.Series, steps: int, freq: str | None = None) -> pd.Serie
     offset = _offset(freq) if freq is not None else None
     if steps == 0:
         return pd.Series([], name=ds.name, dtype=ds.dtype)
-    if pd.api.types.is_numeric_dtype(ds) and not pd.api.types.is_bool_dtype(ds):  # numpy: a tenth of the time
-        numbers = ds.to_numpy()
-        numbers = numbers[~np.isnan(numbers)] if numbers.dtype.kind == "f" else numbers
-        if len(numbers) < 2:
-            raise ValueError("future_times needs two timestamps, or a calendar frequency, to know the step")
-        step = np.median(np.diff(numbers))
-        return pd.Series(np.arange(1, steps + 1) * step + numbers[-1], name=ds.name).astype(ds.dtype)
+    if _numeric_time(ds.dtype):  # numpy: a tenth of the time
+        return pd.Series(_numbers_after(ds.to_numpy(), steps), name=ds.name).astype(ds.dtype)
     values = ds.dropna()
     if len(values) == 0:
         raise ValueError("future_times needs at least one timestamp")
@@ -135,6 +131,30 @@ def future_times(ds: pd.Series, steps: int, freq: str | None = None) -> pd.Serie
         raise ValueError("future_times needs two timestamps, or a calendar frequency, to know the step")
     step = values.diff().median()
     return (pd.Series(np.arange(1, steps + 1), name=ds.name) * step + last).astype(ds.dtype)
+
+
+def future_time_values(ds: pd.Series, steps: int, freq: str | None = None) -> np.ndarray:
+    """`future_times(ds, steps, freq).to_numpy()`, without a pandas Series for numeric time (a chunk of series
+    asks once per series)."""
+    if steps > 0 and _numeric_time(ds.dtype) and isinstance(ds.dtype, np.dtype):
+        if freq is not None:
+            _offset(freq)  # checked, as `future_times` checks it
+        return _numbers_after(ds.to_numpy(), steps).astype(ds.dtype)
+    return future_times(ds, steps, freq).to_numpy()
+
+
+def _numeric_time(dtype: Any) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _numbers_after(numbers: np.ndarray, steps: int) -> np.ndarray:
+    """Numeric time's next `steps` values (steps,): last + median step * i (NaNs skipped), before any cast back to
+    the times' dtype."""
+    numbers = numbers[~np.isnan(numbers)] if numbers.dtype.kind == "f" else numbers
+    if len(numbers) < 2:
+        raise ValueError("future_times needs two timestamps, or a calendar frequency, to know the step")
+    step = np.median(np.diff(numbers))
+    return np.arange(1, steps + 1) * step + numbers[-1]
 
 
 def time_gaps(ds: pd.Series, freq: str | None) -> int:

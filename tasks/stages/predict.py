@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_forecast.tasks.core.calendar import future_times
+from lstm_forecast.tasks.core.calendar import future_time_values
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import read_features
 from lstm_forecast.tasks.core.defaults import local_window_cap
@@ -70,7 +70,7 @@ def prediction_columns(
     hat = np.concatenate([y_hat.reshape(-1), forecast])
     ahead = widths if forecast_widths is None else forecast_widths
     wide = np.concatenate([np.tile(widths, len(rows)), ahead])
-    times = np.concatenate([ds.to_numpy()[target_rows], future_times(ds, horizon, freq).to_numpy()])
+    times = np.concatenate([ds.to_numpy()[target_rows], future_time_values(ds, horizon, freq)])
     return {
         "ds": times,
         "y": np.concatenate([np.asarray(y, dtype="float64")[target_rows], np.full(horizon, np.nan)]),
@@ -195,7 +195,7 @@ class SeriesToPredict:
         calibration = "validation" if (self.splits == "validation").any() else "train"
         mask = self.splits == calibration
         widths = conformal_widths(truth[mask], y_hat[mask], config.interval_level)
-        held_out = np.isin(self.splits, HELD_OUT_SPLITS)
+        held_out = np.logical_or.reduce([self.splits == split for split in HELD_OUT_SPLITS])
         forecast_widths, forecast_calibration = widths, calibration
         if held_out.any():
             forecast_widths = conformal_widths(truth[held_out], y_hat[held_out], config.interval_level)
