@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import contextlib
@@ -90,6 +91,21 @@ def submit_in_turn(function: Callable[[Any], Any], arguments: list[Any]) -> list
         previous = client.submit(_run_after, function, argument, previous, pure=False)
         futures.append(previous)
     return futures
+
+
+def run_on_workers(function: Callable[[], Any]) -> None:
+    """`function()` on every worker of the flow run's Dask cluster, in a thread beside the worker's task thread, not
+    waited for; nothing off a cluster. For work that only saves time later: its failure is no one's (a worker that
+    did not do it does it when it needs it)."""
+    if runs_on_cluster():
+        with contextlib.suppress(Exception):
+            FlowRunContext.get().task_runner.client.run(_in_a_thread, function, wait=False)
+
+
+async def _in_a_thread(function: Callable[[], Any]) -> None:
+    """`function()` off the worker's event loop (`Client.run` waits for nothing only with a coroutine function)."""
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(function)
 
 
 def take_finished(futures: list[Any]) -> list[Any]:

@@ -30,6 +30,7 @@ from prefect.runtime import flow_run
 from lstm_forecast.flows.cluster import (
     cancel_futures,
     cluster_slots,
+    run_on_workers,
     runs_on_cluster,
     submit_in_turn,
     take_finished,
@@ -74,6 +75,7 @@ from lstm_forecast.tasks.operations.registry import register_models
 from lstm_forecast.tasks.operations.report import publish_forecast_table
 from lstm_forecast.tasks.operations.summary import FORECAST_ONLY, SeriesOutcome, publish_summary
 from lstm_forecast.tasks.stages.generate import read_series_ids
+from lstm_forecast.tasks.stages.plot import import_plotting
 from lstm_forecast.tasks.stages.train import train_global
 
 # A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
@@ -380,6 +382,7 @@ class ChunkRunner:
         model_stages: Stages = {}
         if self.parallel and stored_output("train", config, upstream)[1] is None:  # the network will train
             self.ahead = AheadWork(submit_ahead(prepared))
+            run_on_workers(import_plotting)  # on the core the sample leaves idle
         run_stage(train_global, config, model_stages, upstream=upstream)
         return model_stages
 

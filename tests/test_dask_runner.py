@@ -3,14 +3,18 @@ and the flow sent by its import path (the runner itself runs every end-to-end te
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 import threading
+import time
+from pathlib import Path
 
 from prefect import flow
 from prefect.context import SettingsContext, serialize_context
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+from lstm_forecast.flows.cluster import run_on_workers
 from lstm_forecast.flows.dask_runner import (
     KeptContextsTaskRunner,
     kept_contexts,
@@ -91,3 +95,26 @@ def test_a_settings_context_is_serialized_once_and_again_only_for_other_settings
         changed = settings_serialized_once(SettingsContext.get())
         assert changed is not once and changed.serialize()["settings"]["api"]["url"] == "http://127.0.0.1:9/api"
     assert once.serialize(include_secrets=False) == current.serialize(include_secrets=False)
+
+
+def touch_later(path: Path) -> None:
+    time.sleep(2)
+    path.touch()
+
+
+def test_work_on_the_workers_is_not_waited_for_and_its_failure_fails_nothing(prefect_api: str, tmp_path: Path) -> None:
+    marker = tmp_path / "done"
+
+    @flow(task_runner=KeptContextsTaskRunner(cluster_kwargs={"n_workers": 1, "processes": False}))
+    def on_a_cluster() -> tuple[float, bool]:
+        run_on_workers(functools.partial(Path.read_text, tmp_path / "missing"))  # fails there: no one's failure
+        started = time.monotonic()
+        run_on_workers(functools.partial(touch_later, marker))
+        returned = time.monotonic() - started
+        deadline = started + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return returned, marker.exists()
+
+    returned, done = on_a_cluster()
+    assert returned < 1.5 and done  # back before the function's 2 s, which then ran to its end

@@ -17,6 +17,16 @@ ZOOM_POINTS = 300
 THUMBNAIL_SCALE = 0.4  # the UI's copy: 480 x 400 pixels of the 1200 x 1000 plot
 
 
+def import_plotting() -> None:
+    """Import what drawing a plot needs (matplotlib's Figure on the Agg canvas, and PIL: about 0.3 s in a Dask
+    worker). A panel's run has its workers do it while the network trains, not before the UI's plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+
 def draw_figure(series: pd.DataFrame, predictions: pd.DataFrame, history: dict[str, list[float]]) -> Any:
     """A three-panel matplotlib Figure: overview, test zoom, loss curve.
 
