@@ -208,21 +208,21 @@ def metrics_of_many(inputs: list[MetricsInputs]) -> list[dict[str, np.ndarray]]:
                     key = (split_name, names, horizon, int(mask.sum()))
                     groups.setdefault(key, []).append((number, len(parts)))
                 parts.append(part)
-        prepared.append((names, horizon, mase_scale, whole, parts))
+        prepared.append((names, horizon, mase_scale, parts))
     scored: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     for members in groups.values():
         if len(members) < 2:
             continue
-        truths = np.stack([prepared[i][4][j][1] for i, j in members])  # (series, m, h)
-        forecasts = np.stack([prepared[i][4][j][2] for i, j in members])  # (series, models, m, h)
-        insides = np.stack([prepared[i][4][j][3] for i, j in members])
+        truths = np.stack([prepared[i][3][j][1] for i, j in members])  # (series, m, h)
+        forecasts = np.stack([prepared[i][3][j][2] for i, j in members])  # (series, models, m, h)
+        insides = np.stack([prepared[i][3][j][3] for i, j in members])
         scales = np.array([prepared[i][2] for i, _ in members])
         values = split_metrics(truths, forecasts, scales)
         coverage = step_means(insides)
         for position, member in enumerate(members):
             scored[member] = (values[position], coverage[position])
     columns = []
-    for number, (names, horizon, mase_scale, _, parts) in enumerate(prepared):
+    for number, (names, horizon, mase_scale, parts) in enumerate(prepared):
         results = []
         for index, (split_name, truth, stacked, inside) in enumerate(parts):
             found = scored.get((number, index))

@@ -195,7 +195,7 @@ class SeriesToPredict:
         calibration = "validation" if (self.splits == "validation").any() else "train"
         mask = self.splits == calibration
         widths = conformal_widths(truth[mask], y_hat[mask], config.interval_level)
-        held_out = np.logical_or.reduce([self.splits == split for split in HELD_OUT_SPLITS])
+        held_out = np.isin(self.splits, HELD_OUT_SPLITS)
         forecast_widths, forecast_calibration = widths, calibration
         if held_out.any():
             forecast_widths = conformal_widths(truth[held_out], y_hat[held_out], config.interval_level)
