@@ -499,6 +499,34 @@ def test_a_season_with_exactly_two_cycles_is_left_out_not_a_crash() -> None:
     assert len(seasonal_profiles(np.append(two_cycles, 0.5), (12,))[0]) == 12
 
 
+@pytest.mark.parametrize(
+    ("points", "season"), [(200, 52), (151, 52), (624, 52), (105, 52), (48, 12), (30, 4), (9, 4), (84, 7), (301, 24)]
+)
+def test_a_seasonal_profile_from_the_cached_matrix_is_statsmodels_mstl_profile(points: int, season: int) -> None:
+    """The matrix path (`stl.profile_matrix`) against statsmodels' MSTL with the same jumps, including a part that
+    starts after the series' first row (301 points, 12 cycles of 24 kept) and jumps that leave a remainder."""
+    from statsmodels.tsa.seasonal import MSTL
+
+    from lstm_forecast.tasks.core import space as space_module
+    from lstm_forecast.tasks.core.stl import profile_matrix, stl_windows
+
+    rng = np.random.default_rng(points)
+    y = rng.normal(size=points).cumsum() + 3 * np.sin(np.arange(points) * 2 * np.pi / season)
+    start = max(0, points - space_module.SEASONAL_FIT_CYCLES * season)
+    jumps = {name: value for name, value in stl_windows(season).items() if name.endswith("_jump")}
+    component = np.asarray(MSTL(y[start:], periods=(season,), stl_kwargs=jumps).fit().seasonal)
+    cycles = min(space_module.PROFILE_CYCLES, (points - start) // season)
+    rows = np.arange(points - cycles * season, points)
+    expected = np.zeros(season)
+    np.add.at(expected, rows % season, component[rows - start] / cycles)
+    expected -= expected.mean()
+
+    profile_matrix.cache_clear()
+    profile = np.array(space_module.seasonal_profiles(y, (season,))[0])
+    assert profile_matrix.cache_info().currsize == 1  # the matrix path ran, not MSTL
+    np.testing.assert_allclose(profile, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
 def test_the_training_batches_are_the_windows_shuffled_by_the_seed_and_a_cap_spreads_them_over_the_split() -> None:
     import tensorflow as tf
 
