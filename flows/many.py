@@ -37,6 +37,7 @@ from lstm_forecast.flows.cluster import (
 )
 from lstm_forecast.flows.forecast import DEFAULT_CONFIG, many_artifact_paths
 from lstm_forecast.flows.plan import (
+    BesidePlots,
     ChunkFilter,
     Outcomes,
     SeriesFailedError,
@@ -427,7 +428,12 @@ async def shared_config(config: ForecastConfig, ids: list[str]) -> ForecastConfi
 
 
 async def forecast_panel(
-    config: ForecastConfig, ids: list[str], global_model: bool, parallel: bool, last_stage: str = "plot"
+    config: ForecastConfig,
+    ids: list[str],
+    global_model: bool,
+    parallel: bool,
+    last_stage: str = "plot",
+    beside_plots: BesidePlots | None = None,
 ) -> tuple[Outcomes, str | None]:
     """Every series of `ids`: one network across them (`global_model`), or each series' own. Returns each
     series' stages (or its error) and the global model's key (None for models of their own).
@@ -435,18 +441,69 @@ async def forecast_panel(
     The plan of every run (`planned_run`), answered first from the store alone (`StoreRunner`: a rerun on
     unchanged data runs no task), else run (`ChunkRunner`): each per-series stage, a local panel's training
     included, as one task per chunk of series, named after the stage, each chunk's tables in one pack.
+    `beside_plots` gets the outcomes up to the stage before plot, while the plots are drawn (after them when
+    the store answers the run).
     """
     config = with_fields(config, scope="global" if global_model else "local")
     series: list[SeriesId] = list(ids)
     stored = await stored_run(config, series, global_model, last_stage, trains_here=global_model or not parallel)
     if stored is None:
-        return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel))
+        return await planned_run(config, series, global_model, last_stage, ChunkRunner(parallel), beside_plots)
     what = "and their global model are" if global_model else "and their models are"
     get_run_logger().info("all %d series %s in the store, up to date: nothing to run", len(ids), what)
+    if beside_plots is not None:
+        beside_plots(*stored)
     return stored
 
 
 LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every one
+
+
+class PanelPublication:
+    """What a panel run publishes from its series' outputs up to evaluate, done while the plots are drawn (a
+    `BesidePlots`): the series too short to be scored that the global model forecasts (`unscored`) or cannot
+    (`failed`), the evaluate tables and artifact paths of the others, their models entered in the registry and
+    the run's forecast table (`forecasts`, its path)."""
+
+    def __init__(self, config: ForecastConfig, ids: list[str], scope: str, to_registry: bool, last_stage: str) -> None:
+        self.config, self.ids, self.scope = config, ids, scope
+        self.to_registry, self.last_stage = to_registry, last_stage
+        self.unscored: dict[str, Any] = {}
+        self.failed: dict[str, Exception] = {}
+        self.tables: dict[str, Any] = {}
+        self.artifacts: dict[str, dict[str, str]] = {}
+        self.forecasts: str | None = None
+
+    def __call__(self, results: Outcomes, model: str | None) -> None:
+        config, store = self.config, Store(self.config.artifacts_dir)
+        forecasts_wanted = self.to_registry and "predict" in stages_until(FINISH_STAGES, self.last_stage)
+        too_short = [i for i in self.ids if isinstance(results[i], TooShortSeriesError)]
+        if model and too_short and forecasts_wanted:
+            self.unscored, unforecastable = unscored_frames(config, model, too_short)
+            for series_id, why in unforecastable.items():
+                self.failed[series_id] = SeriesFailedError(f"{failure_message(results[series_id])}; {why}")
+            get_run_logger().warning(
+                "%d series too short for a test split of their own, or constant before it: forecast by the global "
+                "model and not scored (status '%s' in the summary)",
+                len(self.unscored),
+                FORECAST_ONLY,
+            )
+        completed = {i: results[i] for i in self.ids if not isinstance(results[i], Exception)}
+        self.tables = evaluate_tables(store, {i: r["evaluate"]["key"] for i, r in completed.items()})
+        self.artifacts = many_artifact_paths(store, completed)
+        if completed and self.to_registry:
+            evaluations = (
+                {model: [s["evaluate"]["key"] for s in completed.values()]}
+                if self.scope == "global" and model
+                else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()}
+            )
+            register_models(config, evaluations)
+        if completed and forecasts_wanted:
+            predictions = {
+                s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()
+            }
+            unscored = (model, self.unscored) if self.unscored else None
+            self.forecasts = publish_forecasts(config, predictions, self.scope == "global", unscored)
 
 
 class SeriesDetails(Mapping[str, dict[str, Any]]):
@@ -498,27 +555,14 @@ async def forecast_many(
     logger = get_run_logger()
     parallel = runs_on_cluster()
     scope = chosen_scope(config, len(ids))
-    model = None
-    results, model = await forecast_panel(config, ids, scope == "global", parallel, last_stage)
-    unscored: dict[str, Any] = {}
-    too_short = [i for i in ids if isinstance(results[i], TooShortSeriesError)]
-    if model and too_short and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
-        unscored, unforecastable = unscored_frames(config, model, too_short)
-        for series_id, why in unforecastable.items():
-            results[series_id] = SeriesFailedError(f"{failure_message(results[series_id])}; {why}")
-        logger.warning(
-            "%d series too short for a test split of their own, or constant before it: forecast by the global "
-            "model and not scored (status '%s' in the summary)",
-            len(unscored),
-            FORECAST_ONLY,
-        )
+    published = PanelPublication(config, ids, scope, to_registry, last_stage)
+    results, model = await forecast_panel(config, ids, scope == "global", parallel, last_stage, published)
+    results |= published.failed  # too short for a test split, and not forecast by the global model either
+    unscored = published.unscored
     outcomes: list[SeriesOutcome] = []
     details: dict[str, Any] = {}
     failures = 0
     left_out: list[str] = []  # too short to be scored (or constant), in a run that publishes no forecast
-    evaluated = {i: r["evaluate"]["key"] for i, r in results.items() if not isinstance(r, Exception)}
-    tables = evaluate_tables(store, evaluated)
-    artifacts = many_artifact_paths(store, {i: r for i, r in results.items() if not isinstance(r, Exception)})
     for series_id in ids:
         result = results[series_id]
         if series_id in unscored:
@@ -541,20 +585,13 @@ async def forecast_many(
             continue
         metrics_key = result["evaluate"]["key"]
         plot_key = result["plot"]["key"] if "plot" in result else ""
-        outcomes.append(SeriesOutcome(series_id, tables[series_id], metrics_key, "", plot_key))
-        details[series_id] = {"status": "completed", "stages": result, "artifacts": artifacts[series_id]}
-    completed = {i: d["stages"] for i, d in details.items() if d["status"] == "completed"}
-    if completed and to_registry:
-        evaluations = (
-            {model: [s["evaluate"]["key"] for s in completed.values()]}
-            if scope == "global" and model
-            else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()}
-        )
-        register_models(config, evaluations)
-    forecasts = None
-    if completed and to_registry and "predict" in stages_until(FINISH_STAGES, last_stage):
-        predictions = {s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()}
-        forecasts = publish_forecasts(config, predictions, scope == "global", (model, unscored) if unscored else None)
+        outcomes.append(SeriesOutcome(series_id, published.tables[series_id], metrics_key, "", plot_key))
+        artifacts = published.artifacts[series_id]
+        if plot_key:  # drawn after the other paths were looked up
+            artifacts = artifacts | many_artifact_paths(store, {series_id: {"plot": result["plot"]}})[series_id]
+        details[series_id] = {"status": "completed", "stages": result, "artifacts": artifacts}
+    forecasts = published.forecasts
+    if forecasts is not None:
         await publish_forecast_table(forecasts, "The forecast rows of this run, one table (every series).")
     if left_out:
         logger.warning(

@@ -13,6 +13,7 @@ series), then predicts, evaluates and plots. A runner does each step:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -374,13 +375,24 @@ def announce(sized: Sized, global_model: bool) -> None:
         )
 
 
+# Work a run does with every series' outputs up to its last stage before plot, while the plots are drawn (in a
+# thread of this process: the plots run on the cluster): the series' stages (or errors) and the global model's key.
+BesidePlots = Callable[[Outcomes, str | None], None]
+
+
 async def planned_run(
-    config: ForecastConfig, ids: list[SeriesId], global_model: bool, last_stage: str, runner: Runner
+    config: ForecastConfig,
+    ids: list[SeriesId],
+    global_model: bool,
+    last_stage: str,
+    runner: Runner,
+    beside_plots: BesidePlots | None = None,
 ) -> tuple[Outcomes, str | None]:
     """The plan of every run, each step done by `runner`: generate every series and size it (with one
     network across them, `global_model`: share its settings first), prepare each series (split, normalize,
     window), train (that one network on them all, or each series' own), then predict, evaluate and plot
-    each one (a global run plots the series the UI shows; `plots: all` every one).
+    each one (a global run plots the series the UI shows; `plots: all` every one). `beside_plots` is called
+    with the outcomes so far once the stages before plot are done, while the plots are drawn.
 
     Returns each series' stages (or its error) and the global model's key (None for models of their own).
     """
@@ -412,11 +424,15 @@ async def planned_run(
         trained = await each_stage(("train",), {i: prepared[i] for i in members})
     scored = stages_until(FINISH_STAGES, last_stage)
     finished = await each_stage(tuple(s for s in scored if s != "plot"), trained)
+    beside = [] if beside_plots is None else [asyncio.to_thread(beside_plots, outcomes | finished, model)]
     if "plot" in scored:
         shown = list(finished)
         if global_model and config.plots != "all":
             shown = shown_series(Store(config.artifacts_dir), finished)
-        finished |= await each_stage(("plot",), {i: finished[i] for i in shown})
+        plotted, *_ = await asyncio.gather(each_stage(("plot",), {i: finished[i] for i in shown}), *beside)
+        finished |= plotted
+    elif beside:
+        await beside[0]
     return outcomes | {i: finished[i] for i in members if i in finished}, model
 
 
