@@ -23,7 +23,7 @@ import pandas as pd
 from prefect import get_run_logger
 
 from lstm_forecast.tasks.core.caching import stored_output, with_store_cache
-from lstm_forecast.tasks.core.config import ForecastConfig, with_fields
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields, with_same_fields
 from lstm_forecast.tasks.core.defaults import (
     describe_adapted,
     global_settings,
@@ -346,7 +346,9 @@ def panel_configs(
     training, baselines, calendar); those left (frequency, seasons, validation fraction) are the series' own."""
     sampled = statistical_sample([str(i) for i in sized], config.baseline_sample, config.seed)
     outside = {"train_forecasts": False} | ({} if shared.get("baselines") == "naive" else {"baselines": "naive"})
-    return {i: with_fields(own, **(shared | ({} if str(i) in sampled else outside))) for i, own in sized.items()}
+    inside = with_same_fields({i: own for i, own in sized.items() if str(i) in sampled}, **shared)
+    others = with_same_fields({i: own for i, own in sized.items() if str(i) not in sampled}, **(shared | outside))
+    return {i: inside[i] if i in inside else others[i] for i in sized}
 
 
 def announce(sized: Sized, global_model: bool) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from lstm_forecast.flows.arguments import build_parser, config_from_args
-from lstm_forecast.tasks.core.config import PRESETS, ForecastConfig, build_config, preset
+from lstm_forecast.tasks.core.config import PRESETS, ForecastConfig, build_config, preset, with_fields
 from lstm_forecast.tasks.core.errors import InputError
 from lstm_forecast.tasks.core.store import stage_key
 
@@ -118,3 +119,22 @@ def test_the_same_bounds_hold_for_config_files_and_flow_parameters(tmp_path: Pat
         with pytest.raises(Exception, match="greater than or equal to 1"):
             flow.validate_parameters({name: 0})
         assert flow.validate_parameters({name: 2})[name] == 2
+
+
+def test_fields_set_on_many_configs_at_once_give_what_each_validation_gives() -> None:
+    from lstm_forecast.tasks.core.config import with_same_fields
+
+    base = ForecastConfig(input="panel.parquet", horizon=13)
+    configs = {f"s{i}": with_fields(base, series_id=f"s{i}", seasons=(52,) if i % 2 else ()) for i in range(5)}
+    configs["other"] = with_fields(base, series_id="other", past_columns=("price",))  # cross-checked: in full
+    shared = {"look_back": 26, "patch": 2, "baselines": "naive", "freq": "w"}
+    together = with_same_fields(configs, **shared)
+    assert list(together) == list(configs)
+    for key, config in configs.items():
+        assert together[key].model_dump() == with_fields(config, **shared).model_dump()
+    assert together["s1"].freq == with_fields(base, freq="w").freq  # validated (normalised), not copied as given
+    with pytest.raises(ValidationError):
+        with_same_fields(configs, look_back=26, patch=4)  # 26 is no multiple of 4
+    with pytest.raises(ValidationError):
+        with_same_fields({"past": configs["other"], **configs}, value_column="price")  # the first one's check
+    assert with_same_fields({}, look_back=26) == {}
