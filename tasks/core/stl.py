@@ -69,8 +69,14 @@ def _loess_row(n: int, window: int, xs: int, left: int, right: int) -> np.ndarra
 def loess_matrix(n: int, window: int, jump: int) -> np.ndarray:
     """(n, n): `_ess` of a series of n points, a degree-1 loess of `window` points evaluated every `jump`
     points (and at the last) and linearly interpolated between."""
+    return _interpolated(*_loess_rows(n, window, jump), n)
+
+
+def _loess_rows(n: int, window: int, jump: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 0-based positions `_ess` evaluates its loess at (the first and the last among them, ascending) and
+    their weights (len(positions), n); a row whose weights sum to zero keeps the point's own value."""
     if n < 2:
-        return np.ones((1, 1))
+        return np.zeros(1, dtype=np.intp), np.ones((1, 1))
     jump = min(jump, n - 1)
     if window >= n:
         evaluated = np.arange(1, n + 1, jump)
@@ -84,23 +90,32 @@ def loess_matrix(n: int, window: int, jump: int) -> np.ndarray:
         half = (window + 1) // 2
         lefts = np.clip(evaluated - half + 1, 1, n - window + 1)
         rights = lefts + window - 1
-    last_evaluated = int(evaluated[-1])
-    if last_evaluated != n:  # `_ess` estimates the last point with the last evaluated point's window
+    if evaluated[-1] != n:  # `_ess` estimates the last point with the last evaluated point's window
         evaluated, lefts, rights = np.append(evaluated, n), np.append(lefts, lefts[-1]), np.append(rights, rights[-1])
     rows = _loess_weights(n, window, evaluated, lefts, rights)
     failed = np.isnan(rows).any(axis=1)
     rows[failed] = 0.0
     rows[failed, evaluated[failed] - 1] = 1.0
-    out = np.zeros((n, n))
-    out[evaluated - 1] = rows
-    if jump == 1:
-        return out
-    fractions = np.arange(1, jump)[:, None] / jump
-    for i in range(0, n - jump, jump):
-        out[i + 1 : i + jump] = out[i] + (out[i + jump] - out[i]) * fractions
-    if last_evaluated < n - 1:
-        steps = np.arange(1, n - last_evaluated)[:, None] / (n - last_evaluated)
-        out[last_evaluated : n - 1] = out[last_evaluated - 1] + (out[n - 1] - out[last_evaluated - 1]) * steps
+    return evaluated - 1, rows
+
+
+def _interpolated(at: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """(n, k): `rows` (len(at), k) at the ascending 0-based positions `at` (0 and n - 1 among them), each position
+    between two of them linearly interpolated from theirs, as `_ess` interpolates its estimates."""
+    return _interpolation(at, n) @ rows
+
+
+def _interpolation(at: np.ndarray, n: int) -> np.ndarray:
+    """(n, len(at)): the linear interpolation of `_interpolated` as a matrix (two weights a row at most)."""
+    out = np.zeros((n, len(at)))
+    out[at, np.arange(len(at))] = 1.0
+    between = np.ones(n, dtype=bool)
+    between[at] = False
+    positions = np.flatnonzero(between)
+    upper = np.searchsorted(at, positions)
+    fraction = (positions - at[upper - 1]) / (at[upper] - at[upper - 1])
+    out[positions, upper - 1] = 1.0 - fraction
+    out[positions, upper] = fraction
     return out
 
 
@@ -134,13 +149,15 @@ def _seasonal_pass(n: int, season: int, windows: dict[str, int]) -> np.ndarray:
     for k in np.unique(counts):
         subseries[counts == k, : k + 2, :k] = _subseries_matrix(int(k), windows["seasonal"], windows["seasonal_jump"])
     # The smoothed subseries hold position m * season + j (m = 0 .. k + 1); the series, j + season * i.
-    low_pass = loess_matrix(n, windows["low_pass"], windows["low_pass_jump"])
+    # The low-pass loess at its evaluated points only, the rest interpolated at the end: all of it is linear
+    at, low_pass = _loess_rows(n, windows["low_pass"], windows["low_pass_jump"])
     for width in (3, season, season):
-        low_pass = _times_moving_average(low_pass, width)  # (n, size) after the three
-    padded = np.zeros((n, (longest + 2) * season))
+        low_pass = _times_moving_average(low_pass, width)  # (evaluated, size) after the three
+    evaluated = len(at)
+    padded = np.zeros((evaluated, (longest + 2) * season))
     padded[:, :size] = low_pass
-    by_subseries = padded.reshape(n, longest + 2, season).transpose(2, 0, 1) @ subseries  # (season, n, longest)
-    filtered = by_subseries.transpose(1, 2, 0).reshape(n, longest * season)[:, :n]
+    by_subseries = padded.reshape(evaluated, longest + 2, season).transpose(2, 0, 1) @ subseries
+    filtered = _interpolated(at, by_subseries.transpose(1, 2, 0).reshape(evaluated, longest * season)[:, :n], n)
     # the smoothed subseries at the series' own positions (m = 1 .. k): row j + season m', column j + season i
     phase, row, column = np.ix_(np.arange(season), np.arange(longest), np.arange(longest))
     inside = (row < counts[phase]) & (column < counts[phase])
@@ -156,7 +173,8 @@ def profile_matrix(n: int, season: int, cycles: int) -> np.ndarray:
     points, by phase (position % season), as a matrix: row p @ values is the profile at phase p."""
     windows = stl_windows(season)
     seasonal = _seasonal_pass(n, season, windows)
-    trend = loess_matrix(n, windows["trend"], windows["trend_jump"])
+    at, rows = _loess_rows(n, windows["trend"], windows["trend_jump"])
+    trend = _interpolation(at, n), rows  # the trend's loess as two factors: (n, evaluated) @ (evaluated, n)
     average = np.zeros((season, n))
     positions = np.arange(n - cycles * season, n)
     average[positions % season, positions] = 1.0 / cycles
@@ -166,10 +184,13 @@ def profile_matrix(n: int, season: int, cycles: int) -> np.ndarray:
     return _times_seasonal_pass(average, INNER_PASSES, seasonal, trend)
 
 
-def _times_seasonal_pass(rows: np.ndarray, passes: int, seasonal: np.ndarray, trend: np.ndarray) -> np.ndarray:
-    """`rows @ seasonal_passes` for the seasonal component after `passes` inner passes."""
+def _times_seasonal_pass(
+    rows: np.ndarray, passes: int, seasonal: np.ndarray, trend: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """`rows @ seasonal_passes` for the seasonal component after `passes` inner passes (`trend`: the trend
+    smoother's two factors)."""
     after_seasonal = rows @ seasonal
     if passes == 1:
         return after_seasonal
-    after_trend = after_seasonal @ trend  # rows @ S @ trend_{passes-1}, unrolled: trend_j = T (I - seasonal_j)
+    after_trend = (after_seasonal @ trend[0]) @ trend[1]  # rows @ S @ trend_{passes-1}: trend_j = T (I - seasonal_j)
     return after_seasonal - (after_trend - _times_seasonal_pass(after_trend, passes - 1, seasonal, trend))
