@@ -343,7 +343,7 @@ CROSS_CHECKED += ("future", "look_back", "patch")
 def with_same_fields(configs: dict[Any, ForecastConfig], **fields: Any) -> dict[Any, ForecastConfig]:
     """`with_fields(config, **fields)` of each config (by key): the fields validated once, on the first, and copied
     into each other config whose cross-checked fields they leave as the first's (`CROSS_CHECKED`), which then
-    passes the same checks; any other is validated in full. A panel's 10,000 configs: 0.1 s against 0.35 s."""
+    passes the same checks; any other is validated in full. A panel's 10,000 configs: about 0.07 s against 0.24 s."""
     if not configs:
         return {}
     first_key, first = next(iter(configs.items()))
