@@ -563,6 +563,8 @@ async def forecast_many(
     details: dict[str, Any] = {}
     failures = 0
     left_out: list[str] = []  # too short to be scored (or constant), in a run that publishes no forecast
+    drawn = {i: {"plot": r["plot"]} for i, r in results.items() if not isinstance(r, Exception) and "plot" in r}
+    plot_paths = many_artifact_paths(store, drawn)  # drawn after `published` looked up the other paths
     for series_id in ids:
         result = results[series_id]
         if series_id in unscored:
@@ -586,9 +588,7 @@ async def forecast_many(
         metrics_key = result["evaluate"]["key"]
         plot_key = result["plot"]["key"] if "plot" in result else ""
         outcomes.append(SeriesOutcome(series_id, published.tables[series_id], metrics_key, "", plot_key))
-        artifacts = published.artifacts[series_id]
-        if plot_key:  # drawn after the other paths were looked up
-            artifacts = artifacts | many_artifact_paths(store, {series_id: {"plot": result["plot"]}})[series_id]
+        artifacts = published.artifacts[series_id] | plot_paths.get(series_id, {})
         details[series_id] = {"status": "completed", "stages": result, "artifacts": artifacts}
     forecasts = published.forecasts
     if forecasts is not None:

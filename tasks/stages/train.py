@@ -672,15 +672,11 @@ def stacked_splits(
 def first_finite(parts: list[np.ndarray]) -> np.ndarray:
     """Each part's first finite value (0 for a part with none), (len(parts),)."""
     lengths = np.array([len(p) for p in parts], dtype=np.int64)
-    if not len(parts):
-        return np.zeros(0)
-    joined = np.concatenate(parts)
+    starts = np.cumsum(lengths) - lengths
+    joined = np.concatenate([*parts, [0.0]])  # a finite value after the last part: every search finds one
     finite = np.flatnonzero(np.isfinite(joined))
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    found = np.searchsorted(finite, starts)
-    at = finite[np.minimum(found, max(len(finite) - 1, 0))] if len(finite) else np.zeros(len(parts), np.int64)
-    inside = (found < len(finite)) & (at < starts + lengths) if len(finite) else np.zeros(len(parts), bool)
-    return np.where(inside, joined[at] if len(joined) else 0.0, 0.0)
+    at = finite[np.searchsorted(finite, starts)]
+    return np.where(at < starts + lengths, joined[at], 0.0)
 
 
 def last_of_each(positions: np.ndarray, owner: np.ndarray, cap: int) -> np.ndarray:
