@@ -219,6 +219,7 @@ def test_a_local_cluster_started_ahead_is_the_one_the_run_s_task_runner_takes() 
     from distributed import Client
 
     from lstm_forecast.flows import cluster
+    from lstm_forecast.tasks.core.training_process import KEPT_MEMORY
 
     cluster.start_local_cluster(1)
     started = cluster._starting[1].result()
@@ -226,7 +227,10 @@ def test_a_local_cluster_started_ahead_is_the_one_the_run_s_task_runner_takes() 
     assert runner.address == started.scheduler_address and runner.address.startswith("tcp://127.0.0.1:")
     with Client(runner.address) as client:
         assert list(client.nthreads().values()) == [1]  # one worker of one thread, as `--workers 1` asks
-        assert client.submit(lambda: __import__("os").environ["OMP_NUM_THREADS"]).result() == "1"
+        environ = client.submit(lambda: dict(__import__("os").environ)).result()
+        assert environ["OMP_NUM_THREADS"] == "1"
+        # freed memory kept in the worker, as in the training process (Dask's default hands back blocks > 64 kB)
+        assert {name: environ[name] for name in KEPT_MEMORY} == KEPT_MEMORY
     started.close()
     assert cluster.dask_task_runner(None, 1).address is None  # taken once: a second run starts a cluster of its own
 
