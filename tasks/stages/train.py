@@ -17,6 +17,7 @@ Two models come out of the stage, in one model folder:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +55,13 @@ from lstm_forecast.tasks.core.store import (
     fingerprint,
 )
 from lstm_forecast.tasks.core.training_process import in_training_process
-from lstm_forecast.tasks.core.windows import window_inputs, window_targets_matrix
+from lstm_forecast.tasks.core.windows import (
+    SeriesLayout,
+    cut_in_blocks,
+    first_finite,
+    window_inputs,
+    window_targets_matrix,
+)
 
 EpochReport = Callable[[int, dict[str, float], float], None]
 
@@ -594,11 +601,6 @@ class MemberSeries:
         return np.asarray(self.targets["split"]) == split_name
 
 
-# Windows cut at a time by `stacked_splits`: its float64 temporaries stay in the cache (cut 100,000 at once, they
-# took twice as long as cutting each series' own).
-WINDOW_BLOCK = 4096
-
-
 def stacked_splits(
     members: list[MemberSeries], config: ForecastConfig, caps: dict[str | None, int]
 ) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
@@ -611,20 +613,7 @@ def stacked_splits(
     (`embedding.training_rows` outside the validation split). The layout and each split's origins are found for all
     members at once (10,000 members: about 0.6 s less than member by member)."""
     look_back = config.look_back
-    lengths = np.array([len(m.y) for m in members], dtype=np.int64)
-    pad_starts = np.concatenate([[0], np.cumsum(lengths + look_back)[:-1]]).astype(np.int64)
-    first_values = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    # where each member's values and pads lie in the layout
-    value_at = np.arange(int(lengths.sum())) + np.repeat(pad_starts + look_back - first_values, lengths)
-    pad_at = (pad_starts[:, None] + np.arange(look_back)).ravel()
-
-    def laid_out(parts: list[np.ndarray], pads: np.ndarray) -> np.ndarray:
-        """The members' `parts` (n_i, ...) end to end, each after `look_back` copies of its pad (its row of `pads`)."""
-        out = np.empty((len(value_at) + len(pad_at), *pads.shape[1:]))
-        out[value_at] = np.concatenate(parts) if parts else np.empty((0, *pads.shape[1:]))
-        out[pad_at] = np.repeat(pads, look_back, axis=0)
-        return out
-
+    layout = SeriesLayout(np.array([len(m.y) for m in members], dtype=np.int64), look_back)
     spaces = sorted({split is None for split in caps})  # False: the model's space, True: the forecaster's
     relative = any(space.kind == "level" for m in members for space in (m.space, m.full_space))
     values: dict[bool, np.ndarray] = {}
@@ -632,15 +621,15 @@ def stacked_splits(
     for full in spaces:
         own = [m.full_space if full else m.space for m in members]
         encoded = [space.encode(m.y) for space, m in zip(own, members, strict=True)]
-        values[full] = laid_out(encoded, first_finite(encoded))
+        values[full] = layout.laid_out(encoded, first_finite(encoded))
         if relative:
             references = [
                 space.reference(z) if space.kind == "level" else np.zeros(len(z))
                 for space, z in zip(own, encoded, strict=True)
             ]
-            levels[full] = laid_out(references, np.zeros(len(members)))
+            levels[full] = layout.laid_out(references, np.zeros(len(members)))
     features = [m.features for m in members if m.features is not None]
-    channels = laid_out(features, np.stack([f[0] for f in features])) if features else None
+    channels = layout.laid_out(features, np.stack([f[0] for f in features])) if features else None
     origins = np.concatenate([np.asarray(m.targets["row"], dtype=np.int64) for m in members] or [np.zeros(0, int)])
     splits = np.concatenate([np.asarray(m.targets["split"]) for m in members] or [np.zeros(0, str)])
     owner = np.repeat(np.arange(len(members)), [len(m.targets["row"]) for m in members])
@@ -649,12 +638,11 @@ def stacked_splits(
     for split, cap in caps.items():
         chosen = last_of_each(np.arange(len(origins)) if split is None else np.flatnonzero(splits == split), owner, cap)
         full = split is None
-        z, at = values[full], pad_starts[owner[chosen]] + look_back + origins[chosen]
+        z, at = values[full], layout.positions(owner[chosen], origins[chosen])
         reference = levels[full] if relative else None
-        blocks = [at[first : first + WINDOW_BLOCK] for first in range(0, len(at), WINDOW_BLOCK)] or [at]
-        inputs = np.concatenate(
-            [window_inputs(z, block, look_back, config.patch, reference, channels) for block in blocks]
-        )
+        cut = functools.partial(window_inputs, z, look_back=look_back, patch=config.patch, reference=reference)
+        inputs = cut_in_blocks(functools.partial(cut, features=channels), at)
+        target = functools.partial(window_targets_matrix, z, horizon=config.horizon, reference=reference)
         if embedded:
             counts = np.bincount(owner[chosen], minlength=len(members))
             rows = [
@@ -664,19 +652,9 @@ def stacked_splits(
                 for m, count in zip(members, counts, strict=True)
             ]
             inputs = with_series_channel(inputs, np.concatenate(rows))
-        targets = np.concatenate([window_targets_matrix(z, block, config.horizon, reference) for block in blocks])
+        targets = cut_in_blocks(target, at)
         stacked[split] = inputs, targets
     return stacked
-
-
-def first_finite(parts: list[np.ndarray]) -> np.ndarray:
-    """Each part's first finite value (0 for a part with none), (len(parts),)."""
-    lengths = np.array([len(p) for p in parts], dtype=np.int64)
-    starts = np.cumsum(lengths) - lengths
-    joined = np.concatenate([*parts, [0.0]])  # a finite value after the last part: every search finds one
-    finite = np.flatnonzero(np.isfinite(joined))
-    at = finite[np.searchsorted(finite, starts)]
-    return np.where(at < starts + lengths, joined[at], 0.0)
 
 
 def last_of_each(positions: np.ndarray, owner: np.ndarray, cap: int) -> np.ndarray:
