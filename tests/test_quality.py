@@ -551,17 +551,58 @@ def test_the_training_batches_are_the_windows_shuffled_by_the_seed_and_a_cap_spr
     np.testing.assert_array_equal(spread, every[[0, 14, 29, 43, 57, 72, 86, 100, 115, 129]])
 
 
-def test_predict_builds_a_long_series_inputs_in_blocks_of_the_same_values() -> None:
-    from lstm_forecast.tasks.stages.predict import SeriesToPredict
+@pytest.mark.parametrize("embedded", [False, True])
+def test_predict_cuts_many_series_windows_at_once_in_blocks_as_each_series_own(
+    monkeypatch: pytest.MonkeyPatch, embedded: bool
+) -> None:
+    from lstm_forecast.tasks.core import windows
+    from lstm_forecast.tasks.core.embedding import with_series_channel
+    from lstm_forecast.tasks.core.networks import SavedModel
+    from lstm_forecast.tasks.stages.predict import SeriesToPredict, model_outputs
 
-    y = 10 + np.sin(np.arange(120) / 4.0) + np.arange(120) / 50
-    space = fit_model_space(y, fit_stop=96, transform="level")
-    rows = np.arange(3, 110)  # the first windows are padded on the left
-    data = SeriesToPredict(pd.Series(np.arange(120.0)), y, rows, np.array(["train"] * len(rows)), space, space)
-    blocks = list(data.inputs_in_blocks(look_back=8, patch=2, block=10))
-    assert [len(block) for block in blocks] == [10] * 10 + [7]
-    np.testing.assert_array_equal(np.concatenate(blocks), data.inputs(8, 2)[0])
-    np.testing.assert_array_equal(data.inputs(8, 2)[0], space.inputs(space.encode(y), rows, 8, 2))
+    class Linear:
+        """A stand-in network, linear in every input value: equal outputs mean equal windows."""
+
+        def __init__(self, seed: int) -> None:
+            self.weights = np.random.default_rng(seed).normal(size=(2 * (4 * 3 + int(embedded)), 3))  # 2 steps
+
+        def __call__(self, inputs: np.ndarray, training: bool = False) -> np.ndarray:
+            return np.asarray(inputs, dtype="float64").reshape(len(inputs), -1) @ self.weights
+
+    steps = np.arange(150)
+    ys = [10 + np.sin(steps / 4.0) + steps / 50, 3 + np.cos(steps[:97] / 3.0) ** 2, 50 + np.sin(steps[:120] / 6.0)]
+    spaces = [
+        fit_model_space(ys[0], fit_stop=120, transform="level", seasons=(8,), smooth_level=True),
+        fit_model_space(ys[1], fit_stop=80, transform="diff", log="yes"),
+        fit_model_space(ys[2], fit_stop=96, transform="none"),
+    ]
+    series = []
+    for number, (y, space) in enumerate(zip(ys, spaces, strict=True)):
+        rows = np.arange(3 + number, len(y) - 1)  # the first windows are padded on the left
+        features = np.stack([np.sin(np.arange(len(y)) + number), np.arange(len(y)) / 100.0], axis=1)
+        refitted = fit_model_space(y, fit_stop=len(y), transform=space.kind, log="yes" if space.log else "no")
+        series.append(
+            SeriesToPredict(
+                pd.Series(np.arange(len(y))), y, rows, np.array(["test"] * len(rows)), space, refitted, features
+            )
+        )
+    ids = ["a", "b", "unseen"]
+    embedding = {"a": 4, "b": 7} if embedded else {}
+    saved = SavedModel("model", Linear(0), None, 8, 4, 1, series_rows=embedding)
+    forecaster = SavedModel("model", Linear(1), None, 8, 4, 1, series_rows=embedding)
+    monkeypatch.setattr(windows, "WINDOW_BLOCK", 50)  # several blocks, one of them across two series
+    z_hat, z_next = model_outputs(saved, forecaster, series, ids, look_back=8, patch=4)
+    assert z_hat.shape == (sum(len(s.rows) for s in series), 3) and z_next.shape == (3, 3)
+    first = 0
+    for number, (data, series_id) in enumerate(zip(series, ids, strict=True)):
+        own = data.space.inputs(data.space.encode(data.y), data.rows, 8, 4, data.features)
+        ahead = data.forecaster_space
+        after = ahead.inputs(ahead.encode(data.y), np.array([len(data.y)]), 8, 4, data.features)
+        if embedded:
+            own, after = (with_series_channel(x, embedding.get(series_id, 0)) for x in (own, after))
+        np.testing.assert_allclose(z_hat[first : first + len(data.rows)], saved.model(own), rtol=1e-6)
+        np.testing.assert_allclose(z_next[number], forecaster.model(after)[0], rtol=1e-6)
+        first += len(data.rows)
 
 
 def test_a_module_left_out_cannot_be_imported_inside_and_imports_as_usual_after() -> None:

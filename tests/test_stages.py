@@ -25,7 +25,7 @@ from lstm_forecast.tasks.stages.evaluate import (
 from lstm_forecast.tasks.stages.generate import clean_series, synthetic_series
 from lstm_forecast.tasks.stages.normalize import scale_series
 from lstm_forecast.tasks.stages.plot import draw_figure
-from lstm_forecast.tasks.stages.predict import SeriesToPredict, assemble_predictions
+from lstm_forecast.tasks.stages.predict import SeriesToPredict, assemble_predictions, forecast_columns
 
 
 def tiny_series(n: int = 20) -> pd.DataFrame:
@@ -170,9 +170,20 @@ def test_future_times_continue_numbers_and_dates() -> None:
     assert future_times(pd.Series([0.0, 0.5, 1.0]), 1).iloc[0] == pytest.approx(1.5)
     dates = pd.Series(pd.date_range("2024-01-01", periods=3, freq="D"))
     assert future_times(dates, 1).iloc[0] == pd.Timestamp("2024-01-04")
-    for times in (pd.Series([0.0, np.nan, 1.0, 2.5]), pd.Series([3, 5, 9], dtype="int32"), dates):
-        np.testing.assert_array_equal(future_time_values(times, 4), future_times(times, 4).to_numpy())
-        assert future_time_values(times, 4).dtype == future_times(times, 4).dtype
+    month_ends = pd.Series(pd.date_range("2023-10-31", periods=3, freq="ME").astype("datetime64[s]"))
+    zoned = pd.Series(pd.date_range("2024-03-29", periods=3, freq="B", tz="Europe/Paris"))
+    for times, freq in [
+        (pd.Series([0.0, np.nan, 1.0, 2.5]), None),
+        (pd.Series([3, 5, 9], dtype="int32"), None),
+        (dates, None),
+        (dates, "D"),
+        (month_ends, "ME"),  # the cached dates: month ends stay month ends, in the times' own unit
+        (zoned, "B"),
+    ]:
+        expected = future_times(times, 4, freq).to_numpy()
+        for given in (times, times.to_numpy()):  # a chunk passes its times as an array
+            np.testing.assert_array_equal(future_time_values(given, 4, freq), expected)
+            assert future_time_values(given, 4, freq).dtype == expected.dtype
     with pytest.raises(InputError):
         future_time_values(pd.Series([0.0, 1.0]), 2, freq="not-a-frequency")
 
@@ -377,8 +388,11 @@ def test_the_forecast_interval_is_calibrated_on_every_held_out_error_and_each_or
     errors = np.concatenate([np.full(19, 5.0), np.full(5, 0.1), np.full(5, 1.0)])  # a calm validation split
     data = SeriesToPredict(pd.Series(np.arange(40.0)), y, rows, splits, space, space)
     config = ForecastConfig(interval_level=0.5)
-    columns, widths, forecast, calibration = data.predictions(errors[:, None], np.array([[2.0]]), config)
+    found = data.forecasts(errors[:, None], np.array([[2.0]]), config)
+    columns, lengths = forecast_columns([data], [found], [config])
     half = columns["y_hi"] - columns["y_hat"]
+    assert lengths == [len(rows) + 1] == [len(half)]
     np.testing.assert_allclose(half[:-1], 0.1)  # every origin, the test split's included: validation's errors
     np.testing.assert_allclose(half[-1], 1.0)  # the forecast: the 6th of validation's and test's 10 errors
-    assert widths.tolist() == [1.0] and forecast.tolist() == [2.0] and calibration == "validation and test"
+    assert found.forecast_widths.tolist() == [1.0] and found.forecast.tolist() == [2.0]
+    assert found.calibration == "validation and test"

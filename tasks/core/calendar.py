@@ -7,6 +7,7 @@ Frequencies are pandas offset aliases ('MS', 'ME', 'W-SUN', 'D', 'B', 'h', '30mi
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -133,14 +134,25 @@ def future_times(ds: pd.Series, steps: int, freq: str | None = None) -> pd.Serie
     return (pd.Series(np.arange(1, steps + 1), name=ds.name) * step + last).astype(ds.dtype)
 
 
-def future_time_values(ds: pd.Series, steps: int, freq: str | None = None) -> np.ndarray:
-    """`future_times(ds, steps, freq).to_numpy()`, without a pandas Series for numeric time (a chunk of series
-    asks once per series)."""
-    if steps > 0 and _numeric_time(ds.dtype) and isinstance(ds.dtype, np.dtype):
+def future_time_values(ds: pd.Series | np.ndarray, steps: int, freq: str | None = None) -> np.ndarray:
+    """`future_times(ds, steps, freq).to_numpy()` of times given as a Series or an array, without a pandas Series
+    for numeric time or for dates with a frequency (a chunk of series asks once per series; a panel's series
+    mostly end on the same date, whose next dates are computed once)."""
+    values = ds.to_numpy() if isinstance(ds, pd.Series) else np.asarray(ds)
+    if steps > 0 and values.dtype.kind in "iuf":  # numeric time
         if freq is not None:
             _offset(freq)  # checked, as `future_times` checks it
-        return _numbers_after(ds.to_numpy(), steps).astype(ds.dtype)
-    return future_times(ds, steps, freq).to_numpy()
+        return _numbers_after(values, steps).astype(values.dtype)
+    if steps > 0 and freq is not None and values.dtype.kind == "M" and len(values) and not np.isnat(values[-1]):
+        return _dates_after(values[-1], steps, freq, values.dtype).copy()
+    return future_times(ds if isinstance(ds, pd.Series) else pd.Series(values), steps, freq).to_numpy()
+
+
+@functools.lru_cache(maxsize=256)
+def _dates_after(last: np.datetime64, steps: int, freq: str, dtype: np.dtype) -> np.ndarray:
+    """The `steps` dates after `last` on the calendar of `freq`, as `future_times` gives them (in `dtype`)."""
+    offset = _offset(freq)
+    return pd.date_range(start=pd.Timestamp(last) + offset, periods=steps, freq=offset).to_numpy().astype(dtype)
 
 
 def _numeric_time(dtype: Any) -> bool:

@@ -183,6 +183,13 @@ class SavedModel:
             return inputs
         return with_series_channel(inputs, series_row(self.series_rows, series_id))
 
+    def embedding_rows(self, series_ids: list[str | None]) -> np.ndarray | None:
+        """The rows (len(series_ids),) those series read of its series embedding (`series_inputs`); None without
+        one."""
+        if not self.series_rows:
+            return None
+        return np.array([series_row(self.series_rows, series_id) for series_id in series_ids], dtype=np.int64)
+
     @property
     def is_global(self) -> bool:
         return self.space is None

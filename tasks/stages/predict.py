@@ -18,7 +18,7 @@ there is none), added on both sides of the forecast.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,13 @@ from prefect import task
 from lstm_forecast.tasks.core.calendar import future_time_values
 from lstm_forecast.tasks.core.config import ForecastConfig, feature_width
 from lstm_forecast.tasks.core.covariates import read_features
-from lstm_forecast.tasks.core.defaults import local_window_cap
+from lstm_forecast.tasks.core.embedding import with_series_channel
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.intervals import conformal_widths
-from lstm_forecast.tasks.core.networks import forward, load_saved
+from lstm_forecast.tasks.core.networks import SavedModel, forward, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, stored_model_space
-from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, Store, each_series_of_chunk
-from lstm_forecast.tasks.core.windows import forecast_origins
+from lstm_forecast.tasks.core.store import ChunkColumns, Store, each_series_of_chunk
+from lstm_forecast.tasks.core.windows import SeriesLayout, cut_in_blocks, first_finite, forecast_origins, window_inputs
 
 
 def predict_rows(
@@ -63,22 +63,54 @@ def prediction_columns(
     freq: str | None = None,
     forecast_widths: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The columns of `assemble_predictions`, as arrays (a chunk of series puts many together); the forecast
-    rows' intervals are `forecast_widths` when given, else `widths` as every origin's."""
-    horizon = y_hat.shape[1]
-    target_rows = (rows[:, None] + np.arange(horizon)).reshape(-1)
-    hat = np.concatenate([y_hat.reshape(-1), forecast])
+    """The columns of `assemble_predictions`, as arrays; the forecast rows' intervals are `forecast_widths` when
+    given, else `widths` as every origin's."""
     ahead = widths if forecast_widths is None else forecast_widths
-    wide = np.concatenate([np.tile(widths, len(rows)), ahead])
-    times = np.concatenate([ds.to_numpy()[target_rows], future_time_values(ds, horizon, freq)])
+    return stacked_prediction_columns(
+        [ds], [y], [rows], [splits], [y_hat], forecast[None], widths[None], np.asarray(ahead)[None], [freq]
+    )
+
+
+def stacked_prediction_columns(
+    ds: list[pd.Series | np.ndarray],
+    y: list[np.ndarray],
+    rows: list[np.ndarray],
+    splits: list[np.ndarray],
+    y_hat: list[np.ndarray],
+    forecast: np.ndarray,
+    widths: np.ndarray,
+    forecast_widths: np.ndarray,
+    freqs: list[str | None],
+) -> dict[str, np.ndarray]:
+    """`prediction_columns` of many series, one after another, built at once: series i's origins `rows[i]` (m_i,)
+    with their `splits[i]` and forecasts `y_hat[i]` (m_i, horizon), then its forecast rows; `forecast`, `widths`
+    and `forecast_widths` hold a row (horizon,) per series. Series i has (m_i + 1) x horizon rows."""
+    count, horizon = len(ds), forecast.shape[1]
+    origins = np.array([len(r) for r in rows], dtype=np.int64)
+    owner = np.repeat(np.arange(count), origins)
+    lengths = np.array([len(values) for values in y], dtype=np.int64)
+    targets = (np.repeat(np.cumsum(lengths) - lengths, origins) + np.concatenate(rows).astype(np.int64))[:, None]
+    targets = targets + np.arange(horizon)  # (M, horizon): each origin's target rows in the series end to end
+    # each series' origins, then its forecast: origin rows first, forecast rows after, in a stable sort by series
+    order = np.argsort(np.concatenate([owner, np.arange(count)]), kind="stable")
+
+    def laid(per_origin: np.ndarray, per_series: np.ndarray) -> np.ndarray:
+        return np.concatenate([per_origin, per_series])[order].reshape(-1)
+
+    times = np.concatenate([np.asarray(series) for series in ds])
+    future = [future_time_values(series, horizon, freq) for series, freq in zip(ds, freqs, strict=True)]
+    values = np.concatenate([np.asarray(v, dtype="float64") for v in y])
+    hat = laid(np.concatenate(y_hat).reshape(-1, horizon), forecast)
+    wide = laid(widths[owner], forecast_widths)
+    split = np.concatenate([*[np.asarray(s, dtype=object) for s in splits], np.full(count, "forecast", dtype=object)])
     return {
-        "ds": times,
-        "y": np.concatenate([np.asarray(y, dtype="float64")[target_rows], np.full(horizon, np.nan)]),
+        "ds": laid(times[targets], np.stack(future) if future else np.empty((0, horizon), times.dtype)),
+        "y": laid(values[targets], np.full((count, horizon), np.nan)),
         "y_hat": hat,
         "y_lo": hat - wide,
         "y_hi": hat + wide,
-        "split": np.concatenate([np.repeat(np.asarray(splits, dtype=object), horizon), ["forecast"] * horizon]),
-        "step": np.tile(np.arange(1, horizon + 1, dtype="int64"), len(rows) + 1),
+        "split": np.repeat(split[order], horizon),
+        "step": np.tile(np.arange(1, horizon + 1, dtype="int64"), len(owner) + count),
     }
 
 
@@ -152,7 +184,7 @@ class SeriesToPredict:
     """One series' data for predict: its times and values, its window origins (rows and splits) and model
     spaces (fitted on the rows before the test split, and on every row for the forecaster)."""
 
-    ds: pd.Series
+    ds: pd.Series | np.ndarray  # (n,): an array as a chunk reads it
     y: np.ndarray
     rows: np.ndarray
     splits: np.ndarray
@@ -160,28 +192,17 @@ class SeriesToPredict:
     forecaster_space: ModelSpace
     features: np.ndarray | None = None  # (n, F) channels read beside the values
 
-    def inputs(self, look_back: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model inputs of every window origin (m, steps, …), and the forecaster's after the end (1, …)."""
-        (every,) = self.inputs_in_blocks(look_back, patch, max(1, len(self.rows)))  # one block, even of none
-        return every, self.inputs_after_end(look_back, patch)
+    @property
+    def times_dtype(self) -> Any:
+        """The dtype of its times as a pandas Series holds them (that of its predictions' `ds`)."""
+        if isinstance(self.ds, pd.Series):
+            return self.ds.dtype
+        times = np.asarray(self.ds)
+        return times.dtype if times.dtype.kind in "iufM" else pd.Series(times[:1]).dtype
 
-    def inputs_in_blocks(self, look_back: int, patch: int, block: int) -> Iterator[np.ndarray]:
-        """`inputs` of the window origins, `block` origins at a time (the same values, fewer at once)."""
-        z = self.space.encode(self.y)
-        for start in range(0, max(len(self.rows), 1), block):
-            yield self.space.inputs(z, self.rows[start : start + block], look_back, patch, self.features)
-
-    def inputs_after_end(self, look_back: int, patch: int) -> np.ndarray:
-        """The forecaster's inputs after the end of the data (1, steps, …)."""
-        ahead = self.forecaster_space
-        return ahead.inputs(ahead.encode(self.y), np.array([len(self.y)]), look_back, patch, self.features)
-
-    def predictions(
-        self, z_hat: np.ndarray, z_next: np.ndarray, config: ForecastConfig
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, str]:
-        """The columns of its predictions in original units (`prediction_columns`) from the model's outputs for
-        `inputs`; also the forecast's interval half-widths, the forecast and the splits the widths were calibrated
-        on.
+    def forecasts(self, z_hat: np.ndarray, z_next: np.ndarray, config: ForecastConfig) -> SeriesForecasts:
+        """Its forecasts in original units from the model's outputs for its window origins (m, horizon) and the
+        forecaster's after the end (1, horizon), with their intervals' half-widths.
 
         Each origin's interval is calibrated on the validation errors (on the train errors without a validation
         split), so that the test split's coverage is scored on rows the widths did not see. The forecast's is
@@ -192,18 +213,88 @@ class SeriesToPredict:
         y_hat = self.space.decode(z_hat, y, rows)
         forecast = self.forecaster_space.decode(z_next, y, np.array([len(y)]))[0]
         truth = np.asarray(y, dtype="float64")[rows[:, None] + np.arange(config.horizon)]
-        calibration = "validation" if (self.splits == "validation").any() else "train"
-        mask = self.splits == calibration
+        within = {split: self.splits == split for split in HELD_OUT_SPLITS}
+        calibration = "validation" if within["validation"].any() else "train"
+        mask = within["validation"] if calibration == "validation" else self.splits == calibration
         widths = conformal_widths(truth[mask], y_hat[mask], config.interval_level)
-        held_out = np.isin(self.splits, HELD_OUT_SPLITS)
+        held_out = np.logical_or.reduce(list(within.values()))
         forecast_widths, forecast_calibration = widths, calibration
         if held_out.any():
             forecast_widths = conformal_widths(truth[held_out], y_hat[held_out], config.interval_level)
-            forecast_calibration = " and ".join(s for s in HELD_OUT_SPLITS if (self.splits == s).any())
-        columns = prediction_columns(
-            self.ds, y, rows, self.splits, y_hat, forecast, widths, config.freq, forecast_widths
-        )
-        return columns, forecast_widths, forecast, forecast_calibration
+            forecast_calibration = " and ".join(s for s in HELD_OUT_SPLITS if within[s].any())
+        return SeriesForecasts(y_hat, forecast, widths, forecast_widths, forecast_calibration)
+
+
+@dataclass(frozen=True)
+class SeriesForecasts:
+    """One series' forecasts in original units: at its window origins (m, horizon) and after the end (horizon,),
+    the origins' interval half-widths and the forecast's (horizon,), and the splits the forecast's were calibrated
+    on."""
+
+    y_hat: np.ndarray
+    forecast: np.ndarray
+    widths: np.ndarray
+    forecast_widths: np.ndarray
+    calibration: str
+
+
+def model_outputs(
+    saved: SavedModel,
+    forecaster: SavedModel,
+    series: list[SeriesToPredict],
+    series_ids: list[str | None],
+    look_back: int,
+    patch: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's outputs for every window origin of many series, one series after another (M, horizon), and the
+    forecaster's after each one's end (S, horizon). Each series is encoded in its own spaces; then the windows of
+    all of them are cut from one layout (`SeriesLayout`) and applied `WINDOW_BLOCK` at a time (a model call costs
+    tens of milliseconds before its first window; a chunk's windows at once would hold them all)."""
+    layout = SeriesLayout(np.array([len(s.y) for s in series], dtype=np.int64), look_back)
+    features = [s.features for s in series if s.features is not None]
+    channels = layout.laid_out(features, np.stack([f[0] for f in features])) if features else None
+    origins = np.array([len(s.rows) for s in series], dtype=np.int64)
+    owner = np.repeat(np.arange(len(series)), origins)
+    rows = np.concatenate([np.asarray(s.rows, dtype=np.int64) for s in series] or [np.zeros(0, np.int64)])
+    ends = np.array([len(s.y) for s in series], dtype=np.int64)
+    outputs = []
+    for model, spaces, positions, owners in (
+        (saved, [s.space for s in series], layout.positions(owner, rows), owner),
+        (forecaster, [s.forecaster_space for s in series], layout.positions(np.arange(len(series)), ends), None),
+    ):
+        encoded = [space.encode(s.y) for space, s in zip(spaces, series, strict=True)]
+        references = [
+            space.reference(z) if space.kind == "level" else np.zeros(len(z))
+            for space, z in zip(spaces, encoded, strict=True)
+        ]
+        relative = any(space.kind == "level" for space in spaces)
+        cut = {
+            "values": layout.laid_out(encoded, first_finite(encoded)),
+            "reference": layout.laid_out(references, np.zeros(len(series))) if relative else None,
+            "features": channels,
+            "look_back": look_back,
+            "patch": patch,
+        }
+        rows_read = model.embedding_rows(series_ids)
+        if rows_read is not None and owners is not None:
+            rows_read = rows_read[owners]
+        outputs.append(windows_applied(model.model, positions, rows_read, **cut))
+    return outputs[0], outputs[1]
+
+
+def windows_applied(model: Any, positions: np.ndarray, embedding_rows: np.ndarray | None, **cut: Any) -> np.ndarray:
+    """A model's outputs (len(positions), outputs) for the windows that end before `positions` of laid-out values
+    (`window_inputs` with the arguments `cut`), each window reading its `embedding_rows` entry when given."""
+
+    def block_outputs(block: np.ndarray) -> np.ndarray:
+        values, look_back = cut["values"], cut["look_back"]
+        inputs = window_inputs(values, positions[block], look_back, cut["patch"], cut["reference"], cut["features"])
+        if embedding_rows is not None:
+            inputs = with_series_channel(inputs, embedding_rows[block])
+        outputs = forward(model, inputs)
+        return outputs.reshape(len(outputs), int(np.prod(outputs.shape[1:])))
+
+    return cut_in_blocks(block_outputs, np.arange(len(positions)))
 
 
 # What predict reads of its inputs: argument -> (stage, columns).
@@ -230,7 +321,7 @@ def series_to_predict(
     splits = np.asarray(own["window"]["split"], dtype=object)
     kept = forecast_origins(splits, train_forecasts)
     return SeriesToPredict(
-        pd.Series(own["series"]["ds"], name="ds"),
+        own["series"]["ds"],
         own["series"]["y"],
         np.asarray(own["window"]["row"])[kept],
         splits[kept],
@@ -257,66 +348,78 @@ def predict(config: ForecastConfig, series: str, normalize: str, window: str, mo
     upstream = {"series": series, "normalize": normalize, "window": window}
     data = series_to_predict(store, upstream, width=feature_width(config), train_forecasts=config.train_forecasts)
     saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
-    # a long series' windows in blocks of at most a training split's bytes, not all at once
-    block = local_window_cap(config.look_back, 1 + feature_width(config))
-    z_hat = np.concatenate(
-        [
-            predict_many(saved.model, [saved.series_inputs(config.series_id, x)])[0]
-            for x in data.inputs_in_blocks(config.look_back, config.patch, block)
-        ]
-    )
-    x_next = data.inputs_after_end(config.look_back, config.patch)
-    (z_next,) = predict_many(forecaster.model, [forecaster.series_inputs(config.series_id, x_next)])
-    columns, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
-    store.write_table("predict", key, predictions_frame(columns, data.ds.dtype))
-    log_predictions(config, widths, forecast, calibration)
+    z_hat, z_next = model_outputs(saved, forecaster, [data], [config.series_id], config.look_back, config.patch)
+    found = data.forecasts(z_hat, z_next, config)
+    columns, _ = forecast_columns([data], [found], [config])
+    store.write_table("predict", key, predictions_frame(columns, data.times_dtype))
+    log_predictions(config, found.forecast_widths, found.forecast, found.calibration)
     return key
+
+
+def forecast_columns(
+    series: list[SeriesToPredict], found: list[SeriesForecasts], configs: list[ForecastConfig]
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The predictions' columns of many series one after another (`stacked_prediction_columns`), and each one's
+    number of rows."""
+    columns = stacked_prediction_columns(
+        [s.ds for s in series],
+        [s.y for s in series],
+        [s.rows for s in series],
+        [s.splits for s in series],
+        [f.y_hat for f in found],
+        np.stack([f.forecast for f in found]),
+        np.stack([f.widths for f in found]),
+        np.stack([f.forecast_widths for f in found]),
+        [config.freq for config in configs],
+    )
+    return columns, [(len(s.rows) + 1) * len(f.forecast) for s, f in zip(series, found, strict=True)]
 
 
 def predict_chunk(work: list[tuple[ForecastConfig, dict[str, str], str]]) -> list[Exception | None]:
     """`predict` of many series at once, each `(config, its inputs' keys, its key)`: their inputs read once per
-    pack, one model call per model for all of them, and one table for all their predictions. Returns, per
-    series, None or the error it failed with (it fails alone)."""
-    prepared: dict[str, tuple[SeriesToPredict, np.ndarray, np.ndarray]] = {}  # by the series' predict key
+    pack, their windows cut and applied together per model (`model_outputs`), and one table for all their
+    predictions. Returns, per series, None or the error it failed with (it fails alone)."""
+    prepared: dict[str, SeriesToPredict] = {}  # by the series' predict key
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
-        data = series_to_predict(store, upstream, own, feature_width(config), config.train_forecasts)
-        prepared[key] = (data, *data.inputs(config.look_back, config.patch))
+        prepared[key] = series_to_predict(store, upstream, own, feature_width(config), config.train_forecasts)
         return lambda: None  # predict logs once the model has run
 
     errors = each_series_of_chunk(work, PREDICT_INPUTS, one, described={"normalize": "normalize"})
-    by_model: dict[tuple[str, str], list[int]] = {}
-    for index, (config, upstream, _) in enumerate(work):
-        if errors[index] is not None:
-            continue
-        by_model.setdefault((config.artifacts_dir, upstream["model"]), []).append(index)
+    groups: dict[tuple[Any, ...], list[int]] = {}  # series applied together: one model, one window shape
+    for index, (config, upstream, key) in enumerate(work):
+        if errors[index] is None:
+            shape = (config.look_back, config.patch, config.horizon, feature_width(config), prepared[key].times_dtype)
+            groups.setdefault((config.artifacts_dir, upstream["model"], *shape), []).append(index)
     logged = False
-    for (root, model), indices in by_model.items():
+    for (root, model, look_back, patch, *_), indices in groups.items():
         store = Store(root)
+        series = [prepared[work[i][2]] for i in indices]
         try:
             saved, forecaster = load_saved(store, model), load_saved(store, model, forecaster=True)
-            series = [(work[i][0].series_id, prepared[work[i][2]]) for i in indices]
-            outputs = predict_many(saved.model, [saved.series_inputs(s, inputs) for s, (_, inputs, _) in series])
-            ahead = predict_many(forecaster.model, [forecaster.series_inputs(s, last) for s, (_, _, last) in series])
+            ids = [work[i][0].series_id for i in indices]
+            z_hat, z_next = model_outputs(saved, forecaster, series, ids, look_back, patch)
         except Exception as error:  # every series of this model fails
             for index in indices:
                 errors[index] = error
             continue
-        tables = ChunkTables("predict")
-        dtypes: set[Any] = set()
-        for index, z_hat, z_next in zip(indices, outputs, ahead, strict=True):
-            config, _, key = work[index]
+        bounds = np.concatenate([[0], np.cumsum([len(s.rows) for s in series])])
+        done: list[tuple[int, SeriesToPredict, SeriesForecasts]] = []
+        for number, (index, data) in enumerate(zip(indices, series, strict=True)):
+            config = work[index][0]
             try:
-                data = prepared[key][0]
-                columns, widths, forecast, calibration = data.predictions(z_hat, z_next, config)
+                found = data.forecasts(z_hat[bounds[number] : bounds[number + 1]], z_next[number : number + 1], config)
             except Exception as error:  # reported per series: it fails alone
                 errors[index] = error
                 continue
-            tables.add(store, key, columns)
-            dtypes.add(data.ds.dtype)
+            done.append((index, data, found))
             if not logged:
-                log_predictions(config, widths, forecast, calibration)
+                log_predictions(config, found.forecast_widths, found.forecast, found.calibration)
                 logged = True
-        # one table of the chunk's series, not a table each (their times' dtype: one input's)
-        tables.write({"ds": dtypes.pop()} if len(dtypes) == 1 else None)
+        if done:
+            columns, lengths = forecast_columns(
+                [d for _, d, _ in done], [f for _, _, f in done], [work[i][0] for i, _, _ in done]
+            )
+            frame = predictions_frame(columns, done[0][1].times_dtype)
+            store.write_tables("predict", [work[i][2] for i, _, _ in done], frame, lengths)
     return errors
