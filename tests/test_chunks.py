@@ -640,3 +640,27 @@ def test_the_flow_s_wide_test_metrics_of_many_series_are_those_of_their_tables_s
     assert sorted(wide.index) == sorted(chosen) and "auto_ets_mase" in wide and "lstm_rmse" in wide
     pd.testing.assert_frame_equal(wide.loc[expected.index], expected, check_exact=True)
     assert evaluated_wide(Store(tmp_path / "elsewhere"), {}).empty  # no series scored: an empty table, not an error
+
+
+def test_evenly_spaced_finds_the_chunk_series_whose_numeric_times_have_no_gaps() -> None:
+    from lstm_forecast.tasks.core.calendar import time_gaps
+    from lstm_forecast.tasks.stages.generate import evenly_spaced
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for _ in range(300):
+        n, step = int(rng.integers(1, 8)), float(rng.choice([1.0, 0.1, 7.0, 2.5]))
+        times = np.arange(n) * step + int(rng.integers(0, 100))
+        if rng.random() < 0.3 and n > 2:  # a gap: one row moved half a step
+            times[rng.integers(1, n)] += 0.5 * step
+            times = np.sort(times)
+        parts.append(times)
+    times, bounds = np.concatenate(parts), np.cumsum([0] + [len(part) for part in parts])
+    even = evenly_spaced(times, bounds)
+    gaps = [time_gaps(pd.Series(part), None) for part in parts]
+    assert all(gap == 0 for gap, known in zip(gaps, even, strict=True) if known)  # never a gap missed
+    exact = [len(part) >= 2 and len(set(np.diff(part))) == 1 for part in parts]  # decimal steps may not be exact
+    assert even.tolist() == exact and 100 < sum(exact) < sum(gap == 0 for gap in gaps)  # the rest: `time_gaps`
+    assert evenly_spaced(np.array([3, 5, 7, 1, 2, 4]), np.array([0, 3, 6])).tolist() == [True, False]  # integers
+    dates = pd.date_range("2024-01-01", periods=4, freq="D").to_numpy()
+    assert evenly_spaced(dates, np.array([0, 4])).tolist() == [False]  # dates: `time_gaps` decides, with the frequency

@@ -733,11 +733,11 @@ def generate_chunk(work: ChunkWork) -> list[Exception | tuple[str, dict[str, Any
     tables = ChunkTables("generate")
     first = True
     for indices, digest, columns in clean_chunk_columns(work):
-        for index, (ds, y) in zip(indices, columns, strict=True):
+        for index, (ds, y, evenly_spaced) in zip(indices, columns, strict=True):
             config = work[index][0]
             try:
                 source_key = stage_key("generate", config, {}, extra=digest)  # as `generate` keys it
-                outcomes[index] = generated_series(config, source_key, ds, y, tables, first)
+                outcomes[index] = generated_series(config, source_key, ds, y, tables, first, evenly_spaced)
                 first = False
             except Exception as error:  # reported per series: it fails alone
                 outcomes[index] = error
@@ -755,9 +755,12 @@ def generate_chunk(work: ChunkWork) -> list[Exception | tuple[str, dict[str, Any
     return cast(list[Exception | tuple[str, dict[str, Any]]], outcomes)
 
 
-def clean_chunk_columns(work: ChunkWork) -> Iterator[tuple[list[int], str, list[tuple[pd.Series, np.ndarray]]]]:
+def clean_chunk_columns(
+    work: ChunkWork,
+) -> Iterator[tuple[list[int], str, list[tuple[pd.Series, np.ndarray, bool]]]]:
     """The series of a chunk that need no cleaning, by long-format file: their positions in `work`, the file's
-    digest, and each one's times (a Series) and values (n,), as `clean_series` would give them."""
+    digest, and each one's times (a Series) and values (n,), as `clean_series` would give them, and whether its
+    times are numbers one same step apart (`evenly_spaced`)."""
     by_file: dict[tuple[str, str, str, str], list[int]] = {}
     for index, (config, _, _) in enumerate(work):
         plain = config.series_end is None and config.series_keep >= 1 and not covariate_columns(config)
@@ -778,8 +781,24 @@ def clean_chunk_columns(work: ChunkWork) -> Iterator[tuple[list[int], str, list[
         if found is not None:
             ds, y, bounds, plain = found
             kept = np.flatnonzero(plain)
-            series = [(pd.Series(ds[bounds[i] : bounds[i + 1]]), y[bounds[i] : bounds[i + 1]]) for i in kept]
+            even = evenly_spaced(ds, bounds)
+            series = [(pd.Series(ds[bounds[i] : bounds[i + 1]]), y[bounds[i] : bounds[i + 1]], even[i]) for i in kept]
             yield [present[i] for i in kept], digest, series
+
+
+def evenly_spaced(times: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per series of times laid end to end (series i in rows `bounds[i]:bounds[i + 1]`), whether they are numbers
+    each one same step after the one before (such a series has no gaps: `time_gaps` is 0); (len(bounds) - 1,)."""
+    count, lengths = len(bounds) - 1, np.diff(bounds)
+    if times.dtype.kind not in "iuf" or len(times) < 2:
+        return np.zeros(count, dtype=bool)
+    steps = np.diff(times)
+    row_owner = np.repeat(np.arange(count), lengths)
+    inside = row_owner[1:] == row_owner[:-1]  # the steps between two rows of one series
+    owner = row_owner[1:][inside]
+    first_step = steps[np.minimum(bounds[:-1], len(steps) - 1)]  # a series' first step (of those with two rows)
+    differs = np.bincount(owner, weights=steps[inside] != first_step[owner], minlength=count)
+    return (lengths >= 2) & (differs == 0) & np.isfinite(first_step)
 
 
 def plain_columns(
@@ -820,13 +839,15 @@ def generated_series(
     y: np.ndarray,
     tables: ChunkTables,
     logs: bool,
+    evenly_spaced: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """`generate` of one series of a long-format file that needs no cleaning, given its times `ds` and values
     `y` (n,): checked, keyed by its values and added to the chunk's `tables` (unless stored already); its source
-    recorded under `source_key`. Returns its key and facts."""
+    recorded under `source_key`; `evenly_spaced`: its times are known to have no gaps. Returns its key and facts."""
     store = Store(config.artifacts_dir)
     freq = infer_frequency(ds)
-    log_input_notes(stage_logger(), str(config.input), config.series_id, gap_notes(ds, freq))
+    if notes := [] if evenly_spaced else gap_notes(ds, freq):
+        log_input_notes(stage_logger(), str(config.input), config.series_id, notes)
     facts, sized, bounds = sized_split(config, ds, y, freq)
     check_windows_fit(y, sized, bounds)
     columns = {TIME: ds.to_numpy(), VALUE: y}
