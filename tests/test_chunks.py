@@ -313,6 +313,18 @@ def test_split_normalize_and_window_chunks_write_the_tables_of_their_stages_run_
         pd.testing.assert_frame_equal(store.read_table("normalize", keys["chunk"][name]["normalize"]), scaled)
     seasonal = stores["chunk"].read_table_metadata("normalize", keys["chunk"]["dates, seasons, log"]["normalize"])
     assert len(seasonal["seasonal"]) == 1
+    # a chunk whose transforms are all fixed reads no model space: the same windows
+    fixed = ["numeric", "differenced"]
+    again = {name: fingerprint("window again", name) for name in fixed}
+    inputs = ("series", "split", "normalize")
+    work = [(configs["chunk"][n], {a: keys["chunk"][n][a] for a in inputs}, again[n]) for n in fixed]
+    with stores["chunk"].batched():
+        assert window_chunk(work) == [None, None]
+    for name in fixed:
+        written = stores["chunk"].read_table("window", again[name])
+        pd.testing.assert_frame_equal(
+            written, stores["one-by-one"].read_table("window", keys["one-by-one"][name]["window"])
+        )
 
 
 @pytest.mark.parametrize(

@@ -31,15 +31,22 @@ from lstm_forecast.tasks.core.windows import SPLIT_COLUMNS, window_target_column
 def window(config: ForecastConfig, series: str, split: str, normalize: str, key: str) -> str:
     """Find every window's origin; returns the window key."""
     store = Store(config.artifacts_dir)
+    offset = fixed_offset(config)
     targets = series_targets(
         config,
         store.read_table("generate", series)["ds"],
         store.read_table("split", split),
-        read_model_space(store, normalize).offset,
+        read_model_space(store, normalize).offset if offset is None else offset,
     )
     store.write_table("window", key, targets)
     log_targets(targets)
     return key
+
+
+def fixed_offset(config: ForecastConfig) -> int | None:
+    """The model space's `offset` when the config fixes its kind (`fit_model_space` keeps a transform other than
+    'auto'), read from no file; None for 'auto' (normalize chose, and its output says which)."""
+    return None if config.transform == "auto" else int(config.transform == "diff")
 
 
 def series_targets(
@@ -62,7 +69,8 @@ def window_chunk(work: ChunkWork) -> list[Exception | None]:
     tables = ChunkTables("window")
 
     def one(store: Store, config: ForecastConfig, upstream: dict, key: str, own: ChunkColumns) -> Callable[[], None]:
-        offset = stored_model_space(own["normalize"]).offset
+        offset = fixed_offset(config)
+        offset = stored_model_space(own["normalize"]).offset if offset is None else offset
         ds = own["series"]["ds"]
         padded = config.scope == "global"
         columns = window_target_columns(ds, own["split"], config.look_back, config.horizon, offset, padded)
@@ -70,6 +78,7 @@ def window_chunk(work: ChunkWork) -> list[Exception | None]:
         return lambda: log_targets(pd.DataFrame(columns))
 
     inputs = {"series": ("generate", ("ds",)), "split": ("split", SPLIT_COLUMNS)}
-    errors = each_series_of_chunk(work, inputs, one, described={"normalize": "normalize"})
+    chosen = any(fixed_offset(config) is None for config, _, _ in work)  # else no footer to read (a chunk's: 0.1 s)
+    errors = each_series_of_chunk(work, inputs, one, described={"normalize": "normalize"} if chosen else None)
     tables.write()  # one table of the chunk's series, not a table each
     return errors
