@@ -618,3 +618,13 @@ def test_a_module_left_out_cannot_be_imported_inside_and_imports_as_usual_after(
             importlib.import_module("wave")
         assert importlib.import_module("json").dumps([1]) == "[1]"  # imported already: left as it is
     assert importlib.import_module("wave").open  # importable again
+
+
+def test_a_fixed_transform_is_the_model_space_kind_window_and_evaluate_read_without_the_space() -> None:
+    from lstm_forecast.tasks.core.space import fixed_kind
+
+    y = 10 + np.sin(np.arange(100) / 3.0) + np.arange(100) / 20
+    for transform in ("none", "diff", "level"):
+        for seasons, log in (((), "no"), ((6,), "yes")):
+            assert fit_model_space(y, 80, transform, seasons, log).kind == fixed_kind(transform) == transform
+    assert fixed_kind("auto") is None  # normalize chooses: its stored space says which

@@ -331,6 +331,12 @@ def fit_model_space(
     return ModelSpace(kind, scaler, logged, profiles, tuple(refits), smoothing)
 
 
+def fixed_kind(transform: str) -> str | None:
+    """The model space's kind that a config's `transform` fixes (`fit_model_space` keeps any but 'auto'), known
+    without reading the space normalize stored; None for 'auto'."""
+    return None if transform == "auto" else transform
+
+
 def read_model_space(store: Store, normalize_key: str, forecaster: bool = False) -> ModelSpace:
     """The transform and scaler stored with a normalize output, fitted before the test split; or
     (`forecaster`) the same choices refitted on every row."""

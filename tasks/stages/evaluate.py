@@ -37,7 +37,7 @@ from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.defaults import detect_season
 from lstm_forecast.tasks.core.graph import stage_logger
 from lstm_forecast.tasks.core.intervals import conformal_widths
-from lstm_forecast.tasks.core.space import read_model_space, stored_model_space
+from lstm_forecast.tasks.core.space import fixed_kind, read_model_space, stored_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import forecast_origins
 
@@ -531,7 +531,7 @@ def evaluate(
         store.read_table("generate", series)["y"].to_numpy(),
         store.read_table("window", window),
         store.read_table("predict", predictions),
-        read_model_space(store, normalize).kind,
+        fixed_kind(config.transform) or read_model_space(store, normalize).kind,
         config.train_forecasts,
     )
     columns, metadata = score_series(config, data)
@@ -559,7 +559,7 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
             rows,
             splits,
             {name: predicted[name][fitted] for name in ("y", "y_hat", "y_lo", "y_hi")},
-            stored_model_space(own["normalize"]).kind,
+            fixed_kind(config.transform) or stored_model_space(own["normalize"]).kind,
             predicted["y_hat"][~fitted],
             train_stop,
         )
@@ -567,7 +567,8 @@ def evaluate_chunk(work: ChunkWork, ahead: list[Statistical | None] | None = Non
         scoring.append((store, key, inputs, metadata))
         return lambda: log_metrics(pd.DataFrame(metrics_of_many([inputs])[0]), metadata)
 
-    errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one, described={"normalize": "normalize"})
+    chosen = any(fixed_kind(config.transform) is None for config, _, _ in work)  # else no footer to read
+    errors = each_series_of_chunk(work, EVALUATE_COLUMNS, one, described={"normalize": "normalize"} if chosen else None)
     try:
         scored = metrics_of_many([inputs for _, _, inputs, _ in scoring])
     except Exception:  # noqa: BLE001 - each series scored alone below, so that one that fails fails alone

@@ -22,7 +22,7 @@ from prefect import task
 
 from lstm_forecast.tasks.core.config import ForecastConfig
 from lstm_forecast.tasks.core.graph import stage_logger
-from lstm_forecast.tasks.core.space import read_model_space, stored_model_space
+from lstm_forecast.tasks.core.space import fixed_kind, read_model_space, stored_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, ChunkTables, ChunkWork, Store, each_series_of_chunk
 from lstm_forecast.tasks.core.windows import SPLIT_COLUMNS, window_target_columns, window_targets
 
@@ -44,9 +44,10 @@ def window(config: ForecastConfig, series: str, split: str, normalize: str, key:
 
 
 def fixed_offset(config: ForecastConfig) -> int | None:
-    """The model space's `offset` when the config fixes its kind (`fit_model_space` keeps a transform other than
-    'auto'), read from no file; None for 'auto' (normalize chose, and its output says which)."""
-    return None if config.transform == "auto" else int(config.transform == "diff")
+    """The model space's `offset` when the config fixes its kind (`fixed_kind`), read from no file; None for
+    'auto' (normalize chose, and its output says which)."""
+    kind = fixed_kind(config.transform)
+    return None if kind is None else int(kind == "diff")
 
 
 def series_targets(
