@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -65,6 +65,7 @@ from lstm_forecast.tasks.core.graph import (
     FINISH_STAGES,
     STAGE,
     STAGES,
+    Unwalked,
     stage_ahead_function,
     stage_chunk_function,
     stages_until,
@@ -497,37 +498,23 @@ class PanelPublication:
                 if self.scope == "global" and model
                 else {s["train"]["key"]: [s["evaluate"]["key"]] for s in completed.values()}
             )
-            register_models(config, evaluations)
+            register_models(config, Unwalked(evaluations))
         if completed and forecasts_wanted:
             predictions = {
                 s["predict"]["key"]: [i, s["train"]["key"], s["evaluate"]["key"]] for i, s in completed.items()
             }
             unscored = (model, self.unscored) if self.unscored else None
-            self.forecasts = publish_forecasts(config, predictions, self.scope == "global", unscored)
+            self.forecasts = publish_forecasts(config, Unwalked(predictions), self.scope == "global", unscored)
 
 
-class SeriesDetails(Mapping[str, dict[str, Any]]):
-    """A panel run's details of each series (status, stages, artifacts), by id: a read-only mapping that is not
-    a dict. Prefect walks a flow's return value into every dict, list and model looking for futures, and
-    walks it again for each parent flow that returns it: for 10,000 series that took 2.7 s of the flow
-    process at the end of the run. It does not walk into this."""
+class SeriesDetails(Unwalked):
+    """A panel run's details of each series (status, stages, artifacts), by id, that Prefect does not walk
+    (`Unwalked`)."""
 
-    __slots__ = ("_details",)
-
-    def __init__(self, details: dict[str, dict[str, Any]]) -> None:
-        self._details = details
-
-    def __getitem__(self, series_id: str) -> dict[str, Any]:
-        return self._details[series_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._details)
-
-    def __len__(self) -> int:
-        return len(self._details)
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"SeriesDetails({len(self._details)} series)"
+        return f"SeriesDetails({len(self)} series)"
 
 
 def chosen_scope(config: ForecastConfig, count: int) -> str:

@@ -578,6 +578,7 @@ def test_a_panel_run_s_series_details_read_as_a_dict_but_prefect_does_not_walk_i
     from prefect.utilities.collections import visit_collection
 
     from lstm_forecast.flows.many import SeriesDetails
+    from lstm_forecast.tasks.core.graph import Unwalked
 
     stages = {"train": {"key": "k", "status": "cached"}}
     details = {f"s{n}": {"status": "completed", "stages": stages} for n in range(3)}
@@ -591,6 +592,15 @@ def test_a_panel_run_s_series_details_read_as_a_dict_but_prefect_does_not_walk_i
     visit_collection({"series": details}, visit_fn=visited.append, return_data=False)
     assert "s0" in visited and "completed" in visited  # a plain dict is walked to its last string
     assert resolve_futures_to_states({"series": wrapped})["series"] is wrapped
+    # a publication task's argument (predict key -> its series' id, model and evaluate keys), as it is handed
+    keys = Unwalked({"p0": ["s0", "m", "e0"], "p1": ["s1", "m", "e1"]})
+    visited.clear()
+    visit_collection({"predictions": keys}, visit_fn=visited.append, return_data=False)
+    assert keys in visited and "p0" not in visited and "s0" not in visited
+    assert (
+        sorted(keys.items()) == [("p0", ["s0", "m", "e0"]), ("p1", ["s1", "m", "e1"])]
+        and repr(keys) == "Unwalked(2 entries)"
+    )
 
 
 def test_the_statistical_baselines_sample_is_fixed_by_ids_and_seed() -> None:

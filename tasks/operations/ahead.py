@@ -14,7 +14,7 @@ import math
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -757,7 +757,7 @@ def unscored_forecasts(
 @task(name="forecast-table", result_serializer="json")
 def publish_forecasts(
     config: ForecastConfig,
-    predictions: dict[str, list[str]],
+    predictions: Mapping[str, list[str]],
     global_model: bool,
     unscored: tuple[str, dict[str, pd.DataFrame]] | None = None,
 ) -> str:

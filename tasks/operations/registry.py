@@ -9,6 +9,7 @@ grouped by `series_id` (their `unique_id`); a single-series input has series_id 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -381,7 +382,7 @@ def save_registration(store: Store, entry: dict[str, Any]) -> None:
 
 
 @task(name="register", result_serializer="json")
-def register_models(config: ForecastConfig, evaluations: dict[str, list[str]]) -> dict[str, str]:
+def register_models(config: ForecastConfig, evaluations: Mapping[str, list[str]]) -> dict[str, str]:
     """List models in the registry (or refresh their metrics): model key -> the evaluate keys of its
     series. Returns each model's status. Run by the flows that mean it (a run, a retraining), never by
     tuning trials or backtest folds."""
