@@ -32,7 +32,15 @@ from lstm_forecast.tasks.core.defaults import (
     stored_facts,
 )
 from lstm_forecast.tasks.core.errors import ConstantSeriesError, InputError, TooShortError
-from lstm_forecast.tasks.core.graph import FINISH_STAGES, PREPARE_STAGES, STAGE, STAGES, stage_task, stages_until
+from lstm_forecast.tasks.core.graph import (
+    FINISH_STAGES,
+    PREPARE_STAGES,
+    STAGE,
+    STAGES,
+    UnwalkedList,
+    stage_task,
+    stages_until,
+)
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
 from lstm_forecast.tasks.core.training_process import start_training_process
 from lstm_forecast.tasks.operations.summary import ID, SeriesOutcome, series_to_show, wide_test_metrics
@@ -128,7 +136,9 @@ def run_stage(stage: str | Any, config: ForecastConfig, stages: Stages, upstream
     task_ = stage_task(stage) if isinstance(stage, str) else stage
     if upstream is None:
         upstream = upstream_keys(task_.name, {name: done["key"] for name, done in stages.items()})
-    arguments = dict(upstream)
+    arguments: dict[str, Any] = {  # a global model's lists of keys, unwalked by Prefect (keyed before)
+        name: UnwalkedList(value) if isinstance(value, list) else value for name, value in upstream.items()
+    }
     if not STAGE[task_.name].reads_input:
         arguments["key"] = stage_key(task_.name, config, upstream)  # computed once: the cache policy reuses it
     state = with_store_cache(task_, config)(config=config, **arguments, return_state=True)

@@ -578,7 +578,7 @@ def test_a_panel_run_s_series_details_read_as_a_dict_but_prefect_does_not_walk_i
     from prefect.utilities.collections import visit_collection
 
     from lstm_forecast.flows.many import SeriesDetails
-    from lstm_forecast.tasks.core.graph import Unwalked
+    from lstm_forecast.tasks.core.graph import Unwalked, UnwalkedList
 
     stages = {"train": {"key": "k", "status": "cached"}}
     details = {f"s{n}": {"status": "completed", "stages": stages} for n in range(3)}
@@ -601,6 +601,12 @@ def test_a_panel_run_s_series_details_read_as_a_dict_but_prefect_does_not_walk_i
         sorted(keys.items()) == [("p0", ["s0", "m", "e0"]), ("p1", ["s1", "m", "e1"])]
         and repr(keys) == "Unwalked(2 entries)"
     )
+    # a global model's train task's lists of keys (`run_stage`), read as lists inside the task
+    series = UnwalkedList(["k0", "k1", "k2"])
+    visited.clear()
+    visit_collection({"series": series}, visit_fn=visited.append, return_data=False)
+    assert series in visited and "k0" not in visited
+    assert list(series) == ["k0", "k1", "k2"] and series[1:] == ["k1", "k2"] and len(series) == 3 and "k1" in series
 
 
 def test_the_statistical_baselines_sample_is_fixed_by_ids_and_seed() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -667,17 +667,18 @@ def last_of_each(positions: np.ndarray, owner: np.ndarray, cap: int) -> np.ndarr
 @task(name="train", result_serializer="json")
 def train_global(
     config: ForecastConfig,
-    series: list[str],
-    normalize: list[str],
-    window: list[str],
-    series_ids: list[str],
+    series: Sequence[str],
+    normalize: Sequence[str],
+    window: Sequence[str],
+    series_ids: Sequence[str],
     key: str,
 ) -> str:
     """One model across every series (each window in its own series' model space); returns the model key.
 
-    The lists hold each series' keys and id, in the same order. Early stopping watches every series'
+    The sequences hold each series' keys and id, in the same order. Early stopping watches every series'
     validation windows together.
     """
+    series, normalize, window, series_ids = (list(keys) for keys in (series, normalize, window, series_ids))
     store = Store(config.artifacts_dir)
     upstream = {"series": series, "normalize": normalize, "window": window}
     values = store.read_columns("generate", series, ("y",))  # each pack read once, not once per series
