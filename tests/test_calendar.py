@@ -167,3 +167,25 @@ def test_invalid_freq_raises_input_error(freq: str) -> None:
         future_times(dates("2024-01-01", 5, "MS"), 2, freq)
     with pytest.raises(InputError):
         time_gaps(dates("2024-01-01", 5, "MS"), freq)
+
+
+def test_many_series_gaps_are_each_series_own_and_ordered_times_infer_the_same_frequency() -> None:
+    from lstm_forecast.tasks.core.calendar import many_time_gaps
+
+    rng = np.random.default_rng(3)
+    series, freqs = [], []
+    for number in range(120):
+        freq = ["D", "W-SUN", "MS", "h", "B", None][number % 6]
+        start = pd.Timestamp("2021-01-03") + pd.Timedelta(days=int(rng.integers(0, 60)) * 7)
+        times = pd.Series(pd.date_range(start, periods=int(rng.integers(2, 40)), freq=freq or "D"))
+        if number % 4 == 0 and len(times) > 3:  # a gap: a row left out
+            times = times.drop(index=int(rng.integers(1, len(times) - 1))).reset_index(drop=True)
+        if number % 10 == 9:  # numbers, not dates
+            times = pd.Series(np.arange(len(times), dtype="float64") * 0.5)
+        series.append(times)
+        freqs.append(freq if number % 10 != 9 else None)
+        assert infer_frequency(times, ordered=True) == infer_frequency(times)
+    gaps = many_time_gaps(series, freqs)
+    assert gaps == [time_gaps(times, freq) for times, freq in zip(series, freqs, strict=True)]
+    assert 10 < sum(count > 0 for count in gaps) < 60  # both kinds are there
+    assert many_time_gaps([], []) == []

@@ -41,17 +41,18 @@ def normalize_freq(freq: str | None) -> str | None:
     return _offset(freq).freqstr
 
 
-def infer_frequency(ds: pd.Series) -> str | None:
+def infer_frequency(ds: pd.Series, ordered: bool = False) -> str | None:
     """The calendar frequency of datetime timestamps as a pandas offset alias, or None.
 
     None for numeric time, fewer than 3 distinct timestamps, or when no regular frequency explains them. Tolerates
     gaps: when pd.infer_freq fails on the whole series (missing rows), the candidate comes from the most common step
     and must be exactly one step for at least 90 % of the steps (anchored ones, such as 'MS' or 'B', must also hold
-    every timestamp). Business days: steps of 1 day, and of 3 days over weekends.
+    every timestamp). Business days: steps of 1 day, and of 3 days over weekends. `ordered`: the timestamps are
+    known to be strictly increasing, none missing (a clean chunk's), so they are not deduplicated and sorted again.
     """
     if not pd.api.types.is_datetime64_any_dtype(ds):
         return None
-    times = pd.DatetimeIndex(ds.dropna().unique()).sort_values()
+    times = pd.DatetimeIndex(ds) if ordered else pd.DatetimeIndex(ds.dropna().unique()).sort_values()
     if len(times) < 3:
         return None
     try:
@@ -192,10 +193,40 @@ def time_gaps(ds: pd.Series, freq: str | None) -> int:
     return int(np.sum(~same))
 
 
+def many_time_gaps(ds: list[pd.Series], freqs: list[str | None]) -> list[int]:
+    """`time_gaps` of many series: those of dates with a frequency checked together, all the series of one frequency
+    as one index (a chunk's series mostly share theirs), the others one by one."""
+    gaps = [0] * len(ds)
+    dated: dict[str, list[int]] = {}
+    for number, (times, freq) in enumerate(zip(ds, freqs, strict=True)):
+        if freq is not None and isinstance(times.dtype, np.dtype) and times.dtype.kind == "M" and len(times) >= 2:
+            dated.setdefault(freq, []).append(number)
+        else:
+            gaps[number] = time_gaps(times, freq)
+    for freq, numbers in dated.items():
+        lengths = np.array([len(ds[number]) for number in numbers])
+        joined = pd.DatetimeIndex(np.concatenate([ds[number].to_numpy() for number in numbers]))
+        steps = _one_step(joined, _offset(freq))  # each pair of rows in a row, a series' last with the next's first
+        owner = np.repeat(np.arange(len(numbers)), lengths)[1:]
+        inside = owner == np.repeat(np.arange(len(numbers)), lengths)[:-1]
+        counts = np.bincount(owner[inside], weights=~steps[inside], minlength=len(numbers))
+        for number, count in zip(numbers, counts, strict=True):
+            gaps[number] = int(count)
+    return gaps
+
+
 def _offset(freq: str) -> BaseOffset:
     """A pandas offset from a user's frequency string, deprecated aliases included; InputError when invalid."""
+    if not isinstance(freq, str):
+        raise InputError(f"frequency {quoted(freq)} is not a pandas offset alias", f"pass one such as {_FREQ_EXAMPLES}")
+    return _parsed_offset(freq)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_offset(freq: str) -> BaseOffset:
+    """`_offset` of a string, parsed once per process (a chunk of series asks for each one; offsets do not change)."""
     invalid = InputError(f"frequency {quoted(freq)} is not a pandas offset alias", f"pass one such as {_FREQ_EXAMPLES}")
-    if not isinstance(freq, str) or not freq.strip():
+    if not freq.strip():
         raise invalid
     try:
         with warnings.catch_warnings():

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_forecast.tasks.core.calendar import future_times, infer_frequency, time_gaps
+from lstm_forecast.tasks.core.calendar import future_times, infer_frequency, many_time_gaps, time_gaps
 from lstm_forecast.tasks.core.config import ForecastConfig, covariate_columns
 from lstm_forecast.tasks.core.covariates import fit_covariate_space
 from lstm_forecast.tasks.core.errors import InputError, quoted
@@ -261,10 +261,10 @@ def clean_numbers(raw: pd.DataFrame, time_column: str, value_column: str) -> tup
     return series, gap_notes(series[TIME], None)  # numeric time has no calendar frequency
 
 
-def gap_notes(ds: pd.Series, freq: str | None) -> list[str]:
+def gap_notes(ds: pd.Series, freq: str | None, irregular: int | None = None) -> list[str]:
     """The note on a cleaned series' times (n,) whose steps are not all one `freq` step (or, without one, the
-    usual step): gaps are kept."""
-    irregular = time_gaps(ds, freq)
+    usual step): gaps are kept. `irregular`: their `time_gaps`, when counted already."""
+    irregular = time_gaps(ds, freq) if irregular is None else irregular
     every = f"one {freq} step" if freq else "the usual time step"
     return [f"{irregular} step(s) differ from {every}: gaps are kept, not filled"] if irregular else []
 
@@ -733,11 +733,18 @@ def generate_chunk(work: ChunkWork) -> list[Exception | tuple[str, dict[str, Any
     tables = ChunkTables("generate")
     first = True
     for indices, digest, columns in clean_chunk_columns(work):
-        for index, (ds, y, evenly_spaced) in zip(indices, columns, strict=True):
+        freqs = [infer_frequency(ds, ordered=True) for ds, _, _ in columns]
+        uneven = [number for number, (_, _, even) in enumerate(columns) if not even]
+        counted = many_time_gaps([columns[n][0] for n in uneven], [freqs[n] for n in uneven])
+        gaps = [0] * len(columns)  # none where the times are numbers one same step apart
+        for number, count in zip(uneven, counted, strict=True):
+            gaps[number] = count
+        for number, (index, (ds, y, _)) in enumerate(zip(indices, columns, strict=True)):
             config = work[index][0]
             try:
                 source_key = stage_key("generate", config, {}, extra=digest)  # as `generate` keys it
-                outcomes[index] = generated_series(config, source_key, ds, y, tables, first, evenly_spaced)
+                found = (freqs[number], gaps[number])
+                outcomes[index] = generated_series(config, source_key, ds, y, tables, first, found)
                 first = False
             except Exception as error:  # reported per series: it fails alone
                 outcomes[index] = error
@@ -839,14 +846,15 @@ def generated_series(
     y: np.ndarray,
     tables: ChunkTables,
     logs: bool,
-    evenly_spaced: bool = False,
+    timing: tuple[str | None, int] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """`generate` of one series of a long-format file that needs no cleaning, given its times `ds` and values
     `y` (n,): checked, keyed by its values and added to the chunk's `tables` (unless stored already); its source
-    recorded under `source_key`; `evenly_spaced`: its times are known to have no gaps. Returns its key and facts."""
+    recorded under `source_key`; `timing`: its frequency (`infer_frequency`) and `time_gaps`, when known. Returns
+    its key and facts."""
     store = Store(config.artifacts_dir)
-    freq = infer_frequency(ds)
-    if notes := [] if evenly_spaced else gap_notes(ds, freq):
+    freq, gaps = timing if timing is not None else (infer_frequency(ds), None)
+    if notes := gap_notes(ds, freq, gaps):
         log_input_notes(stage_logger(), str(config.input), config.series_id, notes)
     facts, sized, bounds = sized_split(config, ds, y, freq)
     check_windows_fit(y, sized, bounds)
