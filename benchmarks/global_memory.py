@@ -23,9 +23,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lstm_forecast.tasks.core.config import ForecastConfig, with_fields  # noqa: E402
 from lstm_forecast.tasks.core.defaults import window_cap  # noqa: E402
+from lstm_forecast.tasks.core.fitting import fit_model
 from lstm_forecast.tasks.core.space import fit_model_space
 from lstm_forecast.tasks.core.windows import split_bounds, window_targets
-from lstm_forecast.tasks.stages.train import MemberSeries, fit_model, stacked_arrays
+from lstm_forecast.tasks.stages.train import MemberSeries, stacked_splits
 
 
 def peak_mib() -> float:
@@ -69,9 +70,8 @@ def main() -> None:
         members.append(MemberSeries(y, targets, space, full))
     prepared = time.perf_counter()
     cap = window_cap([int((m.targets["split"] == "train").sum()) for m in members])
-    train = stacked_arrays(members, config, "train", cap)
-    validation = stacked_arrays(members, config, "validation", cap)
-    every = stacked_arrays(members, config, None, cap)
+    stacked_by_split = stacked_splits(members, config, {"train": cap, "validation": cap, None: cap})
+    train, validation, every = (stacked_by_split[split] for split in ("train", "validation", None))
     stacked = time.perf_counter()
     megabytes = sum(a.nbytes for pair in (train, validation, every) for a in pair) / 2**20
     print(

@@ -502,8 +502,8 @@ def test_outputs_written_as_one_table_make_the_same_pack_as_written_one_by_one(t
 def test_predict_chunk_writes_the_tables_of_predict_run_per_series_and_a_series_missing_an_input_fails_alone(
     tmp_path: Path,
 ) -> None:
+    from lstm_forecast.tasks.core.fitting import build_model, save_models
     from lstm_forecast.tasks.stages.predict import predict, predict_chunk
-    from lstm_forecast.tasks.stages.train import build_model, save_models
 
     config = ForecastConfig(
         horizon=2, look_back=8, patch=2, units=4, train_fraction=0.8, validation_fraction=0.2, scope="global"

@@ -248,7 +248,7 @@ def test_sizing_from_stored_facts_equals_sizing_from_the_series_and_other_bases_
 
 
 def test_the_refit_on_every_window_takes_a_tenth_of_the_kept_epochs_at_least_two_or_one_for_a_global_model() -> None:
-    from lstm_forecast.tasks.stages.train import refit_epochs
+    from lstm_forecast.tasks.core.fitting import refit_epochs
 
     assert refit_epochs(60, 5) == refit_epochs(60, 5, global_model=True) == 6  # a tenth of the 55 kept, rounded
     assert refit_epochs(8, 5) == 2  # a network of its own: at least two passes over its few hundred windows

@@ -9,24 +9,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_forecast.tasks.core import fitting
 from lstm_forecast.tasks.core.baselines import fit_scale
 from lstm_forecast.tasks.core.config import ForecastConfig, build_config, with_fields
 from lstm_forecast.tasks.core.defaults import detect_season
-from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths, since_first_change
-from lstm_forecast.tasks.core.networks import load_model
-from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
-from lstm_forecast.tasks.core.windows import split_bounds, window_targets, window_targets_matrix
-from lstm_forecast.tasks.stages import train as train_module
-from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
-from lstm_forecast.tasks.stages.normalize import scale_series
-from lstm_forecast.tasks.stages.predict import forecast_all
-from lstm_forecast.tasks.stages.train import (
+from lstm_forecast.tasks.core.fitting import (
     build_model,
     fit_model,
     inference_model,
     training_arrays,
     training_dataset,
 )
+from lstm_forecast.tasks.core.intervals import conformal_widths, naive_scale, pooled_scaled_widths, since_first_change
+from lstm_forecast.tasks.core.networks import load_model
+from lstm_forecast.tasks.core.space import ModelSpace, fit_model_space
+from lstm_forecast.tasks.core.windows import split_bounds, window_targets, window_targets_matrix
+from lstm_forecast.tasks.stages.evaluate import arima_predictions, seasonal_naive_predictions
+from lstm_forecast.tasks.stages.normalize import scale_series
+from lstm_forecast.tasks.stages.predict import forecast_all
 
 
 def test_multi_step_windows_keep_every_target_inside_its_split() -> None:
@@ -369,17 +369,17 @@ def test_a_kept_compiled_network_trains_exactly_as_a_fresh_build() -> None:
     x, y = random.random_sample((40, 4, 2)).astype("float32"), random.random_sample((40, 2)).astype("float32")
 
     def fit_and_train_further() -> tuple[np.ndarray, np.ndarray, list[float]]:
-        with train_module.compiled_network(config) as network:
-            history = train_module.train_network(network, x[:32], y[:32], x[32:], y[32:], config)
+        with fitting.compiled_network(config) as network:
+            history = fitting.train_network(network, x[:32], y[:32], x[32:], y[32:], config)
             model = network.detached()
-            train_module.train_further(network, x, y, config, epochs=2)
+            fitting.train_further(network, x, y, config, epochs=2)
             return model.predict(x, verbose=0), network.detached().predict(x, verbose=0), history["val_loss"]
 
-    train_module._kept_networks.clear()
+    fitting._kept_networks.clear()
     fresh = fit_and_train_further()
     kept = fit_and_train_further()  # the same network object, restored to its as-built state
-    assert len(train_module._kept_networks) == 1
-    train_module._kept_networks.clear()
+    assert len(fitting._kept_networks) == 1
+    fitting._kept_networks.clear()
     for first, second in zip(fresh, kept, strict=True):
         np.testing.assert_array_equal(first, second)
 

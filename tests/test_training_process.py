@@ -13,8 +13,8 @@ import pytest
 
 from lstm_forecast.tasks.core import training_process
 from lstm_forecast.tasks.core.config import build_config
+from lstm_forecast.tasks.core.fitting import TrainingJob, fit_and_save
 from lstm_forecast.tasks.core.store import MODEL_ARRAYS_FILE, Store
-from lstm_forecast.tasks.stages.train import TrainingJob, fit_and_save
 
 
 @pytest.fixture
@@ -88,3 +88,14 @@ def test_an_error_that_would_not_come_back_through_pickle_comes_back_named() -> 
     held.lock = threading.Lock()  # pickle refuses it
     renamed = training_process.portable(held)
     assert type(renamed) is RuntimeError and renamed is not held and str(renamed) == "RuntimeError: a lock held"
+
+
+def test_the_training_process_imports_no_prefect() -> None:
+    """What the training process imports (`_import_quietly`, and a job's functions) leaves Prefect out: its import
+    cost about 0.9 s of CPU while the run's stages wanted the cores."""
+    import subprocess
+    import sys
+
+    imports = "import sys; from lstm_forecast.tasks.core import fitting, networks, training_process"
+    check = f"{imports}; print('prefect' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -45,6 +45,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -62,13 +63,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect.logging import get_logger
 
 from lstm_forecast.tasks.core.config import ForecastConfig, stage_fields
 from lstm_forecast.tasks.core.errors import InputError, shown
 from lstm_forecast.tasks.core.graph import INPUT_STAGES, STAGE, STAGES
 
-log = get_logger("lstm_forecast.store")
+log = logging.getLogger("prefect.lstm_forecast.store")  # Prefect's `get_logger` name, without importing Prefect
 
 MODEL_FILE = "model.keras"
 FORECASTER_FILE = "forecaster.keras"  # the same network trained further on every row

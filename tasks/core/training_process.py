@@ -147,8 +147,8 @@ def _import_quietly(done: threading.Event) -> None:
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, IMPORT_NICENESS)
     try:
+        from lstm_forecast.tasks.core import fitting  # noqa: F401 - the jobs' functions live there
         from lstm_forecast.tasks.core.networks import import_keras
-        from lstm_forecast.tasks.stages import train  # noqa: F401 - the jobs' functions live there
 
         import_keras()
     finally:
