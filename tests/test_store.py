@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -300,6 +301,32 @@ def test_each_pack_s_keys_are_read_once_while_other_chunks_add_packs(
     (folder / "another.parquet").write_bytes(source.read_bytes())
     assert store.read_table("split", keys[0])["a"].tolist() == [0] and len(footers) == 5
     assert store_module._pack_index[folder][1][keys[0]].name == "another.parquet"  # the newest pack wins
+
+
+def test_a_pack_s_keys_are_indexed_from_their_own_footer_entry_or_an_older_pack_s_whole_footer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    keys = [fingerprint("series", number) for number in range(3)]
+    with store.batched():
+        for number, key in enumerate(keys):
+            store.write_table("normalize", key, pd.DataFrame({"y": [float(number)]}), metadata={"kind": "level"})
+    (pack,) = (tmp_path / "normalize" / "packs").glob("*.parquet")
+    footer = pq.read_schema(pack).metadata
+    assert json.loads(footer[b"lstm_forecast.keys"]) == json.loads(footer[b"lstm_forecast"])["keys"] == keys
+    parsed: list[int] = []  # the sizes of the footer entries the index parses
+    loads = store_module.json.loads
+    monkeypatch.setattr(store_module.json, "loads", lambda text, **kw: parsed.append(len(text)) or loads(text, **kw))
+    store_module._pack_index.clear()
+    assert all(store.is_complete("normalize", key) for key in keys)
+    assert parsed == [len(footer[b"lstm_forecast.keys"])]  # the keys alone, not the model spaces beside them
+    # a pack written before the keys had their own entry: indexed from the whole footer
+    table = pq.read_table(pack)
+    older = {name: value for name, value in footer.items() if name != b"lstm_forecast.keys"}
+    pq.write_table(table.replace_schema_metadata(older), pack)
+    store_module._pack_index.clear()
+    assert all(store.is_complete("normalize", key) for key in keys)
+    assert store.read_table_metadata("normalize", keys[1]) == {"kind": "level"}
 
 
 def test_a_damaged_pack_holds_nothing_and_is_removed(tmp_path: Path) -> None:

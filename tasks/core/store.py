@@ -77,6 +77,7 @@ MODEL_ARRAYS_FILE = "model.npz"
 FORECASTER_ARRAYS_FILE = "forecaster.npz"
 METADATA_FILE = "metadata.json"
 _METADATA_KEY = b"lstm_forecast"
+_KEYS_KEY = b"lstm_forecast.keys"  # a pack's keys alone (`_pack_keys`)
 
 
 KEY_LENGTH = 24
@@ -201,10 +202,21 @@ def planned_key(stage: str, config: ForecastConfig, keys: Mapping[str, str]) -> 
 _TEXT_TYPES = (pa.types.is_dictionary, pa.types.is_string, pa.types.is_large_string)
 
 
+def _pack_keys(schema_metadata: Mapping[bytes, bytes]) -> list[str]:
+    """A pack's output keys, from its footer: from their own entry (a normalize pack's footer also holds a thousand
+    model spaces, parsed again by whoever reads them), or for a pack written before there was one, from the whole
+    footer."""
+    if _KEYS_KEY in schema_metadata:
+        return json.loads(schema_metadata[_KEYS_KEY])
+    return json.loads(schema_metadata[_METADATA_KEY])["keys"]
+
+
 def _parquet_bytes(frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> bytes:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if metadata is not None:
         merged = {**(table.schema.metadata or {}), _METADATA_KEY: json.dumps(metadata).encode()}
+        if "keys" in metadata:  # a pack's keys on their own too: a folder's index reads them alone (`_pack_keys`)
+            merged[_KEYS_KEY] = json.dumps(metadata["keys"]).encode()
         table = table.replace_schema_metadata(merged)
     buffer = io.BytesIO()
     # Dictionary pages only for text columns: tried on floats, whose values barely repeat, they doubled the time
@@ -960,7 +972,7 @@ class Store:
                     packs[pack] = read[pack]
                     continue
                 try:
-                    packs[pack] = (written, json.loads((pq.read_schema(pack).metadata or {})[_METADATA_KEY])["keys"])
+                    packs[pack] = (written, _pack_keys(pq.read_schema(pack).metadata or {}))
                 except Exception as error:  # a damaged pack holds nothing: its outputs are rebuilt
                     log.warning("store: pack %s is damaged (%s); it is removed", pack, type(error).__name__)
                     pack.unlink(missing_ok=True)
