@@ -214,6 +214,19 @@ class SeriesLayout:
         out[self._pad_at] = np.repeat(pads, self.look_back, axis=0)
         return out
 
+    def encoded(self, spaces: list[Any], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The series' `values` each encoded in its model space (`ModelSpace.encode`) and laid out, padded with its
+        first finite value; and their reference levels laid out (zeros for a series not read relative to one), or
+        None when no space is 'level'."""
+        encoded = [space.encode(y) for space, y in zip(spaces, values, strict=True)]
+        if not any(space.kind == "level" for space in spaces):
+            return self.laid_out(encoded, first_finite(encoded)), None
+        references = [
+            space.reference(z) if space.kind == "level" else np.zeros(len(z))
+            for space, z in zip(spaces, encoded, strict=True)
+        ]
+        return self.laid_out(encoded, first_finite(encoded)), self.laid_out(references, np.zeros(len(spaces)))
+
     def positions(self, owner: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Where row `rows[i]` of series `owner[i]` lies in the layout."""
         return self.starts[owner] + rows

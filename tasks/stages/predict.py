@@ -18,6 +18,7 @@ there is none), added on both sides of the forecast.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from lstm_forecast.tasks.core.intervals import conformal_widths
 from lstm_forecast.tasks.core.networks import SavedModel, forward, load_saved
 from lstm_forecast.tasks.core.space import ModelSpace, stored_model_space
 from lstm_forecast.tasks.core.store import ChunkColumns, Store, each_series_of_chunk
-from lstm_forecast.tasks.core.windows import SeriesLayout, cut_in_blocks, first_finite, forecast_origins, window_inputs
+from lstm_forecast.tasks.core.windows import SeriesLayout, cut_in_blocks, forecast_origins, window_inputs
 
 
 def predict_rows(
@@ -262,33 +263,25 @@ def model_outputs(
         (saved, [s.space for s in series], layout.positions(owner, rows), owner),
         (forecaster, [s.forecaster_space for s in series], layout.positions(np.arange(len(series)), ends), None),
     ):
-        encoded = [space.encode(s.y) for space, s in zip(spaces, series, strict=True)]
-        references = [
-            space.reference(z) if space.kind == "level" else np.zeros(len(z))
-            for space, z in zip(spaces, encoded, strict=True)
-        ]
-        relative = any(space.kind == "level" for space in spaces)
-        cut = {
-            "values": layout.laid_out(encoded, first_finite(encoded)),
-            "reference": layout.laid_out(references, np.zeros(len(series))) if relative else None,
-            "features": channels,
-            "look_back": look_back,
-            "patch": patch,
-        }
+        values, reference = layout.encoded(spaces, [s.y for s in series])
         rows_read = model.embedding_rows(series_ids)
         if rows_read is not None and owners is not None:
             rows_read = rows_read[owners]
-        outputs.append(windows_applied(model.model, positions, rows_read, **cut))
+        cut = functools.partial(
+            window_inputs, values, look_back=look_back, patch=patch, reference=reference, features=channels
+        )
+        outputs.append(windows_applied(model.model, cut, positions, rows_read))
     return outputs[0], outputs[1]
 
 
-def windows_applied(model: Any, positions: np.ndarray, embedding_rows: np.ndarray | None, **cut: Any) -> np.ndarray:
-    """A model's outputs (len(positions), outputs) for the windows that end before `positions` of laid-out values
-    (`window_inputs` with the arguments `cut`), each window reading its `embedding_rows` entry when given."""
+def windows_applied(
+    model: Any, cut: Callable[[np.ndarray], np.ndarray], positions: np.ndarray, embedding_rows: np.ndarray | None
+) -> np.ndarray:
+    """A model's outputs (len(positions), outputs) for the windows `cut(positions)` gives (`window_inputs` of
+    laid-out values), `WINDOW_BLOCK` at a time, each window reading its `embedding_rows` entry when given."""
 
     def block_outputs(block: np.ndarray) -> np.ndarray:
-        values, look_back = cut["values"], cut["look_back"]
-        inputs = window_inputs(values, positions[block], look_back, cut["patch"], cut["reference"], cut["features"])
+        inputs = cut(positions[block])
         if embedding_rows is not None:
             inputs = with_series_channel(inputs, embedding_rows[block])
         outputs = forward(model, inputs)
