@@ -676,3 +676,20 @@ def test_evenly_spaced_finds_the_chunk_series_whose_numeric_times_have_no_gaps()
     assert evenly_spaced(np.array([3, 5, 7, 1, 2, 4]), np.array([0, 3, 6])).tolist() == [True, False]  # integers
     dates = pd.date_range("2024-01-01", periods=4, freq="D").to_numpy()
     assert evenly_spaced(dates, np.array([0, 4])).tolist() == [False]  # dates: `time_gaps` decides, with the frequency
+
+
+def test_a_chunk_s_series_pass_through_dask_s_scheduler_pickled_and_are_unpickled_once_where_read() -> None:
+    import pickle
+
+    from lstm_forecast.flows.many import ChunkSeries
+
+    configs = {f"s{i}": with_fields(ForecastConfig(), series_id=f"s{i}") for i in range(3)}
+    stages = {i: {"generate": {"key": f"k{i}", "status": "computed"}} for i in configs}
+    chunk = ChunkSeries(configs, stages, {"s0": ({}, {}, {})})
+    at_scheduler = pickle.loads(pickle.dumps(chunk))
+    assert at_scheduler._content is None  # the scheduler holds the bytes, not the configs
+    sent_on = pickle.dumps(at_scheduler)
+    assert at_scheduler._content is None and at_scheduler.token == chunk.token
+    at_worker = pickle.loads(sent_on)
+    assert at_worker.configs == configs and at_worker.stages == stages and at_worker.ahead == {"s0": ({}, {}, {})}
+    assert [c.model_fields_set for c in at_worker.configs.values()] == [c.model_fields_set for c in configs.values()]
