@@ -861,11 +861,10 @@ class Store:
     def locations(self, stage: str, keys: list[str]) -> dict[str, Path]:
         """`location` of many outputs of one stage: a table in a pack is found in the folder's index (its own
         file, if it also has one, holds the same content: a key names it), the others by their own path."""
-        paths = {key: self.path(stage, key) for key in keys}
         if STAGE[stage].output != "table":
-            return paths
-        folder = self._packs_dir(stage)
-        return {key: self._pack_of(folder, key) or path for key, path in paths.items()}
+            return {key: self.path(stage, key) for key in keys}
+        index = self._packs_index(self._packs_dir(stage))  # once: a lookup each stats the folder
+        return {key: index.get(key) or self.path(stage, key) for key in keys}
 
     # --- batches and packs ------------------------------------------------------
     @contextlib.contextmanager
