@@ -79,7 +79,7 @@ from lstm_forecast.tasks.operations.report import publish_forecast_table
 from lstm_forecast.tasks.operations.summary import FORECAST_ONLY, SeriesOutcome, publish_summary
 from lstm_forecast.tasks.stages.generate import read_series_ids
 from lstm_forecast.tasks.stages.plot import import_plotting
-from lstm_forecast.tasks.stages.train import train_global
+from lstm_forecast.tasks.stages.train import train_global, warm_up_global
 
 # A panel's per-series work runs in chunks of series: one task per stage and chunk, whose outputs the store
 # writes as one pack file (`Store.batched`). The bounds keep a chunk's outputs small in memory (about 100 MB
@@ -419,12 +419,15 @@ class ChunkRunner:
     ) -> Stages:
         """`train_global` as a task run here, on one TensorFlow thread; meanwhile, on the cluster, one core
         computes the parts of later stages that read no model (`Stage.ahead`), for at most `AHEAD_SERIES`
-        series (their results wait in this process). The workers need no Keras: predict applies the saved
+        series (their results wait in this process), and the training process builds and traces the network while
+        this process assembles its windows (`warm_up_global`). The workers need no Keras: predict applies the saved
         network with numpy (`inference.py`)."""
         model_stages: Stages = {}
-        if self.parallel and stored_output("train", config, upstream)[1] is None:  # the network will train
-            self.ahead = AheadWork(submit_ahead(prepared))
-            run_on_workers(import_plotting)  # on the core the sample leaves idle
+        if stored_output("train", config, upstream)[1] is None:  # the network will train
+            warm_up_global(config, upstream["series_ids"])
+            if self.parallel:
+                self.ahead = AheadWork(submit_ahead(prepared))
+                run_on_workers(import_plotting)  # on the core the sample leaves idle
         run_stage(train_global, config, model_stages, upstream=upstream)
         return model_stages
 

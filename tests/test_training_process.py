@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_forecast.tasks.core import training_process
+from lstm_forecast.tasks.core import fitting, training_process
 from lstm_forecast.tasks.core.config import build_config
-from lstm_forecast.tasks.core.fitting import TrainingJob, fit_and_save
+from lstm_forecast.tasks.core.fitting import Architecture, TrainingJob, WarmUp, fit_and_save, warm_up
 from lstm_forecast.tasks.core.store import MODEL_ARRAYS_FILE, Store
 
 
@@ -65,6 +65,15 @@ def test_a_network_trained_in_the_training_process_is_the_one_trained_here(tmp_p
     for values_here, values_there in zip(weights_here, weights_there, strict=True):
         np.testing.assert_array_equal(values_here, values_there)
 
+    # Work sent ahead runs before the next job; when it fails, it is no one's and the next job runs.
+    reseeded = replace(here, config=here.config.model_copy(update={"seed": 3}))
+    fit_reseeded_here = fit_and_save(replace(reseeded, artifacts_dir=tmp_path / "reseeded-here"), lambda *r: None)
+    assert training_process.ahead_in_training_process(warm_up, WarmUp(None))  # fails there
+    assert training_process.ahead_in_training_process(warm_up, WarmUp(reseeded.config))
+    warmed = replace(reseeded, artifacts_dir=tmp_path / "warmed")
+    fit_warmed = training_process.in_training_process(fit_and_save, warmed, lambda *r: None)
+    assert fit_warmed["history"] == fit_reseeded_here["history"] != fit_here["history"]
+
     # An error there is raised here, and the process serves the next job.
     broken = replace(here, train_set=(here.train_set[0][:, :, 0], here.train_set[1]))  # windows of one channel
     with pytest.raises(ValueError):
@@ -99,3 +108,22 @@ def test_the_training_process_imports_no_prefect() -> None:
     imports = "import sys; from lstm_forecast.tasks.core import fitting, networks, training_process"
     check = f"{imports}; print('prefect' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_network_built_and_traced_ahead_trains_as_a_fresh_build_does(tmp_path) -> None:
+    job = tiny_job(tmp_path / "fresh")
+    job = replace(job, config=job.config.model_copy(update={"seed": 5}))
+    fitting._kept_networks.clear()
+    fresh = fit_and_save(job, lambda *report: None)
+    fitting._kept_networks.clear()
+    warm_up(WarmUp(job.config))  # a fit of one batch of zeros, then kept as built
+    assert Architecture.of(job.config) in fitting._kept_networks
+    warmed_job = replace(job, artifacts_dir=tmp_path / "warmed")
+    warmed = fit_and_save(warmed_job, lambda *report: None)
+    assert warmed["history"] == fresh["history"]
+    weights_fresh, weights_warmed = (  # in the order saved (Keras numbers its layers' names per build)
+        [values for values in stored_arrays(saved).values() if values.dtype.kind == "f"] for saved in (job, warmed_job)
+    )
+    assert len(weights_fresh) == len(weights_warmed) >= 4
+    for values_fresh, values_warmed in zip(weights_fresh, weights_warmed, strict=True):
+        np.testing.assert_array_equal(values_fresh, values_warmed)

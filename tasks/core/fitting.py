@@ -382,6 +382,25 @@ def fit_model(
         return network.detached(), history
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    """The network a training job will fit, known before its windows are: its config and `series_rows`."""
+
+    config: ForecastConfig
+    series_rows: int = 0
+
+
+def warm_up(job: WarmUp, report: EpochReport | None = None) -> None:
+    """Build `job`'s network and trace its training and validation steps on a batch of zeros, then keep it as
+    built (`compiled_network` restores every variable): the fit that follows with the same architecture skips
+    both (about half a second of a panel's first epoch, spent while the run assembles its windows)."""
+    config = job.config.model_copy(update={"epochs": 1})
+    with compiled_network(config, job.series_rows) as network:
+        x = np.zeros((config.batch_size, *network.model.input_shape[1:]), dtype="float32")
+        y = np.zeros((len(x), config.horizon), dtype="float32")
+        train_network(network, x, y, x, y, config)
+
+
 def refit_epochs(epochs_run: int, patience: int, global_model: bool = False) -> int:
     """Epochs of the warm-started refit on every row: a tenth of the epochs that early stopping kept, at
     least 2 for a network of its own and 1 for a global model (the refit only has to take in the newest rows;

@@ -70,7 +70,7 @@ class TrainingProcess:
 
     def call(self, function: Callable[[Job, Report], Any], job: Job, report: Report) -> Any:
         """`function(job, report)` in the process; `report`'s calls there are made here, as they come."""
-        self.jobs.send((function, job))
+        self.jobs.send((function, job, True))
         while True:
             if not self.answers.poll(_WAIT_S):
                 if self.process.poll() is not None:
@@ -142,6 +142,24 @@ def in_training_process(function: Callable[[Job, Report], Any], job: Job, report
         _lock.release()
 
 
+def ahead_in_training_process(function: Callable[[Job, Report], Any], job: Job) -> bool:
+    """Send `function(job, report)` to the training process when one was started and is free, without waiting for
+    it: work that only saves a later job time (its failure is no one's, and its reports go nowhere). The next job
+    sent there starts after it. Returns whether it was sent."""
+    if _process is None or not _lock.acquire(blocking=False):
+        return False
+    try:
+        process = _process
+        if process is None or process.process.poll() is not None:
+            return False
+        process.jobs.send((function, job, False))
+        return True
+    except OSError:  # the process is gone: the job that would have used this trains without it
+        return False
+    finally:
+        _lock.release()
+
+
 def _import_quietly(done: threading.Event) -> None:
     """Import what training needs, at a low priority (on Linux a thread's nice value is its own)."""
     with contextlib.suppress(OSError):
@@ -176,7 +194,11 @@ def serve(jobs: Connection, answers: Connection) -> None:
                 os.setsid()  # a CPU share of its own from the first job on, the import thread's too
         imported.wait()  # unpickling the job imports its modules: not here, beside the import thread
         try:
-            function, job = pickle.loads(message)
+            function, job, answered = pickle.loads(message)
+            if not answered:  # sent ahead (`ahead_in_training_process`): no one waits for it
+                with contextlib.suppress(Exception):
+                    function(job, lambda *values: None)
+                continue
             answer: tuple[str, Any] = ("done", function(job, lambda *values: answers.send(("report", values))))
         except Exception as error:  # noqa: BLE001 - the caller raises it
             answer = ("error", portable(error))

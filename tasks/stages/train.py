@@ -36,16 +36,18 @@ from lstm_forecast.tasks.core.embedding import (
 from lstm_forecast.tasks.core.fitting import (
     EpochReport,
     TrainingJob,
+    WarmUp,
     fit_and_save,
     member_look_backs,
     training_arrays,
+    warm_up,
 )
 from lstm_forecast.tasks.core.space import ModelSpace, read_model_space, stored_model_space
 from lstm_forecast.tasks.core.store import (
     Store,
     fingerprint,
 )
-from lstm_forecast.tasks.core.training_process import in_training_process
+from lstm_forecast.tasks.core.training_process import ahead_in_training_process, in_training_process
 from lstm_forecast.tasks.core.windows import (
     SeriesLayout,
     cut_in_blocks,
@@ -186,6 +188,18 @@ def last_of_each(positions: np.ndarray, owner: np.ndarray, cap: int) -> np.ndarr
     return positions[ends[groups] - np.arange(len(positions)) <= cap]
 
 
+def global_embedding_rows(config: ForecastConfig, series_ids: Sequence[str]) -> dict[str, int]:
+    """The rows of `train_global`'s series embedding (series id -> row; the unknown row is one more), or {}."""
+    return embedding_rows(list(series_ids)) if config.series_embedding else {}
+
+
+def warm_up_global(config: ForecastConfig, series_ids: Sequence[str]) -> None:
+    """Have the training process, if the run started one, build and trace the network `train_global` is about to
+    fit across `series_ids`, while this process assembles its windows (`fitting.warm_up`)."""
+    rows = global_embedding_rows(config, series_ids)
+    ahead_in_training_process(warm_up, WarmUp(config, len(rows) + 1 if rows else 0))
+
+
 @task(name="train", result_serializer="json")
 def train_global(
     config: ForecastConfig,
@@ -208,7 +222,7 @@ def train_global(
     width = feature_width(config)
     channels = tuple(feature_columns(width))
     scaled = store.read_columns("normalize", normalize, channels) if width else {}
-    rows = embedding_rows(series_ids) if config.series_embedding else {}
+    rows = global_embedding_rows(config, series_ids)
     spaces = store.read_metadata("normalize", normalize)  # each pack's footer read once, not its table
     members = [
         MemberSeries(
@@ -249,7 +263,6 @@ def train_global(
             else {}
         ),
     }
-    embedded = len(rows) + 1 if rows else 0
     fit_with_forecaster(
         TrainingJob(
             stacked["train"],
@@ -260,7 +273,7 @@ def train_global(
             key,
             metadata,
             "median",
-            embedded,
+            len(rows) + 1 if rows else 0,
         )
     )
     return key
