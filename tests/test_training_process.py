@@ -69,6 +69,7 @@ def test_a_network_trained_in_the_training_process_is_the_one_trained_here(tmp_p
     reseeded = replace(here, config=here.config.model_copy(update={"seed": 3}))
     fit_reseeded_here = fit_and_save(replace(reseeded, artifacts_dir=tmp_path / "reseeded-here"), lambda *r: None)
     assert training_process.ahead_in_training_process(warm_up, WarmUp(None))  # fails there
+    assert not training_process.ahead_in_training_process(warm_up, lambda: None)  # does not pickle: not sent
     assert training_process.ahead_in_training_process(warm_up, WarmUp(reseeded.config))
     warmed = replace(reseeded, artifacts_dir=tmp_path / "warmed")
     fit_warmed = training_process.in_training_process(fit_and_save, warmed, lambda *r: None)

@@ -26,6 +26,7 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 Job = TypeVar("Job")
@@ -39,6 +40,8 @@ IMPORT_NICENESS = 19
 # new process's training steps then fault in the same fresh pages step after step (a third of its compute
 # thread's time was system time). Blocks up to 64 MB are kept in the process instead.
 KEPT_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)}
+# A job is two messages: whether its caller waits for the answer (work sent ahead gets none), then the job.
+_ANSWERED, _AHEAD = b"answered", b"ahead"
 _WAIT_S = 0.2  # how often the caller looks whether the process is still there while it trains
 
 _lock = threading.Lock()  # one job at a time; a caller that finds it busy trains in its own process
@@ -70,7 +73,7 @@ class TrainingProcess:
 
     def call(self, function: Callable[[Job, Report], Any], job: Job, report: Report) -> Any:
         """`function(job, report)` in the process; `report`'s calls there are made here, as they come."""
-        self.jobs.send((function, job, True))
+        self.send(function, job, answered=True)
         while True:
             if not self.answers.poll(_WAIT_S):
                 if self.process.poll() is not None:
@@ -86,6 +89,12 @@ class TrainingProcess:
                 return payload
             else:
                 raise payload
+
+    def send(self, function: Callable[[Job, Report], Any], job: Job, answered: bool) -> None:
+        """Send a job: pickled first, so that a job that does not pickle sends nothing."""
+        payload = ForkingPickler.dumps((function, job))
+        self.jobs.send_bytes(_ANSWERED if answered else _AHEAD)
+        self.jobs.send_bytes(payload)
 
     def stop(self) -> None:
         for end in (self.jobs, self.answers):
@@ -152,9 +161,9 @@ def ahead_in_training_process(function: Callable[[Job, Report], Any], job: Job) 
         process = _process
         if process is None or process.process.poll() is not None:
             return False
-        process.jobs.send((function, job, False))
+        process.send(function, job, answered=False)
         return True
-    except OSError:  # the process is gone: the job that would have used this trains without it
+    except Exception:  # noqa: BLE001 - not sent (the process is gone, or the job does not pickle): no one's loss
         return False
     finally:
         _lock.release()
@@ -186,6 +195,7 @@ def serve(jobs: Connection, answers: Connection) -> None:
     threading.Thread(target=_import_quietly, args=(imported,), name="import-keras", daemon=True).start()
     while True:
         try:
+            answered = jobs.recv_bytes() == _ANSWERED
             message = jobs.recv_bytes()
         except (EOFError, OSError):  # the caller has gone
             return
@@ -193,12 +203,13 @@ def serve(jobs: Connection, answers: Connection) -> None:
             with contextlib.suppress(OSError):
                 os.setsid()  # a CPU share of its own from the first job on, the import thread's too
         imported.wait()  # unpickling the job imports its modules: not here, beside the import thread
+        if not answered:  # sent ahead (`ahead_in_training_process`): no one waits for it, nor for its failure
+            with contextlib.suppress(Exception):
+                function, job = pickle.loads(message)
+                function(job, lambda *values: None)
+            continue
         try:
-            function, job, answered = pickle.loads(message)
-            if not answered:  # sent ahead (`ahead_in_training_process`): no one waits for it
-                with contextlib.suppress(Exception):
-                    function(job, lambda *values: None)
-                continue
+            function, job = pickle.loads(message)
             answer: tuple[str, Any] = ("done", function(job, lambda *values: answers.send(("report", values))))
         except Exception as error:  # noqa: BLE001 - the caller raises it
             answer = ("error", portable(error))
