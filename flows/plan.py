@@ -43,7 +43,7 @@ from lstm_forecast.tasks.core.graph import (
 )
 from lstm_forecast.tasks.core.store import KEY_COLUMN, Store, file_digest, stage_key, upstream_keys
 from lstm_forecast.tasks.core.training_process import start_training_process
-from lstm_forecast.tasks.operations.summary import ID, SeriesOutcome, series_to_show, wide_test_metrics
+from lstm_forecast.tasks.operations.summary import ID, shown_by_mase, wide_test_metrics
 from lstm_forecast.tasks.stages.evaluate import pooled_test_metrics
 
 Stages = dict[str, dict[str, str]]  # stage name -> its key and status (computed or cached)
@@ -463,13 +463,14 @@ async def stored_run(
 
 
 def shown_series(store: Store, stages: dict[SeriesId, Stages]) -> list[SeriesId]:
-    """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by
-    their evaluate outputs."""
+    """The handful of series a run shows in the UI (`series_to_show`: the LSTM's best and worst), by their
+    evaluate outputs' LSTM test MASE alone: the plots start sooner (10,000 series: 0.3 s after the last evaluate,
+    against 0.65 s for every series' tables, which are read beside the plots)."""
     keys = {i: s["evaluate"]["key"] for i, s in stages.items()}
-    tables = evaluate_tables(store, keys)
-    outcomes = [SeriesOutcome(i, tables[i]) for i in stages]
-    shown = series_to_show(outcomes, plotted_only=False, wide=evaluated_wide(store, keys))
-    return [outcome.series_id for outcome, _ in shown]
+    lstm_mase = {"step": 0, "split": "test", "model": "lstm", "metric": "mase"}
+    rows = store.read_tables("evaluate", list(keys.values()), where=lstm_mase, columns=("value",)).dropna()
+    mase = dict(zip(rows[KEY_COLUMN].astype(str)[::-1], rows["value"][::-1], strict=True))  # each output's first
+    return [i for i, _ in shown_by_mase([(i, mase.get(str(key), float("nan"))) for i, key in keys.items()])]
 
 
 # The pooled rows of the evaluate outputs the flow read last, by (store root, key): the UI's choice of series

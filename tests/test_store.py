@@ -352,11 +352,16 @@ def test_read_tables_reads_many_outputs_at_once_in_the_order_asked_and_keeps_onl
     stacked = store.read_tables("evaluate", [keys[2], keys[0], keys[1]], where={"step": 0})
     assert stacked["_key"].astype(str).tolist() == [keys[2], keys[0], keys[1]]
     assert stacked["value"].tolist() == [2.0, 0.0, 1.0]
+    # only the columns asked for (and the key), from the packs, a file of its own and the packs held in memory
+    projected = store.read_tables("evaluate", [keys[2], keys[0], keys[1]], where={"step": 0}, columns=("value",))
+    pd.testing.assert_frame_equal(projected, stacked[["value", "_key"]])
     # one output of a pack, its rows filtered as the pack is read, then from the pack held in memory: the same
     one = store.read_tables("evaluate", [keys[1]], where={"step": 0})
     assert len(store.read_tables("evaluate", keys)) == 6  # every row: the packs are now held in memory
     pd.testing.assert_frame_equal(store.read_tables("evaluate", [keys[1]], where={"step": 0}), one)
     assert one["value"].tolist() == [1.0] and one["_key"].astype(str).tolist() == [keys[1]]
+    held = store.read_tables("evaluate", [keys[1]], where={"step": 0}, columns=("value",))
+    pd.testing.assert_frame_equal(held, one[["value", "_key"]])
 
 
 def test_a_global_model_s_unscored_series_read_back_with_their_future_values_and_a_later_run_replaces_them(

@@ -777,10 +777,17 @@ class Store:
         """The future columns' values after a generated series (its metadata `future`), or None."""
         return self.read_table_metadata("generate", series_key).get("future")
 
-    def read_tables(self, stage: str, keys: list[str], where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def read_tables(
+        self,
+        stage: str,
+        keys: list[str],
+        where: Mapping[str, Any] | None = None,
+        columns: tuple[str, ...] | None = None,
+    ) -> pd.DataFrame:
         """Many outputs of a table stage as one table, column `_key` naming each row's output (in the order
         of `keys`): each pack is read once, not once per output. `where`: only the rows whose columns equal
         these values, or one of a tuple's (taken before the outputs are put together, so the result stays small).
+        `columns`: only these columns (and `_key`), the others not read from a pack that is not read already.
 
         Raises:
             FileNotFoundError: an output that is in no file, pack or batch.
@@ -795,6 +802,9 @@ class Store:
         def kept(frame: pd.DataFrame) -> pd.DataFrame:
             return frame[matching(frame)] if where else frame
 
+        def chosen(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame if columns is None else frame[[*columns, KEY_COLUMN]]
+
         wanted = pd.Index(keys)
         parts: list[pd.DataFrame] = []
         by_pack: dict[Path, list[str]] = {}
@@ -802,15 +812,16 @@ class Store:
         for key in keys:
             pack = in_packs.get(key)
             if pack is None:
-                parts.append(kept(self.read_table(stage, key)).assign(**{KEY_COLUMN: key}))
+                parts.append(chosen(kept(self.read_table(stage, key)).assign(**{KEY_COLUMN: key})))
             else:
                 by_pack.setdefault(pack, []).append(key)
         for pack, pack_keys in by_pack.items():
             if where and not self._pack_is_read(pack):  # only the rows `where` keeps are read and converted
-                part = self._read_pack_rows(pack, where)
+                part = self._read_pack_rows(pack, where, None if columns is None else (*columns, KEY_COLUMN))
                 if len(pack_keys) < part[KEY_COLUMN].nunique():
                     part = part[part[KEY_COLUMN].isin(pack_keys).to_numpy()]
-                parts.append(part.astype(dict.fromkeys(part.attrs.get("strings", []), object)))
+                strings = [name for name in part.attrs.get("strings", []) if name in part]
+                parts.append(part.astype(dict.fromkeys(strings, object)))
                 continue
             table, rows, _ = self._read_pack(pack)
             if len(pack_keys) == len(rows):  # every output of the pack: no rows to pick (a run reads them all)
@@ -818,7 +829,8 @@ class Store:
             else:  # the rows `where` keeps picked first: a pack holds millions of rows, a run wants a few
                 positions = np.sort(np.concatenate([rows[key] for key in pack_keys]))
                 part = table.iloc[positions[matching(table)[positions]] if where else positions]
-            parts.append(part.astype(dict.fromkeys(table.attrs.get("strings", []), object)))
+            strings = [name for name in table.attrs.get("strings", []) if columns is None or name in columns]
+            parts.append(chosen(part).astype(dict.fromkeys(strings, object)))
         if not parts:
             return pd.DataFrame({KEY_COLUMN: pd.Series([], dtype=str)})
         combined = pd.concat(parts, ignore_index=True)
@@ -1005,11 +1017,11 @@ class Store:
         return (pack, pack.stat().st_mtime_ns) in _pack_tables
 
     @staticmethod
-    def _read_pack_rows(pack: Path, where: Mapping[str, Any]) -> pd.DataFrame:
+    def _read_pack_rows(pack: Path, where: Mapping[str, Any], columns: tuple[str, ...] | None = None) -> pd.DataFrame:
         """The rows of a pack whose columns equal `where`'s values (one of a tuple's), filtered as the file is read
-        (not cached)."""
+        (not cached); `columns`: only these."""
         filters = [(c, "in", list(v)) if isinstance(v, tuple) else (c, "=", v) for c, v in where.items()]
-        table = pq.read_table(pack, filters=filters)
+        table = pq.read_table(pack, columns=None if columns is None else list(columns), filters=filters)
         footer = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
         frame = table.to_pandas()
         frame.attrs["strings"] = footer.get("strings", [])

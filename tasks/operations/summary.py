@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -98,16 +99,22 @@ def series_to_show(
     """A handful of completed (and, with `plotted_only`, plotted) series to show in the UI, each with a
     label: the LSTM's best and worst by test MASE (half each), or every one when there are no more than
     `count`. `wide`: `wide_test_metrics` of the outcomes (or more) when they were computed already."""
-    candidates = [o for o in outcomes if o.metrics is not None and (o.plot_key or not plotted_only)]
-    wide = wide_test_metrics(candidates) if wide is None else wide
+    candidates = {o.series_id: o for o in outcomes if o.metrics is not None and (o.plot_key or not plotted_only)}
+    wide = wide_test_metrics(list(candidates.values())) if wide is None else wide
     mase = wide["lstm_mase"] if "lstm_mase" in wide else pd.Series(float("nan"), index=wide.index)
-    scored = [(float(mase.get(outcome.series_id, float("nan"))), outcome) for outcome in candidates]
-    scored = sorted(((mase, o) for mase, o in scored if math.isfinite(mase)), key=lambda pair: pair[0])
+    scores = [(series_id, float(mase.get(series_id, float("nan")))) for series_id in candidates]
+    return [(candidates[series_id], label) for series_id, label in shown_by_mase(scores, count)]
+
+
+def shown_by_mase(scores: list[tuple[Any, float]], count: int = SHOWN_PLOTS) -> list[tuple[Any, str]]:
+    """`series_to_show` of series given as (id, LSTM test MASE) in order (NaN: not shown): each shown id with
+    its label, the best first."""
+    scored = sorted(((mase, i) for i, mase in scores if math.isfinite(mase)), key=lambda pair: pair[0])
     if len(scored) <= count:
-        return [(outcome, f"LSTM test MASE {mase:.3f}") for mase, outcome in scored]
+        return [(series_id, f"LSTM test MASE {mase:.3f}") for mase, series_id in scored]
     best, worst = scored[: count // 2], scored[len(scored) - (count - count // 2) :]
-    return [(o, f"among the best: LSTM test MASE {m:.3f}") for m, o in best] + [
-        (o, f"among the worst: LSTM test MASE {m:.3f}") for m, o in worst
+    return [(i, f"among the best: LSTM test MASE {m:.3f}") for m, i in best] + [
+        (i, f"among the worst: LSTM test MASE {m:.3f}") for m, i in worst
     ]
 
 
