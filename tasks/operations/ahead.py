@@ -259,6 +259,10 @@ def interval_widths(table: pd.DataFrame) -> pd.DataFrame:
     ).dropna(subset=["half_width"])
 
 
+# The predict columns `table_from_predictions` reads.
+FORECAST_READ = ("split", "step", "ds", "y_hat", "y_lo", "y_hi")
+
+
 def table_from_predictions(
     stacked: pd.DataFrame,
     series_of_key: dict[str, tuple[str, str]],
@@ -672,9 +676,10 @@ def unscored_widths(store: Store, predict_keys: list[str], level: float) -> np.n
     are none), pooled over a `spread_sample` of them, each error divided by its series' naive scale
     (`pooled_scaled_widths`)."""
     keys = spread_sample(store.locations("predict", predict_keys), UNSCORED_CALIBRATION_SERIES)
-    rows = store.read_tables("predict", keys, where={"split": HELD_OUT_SPLITS})  # each series' rows in time order
+    columns = ("y", "y_hat", "step")  # what `pooled_scaled_widths` reads
+    rows = store.read_tables("predict", keys, where={"split": HELD_OUT_SPLITS}, columns=columns)  # in time order
     if not len(rows):
-        rows = store.read_tables("predict", keys, where={"split": "train"})
+        rows = store.read_tables("predict", keys, where={"split": "train"}, columns=columns)
     return pooled_scaled_widths(rows, level) if len(rows) else None
 
 
@@ -779,7 +784,7 @@ def publish_forecasts(
         store.write_unscored_series(model_key, unscored[1] if unscored is not None else {})
     if store.forecast_table_path(key).exists():
         return str(store.forecast_table_path(key))
-    stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"})
+    stacked = store.read_tables("predict", list(predictions), where={"split": "forecast"}, columns=FORECAST_READ)
     series_of_key = {k: (str(v[0]), str(v[1])) for k, v in predictions.items()}
     made_at = utc_now()
     table = table_from_predictions(stacked, series_of_key, made_at)
