@@ -23,7 +23,7 @@ import pandas as pd
 from prefect import get_run_logger
 
 from lstm_forecast.tasks.core.caching import stored_output, with_store_cache
-from lstm_forecast.tasks.core.config import ForecastConfig, with_fields, with_same_fields
+from lstm_forecast.tasks.core.config import ForecastConfig, with_fields, with_same_fields, with_series_ids
 from lstm_forecast.tasks.core.defaults import (
     describe_adapted,
     global_settings,
@@ -336,7 +336,7 @@ async def generate_and_size(
     """Generate each series (with what its sizing reads: `series_facts`) and size each one's config from
     its facts: with one network across them (`global_model`), first the settings it shares (`shared`)."""
     digest = file_digest(config.input) if config.input and runner.keys_by_digest else None
-    own = {i: with_fields(config, series_id=i) for i in ids}
+    own = with_series_ids(config, ids)
     generated = keep_failures(await runner.stage("generate", own, {}, digest))
     facts = {i: r["facts"] for i, r in generated.items()}
     sized = {i: sized_config(own[i], facts[i]) for i in generated}  # once per series

@@ -138,3 +138,18 @@ def test_fields_set_on_many_configs_at_once_give_what_each_validation_gives() ->
     with pytest.raises(ValidationError):
         with_same_fields({"past": configs["other"], **configs}, value_column="price")  # the first one's check
     assert with_same_fields({}, look_back=26) == {}
+
+
+def test_each_series_config_copied_from_one_validation_equals_its_own_validation() -> None:
+    from lstm_forecast.tasks.core.config import with_series_ids
+
+    base = ForecastConfig(input="panel.parquet", horizon=13, past_columns=("price",))
+    ids = ["a", "b", "", None]
+    copied = with_series_ids(base, ids)
+    assert list(copied) == ids
+    for series_id in ids:
+        own = with_fields(base, series_id=series_id)
+        assert copied[series_id] == own and copied[series_id].model_fields_set == own.model_fields_set
+    with pytest.raises(ValidationError):  # an id that is not text is refused, as its own validation refuses it
+        with_series_ids(base, ["a", 7])
+    assert with_series_ids(base, []) == {}
