@@ -345,6 +345,32 @@ def test_a_long_file_s_rows_by_id_are_those_of_grouping_its_ids_as_text(ids: lis
         np.testing.assert_array_equal(found[text], positions)
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["b", "a", "b", "c", "a", "a"],  # text: read as a dictionary
+        [7, 3, 7, 7, 10, 3],  # numbers: as they are
+        ["x", None, "x", "y"],  # a missing id: the whole column as pandas reads it
+    ],
+)
+def test_a_parquet_file_reads_as_pandas_reads_it_its_ids_grouped_alike(ids: list) -> None:
+    import io
+
+    from lstm_forecast.tasks.stages.generate import parse_table, rows_by_id
+
+    frame = pd.DataFrame({"unique_id": ids, "ds": pd.date_range("2024-01-01", periods=len(ids)), "y": 1.0})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    expected = pd.read_parquet(io.BytesIO(buffer.getvalue()))
+    table = parse_table(buffer.getvalue(), ".parquet", "unique_id")
+    assert isinstance(table["unique_id"].dtype, pd.CategoricalDtype) == (ids[0] == "b")  # only text, none missing
+    pd.testing.assert_frame_equal(table.astype({"unique_id": expected["unique_id"].dtype}), expected)
+    found, grouped = rows_by_id(table["unique_id"]), rows_by_id(expected["unique_id"])
+    assert list(found) == list(grouped)
+    for text, positions in grouped.items():
+        np.testing.assert_array_equal(found[text], positions)
+
+
 def test_values_whose_squares_would_overflow_are_refused_naming_the_column_and_row() -> None:
     from lstm_forecast.tasks.stages.generate import MAX_MAGNITUDE
 

