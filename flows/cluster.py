@@ -41,8 +41,15 @@ def _kept_memory_environ() -> dict[str, Any]:
     return {spawn_environ: dask.config.get(spawn_environ) | KEPT_MEMORY}
 
 
+# What a chunk task's pickle imports in a worker (Prefect, pandas, pyarrow and this project's stages: about 1.3 s of
+# CPU), imported as each worker of a local cluster starts (Dask's `preload`) rather than when the run's first task
+# arrives: a 10,000-series run's generate stage ended 0.4 s sooner.
+WORKER_PRELOAD = "lstm_forecast.flows.many"
+
+
 def local_cluster_options(workers: int) -> dict[str, Any]:
-    """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each."""
+    """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each, which import what
+    a chunk task needs as they start (`WORKER_PRELOAD`)."""
     return {
         "n_workers": workers,
         "threads_per_worker": 1,
@@ -50,6 +57,7 @@ def local_cluster_options(workers: int) -> dict[str, Any]:
         "host": "127.0.0.1",
         "dashboard_address": None,
         "env": _ONE_THREAD,
+        "preload": [WORKER_PRELOAD],
     }
 
 
