@@ -118,14 +118,3 @@ def test_work_on_the_workers_is_not_waited_for_and_its_failure_fails_nothing(pre
 
     returned, done = on_a_cluster()
     assert returned < 1.5 and done  # back before the function's 2 s, which then ran to its end
-
-
-def test_a_local_cluster_s_workers_import_what_a_chunk_task_needs_as_they_start() -> None:
-    from distributed import Client, LocalCluster
-
-    from lstm_forecast.flows.cluster import WORKER_PRELOAD, local_cluster_options
-
-    with LocalCluster(**local_cluster_options(1)) as cluster, Client(cluster) as client:
-        # `eval` is pickled by reference: asking imports nothing of this project in the worker
-        found = client.run(eval, f"{WORKER_PRELOAD!r} in __import__('sys').modules")
-    assert list(found.values()) == [True]

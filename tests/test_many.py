@@ -227,6 +227,10 @@ def test_a_local_cluster_started_ahead_is_the_one_the_run_s_task_runner_takes() 
     assert runner.address == started.scheduler_address and runner.address.startswith("tcp://127.0.0.1:")
     with Client(runner.address) as client:
         assert list(client.nthreads().values()) == [1]  # one worker of one thread, as `--workers 1` asks
+        # what a chunk task needs, imported as the worker started (`eval` is pickled by reference: asking imports
+        # nothing of this project there, which the lambda below would)
+        imported = client.run(eval, f"{cluster.WORKER_PRELOAD!r} in __import__('sys').modules")
+        assert list(imported.values()) == [True]
         environ = client.submit(lambda: dict(__import__("os").environ)).result()
         assert environ["OMP_NUM_THREADS"] == "1"
         # freed memory kept in the worker, as in the training process (Dask's default hands back blocks > 64 kB)
