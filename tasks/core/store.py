@@ -805,6 +805,10 @@ class Store:
         def chosen(frame: pd.DataFrame) -> pd.DataFrame:
             return frame if columns is None else frame[[*columns, KEY_COLUMN]]
 
+        def as_text(frame: pd.DataFrame, strings: list[str]) -> pd.DataFrame:
+            """`frame` with its text columns (those of a pack's `strings` it holds) as Python strings."""
+            return frame.astype(dict.fromkeys([name for name in strings if name in frame], object))
+
         wanted = pd.Index(keys)
         parts: list[pd.DataFrame] = []
         by_pack: dict[Path, list[str]] = {}
@@ -820,8 +824,7 @@ class Store:
                 part = self._read_pack_rows(pack, where, None if columns is None else (*columns, KEY_COLUMN))
                 if len(pack_keys) < part[KEY_COLUMN].nunique():
                     part = part[part[KEY_COLUMN].isin(pack_keys).to_numpy()]
-                strings = [name for name in part.attrs.get("strings", []) if name in part]
-                parts.append(part.astype(dict.fromkeys(strings, object)))
+                parts.append(as_text(part, part.attrs.get("strings", [])))
                 continue
             table, rows, _ = self._read_pack(pack)
             if len(pack_keys) == len(rows):  # every output of the pack: no rows to pick (a run reads them all)
@@ -829,8 +832,7 @@ class Store:
             else:  # the rows `where` keeps picked first: a pack holds millions of rows, a run wants a few
                 positions = np.sort(np.concatenate([rows[key] for key in pack_keys]))
                 part = table.iloc[positions[matching(table)[positions]] if where else positions]
-            strings = [name for name in table.attrs.get("strings", []) if columns is None or name in columns]
-            parts.append(chosen(part).astype(dict.fromkeys(strings, object)))
+            parts.append(as_text(chosen(part), table.attrs.get("strings", [])))
         if not parts:
             return pd.DataFrame({KEY_COLUMN: pd.Series([], dtype=str)})
         combined = pd.concat(parts, ignore_index=True)
