@@ -315,8 +315,8 @@ def test_a_pack_s_keys_are_indexed_from_their_own_footer_entry_or_an_older_pack_
     footer = pq.read_schema(pack).metadata
     assert json.loads(footer[b"lstm_forecast.keys"]) == json.loads(footer[b"lstm_forecast"])["keys"] == keys
     parsed: list[int] = []  # the sizes of the footer entries the index parses
-    loads = store_module.json.loads
-    monkeypatch.setattr(store_module.json, "loads", lambda text, **kw: parsed.append(len(text)) or loads(text, **kw))
+    loads = store_module.footer_json
+    monkeypatch.setattr(store_module, "footer_json", lambda text: parsed.append(len(text)) or loads(text))
     store_module._pack_index.clear()
     assert all(store.is_complete("normalize", key) for key in keys)
     assert parsed == [len(footer[b"lstm_forecast.keys"])]  # the keys alone, not the model spaces beside them
@@ -384,3 +384,11 @@ def test_a_global_model_s_unscored_series_read_back_with_their_future_values_and
     assert store.read_unscored_series(key) == {} and store.unscored_series_ids(key) == []
     with pytest.raises(ValueError, match="invalid model key"):
         store.unscored_series_path("../outside")
+
+
+def test_a_footer_is_parsed_as_the_standard_parser_reads_it_non_finite_numbers_and_big_integers_included() -> None:
+    written = {"keys": ["a", "b"], "space": {"low": -1.5, "high": 1e300, "profile": [0.1, 2.0 / 3.0]}}
+    assert store_module.footer_json(json.dumps(written).encode()) == written
+    odd = {"nan": float("nan"), "inf": [float("inf"), -float("inf")], "big": 2**70}
+    parsed = store_module.footer_json(json.dumps(odd).encode())  # orjson refuses these: the standard parser reads them
+    assert np.isnan(parsed["nan"]) and parsed["inf"] == [float("inf"), -float("inf")] and parsed["big"] == 2**70

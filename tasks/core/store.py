@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -202,13 +203,23 @@ def planned_key(stage: str, config: ForecastConfig, keys: Mapping[str, str]) -> 
 _TEXT_TYPES = (pa.types.is_dictionary, pa.types.is_string, pa.types.is_large_string)
 
 
+def footer_json(raw: bytes) -> Any:
+    """A Parquet footer's JSON (written by `json.dumps`), parsed by orjson: a normalize pack's footer holds a
+    thousand model spaces (1 MB), 3 times faster. The standard parser takes what orjson refuses: the `NaN` and
+    `Infinity` that `json.dumps` writes, integers beyond 64 bits."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def _pack_keys(schema_metadata: Mapping[bytes, bytes]) -> list[str]:
     """A pack's output keys, from its footer: from their own entry (a normalize pack's footer also holds a thousand
     model spaces, parsed again by whoever reads them), or for a pack written before there was one, from the whole
     footer."""
     if _KEYS_KEY in schema_metadata:
-        return json.loads(schema_metadata[_KEYS_KEY])
-    return json.loads(schema_metadata[_METADATA_KEY])["keys"]
+        return footer_json(schema_metadata[_KEYS_KEY])
+    return footer_json(schema_metadata[_METADATA_KEY])["keys"]
 
 
 def _parquet_bytes(frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> bytes:
@@ -750,7 +761,7 @@ class Store:
         path = self.path(stage, key)
         if path.exists() or (pack := self._pack_of(self._packs_dir(stage), key)) is None:
             schema_metadata = pq.read_schema(path).metadata or {}
-            return json.loads(schema_metadata.get(_METADATA_KEY, b"{}"))
+            return footer_json(schema_metadata.get(_METADATA_KEY, b"{}"))
         return dict(self._read_pack(pack)[2].get(key) or {})
 
     def read_metadata(self, stage: str, keys: list[str], missing_ok: bool = False) -> dict[str, dict[str, Any]]:
@@ -1024,7 +1035,7 @@ class Store:
         (not cached); `columns`: only these."""
         filters = [(c, "in", list(v)) if isinstance(v, tuple) else (c, "=", v) for c, v in where.items()]
         table = pq.read_table(pack, columns=None if columns is None else list(columns), filters=filters)
-        footer = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
+        footer = footer_json((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
         frame = table.to_pandas()
         frame.attrs["strings"] = footer.get("strings", [])
         return frame
@@ -1036,7 +1047,7 @@ class Store:
         cache_key = (pack, pack.stat().st_mtime_ns)
         if cache_key in _pack_tables:
             return _pack_tables[cache_key][2]
-        footer = json.loads((pq.read_schema(pack).metadata or {}).get(_METADATA_KEY, b"{}"))
+        footer = footer_json((pq.read_schema(pack).metadata or {}).get(_METADATA_KEY, b"{}"))
         return footer.get("metadata", {})
 
     @staticmethod
@@ -1047,7 +1058,7 @@ class Store:
             _pack_tables.move_to_end(cache_key)
             return _pack_tables[cache_key]
         table = pq.read_table(pack)
-        footer = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
+        footer = footer_json((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
         metadata = footer.get("metadata", {})
         frame = table.to_pandas()
         frame.attrs["strings"] = footer.get("strings", [])  # held as categoricals, read back as strings
@@ -1137,7 +1148,7 @@ class Store:
         if not path.exists():
             return {}
         table = pq.read_table(path)
-        future = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}")).get("future", {})
+        future = footer_json((table.schema.metadata or {}).get(_METADATA_KEY, b"{}")).get("future", {})
         frame = table.to_pandas()
         wanted = None if series_ids is None else set(series_ids)
         found = {}
