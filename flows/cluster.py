@@ -30,33 +30,49 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
 NO_PROFILER = {"distributed.worker.profile.enabled": False}
 
 
-def _kept_memory_environ() -> dict[str, Any]:
-    """Dask's setting for its workers' environment at their start, with glibc's freed memory kept as the training
-    process keeps it (`KEPT_MEMORY`). Dask's default hands freed blocks above 64 kB back to the kernel: a chunk's
-    arrays were faulted in afresh task after task, and the two workers of a 10,000-series run spent 7.4 s of CPU
-    in the kernel (4.7 s kept)."""
+def _workers_environ() -> dict[str, Any]:
+    """Dask's setting for its workers' environment, set before their process starts: one thread per worker
+    (`_ONE_THREAD`, read as numpy loads), and glibc's freed memory kept as the training process keeps it
+    (`KEPT_MEMORY`). Dask's default hands freed blocks above 64 kB back to the kernel: a chunk's arrays were
+    faulted in afresh task after task, and the two workers of a 10,000-series run spent 7.4 s of CPU in the
+    kernel (4.7 s kept)."""
     import dask
 
     spawn_environ = "distributed.nanny.pre-spawn-environ"
-    return {spawn_environ: dask.config.get(spawn_environ) | KEPT_MEMORY}
+    return {spawn_environ: dask.config.get(spawn_environ) | KEPT_MEMORY | _ONE_THREAD}
 
 
 # What a chunk task's pickle imports in a worker (Prefect, pandas, pyarrow and this project's stages: about 1.3 s of
-# CPU), imported as each worker of a local cluster starts (Dask's `preload`) rather than when the run's first task
-# arrives: a 10,000-series run's generate stage ended 0.4 s sooner.
+# CPU): imported once, by the process a local cluster's workers are forked from (`FORKED_WORKERS`), not by each
+# worker when the run's first task arrives. Dask's `preload` of it as a worker starts finds it imported.
 WORKER_PRELOAD = "lstm_forecast.flows.many"
+
+# A local cluster's workers forked from one server process (multiprocessing's forkserver) that imported
+# `WORKER_PRELOAD` once, not each started afresh to import it: one import instead of one per worker, on cores that
+# are busy then (this process's own imports and plan, the training process's TensorFlow). A cold 10,000-series
+# run on two cores began training 0.9 s sooner. The server is this process's child; it reads its environment
+# when the first worker starts (Dask sets `_workers_environ` in this process just before).
+FORKED_WORKERS = {"distributed.worker.multiprocessing-method": "forkserver"}
+
+
+def _fork_workers_from_an_imported_server() -> None:
+    """Have the forkserver import what the workers need (`WORKER_PRELOAD`) beside Dask's own list, before it
+    starts (a server already running keeps what it imported)."""
+    from distributed.utils import get_mp_context
+
+    context = get_mp_context()  # sets Dask's list (distributed and its packages) the first time: ours replaces it
+    context.set_forkserver_preload(["distributed", "numpy", "pandas", WORKER_PRELOAD])
 
 
 def local_cluster_options(workers: int) -> dict[str, Any]:
-    """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each, which import what
-    a chunk task needs as they start (`WORKER_PRELOAD`)."""
+    """`distributed.LocalCluster` arguments: `workers` processes on 127.0.0.1, one thread each (and one for numpy:
+    `_workers_environ`), which hold what a chunk task needs as they start (`WORKER_PRELOAD`)."""
     return {
         "n_workers": workers,
         "threads_per_worker": 1,
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": None,
-        "env": _ONE_THREAD,
         "preload": [WORKER_PRELOAD],
     }
 
@@ -171,7 +187,7 @@ def check_scheduler_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 def dask_task_runner(address: str | None, workers: int | None) -> Any:
     """A `DaskTaskRunner` (`KeptContextsTaskRunner`) for an existing scheduler or `workers` local processes
-    (those `start_local_cluster` started, if it did); None for neither."""
+    (those `start_local_cluster` started, if it did: taken once the run first needs them); None for neither."""
     if address is None and workers is None:
         return None
     if workers is not None and workers < 1:
@@ -182,7 +198,7 @@ def dask_task_runner(address: str | None, workers: int | None) -> Any:
 
     configure_dask()
     if address is None and workers in _starting:
-        address = _starting.pop(workers).result().scheduler_address
+        return KeptContextsTaskRunner(starting=_starting.pop(workers))
     if address is not None:
         return KeptContextsTaskRunner(address=address)
     return KeptContextsTaskRunner(
@@ -191,13 +207,15 @@ def dask_task_runner(address: str | None, workers: int | None) -> Any:
 
 
 def configure_dask() -> None:
-    """Dask's settings for this project's clusters (no profiler), and its logs at warnings: its own INFO lines
+    """Dask's settings for this project's clusters (no profiler; a local cluster's workers forked from a server that
+    imported what they need, in their environment: `FORKED_WORKERS`), and its logs at warnings: its own INFO lines
     (about 35 a run: nannies, workers, comms) and, at shutdown, a closed comm's traceback logged at INFO would end
     a successful run's stderr."""
     import dask
     import distributed  # noqa: F401 - its import sets its loggers' levels from its config: set ours after it
 
-    dask.config.set(NO_PROFILER | _kept_memory_environ())
+    dask.config.set(NO_PROFILER | FORKED_WORKERS | _workers_environ())
+    _fork_workers_from_an_imported_server()
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -224,13 +225,22 @@ def test_a_local_cluster_started_ahead_is_the_one_the_run_s_task_runner_takes() 
     cluster.start_local_cluster(1)
     started = cluster._starting[1].result()
     runner = cluster.dask_task_runner(None, 1)
-    assert runner.address == started.scheduler_address and runner.address.startswith("tcp://127.0.0.1:")
+    assert runner.address is None  # the cluster is taken when the run first needs it (its flow run made meanwhile)
+    with runner:
+        assert runner.client.scheduler.address == runner.address == started.scheduler_address
+    assert runner.address.startswith("tcp://127.0.0.1:")
     with Client(runner.address) as client:
         assert list(client.nthreads().values()) == [1]  # one worker of one thread, as `--workers 1` asks
-        # what a chunk task needs, imported as the worker started (`eval` is pickled by reference: asking imports
-        # nothing of this project there, which the lambda below would)
+        # what a chunk task needs, imported before the worker started, by the process it was forked from, not by
+        # this one (`eval` is pickled by reference: asking imports nothing of this project there, which a lambda
+        # would)
         imported = client.run(eval, f"{cluster.WORKER_PRELOAD!r} in __import__('sys').modules")
         assert list(imported.values()) == [True]
+        (parent,) = client.run(eval, "__import__('os').getppid()").values()
+        assert parent != os.getpid()
+        # one thread for numpy too: its environment was set before numpy loaded in the server it was forked from
+        (pools,) = client.run(eval, "__import__('threadpoolctl').threadpool_info()").values()
+        assert pools and {pool["num_threads"] for pool in pools} == {1}
         environ = client.submit(lambda: dict(__import__("os").environ)).result()
         assert environ["OMP_NUM_THREADS"] == "1"
         # freed memory kept in the worker, as in the training process (Dask's default hands back blocks > 64 kB)
