@@ -46,7 +46,6 @@ from lstm_forecast.flows.plan import (
     SeriesResult,
     Stages,
     TooShortSeriesError,
-    evaluate_tables,
     evaluated_wide,
     failed_result,
     failure_message,
@@ -506,15 +505,15 @@ LOGGED_FAILURES = 5  # failed series logged one by one; the summary lists every 
 class PanelPublication:
     """What a panel run publishes from its series' outputs up to evaluate, done while the plots are drawn (a
     `BesidePlots`): the series too short to be scored that the global model forecasts (`unscored`) or cannot
-    (`failed`), the evaluate tables and artifact paths of the others, their models entered in the registry and
-    the run's forecast table (`forecasts`, its path)."""
+    (`failed`), the test metrics (`wide`: one row per series) and artifact paths of the others, their models
+    entered in the registry and the run's forecast table (`forecasts`, its path)."""
 
     def __init__(self, config: ForecastConfig, ids: list[str], scope: str, to_registry: bool, last_stage: str) -> None:
         self.config, self.ids, self.scope = config, ids, scope
         self.to_registry, self.last_stage = to_registry, last_stage
         self.unscored: dict[str, Any] = {}
         self.failed: dict[str, Exception] = {}
-        self.tables: dict[str, Any] = {}
+        self.wide: Any = None  # `evaluated_wide` of the series scored
         self.artifacts: dict[str, dict[str, str]] = {}
         self.forecasts: str | None = None
 
@@ -533,7 +532,7 @@ class PanelPublication:
                 FORECAST_ONLY,
             )
         completed = {i: results[i] for i in self.ids if not isinstance(results[i], Exception)}
-        self.tables = evaluate_tables(store, {i: r["evaluate"]["key"] for i, r in completed.items()})
+        self.wide = evaluated_wide(store, {i: r["evaluate"]["key"] for i, r in completed.items()})
         self.artifacts = many_artifact_paths(store, completed)
         if completed and self.to_registry:
             evaluations = (
@@ -617,7 +616,7 @@ async def forecast_many(
             continue
         metrics_key = result["evaluate"]["key"]
         plot_key = result["plot"]["key"] if "plot" in result else ""
-        outcomes.append(SeriesOutcome(series_id, published.tables[series_id], metrics_key, "", plot_key))
+        outcomes.append(SeriesOutcome(series_id, None, metrics_key, "", plot_key))  # its metrics: `published.wide`
         artifacts = published.artifacts[series_id] | plot_paths.get(series_id, {})
         details[series_id] = {"status": "completed", "stages": result, "artifacts": artifacts}
     forecasts = published.forecasts
@@ -632,8 +631,7 @@ async def forecast_many(
         )
     if failures > LOGGED_FAILURES:
         logger.error("%d more series failed: the summary lists each one and its error", failures - LOGGED_FAILURES)
-    scored = {outcome.series_id: outcome.metrics_key for outcome in outcomes if outcome.metrics is not None}
-    summary, path = await publish_summary(store, outcomes, evaluated_wide(store, scored))
+    summary, path = await publish_summary(store, outcomes, published.wide)
     logger.info(
         "%d series, %d failed, %d forecast only; summary %s",
         len(ids),

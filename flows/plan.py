@@ -14,7 +14,7 @@ series), then predicts, evaluates and plots. A runner does each step:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -473,55 +473,42 @@ def shown_series(store: Store, stages: dict[SeriesId, Stages]) -> list[SeriesId]
     return [i for i, _ in shown_by_mase([(i, mase.get(str(key), float("nan"))) for i, key in keys.items()])]
 
 
-# The pooled rows of the evaluate outputs the flow read last, by (store root, key): the UI's choice of series
-# and the summary read the same outputs, and an output's key names its content.
-_POOLED_READ: dict[tuple[str, str], pd.DataFrame] = {}
-_POOLED_STACKED: dict[str, pd.DataFrame] = {}  # store root -> those rows as read, column KEY_COLUMN naming each output
+# The pooled rows (step 0) of the evaluate outputs the flow read last, by store root, column KEY_COLUMN naming each
+# output, and the keys they hold: the UI's choice of series, the summary and the command's JSON read the same
+# outputs, and an output's key names its content.
+_POOLED: dict[str, tuple[pd.DataFrame, frozenset[str]]] = {}
 
 
-def _rows_of(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
-    """`frame.iloc[positions]`, as a slice when the positions are consecutive (an output's rows are, in the order
-    it was read): about six times faster than a take, and a panel's run takes one per series."""
-    if len(positions) and positions[-1] - positions[0] == len(positions) - 1:
-        return frame.iloc[positions[0] : positions[-1] + 1]
-    return frame.iloc[positions]
-
-
-def evaluate_tables(store: Store, keys: dict[Any, str]) -> dict[Any, pd.DataFrame]:
-    """Series id -> its evaluate table's rows of all steps pooled (step 0: what the summary, the registry
-    and the UI read), for many series at once (each pack read once; the per-step rows left out keep
-    100,000 series' tables small). Outputs the last call read are not read again."""
+def pooled_rows(store: Store, keys: Iterable[str]) -> pd.DataFrame:
+    """The rows of all steps pooled (step 0: what the summary, the registry and the UI read) of the evaluate outputs
+    `keys` and maybe others, stacked, column KEY_COLUMN naming each output: each pack read once, the per-step rows
+    left out (100,000 series' rows stay small). The outputs the last call read are not read again."""
+    keys = [str(key) for key in keys]
     root = str(store.root)
-    if any((root, key) not in _POOLED_READ for key in keys.values()):
-        stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
-        positions = stacked.groupby(KEY_COLUMN, observed=True).indices
-        pooled = stacked.drop(columns=KEY_COLUMN)  # once, not once per series
-        pooled.attrs = {}  # a slice copies its frame's attrs (deeply): 10,000 series, 0.25 s
-        _POOLED_READ.clear()
-        _POOLED_READ.update({(root, str(key)): _rows_of(pooled, rows) for key, rows in positions.items()})
-        _POOLED_STACKED.clear()
-        _POOLED_STACKED[root] = stacked
-    return {series_id: _POOLED_READ[(root, key)] for series_id, key in keys.items()}
+    held = _POOLED.get(root)
+    if held is None or not held[1].issuperset(keys):
+        stacked = store.read_tables("evaluate", list(dict.fromkeys(keys)), where={"step": 0})
+        _POOLED.clear()
+        held = _POOLED[root] = (stacked, frozenset(str(key) for key in pd.unique(stacked[KEY_COLUMN])))
+    return held[0]
 
 
 def evaluate_rows(store: Store, keys: list[str]) -> pd.DataFrame:
     """The pooled rows (step 0) of the evaluate outputs `keys`, stacked, column KEY_COLUMN naming each output: the
-    rows `evaluate_tables` read last when they hold every one (the command's JSON reads what the flow read)."""
+    rows `pooled_rows` read last when they hold every one (the command's JSON reads what the flow read)."""
     if not keys:
         return pd.DataFrame()
-    evaluate_tables(store, dict(enumerate(keys)))  # read, unless read already
-    stacked = _POOLED_STACKED[str(store.root)]
+    stacked = pooled_rows(store, keys)
     return stacked[stacked[KEY_COLUMN].isin(keys)]
 
 
 def evaluated_wide(store: Store, keys: dict[Any, str]) -> pd.DataFrame:
     """`wide_test_metrics` of the series whose evaluate outputs are `keys` (series id -> key): one row per series,
-    from the pooled rows `evaluate_tables` reads for them, as one table (stacking a table per series again took
-    about a second for 10,000 series, each time the flow asked)."""
+    from the pooled rows `pooled_rows` reads for them, as one table (a table per series, stacked, took about a
+    second for 10,000 series; slicing one per series from the rows read, 0.5 s)."""
     if not keys:  # every series failed, or none was scored
         return wide_test_metrics([])
-    evaluate_tables(store, keys)  # read, unless read already
-    stacked = _POOLED_STACKED[str(store.root)]
+    stacked = pooled_rows(store, keys.values())
     ids = {key: series_id for series_id, key in keys.items()}
     chosen = stacked[stacked[KEY_COLUMN].isin(list(ids))]
     named = np.asarray(chosen[KEY_COLUMN].map(ids), dtype=object)

@@ -455,23 +455,31 @@ def test_gaps_in_numeric_time_are_counted_as_the_pandas_steps_count_them() -> No
         assert time_gaps(ds, None) == expected
 
 
-def test_the_flow_reads_each_series_pooled_metrics_as_a_table_per_series_did(tmp_path: Path) -> None:
-    from lstm_forecast.flows.plan import evaluate_tables
+def test_the_flow_reads_the_pooled_metrics_of_many_series_once_as_each_series_table_holds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lstm_forecast.flows.plan import evaluate_rows
     from lstm_forecast.tasks.core.store import KEY_COLUMN
 
     store = Store(tmp_path)
     rng = np.random.default_rng(0)
-    keys = {f"s{number}": fingerprint("evaluate", number) for number in range(5)}
+    keys = [fingerprint("evaluate", number) for number in range(5)]
     with store.batched():
-        for number, key in enumerate(keys.values()):
+        for number, key in enumerate(keys):
             steps = np.repeat(np.arange(3), 2 + number)
             store.write_table("evaluate", key, pd.DataFrame({"step": steps, "value": rng.normal(size=len(steps))}))
-    stacked = store.read_tables("evaluate", list(keys.values()), where={"step": 0})
-    expected = {str(k): table.drop(columns=KEY_COLUMN) for k, table in stacked.groupby(KEY_COLUMN, observed=True)}
-    tables = evaluate_tables(store, keys)
-    for series_id, key in keys.items():
-        pd.testing.assert_frame_equal(tables[series_id], expected[key], check_exact=True)
-        assert (tables[series_id]["step"] == 0).all() and len(tables[series_id]) > 1
+    reads: list[int] = []
+    read_tables = store.read_tables
+    monkeypatch.setattr(Store, "read_tables", lambda self, *a, **kw: reads.append(1) or read_tables(*a, **kw))
+    rows = evaluate_rows(store, keys[1:])
+    for key in keys[1:]:  # each output's rows of all steps pooled, as its own table holds them
+        own = store.read_table("evaluate", key)
+        expected = own[own["step"] == 0].reset_index(drop=True)
+        found = rows[rows[KEY_COLUMN] == key].drop(columns=KEY_COLUMN).reset_index(drop=True)
+        pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    assert len(reads) == 1 and set(rows[KEY_COLUMN]) == set(keys[1:])
+    assert set(evaluate_rows(store, keys[2:4])[KEY_COLUMN]) == set(keys[2:4]) and len(reads) == 1  # read already
+    assert set(evaluate_rows(store, keys)[KEY_COLUMN]) == set(keys) and len(reads) == 2  # one more output: read
 
 
 def test_outputs_written_as_one_table_make_the_same_pack_as_written_one_by_one(tmp_path: Path) -> None:
@@ -625,7 +633,7 @@ def test_generate_chunk_writes_the_series_keys_and_facts_of_generate_run_per_ser
 def test_the_flow_s_wide_test_metrics_of_many_series_are_those_of_their_tables_stacked_one_by_one(
     tmp_path: Path,
 ) -> None:
-    from lstm_forecast.flows.plan import evaluate_tables, evaluated_wide
+    from lstm_forecast.flows.plan import evaluated_wide
     from lstm_forecast.tasks.operations.summary import SeriesOutcome, wide_test_metrics
 
     store = Store(tmp_path)
@@ -646,8 +654,7 @@ def test_the_flow_s_wide_test_metrics_of_many_series_are_those_of_their_tables_s
             )
             store.write_table("evaluate", key, table)
     chosen = {i: keys[i] for i in ("s4", "s1", "s2", "s5")}  # not every series read, nor in the packs' order
-    tables = evaluate_tables(store, keys)
-    expected = wide_test_metrics([SeriesOutcome(i, tables[i]) for i in chosen])
+    expected = wide_test_metrics([SeriesOutcome(i, store.read_table("evaluate", keys[i])) for i in chosen])
     wide = evaluated_wide(store, chosen)
     assert sorted(wide.index) == sorted(chosen) and "auto_ets_mase" in wide and "lstm_rmse" in wide
     pd.testing.assert_frame_equal(wide.loc[expected.index], expected, check_exact=True)

@@ -26,7 +26,8 @@ FORECAST_ONLY = "forecast_only"  # a summary status: too short to be scored, for
 
 @dataclass(frozen=True)
 class SeriesOutcome:
-    """What one series' pipeline gave: its evaluate metrics (long format), or why it failed."""
+    """What one series' pipeline gave: its evaluate metrics (long format; or only their key, when the caller
+    passes the metrics of every series as one wide table: `wide_test_metrics`), or why it failed."""
 
     series_id: str
     metrics: pd.DataFrame | None = None
@@ -34,6 +35,11 @@ class SeriesOutcome:
     error: str = ""
     plot_key: str = ""
     forecast_only: bool = False  # too short to be scored: forecast by a global model, its reason in `error`
+
+    @property
+    def scored(self) -> bool:
+        """True when the series has evaluate metrics: held here, or named by their key."""
+        return self.metrics is not None or bool(self.metrics_key)
 
 
 def stacked_metrics(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
@@ -99,7 +105,7 @@ def series_to_show(
     """A handful of completed (and, with `plotted_only`, plotted) series to show in the UI, each with a
     label: the LSTM's best and worst by test MASE (half each), or every one when there are no more than
     `count`. `wide`: `wide_test_metrics` of the outcomes (or more) when they were computed already."""
-    candidates = {o.series_id: o for o in outcomes if o.metrics is not None and (o.plot_key or not plotted_only)}
+    candidates = {o.series_id: o for o in outcomes if o.scored and (o.plot_key or not plotted_only)}
     wide = wide_test_metrics(list(candidates.values())) if wide is None else wide
     mase = wide["lstm_mase"] if "lstm_mase" in wide else pd.Series(float("nan"), index=wide.index)
     scores = [(series_id, float(mase.get(series_id, float("nan")))) for series_id in candidates]
