@@ -55,13 +55,21 @@ WORKER_PRELOAD = "lstm_forecast.flows.many"
 FORKED_WORKERS = {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
+def _forked_workers() -> dict[str, Any]:
+    """`FORKED_WORKERS` where this platform has a forkserver (not on Windows: Dask's default there)."""
+    import multiprocessing
+
+    return FORKED_WORKERS if "forkserver" in multiprocessing.get_all_start_methods() else {}
+
+
 def _fork_workers_from_an_imported_server() -> None:
     """Have the forkserver import what the workers need (`WORKER_PRELOAD`) beside Dask's own list, before it
     starts (a server already running keeps what it imported)."""
     from distributed.utils import get_mp_context
 
     context = get_mp_context()  # sets Dask's list (distributed and its packages) the first time: ours replaces it
-    context.set_forkserver_preload(["distributed", "numpy", "pandas", WORKER_PRELOAD])
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["distributed", "numpy", "pandas", WORKER_PRELOAD])
 
 
 def local_cluster_options(workers: int) -> dict[str, Any]:
@@ -214,7 +222,7 @@ def configure_dask() -> None:
     import dask
     import distributed  # noqa: F401 - its import sets its loggers' levels from its config: set ours after it
 
-    dask.config.set(NO_PROFILER | FORKED_WORKERS | _workers_environ())
+    dask.config.set(NO_PROFILER | _forked_workers() | _workers_environ())
     _fork_workers_from_an_imported_server()
     logging.getLogger("distributed").setLevel(logging.WARNING)
 

@@ -161,7 +161,7 @@ class KeptContextsTaskRunner(DaskTaskRunner):
 
     `starting`: a local cluster still starting (`start_local_cluster`), whose scheduler the runner connects to
     when the run first needs its client: the flow run is created, and the run planned, while the workers start
-    (about 0.7 s of a 10,000-series run's start waited for them before)."""
+    (the command's main thread waited about 1.3 s for them at a 10,000-series run's start)."""
 
     def __init__(self, *args: Any, starting: concurrent.futures.Future[Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
