@@ -484,11 +484,11 @@ def pooled_rows(store: Store, keys: Iterable[str]) -> pd.DataFrame:
     """The rows of all steps pooled (step 0: what the summary, the registry and the UI read) of the evaluate outputs
     `keys` and maybe others, stacked, column KEY_COLUMN naming each output: each pack read once, the per-step rows
     left out (100,000 series' rows stay small). The outputs the last call read are not read again."""
-    keys = [str(key) for key in keys]
+    wanted = list(dict.fromkeys(str(key) for key in keys))
     root = str(store.root)
     held = _POOLED.get(root)
-    if held is None or not held[1].issuperset(keys):
-        stacked = store.read_tables("evaluate", list(dict.fromkeys(keys)), where={"step": 0})
+    if held is None or not held[1].issuperset(wanted):
+        stacked = store.read_tables("evaluate", wanted, where={"step": 0})
         _POOLED.clear()
         held = _POOLED[root] = (stacked, frozenset(str(key) for key in pd.unique(stacked[KEY_COLUMN])))
     return held[0]

@@ -340,9 +340,9 @@ def with_series_ids(config: ForecastConfig, ids: list[Any]) -> dict[Any, Forecas
     each other id (no check reads a series id). A panel's 10,000 configs: about 0.07 s against 0.19 s."""
     if not ids:
         return {}
-    checked = with_fields(config, series_id=ids[0])
     if any(i is not None and not isinstance(i, str) for i in ids):
         return {i: with_fields(config, series_id=i) for i in ids}  # validated each: pydantic refuses a number
+    checked = with_fields(config, series_id=ids[0])
     return {i: checked.model_copy(update={"series_id": i}) for i in ids}
 
 
